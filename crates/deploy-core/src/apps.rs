@@ -1,0 +1,768 @@
+//! The app.json model (hubot-deploy's apps.json, extended) and its loader.
+//!
+//! Loading validates everything at once and reports every problem with the app and field
+//! named, e.g. `app.json: project-x.environments: must be a non-empty list of names`.
+//! Unknown keys are kept: the app's entry (minus `github_api` / `github_token`) travels to
+//! the provider inside the deployment payload.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::names::{AppName, EnvName, RepoName, ScriptPath};
+
+/// Which tool deploys an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// A script in the repository (`deploy_script`, default `script/deploy`).
+    Shell,
+    /// Fabric 2+/3 (`fab <task> --environment … --ref … --sha …`).
+    Fabric,
+    /// Capistrano 3 (`cap <env> <task>`).
+    Capistrano,
+    /// Heroku Platform API builds.
+    Heroku,
+}
+
+impl Provider {
+    /// Every provider, in the order help texts list them.
+    pub const ALL: [Provider; 4] = [
+        Provider::Shell,
+        Provider::Fabric,
+        Provider::Capistrano,
+        Provider::Heroku,
+    ];
+
+    /// The name used in app.json.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Shell => "shell",
+            Provider::Fabric => "fabric",
+            Provider::Capistrano => "capistrano",
+            Provider::Heroku => "heroku",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A secret string that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself; call only where it is handed to the service that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Keys whose values are secrets or per-installation settings: never sent in a payload.
+pub const PRIVATE_KEYS: [&str; 2] = ["github_api", "github_token"];
+
+/// One app's entry in app.json, validated.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// The app's name (its key in app.json).
+    pub name: AppName,
+    /// The tool that deploys it.
+    pub provider: Provider,
+    /// The GitHub repository.
+    pub repository: RepoName,
+    /// Environments it may be deployed to (default `["production"]`).
+    pub environments: Vec<EnvName>,
+    /// Used when a command names no environment.
+    pub default_environment: EnvName,
+    /// Channel names or ids it may be deployed from; `None` = every room.
+    pub allowed_rooms: Option<Vec<String>>,
+    /// Whether GitHub merges the default branch into the ref first (default `true`).
+    pub auto_merge: bool,
+    /// Status contexts that must be green; `None` = GitHub's default (all).
+    pub required_contexts: Option<Vec<String>>,
+    /// Per-app GitHub API base URL (GitHub Enterprise).
+    pub github_api: Option<String>,
+    /// Per-app GitHub token.
+    pub github_token: Option<Secret>,
+    /// Shell provider: the script to run (default `script/deploy`).
+    pub deploy_script: ScriptPath,
+    /// Seconds one run may take.
+    pub timeout: Option<u64>,
+    /// Where faseng clones from, when not GitHub's URL.
+    pub clone_url: Option<String>,
+    /// Fabric provider: task name override.
+    pub fabric_task: Option<String>,
+    /// Scripts run before the provider, as named stages.
+    pub before_deploy: Vec<ScriptPath>,
+    /// Scripts run after the provider, as named stages.
+    pub after_deploy: Vec<ScriptPath>,
+    /// The entry as written, unknown keys included, minus `github_api` and `github_token`.
+    pub raw: Map<String, Value>,
+}
+
+impl AppConfig {
+    /// Validates one app entry; `Err` lists every problem found.
+    pub fn from_value(name: &str, value: &Value) -> Result<Self, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let app = check_app(name, value, &mut problems);
+        match app {
+            Some(app) if problems.is_empty() => Ok(app),
+            _ => Err(problems),
+        }
+    }
+
+    /// True when `env` is one of this app's environments.
+    pub fn has_environment(&self, env: &EnvName) -> bool {
+        self.environments.contains(env)
+    }
+
+    /// The entry as sent in the deployment payload's `config`: everything but
+    /// `github_api` and `github_token`.
+    pub fn payload_config(&self) -> Value {
+        Value::Object(self.raw.clone())
+    }
+
+    /// The `<env>_url` setting, if any: the deployment status `environment_url`.
+    pub fn environment_url(&self, env: &EnvName) -> Option<&str> {
+        self.raw.get(&format!("{env}_url")).and_then(Value::as_str)
+    }
+
+    /// The Heroku app for an environment: `heroku_<env>_name`, else `heroku_name`.
+    pub fn heroku_app(&self, env: &EnvName) -> Option<&str> {
+        self.raw
+            .get(&format!("heroku_{env}_name"))
+            .or_else(|| self.raw.get("heroku_name"))
+            .and_then(Value::as_str)
+    }
+
+    /// True when the room (by id or name, `#` optional) may deploy this app.
+    pub fn allows_room(&self, room_id: &str, room_name: &str) -> bool {
+        let Some(rooms) = &self.allowed_rooms else {
+            return true;
+        };
+        let name = room_name.trim_start_matches('#');
+        rooms.iter().any(|allowed| {
+            let allowed = allowed.trim_start_matches('#');
+            allowed == room_id || (!name.is_empty() && allowed.eq_ignore_ascii_case(name))
+        })
+    }
+}
+
+/// One problem found in app.json.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The app, when the problem is inside one app's entry.
+    pub app: Option<String>,
+    /// The field, when the problem is about one field.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("app.json: ")?;
+        match (&self.app, &self.field) {
+            (Some(app), Some(field)) => write!(f, "{app}.{field}: ")?,
+            (Some(app), None) => write!(f, "{app}: ")?,
+            _ => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found while loading app.json.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in the order they appear in the file.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "app.json has {n} problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn single(message: String) -> Self {
+        Self {
+            problems: vec![ConfigProblem {
+                app: None,
+                field: None,
+                message,
+            }],
+        }
+    }
+}
+
+/// All apps from app.json, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Apps {
+    apps: BTreeMap<AppName, AppConfig>,
+}
+
+impl Apps {
+    /// Reads and validates an app.json file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::single(format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::from_json(&text)
+    }
+
+    /// Parses and validates app.json text, reporting every problem at once.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let root: Value = serde_json::from_str(text).map_err(|e| {
+            ConfigError::single(format!(
+                "invalid JSON at line {}, column {}: {}",
+                e.line(),
+                e.column(),
+                strip_position(&e.to_string())
+            ))
+        })?;
+        let Value::Object(entries) = root else {
+            return Err(ConfigError::single(
+                "must be a JSON object keyed by app name".to_owned(),
+            ));
+        };
+        let mut problems = Vec::new();
+        let mut apps = BTreeMap::new();
+        for (name, value) in &entries {
+            if let Some(app) = check_app(name, value, &mut problems) {
+                apps.insert(app.name.clone(), app);
+            }
+        }
+        for duplicate in duplicate_top_level_keys(text) {
+            problems.push(ConfigProblem {
+                app: Some(duplicate),
+                field: None,
+                message: "is defined more than once".to_owned(),
+            });
+        }
+        if problems.is_empty() {
+            Ok(Self { apps })
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The app named `name`, if configured.
+    pub fn get(&self, name: &AppName) -> Option<&AppConfig> {
+        self.apps.get(name)
+    }
+
+    /// All apps, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &AppConfig> {
+        self.apps.values()
+    }
+
+    /// All app names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &AppName> {
+        self.apps.keys()
+    }
+
+    /// How many apps there are.
+    pub fn len(&self) -> usize {
+        self.apps.len()
+    }
+
+    /// True when app.json defines no app.
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+}
+
+fn strip_position(message: &str) -> &str {
+    message
+        .rfind(" at line ")
+        .map_or(message, |i| &message[..i])
+}
+
+/// serde_json keeps the last of duplicate keys silently; a duplicated app is almost always a
+/// copy-paste mistake, so find top-level duplicates with a small scan of the (valid) JSON.
+fn duplicate_top_level_keys(text: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Keys(#[serde(deserialize_with = "keys_in_order")] Vec<String>);
+    fn keys_in_order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(keys)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+    let Ok(Keys(keys)) = serde_json::from_str::<Keys>(text) else {
+        return Vec::new();
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut duplicates = Vec::new();
+    for key in keys {
+        if !seen.insert(key.clone()) && !duplicates.contains(&key) {
+            duplicates.push(key);
+        }
+    }
+    duplicates
+}
+
+struct Checker<'a> {
+    app: &'a str,
+    entry: &'a Map<String, Value>,
+    problems: &'a mut Vec<ConfigProblem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, field: &str, message: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            app: Some(self.app.to_owned()),
+            field: Some(field.to_owned()),
+            message: message.into(),
+        });
+    }
+
+    fn string(&mut self, field: &str) -> Option<String> {
+        match self.entry.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(_) => {
+                self.problem(field, "must be a non-empty string");
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, field: &str) -> Option<Vec<String>> {
+        match self.entry.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => Some(
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+            ),
+            Some(_) => {
+                self.problem(field, "must be a list of strings");
+                None
+            }
+        }
+    }
+
+    fn script_list(&mut self, field: &str) -> Vec<ScriptPath> {
+        let mut scripts = Vec::new();
+        for s in self.string_list(field).unwrap_or_default() {
+            match ScriptPath::parse(&s) {
+                Ok(p) => scripts.push(p),
+                Err(e) => self.problem(field, e),
+            }
+        }
+        scripts
+    }
+}
+
+fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Option<AppConfig> {
+    let app_name = match AppName::parse(name) {
+        Ok(n) if n.as_str() == name => Some(n),
+        Ok(_) => {
+            problems.push(ConfigProblem {
+                app: Some(name.to_owned()),
+                field: None,
+                message: "app names must be lower-case (commands are case-insensitive)".into(),
+            });
+            None
+        }
+        Err(e) => {
+            problems.push(ConfigProblem {
+                app: Some(name.to_owned()),
+                field: None,
+                message: format!("is not a valid app name: {e}"),
+            });
+            None
+        }
+    };
+    let Value::Object(entry) = value else {
+        problems.push(ConfigProblem {
+            app: Some(name.to_owned()),
+            field: None,
+            message: "must be an object".to_owned(),
+        });
+        return None;
+    };
+    let mut c = Checker {
+        app: name,
+        entry,
+        problems,
+    };
+
+    let provider = match entry.get("provider") {
+        None => {
+            c.problem("provider", "is required (shell, fabric, capistrano or heroku)");
+            None
+        }
+        Some(Value::String(p)) => Provider::parse(p).or_else(|| {
+            c.problem(
+                "provider",
+                format!("unknown provider {p:?} (expected shell, fabric, capistrano or heroku)"),
+            );
+            None
+        }),
+        Some(_) => {
+            c.problem("provider", "must be a string (shell, fabric, capistrano or heroku)");
+            None
+        }
+    };
+
+    let repository = match entry.get("repository") {
+        None => {
+            c.problem("repository", "is required (owner/name)");
+            None
+        }
+        Some(Value::String(r)) => RepoName::parse(r)
+            .map_err(|e| c.problem("repository", e))
+            .ok(),
+        Some(_) => {
+            c.problem("repository", "must be a string of the form owner/name");
+            None
+        }
+    };
+
+    let environments = match entry.get("environments") {
+        None => vec![EnvName::production()],
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let mut envs: Vec<EnvName> = Vec::new();
+            for item in items {
+                match item.as_str().map(EnvName::parse) {
+                    Some(Ok(env)) if envs.contains(&env) => {
+                        c.problem("environments", format!("{env} is listed more than once"));
+                    }
+                    Some(Ok(env)) => envs.push(env),
+                    Some(Err(e)) => c.problem(
+                        "environments",
+                        format!("{item} is not a valid environment name: {e}"),
+                    ),
+                    None => c.problem("environments", "must be a non-empty list of names"),
+                }
+            }
+            envs
+        }
+        Some(_) => {
+            c.problem("environments", "must be a non-empty list of names");
+            Vec::new()
+        }
+    };
+
+    let default_environment = match c.string("default_environment") {
+        None => EnvName::production(),
+        Some(d) => match EnvName::parse(&d) {
+            Ok(env) if environments.is_empty() || environments.contains(&env) => env,
+            Ok(env) => {
+                c.problem(
+                    "default_environment",
+                    format!("{env} is not one of the app's environments"),
+                );
+                env
+            }
+            Err(e) => {
+                c.problem("default_environment", format!("{d:?} {e}"));
+                EnvName::production()
+            }
+        },
+    };
+
+    let allowed_rooms = c.string_list("allowed_rooms");
+    if allowed_rooms.as_ref().is_some_and(Vec::is_empty) {
+        c.problem(
+            "allowed_rooms",
+            "is empty, so no room could deploy; remove it to allow every room",
+        );
+    }
+
+    let auto_merge = match entry.get("auto_merge") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            c.problem("auto_merge", "must be true or false");
+            true
+        }
+    };
+
+    let required_contexts = c.string_list("required_contexts");
+    let github_api = c.string("github_api");
+    if let Some(api) = &github_api
+        && !(api.starts_with("https://") || api.starts_with("http://"))
+    {
+        c.problem("github_api", "must be an http(s) URL");
+    }
+    let github_token = c.string("github_token").map(Secret::new);
+
+    let deploy_script = match c.string("deploy_script") {
+        None => ScriptPath::parse("script/deploy").expect("default script path is valid"),
+        Some(s) => ScriptPath::parse(&s).unwrap_or_else(|e| {
+            c.problem("deploy_script", e);
+            ScriptPath::parse("script/deploy").expect("default script path is valid")
+        }),
+    };
+
+    let timeout = match entry.get("timeout") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(t) if (1..=86_400).contains(&t) => Some(t),
+            _ => {
+                c.problem("timeout", "must be a whole number of seconds from 1 to 86400");
+                None
+            }
+        },
+    };
+
+    let clone_url = c.string("clone_url");
+    if let Some(url) = &clone_url
+        && url.starts_with('-')
+    {
+        c.problem("clone_url", "must not start with '-'");
+    }
+    let fabric_task = c.string("fabric_task");
+    let task_ok = |t: &str| {
+        !t.starts_with('-') && t.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+    };
+    if fabric_task.as_deref().is_some_and(|t| !task_ok(t)) {
+        c.problem("fabric_task", "must be a task name (letters, digits, '_', '.', '-')");
+    }
+    let before_deploy = c.script_list("before_deploy");
+    let after_deploy = c.script_list("after_deploy");
+
+    for (key, value) in entry {
+        if let Some(env) = key.strip_suffix("_url").filter(|_| key != "clone_url")
+            && !value.is_string()
+        {
+            c.problem(key, format!("must be a URL string (environment_url for {env})"));
+        }
+        if key.starts_with("heroku_") && key.ends_with("name") && !value.is_string() {
+            c.problem(key, "must be a Heroku app name");
+        }
+    }
+
+    Some(AppConfig {
+        name: app_name?,
+        provider: provider?,
+        repository: repository?,
+        environments,
+        default_environment,
+        allowed_rooms,
+        auto_merge,
+        required_contexts,
+        github_api,
+        github_token,
+        deploy_script,
+        timeout,
+        clone_url,
+        fabric_task,
+        before_deploy,
+        after_deploy,
+        raw: entry
+            .iter()
+            .filter(|(k, _)| !PRIVATE_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"{
+      "project-x": {
+        "provider": "fabric", "repository": "oursky/project-x",
+        "environments": ["live", "edge"], "allowed_rooms": ["deployment"],
+        "auto_merge": false, "required_contexts": ["ci/travis"],
+        "edge_url": "https://edge.example.com", "team": "web",
+        "github_token": "ghp_secret", "github_api": "https://ghe.example.com/api/v3"
+      },
+      "trelhub": { "provider": "shell", "repository": "oursky/trelhub",
+                   "environments": ["pandawork", "edge"], "default_environment": "edge" },
+      "hubot": { "provider": "heroku", "repository": "github/hubot",
+                 "heroku_production_name": "hubot-prod", "heroku_name": "hubot-any" }
+    }"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        Apps::from_json(text)
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn loads_the_example_with_defaults() {
+        let apps = Apps::from_json(EXAMPLE).unwrap();
+        assert_eq!(apps.len(), 3);
+        let x = apps.get(&AppName::parse("project-x").unwrap()).unwrap();
+        assert_eq!(x.provider, Provider::Fabric);
+        assert_eq!(x.repository.to_string(), "oursky/project-x");
+        assert!(!x.auto_merge);
+        assert_eq!(x.required_contexts, Some(vec!["ci/travis".to_owned()]));
+        assert_eq!(x.default_environment.as_str(), "production");
+        assert_eq!(x.deploy_script.as_str(), "script/deploy");
+        let t = apps.get(&AppName::parse("trelhub").unwrap()).unwrap();
+        assert_eq!(t.default_environment.as_str(), "edge");
+        assert!(t.auto_merge);
+        assert_eq!(t.required_contexts, None);
+        let h = apps.get(&AppName::parse("hubot").unwrap()).unwrap();
+        assert_eq!(h.environments, vec![EnvName::production()]);
+    }
+
+    #[test]
+    fn payload_config_keeps_unknown_keys_and_drops_secrets() {
+        let apps = Apps::from_json(EXAMPLE).unwrap();
+        let x = apps.get(&AppName::parse("project-x").unwrap()).unwrap();
+        let config = x.payload_config();
+        assert_eq!(config["team"], "web");
+        assert_eq!(config["provider"], "fabric");
+        assert!(config.get("github_token").is_none());
+        assert!(config.get("github_api").is_none());
+        assert!(!format!("{x:?}").contains("ghp_secret"));
+    }
+
+    #[test]
+    fn environment_url_and_heroku_app_lookups() {
+        let apps = Apps::from_json(EXAMPLE).unwrap();
+        let x = apps.get(&AppName::parse("project-x").unwrap()).unwrap();
+        let edge = EnvName::parse("edge").unwrap();
+        assert_eq!(x.environment_url(&edge), Some("https://edge.example.com"));
+        assert_eq!(x.environment_url(&EnvName::parse("live").unwrap()), None);
+        let h = apps.get(&AppName::parse("hubot").unwrap()).unwrap();
+        assert_eq!(h.heroku_app(&EnvName::production()), Some("hubot-prod"));
+        assert_eq!(h.heroku_app(&edge), Some("hubot-any"));
+    }
+
+    #[test]
+    fn rooms_match_by_name_or_id() {
+        let apps = Apps::from_json(EXAMPLE).unwrap();
+        let x = apps.get(&AppName::parse("project-x").unwrap()).unwrap();
+        assert!(x.allows_room("C1", "deployment"));
+        assert!(x.allows_room("C1", "#Deployment"));
+        assert!(!x.allows_room("C1", "random"));
+        let by_id = Apps::from_json(
+            r#"{"a": {"provider":"shell","repository":"o/a","allowed_rooms":["C024BE91L"]}}"#,
+        )
+        .unwrap();
+        let a = by_id.iter().next().unwrap();
+        assert!(a.allows_room("C024BE91L", "whatever"));
+        assert!(!a.allows_room("C999", ""));
+    }
+
+    #[test]
+    fn json_syntax_errors_name_line_and_column() {
+        assert_eq!(
+            problems("{\n  \"a\": {\"provider\": \"shell\",}\n}"),
+            vec!["app.json: invalid JSON at line 2, column 29: trailing comma"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"{
+          "no-repo": {"provider": "shell"},
+          "bad-provider": {"provider": "ansible", "repository": "o/r"},
+          "empty-envs": {"provider": "shell", "repository": "o/r", "environments": []},
+          "dup-envs": {"provider": "shell", "repository": "o/r", "environments": ["a", "a"]},
+          "bad-repo": {"provider": "shell", "repository": "not-a-repo"},
+          "Upper": {"provider": "shell", "repository": "o/r"},
+          "bad-types": {"provider": "shell", "repository": "o/r", "auto_merge": "yes",
+                        "timeout": -1, "deploy_script": "../../etc/passwd",
+                        "environments": "production"}
+        }"#;
+        assert_eq!(
+            problems(text),
+            vec![
+                "app.json: Upper: app names must be lower-case (commands are case-insensitive)",
+                "app.json: bad-provider.provider: unknown provider \"ansible\" (expected shell, fabric, capistrano or heroku)",
+                "app.json: bad-repo.repository: must be of the form owner/name, got \"not-a-repo\"",
+                "app.json: bad-types.environments: must be a non-empty list of names",
+                "app.json: bad-types.auto_merge: must be true or false",
+                "app.json: bad-types.deploy_script: must be a relative path inside the repository (letters, digits, '_', '.', '-', '/'; no '..'), got \"../../etc/passwd\"",
+                "app.json: bad-types.timeout: must be a whole number of seconds from 1 to 86400",
+                "app.json: dup-envs.environments: a is listed more than once",
+                "app.json: empty-envs.environments: must be a non-empty list of names",
+                "app.json: no-repo.repository: is required (owner/name)",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_apps_are_reported() {
+        let text = r#"{"a": {"provider":"shell","repository":"o/a"},
+                       "a": {"provider":"shell","repository":"o/b"}}"#;
+        assert_eq!(problems(text), vec!["app.json: a: is defined more than once"]);
+    }
+
+    #[test]
+    fn non_object_roots_and_entries_are_refused() {
+        assert_eq!(
+            problems("[]"),
+            vec!["app.json: must be a JSON object keyed by app name"]
+        );
+        assert_eq!(problems(r#"{"a": 1}"#), vec!["app.json: a: must be an object"]);
+    }
+
+    #[test]
+    fn default_environment_must_be_listed() {
+        let text = r#"{"a": {"provider":"shell","repository":"o/a",
+                       "environments":["edge"],"default_environment":"live"}}"#;
+        assert_eq!(
+            problems(text),
+            vec!["app.json: a.default_environment: live is not one of the app's environments"]
+        );
+    }
+
+    #[test]
+    fn error_report_counts_problems() {
+        let err = Apps::from_json(r#"{"a": {}}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "app.json has 2 problems:\n  app.json: a.provider: is required (shell, fabric, capistrano or heroku)\n  app.json: a.repository: is required (owner/name)\n"
+        );
+    }
+}

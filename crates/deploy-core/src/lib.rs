@@ -1,0 +1,14 @@
+//! Contract types shared by chima (the chat bot) and faseng (the deployer): the app.json
+//! model, validated names and git refs, the deployment payload, and the GitHub client factory.
+
+#![warn(missing_docs)]
+
+pub mod apps;
+pub mod github;
+pub mod names;
+pub mod payload;
+
+pub use apps::{AppConfig, Apps, ConfigError, ConfigProblem, Provider, Secret};
+pub use github::{GithubAuth, GithubClients};
+pub use names::{AppName, CommitSha, EnvName, GitRef, NameError, RefError, RepoName, ScriptPath};
+pub use payload::{DeploymentPayload, NewDeployment, Notify};

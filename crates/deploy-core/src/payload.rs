@@ -1,0 +1,126 @@
+//! The deployment payload chima puts into `POST /repos/{owner}/{repo}/deployments`, and the
+//! request body around it. faseng reads the same types back out of the webhook.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Where the chat message that started a deployment lives, so faseng can edit it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Notify {
+    /// Chat adapter: `slack`, `shell`, …
+    pub adapter: String,
+    /// Channel id.
+    pub room: String,
+    /// Channel name, without `#`.
+    #[serde(default)]
+    pub room_name: String,
+    /// User id of who asked.
+    #[serde(default)]
+    pub user: String,
+    /// User name of who asked.
+    #[serde(default)]
+    pub user_name: String,
+    /// The `ts` of chima's live message for this deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_ts: Option<String>,
+    /// The thread the command was typed in, when it was threaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_ts: Option<String>,
+}
+
+/// The `payload` of a GitHub deployment created by chima (hubot-deploy compatible).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentPayload {
+    /// App name, as keyed in app.json.
+    pub name: String,
+    /// The bot that created it.
+    #[serde(rename = "robotName", default)]
+    pub robot_name: String,
+    /// Hosts named in the command (`to production/host1,host2`), else empty.
+    #[serde(default)]
+    pub hosts: String,
+    /// The chat message to keep up to date; absent when not created from chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+    /// The app.json entry, without `github_api` / `github_token`.
+    #[serde(default)]
+    pub config: Value,
+    /// Anything else another creator put there, passed through untouched.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The body of `POST /repos/{owner}/{repo}/deployments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDeployment {
+    /// Branch, tag or sha.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// `deploy`, `deploy:migrate`, …
+    pub task: String,
+    /// Target environment.
+    pub environment: String,
+    /// Whether GitHub merges the default branch into the ref first.
+    pub auto_merge: bool,
+    /// Contexts that must be green; omitted = all; `[]` = none (forced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_contexts: Option<Vec<String>>,
+    /// `"{task} on {env} from chima"`.
+    pub description: String,
+    /// True for the `production` environment.
+    pub production_environment: bool,
+    /// What faseng needs to run it.
+    pub payload: DeploymentPayload,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESIGN_EXAMPLE: &str = r#"{ "name": "project-x", "robotName": "chima", "hosts": "",
+      "notify": { "adapter": "slack", "room": "C024BE91L", "room_name": "deployment",
+                  "user": "U2147483697", "user_name": "joyz", "message_ts": "1355517523.000005" },
+      "config": { "provider": "fabric", "repository": "oursky/project-x", "environments": ["live", "edge"] } }"#;
+
+    #[test]
+    fn design_example_round_trips_exactly() {
+        let original: Value = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+        let parsed: DeploymentPayload = serde_json::from_value(original.clone()).unwrap();
+        assert_eq!(parsed.robot_name, "chima");
+        let notify = parsed.notify.as_ref().unwrap();
+        assert_eq!(notify.message_ts.as_deref(), Some("1355517523.000005"));
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), original);
+    }
+
+    #[test]
+    fn foreign_payloads_parse_and_keep_their_keys() {
+        let original = serde_json::json!({"name": "x", "web_url": "https://ci", "deep": {"a": [1]}});
+        let parsed: DeploymentPayload = serde_json::from_value(original.clone()).unwrap();
+        assert!(parsed.notify.is_none());
+        assert_eq!(parsed.extra["web_url"], "https://ci");
+        let back = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(back["deep"], original["deep"]);
+    }
+
+    #[test]
+    fn required_contexts_are_omitted_unless_set() {
+        let body = NewDeployment {
+            git_ref: "main".into(),
+            task: "deploy".into(),
+            environment: "edge".into(),
+            auto_merge: true,
+            required_contexts: None,
+            description: "deploy on edge from chima".into(),
+            production_environment: false,
+            payload: serde_json::from_str(DESIGN_EXAMPLE).unwrap(),
+        };
+        let v = serde_json::to_value(&body).unwrap();
+        assert!(v.get("required_contexts").is_none());
+        assert_eq!(v["ref"], "main");
+        let forced = NewDeployment {
+            required_contexts: Some(vec![]),
+            ..body
+        };
+        assert_eq!(serde_json::to_value(&forced).unwrap()["required_contexts"], serde_json::json!([]));
+    }
+}
