@@ -1,0 +1,1090 @@
+//! A stateful fake of the GitHub REST API, on loopback, speaking GitHub's wire format.
+//!
+//! Every request body it receives is validated against that operation's request schema in
+//! `../shared/fixtures/github/openapi-subset.json`; a body that fails is answered 422 and
+//! recorded, and the fake panics on drop if any were recorded, so a bad body fails the test.
+//! Like GitHub, it fires a signed `deployment` webhook when a deployment is created (once a
+//! webhook is set with [`FakeGithub::set_webhook`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::watch;
+
+use crate::fixtures;
+
+/// The token the fake accepts unless told otherwise.
+pub const TOKEN: &str = "ghp_test_token_0123456789";
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path below the API base (prefix removed).
+    pub path: String,
+    /// Query string, if any.
+    pub query: Option<String>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The JSON body, or `Null`.
+    pub body: Value,
+}
+
+/// A commit status (legacy statuses API) or check run on a commit.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Context (status) or name (check run).
+    pub name: String,
+    /// `success`, `failure`, `error`, `pending` for statuses; for check runs the conclusion
+    /// (`success`, `failure`, …) or `pending` while queued / in progress.
+    pub state: String,
+    /// Link to the details.
+    pub url: String,
+    /// True for a check run, false for a legacy commit status.
+    pub check_run: bool,
+}
+
+#[derive(Debug, Default)]
+struct Repo {
+    full_name: String,
+    default_branch: String,
+    clone_url: Option<String>,
+    branches: HashMap<String, String>,
+    checks: HashMap<String, Vec<Check>>,
+    behind_default: Vec<String>,
+    conflicting: Vec<String>,
+    accept_token: Option<String>,
+    forbidden: bool,
+}
+
+#[derive(Debug)]
+struct Webhook {
+    url: String,
+    secret: String,
+}
+
+/// A delivery the fake fired, and what the receiver answered.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// `X-GitHub-Delivery`.
+    pub id: String,
+    /// `X-GitHub-Event`.
+    pub event: String,
+    /// The receiver's HTTP status (0 when the connection failed).
+    pub status: u16,
+    /// The body sent.
+    pub body: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    repos: HashMap<String, Repo>,
+    deployments: Vec<Value>,
+    statuses: HashMap<u64, Vec<Value>>,
+    requests: Vec<RecordedRequest>,
+    violations: Vec<String>,
+    next_id: u64,
+    fail_status_posts: u32,
+    webhook: Option<Webhook>,
+    deliveries: Vec<Delivery>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<watch::Sender<u64>>,
+    base_url: String,
+    http: reqwest::Client,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// The running fake; dropping it stops the server.
+pub struct FakeGithub {
+    shared: Shared,
+    url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGithub {
+    fn drop(&mut self) {
+        self.server.abort();
+        let violations = std::mem::take(&mut self.shared.lock().violations);
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!(
+                "requests to the fake GitHub broke the schema:\n{}",
+                violations.join("\n")
+            );
+        }
+    }
+}
+
+impl FakeGithub {
+    /// Starts the fake at the root of a loopback port (like api.github.com).
+    pub async fn start() -> Self {
+        Self::start_with_prefix("").await
+    }
+
+    /// Starts the fake under a path prefix, e.g. `/api/v3` as GitHub Enterprise does.
+    pub async fn start_with_prefix(prefix: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}{prefix}");
+        let (changed, _) = watch::channel(0);
+        let shared = Shared {
+            inner: Arc::new(Mutex::new(Inner {
+                next_id: 1000,
+                ..Inner::default()
+            })),
+            changed: Arc::new(changed),
+            base_url: url.clone(),
+            http: reqwest::Client::new(),
+        };
+        let api = Router::new()
+            .route("/user", get(get_user))
+            .route("/repos/{owner}/{repo}", get(get_repo))
+            .route("/repos/{owner}/{repo}/branches/{*branch}", get(get_branch))
+            .route(
+                "/repos/{owner}/{repo}/deployments",
+                post(create_deployment).get(list_deployments),
+            )
+            .route(
+                "/repos/{owner}/{repo}/deployments/{id}",
+                get(get_deployment),
+            )
+            .route(
+                "/repos/{owner}/{repo}/deployments/{id}/statuses",
+                post(create_status).get(list_statuses),
+            )
+            .route("/repos/{owner}/{repo}/commits/{*rest}", get(commit_checks))
+            .route("/repos/{owner}/{repo}/tarball/{*git_ref}", get(tarball))
+            .fallback(not_found);
+        let app = if prefix.is_empty() {
+            api
+        } else {
+            Router::new().nest(prefix, api)
+        }
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), record))
+        .with_state(shared.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Self {
+            shared,
+            url,
+            server,
+        }
+    }
+
+    /// The API base URL to give as `GITHUB_API_URL`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Adds a repository with its default branch (at a generated sha).
+    pub fn add_repo(&self, full_name: &str, default_branch: &str) {
+        let mut inner = self.shared.lock();
+        let repo = inner.repos.entry(full_name.to_owned()).or_default();
+        repo.full_name = full_name.to_owned();
+        repo.default_branch = default_branch.to_owned();
+        repo.branches.insert(
+            default_branch.to_owned(),
+            fake_sha(full_name, default_branch),
+        );
+    }
+
+    /// Adds (or moves) a branch; returns its sha.
+    pub fn add_branch(&self, full_name: &str, branch: &str) -> String {
+        let sha = fake_sha(full_name, branch);
+        self.set_branch(full_name, branch, &sha);
+        sha
+    }
+
+    /// Points a branch at a given sha (e.g. a real commit of a local test repository).
+    pub fn set_branch(&self, full_name: &str, branch: &str, sha: &str) {
+        self.with_repo(full_name, |r| {
+            r.branches.insert(branch.to_owned(), sha.to_owned());
+        });
+    }
+
+    /// The sha a branch points at.
+    pub fn branch_sha(&self, full_name: &str, branch: &str) -> String {
+        self.with_repo(full_name, |r| r.branches[branch].clone())
+    }
+
+    /// The `repository.clone_url` sent in webhooks (default: the GitHub https URL).
+    pub fn set_clone_url(&self, full_name: &str, clone_url: &str) {
+        self.with_repo(full_name, |r| r.clone_url = Some(clone_url.to_owned()));
+    }
+
+    /// Adds a commit status or check run to the commit a ref points at.
+    pub fn add_check(&self, full_name: &str, git_ref: &str, check: Check) {
+        self.with_repo(full_name, |r| {
+            let sha = r
+                .branches
+                .get(git_ref)
+                .cloned()
+                .unwrap_or(git_ref.to_owned());
+            r.checks.entry(sha).or_default().push(check);
+        });
+    }
+
+    /// The next deployment of this branch with auto_merge answers 202 (the default branch is
+    /// merged into it first).
+    pub fn set_behind_default(&self, full_name: &str, branch: &str) {
+        self.with_repo(full_name, |r| r.behind_default.push(branch.to_owned()));
+    }
+
+    /// Deployments of this branch with auto_merge answer 409 merge conflict.
+    pub fn set_conflicting(&self, full_name: &str, branch: &str) {
+        self.with_repo(full_name, |r| r.conflicting.push(branch.to_owned()));
+    }
+
+    /// This repository accepts only `token` (e.g. a per-app token); others get 404 as GitHub
+    /// answers for a repository a token cannot see.
+    pub fn require_token(&self, full_name: &str, token: &str) {
+        self.with_repo(full_name, |r| r.accept_token = Some(token.to_owned()));
+    }
+
+    /// Creating deployments in this repository answers 403 (token lacks `repo_deployment`).
+    pub fn set_forbidden(&self, full_name: &str) {
+        self.with_repo(full_name, |r| r.forbidden = true);
+    }
+
+    /// From now on, deployments created fire a signed `deployment` webhook at `url`.
+    pub fn set_webhook(&self, url: &str, secret: &str) {
+        self.shared.lock().webhook = Some(Webhook {
+            url: url.to_owned(),
+            secret: secret.to_owned(),
+        });
+    }
+
+    /// The next `n` status posts answer 500 (and are not recorded).
+    pub fn fail_status_posts(&self, n: u32) {
+        self.shared.lock().fail_status_posts = n;
+    }
+
+    /// Creates a deployment as GitHub would for another client (CI, `gh`), firing the webhook.
+    pub async fn create_deployment(&self, full_name: &str, body: Value) -> Value {
+        let (status, response) = create(&self.shared, full_name, &body, Some(TOKEN));
+        assert_eq!(status, StatusCode::CREATED, "{response}");
+        fire_webhook(&self.shared, full_name, &response).await;
+        response
+    }
+
+    /// The `(headers, body)` of the `deployment` webhook GitHub sends for `deployment`,
+    /// built from the upstream sample payload, signed with `secret`.
+    pub fn deployment_webhook(
+        &self,
+        full_name: &str,
+        deployment: &Value,
+        secret: &str,
+    ) -> (Vec<(String, String)>, Bytes) {
+        let inner = self.shared.lock();
+        let repo = inner.repos.get(full_name).expect("known repo");
+        let body = deployment_event(repo, deployment);
+        drop(inner);
+        let id = format!("fake-{}", deployment["id"]);
+        signed_delivery("deployment", &id, &body, secret)
+    }
+
+    /// Every deployment created in a repository, oldest first.
+    pub fn deployments(&self, full_name: &str) -> Vec<Value> {
+        let url = repo_url(&self.url, full_name);
+        self.shared
+            .lock()
+            .deployments
+            .iter()
+            .filter(|d| d["repository_url"] == url)
+            .cloned()
+            .collect()
+    }
+
+    /// The statuses posted for a deployment, oldest first.
+    pub fn statuses(&self, deployment_id: u64) -> Vec<Value> {
+        self.shared
+            .lock()
+            .statuses
+            .get(&deployment_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every request received, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Webhook deliveries fired so far.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.shared.lock().deliveries.clone()
+    }
+
+    /// Sends a delivery again (as GitHub's "Redeliver" button does), returning the status.
+    pub async fn redeliver(&self, delivery_id: &str) -> u16 {
+        let (delivery, webhook_url, secret) = {
+            let inner = self.shared.lock();
+            let d = inner
+                .deliveries
+                .iter()
+                .find(|d| d.id == delivery_id)
+                .expect("known delivery")
+                .clone();
+            let hook = inner.webhook.as_ref().expect("webhook set");
+            (d, hook.url.clone(), hook.secret.clone())
+        };
+        post_delivery(
+            &self.shared,
+            &webhook_url,
+            &secret,
+            &delivery.event,
+            &delivery.id,
+            delivery.body,
+        )
+        .await
+    }
+
+    /// Waits until `check` holds for the fake's state, or panics after `timeout`.
+    pub async fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&FakeGithub) -> Option<T>,
+    ) -> T {
+        let mut changes = self.shared.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changes.borrow_and_update();
+            if let Some(value) = check(self) {
+                return value;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => panic!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+    }
+
+    /// Waits until a deployment has a status in `state`, returning that status.
+    pub async fn wait_for_status(
+        &self,
+        deployment_id: u64,
+        state: &str,
+        timeout: Duration,
+    ) -> Value {
+        self.wait_until(
+            timeout,
+            &format!("deployment {deployment_id} to be {state}"),
+            |gh| {
+                gh.statuses(deployment_id)
+                    .into_iter()
+                    .find(|s| s["state"] == state)
+            },
+        )
+        .await
+    }
+
+    /// Waits until `n` deployments exist in a repository, returning them.
+    pub async fn wait_for_deployments(
+        &self,
+        full_name: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<Value> {
+        self.wait_until(timeout, &format!("{n} deployments of {full_name}"), |gh| {
+            let d = gh.deployments(full_name);
+            (d.len() >= n).then_some(d)
+        })
+        .await
+    }
+
+    fn with_repo<T>(&self, full_name: &str, f: impl FnOnce(&mut Repo) -> T) -> T {
+        let mut inner = self.shared.lock();
+        let repo = inner
+            .repos
+            .get_mut(full_name)
+            .unwrap_or_else(|| panic!("add_repo({full_name:?}) first"));
+        f(repo)
+    }
+}
+
+/// A deterministic 40-hex sha for a repo and name.
+pub fn fake_sha(full_name: &str, name: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(full_name.as_bytes()).unwrap();
+    mac.update(name.as_bytes());
+    hex::encode(mac.finalize().into_bytes())[..40].to_owned()
+}
+
+/// `sha256=<hex>` of `body` under `secret`, as GitHub signs webhooks.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Headers and body of a signed webhook delivery.
+pub fn signed_delivery(
+    event: &str,
+    delivery_id: &str,
+    body: &Value,
+    secret: &str,
+) -> (Vec<(String, String)>, Bytes) {
+    let body = Bytes::from(serde_json::to_vec(body).unwrap());
+    let headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("user-agent".to_owned(), "GitHub-Hookshot/fake".to_owned()),
+        ("x-github-event".to_owned(), event.to_owned()),
+        ("x-github-delivery".to_owned(), delivery_id.to_owned()),
+        ("x-github-hook-id".to_owned(), "424242".to_owned()),
+        ("x-hub-signature-256".to_owned(), sign(secret, &body)),
+    ];
+    (headers, body)
+}
+
+fn repo_url(base: &str, full_name: &str) -> String {
+    format!("{base}/repos/{full_name}")
+}
+
+async fn record(
+    State(shared): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let prefix = url_path(&shared.base_url);
+    let path = parts
+        .uri
+        .path()
+        .strip_prefix(prefix.as_str())
+        .unwrap_or(parts.uri.path());
+    shared.lock().requests.push(RecordedRequest {
+        method: parts.method.to_string(),
+        path: path.to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        authorization: parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    });
+    let response = next
+        .run(axum::extract::Request::from_parts(
+            parts,
+            axum::body::Body::from(bytes),
+        ))
+        .await;
+    shared.bump();
+    response
+}
+
+fn url_path(base: &str) -> String {
+    base.splitn(4, '/')
+        .nth(3)
+        .map(|p| format!("/{p}"))
+        .unwrap_or_default()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("token "))
+        .map(str::to_owned)
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"message": text, "documentation_url": "https://docs.github.com/rest"})),
+    )
+        .into_response()
+}
+
+fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    uri: &Uri,
+    full_name: &str,
+) -> Result<(), Box<Response>> {
+    if uri.query().is_some_and(|q| q.contains("access_token")) {
+        return Err(Box::new(message(
+            StatusCode::UNAUTHORIZED,
+            "Must specify access token via Authorization header.",
+        )));
+    }
+    let token = bearer(headers);
+    let inner = shared.lock();
+    let Some(repo) = inner.repos.get(full_name) else {
+        return Err(Box::new(message(StatusCode::NOT_FOUND, "Not Found")));
+    };
+    let accepted = repo.accept_token.as_deref().unwrap_or(TOKEN);
+    let refusal = match token.as_deref() {
+        None => message(StatusCode::UNAUTHORIZED, "Requires authentication"),
+        Some(t) if t == accepted => return Ok(()),
+        Some(t) if t == TOKEN => message(StatusCode::NOT_FOUND, "Not Found"),
+        Some(_) => message(StatusCode::UNAUTHORIZED, "Bad credentials"),
+    };
+    Err(Box::new(refusal))
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        &format!("Not Found ({method} {uri} is not faked)"),
+    )
+}
+
+async fn get_user(State(_s): State<Shared>, headers: HeaderMap) -> Response {
+    if bearer(&headers).as_deref() != Some(TOKEN) {
+        return message(StatusCode::UNAUTHORIZED, "Bad credentials");
+    }
+    axum::Json(json!({"login": "chima-bot", "id": 4242, "type": "User"})).into_response()
+}
+
+async fn get_repo(
+    State(shared): State<Shared>,
+    Path((owner, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let full_name = format!("{owner}/{name}");
+    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
+        return *r;
+    }
+    let inner = shared.lock();
+    let repo = &inner.repos[&full_name];
+    let mut body = fixtures::github_example("full-repository-default-response");
+    body["name"] = json!(name);
+    body["full_name"] = json!(full_name);
+    body["owner"]["login"] = json!(owner);
+    body["default_branch"] = json!(repo.default_branch);
+    body["url"] = json!(repo_url(&shared.base_url, &full_name));
+    body["clone_url"] = json!(clone_url(repo));
+    axum::Json(body).into_response()
+}
+
+async fn get_branch(
+    State(shared): State<Shared>,
+    Path((owner, name, branch)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let full_name = format!("{owner}/{name}");
+    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
+        return *r;
+    }
+    let inner = shared.lock();
+    match inner.repos[&full_name].branches.get(&branch) {
+        Some(sha) => {
+            axum::Json(json!({"name": branch, "commit": {"sha": sha}, "protected": false}))
+                .into_response()
+        }
+        None => message(StatusCode::NOT_FOUND, "Branch not found"),
+    }
+}
+
+fn clone_url(repo: &Repo) -> String {
+    repo.clone_url
+        .clone()
+        .unwrap_or_else(|| format!("https://github.com/{}.git", repo.full_name))
+}
+
+fn resolve_ref(repo: &Repo, git_ref: &str) -> Option<String> {
+    if let Some(sha) = repo.branches.get(git_ref) {
+        return Some(sha.clone());
+    }
+    let is_sha = git_ref.len() == 40 && git_ref.bytes().all(|b| b.is_ascii_hexdigit());
+    is_sha.then(|| git_ref.to_ascii_lowercase())
+}
+
+fn create(
+    shared: &Shared,
+    full_name: &str,
+    body: &Value,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let path = "/repos/{owner}/{repo}/deployments";
+    if let Err(errors) = fixtures::check_github_request("POST", path, body) {
+        let text = format!("POST {path}: {}\n  body: {body}", errors.join("; "));
+        shared.lock().violations.push(text.clone());
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"message": format!("Invalid request: {text}")}),
+        );
+    }
+    let mut inner = shared.lock();
+    let next_id = inner.next_id;
+    let Some(repo) = inner.repos.get_mut(full_name) else {
+        return (StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+    };
+    if repo.forbidden {
+        return (
+            StatusCode::FORBIDDEN,
+            json!({"message": "Resource not accessible by personal access token",
+                   "documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment"}),
+        );
+    }
+    let git_ref = body["ref"].as_str().unwrap_or_default().to_owned();
+    let Some(sha) = resolve_ref(repo, &git_ref) else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"message": format!("No ref found for: {git_ref}"),
+                   "documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment"}),
+        );
+    };
+    let auto_merge = body["auto_merge"].as_bool().unwrap_or(true);
+    if auto_merge && git_ref != repo.default_branch {
+        if repo.conflicting.contains(&git_ref) {
+            return (
+                StatusCode::CONFLICT,
+                json!({"message": format!("Conflict merging {} into {git_ref}.", repo.default_branch)}),
+            );
+        }
+        if let Some(i) = repo.behind_default.iter().position(|b| *b == git_ref) {
+            repo.behind_default.remove(i);
+            return (
+                StatusCode::ACCEPTED,
+                json!({"message": format!("Auto-merged {} into {git_ref} on deployment.", repo.default_branch)}),
+            );
+        }
+    }
+    let checks = repo.checks.get(&sha).cloned().unwrap_or_default();
+    let required: Vec<String> = match body.get("required_contexts") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => {
+            let mut all: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
+            all.dedup();
+            all
+        }
+    };
+    let failing: Vec<Value> = required
+        .iter()
+        .filter_map(|ctx| match checks.iter().find(|c| &c.name == ctx) {
+            Some(c) if c.state == "success" => None,
+            Some(c) => Some(json!({"context": ctx, "state": c.state})),
+            None => Some(json!({"context": ctx, "state": "missing"})),
+        })
+        .collect();
+    if !failing.is_empty() {
+        return (
+            StatusCode::CONFLICT,
+            json!({"message": format!("Conflict: Commit status checks failed for {git_ref}."),
+                   "errors": [{"contexts": failing, "resource": "Deployment",
+                               "field": "required_contexts", "code": "invalid"}],
+                   "documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment"}),
+        );
+    }
+    inner.next_id += 1;
+    let base = shared.base_url.clone();
+    let environment = body["environment"]
+        .as_str()
+        .unwrap_or("production")
+        .to_owned();
+    let mut deployment = fixtures::github_example("deployment-simple-example");
+    let url = format!("{}/deployments/{next_id}", repo_url(&base, full_name));
+    deployment["url"] = json!(url);
+    deployment["id"] = json!(next_id);
+    deployment["sha"] = json!(sha);
+    deployment["ref"] = json!(git_ref);
+    deployment["task"] = body.get("task").cloned().unwrap_or(json!("deploy"));
+    deployment["payload"] = match body.get("payload") {
+        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(json!({})),
+        Some(p) => p.clone(),
+        None => json!({}),
+    };
+    deployment["environment"] = json!(environment);
+    deployment["original_environment"] = json!(environment);
+    deployment["description"] = body.get("description").cloned().unwrap_or(Value::Null);
+    deployment["creator"]["login"] = json!(if token == Some(TOKEN) {
+        "chima-bot"
+    } else {
+        "someone"
+    });
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    deployment["created_at"] = json!(now);
+    deployment["updated_at"] = json!(now);
+    deployment["statuses_url"] = json!(format!("{url}/statuses"));
+    deployment["repository_url"] = json!(repo_url(&base, full_name));
+    deployment["production_environment"] = body
+        .get("production_environment")
+        .cloned()
+        .unwrap_or(json!(environment == "production"));
+    deployment["transient_environment"] = body
+        .get("transient_environment")
+        .cloned()
+        .unwrap_or(json!(false));
+    if let Err(errors) = fixtures::check_github_response("POST", path, 201, &deployment) {
+        panic!("the fake built an invalid deployment: {errors:?}");
+    }
+    inner.deployments.push(deployment.clone());
+    (StatusCode::CREATED, deployment)
+}
+
+async fn create_deployment(
+    State(shared): State<Shared>,
+    Path((owner, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let full_name = format!("{owner}/{name}");
+    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
+        return *r;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return message(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+    };
+    let (status, response) = create(&shared, &full_name, &body, bearer(&headers).as_deref());
+    if status == StatusCode::CREATED {
+        fire_webhook(&shared, &full_name, &response).await;
+    }
+    (status, axum::Json(response)).into_response()
+}
+
+fn deployment_event(repo: &Repo, deployment: &Value) -> Value {
+    let mut event = fixtures::json("github/webhooks/deployment/payload.json");
+    event["deployment"] = deployment.clone();
+    let (owner, name) = repo.full_name.split_once('/').unwrap_or(("o", "r"));
+    let r = &mut event["repository"];
+    r["name"] = json!(name);
+    r["full_name"] = json!(repo.full_name);
+    r["owner"]["login"] = json!(owner);
+    r["default_branch"] = json!(repo.default_branch);
+    r["clone_url"] = json!(clone_url(repo));
+    r["html_url"] = json!(format!("https://github.com/{}", repo.full_name));
+    event["sender"]["login"] = deployment["creator"]["login"].clone();
+    event
+}
+
+async fn fire_webhook(shared: &Shared, full_name: &str, deployment: &Value) {
+    let target = {
+        let inner = shared.lock();
+        let Some(hook) = &inner.webhook else { return };
+        let body = deployment_event(&inner.repos[full_name], deployment);
+        (hook.url.clone(), hook.secret.clone(), body)
+    };
+    let (url, secret, body) = target;
+    let id = format!("delivery-{}", deployment["id"]);
+    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
+    let shared = shared.clone();
+    // GitHub delivers asynchronously, after answering the API call.
+    tokio::spawn(async move {
+        post_delivery(&shared, &url, &secret, "deployment", &id, bytes).await;
+    });
+}
+
+async fn post_delivery(
+    shared: &Shared,
+    url: &str,
+    secret: &str,
+    event: &str,
+    id: &str,
+    body: Bytes,
+) -> u16 {
+    let mut request = shared.http.post(url);
+    let (headers, _) = signed_delivery(event, id, &Value::Null, secret);
+    for (k, v) in headers {
+        if k != "x-hub-signature-256" {
+            request = request.header(k, v);
+        }
+    }
+    request = request.header("x-hub-signature-256", sign(secret, &body));
+    let status = match request.body(body.clone()).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    };
+    shared.lock().deliveries.push(Delivery {
+        id: id.to_owned(),
+        event: event.to_owned(),
+        status,
+        body,
+    });
+    shared.bump();
+    status
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    environment: Option<String>,
+    sha: Option<String>,
+    task: Option<String>,
+    per_page: Option<usize>,
+}
+
+async fn list_deployments(
+    State(shared): State<Shared>,
+    Path((owner, name)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let full_name = format!("{owner}/{name}");
+    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
+        return *r;
+    }
+    let url = repo_url(&shared.base_url, &full_name);
+    let inner = shared.lock();
+    let matches = |d: &&Value, field: &str, want: &Option<String>| {
+        want.as_ref()
+            .is_none_or(|w| d[field].as_str() == Some(w.as_str()))
+    };
+    let list: Vec<Value> = inner
+        .deployments
+        .iter()
+        .rev()
+        .filter(|d| d["repository_url"] == url)
+        .filter(|d| matches(d, "ref", &q.git_ref))
+        .filter(|d| matches(d, "environment", &q.environment))
+        .filter(|d| matches(d, "sha", &q.sha))
+        .filter(|d| matches(d, "task", &q.task))
+        .take(q.per_page.unwrap_or(30).min(100))
+        .cloned()
+        .collect();
+    axum::Json(list).into_response()
+}
+
+async fn get_deployment(
+    State(shared): State<Shared>,
+    Path((owner, name, id)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let full_name = format!("{owner}/{name}");
+    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
+        return *r;
+    }
+    let inner = shared.lock();
+    match inner.deployments.iter().find(|d| d["id"] == id) {
+        Some(d) => axum::Json(d.clone()).into_response(),
+        None => message(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+async fn create_status(
+    State(shared): State<Shared>,
+    Path((owner, name, id)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let full_name = format!("{owner}/{name}");
+    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
+        return *r;
+    }
+    {
+        let mut inner = shared.lock();
+        if inner.fail_status_posts > 0 {
+            inner.fail_status_posts -= 1;
+            return message(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
+        }
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return message(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+    };
+    let path = "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses";
+    if let Err(errors) = fixtures::check_github_request("POST", path, &body) {
+        let text = format!("POST {path}: {}\n  body: {body}", errors.join("; "));
+        shared.lock().violations.push(text.clone());
+        return message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("Invalid request: {text}"),
+        );
+    }
+    let mut inner = shared.lock();
+    let Some(deployment) = inner.deployments.iter().find(|d| d["id"] == id).cloned() else {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let status_id = inner.next_id;
+    inner.next_id += 1;
+    let mut status = fixtures::github_example("deployment-status");
+    let log_url = body
+        .get("log_url")
+        .or(body.get("target_url"))
+        .cloned()
+        .unwrap_or(json!(""));
+    status["id"] = json!(status_id);
+    status["state"] = body["state"].clone();
+    status["description"] = body.get("description").cloned().unwrap_or(json!(""));
+    status["environment"] = body
+        .get("environment")
+        .cloned()
+        .unwrap_or(deployment["environment"].clone());
+    status["log_url"] = log_url.clone();
+    status["target_url"] = log_url;
+    status["environment_url"] = body.get("environment_url").cloned().unwrap_or(json!(""));
+    status["deployment_url"] = deployment["url"].clone();
+    status["repository_url"] = deployment["repository_url"].clone();
+    status["url"] = json!(format!(
+        "{}/statuses/{status_id}",
+        deployment["url"].as_str().unwrap_or_default()
+    ));
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    status["created_at"] = json!(now);
+    status["updated_at"] = json!(now);
+    inner.statuses.entry(id).or_default().push(status.clone());
+    (StatusCode::CREATED, axum::Json(status)).into_response()
+}
+
+async fn list_statuses(
+    State(shared): State<Shared>,
+    Path((owner, name, id)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let full_name = format!("{owner}/{name}");
+    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
+        return *r;
+    }
+    let inner = shared.lock();
+    let mut list = inner.statuses.get(&id).cloned().unwrap_or_default();
+    list.reverse();
+    axum::Json(list).into_response()
+}
+
+async fn commit_checks(
+    State(shared): State<Shared>,
+    Path((owner, name, rest)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let full_name = format!("{owner}/{name}");
+    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
+        return *r;
+    }
+    let (git_ref, kind) = match (
+        rest.strip_suffix("/status"),
+        rest.strip_suffix("/check-runs"),
+    ) {
+        (Some(r), _) => (r.to_owned(), "status"),
+        (_, Some(r)) => (r.to_owned(), "check-runs"),
+        _ => return message(StatusCode::NOT_FOUND, "Not Found"),
+    };
+    let inner = shared.lock();
+    let repo = &inner.repos[&full_name];
+    let Some(sha) = resolve_ref(repo, &git_ref) else {
+        return message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("No commit found for SHA: {git_ref}"),
+        );
+    };
+    let checks = repo.checks.get(&sha).cloned().unwrap_or_default();
+    if kind == "status" {
+        let statuses: Vec<&Check> = checks.iter().filter(|c| !c.check_run).collect();
+        let state = if statuses.is_empty() || statuses.iter().any(|c| c.state == "pending") {
+            "pending"
+        } else if statuses.iter().all(|c| c.state == "success") {
+            "success"
+        } else {
+            "failure"
+        };
+        let mut body = fixtures::github_example("combined-commit-status");
+        let template = body["statuses"][0].clone();
+        body["state"] = json!(state);
+        body["sha"] = json!(sha);
+        body["total_count"] = json!(statuses.len());
+        body["statuses"] = Value::Array(
+            statuses
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut s = template.clone();
+                    s["id"] = json!(i + 1);
+                    s["context"] = json!(c.name);
+                    s["state"] = json!(c.state);
+                    s["target_url"] = json!(c.url);
+                    s["description"] = json!(format!("{} is {}", c.name, c.state));
+                    s
+                })
+                .collect(),
+        );
+        return axum::Json(body).into_response();
+    }
+    let mut body = fixtures::github_example("check-run-paginated");
+    let template = body["check_runs"][0].clone();
+    let runs: Vec<Value> = checks
+        .iter()
+        .filter(|c| c.check_run)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut r = template.clone();
+            r["id"] = json!(i + 1);
+            r["name"] = json!(c.name);
+            r["head_sha"] = json!(sha);
+            r["html_url"] = json!(c.url);
+            if c.state == "pending" {
+                r["status"] = json!("in_progress");
+                r["conclusion"] = Value::Null;
+                r["completed_at"] = Value::Null;
+            } else {
+                r["status"] = json!("completed");
+                r["conclusion"] = json!(c.state);
+            }
+            r
+        })
+        .collect();
+    body["total_count"] = json!(runs.len());
+    body["check_runs"] = Value::Array(runs);
+    axum::Json(body).into_response()
+}
+
+async fn tarball(
+    State(shared): State<Shared>,
+    Path((owner, name, git_ref)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let full_name = format!("{owner}/{name}");
+    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
+        return *r;
+    }
+    let location = format!(
+        "https://codeload.github.com/{full_name}/legacy.tar.gz/{git_ref}?token=fake-signed"
+    );
+    (StatusCode::FOUND, [("location", location)]).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_githubs_documented_vector() {
+        assert_eq!(
+            sign("It's a Secret to Everybody", b"Hello, World!"),
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
+    }
+
+    #[test]
+    fn url_paths_are_extracted_from_base_urls() {
+        assert_eq!(url_path("http://127.0.0.1:1234/api/v3"), "/api/v3");
+        assert_eq!(url_path("http://127.0.0.1:1234"), "");
+    }
+}
