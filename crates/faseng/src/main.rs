@@ -1,1 +1,176 @@
-fn main(){}
+//! `faseng serve [--no-worker]` and `faseng worker`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use deploy_core::{GithubAuth, Secret};
+use faseng::queue::{QueueTiming, QueueUrl};
+use faseng::{Application, Config, Services};
+
+/// The deployer: GitHub deployment webhooks in, provider runs, statuses and chat updates out.
+#[derive(Debug, Parser)]
+#[command(name = "faseng", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve `POST /webhooks/github`, the log pages, `/healthz` and `/metrics`, and (unless
+    /// `--no-worker`) run a worker in the same process.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Do not run a worker in this process (run `faseng worker` processes instead).
+        #[arg(long, env = "FASENG_NO_WORKER")]
+        no_worker: bool,
+        /// Shared secret of the GitHub webhook; requests without a valid X-Hub-Signature-256 get 401.
+        #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: String,
+        /// Address to listen on.
+        #[arg(long, env = "FASENG_BIND", default_value = "127.0.0.1:8081")]
+        bind: SocketAddr,
+    },
+    /// Run a worker only (scale out by running several against one Redis).
+    Worker {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Queue: `redis://HOST:PORT` (many workers, many machines) or `sqlite://PATH` (one machine).
+    #[arg(
+        long,
+        env = "FASENG_QUEUE_URL",
+        default_value = "sqlite://.faseng/faseng.db"
+    )]
+    queue_url: String,
+    /// Checkout cache and scratch directory.
+    #[arg(long, env = "FASENG_WORKDIR", default_value = ".faseng/work")]
+    workdir: PathBuf,
+    /// Base URL for log links; default `http://FASENG_BIND`.
+    #[arg(long, env = "FASENG_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Provider task definitions overlaid onto checkouts (`<dir>/<app>/`).
+    #[arg(long, env = "DEPLOY_CONFIG_DIR", default_value = "./deploy-config")]
+    deploy_config_dir: PathBuf,
+    /// Seconds one run may take, unless the app sets `timeout`.
+    #[arg(long, env = "DEPLOYMENT_TIMEOUT", default_value_t = 900)]
+    deployment_timeout: u64,
+    /// GitHub API base (GitHub Enterprise: `https://HOST/api/v3`).
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    github_api_url: String,
+    /// Token for the GitHub API and https clones.
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    github_token: Option<String>,
+    /// Slack bot token, to edit the chat message of a deployment.
+    #[arg(long, env = "SLACK_BOT_TOKEN", hide_env_values = true)]
+    slack_bot_token: Option<String>,
+    /// Slack Web API base.
+    #[arg(long, env = "SLACK_API_URL", default_value = "https://slack.com/api")]
+    slack_api_url: String,
+    /// app.json used for deployments whose payload carries no `config` (made by CI or `gh`).
+    #[arg(long, env = "CHIMA_APPS_JSON")]
+    apps_json: Option<PathBuf>,
+    /// Jobs one worker holds at once (running or waiting for their turn).
+    #[arg(long, env = "FASENG_CONCURRENCY", default_value_t = 32)]
+    concurrency: usize,
+    /// Worker heartbeat, seconds; a worker silent for 3 heartbeats is dead and its jobs are recovered.
+    #[arg(long, env = "FASENG_HEARTBEAT", default_value_t = 10)]
+    heartbeat: u64,
+    /// Seconds SIGTERM waits for running deployments before exiting.
+    #[arg(long, env = "FASENG_SHUTDOWN_TIMEOUT", default_value_t = 600)]
+    shutdown_timeout: u64,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+impl Common {
+    fn config(self) -> anyhow::Result<Config> {
+        let mut c = Config::new(QueueUrl::parse(&self.queue_url)?);
+        c.workdir = self.workdir;
+        c.public_url = non_empty(self.public_url);
+        c.deploy_config_dir = self.deploy_config_dir;
+        c.deployment_timeout = Duration::from_secs(self.deployment_timeout.max(1));
+        c.github_api_url = self.github_api_url;
+        c.github_auth = match non_empty(self.github_token) {
+            Some(t) => Some(GithubAuth::Token(Secret::new(t))),
+            None => GithubAuth::from_env()?,
+        };
+        c.slack_token = non_empty(self.slack_bot_token).map(Secret::new);
+        c.slack_api_url = self.slack_api_url;
+        c.apps_json = self.apps_json;
+        c.concurrency = self.concurrency.max(1);
+        c.timing = QueueTiming {
+            heartbeat: Duration::from_secs(self.heartbeat.max(1)),
+            missed_heartbeats: 3,
+            ..QueueTiming::default()
+        };
+        c.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);
+        Ok(c)
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,apalis=warn,sqlx=warn".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve {
+            common,
+            no_worker,
+            webhook_secret,
+            bind,
+        } => {
+            let mut config = common.config()?;
+            anyhow::ensure!(
+                !webhook_secret.trim().is_empty(),
+                "GITHUB_WEBHOOK_SECRET must not be empty"
+            );
+            config.webhook_secret = Some(Secret::new(webhook_secret.trim()));
+            config.bind = bind;
+            let app = Application::build(config, !no_worker).await?;
+            tracing::info!(addr = %app.local_addr(), worker = !no_worker, "faseng serving");
+            app.run(shutdown_signal()).await
+        }
+        Command::Worker { common } => {
+            let config = common.config()?;
+            let public_url = config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.bind));
+            let services = std::sync::Arc::new(
+                Services::connect(config)
+                    .await
+                    .context("starting the worker")?,
+            );
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = tx.send(true);
+            });
+            services.run_worker(public_url, rx).await
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Wiring: configuration → store, queue, sinks → the HTTP app and/or a worker.
+//! `Application::build` then `run` (or `run_worker` for a worker-only process).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deploy_core::{Apps, GithubAuth, GithubClients, Secret};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::checkout::{Checkouts, token_host_for_api};
+use crate::deployer::{Deployer, DeployerSettings};
+use crate::intake::Intake;
+use crate::metrics::Metrics;
+use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
+use crate::queue::{self, Queue, QueueTiming, QueueUrl};
+use crate::reporter::RetryPolicy;
+use crate::status::{DeploymentStatusSink, GithubStatusSink};
+use crate::store::Store;
+use crate::web::{self, WebState};
+
+/// Everything faseng needs to run; built from the command line / environment by `main`,
+/// or directly by tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `FASENG_QUEUE_URL`.
+    pub queue_url: QueueUrl,
+    /// `GITHUB_WEBHOOK_SECRET` (required to serve).
+    pub webhook_secret: Option<Secret>,
+    /// `FASENG_BIND`.
+    pub bind: SocketAddr,
+    /// `FASENG_PUBLIC_URL`; `None` = `http://{bound address}`.
+    pub public_url: Option<String>,
+    /// `FASENG_WORKDIR`.
+    pub workdir: PathBuf,
+    /// `DEPLOY_CONFIG_DIR`.
+    pub deploy_config_dir: PathBuf,
+    /// `DEPLOYMENT_TIMEOUT`.
+    pub deployment_timeout: Duration,
+    /// `GITHUB_API_URL`.
+    pub github_api_url: String,
+    /// `GITHUB_TOKEN` or a GitHub App.
+    pub github_auth: Option<GithubAuth>,
+    /// `SLACK_BOT_TOKEN`.
+    pub slack_token: Option<Secret>,
+    /// `SLACK_API_URL`.
+    pub slack_api_url: String,
+    /// Optional app.json for payloads without `config`.
+    pub apps_json: Option<PathBuf>,
+    /// Jobs one worker runs at once (waiting ones included).
+    pub concurrency: usize,
+    /// Queue timing.
+    pub timing: QueueTiming,
+    /// How long SIGTERM waits for running jobs.
+    pub shutdown_timeout: Duration,
+    /// Status post retries.
+    pub status_retry: RetryPolicy,
+    /// Worker name prefix.
+    pub worker_prefix: String,
+}
+
+impl Config {
+    /// Defaults as DESIGN.md lists them, for a queue URL.
+    pub fn new(queue_url: QueueUrl) -> Self {
+        Self {
+            queue_url,
+            webhook_secret: None,
+            bind: "127.0.0.1:8081".parse().expect("valid address"),
+            public_url: None,
+            workdir: PathBuf::from(".faseng/work"),
+            deploy_config_dir: PathBuf::from("deploy-config"),
+            deployment_timeout: Duration::from_secs(900),
+            github_api_url: deploy_core::github::DEFAULT_API_URL.to_owned(),
+            github_auth: None,
+            slack_token: None,
+            slack_api_url: "https://slack.com/api".to_owned(),
+            apps_json: None,
+            concurrency: 32,
+            timing: QueueTiming::default(),
+            shutdown_timeout: Duration::from_secs(60),
+            status_retry: RetryPolicy::default(),
+            worker_prefix: "faseng".to_owned(),
+        }
+    }
+}
+
+/// Shared parts, built once per process.
+pub struct Services {
+    /// The config it was built from.
+    pub config: Config,
+    /// Store.
+    pub store: Arc<dyn Store>,
+    /// Queue (producer side).
+    pub queue: Queue,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Status destination.
+    pub sink: Arc<dyn DeploymentStatusSink>,
+    /// Chat.
+    pub notifier: Arc<dyn ChatNotifier>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Services {
+    /// Connects to the queue and builds the GitHub and chat clients.
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let (queue, store) = queue::open(&config.queue_url, config.timing)
+            .await
+            .context("opening the queue (FASENG_QUEUE_URL)")?;
+        let clients = Arc::new(GithubClients::new(
+            &config.github_api_url,
+            config.github_auth.clone(),
+        ));
+        let sink: Arc<dyn DeploymentStatusSink> = Arc::new(GithubStatusSink::new(clients));
+        let notifier: Arc<dyn ChatNotifier> = match &config.slack_token {
+            Some(t) => Arc::new(SlackNotifier::new(&config.slack_api_url, t.clone())),
+            None => Arc::new(NoChat),
+        };
+        Ok(Self {
+            config,
+            store,
+            queue,
+            metrics: Arc::new(Metrics::default()),
+            sink,
+            notifier,
+        })
+    }
+
+    /// Replaces the status sink (local mode, tests).
+    pub fn with_sink(mut self, sink: Arc<dyn DeploymentStatusSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// Replaces the chat notifier.
+    pub fn with_notifier(mut self, notifier: Arc<dyn ChatNotifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// A deployer for worker tasks in this process.
+    pub fn deployer(&self, public_url: &str, worker_name: &str) -> anyhow::Result<Deployer> {
+        let c = &self.config;
+        let apps = match &c.apps_json {
+            Some(p) => Some(Apps::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
+            None => None,
+        };
+        let token = match &c.github_auth {
+            Some(GithubAuth::Token(t)) => Some(t.clone()),
+            _ => None,
+        };
+        let mut secrets: Vec<String> = Vec::new();
+        secrets.extend(token.iter().map(|t| t.expose().to_owned()));
+        secrets.extend(c.slack_token.iter().map(|t| t.expose().to_owned()));
+        secrets.extend(c.webhook_secret.iter().map(|t| t.expose().to_owned()));
+        if let Ok(k) = std::env::var("HEROKU_API_KEY") {
+            secrets.push(k);
+        }
+        Ok(Deployer::new(
+            self.store.clone(),
+            self.sink.clone(),
+            self.notifier.clone(),
+            Checkouts::new(&c.workdir, token, token_host_for_api(&c.github_api_url)),
+            apps,
+            self.metrics.clone(),
+            DeployerSettings {
+                public_url: public_url.to_owned(),
+                deploy_config_dir: c.deploy_config_dir.clone(),
+                default_timeout: c.deployment_timeout,
+                worker_name: worker_name.to_owned(),
+                status_retry: c.status_retry,
+                line_poll: Duration::from_millis(250),
+                report_drain: Duration::from_secs(120),
+                secrets,
+            },
+        ))
+    }
+
+    /// Runs a worker until `shutdown`; restarts it (new name, backoff) if it stops on its own.
+    pub async fn run_worker(
+        self: Arc<Self>,
+        public_url: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let name = queue::unique_worker_name(&self.config.worker_prefix);
+            let deployer = Arc::new(self.deployer(&public_url, &name)?);
+            tracing::info!(worker = %name, "worker starting");
+            let mut rx = shutdown.clone();
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            let result = queue::run_worker(
+                &self.queue,
+                deployer,
+                &name,
+                self.config.concurrency,
+                self.config.timing,
+                self.config.shutdown_timeout,
+                stop,
+            )
+            .await;
+            if *shutdown.borrow() {
+                tracing::info!(worker = %name, "worker stopped");
+                return result;
+            }
+            tracing::error!(worker = %name, error = ?result.err(), "worker stopped on its own; restarting in {backoff:?}");
+            let mut rx = shutdown.clone();
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = rx.wait_for(|s| *s) => return Ok(()),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// The HTTP application, optionally with an in-process worker.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    services: Arc<Services>,
+    public_url: String,
+    with_worker: bool,
+}
+
+impl Application {
+    /// Binds the listener and connects everything; `with_worker = false` is `--no-worker`.
+    pub async fn build(config: Config, with_worker: bool) -> anyhow::Result<Self> {
+        let services = Services::connect(config).await?;
+        Self::build_with(services, with_worker).await
+    }
+
+    /// Same, over already connected services (to swap the sink or notifier).
+    pub async fn build_with(services: Services, with_worker: bool) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            services
+                .config
+                .webhook_secret
+                .as_ref()
+                .is_some_and(|s| !s.expose().is_empty()),
+            "GITHUB_WEBHOOK_SECRET is required to serve webhooks"
+        );
+        let listener = TcpListener::bind(services.config.bind)
+            .await
+            .with_context(|| format!("binding {}", services.config.bind))?;
+        let addr = listener.local_addr()?;
+        let public_url = services
+            .config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        Ok(Self {
+            listener,
+            services: Arc::new(services),
+            public_url,
+            with_worker,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The base URL for links.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// The shared services.
+    pub fn services(&self) -> Arc<Services> {
+        self.services.clone()
+    }
+
+    /// Serves until `shutdown` resolves; then stops the worker (waiting for running jobs
+    /// up to the shutdown timeout).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (tx, rx) = watch::channel(false);
+        let s = &self.services;
+        let state = WebState {
+            secret: s.config.webhook_secret.clone().expect("checked in build"),
+            intake: Arc::new(Intake::new(s.store.clone(), s.queue.clone())),
+            store: s.store.clone(),
+            metrics: s.metrics.clone(),
+        };
+        let worker = self.with_worker.then(|| {
+            tokio::spawn(
+                self.services
+                    .clone()
+                    .run_worker(self.public_url.clone(), rx.clone()),
+            )
+        });
+        let mut http_rx = rx.clone();
+        let server =
+            axum::serve(self.listener, web::router(state)).with_graceful_shutdown(async move {
+                let _ = http_rx.wait_for(|s| *s).await;
+            });
+        let server = tokio::spawn(async move { server.await });
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+        if let Some(w) = worker {
+            w.await.context("worker task")??;
+        }
+        server.await.context("http task")?.context("http server")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,719 @@
+//! The worker's step: take one job from "accepted" to a final status. Everything a user can
+//! cause ends as a status (never a retry): validation, locks, the waiting line, checkout,
+//! provider, report. A job that comes back after it started is an orphan and is reported,
+//! never re-run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use deploy_core::{AppConfig, Apps, CommitSha, EnvName, GitRef, Notify};
+use tracing::Instrument as _;
+
+use crate::checkout::{Checkouts, overlay};
+use crate::job::DeployJob;
+use crate::messages::{self, ChatSubject};
+use crate::metrics::Metrics;
+use crate::notify::ChatNotifier;
+use crate::providers::{self, Outcome, RunContext};
+use crate::reporter::{Report, Reporter, RetryPolicy};
+use crate::runlog::{Redactor, RunLog};
+use crate::status::{DeploymentStatusSink, StatusTarget, StatusUpdate};
+use crate::store::{EnvLock, RunRecord, RunState, StartMarker, Store};
+
+/// The median of the recent durations times the runs ahead; `None` without history.
+pub fn eta_secs(recent: &[f64], ahead: usize) -> Option<f64> {
+    if recent.is_empty() || ahead == 0 {
+        return None;
+    }
+    let mut v: Vec<f64> = recent
+        .iter()
+        .copied()
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    };
+    Some(median * ahead as f64)
+}
+
+/// Settings for the deployer.
+#[derive(Debug, Clone)]
+pub struct DeployerSettings {
+    /// Base for log links (`{public_url}/deployments/o/r/id`).
+    pub public_url: String,
+    /// `deploy-config/` root.
+    pub deploy_config_dir: PathBuf,
+    /// Default run timeout.
+    pub default_timeout: Duration,
+    /// This worker's name (for start markers).
+    pub worker_name: String,
+    /// How status posts are retried.
+    pub status_retry: RetryPolicy,
+    /// How often a waiting run re-checks the line (other processes may finish).
+    pub line_poll: Duration,
+    /// How long the end of a run waits for its reports to go out.
+    pub report_drain: Duration,
+    /// Secrets to redact from logs (tokens of this process).
+    pub secrets: Vec<String>,
+}
+
+/// Runs jobs. Shared by every task of a worker.
+pub struct Deployer {
+    /// The durable store.
+    pub store: Arc<dyn Store>,
+    /// Where statuses go.
+    pub sink: Arc<dyn DeploymentStatusSink>,
+    /// Chat.
+    pub notifier: Arc<dyn ChatNotifier>,
+    /// Clone cache.
+    pub checkouts: Checkouts,
+    /// Fallback app configs (app.json) for payloads without one.
+    pub apps: Option<Apps>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub settings: DeployerSettings,
+    line_changed: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Deployer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployer")
+            .field("settings", &self.settings.worker_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A run's validated inputs.
+struct Valid {
+    app: AppConfig,
+    env: EnvName,
+    git_ref: GitRef,
+    sha: CommitSha,
+}
+
+/// Per-run reporting context.
+struct Run<'a> {
+    job: &'a DeployJob,
+    key: String,
+    record: RunRecord,
+    reporter: Reporter,
+    user: String,
+    environment_url: Option<String>,
+    log_url: String,
+}
+
+impl Run<'_> {
+    fn subject(&self) -> ChatSubject<'_> {
+        ChatSubject {
+            app: self.job.app(),
+            git_ref: &self.job.git_ref,
+            sha: &self.job.sha,
+            env: &self.job.environment,
+            user: &self.user,
+            id: self.job.deployment_id,
+        }
+    }
+
+    fn status(&self, state: RunState, description: String, with_log: bool) -> StatusUpdate {
+        let mut s = StatusUpdate::new(state, description);
+        if with_log {
+            s.log_url = Some(self.log_url.clone());
+        }
+        s.environment_url = self.environment_url.clone();
+        s.environment = EnvName::parse(&self.job.environment)
+            .ok()
+            .map(|e| e.to_string());
+        s
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+impl Deployer {
+    /// A deployer over the given parts.
+    pub fn new(
+        store: Arc<dyn Store>,
+        sink: Arc<dyn DeploymentStatusSink>,
+        notifier: Arc<dyn ChatNotifier>,
+        checkouts: Checkouts,
+        apps: Option<Apps>,
+        metrics: Arc<Metrics>,
+        settings: DeployerSettings,
+    ) -> Self {
+        Self {
+            store,
+            sink,
+            notifier,
+            checkouts,
+            apps,
+            metrics,
+            settings,
+            line_changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The log page of a run.
+    pub fn log_url(&self, key: &str) -> String {
+        format!(
+            "{}/deployments/{key}",
+            self.settings.public_url.trim_end_matches('/')
+        )
+    }
+
+    /// Takes one job to a final status. `Err` only when nothing was started and the store
+    /// could not be reached (the queue may deliver it again; the start marker keeps a run
+    /// from ever happening twice).
+    pub async fn process(&self, job: DeployJob) -> anyhow::Result<()> {
+        let span = tracing::info_span!("deployment", id = job.deployment_id, repo = %job.repo, env = %job.environment);
+        self.process_inner(job).instrument(span).await
+    }
+
+    async fn process_inner(&self, job: DeployJob) -> anyhow::Result<()> {
+        let key = job.key();
+        let record = match self.store.get_run(&key).await? {
+            Some(r) => r,
+            None => {
+                let r = job.initial_record();
+                self.store.create_run(&r).await?;
+                r
+            }
+        };
+        if record.state.is_final() {
+            tracing::info!("already finished; dropping the repeated job");
+            self.leave_line(&job, &key).await;
+            return Ok(());
+        }
+        let notify: Option<Notify> = job.notify();
+        let chat_ts = record
+            .chat_ts
+            .clone()
+            .or_else(|| notify.as_ref().and_then(|n| n.message_ts.clone()));
+        let user = notify
+            .as_ref()
+            .map(|n| n.user_name.clone())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| job.creator.clone());
+        let target = StatusTarget {
+            repo: job.repo_name(),
+            deployment_id: job.deployment_id,
+        };
+        let reporter = Reporter::start(
+            self.sink.clone(),
+            self.notifier.clone(),
+            target,
+            notify,
+            chat_ts,
+            self.settings.status_retry,
+        );
+        let mut run = Run {
+            job: &job,
+            log_url: self.log_url(&key),
+            key,
+            record,
+            reporter,
+            user,
+            environment_url: None,
+        };
+
+        if run.record.state == RunState::InProgress || run.record.started_at.is_some() {
+            return self.orphaned(run, None).await;
+        }
+
+        let valid = match self.validate(&job) {
+            Ok(v) => v,
+            Err(why) => return self.finish(run, Outcome::Error(why), None).await,
+        };
+        run.environment_url = valid.app.environment_url(&valid.env).map(str::to_owned);
+
+        match job.task.as_str() {
+            "deploy:lock" => return self.lock(run, &valid).await,
+            "deploy:unlock" => return self.unlock(run, &valid).await,
+            _ => {}
+        }
+        if let Some(why) = self.locked_by_other(&job, &valid).await? {
+            return self.finish(run, Outcome::Error(why), None).await;
+        }
+        let Some(provider) = providers::for_kind(valid.app.provider) else {
+            let why = messages::unsupported_provider(valid.app.provider.as_str());
+            return self.finish(run, Outcome::Error(why), None).await;
+        };
+
+        self.wait_for_turn(&mut run).await?;
+        if let Some(why) = self.locked_by_other(&job, &valid).await? {
+            return self.finish(run, Outcome::Error(why), None).await;
+        }
+
+        let marker = StartMarker {
+            worker: self.settings.worker_name.clone(),
+            host: hostname(),
+            pgid: None,
+            at: Utc::now(),
+        };
+        if let Some(previous) = self.store.mark_started(&run.key, &marker).await? {
+            return self.orphaned(run, Some(previous)).await;
+        }
+        run.record.state = RunState::InProgress;
+        run.record.started_at = Some(Utc::now());
+        run.record.description = messages::running(provider.name());
+        if let Err(e) = self.store.put_run(&run.record).await {
+            tracing::warn!(error = %e, "could not record the start");
+        }
+        run.reporter.send(Report {
+            status: Some(run.status(
+                RunState::InProgress,
+                messages::running(provider.name()),
+                true,
+            )),
+            chat: Some(messages::chat_running(&run.subject(), &run.log_url)),
+            chat_reply: None,
+        });
+
+        let redactor = Redactor::new(self.settings.secrets.iter().cloned())
+            .with_config_secrets(&valid.app.raw);
+        let (log, writer) = RunLog::start(self.store.clone(), run.key.clone(), redactor);
+        log.header(
+            "faseng",
+            &format!(
+                "deployment #{} of {}@{} to {} by {}",
+                job.deployment_id,
+                job.git_ref,
+                valid.sha.short(),
+                valid.env,
+                run.user
+            ),
+        );
+        let outcome = self
+            .execute(&job, &valid, provider.as_ref(), &log, &run.key, marker)
+            .await;
+        let tail = log.tail();
+        match &outcome {
+            Outcome::Success => log.header("faseng", "success"),
+            Outcome::Failure(d) | Outcome::Error(d) => log.header("faseng", d),
+        }
+        writer.finish(log).await;
+        self.finish(run, outcome, Some(tail)).await
+    }
+
+    async fn execute(
+        &self,
+        job: &DeployJob,
+        valid: &Valid,
+        provider: &dyn providers::Provider,
+        log: &RunLog,
+        key: &str,
+        marker: StartMarker,
+    ) -> Outcome {
+        let Some(url) = valid
+            .app
+            .clone_url
+            .clone()
+            .or_else(|| job.clone_url.clone())
+        else {
+            return Outcome::Error(messages::could_not_run(
+                "the webhook has no clone_url and the app sets none",
+            ));
+        };
+        let wt = match self
+            .checkouts
+            .prepare(&job.repo_name(), &url, &valid.sha, key, log)
+            .await
+        {
+            Ok(wt) => wt,
+            Err(e) => {
+                log.header("git", &format!("{e:#}"));
+                return Outcome::Error(messages::could_not_run(&format!("checkout failed: {e:#}")));
+            }
+        };
+        let overlay_dir = self
+            .settings
+            .deploy_config_dir
+            .join(valid.app.name.as_str());
+        if overlay_dir.is_dir() {
+            match overlay(&overlay_dir, &wt.path) {
+                Ok(n) => log.header(
+                    "overlay",
+                    &format!("{n} file(s) from {}", overlay_dir.display()),
+                ),
+                Err(e) => {
+                    self.checkouts.remove(wt).await;
+                    return Outcome::Error(messages::could_not_run(&format!(
+                        "deploy-config overlay failed: {e}"
+                    )));
+                }
+            }
+        }
+        let timeout = Duration::from_secs(
+            valid
+                .app
+                .timeout
+                .unwrap_or(self.settings.default_timeout.as_secs())
+                .max(1),
+        );
+        let ctx = RunContext {
+            app: &valid.app,
+            env: &valid.env,
+            git_ref: &valid.git_ref,
+            sha: &valid.sha,
+            task: &job.task,
+            deployment_id: job.deployment_id,
+            user: &job.creator,
+            checkout: &wt.path,
+            timeout,
+        };
+        let outcome = match provider.prepare(&ctx, log).await {
+            Err(why) => {
+                log.header(provider.name(), &why);
+                Outcome::Error(messages::could_not_run(&why))
+            }
+            Ok(plan) => {
+                let store = self.store.clone();
+                let key = key.to_owned();
+                let on_spawn = move |pgid: i32| {
+                    let store = store.clone();
+                    let key = key.clone();
+                    let marker = StartMarker {
+                        pgid: Some(pgid),
+                        ..marker.clone()
+                    };
+                    tokio::spawn(async move {
+                        if let Err(e) = store.update_started(&key, &marker).await {
+                            tracing::warn!(error = %e, "could not record the process group");
+                        }
+                    });
+                };
+                let result = provider.run(&ctx, plan, log, &on_spawn).await;
+                provider.report(&ctx, &result, log)
+            }
+        };
+        self.checkouts.remove(wt).await;
+        outcome
+    }
+
+    fn validate(&self, job: &DeployJob) -> Result<Valid, String> {
+        let git_ref = GitRef::parse(&job.git_ref)
+            .map_err(|e| messages::invalid_input("ref", &job.git_ref, &e.to_string()))?;
+        let sha = CommitSha::parse(&job.sha)
+            .map_err(|_| messages::invalid_input("sha", &job.sha, "not a full commit sha"))?;
+        let env = EnvName::parse(&job.environment).map_err(|e| {
+            messages::invalid_input("environment", &job.environment, &e.to_string())
+        })?;
+        let app_name = job.app();
+        let app = match job
+            .payload
+            .get("config")
+            .filter(|c| c.as_object().is_some_and(|o| !o.is_empty()))
+        {
+            Some(config) => AppConfig::from_value(app_name, config).map_err(|problems| {
+                let text = problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                messages::bad_config(&text)
+            })?,
+            None => self
+                .apps
+                .as_ref()
+                .and_then(|apps| {
+                    apps.iter()
+                        .find(|a| a.name.as_str() == app_name)
+                        .or_else(|| {
+                            apps.iter()
+                                .find(|a| a.repository.to_string().eq_ignore_ascii_case(&job.repo))
+                        })
+                })
+                .cloned()
+                .ok_or_else(|| messages::no_config(app_name))?,
+        };
+        Ok(Valid {
+            app,
+            env,
+            git_ref,
+            sha,
+        })
+    }
+
+    async fn locked_by_other(
+        &self,
+        job: &DeployJob,
+        valid: &Valid,
+    ) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .store
+            .env_lock(&job.line)
+            .await?
+            .filter(|l| l.user != job.creator)
+            .map(|l| {
+                messages::locked(
+                    valid.app.name.as_str(),
+                    valid.env.as_str(),
+                    &l.user,
+                    &l.reason,
+                )
+            }))
+    }
+
+    async fn lock(&self, run: Run<'_>, valid: &Valid) -> anyhow::Result<()> {
+        let job = run.job;
+        let wanted = EnvLock {
+            user: job.creator.clone(),
+            reason: job.description.clone(),
+            at: Utc::now(),
+        };
+        let held = self.store.set_env_lock(&job.line, &wanted).await?;
+        let outcome = if held.user == wanted.user {
+            Outcome::Success
+        } else {
+            Outcome::Error(messages::locked(
+                valid.app.name.as_str(),
+                valid.env.as_str(),
+                &held.user,
+                &held.reason,
+            ))
+        };
+        let text = messages::lock_taken(valid.app.name.as_str(), valid.env.as_str(), &job.creator);
+        self.finish_with_text(run, outcome, None, Some(text)).await
+    }
+
+    async fn unlock(&self, run: Run<'_>, valid: &Valid) -> anyhow::Result<()> {
+        let previous = self.store.clear_env_lock(&run.job.line).await?;
+        let text = messages::lock_released(
+            valid.app.name.as_str(),
+            valid.env.as_str(),
+            previous.as_ref().map(|l| l.user.as_str()),
+        );
+        self.finish_with_text(run, Outcome::Success, None, Some(text))
+            .await
+    }
+
+    async fn wait_for_turn(&self, run: &mut Run<'_>) -> anyhow::Result<()> {
+        let job = run.job;
+        let mut announced: Option<Option<u64>> = None;
+        loop {
+            let line = self.store.line(&job.line).await?;
+            let Some(pos) = line.iter().position(|k| *k == run.key) else {
+                self.store.line_join(&job.line, &run.key).await?;
+                continue;
+            };
+            if pos > 0 && self.drop_stale_head(&job.line, &line[0]).await {
+                continue;
+            }
+            let ahead = if pos == 0 {
+                None
+            } else {
+                line[pos - 1]
+                    .rsplit('/')
+                    .next()
+                    .and_then(|id| id.parse::<u64>().ok())
+            };
+            if announced != Some(ahead) {
+                let text = match ahead {
+                    None => messages::queued(),
+                    Some(id) => {
+                        let recent = self.store.durations(&job.line).await.unwrap_or_default();
+                        messages::waiting(id, pos, eta_secs(&recent, pos))
+                    }
+                };
+                run.record.description = text.clone();
+                let waiting_text = ahead.map(|_| text.as_str());
+                run.reporter.send(Report {
+                    status: Some(run.status(RunState::Queued, text.clone(), false)),
+                    chat: Some(messages::chat_queued(&run.subject(), waiting_text)),
+                    chat_reply: None,
+                });
+                announced = Some(ahead);
+            }
+            if pos == 0 {
+                return Ok(());
+            }
+            let notified = self.line_changed.notified();
+            let _ = tokio::time::timeout(self.settings.line_poll, notified).await;
+        }
+    }
+
+    /// A head-of-line entry whose run already finished (its worker died after finishing but
+    /// before leaving the line) is removed.
+    async fn drop_stale_head(&self, line: &str, head: &str) -> bool {
+        match self.store.get_run(head).await {
+            Ok(Some(r)) if r.state.is_final() => {
+                tracing::warn!(head, "removing a finished run from the head of the line");
+                let _ = self.store.line_leave(line, head).await;
+                true
+            }
+            Ok(None) => {
+                tracing::warn!(head, "removing an unknown run from the head of the line");
+                let _ = self.store.line_leave(line, head).await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    async fn orphaned(&self, run: Run<'_>, marker: Option<StartMarker>) -> anyhow::Result<()> {
+        let marker = match marker {
+            Some(m) => Some(m),
+            None => {
+                let probe = StartMarker {
+                    worker: String::new(),
+                    host: String::new(),
+                    pgid: None,
+                    at: Utc::now(),
+                };
+                self.store.mark_started(&run.key, &probe).await?
+            }
+        };
+        if let Some(m) = &marker {
+            kill_leftover_group(m, run.job.deployment_id);
+        }
+        tracing::warn!(worker = ?marker.as_ref().map(|m| &m.worker), "run orphaned by a dead worker; reporting, not re-running");
+        let (log, writer) = RunLog::start(self.store.clone(), run.key.clone(), Redactor::default());
+        log.header(
+            "faseng",
+            "the deployer stopped during the run; this deployment was not re-run",
+        );
+        writer.finish(log).await;
+        self.finish(run, Outcome::Error(messages::orphaned()), None)
+            .await
+    }
+
+    async fn leave_line(&self, job: &DeployJob, key: &str) {
+        if let Err(e) = self.store.line_leave(&job.line, key).await {
+            tracing::error!(error = %e, "could not leave the waiting line");
+        }
+        self.line_changed.notify_waiters();
+    }
+
+    async fn finish(
+        &self,
+        run: Run<'_>,
+        outcome: Outcome,
+        tail: Option<Vec<String>>,
+    ) -> anyhow::Result<()> {
+        self.finish_with_text(run, outcome, tail, None).await
+    }
+
+    async fn finish_with_text(
+        &self,
+        mut run: Run<'_>,
+        outcome: Outcome,
+        tail: Option<Vec<String>>,
+        lock_text: Option<String>,
+    ) -> anyhow::Result<()> {
+        let now = Utc::now();
+        run.record.finished_at = Some(now);
+        let (state, description) = match &outcome {
+            Outcome::Success => (
+                RunState::Success,
+                lock_text.clone().unwrap_or_else(|| {
+                    messages::succeeded(
+                        run.record
+                            .started_at
+                            .map_or(0.0, |s| (now - s).num_milliseconds() as f64 / 1000.0),
+                    )
+                }),
+            ),
+            Outcome::Failure(d) => (RunState::Failure, d.clone()),
+            Outcome::Error(d) => (RunState::Error, d.clone()),
+        };
+        run.record.state = state;
+        run.record.description = description.clone();
+        let secs = run.record.duration_secs();
+        if state == RunState::Success
+            && lock_text.is_none()
+            && let Some(s) = secs
+            && let Err(e) = self.store.push_duration(&run.job.line, s).await
+        {
+            tracing::warn!(error = %e, "could not record the duration");
+        }
+        self.leave_line(run.job, &run.key).await;
+        let chat = match (&outcome, &lock_text) {
+            (_, Some(_)) => messages::chat_lock(&description),
+            (Outcome::Success, None) => {
+                messages::chat_succeeded(&run.subject(), secs.unwrap_or(0.0), &run.log_url)
+            }
+            (Outcome::Failure(d), None) => messages::chat_failed(&run.subject(), d, &run.log_url),
+            (Outcome::Error(d), None) => messages::chat_error(&run.subject(), d),
+        };
+        let reply = match (&outcome, tail) {
+            (Outcome::Failure(_), Some(t)) if !t.is_empty() => Some(messages::chat_log_tail(&t)),
+            _ => None,
+        };
+        let with_log = run.record.started_at.is_some();
+        run.reporter.send(Report {
+            status: Some(run.status(state, description, with_log)),
+            chat: Some(chat),
+            chat_reply: reply,
+        });
+        tracing::info!(state = state.as_str(), "deployment finished");
+        self.metrics.run(
+            state.as_str(),
+            if lock_text.is_none() { secs } else { None },
+        );
+        run.record.chat_ts = run
+            .reporter_finish(self.settings.report_drain)
+            .await
+            .or(run.record.chat_ts.clone());
+        if let Err(e) = self.store.put_run(&run.record).await {
+            tracing::error!(error = %e, "could not record the result");
+        }
+        Ok(())
+    }
+}
+
+impl Run<'_> {
+    async fn reporter_finish(&mut self, bound: Duration) -> Option<String> {
+        let reporter = std::mem::replace(&mut self.reporter, Reporter::closed());
+        reporter.finish(bound).await
+    }
+}
+
+/// Kills what a dead worker's provider left running, when it ran on this host and the
+/// process group still carries this deployment's `DEPLOY_ID` (so a reused pid is never hit).
+fn kill_leftover_group(marker: &StartMarker, deployment_id: u64) {
+    let Some(pgid) = marker.pgid else { return };
+    if marker.host != hostname() || pgid <= 1 {
+        return;
+    }
+    let wanted = format!("DEPLOY_ID={deployment_id}");
+    let ours = std::fs::read(format!("/proc/{pgid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes()))
+        .unwrap_or(false);
+    if ours {
+        tracing::warn!(
+            pgid,
+            "killing the process group the dead worker left running"
+        );
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_is_the_median_of_recent_runs_times_the_runs_ahead() {
+        assert_eq!(eta_secs(&[], 2), None);
+        assert_eq!(eta_secs(&[10.0], 0), None);
+        assert_eq!(eta_secs(&[10.0, 30.0, 20.0], 1), Some(20.0));
+        assert_eq!(eta_secs(&[10.0, 20.0, 30.0, 1000.0], 2), Some(50.0));
+        assert_eq!(eta_secs(&[f64::NAN, 60.0], 3), Some(180.0));
+    }
+}

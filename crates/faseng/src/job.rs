@@ -1,0 +1,153 @@
+//! The queued job: everything a worker needs to run one deployment, taken from the webhook
+//! as sent (refs and shas are validated by the worker before any process sees them).
+
+use chrono::{DateTime, Utc};
+use deploy_core::{AppName, EnvName, Notify, RepoName};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::store::{RunRecord, RunState};
+use crate::webhook::DeploymentEvent;
+
+/// Name of the apalis queue (the same for producers and consumers).
+pub const QUEUE_NAME: &str = "faseng:deployments";
+
+/// One deployment to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployJob {
+    /// `X-GitHub-Delivery` of the webhook that brought it.
+    pub delivery_id: String,
+    /// `owner/repo`, validated.
+    pub repo: String,
+    /// The GitHub deployment id.
+    pub deployment_id: u64,
+    /// The ref as sent.
+    pub git_ref: String,
+    /// The sha as sent.
+    pub sha: String,
+    /// The task as sent.
+    pub task: String,
+    /// The environment as sent.
+    pub environment: String,
+    /// The deployment description (the lock reason for `deploy:lock`).
+    pub description: String,
+    /// Who created the deployment.
+    pub creator: String,
+    /// The deployment payload (an object).
+    pub payload: Value,
+    /// `repository.clone_url` of the webhook.
+    pub clone_url: Option<String>,
+    /// The waiting line (`app/env`) it belongs to.
+    pub line: String,
+    /// When the webhook arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+/// The app name a deployment belongs to: the payload's `name` when it is a valid app name,
+/// else the repository name.
+pub fn app_name_for(payload: &Value, repo: &RepoName) -> String {
+    payload
+        .get("name")
+        .and_then(Value::as_str)
+        .and_then(|n| AppName::parse(n).ok())
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_else(|| repo.name().to_ascii_lowercase())
+}
+
+/// The waiting-line key for an app and an environment as sent. An environment that is not
+/// a valid name gets a line of its own (the run will fail validation anyway).
+pub fn line_key(app: &str, environment: &str) -> String {
+    match EnvName::parse(environment) {
+        Ok(env) => format!("{app}/{env}"),
+        Err(_) => format!("{app}/invalid:{}", environment.escape_default()),
+    }
+}
+
+impl DeployJob {
+    /// Builds the job for a webhook; `Err` when the repository name is unusable.
+    pub fn from_event(delivery_id: &str, ev: &DeploymentEvent) -> Result<Self, String> {
+        let repo = RepoName::parse(&ev.repository.full_name)?;
+        let payload = ev.payload_object();
+        let app = app_name_for(&payload, &repo);
+        Ok(Self {
+            delivery_id: delivery_id.to_owned(),
+            repo: repo.to_string(),
+            deployment_id: ev.deployment.id,
+            git_ref: ev.deployment.git_ref.clone(),
+            sha: ev.deployment.sha.clone(),
+            task: ev.deployment.task.clone(),
+            environment: ev.deployment.environment.clone(),
+            description: ev.deployment.description.clone().unwrap_or_default(),
+            creator: ev.creator(),
+            line: line_key(&app, &ev.deployment.environment),
+            payload,
+            clone_url: ev.repository.clone_url.clone(),
+            received_at: Utc::now(),
+        })
+    }
+
+    /// The run key, `owner/repo/id`.
+    pub fn key(&self) -> String {
+        RunRecord::key_for(&self.repo, self.deployment_id)
+    }
+
+    /// The repository (validated when the job was built).
+    pub fn repo_name(&self) -> RepoName {
+        RepoName::parse(&self.repo).expect("validated at intake")
+    }
+
+    /// The app name from the line key.
+    pub fn app(&self) -> &str {
+        self.line.split('/').next().unwrap_or_default()
+    }
+
+    /// The chat message to keep up to date, if the payload names one.
+    pub fn notify(&self) -> Option<Notify> {
+        self.payload
+            .get("notify")
+            .and_then(|n| serde_json::from_value::<Notify>(n.clone()).ok())
+            .filter(|n| !n.room.is_empty())
+    }
+
+    /// The record for a job that was just accepted.
+    pub fn initial_record(&self) -> RunRecord {
+        RunRecord {
+            key: self.key(),
+            repo: self.repo.clone(),
+            deployment_id: self.deployment_id,
+            app: self.app().to_owned(),
+            environment: self.environment.clone(),
+            task: self.task.clone(),
+            git_ref: self.git_ref.clone(),
+            sha: self.sha.clone(),
+            creator: self.creator.clone(),
+            state: RunState::Queued,
+            description: String::new(),
+            received_at: self.received_at,
+            started_at: None,
+            finished_at: None,
+            chat_ts: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_per_app_and_environment() {
+        let repo = RepoName::parse("oursky/Trelhub").unwrap();
+        assert_eq!(
+            app_name_for(&serde_json::json!({"name": "project-x"}), &repo),
+            "project-x"
+        );
+        assert_eq!(
+            app_name_for(&serde_json::json!({"name": "../x"}), &repo),
+            "trelhub"
+        );
+        assert_eq!(app_name_for(&serde_json::json!({}), &repo), "trelhub");
+        assert_eq!(line_key("a", "Production"), "a/production");
+        assert_eq!(line_key("a", "bad env"), "a/invalid:bad env");
+    }
+}

@@ -1,0 +1,28 @@
+//! faseng, the deployer: GitHub `deployment` webhooks in (signed, deduplicated, durably
+//! queued on Redis or SQLite), one run at a time per app+environment in arrival order,
+//! provider runs in a per-run worktree, statuses to GitHub and live chat message edits out.
+//!
+//! Entry points: [`app::Application`] (HTTP + optional worker), [`app::Services::run_worker`]
+//! (worker only), [`deployer::Deployer::process`] (one job, for tests).
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod checkout;
+pub mod deployer;
+pub mod intake;
+pub mod job;
+pub mod messages;
+pub mod metrics;
+pub mod notify;
+pub mod process;
+pub mod providers;
+pub mod queue;
+pub mod reporter;
+pub mod runlog;
+pub mod status;
+pub mod store;
+pub mod web;
+pub mod webhook;
+
+pub use app::{Application, Config, Services};

@@ -1,0 +1,327 @@
+//! Every user-facing text faseng produces: GitHub status descriptions and chat texts.
+//! Small constructors, each tested; status descriptions are cut to GitHub's 140 characters.
+
+use std::fmt::Write as _;
+
+/// GitHub's limit for a deployment status `description`.
+pub const DESCRIPTION_MAX: usize = 140;
+
+/// Cuts `s` to at most `max` characters (never inside a character), marking the cut with `…`.
+pub fn truncate(s: &str, max: usize) -> String {
+    let s = s.trim();
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A status description, single-line and within GitHub's limit.
+pub fn description(s: &str) -> String {
+    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    truncate(&one_line, DESCRIPTION_MAX)
+}
+
+/// Whole minutes for an ETA, at least 1.
+pub fn eta_minutes(secs: f64) -> u64 {
+    ((secs / 60.0).ceil() as u64).max(1)
+}
+
+/// Human duration: `42s`, `3m 05s`, `1h 02m`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `queued`: nothing ahead.
+pub fn queued() -> String {
+    "Queued".to_owned()
+}
+
+/// `queued` behind others: `waiting behind #N` names the run directly ahead.
+pub fn waiting(ahead_id: u64, ahead_count: usize, eta_secs: Option<f64>) -> String {
+    let mut s = format!("Waiting behind #{ahead_id}");
+    if ahead_count > 1 {
+        let _ = write!(s, " ({ahead_count} ahead)");
+    }
+    if let Some(eta) = eta_secs {
+        let _ = write!(s, ", about {} min", eta_minutes(eta));
+    }
+    description(&s)
+}
+
+/// `in_progress`.
+pub fn running(provider: &str) -> String {
+    description(&format!("Deploying with {provider}"))
+}
+
+/// `success`.
+pub fn succeeded(secs: f64) -> String {
+    description(&format!("Deployed in {}", duration(secs)))
+}
+
+/// `failure`: the provider ran and failed; `last_line` is the log's last line.
+pub fn failed(last_line: Option<&str>) -> String {
+    match last_line.map(str::trim).filter(|l| !l.is_empty()) {
+        Some(line) => description(&format!("Failed: {line}")),
+        None => description("Failed"),
+    }
+}
+
+/// `failure` by timeout.
+pub fn timed_out(secs: u64) -> String {
+    description(&format!("Timed out after {secs} s"))
+}
+
+/// The log line written when the timeout kills the process group.
+pub fn timeout_log_line(secs: u64) -> String {
+    format!("==> timed out after {secs} s: killing the process group")
+}
+
+/// `error`: a job that had started came back after its worker died.
+pub fn orphaned() -> String {
+    description("Error: the deployer stopped during the run")
+}
+
+/// `error`: locked by someone else (Heaven's text, plus the reason).
+pub fn locked(app: &str, env: &str, user: &str, reason: &str) -> String {
+    if reason.trim().is_empty() {
+        description(&format!("{app} is locked on {env} by {user}"))
+    } else {
+        description(&format!("{app} is locked on {env} by {user}: {reason}"))
+    }
+}
+
+/// `success` of `deploy:lock`.
+pub fn lock_taken(app: &str, env: &str, user: &str) -> String {
+    description(&format!("{app} locked on {env} by {user}"))
+}
+
+/// `success` of `deploy:unlock`.
+pub fn lock_released(app: &str, env: &str, previous: Option<&str>) -> String {
+    match previous {
+        Some(user) => description(&format!("{app} unlocked on {env} (was locked by {user})")),
+        None => description(&format!("{app} was not locked on {env}")),
+    }
+}
+
+/// `error`: a field of the webhook that may never reach a process.
+pub fn invalid_input(what: &str, value: &str, why: &str) -> String {
+    let shown: String = value.chars().filter(|c| !c.is_control()).take(40).collect();
+    description(&format!("Error: {what} {shown:?} is not valid: {why}"))
+}
+
+/// `error`: the payload has no usable app config.
+pub fn no_config(app: &str) -> String {
+    description(&format!(
+        "Error: no app config for {app:?} in the deployment payload, and faseng has no app.json entry for it"
+    ))
+}
+
+/// `error`: the app config in the payload does not validate.
+pub fn bad_config(problems: &str) -> String {
+    description(&format!("Error: invalid app config: {problems}"))
+}
+
+/// `error`: provider not available in this faseng.
+pub fn unsupported_provider(provider: &str) -> String {
+    description(&format!(
+        "Error: the {provider} provider is not available in this faseng"
+    ))
+}
+
+/// `error`: anything else that stopped the run before the provider could run.
+pub fn could_not_run(why: &str) -> String {
+    description(&format!("Error: {why}"))
+}
+
+/// What a chat message says about one deployment.
+#[derive(Debug, Clone)]
+pub struct ChatSubject<'a> {
+    /// App name.
+    pub app: &'a str,
+    /// Ref.
+    pub git_ref: &'a str,
+    /// Short sha.
+    pub sha: &'a str,
+    /// Environment.
+    pub env: &'a str,
+    /// Who asked.
+    pub user: &'a str,
+    /// Deployment id.
+    pub id: u64,
+}
+
+impl ChatSubject<'_> {
+    fn head(&self) -> String {
+        let short: String = self.sha.chars().take(7).collect();
+        format!(
+            "{}/{} ({short}) to {} (#{})",
+            self.app, self.git_ref, self.env, self.id
+        )
+    }
+}
+
+/// Chat: queued, with the waiting-line position when not first.
+pub fn chat_queued(s: &ChatSubject<'_>, waiting_text: Option<&str>) -> String {
+    match waiting_text {
+        Some(w) => format!(":hourglass: {} wants to deploy {}: {w}", s.user, s.head()),
+        None => format!(
+            ":hourglass: {} wants to deploy {}: queued",
+            s.user,
+            s.head()
+        ),
+    }
+}
+
+/// Chat: running, with the log link.
+pub fn chat_running(s: &ChatSubject<'_>, log_url: &str) -> String {
+    format!(
+        ":rocket: {} is deploying {} — <{log_url}|log>",
+        s.user,
+        s.head()
+    )
+}
+
+/// Chat: success, with the duration.
+pub fn chat_succeeded(s: &ChatSubject<'_>, secs: f64, log_url: &str) -> String {
+    format!(
+        ":white_check_mark: {}'s deployment of {} is done in {} — <{log_url}|log>",
+        s.user,
+        s.head(),
+        duration(secs)
+    )
+}
+
+/// Chat: failure, with the reason.
+pub fn chat_failed(s: &ChatSubject<'_>, reason: &str, log_url: &str) -> String {
+    format!(
+        ":x: {}'s deployment of {} failed: {reason} — <{log_url}|log>",
+        s.user,
+        s.head()
+    )
+}
+
+/// Chat: error (could not run), with the reason.
+pub fn chat_error(s: &ChatSubject<'_>, reason: &str) -> String {
+    format!(
+        ":warning: {}'s deployment of {} has errors: {reason}",
+        s.user,
+        s.head()
+    )
+}
+
+/// Chat: a lock/unlock result.
+pub fn chat_lock(text: &str) -> String {
+    format!(":lock: {text}")
+}
+
+/// Chat thread reply on failure: the last log lines in a code block.
+pub fn chat_log_tail(lines: &[String]) -> String {
+    let body = lines.join("\n").replace("```", "'''");
+    format!("Last {} log lines:\n```\n{body}\n```", lines.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject() -> ChatSubject<'static> {
+        ChatSubject {
+            app: "project-x",
+            git_ref: "main",
+            sha: "0123456789abcdef",
+            env: "production",
+            user: "joyz",
+            id: 42,
+        }
+    }
+
+    #[test]
+    fn truncation_is_safe_on_multibyte_text_and_respects_the_limit() {
+        let long = "é".repeat(500);
+        let d = description(&long);
+        assert_eq!(d.chars().count(), DESCRIPTION_MAX);
+        assert!(d.ends_with('…'));
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(description("a\n  b\tc"), "a b c");
+    }
+
+    #[test]
+    fn durations_and_etas_read_well() {
+        assert_eq!(duration(5.4), "5s");
+        assert_eq!(duration(185.0), "3m 05s");
+        assert_eq!(duration(3720.0), "1h 02m");
+        assert_eq!(eta_minutes(1.0), 1);
+        assert_eq!(eta_minutes(61.0), 2);
+    }
+
+    #[test]
+    fn queue_texts_name_the_run_ahead_and_the_eta() {
+        assert_eq!(queued(), "Queued");
+        assert_eq!(waiting(7, 1, Some(100.0)), "Waiting behind #7, about 2 min");
+        assert_eq!(waiting(7, 3, None), "Waiting behind #7 (3 ahead)");
+    }
+
+    #[test]
+    fn final_texts() {
+        assert_eq!(running("shell"), "Deploying with shell");
+        assert_eq!(succeeded(12.0), "Deployed in 12s");
+        assert_eq!(failed(Some("  boom ")), "Failed: boom");
+        assert_eq!(failed(None), "Failed");
+        assert_eq!(timed_out(5), "Timed out after 5 s");
+        assert!(timeout_log_line(5).contains("timed out after 5 s"));
+        assert_eq!(orphaned(), "Error: the deployer stopped during the run");
+        assert!(failed(Some(&"x".repeat(300))).chars().count() <= DESCRIPTION_MAX);
+    }
+
+    #[test]
+    fn lock_texts_follow_heaven() {
+        assert_eq!(
+            locked("project-x", "production", "alice", "db migration"),
+            "project-x is locked on production by alice: db migration"
+        );
+        assert_eq!(
+            locked("project-x", "production", "alice", " "),
+            "project-x is locked on production by alice"
+        );
+        assert_eq!(lock_taken("a", "e", "u"), "a locked on e by u");
+        assert_eq!(
+            lock_released("a", "e", Some("u")),
+            "a unlocked on e (was locked by u)"
+        );
+        assert_eq!(lock_released("a", "e", None), "a was not locked on e");
+    }
+
+    #[test]
+    fn error_texts_quote_the_bad_input_without_control_characters() {
+        let t = invalid_input("ref", "x;\nrm -rf", "contains whitespace");
+        assert!(t.starts_with("Error: ref \"x;rm -rf\""), "{t}");
+        assert!(no_config("x").contains("no app config"));
+        assert!(bad_config("p").contains("invalid app config: p"));
+        assert!(unsupported_provider("heroku").contains("heroku provider"));
+        assert_eq!(could_not_run("checkout failed"), "Error: checkout failed");
+    }
+
+    #[test]
+    fn chat_texts_carry_who_what_where_and_links() {
+        let s = subject();
+        assert_eq!(
+            chat_queued(&s, None),
+            ":hourglass: joyz wants to deploy project-x/main (0123456) to production (#42): queued"
+        );
+        assert!(chat_queued(&s, Some("Waiting behind #7")).ends_with("Waiting behind #7"));
+        assert!(chat_running(&s, "http://l").contains("<http://l|log>"));
+        assert!(chat_succeeded(&s, 65.0, "http://l").contains("done in 1m 05s"));
+        assert!(chat_failed(&s, "exit 1", "http://l").contains("failed: exit 1"));
+        assert!(chat_error(&s, "bad ref").contains("has errors: bad ref"));
+        assert_eq!(chat_lock("a locked"), ":lock: a locked");
+        let tail = chat_log_tail(&["a".into(), "```b".into()]);
+        assert_eq!(tail, "Last 2 log lines:\n```\na\n'''b\n```");
+    }
+}

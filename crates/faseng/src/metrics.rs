@@ -1,0 +1,127 @@
+//! Prometheus metrics, kept in atomics and rendered as text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Webhook outcomes counted.
+pub const WEBHOOK_OUTCOMES: [&str; 7] = [
+    "accepted",
+    "duplicate",
+    "rejected",
+    "ping",
+    "recorded",
+    "ignored",
+    "unavailable",
+];
+/// Run outcomes counted.
+pub const RUN_OUTCOMES: [&str; 3] = ["success", "failure", "error"];
+/// Run duration histogram buckets, seconds.
+pub const BUCKETS: [f64; 10] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    webhooks: [AtomicU64; 7],
+    runs: [AtomicU64; 3],
+    buckets: [AtomicU64; 10],
+    duration_count: AtomicU64,
+    duration_sum_ms: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a webhook outcome (one of [`WEBHOOK_OUTCOMES`]).
+    pub fn webhook(&self, outcome: &str) {
+        if let Some(i) = WEBHOOK_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.webhooks[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a finished run (one of [`RUN_OUTCOMES`]) and its duration.
+    pub fn run(&self, outcome: &str, secs: Option<f64>) {
+        if let Some(i) = RUN_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.runs[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(s) = secs {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if s <= *b {
+                    self.buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.duration_count.fetch_add(1, Ordering::Relaxed);
+            self.duration_sum_ms
+                .fetch_add((s * 1000.0) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Prometheus text exposition; `queue_depth` is sampled by the caller.
+    pub fn render(&self, queue_depth: Option<u64>) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP faseng_webhooks_total Webhook deliveries by outcome.\n# TYPE faseng_webhooks_total counter\n");
+        for (i, o) in WEBHOOK_OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "faseng_webhooks_total{{outcome=\"{o}\"}} {}",
+                self.webhooks[i].load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP faseng_runs_total Finished deployment runs by outcome (this process).\n# TYPE faseng_runs_total counter\n");
+        for (i, o) in RUN_OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "faseng_runs_total{{outcome=\"{o}\"}} {}",
+                self.runs[i].load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP faseng_run_duration_seconds Provider run duration.\n# TYPE faseng_run_duration_seconds histogram\n");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "faseng_run_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                self.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.duration_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "faseng_run_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "faseng_run_duration_seconds_sum {}",
+            self.duration_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        );
+        let _ = writeln!(out, "faseng_run_duration_seconds_count {count}");
+        if let Some(d) = queue_depth {
+            out.push_str("# HELP faseng_queue_depth Jobs waiting in the queue.\n# TYPE faseng_queue_depth gauge\n");
+            let _ = writeln!(out, "faseng_queue_depth {d}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histogram_render() {
+        let m = Metrics::default();
+        m.webhook("accepted");
+        m.webhook("accepted");
+        m.webhook("rejected");
+        m.webhook("nonsense");
+        m.run("success", Some(4.0));
+        m.run("error", None);
+        let text = m.render(Some(3));
+        assert!(text.contains("faseng_webhooks_total{outcome=\"accepted\"} 2"));
+        assert!(text.contains("faseng_webhooks_total{outcome=\"rejected\"} 1"));
+        assert!(text.contains("faseng_runs_total{outcome=\"success\"} 1"));
+        assert!(text.contains("faseng_runs_total{outcome=\"error\"} 1"));
+        assert!(text.contains("faseng_run_duration_seconds_bucket{le=\"1\"} 0"));
+        assert!(text.contains("faseng_run_duration_seconds_bucket{le=\"5\"} 1"));
+        assert!(text.contains("faseng_run_duration_seconds_count 1"));
+        assert!(text.contains("faseng_queue_depth 3"));
+    }
+}

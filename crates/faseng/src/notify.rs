@@ -1,0 +1,152 @@
+//! Chat notification: keep the message that started a deployment up to date. A trait, so
+//! other adapters can be added; the Slack implementation speaks the Web API over plain HTTP.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deploy_core::{Notify, Secret};
+use serde_json::{Value, json};
+
+/// A chat service faseng can update.
+#[async_trait]
+pub trait ChatNotifier: Send + Sync + 'static {
+    /// True when this notifier handles `notify` (adapter and credentials present).
+    fn handles(&self, notify: &Notify) -> bool;
+    /// Replaces the text of message `ts` in `notify.room`, or posts a new message when `ts`
+    /// is `None`; returns the message's ts.
+    async fn upsert(&self, notify: &Notify, ts: Option<&str>, text: &str)
+    -> anyhow::Result<String>;
+    /// Posts `text` in the thread of message `ts`.
+    async fn reply(&self, notify: &Notify, ts: &str, text: &str) -> anyhow::Result<()>;
+}
+
+/// Slack Web API (`chat.update`, `chat.postMessage`) with a bot token.
+#[derive(Debug, Clone)]
+pub struct SlackNotifier {
+    http: reqwest::Client,
+    api_url: String,
+    token: Secret,
+    max_attempts: u32,
+}
+
+impl SlackNotifier {
+    /// A notifier for `api_url` (`https://slack.com/api` or a fake) and a bot token.
+    pub fn new(api_url: &str, token: Secret) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("reqwest client"),
+            api_url: api_url.trim_end_matches('/').to_owned(),
+            token,
+            max_attempts: 4,
+        }
+    }
+
+    async fn call(&self, method: &str, body: Value) -> anyhow::Result<Value> {
+        let url = format!("{}/{method}", self.api_url);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self
+                .http
+                .post(&url)
+                .bearer_auth(self.token.expose())
+                .json(&body)
+                .send()
+                .await;
+            let retry_after = match resp {
+                Ok(r) if r.status().as_u16() == 429 => r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(1)
+                    .min(30),
+                Ok(r) if r.status().is_server_error() => 1,
+                Ok(r) => {
+                    let status = r.status();
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
+                    if v["ok"] == true {
+                        return Ok(v);
+                    }
+                    anyhow::bail!(
+                        "slack {method} answered {status}: {}",
+                        v["error"].as_str().unwrap_or("no error code")
+                    );
+                }
+                Err(e) if attempt < self.max_attempts => {
+                    tracing::debug!(error = %e, "slack {method} failed; retrying");
+                    1
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if attempt >= self.max_attempts {
+                anyhow::bail!("slack {method} still failing after {attempt} attempts");
+            }
+            tokio::time::sleep(Duration::from_secs(retry_after)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ChatNotifier for SlackNotifier {
+    fn handles(&self, notify: &Notify) -> bool {
+        notify.adapter.eq_ignore_ascii_case("slack") && !notify.room.is_empty()
+    }
+
+    async fn upsert(
+        &self,
+        notify: &Notify,
+        ts: Option<&str>,
+        text: &str,
+    ) -> anyhow::Result<String> {
+        match ts {
+            Some(ts) => {
+                self.call(
+                    "chat.update",
+                    json!({"channel": notify.room, "ts": ts, "text": text}),
+                )
+                .await?;
+                Ok(ts.to_owned())
+            }
+            None => {
+                let mut body = json!({"channel": notify.room, "text": text});
+                if let Some(thread) = &notify.thread_ts {
+                    body["thread_ts"] = json!(thread);
+                }
+                let v = self.call("chat.postMessage", body).await?;
+                v["ts"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| anyhow::anyhow!("slack chat.postMessage returned no ts"))
+            }
+        }
+    }
+
+    async fn reply(&self, notify: &Notify, ts: &str, text: &str) -> anyhow::Result<()> {
+        self.call(
+            "chat.postMessage",
+            json!({"channel": notify.room, "thread_ts": ts, "text": text}),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// The notifier used when no chat token is configured: it handles nothing.
+#[derive(Debug, Clone, Default)]
+pub struct NoChat;
+
+#[async_trait]
+impl ChatNotifier for NoChat {
+    fn handles(&self, _: &Notify) -> bool {
+        false
+    }
+    async fn upsert(&self, _: &Notify, _: Option<&str>, _: &str) -> anyhow::Result<String> {
+        anyhow::bail!("no chat configured")
+    }
+    async fn reply(&self, _: &Notify, _: &str, _: &str) -> anyhow::Result<()> {
+        anyhow::bail!("no chat configured")
+    }
+}

@@ -1,0 +1,261 @@
+//! Running a provider's command: argv only (never a shell string), a cleared environment,
+//! its own process group, stdout and stderr streamed line by line into the run log, and a
+//! timeout that kills the whole group (children of children included).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tokio::process::Command;
+
+use crate::messages;
+use crate::runlog::RunLog;
+
+/// How long a timed-out group gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// One command to run.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    /// The executable (absolute, or found on the given `PATH`).
+    pub program: PathBuf,
+    /// Arguments, each one argv element.
+    pub args: Vec<OsString>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// The complete environment (nothing is inherited).
+    pub env: Vec<(String, String)>,
+}
+
+impl CommandSpec {
+    /// The command line for the log header (arguments are shown as given).
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.to_string_lossy().into_owned())
+            .chain(self.args.iter().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal (not by us).
+    Signal(i32),
+    /// Killed by us after the timeout.
+    TimedOut {
+        /// The timeout in seconds.
+        secs: u64,
+    },
+}
+
+impl Exit {
+    /// True for exit code 0.
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+}
+
+/// The environment every provider command gets before its own variables: `PATH`, `HOME`,
+/// `LANG`, `TMPDIR` from faseng's own environment (nothing else is inherited, so faseng's
+/// tokens never reach a deploy script).
+pub fn base_env() -> Vec<(String, String)> {
+    [
+        "PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+    .collect()
+}
+
+fn pipe_to_log<R: AsyncRead + Unpin + Send + 'static>(
+    r: R,
+    log: RunLog,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(r);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => log.line(&String::from_utf8_lossy(&buf)),
+            }
+        }
+    })
+}
+
+fn signal_group(pgid: i32, sig: Signal) -> bool {
+    killpg(Pid::from_raw(pgid), sig).is_ok()
+}
+
+/// Runs `spec`, streaming its output into `log`; `on_spawn` receives the process group id.
+pub async fn run_logged(
+    spec: &CommandSpec,
+    log: &RunLog,
+    timeout: Duration,
+    on_spawn: impl FnOnce(i32),
+) -> std::io::Result<Exit> {
+    let mut child = Command::new(&spec.program)
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let pgid = child.id().map(|p| p as i32).unwrap_or_default();
+    on_spawn(pgid);
+    let out = child.stdout.take().map(|s| pipe_to_log(s, log.clone()));
+    let err = child.stderr.take().map(|s| pipe_to_log(s, log.clone()));
+
+    let exit = tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            use std::os::unix::process::ExitStatusExt as _;
+            match (status.code(), status.signal()) {
+                (Some(c), _) => Exit::Code(c),
+                (None, Some(s)) => Exit::Signal(s),
+                (None, None) => Exit::Code(-1),
+            }
+        }
+        () = tokio::time::sleep(timeout) => {
+            let secs = timeout.as_secs();
+            log.line(&messages::timeout_log_line(secs));
+            signal_group(pgid, Signal::SIGTERM);
+            if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+                log.line("==> the process group ignored SIGTERM; sending SIGKILL");
+            }
+            signal_group(pgid, Signal::SIGKILL);
+            let _ = child.wait().await;
+            Exit::TimedOut { secs }
+        }
+    };
+    // Whatever the command left behind in its group goes too: a deploy does not leave
+    // processes running under faseng.
+    if signal_group(pgid, Signal::SIGKILL) && !matches!(exit, Exit::TimedOut { .. }) {
+        log.line("==> stopped processes the command left running in its process group");
+    }
+    for reader in [out, err].into_iter().flatten() {
+        let abort = reader.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), reader)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+    Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::runlog::Redactor;
+    use crate::store::{SqliteStore, Store};
+
+    async fn log() -> (
+        RunLog,
+        crate::runlog::RunLogWriter,
+        Arc<dyn Store>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("p.db"), "q")
+                .await
+                .unwrap(),
+        );
+        let (l, w) = RunLog::start(store.clone(), "k".into(), Redactor::default());
+        (l, w, store, dir)
+    }
+
+    fn sh(script: &str, cwd: &std::path::Path) -> CommandSpec {
+        CommandSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            cwd: cwd.to_owned(),
+            env: vec![
+                ("PATH".into(), "/usr/bin:/bin".into()),
+                ("SECRET_FROM_TEST".into(), "visible".into()),
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn output_and_exit_codes_are_captured_and_the_environment_is_only_what_was_given() {
+        let (log, w, store, dir) = log().await;
+        let mut pg = 0;
+        let exit = run_logged(
+            &sh("echo out; echo err >&2; env | sort; exit 3", dir.path()),
+            &log,
+            Duration::from_secs(10),
+            |p| pg = p,
+        )
+        .await
+        .unwrap();
+        assert_eq!(exit, Exit::Code(3));
+        assert!(pg > 0);
+        w.finish(log).await;
+        let text = store.read_log("k", 0).await.unwrap().join("\n");
+        assert!(text.contains(" out") && text.contains(" err"), "{text}");
+        assert!(text.contains("SECRET_FROM_TEST=visible"));
+        assert!(
+            !text.contains("CARGO"),
+            "the parent's environment leaked: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_timeout_kills_the_whole_group() {
+        let (log, w, store, dir) = log().await;
+        let pids = dir.path().join("pids");
+        let script = format!(
+            "sleep 300 & echo $! > {p}; (sleep 300 & echo $! >> {p}; wait) & echo started; wait",
+            p = pids.display()
+        );
+        let exit = run_logged(
+            &sh(&script, dir.path()),
+            &log,
+            Duration::from_millis(700),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(exit, Exit::TimedOut { secs: 0 });
+        w.finish(log).await;
+        let text = store.read_log("k", 0).await.unwrap().join("\n");
+        assert!(text.contains("timed out after 0 s"), "{text}");
+        for pid in std::fs::read_to_string(&pids).unwrap().split_whitespace() {
+            let pid: i32 = pid.parse().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while is_alive(pid) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!is_alive(pid), "pid {pid} survived the timeout");
+        }
+    }
+
+    /// A process is alive when it exists and is not a zombie.
+    fn is_alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,155 @@
+//! Providers: the tools that deploy. Each implements [`Provider`] — prepare (check inputs,
+//! build argv), run (each command's output in the log under a `==> name: command` header),
+//! report (turn what happened into an [`Outcome`]). Adding one means one file here plus a
+//! line in [`for_kind`].
+
+mod shell;
+
+pub use shell::ShellProvider;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deploy_core::{AppConfig, CommitSha, EnvName, GitRef};
+
+use crate::messages;
+use crate::process::{CommandSpec, Exit, run_logged};
+use crate::runlog::RunLog;
+
+/// Everything a provider may use about one run; every field is already validated.
+#[derive(Debug, Clone, Copy)]
+pub struct RunContext<'a> {
+    /// The app's config.
+    pub app: &'a AppConfig,
+    /// Target environment.
+    pub env: &'a EnvName,
+    /// The ref asked for.
+    pub git_ref: &'a GitRef,
+    /// The exact commit.
+    pub sha: &'a CommitSha,
+    /// `deploy`, `deploy:migrate`, …
+    pub task: &'a str,
+    /// The GitHub deployment id.
+    pub deployment_id: u64,
+    /// Who asked.
+    pub user: &'a str,
+    /// The run's checkout.
+    pub checkout: &'a Path,
+    /// How long the run may take.
+    pub timeout: Duration,
+}
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Commands, run in order; the first that fails stops the run.
+    pub commands: Vec<CommandSpec>,
+}
+
+/// What happened when the plan ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunResult {
+    /// Every command ran; the last exit (the first failing one, if any).
+    Exited(Exit),
+    /// A command could not be started.
+    SpawnFailed(String),
+}
+
+/// The result of a run, as GitHub states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `success`.
+    Success,
+    /// `failure`: the provider ran and failed; the description.
+    Failure(String),
+    /// `error`: it could not run; the description.
+    Error(String),
+}
+
+/// A deploy tool.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The name used in app.json and log headers.
+    fn name(&self) -> &'static str;
+
+    /// Checks inputs and builds what to run; `Err(description)` means it cannot run.
+    async fn prepare(&self, ctx: &RunContext<'_>, log: &RunLog) -> Result<Plan, String>;
+
+    /// Runs the plan. The default runs each command with a header line, in its own process
+    /// group, under the run's timeout; `on_spawn` gets each process group id.
+    async fn run(
+        &self,
+        ctx: &RunContext<'_>,
+        plan: Plan,
+        log: &RunLog,
+        on_spawn: &(dyn Fn(i32) + Send + Sync),
+    ) -> RunResult {
+        let deadline = tokio::time::Instant::now() + ctx.timeout;
+        let mut last = RunResult::Exited(Exit::Code(0));
+        for cmd in &plan.commands {
+            log.header(self.name(), &cmd.display());
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let remaining = if remaining.is_zero() {
+                Duration::from_millis(1)
+            } else {
+                remaining
+            };
+            match run_logged(cmd, log, remaining, on_spawn).await {
+                Ok(Exit::TimedOut { .. }) => {
+                    last = RunResult::Exited(Exit::TimedOut {
+                        secs: ctx.timeout.as_secs(),
+                    });
+                    break;
+                }
+                Ok(exit) => {
+                    last = RunResult::Exited(exit);
+                    if !exit.success() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    last = RunResult::SpawnFailed(format!(
+                        "could not start {}: {e}",
+                        cmd.program.display()
+                    ));
+                    break;
+                }
+            }
+        }
+        last
+    }
+
+    /// Turns the result into an outcome (writing the verdict to the log).
+    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> Outcome {
+        let last_line = log.last_output_line();
+        match result {
+            RunResult::Exited(Exit::Code(0)) => Outcome::Success,
+            RunResult::Exited(Exit::Code(c)) => {
+                log.header(self.name(), &format!("exited with status {c}"));
+                Outcome::Failure(messages::failed(
+                    last_line.as_deref().or(Some(&format!("exit status {c}"))),
+                ))
+            }
+            RunResult::Exited(Exit::Signal(s)) => {
+                log.header(self.name(), &format!("killed by signal {s}"));
+                Outcome::Failure(messages::failed(Some(&format!("killed by signal {s}"))))
+            }
+            RunResult::Exited(Exit::TimedOut { secs }) => {
+                Outcome::Failure(messages::timed_out(*secs))
+            }
+            RunResult::SpawnFailed(why) => {
+                log.header(self.name(), why);
+                Outcome::Error(messages::could_not_run(why))
+            }
+        }
+    }
+}
+
+/// The provider for an app.json `provider` value, if this faseng has it.
+pub fn for_kind(kind: deploy_core::Provider) -> Option<Box<dyn Provider>> {
+    match kind {
+        deploy_core::Provider::Shell => Some(Box::new(ShellProvider)),
+        _ => None,
+    }
+}

@@ -1,0 +1,207 @@
+//! The durable job queue (apalis 1.0 on Redis or SQLite) and the store that goes with it,
+//! chosen by `FASENG_QUEUE_URL`. Above this module there is one code path.
+//!
+//! apalis traps handled here: every job is pushed with `max_attempts(1)` and the handler
+//! never returns a retryable error once a run may have started (Redis ignores
+//! `max_attempts`); each process gets a unique worker name; the SQLite pool is reopened
+//! with WAL and `synchronous = NORMAL` after apalis's setup; the Redis connection has a
+//! long response timeout; the worker polls on a short interval.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use apalis::prelude::*;
+use apalis_redis::RedisStorage;
+use apalis_sqlite::SqliteStorage;
+
+use crate::deployer::Deployer;
+use crate::job::{DeployJob, QUEUE_NAME};
+use crate::store::{RedisStore, SqliteStore, Store, redis_connect};
+
+/// Where the queue lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueUrl {
+    /// `redis://…` or `rediss://…`.
+    Redis(String),
+    /// `sqlite://PATH`.
+    Sqlite(PathBuf),
+}
+
+impl QueueUrl {
+    /// Parses `FASENG_QUEUE_URL`.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let url = url.trim();
+        if url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+        {
+            Ok(Self::Redis(url.to_owned()))
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            anyhow::ensure!(!path.is_empty(), "FASENG_QUEUE_URL sqlite:// needs a path");
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else {
+            anyhow::bail!("FASENG_QUEUE_URL must start with redis:// or sqlite://, got {url:?}")
+        }
+    }
+}
+
+/// Worker timing knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueTiming {
+    /// How often the worker asks the backend for jobs when idle.
+    pub poll_interval: Duration,
+    /// Worker heartbeat.
+    pub heartbeat: Duration,
+    /// Missed heartbeats before a worker's jobs are orphans.
+    pub missed_heartbeats: usize,
+}
+
+impl Default for QueueTiming {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(50),
+            heartbeat: Duration::from_secs(10),
+            missed_heartbeats: 3,
+        }
+    }
+}
+
+/// The producer side plus the matching store.
+#[derive(Clone)]
+pub enum Queue {
+    /// apalis-redis.
+    Redis {
+        /// The storage (cloned per push).
+        storage: RedisStorage<DeployJob>,
+    },
+    /// apalis-sqlite.
+    Sqlite {
+        /// The storage (cloned per push).
+        storage: SqliteStorage<DeployJob>,
+    },
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Queue::Redis { .. } => "Queue::Redis",
+            Queue::Sqlite { .. } => "Queue::Sqlite",
+        })
+    }
+}
+
+/// Opens the queue and its store.
+pub async fn open(url: &QueueUrl, timing: QueueTiming) -> anyhow::Result<(Queue, Arc<dyn Store>)> {
+    match url {
+        QueueUrl::Redis(u) => {
+            let conn = redis_connect(u).await?;
+            let config = apalis_redis::Config::default()
+                .queue(QUEUE_NAME)
+                .heartbeat_interval(timing.heartbeat)
+                .missed_heartbeats(timing.missed_heartbeats);
+            let storage = RedisStorage::new(conn.clone()).with_config(config);
+            Ok((
+                Queue::Redis { storage },
+                Arc::new(RedisStore::new(conn, QUEUE_NAME)),
+            ))
+        }
+        QueueUrl::Sqlite(path) => {
+            let store = SqliteStore::open(path, QUEUE_NAME).await?;
+            let config = apalis_sqlite::Config::default()
+                .queue(QUEUE_NAME)
+                .heartbeat_interval(timing.heartbeat.max(Duration::from_secs(1)))
+                .missed_heartbeats(timing.missed_heartbeats);
+            let storage = SqliteStorage::new(store.pool()).with_config(config);
+            Ok((Queue::Sqlite { storage }, Arc::new(store)))
+        }
+    }
+}
+
+impl Queue {
+    /// Pushes a job durably (returns once the backend has it).
+    pub async fn push(&self, job: DeployJob) -> anyhow::Result<()> {
+        let task = TaskBuilder::new(job).max_attempts(1).build();
+        match self {
+            Queue::Redis { storage } => storage
+                .clone()
+                .push_task(task)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            Queue::Sqlite { storage } => storage
+                .clone()
+                .push_task(task)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        }
+        Ok(())
+    }
+}
+
+async fn handle(job: DeployJob, deployer: Data<Arc<Deployer>>) -> Result<(), BoxDynError> {
+    match deployer.process(job).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // Only reached before a run started (see `Deployer::process`): nothing ran, but
+            // the job is still not retried by apalis; it is reported as dead and logged.
+            tracing::error!(error = %format!("{e:#}"), "job failed before it started");
+            Err(AbortError::new(e.into_boxed_dyn_error()).into())
+        }
+    }
+}
+
+/// A worker name unique to this process (apalis refuses a name that is still heartbeating).
+pub fn unique_worker_name(prefix: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{}-{nanos:x}", host.trim(), std::process::id())
+}
+
+/// Runs a worker until `shutdown` resolves, then waits up to `shutdown_timeout` for running
+/// jobs. Returns `Err` when the worker stopped on its own (backend failure): callers restart.
+pub async fn run_worker(
+    queue: &Queue,
+    deployer: Arc<Deployer>,
+    name: &str,
+    concurrency: usize,
+    timing: QueueTiming,
+    shutdown_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let signal = async move {
+        shutdown.await;
+        Ok::<(), std::io::Error>(())
+    };
+    let name = name.to_owned();
+    macro_rules! monitor {
+        ($storage:expr) => {{
+            let storage = $storage.clone();
+            let deployer = deployer.clone();
+            Monitor::new()
+                .register(move |_restarts| {
+                    WorkerBuilder::new(name.as_str())
+                        .backend(storage.clone().poll_with_interval(timing.poll_interval))
+                        .catch_panic()
+                        .concurrency(concurrency)
+                        .data(deployer.clone())
+                        .build(handle)
+                })
+                .shutdown_timeout(shutdown_timeout)
+                .run_with_signal(signal)
+                .await
+        }};
+    }
+    let result = match queue {
+        Queue::Redis { storage } => monitor!(storage),
+        Queue::Sqlite { storage } => monitor!(storage),
+    };
+    result.context("the worker stopped")
+}

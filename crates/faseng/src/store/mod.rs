@@ -1,0 +1,316 @@
+//! Durable state that apalis does not keep for us, behind one trait with a Redis and a
+//! SQLite implementation: delivery dedup, the per-app+environment waiting line, environment
+//! locks (`deploy:lock`), run records and "started" markers, recent durations for the ETA,
+//! and the log store (so any `faseng serve` can show any run's log).
+
+mod redis_store;
+mod sqlite_store;
+
+pub use redis_store::{RedisStore, connect as redis_connect};
+pub use sqlite_store::SqliteStore;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How long delivery ids are remembered for dedup (GitHub redelivers for up to a few days).
+pub const DELIVERY_TTL: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// How many successful run durations are kept per app+environment for the ETA.
+pub const DURATIONS_KEPT: usize = 10;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Accepted, waiting for a worker or for its turn in the line.
+    Queued,
+    /// The provider (or checkout) is running.
+    InProgress,
+    /// The provider succeeded.
+    Success,
+    /// The provider ran and failed.
+    Failure,
+    /// It could not run.
+    Error,
+}
+
+impl RunState {
+    /// The GitHub deployment status state name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::InProgress => "in_progress",
+            RunState::Success => "success",
+            RunState::Failure => "failure",
+            RunState::Error => "error",
+        }
+    }
+
+    /// True for `success`, `failure` and `error`.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Success | RunState::Failure | RunState::Error
+        )
+    }
+}
+
+/// What is known about one deployment run; stored as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `owner/repo/id`.
+    pub key: String,
+    /// `owner/repo`.
+    pub repo: String,
+    /// The GitHub deployment id.
+    pub deployment_id: u64,
+    /// App name (resolved from the payload).
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// Task (`deploy`, `deploy:lock`, …).
+    pub task: String,
+    /// Ref as sent (may be invalid: it is shown, never used, until validated).
+    pub git_ref: String,
+    /// Sha as sent.
+    pub sha: String,
+    /// Who created the deployment.
+    pub creator: String,
+    /// Current state.
+    pub state: RunState,
+    /// Last status description.
+    pub description: String,
+    /// When the webhook arrived.
+    pub received_at: DateTime<Utc>,
+    /// When the provider started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The chat message ts, once known (posted by faseng when the payload had none).
+    pub chat_ts: Option<String>,
+}
+
+impl RunRecord {
+    /// The run key for a repository and deployment id.
+    pub fn key_for(repo: &str, id: u64) -> String {
+        format!("{repo}/{id}")
+    }
+
+    /// Seconds from start to finish, when both are known.
+    pub fn duration_secs(&self) -> Option<f64> {
+        let (s, f) = (self.started_at?, self.finished_at?);
+        Some((f - s).num_milliseconds() as f64 / 1000.0)
+    }
+}
+
+/// Who holds a `deploy:lock` on an app+environment, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvLock {
+    /// The GitHub login that locked it.
+    pub user: String,
+    /// The reason (the lock deployment's description).
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Marks a run as begun; if it ever comes back, it is an orphan, never re-run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartMarker {
+    /// Worker name that started it.
+    pub worker: String,
+    /// Host name of that worker.
+    pub host: String,
+    /// Process group of the provider, once spawned.
+    pub pgid: Option<i32>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The operations faseng needs from its durable store. Every method is one round trip and
+/// safe to call from any number of processes at once.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap reachability check (`/healthz`).
+    async fn ping(&self) -> anyhow::Result<()>;
+    /// Remembers a delivery id; `false` when it was seen before.
+    async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool>;
+    /// Forgets a delivery id (the enqueue after claiming it failed; GitHub will redeliver).
+    async fn release_delivery(&self, delivery_id: &str) -> anyhow::Result<()>;
+    /// Creates a run record; `false` when one with the same key exists.
+    async fn create_run(&self, run: &RunRecord) -> anyhow::Result<bool>;
+    /// Overwrites a run record.
+    async fn put_run(&self, run: &RunRecord) -> anyhow::Result<()>;
+    /// Reads a run record.
+    async fn get_run(&self, key: &str) -> anyhow::Result<Option<RunRecord>>;
+    /// Deletes a run record (rollback of a failed enqueue).
+    async fn delete_run(&self, key: &str) -> anyhow::Result<()>;
+    /// Sets the durable "started" marker; `Some(existing)` when it was already set.
+    async fn mark_started(
+        &self,
+        key: &str,
+        marker: &StartMarker,
+    ) -> anyhow::Result<Option<StartMarker>>;
+    /// Updates the marker (e.g. with the provider's process group).
+    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()>;
+    /// Appends a run to the end of a waiting line (no-op when already in it).
+    async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()>;
+    /// Removes a run from a waiting line.
+    async fn line_leave(&self, line: &str, key: &str) -> anyhow::Result<()>;
+    /// The line's run keys, first (running) first.
+    async fn line(&self, line: &str) -> anyhow::Result<Vec<String>>;
+    /// The `deploy:lock` on a line, if any.
+    async fn env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>>;
+    /// Sets the lock unless another user holds it; returns the holder after the call.
+    async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock>;
+    /// Clears the lock; returns what was there.
+    async fn clear_env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>>;
+    /// Records a successful run's duration (the last [`DURATIONS_KEPT`] are kept).
+    async fn push_duration(&self, line: &str, secs: f64) -> anyhow::Result<()>;
+    /// The recent successful durations, newest first.
+    async fn durations(&self, line: &str) -> anyhow::Result<Vec<f64>>;
+    /// Appends log lines to a run's log.
+    async fn append_log(&self, key: &str, lines: &[String]) -> anyhow::Result<()>;
+    /// Reads a run's log from line `from` (0-based).
+    async fn read_log(&self, key: &str, from: usize) -> anyhow::Result<Vec<String>>;
+    /// Records a `deployment_status` webhook for history.
+    async fn record_status_event(
+        &self,
+        key: &str,
+        state: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+    /// Jobs waiting in the apalis queue (for `/metrics`).
+    async fn queue_depth(&self) -> anyhow::Result<u64>;
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! One behaviour suite, run against both stores.
+    use super::*;
+
+    pub(crate) fn run(key: &str) -> RunRecord {
+        RunRecord {
+            key: key.into(),
+            repo: "o/r".into(),
+            deployment_id: 1,
+            app: "app".into(),
+            environment: "edge".into(),
+            task: "deploy".into(),
+            git_ref: "main".into(),
+            sha: "a".repeat(40),
+            creator: "alice".into(),
+            state: RunState::Queued,
+            description: String::new(),
+            received_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            chat_ts: None,
+        }
+    }
+
+    pub(crate) async fn exercise(store: &dyn Store) {
+        store.ping().await.unwrap();
+        assert!(store.claim_delivery("d1").await.unwrap());
+        assert!(!store.claim_delivery("d1").await.unwrap());
+        store.release_delivery("d1").await.unwrap();
+        assert!(store.claim_delivery("d1").await.unwrap());
+
+        let r = run("o/r/1");
+        assert!(store.create_run(&r).await.unwrap());
+        assert!(!store.create_run(&r).await.unwrap());
+        let mut r2 = r.clone();
+        r2.state = RunState::Success;
+        store.put_run(&r2).await.unwrap();
+        assert_eq!(store.get_run("o/r/1").await.unwrap(), Some(r2));
+        store.delete_run("o/r/1").await.unwrap();
+        assert_eq!(store.get_run("o/r/1").await.unwrap(), None);
+
+        let m = StartMarker {
+            worker: "w".into(),
+            host: "h".into(),
+            pgid: None,
+            at: Utc::now(),
+        };
+        assert_eq!(store.mark_started("o/r/1", &m).await.unwrap(), None);
+        let again = store.mark_started("o/r/1", &m).await.unwrap();
+        assert_eq!(again.as_ref().map(|m| m.worker.as_str()), Some("w"));
+        let m2 = StartMarker {
+            pgid: Some(42),
+            ..m
+        };
+        store.update_started("o/r/1", &m2).await.unwrap();
+        assert_eq!(
+            store
+                .mark_started("o/r/1", &m2)
+                .await
+                .unwrap()
+                .unwrap()
+                .pgid,
+            Some(42)
+        );
+
+        store.line_join("app/edge", "a").await.unwrap();
+        store.line_join("app/edge", "b").await.unwrap();
+        store.line_join("app/edge", "a").await.unwrap();
+        store.line_join("app/other", "c").await.unwrap();
+        assert_eq!(store.line("app/edge").await.unwrap(), ["a", "b"]);
+        store.line_leave("app/edge", "a").await.unwrap();
+        store.line_join("app/edge", "a").await.unwrap();
+        assert_eq!(store.line("app/edge").await.unwrap(), ["b", "a"]);
+        assert_eq!(store.line("app/other").await.unwrap(), ["c"]);
+
+        assert_eq!(store.env_lock("app/edge").await.unwrap(), None);
+        let alice = EnvLock {
+            user: "alice".into(),
+            reason: "testing".into(),
+            at: Utc::now(),
+        };
+        assert_eq!(store.set_env_lock("app/edge", &alice).await.unwrap(), alice);
+        let bob = EnvLock {
+            user: "bob".into(),
+            ..alice.clone()
+        };
+        assert_eq!(
+            store.set_env_lock("app/edge", &bob).await.unwrap().user,
+            "alice"
+        );
+        assert_eq!(
+            store
+                .clear_env_lock("app/edge")
+                .await
+                .unwrap()
+                .unwrap()
+                .user,
+            "alice"
+        );
+        assert_eq!(store.env_lock("app/edge").await.unwrap(), None);
+
+        for i in 0..12 {
+            store.push_duration("app/edge", f64::from(i)).await.unwrap();
+        }
+        let d = store.durations("app/edge").await.unwrap();
+        assert_eq!(d.len(), DURATIONS_KEPT);
+        assert_eq!(d[0], 11.0);
+
+        store
+            .append_log("o/r/1", &["one".into(), "two".into()])
+            .await
+            .unwrap();
+        store.append_log("o/r/1", &["three".into()]).await.unwrap();
+        assert_eq!(
+            store.read_log("o/r/1", 0).await.unwrap(),
+            ["one", "two", "three"]
+        );
+        assert_eq!(store.read_log("o/r/1", 2).await.unwrap(), ["three"]);
+        assert!(store.read_log("o/r/9", 0).await.unwrap().is_empty());
+        store
+            .record_status_event("o/r/1", "success", Utc::now())
+            .await
+            .unwrap();
+        store.queue_depth().await.unwrap();
+    }
+}

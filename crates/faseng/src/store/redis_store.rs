@@ -1,0 +1,241 @@
+//! The Redis store: plain keys under `faseng:` next to apalis's queue keys, for any number
+//! of workers on any number of machines.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, StartMarker, Store};
+
+/// The Redis-backed [`Store`].
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    queue: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a Redis connection manager with timeouts long enough for a loaded server
+/// (redis-rs's default 500 ms response timeout kills apalis workers under load) and short
+/// enough that an unreachable server is noticed.
+pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url).context("invalid redis URL")?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_number_of_retries(1);
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .context("connecting to redis")
+}
+
+const LINE_JOIN: &str = r"
+if redis.call('LPOS', KEYS[1], ARGV[1]) == false then
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+end
+return 1";
+
+const SET_LOCK: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then
+  local ok, lock = pcall(cjson.decode, held)
+  if ok and lock['user'] ~= ARGV[2] then return held end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]";
+
+impl RedisStore {
+    /// A store over an existing connection; `queue` is the apalis queue name (for depth).
+    pub fn new(conn: ConnectionManager, queue: &str) -> Self {
+        Self {
+            conn,
+            queue: queue.to_owned(),
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+fn k(kind: &str, id: &str) -> String {
+    format!("faseng:{kind}:{id}")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> anyhow::Result<T> {
+    serde_json::from_str(s).context("reading a stored record")
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> anyhow::Result<()> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {
+        let opts = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::EX(DELIVERY_TTL.as_secs()));
+        let set: Option<String> = self
+            .conn()
+            .set_options(k("delivery", delivery_id), 1, opts)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn release_delivery(&self, delivery_id: &str) -> anyhow::Result<()> {
+        let _: i64 = self.conn().del(k("delivery", delivery_id)).await?;
+        Ok(())
+    }
+
+    async fn create_run(&self, run: &RunRecord) -> anyhow::Result<bool> {
+        let set: bool = self
+            .conn()
+            .set_nx(k("run", &run.key), serde_json::to_string(run)?)
+            .await?;
+        Ok(set)
+    }
+
+    async fn put_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        let _: () = self
+            .conn()
+            .set(k("run", &run.key), serde_json::to_string(run)?)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_run(&self, key: &str) -> anyhow::Result<Option<RunRecord>> {
+        let v: Option<String> = self.conn().get(k("run", key)).await?;
+        v.as_deref().map(from_json).transpose()
+    }
+
+    async fn delete_run(&self, key: &str) -> anyhow::Result<()> {
+        let _: i64 = self.conn().del(k("run", key)).await?;
+        Ok(())
+    }
+
+    async fn mark_started(
+        &self,
+        key: &str,
+        marker: &StartMarker,
+    ) -> anyhow::Result<Option<StartMarker>> {
+        let json = serde_json::to_string(marker)?;
+        let set: bool = self.conn().set_nx(k("started", key), &json).await?;
+        if set {
+            return Ok(None);
+        }
+        let v: Option<String> = self.conn().get(k("started", key)).await?;
+        Ok(Some(from_json(v.as_deref().unwrap_or(&json))?))
+    }
+
+    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()> {
+        let _: () = self
+            .conn()
+            .set(k("started", key), serde_json::to_string(marker)?)
+            .await?;
+        Ok(())
+    }
+
+    async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()> {
+        let _: i64 = redis::Script::new(LINE_JOIN)
+            .key(k("line", line))
+            .arg(key)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn line_leave(&self, line: &str, key: &str) -> anyhow::Result<()> {
+        let _: i64 = self.conn().lrem(k("line", line), 0, key).await?;
+        Ok(())
+    }
+
+    async fn line(&self, line: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self.conn().lrange(k("line", line), 0, -1).await?)
+    }
+
+    async fn env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
+        let v: Option<String> = self.conn().get(k("lock", line)).await?;
+        v.as_deref().map(from_json).transpose()
+    }
+
+    async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock> {
+        let held: String = redis::Script::new(SET_LOCK)
+            .key(k("lock", line))
+            .arg(serde_json::to_string(lock)?)
+            .arg(&lock.user)
+            .invoke_async(&mut self.conn())
+            .await?;
+        from_json(&held)
+    }
+
+    async fn clear_env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
+        let v: Option<String> = redis::cmd("GETDEL")
+            .arg(k("lock", line))
+            .query_async(&mut self.conn())
+            .await?;
+        v.as_deref().map(from_json).transpose()
+    }
+
+    async fn push_duration(&self, line: &str, secs: f64) -> anyhow::Result<()> {
+        let key = k("durations", line);
+        let _: () = redis::pipe()
+            .atomic()
+            .lpush(&key, secs)
+            .ignore()
+            .ltrim(&key, 0, DURATIONS_KEPT as isize - 1)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn durations(&self, line: &str) -> anyhow::Result<Vec<f64>> {
+        Ok(self
+            .conn()
+            .lrange(k("durations", line), 0, DURATIONS_KEPT as isize - 1)
+            .await?)
+    }
+
+    async fn append_log(&self, key: &str, lines: &[String]) -> anyhow::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let _: i64 = self.conn().rpush(k("log", key), lines).await?;
+        Ok(())
+    }
+
+    async fn read_log(&self, key: &str, from: usize) -> anyhow::Result<Vec<String>> {
+        Ok(self.conn().lrange(k("log", key), from as isize, -1).await?)
+    }
+
+    async fn record_status_event(
+        &self,
+        key: &str,
+        state: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let entry = serde_json::json!({"state": state, "at": at}).to_string();
+        let _: i64 = self.conn().rpush(k("status_events", key), entry).await?;
+        Ok(())
+    }
+
+    async fn queue_depth(&self) -> anyhow::Result<u64> {
+        let cfg = apalis_redis::Config::default().queue(&self.queue);
+        let n: u64 = self.conn().llen(cfg.active_jobs_list()).await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,359 @@
+//! The SQLite store: tables next to apalis's own in the same database file (WAL,
+//! `synchronous = NORMAL`), for one machine.
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row as _;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, StartMarker, Store};
+
+const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS faseng_deliveries (id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS faseng_runs (key TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS faseng_started (key TEXT PRIMARY KEY, marker TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS faseng_line (seq INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL, run TEXT NOT NULL, UNIQUE(line, run));
+CREATE TABLE IF NOT EXISTS faseng_locks (line TEXT PRIMARY KEY, lock TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS faseng_durations (seq INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL, secs REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS faseng_durations_line ON faseng_durations(line, seq);
+CREATE TABLE IF NOT EXISTS faseng_logs (run TEXT NOT NULL, n INTEGER NOT NULL, text TEXT NOT NULL, PRIMARY KEY(run, n));
+CREATE TABLE IF NOT EXISTS faseng_status_events (run TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL);
+";
+
+/// The SQLite-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    queue: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database: runs apalis's migrations on a throwaway pool
+    /// (its `setup` turns durability off), then opens the real pool with WAL and
+    /// `synchronous = NORMAL`, and creates faseng's tables.
+    pub async fn open(path: &Path, queue: &str) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let base = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10));
+        {
+            let setup_pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(base.clone())
+                .await
+                .with_context(|| format!("opening {}", path.display()))?;
+            apalis_sqlite::SqliteStorage::setup(&setup_pool)
+                .await
+                .context("running the queue migrations")?;
+            setup_pool.close().await;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(
+                base.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal),
+            )
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&pool)
+            .await
+            .context("creating faseng tables")?;
+        Ok(Self {
+            pool,
+            queue: queue.to_owned(),
+        })
+    }
+
+    /// The pool, shared with the apalis queue.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(v)?)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> anyhow::Result<T> {
+    serde_json::from_str(s).context("reading a stored record")
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {
+        let now = Utc::now().timestamp();
+        let cutoff = now - DELIVERY_TTL.as_secs() as i64;
+        sqlx::query("DELETE FROM faseng_deliveries WHERE seen_at < ?")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        let r = sqlx::query("INSERT OR IGNORE INTO faseng_deliveries (id, seen_at) VALUES (?, ?)")
+            .bind(delivery_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn release_delivery(&self, delivery_id: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM faseng_deliveries WHERE id = ?")
+            .bind(delivery_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_run(&self, run: &RunRecord) -> anyhow::Result<bool> {
+        let r = sqlx::query("INSERT OR IGNORE INTO faseng_runs (key, record) VALUES (?, ?)")
+            .bind(&run.key)
+            .bind(to_json(run)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn put_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        sqlx::query("INSERT OR REPLACE INTO faseng_runs (key, record) VALUES (?, ?)")
+            .bind(&run.key)
+            .bind(to_json(run)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_run(&self, key: &str) -> anyhow::Result<Option<RunRecord>> {
+        let row = sqlx::query("SELECT record FROM faseng_runs WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| from_json(r.get::<&str, _>(0))).transpose()
+    }
+
+    async fn delete_run(&self, key: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM faseng_runs WHERE key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_started(
+        &self,
+        key: &str,
+        marker: &StartMarker,
+    ) -> anyhow::Result<Option<StartMarker>> {
+        let r = sqlx::query("INSERT OR IGNORE INTO faseng_started (key, marker) VALUES (?, ?)")
+            .bind(key)
+            .bind(to_json(marker)?)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT marker FROM faseng_started WHERE key = ?")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(from_json(row.get::<&str, _>(0))?))
+    }
+
+    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()> {
+        sqlx::query("INSERT OR REPLACE INTO faseng_started (key, marker) VALUES (?, ?)")
+            .bind(key)
+            .bind(to_json(marker)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO faseng_line (line, run) VALUES (?, ?)")
+            .bind(line)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn line_leave(&self, line: &str, key: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM faseng_line WHERE line = ? AND run = ?")
+            .bind(line)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn line(&self, line: &str) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT run FROM faseng_line WHERE line = ? ORDER BY seq")
+            .bind(line)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    async fn env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
+        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
+            .bind(line)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| from_json(r.get::<&str, _>(0))).transpose()
+    }
+
+    async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
+            .bind(line)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = row {
+            let held: EnvLock = from_json(row.get::<&str, _>(0))?;
+            if held.user != lock.user {
+                return Ok(held);
+            }
+        }
+        sqlx::query("INSERT OR REPLACE INTO faseng_locks (line, lock) VALUES (?, ?)")
+            .bind(line)
+            .bind(to_json(lock)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(lock.clone())
+    }
+
+    async fn clear_env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
+        let row = sqlx::query("DELETE FROM faseng_locks WHERE line = ? RETURNING lock")
+            .bind(line)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| from_json(r.get::<&str, _>(0))).transpose()
+    }
+
+    async fn push_duration(&self, line: &str, secs: f64) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO faseng_durations (line, secs) VALUES (?, ?)")
+            .bind(line)
+            .bind(secs)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM faseng_durations WHERE line = ?1 AND seq NOT IN \
+             (SELECT seq FROM faseng_durations WHERE line = ?1 ORDER BY seq DESC LIMIT ?2)",
+        )
+        .bind(line)
+        .bind(DURATIONS_KEPT as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn durations(&self, line: &str) -> anyhow::Result<Vec<f64>> {
+        let rows = sqlx::query(
+            "SELECT secs FROM faseng_durations WHERE line = ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(line)
+        .bind(DURATIONS_KEPT as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get::<f64, _>(0)).collect())
+    }
+
+    async fn append_log(&self, key: &str, lines: &[String]) -> anyhow::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let next: i64 =
+            sqlx::query("SELECT COALESCE(MAX(n) + 1, 0) FROM faseng_logs WHERE run = ?")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?
+                .get(0);
+        for (i, line) in lines.iter().enumerate() {
+            sqlx::query("INSERT INTO faseng_logs (run, n, text) VALUES (?, ?, ?)")
+                .bind(key)
+                .bind(next + i as i64)
+                .bind(line)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn read_log(&self, key: &str, from: usize) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT text FROM faseng_logs WHERE run = ? AND n >= ? ORDER BY n")
+            .bind(key)
+            .bind(from as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    async fn record_status_event(
+        &self,
+        key: &str,
+        state: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO faseng_status_events (run, state, at) VALUES (?, ?, ?)")
+            .bind(key)
+            .bind(state)
+            .bind(at.to_rfc3339())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn queue_depth(&self) -> anyhow::Result<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM Jobs WHERE job_type = ? AND status IN ('Pending', 'Queued', 'Running')")
+            .bind(&self.queue)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_store_contract_holds_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("sub/f.db"), "q")
+            .await
+            .unwrap();
+        super::super::contract::exercise(&store).await;
+        let mode: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mode, "wal");
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(sync, 1, "synchronous must be NORMAL, not OFF");
+    }
+}

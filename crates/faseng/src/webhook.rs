@@ -1,0 +1,378 @@
+//! GitHub webhook intake, transport side: signature verification over the raw body and
+//! decoding into a typed domain event. Nothing here knows about queues or HTTP responses.
+
+use hmac::{Hmac, Mac as _};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::Sha256;
+use subtle::ConstantTimeEq as _;
+use thiserror::Error;
+
+/// The largest body GitHub sends (it caps payloads at 25 MB); larger is refused with 413.
+pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+
+/// True when `header` is `sha256=<hex>` and matches HMAC-SHA256(secret, body), compared in
+/// constant time. The legacy sha1 header is never accepted.
+pub fn verify_signature(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(given) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    expected.len() == given.len() && bool::from(expected[..].ct_eq(&given))
+}
+
+/// `sha256=<hex>` for a body, as GitHub computes it (used by tests and the benchmark).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A GitHub user as it appears in webhook payloads.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct WebhookUser {
+    /// Login name.
+    pub login: String,
+}
+
+/// The `deployment` object of a webhook.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct WebhookDeployment {
+    /// Deployment id.
+    pub id: u64,
+    /// The commit sha (validated later, before use).
+    pub sha: String,
+    /// The ref (validated later, before use).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// `deploy`, `deploy:lock`, …
+    #[serde(default = "default_task")]
+    pub task: String,
+    /// Target environment.
+    pub environment: String,
+    /// Free text; the lock reason for `deploy:lock`.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Who created it.
+    #[serde(default)]
+    pub creator: Option<WebhookUser>,
+    /// The payload: an object, or (hubot-deploy era) a JSON string.
+    #[serde(default)]
+    pub payload: Value,
+}
+
+fn default_task() -> String {
+    "deploy".to_owned()
+}
+
+/// The `repository` object of a webhook.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct WebhookRepository {
+    /// `owner/name`.
+    pub full_name: String,
+    /// HTTPS clone URL.
+    #[serde(default)]
+    pub clone_url: Option<String>,
+}
+
+/// A `deployment` webhook body.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct DeploymentEvent {
+    /// `created`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// The deployment.
+    pub deployment: WebhookDeployment,
+    /// Its repository.
+    pub repository: WebhookRepository,
+    /// Who triggered the event.
+    #[serde(default)]
+    pub sender: Option<WebhookUser>,
+}
+
+impl DeploymentEvent {
+    /// The payload as an object: a JSON-string payload is decoded, anything else is `{}`.
+    pub fn payload_object(&self) -> Value {
+        match &self.deployment.payload {
+            Value::Object(_) => self.deployment.payload.clone(),
+            Value::String(s) => serde_json::from_str::<Value>(s)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| Value::Object(Default::default())),
+            _ => Value::Object(Default::default()),
+        }
+    }
+
+    /// Who asked: the deployment's creator, else the sender.
+    pub fn creator(&self) -> String {
+        self.deployment
+            .creator
+            .as_ref()
+            .or(self.sender.as_ref())
+            .map(|u| u.login.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The `deployment_status` object of a webhook.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct WebhookDeploymentStatus {
+    /// `success`, `failure`, …
+    pub state: String,
+    /// When it was created.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// A `deployment_status` webhook body (recorded, not acted on).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct DeploymentStatusEvent {
+    /// The status.
+    pub deployment_status: WebhookDeploymentStatus,
+    /// The deployment it belongs to.
+    pub deployment: WebhookDeployment,
+    /// Its repository.
+    pub repository: WebhookRepository,
+}
+
+/// A verified webhook, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookEvent {
+    /// A deployment to run.
+    Deployment {
+        /// `X-GitHub-Delivery`.
+        delivery_id: String,
+        /// The body.
+        event: Box<DeploymentEvent>,
+    },
+    /// A deployment status (history only).
+    DeploymentStatus {
+        /// `X-GitHub-Delivery`.
+        delivery_id: String,
+        /// The body.
+        event: Box<DeploymentStatusEvent>,
+    },
+    /// GitHub's hook test.
+    Ping,
+    /// Any other event, named.
+    Ignored(String),
+}
+
+/// Why a webhook was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum WebhookError {
+    /// Missing or wrong `X-Hub-Signature-256`.
+    #[error("missing or invalid X-Hub-Signature-256")]
+    BadSignature,
+    /// No `X-GitHub-Event`.
+    #[error("missing X-GitHub-Event header")]
+    MissingEvent,
+    /// A deployment without `X-GitHub-Delivery`.
+    #[error("missing X-GitHub-Delivery header")]
+    MissingDelivery,
+    /// The body is not the event it claims to be.
+    #[error("malformed {event} payload: {reason}")]
+    Malformed {
+        /// The event name.
+        event: String,
+        /// The parse error.
+        reason: String,
+    },
+}
+
+/// The headers that matter, already extracted from the request.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookHeaders<'a> {
+    /// `X-GitHub-Event`.
+    pub event: Option<&'a str>,
+    /// `X-GitHub-Delivery`.
+    pub delivery: Option<&'a str>,
+    /// `X-Hub-Signature-256`.
+    pub signature_256: Option<&'a str>,
+}
+
+/// Verifies and decodes a webhook.
+pub fn decode(
+    secret: &[u8],
+    headers: &WebhookHeaders<'_>,
+    body: &[u8],
+) -> Result<WebhookEvent, WebhookError> {
+    if !verify_signature(secret, body, headers.signature_256) {
+        return Err(WebhookError::BadSignature);
+    }
+    let event = headers
+        .event
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .ok_or(WebhookError::MissingEvent)?;
+    let delivery = || {
+        headers
+            .delivery
+            .map(str::trim)
+            .filter(|d| !d.is_empty() && d.len() <= 200)
+            .map(str::to_owned)
+            .ok_or(WebhookError::MissingDelivery)
+    };
+    let malformed = |e: serde_json::Error| WebhookError::Malformed {
+        event: event.to_owned(),
+        reason: e.to_string(),
+    };
+    match event {
+        "ping" => Ok(WebhookEvent::Ping),
+        "deployment" => Ok(WebhookEvent::Deployment {
+            delivery_id: delivery()?,
+            event: Box::new(serde_json::from_slice(body).map_err(malformed)?),
+        }),
+        "deployment_status" => Ok(WebhookEvent::DeploymentStatus {
+            delivery_id: delivery()?,
+            event: Box::new(serde_json::from_slice(body).map_err(malformed)?),
+        }),
+        other => Ok(WebhookEvent::Ignored(other.chars().take(64).collect())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/github/webhooks"
+    );
+
+    #[test]
+    fn githubs_documented_test_vector_verifies() {
+        let secret = b"It's a Secret to Everybody";
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(verify_signature(secret, b"Hello, World!", Some(sig)));
+        assert_eq!(sign(secret, b"Hello, World!"), sig);
+        assert!(!verify_signature(secret, b"Hello, World?", Some(sig)));
+        assert!(!verify_signature(b"other", b"Hello, World!", Some(sig)));
+    }
+
+    #[test]
+    fn malformed_and_legacy_signatures_are_refused() {
+        let secret = b"s";
+        let good = sign(secret, b"x");
+        assert!(verify_signature(secret, b"x", Some(&good)));
+        assert!(!verify_signature(secret, b"x", None));
+        assert!(!verify_signature(secret, b"x", Some("")));
+        assert!(!verify_signature(
+            secret,
+            b"x",
+            Some(&good.replace("sha256=", "sha1="))
+        ));
+        assert!(!verify_signature(secret, b"x", Some("sha256=zz")));
+        assert!(!verify_signature(
+            secret,
+            b"x",
+            Some(&good[..good.len() - 2])
+        ));
+    }
+
+    fn headers<'a>(event: &'a str, sig: &'a str) -> WebhookHeaders<'a> {
+        WebhookHeaders {
+            event: Some(event),
+            delivery: Some("d-1"),
+            signature_256: Some(sig),
+        }
+    }
+
+    #[test]
+    fn upstream_samples_decode_unmodified() {
+        let secret = b"k";
+        for name in ["payload", "gh-pages.payload", "with-installation.payload"] {
+            let body = std::fs::read(format!("{FIXTURES}/deployment/{name}.json")).unwrap();
+            let sig = sign(secret, &body);
+            let WebhookEvent::Deployment { delivery_id, event } =
+                decode(secret, &headers("deployment", &sig), &body).unwrap()
+            else {
+                panic!("not a deployment")
+            };
+            assert_eq!(delivery_id, "d-1");
+            assert_eq!(event.deployment.id, 145_988_746);
+            assert_eq!(
+                event.deployment.sha,
+                "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
+            );
+            assert_eq!(event.repository.full_name, "Codertocat/Hello-World");
+            assert!(event.payload_object().is_object());
+            assert!(!event.creator().is_empty());
+        }
+        for name in ["payload", "gh-pages.payload", "with-installation.payload"] {
+            let body = std::fs::read(format!("{FIXTURES}/deployment_status/{name}.json")).unwrap();
+            let sig = sign(secret, &body);
+            let ev = decode(secret, &headers("deployment_status", &sig), &body).unwrap();
+            assert!(
+                matches!(ev, WebhookEvent::DeploymentStatus { .. }),
+                "{name}"
+            );
+        }
+        for name in [
+            "payload",
+            "with-organization.payload",
+            "with-app_id.payload",
+        ] {
+            let body = std::fs::read(format!("{FIXTURES}/ping/{name}.json")).unwrap();
+            let sig = sign(secret, &body);
+            assert_eq!(
+                decode(secret, &headers("ping", &sig), &body).unwrap(),
+                WebhookEvent::Ping
+            );
+        }
+    }
+
+    #[test]
+    fn other_events_are_ignored_by_name_and_bad_input_is_refused() {
+        let secret = b"k";
+        let body = b"{}";
+        let sig = sign(secret, body);
+        assert_eq!(
+            decode(secret, &headers("push", &sig), body).unwrap(),
+            WebhookEvent::Ignored("push".into())
+        );
+        assert_eq!(
+            decode(secret, &headers("push", "sha256=00"), body),
+            Err(WebhookError::BadSignature)
+        );
+        let no_event = WebhookHeaders {
+            event: None,
+            ..headers("x", &sig)
+        };
+        assert_eq!(
+            decode(secret, &no_event, body),
+            Err(WebhookError::MissingEvent)
+        );
+        assert!(matches!(
+            decode(secret, &headers("deployment", &sig), body),
+            Err(WebhookError::Malformed { .. })
+        ));
+        let no_delivery = WebhookHeaders {
+            delivery: None,
+            ..headers("deployment", &sig)
+        };
+        assert_eq!(
+            decode(secret, &no_delivery, body),
+            Err(WebhookError::MissingDelivery)
+        );
+    }
+
+    #[test]
+    fn string_payloads_from_hubot_deploy_are_decoded() {
+        let ev: DeploymentEvent = serde_json::from_value(serde_json::json!({
+            "deployment": {"id": 1, "sha": "a", "ref": "main", "environment": "production",
+                           "payload": "{\"name\":\"x\"}"},
+            "repository": {"full_name": "o/r"}
+        }))
+        .unwrap();
+        assert_eq!(ev.payload_object()["name"], "x");
+        assert_eq!(ev.deployment.task, "deploy");
+    }
+}
