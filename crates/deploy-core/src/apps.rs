@@ -234,9 +234,8 @@ pub struct Apps {
 impl Apps {
     /// Reads and validates an app.json file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::single(format!("cannot read {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::single(format!("cannot read {}: {e}", path.display())))?;
         Self::from_json(&text)
     }
 
@@ -437,7 +436,10 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
 
     let provider = match entry.get("provider") {
         None => {
-            c.problem("provider", "is required (shell, fabric, capistrano or heroku)");
+            c.problem(
+                "provider",
+                "is required (shell, fabric, capistrano or heroku)",
+            );
             None
         }
         Some(Value::String(p)) => Provider::parse(p).or_else(|| {
@@ -448,7 +450,10 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
             None
         }),
         Some(_) => {
-            c.problem("provider", "must be a string (shell, fabric, capistrano or heroku)");
+            c.problem(
+                "provider",
+                "must be a string (shell, fabric, capistrano or heroku)",
+            );
             None
         }
     };
@@ -549,7 +554,10 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
         Some(v) => match v.as_u64() {
             Some(t) if (1..=86_400).contains(&t) => Some(t),
             _ => {
-                c.problem("timeout", "must be a whole number of seconds from 1 to 86400");
+                c.problem(
+                    "timeout",
+                    "must be a whole number of seconds from 1 to 86400",
+                );
                 None
             }
         },
@@ -563,10 +571,15 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
     }
     let fabric_task = c.string("fabric_task");
     let task_ok = |t: &str| {
-        !t.starts_with('-') && t.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+        !t.starts_with('-')
+            && t.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
     };
     if fabric_task.as_deref().is_some_and(|t| !task_ok(t)) {
-        c.problem("fabric_task", "must be a task name (letters, digits, '_', '.', '-')");
+        c.problem(
+            "fabric_task",
+            "must be a task name (letters, digits, '_', '.', '-')",
+        );
     }
     let before_deploy = c.script_list("before_deploy");
     let after_deploy = c.script_list("after_deploy");
@@ -575,7 +588,10 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
         if let Some(env) = key.strip_suffix("_url").filter(|_| key != "clone_url")
             && !value.is_string()
         {
-            c.problem(key, format!("must be a URL string (environment_url for {env})"));
+            c.problem(
+                key,
+                format!("must be a URL string (environment_url for {env})"),
+            );
         }
         if key.starts_with("heroku_") && key.ends_with("name") && !value.is_string() {
             c.problem(key, "must be a Heroku app name");
@@ -735,7 +751,10 @@ mod tests {
     fn duplicate_apps_are_reported() {
         let text = r#"{"a": {"provider":"shell","repository":"o/a"},
                        "a": {"provider":"shell","repository":"o/b"}}"#;
-        assert_eq!(problems(text), vec!["app.json: a: is defined more than once"]);
+        assert_eq!(
+            problems(text),
+            vec!["app.json: a: is defined more than once"]
+        );
     }
 
     #[test]
@@ -744,7 +763,10 @@ mod tests {
             problems("[]"),
             vec!["app.json: must be a JSON object keyed by app name"]
         );
-        assert_eq!(problems(r#"{"a": 1}"#), vec!["app.json: a: must be an object"]);
+        assert_eq!(
+            problems(r#"{"a": 1}"#),
+            vec!["app.json: a: must be an object"]
+        );
     }
 
     #[test]

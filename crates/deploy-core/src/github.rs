@@ -39,7 +39,10 @@ impl GithubAuth {
         if let Some(token) = non_empty("GITHUB_TOKEN") {
             return Ok(Some(Self::Token(Secret::new(token.trim()))));
         }
-        match (non_empty("GITHUB_APP_ID"), non_empty("GITHUB_APP_PRIVATE_KEY")) {
+        match (
+            non_empty("GITHUB_APP_ID"),
+            non_empty("GITHUB_APP_PRIVATE_KEY"),
+        ) {
             (Some(id), Some(key)) => Ok(Some(Self::App {
                 app_id: id
                     .trim()
@@ -47,8 +50,12 @@ impl GithubAuth {
                     .context("GITHUB_APP_ID must be a number")?,
                 private_key: Secret::new(key),
             })),
-            (Some(_), None) => anyhow::bail!("GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY is not"),
-            (None, Some(_)) => anyhow::bail!("GITHUB_APP_PRIVATE_KEY is set but GITHUB_APP_ID is not"),
+            (Some(_), None) => {
+                anyhow::bail!("GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY is not")
+            }
+            (None, Some(_)) => {
+                anyhow::bail!("GITHUB_APP_PRIVATE_KEY is set but GITHUB_APP_ID is not")
+            }
             (None, None) => Ok(None),
         }
     }
@@ -123,9 +130,9 @@ impl GithubClients {
             return Ok(client);
         }
         let client = match &auth {
-            Some(GithubAuth::Token(token)) => {
-                base_builder(&api)?.personal_token(token.expose().to_owned()).build()?
-            }
+            Some(GithubAuth::Token(token)) => base_builder(&api)?
+                .personal_token(token.expose().to_owned())
+                .build()?,
             Some(GithubAuth::App {
                 app_id,
                 private_key,
@@ -192,17 +199,29 @@ mod tests {
 
     #[test]
     fn api_urls_are_normalised() {
-        assert_eq!(normalize_api_url("https://ghe.corp/api/v3/"), "https://ghe.corp/api/v3");
-        assert_eq!(normalize_api_url(" https://api.github.com "), "https://api.github.com");
+        assert_eq!(
+            normalize_api_url("https://ghe.corp/api/v3/"),
+            "https://ghe.corp/api/v3"
+        );
+        assert_eq!(
+            normalize_api_url(" https://api.github.com "),
+            "https://api.github.com"
+        );
     }
 
     #[tokio::test]
     async fn one_client_per_credential_is_reused() {
-        let clients = GithubClients::new("http://127.0.0.1:9/api/v3/", Some(GithubAuth::Token(Secret::new("t1"))));
+        let clients = GithubClients::new(
+            "http://127.0.0.1:9/api/v3/",
+            Some(GithubAuth::Token(Secret::new("t1"))),
+        );
         let repo = RepoName::parse("o/r").unwrap();
         clients.for_repo(&repo, None, None).await.unwrap();
         clients.for_repo(&repo, None, None).await.unwrap();
-        clients.for_repo(&repo, None, Some(&Secret::new("t2"))).await.unwrap();
+        clients
+            .for_repo(&repo, None, Some(&Secret::new("t2")))
+            .await
+            .unwrap();
         clients
             .for_repo(&repo, Some("http://127.0.0.1:9/other"), None)
             .await

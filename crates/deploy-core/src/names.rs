@@ -279,7 +279,8 @@ impl CommitSha {
     /// Parses a full commit sha; anything else is refused.
     pub fn parse(s: &str) -> Result<Self, String> {
         let ok = (s.len() == 40 || s.len() == 64)
-            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -325,7 +326,8 @@ impl RepoName {
             !p.is_empty()
                 && p.len() <= 100
                 && !p.starts_with(['-', '.'])
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
         if part_ok(owner) && part_ok(name) && name != ".." {
             Ok(Self {
@@ -483,8 +485,20 @@ mod tests {
         };
         assert!(out.status.success());
         for candidate in [
-            "main", "a..b", "x.lock", "a@{b", "dev/.branch", "ends.", "a//b", "a~1", "a b",
-            "feat/ok", "@", "a:b", "v1.0", "日本",
+            "main",
+            "a..b",
+            "x.lock",
+            "a@{b",
+            "dev/.branch",
+            "ends.",
+            "a//b",
+            "a~1",
+            "a b",
+            "feat/ok",
+            "@",
+            "a:b",
+            "v1.0",
+            "日本",
         ] {
             let git_ok = std::process::Command::new("git")
                 .args(["check-ref-format", "--allow-onelevel", candidate])
@@ -515,9 +529,18 @@ mod tests {
 
     #[test]
     fn environment_aliases_expand() {
-        assert_eq!(EnvName::parse_with_aliases("prod").unwrap().as_str(), "production");
-        assert_eq!(EnvName::parse_with_aliases("STG").unwrap().as_str(), "staging");
-        assert_eq!(EnvName::parse_with_aliases("edge").unwrap().as_str(), "edge");
+        assert_eq!(
+            EnvName::parse_with_aliases("prod").unwrap().as_str(),
+            "production"
+        );
+        assert_eq!(
+            EnvName::parse_with_aliases("STG").unwrap().as_str(),
+            "staging"
+        );
+        assert_eq!(
+            EnvName::parse_with_aliases("edge").unwrap().as_str(),
+            "edge"
+        );
     }
 
     #[test]
@@ -534,7 +557,17 @@ mod tests {
     fn script_paths_stay_inside_the_repository() {
         assert!(ScriptPath::parse("script/deploy").is_ok());
         assert!(ScriptPath::parse("bin/pre-deploy.sh").is_ok());
-        for bad in ["", "/etc/passwd", "../x", "a/../../b", "-x", "a b", "a;b", "./x", "a//b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "-x",
+            "a b",
+            "a;b",
+            "./x",
+            "a//b",
+        ] {
             assert!(ScriptPath::parse(bad).is_err(), "{bad}");
         }
     }
@@ -543,7 +576,11 @@ mod tests {
     fn commit_shas_must_be_full() {
         let sha = CommitSha::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
         assert_eq!(sha.short(), "0123456");
-        for bad in ["abc", "0123456789ABCDEF0123456789abcdef01234567", "--upload-pack"] {
+        for bad in [
+            "abc",
+            "0123456789ABCDEF0123456789abcdef01234567",
+            "--upload-pack",
+        ] {
             assert!(CommitSha::parse(bad).is_err());
         }
     }

@@ -94,7 +94,8 @@ mod tests {
 
     #[test]
     fn foreign_payloads_parse_and_keep_their_keys() {
-        let original = serde_json::json!({"name": "x", "web_url": "https://ci", "deep": {"a": [1]}});
+        let original =
+            serde_json::json!({"name": "x", "web_url": "https://ci", "deep": {"a": [1]}});
         let parsed: DeploymentPayload = serde_json::from_value(original.clone()).unwrap();
         assert!(parsed.notify.is_none());
         assert_eq!(parsed.extra["web_url"], "https://ci");
@@ -121,6 +122,9 @@ mod tests {
             required_contexts: Some(vec![]),
             ..body
         };
-        assert_eq!(serde_json::to_value(&forced).unwrap()["required_contexts"], serde_json::json!([]));
+        assert_eq!(
+            serde_json::to_value(&forced).unwrap()["required_contexts"],
+            serde_json::json!([])
+        );
     }
 }

@@ -1,0 +1,101 @@
+//! Command-line interface and start-up: flags (each with an environment fallback), loading
+//! app.json, building the bot.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use deploy_core::apps::Secret;
+use deploy_core::github::DEFAULT_API_URL;
+use deploy_core::{Apps, GithubAuth, GithubClients};
+
+use crate::github::GithubForge;
+use crate::handlers::Bot;
+
+/// chima: tell chima to make faseng deploy.
+#[derive(Debug, Parser)]
+#[command(
+    name = "chima",
+    version,
+    about = "The ChatOps deploy bot: chat commands become GitHub deployments"
+)]
+pub struct Cli {
+    /// The apps chima knows (hubot-deploy apps.json format).
+    #[arg(
+        long,
+        env = "CHIMA_APPS_JSON",
+        default_value = "./app.json",
+        global = true
+    )]
+    pub apps_json: PathBuf,
+    /// The word that addresses the bot in a channel.
+    #[arg(long, env = "CHIMA_NAME", default_value = "chima", global = true)]
+    pub name: String,
+    /// GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_API_URL, global = true)]
+    pub github_api_url: String,
+    /// GitHub token (needs `repo_deployment`, and `repo` for private repositories).
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true, global = true)]
+    pub github_token: Option<String>,
+    /// GitHub App id (instead of a token; with --github-app-private-key).
+    #[arg(long, env = "GITHUB_APP_ID", global = true)]
+    pub github_app_id: Option<u64>,
+    /// GitHub App private key, PEM.
+    #[arg(
+        long,
+        env = "GITHUB_APP_PRIVATE_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub github_app_private_key: Option<String>,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// chima's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Terminal chat: reads command lines from stdin, prints replies.
+    Shell(ShellArgs),
+}
+
+/// Flags of `chima shell`.
+#[derive(Debug, clap::Args)]
+pub struct ShellArgs {
+    /// The room the commands are said in (matched against allowed_rooms).
+    #[arg(long, env = "CHIMA_SHELL_ROOM", default_value = "shell")]
+    pub room: String,
+    /// Who is typing (default: $USER).
+    #[arg(long, env = "USER", default_value = "shell-user")]
+    pub user: String,
+}
+
+impl Cli {
+    /// The GitHub credential from the flags, if any.
+    pub fn github_auth(&self) -> anyhow::Result<Option<GithubAuth>> {
+        let non_empty = |s: &Option<String>| s.as_ref().filter(|v| !v.trim().is_empty()).cloned();
+        if let Some(token) = non_empty(&self.github_token) {
+            return Ok(Some(GithubAuth::Token(Secret::new(token.trim()))));
+        }
+        match (self.github_app_id, non_empty(&self.github_app_private_key)) {
+            (Some(app_id), Some(key)) => Ok(Some(GithubAuth::App {
+                app_id,
+                private_key: Secret::new(key),
+            })),
+            (Some(_), None) => {
+                anyhow::bail!("GITHUB_APP_ID is set but GITHUB_APP_PRIVATE_KEY is not")
+            }
+            (None, Some(_)) => {
+                anyhow::bail!("GITHUB_APP_PRIVATE_KEY is set but GITHUB_APP_ID is not")
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Builds a bot that deploys through GitHub.
+pub fn github_bot(apps: Apps, api_url: &str, auth: GithubAuth, name: &str) -> Bot {
+    let clients = Arc::new(GithubClients::new(api_url, Some(auth)));
+    Bot::new(apps, Arc::new(GithubForge::new(clients)), name)
+}

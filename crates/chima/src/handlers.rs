@@ -1,0 +1,399 @@
+//! Command handlers: a parsed command and a chat context in, replies out. Independent of the
+//! chat transport and of where deployments live.
+
+use std::sync::Arc;
+
+use deploy_core::{AppConfig, AppName, Apps, DeploymentPayload, EnvName, NewDeployment, Notify};
+use futures::future::join_all;
+
+use crate::chat::{Action, ActionKind, ChatContext, MessageRef, Outbox, Reply};
+use crate::forge::{CreateOutcome, DeploymentFilter, Forge};
+use crate::grammar::{self, Addressing, Command, DeployCommand, ParseError};
+use crate::messages;
+
+/// The bot: app.json, the forge, and its name.
+pub struct Bot {
+    apps: Apps,
+    forge: Arc<dyn Forge>,
+    name: String,
+}
+
+/// What happened to a deploy command, for transports that follow up (buttons, watchdog).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployResult {
+    /// Refused before GitHub was asked, or GitHub refused.
+    Refused,
+    /// A deployment exists.
+    Created {
+        /// Deployment id.
+        id: u64,
+        /// The app.
+        app: AppName,
+        /// The live message faseng will edit, if the transport could post one.
+        message: Option<MessageRef>,
+    },
+}
+
+impl Bot {
+    /// A bot over these apps and this forge, answering to `name`.
+    pub fn new(apps: Apps, forge: Arc<dyn Forge>, name: &str) -> Self {
+        Self {
+            apps,
+            forge,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The name that addresses the bot.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The apps it knows.
+    pub fn apps(&self) -> &Apps {
+        &self.apps
+    }
+
+    /// The forge it deploys through.
+    pub fn forge(&self) -> &Arc<dyn Forge> {
+        &self.forge
+    }
+
+    /// Handles every command line in a chat message that is meant for the bot. Lines not
+    /// addressed to it are ignored; every addressed line gets at least one reply.
+    pub async fn handle_message(
+        &self,
+        text: &str,
+        bot_user_id: Option<&str>,
+        implicit: bool,
+        ctx: &ChatContext,
+        outbox: &mut dyn Outbox,
+    ) -> Vec<DeployResult> {
+        let addressing = Addressing {
+            bot_name: &self.name,
+            bot_user_id,
+            implicit,
+        };
+        let mut results = Vec::new();
+        for line in grammar::addressed_lines(text, &addressing) {
+            if let Some(result) = self.handle_line(&line, ctx, outbox).await {
+                results.push(result);
+            }
+        }
+        results
+    }
+
+    /// Parses and handles one command line (already stripped of the bot's address).
+    pub async fn handle_line(
+        &self,
+        line: &str,
+        ctx: &ChatContext,
+        outbox: &mut dyn Outbox,
+    ) -> Option<DeployResult> {
+        self.handle(grammar::parse(line), ctx, outbox).await
+    }
+
+    /// Handles a parsed command (or the reason it could not be parsed).
+    pub async fn handle(
+        &self,
+        command: Result<Command, ParseError>,
+        ctx: &ChatContext,
+        outbox: &mut dyn Outbox,
+    ) -> Option<DeployResult> {
+        let command = match command {
+            Ok(c) => c,
+            Err(e) => {
+                outbox.post(messages::not_understood(&e, &self.name)).await;
+                return None;
+            }
+        };
+        match command {
+            Command::Deploy(deploy) => Some(self.deploy(&deploy, ctx, outbox).await),
+            Command::Deploys { app, git_ref, env } => {
+                let reply = self
+                    .deploys(&app, git_ref.map(|r| r.to_string()), env)
+                    .await;
+                outbox.post(reply).await;
+                None
+            }
+            Command::WhereCanIDeploy { app } => {
+                outbox.post(self.where_can_i_deploy(&app).await).await;
+                None
+            }
+            Command::Ci { app, git_ref } => {
+                outbox
+                    .post(self.ci(&app, git_ref.map(|r| r.to_string())).await)
+                    .await;
+                None
+            }
+            Command::Help { topic } => {
+                let reply = match topic {
+                    None => messages::help(&self.name),
+                    Some(t) => match grammar::spec(&t) {
+                        Some(spec) => messages::help_for(spec, &self.name),
+                        None => messages::help_unknown_topic(&t, &self.name),
+                    },
+                };
+                outbox.post(reply).await;
+                None
+            }
+            Command::Version => {
+                outbox
+                    .post(messages::version(&self.name, &self.forge.describe()))
+                    .await;
+                None
+            }
+        }
+    }
+
+    fn app(&self, name: &AppName) -> Result<&AppConfig, Reply> {
+        self.apps.get(name).ok_or_else(|| {
+            let known: Vec<&AppName> = self.apps.names().collect();
+            messages::unknown_app(name, &known)
+        })
+    }
+
+    /// Checks app, environment and room, in hubot-deploy's order; the first failure is the
+    /// reply.
+    pub fn check_deploy(
+        &self,
+        command: &DeployCommand,
+        ctx: &ChatContext,
+    ) -> Result<(&AppConfig, EnvName), Reply> {
+        let app = self.app(&command.app)?;
+        let env = command
+            .env
+            .clone()
+            .unwrap_or_else(|| app.default_environment.clone());
+        if !app.has_environment(&env) {
+            return Err(messages::unknown_environment(app, &env));
+        }
+        let room_ok = if ctx.direct {
+            app.allowed_rooms.is_none()
+        } else {
+            app.allows_room(&ctx.room_id, &ctx.room_name)
+        };
+        if !room_ok {
+            return Err(messages::room_not_allowed(app, &ctx.room_label()));
+        }
+        Ok((app, env))
+    }
+
+    /// Runs a deploy command end to end: checks, the live message, the GitHub request, and
+    /// one clear outcome in that same message.
+    pub async fn deploy(
+        &self,
+        command: &DeployCommand,
+        ctx: &ChatContext,
+        outbox: &mut dyn Outbox,
+    ) -> DeployResult {
+        let (app, env) = match self.check_deploy(command, ctx) {
+            Ok(ok) => ok,
+            Err(reply) => {
+                outbox.post(reply).await;
+                return DeployResult::Refused;
+            }
+        };
+        let git_ref = match &command.git_ref {
+            Some(r) => r.to_string(),
+            None => match self.forge.default_branch(app).await {
+                Ok(branch) => branch,
+                Err(e) => {
+                    outbox
+                        .post(messages::forge_failed(app, "read the default branch", &e))
+                        .await;
+                    return DeployResult::Refused;
+                }
+            },
+        };
+        let task = command.task.as_str();
+        let live = outbox
+            .post(messages::deploy_requested(
+                &ctx.user_name,
+                &app.name,
+                &git_ref,
+                &env,
+                task,
+            ))
+            .await;
+        let request = self.new_deployment(app, &env, &git_ref, command, ctx, live.as_ref());
+        let outcome = self.forge.create_deployment(app, &request).await;
+        let (reply, result) = match outcome {
+            Ok(CreateOutcome::Created(info)) => {
+                let note = command.otp.as_ref().map(|_| messages::otp_ignored());
+                let mut reply =
+                    messages::deployment_created(&app.name, &info, &ctx.user_name, note.as_deref());
+                if command.git_ref.is_some() && task == "deploy" {
+                    reply = self
+                        .offer_default_branch(reply, app, &env, &info.git_ref)
+                        .await;
+                }
+                let result = DeployResult::Created {
+                    id: info.id,
+                    app: app.name.clone(),
+                    message: live.clone(),
+                };
+                (reply, result)
+            }
+            Ok(CreateOutcome::AutoMerged { message }) => (
+                messages::auto_merged(&app.name, &git_ref, &message),
+                DeployResult::Refused,
+            ),
+            Ok(CreateOutcome::ChecksFailed { contexts }) => {
+                let forced = self.forced_command(command, &git_ref, &env);
+                (
+                    messages::checks_failed(&app.name, &contexts, &forced, &ctx.user_id),
+                    DeployResult::Refused,
+                )
+            }
+            Ok(CreateOutcome::MergeConflict { message }) => (
+                messages::merge_conflict(&app.name, &git_ref, &message),
+                DeployResult::Refused,
+            ),
+            Ok(CreateOutcome::Unprocessable { message }) => (
+                messages::unprocessable(app, &git_ref, &message),
+                DeployResult::Refused,
+            ),
+            Err(e) => (
+                messages::forge_failed(app, "create deployments", &e),
+                DeployResult::Refused,
+            ),
+        };
+        match &live {
+            Some(message) => outbox.edit(message, reply).await,
+            None => {
+                outbox.post(reply).await;
+            }
+        }
+        result
+    }
+
+    /// After deploying a branch other than the default one, offer to put the default back.
+    async fn offer_default_branch(
+        &self,
+        reply: Reply,
+        app: &AppConfig,
+        env: &EnvName,
+        deployed_ref: &str,
+    ) -> Reply {
+        match self.forge.default_branch(app).await {
+            Ok(default) if default != deployed_ref => reply.with_action(Action {
+                kind: ActionKind::DeployDefaultBranch,
+                label: format!("Deploy {default}"),
+                command: format!("{} deploy {}/{default} to {env}", self.name, app.name),
+                only_user: None,
+            }),
+            _ => reply,
+        }
+    }
+
+    fn forced_command(&self, command: &DeployCommand, git_ref: &str, env: &EnvName) -> String {
+        let task = command.task.as_str();
+        let head = match task.strip_prefix("deploy") {
+            Some(rest) => format!("deploy!{rest}"),
+            None => format!("{task}!"),
+        };
+        format!("{} {head} {}/{git_ref} to {env}", self.name, command.app)
+    }
+
+    /// The request body for `POST /repos/{owner}/{repo}/deployments`.
+    pub fn new_deployment(
+        &self,
+        app: &AppConfig,
+        env: &EnvName,
+        git_ref: &str,
+        command: &DeployCommand,
+        ctx: &ChatContext,
+        live: Option<&MessageRef>,
+    ) -> NewDeployment {
+        let task = command.task.as_str().to_owned();
+        NewDeployment {
+            git_ref: git_ref.to_owned(),
+            description: format!("{task} on {env} from {}", self.name),
+            task,
+            environment: env.to_string(),
+            auto_merge: !command.force && app.auto_merge,
+            required_contexts: if command.force {
+                Some(Vec::new())
+            } else {
+                app.required_contexts.clone()
+            },
+            production_environment: env.as_str() == "production",
+            payload: DeploymentPayload {
+                name: app.name.to_string(),
+                robot_name: self.name.clone(),
+                hosts: command.hosts.clone().unwrap_or_default(),
+                notify: Some(Notify {
+                    adapter: ctx.adapter.clone(),
+                    room: live.map_or_else(|| ctx.room_id.clone(), |m| m.channel.clone()),
+                    room_name: ctx.room_name.clone(),
+                    user: ctx.user_id.clone(),
+                    user_name: ctx.user_name.clone(),
+                    message_ts: live.map(|m| m.id.clone()),
+                    thread_ts: ctx.thread_id.clone().or_else(|| ctx.message_id.clone()),
+                }),
+                config: app.payload_config(),
+                extra: Default::default(),
+            },
+        }
+    }
+
+    async fn deploys(&self, app: &AppName, git_ref: Option<String>, env: Option<EnvName>) -> Reply {
+        let app = match self.app(app) {
+            Ok(a) => a,
+            Err(reply) => return reply,
+        };
+        if let Some(env) = &env
+            && !app.has_environment(env)
+        {
+            return messages::unknown_environment(app, env);
+        }
+        let filter = DeploymentFilter {
+            git_ref,
+            environment: env.map(|e| e.to_string()),
+            limit: 10,
+        };
+        match self.forge.deployments(app, &filter).await {
+            Ok(list) => messages::recent_deployments(&app.name, &filter, &list, chrono::Utc::now()),
+            Err(e) => messages::forge_failed(app, "read deployments", &e),
+        }
+    }
+
+    async fn where_can_i_deploy(&self, app: &AppName) -> Reply {
+        let app = match self.app(app) {
+            Ok(a) => a,
+            Err(reply) => return reply,
+        };
+        let lookups = app
+            .environments
+            .iter()
+            .map(|env| self.forge.current_deployment(app, env.as_str()));
+        let mut current = Vec::new();
+        for (env, found) in app.environments.iter().zip(join_all(lookups).await) {
+            match found {
+                Ok(d) => current.push((env.clone(), d)),
+                Err(e) => return messages::forge_failed(app, "read deployments", &e),
+            }
+        }
+        messages::environments(app, &current, chrono::Utc::now())
+    }
+
+    async fn ci(&self, app: &AppName, git_ref: Option<String>) -> Reply {
+        let app = match self.app(app) {
+            Ok(a) => a,
+            Err(reply) => return reply,
+        };
+        let git_ref = match git_ref {
+            Some(r) => r,
+            None => match self.forge.default_branch(app).await {
+                Ok(b) => b,
+                Err(e) => return messages::forge_failed(app, "read the default branch", &e),
+            },
+        };
+        match self.forge.ci_report(app, &git_ref).await {
+            Ok(report) => messages::ci_report(&app.name, &git_ref, &report),
+            Err(crate::forge::ForgeError::Unsupported(what)) => Reply::info(what),
+            Err(e) => messages::forge_failed(app, "read commit statuses", &e),
+        }
+    }
+}

@@ -1,0 +1,894 @@
+//! Every text chima says, as small constructor functions. Each is covered by a test below.
+//!
+//! Texts use `backticks` for code and bare URLs for links; transports render them. Anything a
+//! user typed is passed through [`code`] so it cannot break out of its code span.
+
+use chrono::{DateTime, Utc};
+use deploy_core::{AppConfig, AppName, EnvName};
+
+use crate::chat::{Action, ActionKind, Reply, Tone};
+use crate::forge::{CheckInfo, CiReport, CiVerdict, DeploymentFilter, DeploymentInfo, ForgeError};
+use crate::grammar::{COMMANDS, CommandSpec, MAX_LINE_BYTES, ParseError, Problem};
+
+/// Wraps user-supplied text in a code span, neutralising backticks and newlines inside it.
+pub fn code(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| match c {
+            '`' => '\'',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .take(120)
+        .collect();
+    format!("`{clean}`")
+}
+
+fn usage(spec: &CommandSpec, bot: &str) -> String {
+    format!("Usage: `{bot} {}`", spec.usage)
+}
+
+fn problem_text(problem: &Problem) -> String {
+    match problem {
+        Problem::MissingApp => "which app? Name one".to_owned(),
+        Problem::BadApp(app, e) => format!("{} is not an app name: it {e}", code(app)),
+        Problem::BadRef(r, e) => format!("{} is not a valid git ref: it {e}", code(r)),
+        Problem::BadEnv(env, e) => format!("{} is not an environment name: it {e}", code(env)),
+        Problem::MissingEnv(keyword) => format!("{} needs an environment after it", code(keyword)),
+        Problem::BadHosts(h) => format!(
+            "{} is not a host list (letters, digits, '-', '_', '.', ',' and ':')",
+            code(h)
+        ),
+        Problem::BadTask(t) => format!(
+            "{} is not a task; use `deploy`, `deploy!` or `deploy:<task>`",
+            code(t)
+        ),
+        Problem::Unexpected {
+            word,
+            suggestion: Some(s),
+        } => format!("I didn't expect {} there. Did you mean `{s}`?", code(word)),
+        Problem::Unexpected {
+            word,
+            suggestion: None,
+        } => format!("I didn't expect {} there", code(word)),
+    }
+}
+
+/// The answer to a line addressed to chima that it could not understand.
+pub fn not_understood(error: &ParseError, bot: &str) -> Reply {
+    match error {
+        ParseError::Empty => Reply::info(format!(
+            "Hi! I'm {bot}, I deploy things. Say `{bot} help` to see what I can do."
+        )),
+        ParseError::TooLong { len } => Reply::error(format!(
+            "That command is {len} bytes long; I read at most {MAX_LINE_BYTES}. Nothing was done."
+        )),
+        ParseError::UnknownCommand {
+            word,
+            suggestion: Some(spec),
+        } => Reply::error(format!(
+            "I don't know the command {}. Did you mean `{}`? {}",
+            code(word),
+            spec.name,
+            usage(spec, bot)
+        )),
+        ParseError::UnknownCommand {
+            word,
+            suggestion: None,
+        } => Reply::error(format!(
+            "I don't know the command {}. Say `{bot} help` to see what I can do.",
+            code(word)
+        )),
+        ParseError::BadArguments { spec, problem } => Reply::error(format!(
+            "I couldn't read that `{}` command: {}. {}",
+            spec.name,
+            problem_text(problem),
+            usage(spec, bot)
+        )),
+    }
+}
+
+/// Every command, from the grammar's own table.
+pub fn help(bot: &str) -> Reply {
+    let mut text = format!("Here is what I can do (say `{bot} help <command>` for details):");
+    for spec in COMMANDS {
+        text.push_str(&format!("\n• `{bot} {}` — {}", spec.usage, spec.summary));
+    }
+    Reply::info(text).only_to_asker()
+}
+
+/// Details of one command.
+pub fn help_for(spec: &CommandSpec, bot: &str) -> Reply {
+    let mut text = format!("`{bot} {}` — {}", spec.usage, spec.summary);
+    if !spec.aliases.is_empty() {
+        let aliases: Vec<String> = spec.aliases.iter().map(|a| format!("`{a}`")).collect();
+        text.push_str(&format!("\nAlso: {}", aliases.join(", ")));
+    }
+    text.push_str("\nExamples:");
+    for example in spec.examples {
+        text.push_str(&format!("\n• `{bot} {example}`"));
+    }
+    Reply::info(text).only_to_asker()
+}
+
+/// Help for a topic that is no command.
+pub fn help_unknown_topic(topic: &str, bot: &str) -> Reply {
+    let names: Vec<String> = COMMANDS.iter().map(|c| format!("`{}`", c.name)).collect();
+    Reply::error(format!(
+        "There is no command {}. Commands: {}. Say `{bot} help` for the list.",
+        code(topic),
+        names.join(", ")
+    ))
+    .only_to_asker()
+}
+
+/// Which chima answers.
+pub fn version(bot: &str, forge: &str) -> Reply {
+    Reply::info(format!(
+        "{bot} {} (chima, deployments via {forge})",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+/// The app is not in app.json.
+pub fn unknown_app(app: &AppName, known: &[&AppName]) -> Reply {
+    let close = known
+        .iter()
+        .map(|k| (k, strsim::damerau_levenshtein(app.as_str(), k.as_str())))
+        .filter(|(_, d)| *d <= 2)
+        .min_by_key(|(_, d)| *d)
+        .map(|(k, _)| format!(" Did you mean `{k}`?"))
+        .unwrap_or_default();
+    let list: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
+    Reply::error(format!(
+        "{app}? Never heard of it.{close} Apps I know: {}.",
+        if list.is_empty() {
+            "none (app.json is empty)".to_owned()
+        } else {
+            list.join(", ")
+        }
+    ))
+}
+
+/// The app has no such environment.
+pub fn unknown_environment(app: &AppConfig, env: &EnvName) -> Reply {
+    let envs: Vec<&str> = app.environments.iter().map(EnvName::as_str).collect();
+    Reply::error(format!(
+        "{} doesn't seem to have a {env} environment. It has: {}.",
+        app.name,
+        envs.join(", ")
+    ))
+}
+
+/// The app may not be deployed from this room.
+pub fn room_not_allowed(app: &AppConfig, room: &str) -> Reply {
+    let rooms: Vec<String> = app
+        .allowed_rooms
+        .iter()
+        .flatten()
+        .map(|r| format!("#{}", r.trim_start_matches('#')))
+        .collect();
+    Reply::error(format!(
+        "{} is not allowed to be deployed from {room}. Deploy it from {}.",
+        app.name,
+        rooms.join(" or ")
+    ))
+}
+
+/// Said when a one-time code was typed: chima does not check them.
+pub fn otp_ignored() -> String {
+    "(The one-time code was not used: chima authorises by room and by its GitHub token.)".to_owned()
+}
+
+/// The live message while chima asks GitHub for the deployment.
+pub fn deploy_requested(
+    user: &str,
+    app: &AppName,
+    git_ref: &str,
+    env: &EnvName,
+    task: &str,
+) -> Reply {
+    let what = if task == "deploy" {
+        "deploying".to_owned()
+    } else {
+        format!("running {task} for")
+    };
+    Reply::new(
+        Tone::Progress,
+        format!("{user} is {what} {app}/{git_ref} to {env}: asking GitHub for a deployment…"),
+    )
+}
+
+/// 201: the deployment exists; a deployer will pick it up and edit this message.
+pub fn deployment_created(
+    app: &AppName,
+    info: &DeploymentInfo,
+    user: &str,
+    note: Option<&str>,
+) -> Reply {
+    let mut text = format!(
+        "Deployment #{} of {app} {}@{} to {} for {user}: created, waiting for a deployer. {}",
+        info.id,
+        info.git_ref,
+        info.short_sha(),
+        info.environment,
+        info.url
+    );
+    if let Some(note) = note {
+        text.push(' ');
+        text.push_str(note);
+    }
+    Reply::new(Tone::Progress, text)
+}
+
+/// 202: GitHub merged the default branch into the ref instead of deploying.
+pub fn auto_merged(app: &AppName, git_ref: &str, github_message: &str) -> Reply {
+    Reply::info(format!(
+        "GitHub merged the default branch into {} first ({github_message:?}), so no deployment of {app} was made yet. Wait for CI on the merge commit, then deploy again.",
+        code(git_ref)
+    ))
+}
+
+/// 409: required contexts are not green. Offers "Deploy anyway" to the asker.
+pub fn checks_failed(
+    app: &AppName,
+    contexts: &[(String, String)],
+    forced_command: &str,
+    user_id: &str,
+) -> Reply {
+    let list: Vec<String> = contexts.iter().map(|(c, s)| format!("{c} ({s})")).collect();
+    Reply::error(format!(
+        "Unmet required commit status contexts for {app}: {}. Nothing was deployed. Fix them, or deploy anyway with `{forced_command}`.",
+        list.join(", ")
+    ))
+    .with_action(Action {
+        kind: ActionKind::DeployAnyway,
+        label: "Deploy anyway".to_owned(),
+        command: forced_command.to_owned(),
+        only_user: Some(user_id.to_owned()),
+    })
+}
+
+/// 409: the default branch does not merge into the ref.
+pub fn merge_conflict(app: &AppName, git_ref: &str, github_message: &str) -> Reply {
+    Reply::error(format!(
+        "GitHub could not merge the default branch into {} for {app}: {github_message} Nothing was deployed. Merge it yourself, or deploy without merging using `deploy!`.",
+        code(git_ref)
+    ))
+}
+
+/// 422: usually the ref does not exist.
+pub fn unprocessable(app: &AppConfig, git_ref: &str, github_message: &str) -> Reply {
+    if github_message.starts_with("No ref found") {
+        Reply::error(format!(
+            "There is no {} in {}: GitHub says {github_message:?}. Nothing was deployed.",
+            code(git_ref),
+            app.repository
+        ))
+    } else {
+        Reply::error(format!(
+            "GitHub refused the deployment of {} to {}: {github_message}. Nothing was deployed.",
+            app.name, app.repository
+        ))
+    }
+}
+
+/// A GitHub failure while doing `action` ("create deployments", "read deployments", …).
+pub fn forge_failed(app: &AppConfig, action: &str, error: &ForgeError) -> Reply {
+    let repo = &app.repository;
+    let token = if app.github_token.is_some() {
+        "the app's github_token in app.json"
+    } else {
+        "GITHUB_TOKEN"
+    };
+    Reply::error(match error {
+        ForgeError::BadCredentials => format!(
+            "Unable to {action} for {repo}: GitHub rejected the token (401 Bad credentials). Check {token}."
+        ),
+        ForgeError::Forbidden { message } => format!(
+            "Unable to {action} for {repo}: GitHub answered 403 ({message}). The token needs the `repo_deployment` scope (classic token) or \"Deployments: read and write\" on this repository (fine-grained token or GitHub App)."
+        ),
+        ForgeError::NotFound => format!(
+            "Unable to {action} for {repo}: GitHub answered 404. The repository does not exist or {token} cannot see it; check the token's scopes (`repo` for a private repository)."
+        ),
+        ForgeError::Unreachable(detail) => format!(
+            "Unable to {action} for {repo}: I could not reach GitHub ({detail}). Nothing was changed; try again in a moment."
+        ),
+        ForgeError::Unexpected { status, message } => format!(
+            "Unable to {action} for {repo}: GitHub answered {status} ({message}). Nothing was changed."
+        ),
+        ForgeError::Unsupported(what) => what.clone(),
+    })
+}
+
+/// "5 min ago", "3 h ago", "2 days ago".
+pub fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - then).num_seconds().max(0);
+    match secs {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86_400 => format!("{} h ago", secs / 3600),
+        _ => {
+            let days = secs / 86_400;
+            format!("{days} day{} ago", if days == 1 { "" } else { "s" })
+        }
+    }
+}
+
+/// The `deploys` list.
+pub fn recent_deployments(
+    app: &AppName,
+    filter: &DeploymentFilter,
+    list: &[DeploymentInfo],
+    now: DateTime<Utc>,
+) -> Reply {
+    let mut scope = String::new();
+    if let Some(r) = &filter.git_ref {
+        scope.push_str(&format!(" of {}", code(r)));
+    }
+    if let Some(e) = &filter.environment {
+        scope.push_str(&format!(" in {e}"));
+    }
+    if list.is_empty() {
+        return Reply::info(format!("No deployments of {app}{scope} yet."));
+    }
+    let mut text = format!("Recent deployments of {app}{scope}:");
+    for d in list {
+        let task = if d.task == "deploy" {
+            String::new()
+        } else {
+            format!(" ({})", d.task)
+        };
+        text.push_str(&format!(
+            "\n• #{} {}@{} to {}{task} by {}, {} — {}",
+            d.id,
+            d.git_ref,
+            d.short_sha(),
+            d.environment,
+            d.creator,
+            age(d.created_at, now),
+            d.state.as_deref().unwrap_or("no status yet")
+        ));
+    }
+    Reply::info(text)
+}
+
+/// The `where can I deploy` answer.
+pub fn environments(
+    app: &AppConfig,
+    current: &[(EnvName, Option<DeploymentInfo>)],
+    now: DateTime<Utc>,
+) -> Reply {
+    let mut text = format!("{} can be deployed to:", app.name);
+    for (env, deployed) in current {
+        let default = if *env == app.default_environment {
+            " (default)"
+        } else {
+            ""
+        };
+        let what = match deployed {
+            Some(d) => format!(
+                "{}@{} (#{}, by {}, {})",
+                d.git_ref,
+                d.short_sha(),
+                d.id,
+                d.creator,
+                age(d.created_at, now)
+            ),
+            None => "nothing deployed yet".to_owned(),
+        };
+        text.push_str(&format!("\n• {env}{default} — {what}"));
+    }
+    if let Some(rooms) = &app.allowed_rooms {
+        let rooms: Vec<String> = rooms
+            .iter()
+            .map(|r| format!("#{}", r.trim_start_matches('#')))
+            .collect();
+        text.push_str(&format!("\nFrom: {}", rooms.join(", ")));
+    }
+    Reply::info(text)
+}
+
+fn check_line(c: &CheckInfo) -> String {
+    match &c.url {
+        Some(url) if !url.is_empty() => format!("{} ({}) {url}", c.name, c.state),
+        _ => format!("{} ({})", c.name, c.state),
+    }
+}
+
+/// The `ci` answer: one verdict, then what failed and what still runs.
+pub fn ci_report(app: &AppName, git_ref: &str, report: &CiReport) -> Reply {
+    let short = report.sha.get(..7).unwrap_or(&report.sha);
+    let subject = format!("{app}/{git_ref} ({short})");
+    let (tone, head) = match report.verdict() {
+        CiVerdict::Green => (
+            Tone::Success,
+            format!(
+                "CI is green for {subject}: {} checks passed.",
+                report.checks.len()
+            ),
+        ),
+        CiVerdict::Red => (Tone::Error, format!("CI is red for {subject}.")),
+        CiVerdict::Pending => (
+            Tone::Progress,
+            format!("CI is still running for {subject}."),
+        ),
+        CiVerdict::NoCi => (
+            Tone::Info,
+            format!("{subject} has no CI configured: no commit statuses and no check runs."),
+        ),
+    };
+    let mut text = head;
+    let failing: Vec<String> = report.failing().map(check_line).collect();
+    if !failing.is_empty() {
+        text.push_str(&format!("\nFailing: {}", failing.join("; ")));
+    }
+    let pending: Vec<String> = report.pending().map(check_line).collect();
+    if !pending.is_empty() {
+        text.push_str(&format!("\nPending: {}", pending.join("; ")));
+    }
+    Reply::new(tone, text)
+}
+
+/// Local mode has no CI to ask.
+pub fn no_ci_in_local_mode() -> String {
+    "There is no CI in local mode: deployments are recorded on this machine, not on GitHub."
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::parse;
+    use chrono::TimeZone;
+    use deploy_core::Apps;
+
+    const BOT: &str = "chima";
+
+    fn apps() -> Apps {
+        Apps::from_json(
+            r#"{"project-x": {"provider": "fabric", "repository": "oursky/project-x",
+                 "environments": ["live", "edge"], "allowed_rooms": ["deployment"],
+                 "default_environment": "edge"},
+               "trelhub": {"provider": "shell", "repository": "oursky/trelhub", "github_token": "t"}}"#,
+        )
+        .unwrap()
+    }
+
+    fn app(name: &str) -> AppConfig {
+        apps().get(&AppName::parse(name).unwrap()).unwrap().clone()
+    }
+
+    fn info(id: u64, state: Option<&str>) -> DeploymentInfo {
+        DeploymentInfo {
+            id,
+            git_ref: "feature".into(),
+            sha: "abc1234def".into(),
+            environment: "edge".into(),
+            task: "deploy".into(),
+            creator: "joyz".into(),
+            created_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
+            state: state.map(str::to_owned),
+            url: "https://github.com/oursky/project-x/deployments".into(),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 10, 5, 0).unwrap()
+    }
+
+    fn not_understood_text(line: &str) -> String {
+        not_understood(&parse(line).unwrap_err(), BOT).text
+    }
+
+    #[test]
+    fn code_spans_cannot_be_broken() {
+        assert_eq!(code("a`b\nc"), "`a'b c`");
+        assert_eq!(code(&"x".repeat(500)).len(), 122);
+    }
+
+    #[test]
+    fn empty_command_greets() {
+        assert_eq!(
+            not_understood_text(""),
+            "Hi! I'm chima, I deploy things. Say `chima help` to see what I can do."
+        );
+    }
+
+    #[test]
+    fn too_long_commands() {
+        assert_eq!(
+            not_understood_text(&"a".repeat(2000)),
+            "That command is 2000 bytes long; I read at most 1000. Nothing was done."
+        );
+    }
+
+    #[test]
+    fn unknown_command_with_suggestion() {
+        assert_eq!(
+            not_understood_text("deplyo x"),
+            "I don't know the command `deplyo`. Did you mean `deploy`? Usage: `chima deploy[!][:task] <app>[/<ref>] [to <env>[/<hosts>]]`"
+        );
+    }
+
+    #[test]
+    fn unknown_command_without_suggestion() {
+        assert_eq!(
+            not_understood_text("sandwich please"),
+            "I don't know the command `sandwich`. Say `chima help` to see what I can do."
+        );
+    }
+
+    #[test]
+    fn bad_arguments_name_the_problem_and_usage() {
+        let usage = "Usage: `chima deploy[!][:task] <app>[/<ref>] [to <env>[/<hosts>]]`";
+        for (line, problem) in [
+            ("deploy", "which app? Name one"),
+            (
+                "deploy x/a..b",
+                "`a..b` is not a valid git ref: it contains '..'",
+            ),
+            (
+                "deploy $(id)",
+                "`$(id)` is not an app name: it may only contain a-z, 0-9, '-', '_' and '.', and must start with a letter or digit",
+            ),
+            (
+                "deploy x to `id`",
+                "`'id'` is not an environment name: it may only contain a-z, 0-9, '-', '_' and '.', and must start with a letter or digit",
+            ),
+            ("deploy x to", "`to` needs an environment after it"),
+            (
+                "deploy x to edge/;",
+                "`;` is not a host list (letters, digits, '-', '_', '.', ',' and ':')",
+            ),
+            (
+                "deploy:? x",
+                "`deploy:?` is not a task; use `deploy`, `deploy!` or `deploy:<task>`",
+            ),
+            (
+                "deploy x tos edge",
+                "I didn't expect `tos` there. Did you mean `to`?",
+            ),
+            (
+                "deploy x to edge burgers",
+                "I didn't expect `burgers` there",
+            ),
+        ] {
+            assert_eq!(
+                not_understood_text(line),
+                format!("I couldn't read that `deploy` command: {problem}. {usage}"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command_from_the_table() {
+        let reply = help(BOT);
+        assert_eq!(reply.visibility, crate::chat::Visibility::OnlyAsker);
+        for spec in COMMANDS {
+            assert!(
+                reply.text.contains(&format!("`chima {}`", spec.usage)),
+                "{}",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn help_for_one_command() {
+        let spec = crate::grammar::spec("ci").unwrap();
+        assert_eq!(
+            help_for(spec, BOT).text,
+            format!(
+                "`chima ci <app>[/<ref>]` — {}\nAlso: `status`\nExamples:\n• `chima ci project-x/feature`\n• `chima status trelhub`",
+                spec.summary
+            )
+        );
+    }
+
+    #[test]
+    fn help_for_unknown_topic() {
+        assert_eq!(
+            help_unknown_topic("dance", BOT).text,
+            "There is no command `dance`. Commands: `deploy`, `deploys`, `where`, `ci`, `help`, `version`. Say `chima help` for the list."
+        );
+    }
+
+    #[test]
+    fn version_names_the_forge() {
+        assert_eq!(
+            version(BOT, "GitHub").text,
+            format!(
+                "chima {} (chima, deployments via GitHub)",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_app_suggests_and_lists() {
+        let apps = apps();
+        let known: Vec<&AppName> = apps.names().collect();
+        assert_eq!(
+            unknown_app(&AppName::parse("project-y").unwrap(), &known).text,
+            "project-y? Never heard of it. Did you mean `project-x`? Apps I know: project-x, trelhub."
+        );
+        assert_eq!(
+            unknown_app(&AppName::parse("zzz").unwrap(), &[]).text,
+            "zzz? Never heard of it. Apps I know: none (app.json is empty)."
+        );
+    }
+
+    #[test]
+    fn unknown_environment_lists_the_real_ones() {
+        assert_eq!(
+            unknown_environment(&app("project-x"), &EnvName::parse("staging").unwrap()).text,
+            "project-x doesn't seem to have a staging environment. It has: live, edge."
+        );
+    }
+
+    #[test]
+    fn room_not_allowed_names_the_allowed_rooms() {
+        assert_eq!(
+            room_not_allowed(&app("project-x"), "#random").text,
+            "project-x is not allowed to be deployed from #random. Deploy it from #deployment."
+        );
+    }
+
+    #[test]
+    fn otp_note() {
+        assert!(otp_ignored().contains("one-time code was not used"));
+    }
+
+    #[test]
+    fn live_message_while_asking_github() {
+        let app_name = AppName::parse("project-x").unwrap();
+        let edge = EnvName::parse("edge").unwrap();
+        assert_eq!(
+            deploy_requested("joyz", &app_name, "feature/login", &edge, "deploy").text,
+            "joyz is deploying project-x/feature/login to edge: asking GitHub for a deployment…"
+        );
+        assert_eq!(
+            deploy_requested("joyz", &app_name, "main", &edge, "deploy:migrate").text,
+            "joyz is running deploy:migrate for project-x/main to edge: asking GitHub for a deployment…"
+        );
+    }
+
+    #[test]
+    fn created_deployment_message() {
+        let reply = deployment_created(
+            &AppName::parse("project-x").unwrap(),
+            &info(1001, None),
+            "joyz",
+            None,
+        );
+        assert_eq!(
+            reply.text,
+            "Deployment #1001 of project-x feature@abc1234 to edge for joyz: created, waiting for a deployer. https://github.com/oursky/project-x/deployments"
+        );
+        assert_eq!(reply.tone, Tone::Progress);
+    }
+
+    #[test]
+    fn auto_merged_message() {
+        assert_eq!(
+            auto_merged(
+                &AppName::parse("x").unwrap(),
+                "topic",
+                "Auto-merged main into topic on deployment."
+            )
+            .text,
+            "GitHub merged the default branch into `topic` first (\"Auto-merged main into topic on deployment.\"), so no deployment of x was made yet. Wait for CI on the merge commit, then deploy again."
+        );
+    }
+
+    #[test]
+    fn checks_failed_offers_deploy_anyway_to_the_asker() {
+        let reply = checks_failed(
+            &AppName::parse("project-x").unwrap(),
+            &[
+                ("ci/travis".into(), "failure".into()),
+                ("lint".into(), "missing".into()),
+            ],
+            "chima deploy! project-x/feature to edge",
+            "U1",
+        );
+        assert_eq!(
+            reply.text,
+            "Unmet required commit status contexts for project-x: ci/travis (failure), lint (missing). Nothing was deployed. Fix them, or deploy anyway with `chima deploy! project-x/feature to edge`."
+        );
+        assert_eq!(reply.actions[0].kind, ActionKind::DeployAnyway);
+        assert_eq!(reply.actions[0].only_user.as_deref(), Some("U1"));
+    }
+
+    #[test]
+    fn merge_conflict_message() {
+        assert_eq!(
+            merge_conflict(
+                &AppName::parse("x").unwrap(),
+                "topic",
+                "Conflict merging main into topic."
+            )
+            .text,
+            "GitHub could not merge the default branch into `topic` for x: Conflict merging main into topic. Nothing was deployed. Merge it yourself, or deploy without merging using `deploy!`."
+        );
+    }
+
+    #[test]
+    fn unknown_ref_and_other_422s() {
+        assert_eq!(
+            unprocessable(&app("project-x"), "nope", "No ref found for: nope").text,
+            "There is no `nope` in oursky/project-x: GitHub says \"No ref found for: nope\". Nothing was deployed."
+        );
+        assert_eq!(
+            unprocessable(&app("project-x"), "x", "Validation Failed").text,
+            "GitHub refused the deployment of project-x to oursky/project-x: Validation Failed. Nothing was deployed."
+        );
+    }
+
+    #[test]
+    fn github_failures_say_which_credential_and_scope() {
+        let x = app("project-x");
+        let t = app("trelhub");
+        let action = "create deployments";
+        assert_eq!(
+            forge_failed(&x, action, &ForgeError::BadCredentials).text,
+            "Unable to create deployments for oursky/project-x: GitHub rejected the token (401 Bad credentials). Check GITHUB_TOKEN."
+        );
+        assert_eq!(
+            forge_failed(&t, action, &ForgeError::BadCredentials).text,
+            "Unable to create deployments for oursky/trelhub: GitHub rejected the token (401 Bad credentials). Check the app's github_token in app.json."
+        );
+        assert_eq!(
+            forge_failed(
+                &x,
+                action,
+                &ForgeError::Forbidden {
+                    message: "Resource not accessible".into()
+                }
+            )
+            .text,
+            "Unable to create deployments for oursky/project-x: GitHub answered 403 (Resource not accessible). The token needs the `repo_deployment` scope (classic token) or \"Deployments: read and write\" on this repository (fine-grained token or GitHub App)."
+        );
+        assert_eq!(
+            forge_failed(&x, action, &ForgeError::NotFound).text,
+            "Unable to create deployments for oursky/project-x: GitHub answered 404. The repository does not exist or GITHUB_TOKEN cannot see it; check the token's scopes (`repo` for a private repository)."
+        );
+        assert_eq!(
+            forge_failed(
+                &x,
+                action,
+                &ForgeError::Unreachable("connection refused".into())
+            )
+            .text,
+            "Unable to create deployments for oursky/project-x: I could not reach GitHub (connection refused). Nothing was changed; try again in a moment."
+        );
+        assert_eq!(
+            forge_failed(
+                &x,
+                action,
+                &ForgeError::Unexpected {
+                    status: 500,
+                    message: "boom".into()
+                }
+            )
+            .text,
+            "Unable to create deployments for oursky/project-x: GitHub answered 500 (boom). Nothing was changed."
+        );
+        assert_eq!(
+            forge_failed(&x, action, &ForgeError::Unsupported("no".into())).text,
+            "no"
+        );
+    }
+
+    #[test]
+    fn ages() {
+        let now = now();
+        assert_eq!(age(now, now), "just now");
+        assert_eq!(age(now - chrono::Duration::minutes(5), now), "5 min ago");
+        assert_eq!(age(now - chrono::Duration::hours(3), now), "3 h ago");
+        assert_eq!(age(now - chrono::Duration::days(1), now), "1 day ago");
+        assert_eq!(age(now - chrono::Duration::days(9), now), "9 days ago");
+        assert_eq!(age(now + chrono::Duration::minutes(1), now), "just now");
+    }
+
+    #[test]
+    fn recent_deployments_list() {
+        let x = AppName::parse("project-x").unwrap();
+        let filter = DeploymentFilter {
+            environment: Some("edge".into()),
+            ..DeploymentFilter::default()
+        };
+        let mut migrate = info(1002, None);
+        migrate.task = "deploy:migrate".into();
+        assert_eq!(
+            recent_deployments(&x, &filter, &[migrate, info(1001, Some("success"))], now()).text,
+            "Recent deployments of project-x in edge:\n• #1002 feature@abc1234 to edge (deploy:migrate) by joyz, 5 min ago — no status yet\n• #1001 feature@abc1234 to edge by joyz, 5 min ago — success"
+        );
+        let by_ref = DeploymentFilter {
+            git_ref: Some("main".into()),
+            ..DeploymentFilter::default()
+        };
+        assert_eq!(
+            recent_deployments(&x, &by_ref, &[], now()).text,
+            "No deployments of project-x of `main` yet."
+        );
+    }
+
+    #[test]
+    fn where_can_i_deploy_answer() {
+        let x = app("project-x");
+        let current = vec![
+            (EnvName::parse("live").unwrap(), None),
+            (
+                EnvName::parse("edge").unwrap(),
+                Some(info(1001, Some("success"))),
+            ),
+        ];
+        assert_eq!(
+            environments(&x, &current, now()).text,
+            "project-x can be deployed to:\n• live — nothing deployed yet\n• edge (default) — feature@abc1234 (#1001, by joyz, 5 min ago)\nFrom: #deployment"
+        );
+    }
+
+    fn check(name: &str, state: &str, url: Option<&str>) -> CheckInfo {
+        CheckInfo {
+            name: name.into(),
+            state: state.into(),
+            url: url.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn ci_answers() {
+        let x = AppName::parse("project-x").unwrap();
+        let report = |checks| CiReport {
+            sha: "abc1234def".into(),
+            checks,
+        };
+        assert_eq!(
+            ci_report(
+                &x,
+                "feature",
+                &report(vec![
+                    check("build", "failure", Some("https://ci/1")),
+                    check("lint", "pending", None),
+                    check("unit", "success", None),
+                ])
+            )
+            .text,
+            "CI is red for project-x/feature (abc1234).\nFailing: build (failure) https://ci/1\nPending: lint (pending)"
+        );
+        assert_eq!(
+            ci_report(
+                &x,
+                "main",
+                &report(vec![check("lint", "in_progress", None)])
+            )
+            .text,
+            "CI is still running for project-x/main (abc1234).\nPending: lint (in_progress)"
+        );
+        assert_eq!(
+            ci_report(
+                &x,
+                "main",
+                &report(vec![
+                    check("a", "success", None),
+                    check("b", "neutral", None)
+                ])
+            )
+            .text,
+            "CI is green for project-x/main (abc1234): 2 checks passed."
+        );
+        assert_eq!(
+            ci_report(&x, "main", &report(vec![])).text,
+            "project-x/main (abc1234) has no CI configured: no commit statuses and no check runs."
+        );
+    }
+
+    #[test]
+    fn local_mode_has_no_ci() {
+        assert!(no_ci_in_local_mode().starts_with("There is no CI in local mode"));
+    }
+}
