@@ -1,0 +1,40 @@
+//! The workspace's binaries, for scenarios that run them as real processes.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The path of a workspace binary (`chima`, `faseng`), built in the same profile as the test
+/// (first use builds it; cargo makes that a no-op when it is up to date).
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .to_path_buf();
+    let path = profile_dir.join(name);
+    if !built.iter().any(|b| b == name) {
+        let release = profile_dir.file_name().is_some_and(|p| p == "release");
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", name, "--bin", name]);
+        if release {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("cargo runs");
+        assert!(status.success(), "building {name} failed");
+        built.push(name.to_owned());
+    }
+    assert!(path.exists(), "{} does not exist", path.display());
+    path
+}
