@@ -542,7 +542,8 @@ fn handle(
             if let Some(b) = blocks {
                 message.blocks = b;
             }
-            ok(json!({"channel": channel, "ts": ts, "text": text}))
+            ok(json!({"channel": channel, "ts": ts, "text": text,
+                      "message": {"text": text, "user": BOT_USER}}))
         }
         _ => fail("unknown_method"),
     }

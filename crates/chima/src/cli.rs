@@ -58,6 +58,31 @@ pub struct Cli {
 pub enum Command {
     /// Terminal chat: reads command lines from stdin, prints replies.
     Shell(ShellArgs),
+    /// Slack: Events API over HTTP (or Socket Mode when SLACK_APP_TOKEN is set).
+    Serve(ServeArgs),
+}
+
+/// Flags of `chima serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address for the Slack endpoints and /healthz.
+    #[arg(long, env = "CHIMA_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Slack bot token (xoxb-…): chat:write, channels:read, groups:read, im:read, users:read.
+    #[arg(long, env = "SLACK_BOT_TOKEN", hide_env_values = true)]
+    pub slack_bot_token: String,
+    /// Slack signing secret, to verify inbound requests (Events API mode).
+    #[arg(long, env = "SLACK_SIGNING_SECRET", hide_env_values = true)]
+    pub slack_signing_secret: Option<String>,
+    /// Slack app-level token (xapp-…): use Socket Mode instead of inbound HTTP.
+    #[arg(long, env = "SLACK_APP_TOKEN", hide_env_values = true)]
+    pub slack_app_token: Option<String>,
+    /// Slack Web API base URL.
+    #[arg(long, env = "SLACK_API_URL", default_value = "https://slack.com/api")]
+    pub slack_api_url: String,
+    /// Seconds after which chima warns in the thread that no deployer picked a deployment up.
+    #[arg(long, env = "CHIMA_WATCHDOG_SECS", default_value_t = 60)]
+    pub watchdog_secs: u64,
 }
 
 /// Flags of `chima shell`.

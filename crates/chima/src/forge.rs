@@ -205,6 +205,8 @@ pub trait Forge: Send + Sync {
         app: &AppConfig,
         environment: &str,
     ) -> Result<Option<DeploymentInfo>, ForgeError>;
+    /// True when the deployment has at least one status (a deployer picked it up).
+    async fn has_statuses(&self, app: &AppConfig, id: u64) -> Result<bool, ForgeError>;
     /// CI state of a ref.
     async fn ci_report(&self, app: &AppConfig, git_ref: &str) -> Result<CiReport, ForgeError>;
     /// Where people can see the repository's webhooks (for "nobody picked it up").

@@ -366,6 +366,11 @@ impl Forge for GithubForge {
         Ok(None)
     }
 
+    async fn has_statuses(&self, app: &AppConfig, id: u64) -> Result<bool, ForgeError> {
+        let gh = self.client(app).await?;
+        Ok(self.latest_state(&gh, app, id).await?.is_some())
+    }
+
     async fn ci_report(&self, app: &AppConfig, git_ref: &str) -> Result<CiReport, ForgeError> {
         let gh = self.client(app).await?;
         let base = format!("/repos/{}/commits/{}", app.repository, encode_ref(git_ref));

@@ -14,5 +14,6 @@ pub mod grammar;
 pub mod handlers;
 pub mod messages;
 pub mod shell;
+pub mod slack;
 
 pub use handlers::Bot;

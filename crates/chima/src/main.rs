@@ -1,8 +1,15 @@
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context as _;
+use chima::Bot;
 use chima::chat::ChatContext;
+use chima::cli::ServeArgs;
 use chima::cli::{Cli, Command};
+use chima::slack::app::{SlackApp, SlackSettings};
+use chima::slack::web::SlackWeb;
 use clap::Parser;
 use deploy_core::Apps;
 
@@ -39,6 +46,20 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
     let auth = cli.github_auth()?;
     match &cli.command {
+        Command::Serve(args) => {
+            let Some(auth) = auth else {
+                anyhow::bail!(
+                    "chima serve needs GITHUB_TOKEN (or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY)"
+                );
+            };
+            let bot = Arc::new(chima::cli::github_bot(
+                apps,
+                &cli.github_api_url,
+                auth,
+                &cli.name,
+            ));
+            serve(bot, args).await
+        }
         Command::Shell(args) => {
             let Some(auth) = auth else {
                 anyhow::bail!(
@@ -62,5 +83,57 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
                 .await
                 .context("reading commands from stdin")
         }
+    }
+}
+
+async fn serve(bot: Arc<Bot>, args: &ServeArgs) -> anyhow::Result<()> {
+    let web = Arc::new(SlackWeb::new(&args.slack_api_url, &args.slack_bot_token)?);
+    let bot_user_id = web
+        .bot_user_id()
+        .await
+        .context("asking Slack who the bot is (auth.test); check SLACK_BOT_TOKEN")?;
+    let settings = SlackSettings {
+        watchdog: Duration::from_secs(args.watchdog_secs),
+    };
+    let app = Arc::new(SlackApp::new(
+        bot.clone(),
+        web.clone(),
+        &bot_user_id,
+        settings,
+    ));
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match (&args.slack_app_token, &args.slack_signing_secret) {
+        (Some(app_token), _) => {
+            eprintln!(
+                "{} ready: Slack Socket Mode as {bot_user_id}, {} apps, healthz on {}",
+                bot.name(),
+                bot.apps().len(),
+                args.bind
+            );
+            let health = axum::Router::new()
+                .route("/healthz", axum::routing::get(chima::slack::http::healthz));
+            tokio::spawn(async move { axum::serve(listener, health).await });
+            chima::slack::socket::run(app, &web, app_token).await
+        }
+        (None, Some(secret)) => {
+            eprintln!(
+                "{} ready: Slack Events API on http://{} (/slack/events, /slack/commands, /slack/interactions) as {bot_user_id}, {} apps",
+                bot.name(),
+                listener.local_addr()?,
+                bot.apps().len()
+            );
+            axum::serve(listener, chima::slack::http::router(app, secret))
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving HTTP")
+        }
+        (None, None) => anyhow::bail!(
+            "chima serve needs SLACK_SIGNING_SECRET (Events API over HTTP) or SLACK_APP_TOKEN (Socket Mode)"
+        ),
     }
 }

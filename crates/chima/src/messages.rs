@@ -430,6 +430,27 @@ pub fn ci_report(app: &AppName, git_ref: &str, report: &CiReport) -> Reply {
     Reply::new(tone, text)
 }
 
+/// A button pressed by someone other than the user it is for.
+pub fn button_not_yours(owner: &str) -> Reply {
+    Reply::error(format!(
+        "Only {owner} can press this button: it repeats their command. Type the command yourself if you want it."
+    ))
+    .only_to_asker()
+}
+
+/// What a button message says once its button was pressed.
+pub fn button_pressed(original: &str, presser: &str, label: &str) -> Reply {
+    Reply::info(format!("{original}\n{presser} pressed \"{label}\"."))
+}
+
+/// The watchdog: no deployer has picked a deployment up.
+pub fn nobody_picked_up(app: &AppConfig, id: u64, waited_secs: u64, hooks_url: &str) -> Reply {
+    Reply::error(format!(
+        "No deployer has picked up deployment #{id} of {} after {waited_secs} s: GitHub has no status for it. Check that {} has a webhook sending `deployment` events to faseng (`/webhooks/github`), that its secret matches GITHUB_WEBHOOK_SECRET, and that faseng is running: {hooks_url}",
+        app.name, app.repository
+    ))
+}
+
 /// Local mode has no CI to ask.
 pub fn no_ci_in_local_mode() -> String {
     "There is no CI in local mode: deployments are recorded on this machine, not on GitHub."
@@ -884,6 +905,34 @@ mod tests {
         assert_eq!(
             ci_report(&x, "main", &report(vec![])).text,
             "project-x/main (abc1234) has no CI configured: no commit statuses and no check runs."
+        );
+    }
+
+    #[test]
+    fn buttons_for_someone_else() {
+        let reply = button_not_yours("joyz");
+        assert_eq!(
+            reply.text,
+            "Only joyz can press this button: it repeats their command. Type the command yourself if you want it."
+        );
+        assert_eq!(reply.visibility, crate::chat::Visibility::OnlyAsker);
+        assert_eq!(
+            button_pressed("Unmet contexts.", "joyz", "Deploy anyway").text,
+            "Unmet contexts.\njoyz pressed \"Deploy anyway\"."
+        );
+    }
+
+    #[test]
+    fn watchdog_says_what_to_check() {
+        assert_eq!(
+            nobody_picked_up(
+                &app("project-x"),
+                1001,
+                60,
+                "https://github.com/oursky/project-x/settings/hooks"
+            )
+            .text,
+            "No deployer has picked up deployment #1001 of project-x after 60 s: GitHub has no status for it. Check that oursky/project-x has a webhook sending `deployment` events to faseng (`/webhooks/github`), that its secret matches GITHUB_WEBHOOK_SECRET, and that faseng is running: https://github.com/oursky/project-x/settings/hooks"
         );
     }
 

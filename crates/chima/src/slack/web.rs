@@ -1,0 +1,371 @@
+//! Outbound Slack: the Web API client (bounded retries, 429 `Retry-After` honoured), the
+//! channel and user directory (cached with expiry), Block Kit rendering and the outbox.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::json;
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+
+use crate::chat::{MessageRef, Outbox, Reply, Tone, Visibility};
+
+/// How long channel and user names are remembered.
+const DIRECTORY_TTL: Duration = Duration::from_secs(600);
+/// Attempts for one Web API call that fails with a 5xx or a transport error.
+const ATTEMPTS: u32 = 3;
+/// The longest `Retry-After` chima waits out before giving up on a call.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What chima needs to know about a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Name without `#` (empty for a DM).
+    pub name: String,
+    /// True for a direct message with the bot.
+    pub direct: bool,
+}
+
+/// The Slack Web API, as chima uses it.
+pub struct SlackWeb {
+    client: Arc<SlackHyperClient>,
+    token: SlackApiToken,
+    channels: Mutex<HashMap<String, (ChannelInfo, Instant)>>,
+    users: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// Escapes text for Slack's mrkdwn (`&`, `<`, `>`), so user input cannot ping `@channel` or
+/// forge links.
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn emoji(tone: Tone) -> &'static str {
+    match tone {
+        Tone::Info => "",
+        Tone::Progress => ":hourglass_flowing_sand: ",
+        Tone::Success => ":white_check_mark: ",
+        Tone::Error => ":x: ",
+    }
+}
+
+/// The value carried by a button: the command it runs and who may press it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ButtonValue {
+    /// Command line to run.
+    #[serde(rename = "c")]
+    pub command: String,
+    /// Only this user may press, when set.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub only_user: Option<String>,
+}
+
+/// Renders a reply as Block Kit with a plain-text fallback.
+pub fn render(reply: &Reply) -> SlackMessageContent {
+    let text = format!("{}{}", emoji(reply.tone), escape(&reply.text));
+    let mut blocks: Vec<SlackBlock> = vec![SlackBlock::Section(
+        SlackSectionBlock::new().with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(
+            text.chars().take(3000).collect(),
+        ))),
+    )];
+    if !reply.actions.is_empty() {
+        let buttons = reply
+            .actions
+            .iter()
+            .map(|a| {
+                let value = ButtonValue {
+                    command: a.command.clone(),
+                    only_user: a.only_user.clone(),
+                };
+                SlackActionBlockElement::Button(
+                    SlackBlockButtonElement::new(SlackBlockPlainTextOnly::from(a.label.as_str()))
+                        .with_action_id(a.kind.id().into())
+                        .with_value(serde_json::to_string(&value).unwrap_or_default()),
+                )
+            })
+            .collect();
+        blocks.push(SlackBlock::Actions(SlackActionsBlock::new(buttons)));
+    }
+    SlackMessageContent::new()
+        .with_text(format!("{}{}", emoji(reply.tone), reply.text))
+        .with_blocks(blocks)
+}
+
+fn retryable(err: &SlackClientError) -> bool {
+    match err {
+        SlackClientError::HttpError(e) => e.status_code.is_server_error(),
+        SlackClientError::HttpProtocolError(_) | SlackClientError::EndOfStream(_) => true,
+        _ => false,
+    }
+}
+
+fn describe(err: &SlackClientError) -> String {
+    match err {
+        SlackClientError::ApiError(e) => format!("error code {}", e.code),
+        SlackClientError::HttpError(e) => format!("HTTP {}", e.status_code),
+        SlackClientError::RateLimitError(_) => "rate limited (HTTP 429)".to_owned(),
+        other => format!("{other}"),
+    }
+}
+
+/// A Web API failure, with Slack's error code when there is one. Never contains the token.
+#[derive(Debug, thiserror::Error)]
+#[error("Slack {method} failed: {detail}")]
+pub struct SlackCallError {
+    /// The method, e.g. `chat.postMessage`.
+    pub method: &'static str,
+    /// Slack's error code or the HTTP failure.
+    pub detail: String,
+}
+
+/// Runs one Web API call with bounded retries: after a 429 it waits as long as `Retry-After`
+/// says (at most a minute), after a 5xx or a transport error it backs off. Failures are
+/// logged with Slack's error code, never with the token.
+macro_rules! call_slack {
+    ($web:expr, $method:literal, |$session:ident| $call:expr) => {{
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            let $session = $web.client.open_session(&$web.token);
+            match $call.await {
+                Ok(v) => break Ok(v),
+                Err(SlackClientError::RateLimitError(limit)) if attempt < ATTEMPTS => {
+                    let wait = limit.retry_after.unwrap_or(Duration::from_secs(1)).min(MAX_RETRY_AFTER);
+                    tracing::warn!(method = $method, attempt, ?wait, "Slack rate limit (429), waiting");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) if retryable(&e) && attempt < ATTEMPTS => {
+                    tracing::warn!(method = $method, attempt, error = %describe(&e), "Slack call failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let detail = describe(&e);
+                    tracing::warn!(method = $method, error = %detail, "Slack call failed");
+                    break Err(SlackCallError { method: $method, detail });
+                }
+            }
+        }
+    }};
+}
+
+impl SlackWeb {
+    /// A client for the Web API at `api_url` (`https://slack.com/api` or a fake).
+    pub fn new(api_url: &str, bot_token: &str) -> anyhow::Result<Self> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| anyhow::anyhow!("no TLS root certificates on this machine: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        // No proactive throttling (it would hold chat.postMessage to 1/s even in bursts Slack
+        // allows); a 429 is waited out below for as long as its Retry-After says.
+        let connector = SlackClientHyperConnector::with_connector(https)
+            .with_slack_api_url(api_url.trim_end_matches('/'));
+        Ok(Self {
+            client: Arc::new(SlackClient::new(connector)),
+            token: SlackApiToken::new(bot_token.into()),
+            channels: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The underlying client (Socket Mode needs it).
+    pub fn client(&self) -> Arc<SlackHyperClient> {
+        self.client.clone()
+    }
+
+    /// The bot's own user id (`auth.test`).
+    pub async fn bot_user_id(&self) -> Result<String, SlackCallError> {
+        let r = call_slack!(self, "auth.test", |s| s.auth_test())?;
+        Ok(r.user_id.to_string())
+    }
+
+    /// A channel's name and kind, cached.
+    pub async fn channel(&self, id: &str) -> Result<ChannelInfo, SlackCallError> {
+        if let Some((info, at)) = self.channels.lock().expect("cache lock").get(id)
+            && at.elapsed() < DIRECTORY_TTL
+        {
+            return Ok(info.clone());
+        }
+        let request = SlackApiConversationsInfoRequest::new(id.into());
+        let r = call_slack!(self, "conversations.info", |s| s
+            .conversations_info(&request))?;
+        let info = ChannelInfo {
+            name: r.channel.name.clone().unwrap_or_default(),
+            direct: r.channel.flags.is_im.unwrap_or(false),
+        };
+        self.channels
+            .lock()
+            .expect("cache lock")
+            .insert(id.to_owned(), (info.clone(), Instant::now()));
+        Ok(info)
+    }
+
+    /// A user's name, cached.
+    pub async fn user_name(&self, id: &str) -> Result<String, SlackCallError> {
+        if let Some((name, at)) = self.users.lock().expect("cache lock").get(id)
+            && at.elapsed() < DIRECTORY_TTL
+        {
+            return Ok(name.clone());
+        }
+        let request = SlackApiUsersInfoRequest::new(id.into());
+        let r = call_slack!(self, "users.info", |s| s.users_info(&request))?;
+        let name = r
+            .user
+            .profile
+            .as_ref()
+            .and_then(|p| p.display_name.clone())
+            .filter(|n| !n.is_empty())
+            .or(r.user.name.clone())
+            .unwrap_or_else(|| id.to_owned());
+        self.users
+            .lock()
+            .expect("cache lock")
+            .insert(id.to_owned(), (name.clone(), Instant::now()));
+        Ok(name)
+    }
+
+    /// Posts a message (in a thread when `thread_ts` is set); returns its `ts`.
+    pub async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        reply: &Reply,
+    ) -> Result<String, SlackCallError> {
+        let mut request = SlackApiChatPostMessageRequest::new(channel.into(), render(reply));
+        request.thread_ts = thread_ts.map(Into::into);
+        let r = call_slack!(self, "chat.postMessage", |s| s.chat_post_message(&request))?;
+        Ok(r.ts.to_string())
+    }
+
+    /// Posts a message only `user` sees.
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        thread_ts: Option<&str>,
+        reply: &Reply,
+    ) -> Result<(), SlackCallError> {
+        let mut request =
+            SlackApiChatPostEphemeralRequest::new(channel.into(), user.into(), render(reply));
+        request.thread_ts = thread_ts.map(Into::into);
+        call_slack!(self, "chat.postEphemeral", |s| s
+            .chat_post_ephemeral(&request))?;
+        Ok(())
+    }
+
+    /// Replaces a message.
+    pub async fn update(
+        &self,
+        channel: &str,
+        ts: &str,
+        reply: &Reply,
+    ) -> Result<(), SlackCallError> {
+        let request = SlackApiChatUpdateRequest::new(channel.into(), render(reply), ts.into());
+        call_slack!(self, "chat.update", |s| s.chat_update(&request))?;
+        Ok(())
+    }
+}
+
+/// Where one command's replies go: its channel, its thread, its author.
+pub struct SlackOutbox {
+    web: Arc<SlackWeb>,
+    channel: String,
+    thread_ts: Option<String>,
+    user: String,
+}
+
+impl SlackOutbox {
+    /// Replies for `user`'s command in `channel` (in `thread_ts` when set).
+    pub fn new(web: Arc<SlackWeb>, channel: &str, thread_ts: Option<String>, user: &str) -> Self {
+        Self {
+            web,
+            channel: channel.to_owned(),
+            thread_ts,
+            user: user.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl Outbox for SlackOutbox {
+    async fn post(&mut self, reply: Reply) -> Option<MessageRef> {
+        let thread = self.thread_ts.as_deref();
+        if reply.visibility == Visibility::OnlyAsker {
+            let _ = self
+                .web
+                .post_ephemeral(&self.channel, &self.user, thread, &reply)
+                .await;
+            return None;
+        }
+        let ts = self.web.post(&self.channel, thread, &reply).await.ok()?;
+        Some(MessageRef {
+            channel: self.channel.clone(),
+            id: ts,
+        })
+    }
+
+    async fn edit(&mut self, message: &MessageRef, reply: Reply) {
+        if self
+            .web
+            .update(&message.channel, &message.id, &reply)
+            .await
+            .is_err()
+        {
+            // The edit failed for good: say it as a new message rather than not at all.
+            let _ = self
+                .web
+                .post(&message.channel, self.thread_ts.as_deref(), &reply)
+                .await;
+        }
+    }
+}
+
+/// The JSON a slash command answers with at once (nothing visible: the replies follow in the
+/// channel).
+pub fn slash_ack() -> serde_json::Value {
+    json!({})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{Action, ActionKind};
+
+    #[test]
+    fn user_text_cannot_ping_or_link() {
+        assert_eq!(
+            escape("<!channel> & <http://x|y>"),
+            "&lt;!channel&gt; &amp; &lt;http://x|y&gt;"
+        );
+    }
+
+    #[test]
+    fn replies_render_as_blocks_with_a_plain_fallback() {
+        let reply = Reply::error("no <b>").with_action(Action {
+            kind: ActionKind::DeployAnyway,
+            label: "Deploy anyway".into(),
+            command: "chima deploy! x".into(),
+            only_user: Some("U1".into()),
+        });
+        let v = serde_json::to_value(render(&reply)).unwrap();
+        assert_eq!(v["text"], ":x: no <b>");
+        assert_eq!(v["blocks"][0]["type"], "section");
+        assert_eq!(v["blocks"][0]["text"]["type"], "mrkdwn");
+        assert_eq!(v["blocks"][0]["text"]["text"], ":x: no &lt;b&gt;");
+        let button = &v["blocks"][1]["elements"][0];
+        assert_eq!(button["type"], "button");
+        assert_eq!(button["action_id"], "deploy-anyway");
+        assert_eq!(button["text"]["text"], "Deploy anyway");
+        let value: ButtonValue = serde_json::from_str(button["value"].as_str().unwrap()).unwrap();
+        assert_eq!(value.command, "chima deploy! x");
+        assert_eq!(value.only_user.as_deref(), Some("U1"));
+    }
+}
