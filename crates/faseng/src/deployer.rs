@@ -130,9 +130,6 @@ impl Run<'_> {
             s.log_url = Some(self.log_url.clone());
         }
         s.environment_url = self.environment_url.clone();
-        s.environment = EnvName::parse(&self.job.environment)
-            .ok()
-            .map(|e| e.to_string());
         s
     }
 }
@@ -244,7 +241,7 @@ impl Deployer {
             "deploy:unlock" => return self.unlock(run, &valid).await,
             _ => {}
         }
-        if let Some(why) = self.locked_by_other(&job, &valid).await? {
+        if let Some(why) = self.locked_by_other(&job, &run.user, &valid).await? {
             return self.finish(run, Outcome::Error(why), None).await;
         }
         let Some(provider) = providers::for_kind(valid.app.provider) else {
@@ -253,7 +250,7 @@ impl Deployer {
         };
 
         self.wait_for_turn(&mut run).await?;
-        if let Some(why) = self.locked_by_other(&job, &valid).await? {
+        if let Some(why) = self.locked_by_other(&job, &run.user, &valid).await? {
             return self.finish(run, Outcome::Error(why), None).await;
         }
 
@@ -297,7 +294,7 @@ impl Deployer {
             ),
         );
         let outcome = self
-            .execute(&job, &valid, provider.as_ref(), &log, &run.key, marker)
+            .execute(&job, &valid, provider.as_ref(), &log, &run, marker)
             .await;
         let tail = log.tail();
         match &outcome {
@@ -314,9 +311,10 @@ impl Deployer {
         valid: &Valid,
         provider: &dyn providers::Provider,
         log: &RunLog,
-        key: &str,
+        run: &Run<'_>,
         marker: StartMarker,
     ) -> Outcome {
+        let key = run.key.as_str();
         let Some(url) = valid
             .app
             .clone_url
@@ -370,7 +368,7 @@ impl Deployer {
             sha: &valid.sha,
             task: &job.task,
             deployment_id: job.deployment_id,
-            user: &job.creator,
+            user: &run.user,
             checkout: &wt.path,
             timeout,
         };
@@ -447,16 +445,18 @@ impl Deployer {
         })
     }
 
+    /// The lock text when someone other than `user` holds a `deploy:lock` on the line.
     async fn locked_by_other(
         &self,
         job: &DeployJob,
+        user: &str,
         valid: &Valid,
     ) -> anyhow::Result<Option<String>> {
         Ok(self
             .store
             .env_lock(&job.line)
             .await?
-            .filter(|l| l.user != job.creator)
+            .filter(|l| l.user != user)
             .map(|l| {
                 messages::locked(
                     valid.app.name.as_str(),
@@ -470,7 +470,7 @@ impl Deployer {
     async fn lock(&self, run: Run<'_>, valid: &Valid) -> anyhow::Result<()> {
         let job = run.job;
         let wanted = EnvLock {
-            user: job.creator.clone(),
+            user: run.user.clone(),
             reason: job.description.clone(),
             at: Utc::now(),
         };
@@ -485,7 +485,7 @@ impl Deployer {
                 &held.reason,
             ))
         };
-        let text = messages::lock_taken(valid.app.name.as_str(), valid.env.as_str(), &job.creator);
+        let text = messages::lock_taken(valid.app.name.as_str(), valid.env.as_str(), &run.user);
         self.finish_with_text(run, outcome, None, Some(text)).await
     }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
@@ -102,20 +103,29 @@ pub async fn run_logged(
     timeout: Duration,
     on_spawn: impl FnOnce(i32),
 ) -> std::io::Result<Exit> {
-    let mut child = Command::new(&spec.program)
-        .args(&spec.args)
+    // One pipe for stdout and stderr, so the log keeps the order the command wrote in.
+    let (read_end, write_end) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    let write_err = write_end.try_clone()?;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
         .current_dir(&spec.cwd)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::from(write_err))
+        .process_group(0);
+    let spawned = cmd.spawn();
+    // Our copies of the write end must go, or the reader never sees end-of-file.
+    drop(cmd);
+    let mut child = spawned?;
     let pgid = child.id().map(|p| p as i32).unwrap_or_default();
     on_spawn(pgid);
-    let out = child.stdout.take().map(|s| pipe_to_log(s, log.clone()));
-    let err = child.stderr.take().map(|s| pipe_to_log(s, log.clone()));
+    let reader = pipe_to_log(
+        tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)?,
+        log.clone(),
+    );
 
     let exit = tokio::select! {
         status = child.wait() => {
@@ -128,7 +138,7 @@ pub async fn run_logged(
             }
         }
         () = tokio::time::sleep(timeout) => {
-            let secs = timeout.as_secs();
+            let secs = timeout.as_secs_f64().round() as u64;
             log.line(&messages::timeout_log_line(secs));
             signal_group(pgid, Signal::SIGTERM);
             if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
@@ -144,14 +154,14 @@ pub async fn run_logged(
     if signal_group(pgid, Signal::SIGKILL) && !matches!(exit, Exit::TimedOut { .. }) {
         log.line("==> stopped processes the command left running in its process group");
     }
-    for reader in [out, err].into_iter().flatten() {
-        let abort = reader.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), reader)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
+    // Output still buffered in the pipe is read; a process that escaped the group and holds
+    // the pipe open does not hold the run.
+    let abort = reader.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), reader)
+        .await
+        .is_err()
+    {
+        abort.abort();
     }
     Ok(exit)
 }
@@ -197,7 +207,10 @@ mod tests {
         let (log, w, store, dir) = log().await;
         let mut pg = 0;
         let exit = run_logged(
-            &sh("echo out; echo err >&2; env | sort; exit 3", dir.path()),
+            &sh(
+                "echo out; echo err >&2; echo out2; echo err2 >&2; env | sort; exit 3",
+                dir.path(),
+            ),
             &log,
             Duration::from_secs(10),
             |p| pg = p,
@@ -208,7 +221,12 @@ mod tests {
         assert!(pg > 0);
         w.finish(log).await;
         let text = store.read_log("k", 0).await.unwrap().join("\n");
-        assert!(text.contains(" out") && text.contains(" err"), "{text}");
+        let order: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, t)| t))
+            .take(4)
+            .collect();
+        assert_eq!(order, ["out", "err", "out2", "err2"], "{text}");
         assert!(text.contains("SECRET_FROM_TEST=visible"));
         assert!(
             !text.contains("CARGO"),
@@ -232,10 +250,10 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(exit, Exit::TimedOut { secs: 0 });
+        assert_eq!(exit, Exit::TimedOut { secs: 1 });
         w.finish(log).await;
         let text = store.read_log("k", 0).await.unwrap().join("\n");
-        assert!(text.contains("timed out after 0 s"), "{text}");
+        assert!(text.contains("timed out after 1 s"), "{text}");
         for pid in std::fs::read_to_string(&pids).unwrap().split_whitespace() {
             let pid: i32 = pid.parse().unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(3);

@@ -144,16 +144,29 @@ impl Queue {
 }
 
 async fn handle(job: DeployJob, deployer: Data<Arc<Deployer>>) -> Result<(), BoxDynError> {
-    match deployer.process(job).await {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            // Only reached before a run started (see `Deployer::process`): nothing ran, but
-            // the job is still not retried by apalis; it is reported as dead and logged.
-            tracing::error!(error = %format!("{e:#}"), "job failed before it started");
-            Err(AbortError::new(e.into_boxed_dyn_error()).into())
+    // `process` fails only before a run started (the store was unreachable), so trying
+    // again here is safe; the start marker keeps a run from ever happening twice. apalis
+    // itself never retries (Redis would ignore max_attempts).
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1..=PRE_START_ATTEMPTS {
+        match deployer.process(job.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < PRE_START_ATTEMPTS => {
+                tracing::warn!(error = %format!("{e:#}"), attempt, "job could not start; trying again in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), deployment = job.deployment_id, "job could not start; giving up");
+                return Err(AbortError::new(e.into_boxed_dyn_error()).into());
+            }
         }
     }
+    Ok(())
 }
+
+/// How often a job whose run has not started is tried when the store fails (~2 minutes).
+const PRE_START_ATTEMPTS: u32 = 12;
 
 /// A worker name unique to this process (apalis refuses a name that is still heartbeating).
 pub fn unique_worker_name(prefix: &str) -> String {

@@ -23,9 +23,6 @@ pub struct StatusUpdate {
     /// The app's `<env>_url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment_url: Option<String>,
-    /// The environment (kept so GitHub never moves the status elsewhere).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub environment: Option<String>,
 }
 
 impl StatusUpdate {
@@ -36,7 +33,6 @@ impl StatusUpdate {
             description,
             log_url: None,
             environment_url: None,
-            environment: None,
         }
     }
 }

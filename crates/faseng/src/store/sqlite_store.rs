@@ -217,7 +217,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
             .bind(line)
             .fetch_optional(&mut *tx)
@@ -246,7 +246,7 @@ impl Store for SqliteStore {
     }
 
     async fn push_duration(&self, line: &str, secs: f64) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT INTO faseng_durations (line, secs) VALUES (?, ?)")
             .bind(line)
             .bind(secs)
@@ -279,7 +279,7 @@ impl Store for SqliteStore {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let next: i64 =
             sqlx::query("SELECT COALESCE(MAX(n) + 1, 0) FROM faseng_logs WHERE run = ?")
                 .bind(key)

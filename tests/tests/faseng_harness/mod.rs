@@ -1,0 +1,337 @@
+//! Shared setup for the faseng scenarios: a fake GitHub and Slack, a real git repository,
+//! a real queue backend (redis-server or a SQLite file) and faseng itself, in process.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use deploy_core::{GithubAuth, Secret};
+use e2e::fake_github::{self, FakeGithub};
+use e2e::fake_slack::{self, FakeSlack};
+use e2e::git_repo::GitRepo;
+use e2e::redis_server::RedisServer;
+use faseng::Config;
+use faseng::queue::{QueueTiming, QueueUrl};
+use faseng::reporter::RetryPolicy;
+use serde_json::{Value, json};
+
+/// The webhook secret every scenario uses.
+pub const SECRET: &str = "It's a Secret to Everybody";
+/// The repository deployed.
+pub const REPO: &str = "oursky/trelhub";
+/// The chat channel of the seeded message.
+pub const ROOM: &str = "C024BE91L";
+/// Generous bound for anything that should happen in well under a second.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Which queue backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A real redis-server.
+    Redis,
+    /// A SQLite file.
+    Sqlite,
+}
+
+/// One running faseng with its fakes.
+pub struct Env {
+    pub gh: FakeGithub,
+    pub slack: FakeSlack,
+    pub repo: GitRepo,
+    pub sha: String,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub redis: Option<RedisServer>,
+    pub queue_url: QueueUrl,
+    pub backend: Backend,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    http: reqwest::Client,
+}
+
+/// Options for [`Env::start`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `script/deploy` body (`#!/bin/sh` is prepended).
+    pub script: String,
+    /// Run a worker inside the app.
+    pub with_worker: bool,
+    /// `DEPLOYMENT_TIMEOUT`.
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            script: "env | sort\necho deployed $DEPLOY_ENV".into(),
+            with_worker: true,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A file in the scenario's scratch directory that scripts can write to.
+pub fn scratch(dir: &Path, name: &str) -> PathBuf {
+    dir.join("scratch").join(name)
+}
+
+impl Env {
+    /// Starts everything; `None` (with a printed reason) when Redis is wanted but absent.
+    pub async fn start(backend: Backend, opts: Options) -> Option<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("scratch")).unwrap();
+        let script = opts.script.replace(
+            "$SCRATCH",
+            &dir.path().join("scratch").display().to_string(),
+        );
+        let (repo, sha) = GitRepo::with_deploy_script(&script);
+        let (redis, queue_url) = match backend {
+            Backend::Redis => {
+                let r = RedisServer::start()?;
+                let url = QueueUrl::Redis(r.url());
+                (Some(r), url)
+            }
+            Backend::Sqlite => (None, QueueUrl::Sqlite(dir.path().join("faseng.db"))),
+        };
+        let gh = FakeGithub::start().await;
+        gh.add_repo(REPO, "main");
+        gh.set_branch(REPO, "main", &sha);
+        gh.set_clone_url(REPO, &repo.url());
+        let slack = FakeSlack::start().await;
+        let mut env = Self {
+            gh,
+            slack,
+            repo,
+            sha,
+            dir,
+            url: String::new(),
+            redis,
+            queue_url,
+            backend,
+            stop: None,
+            task: None,
+            http: reqwest::Client::new(),
+        };
+        env.launch(opts.with_worker, opts.timeout).await;
+        Some(env)
+    }
+
+    /// faseng's configuration for this environment.
+    pub fn config(&self, timeout: Duration) -> Config {
+        let mut c = Config::new(self.queue_url.clone());
+        c.webhook_secret = Some(Secret::new(SECRET));
+        c.bind = "127.0.0.1:0".parse().unwrap();
+        c.workdir = self.dir.path().join("work");
+        c.deploy_config_dir = self.dir.path().join("deploy-config");
+        c.deployment_timeout = timeout;
+        c.github_api_url = self.gh.url().to_owned();
+        c.github_auth = Some(GithubAuth::Token(Secret::new(fake_github::TOKEN)));
+        c.slack_token = Some(Secret::new(fake_slack::BOT_TOKEN));
+        c.slack_api_url = self.slack.api_url().to_owned();
+        c.timing = QueueTiming {
+            poll_interval: Duration::from_millis(20),
+            heartbeat: Duration::from_secs(1),
+            missed_heartbeats: 2,
+        };
+        c.shutdown_timeout = Duration::from_secs(5);
+        c.status_retry = RetryPolicy {
+            attempts: 6,
+            first_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(400),
+        };
+        c
+    }
+
+    async fn launch(&mut self, with_worker: bool, timeout: Duration) {
+        let app = faseng::Application::build(self.config(timeout), with_worker)
+            .await
+            .expect("faseng builds");
+        self.url = format!("http://{}", app.local_addr());
+        self.gh
+            .set_webhook(&format!("{}/webhooks/github", self.url), SECRET);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(tx);
+        self.task = Some(tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        })));
+    }
+
+    /// Stops faseng (graceful shutdown) and waits for it.
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(WAIT, t).await;
+        }
+    }
+
+    /// The payload chima would send (hubot-deploy compatible), with a seeded chat message.
+    pub fn payload(&self, user: &str, extra_config: Value) -> (Value, String) {
+        let ts = self
+            .slack
+            .post_as_bot(ROOM, &format!("{user} asked for a deploy"));
+        let mut config = json!({"provider": "shell", "repository": REPO,
+                                 "environments": ["edge", "staging", "production"],
+                                 "edge_url": "https://edge.trelhub.example"});
+        if let (Some(c), Some(extra)) = (config.as_object_mut(), extra_config.as_object()) {
+            c.extend(extra.clone());
+        }
+        let payload = json!({"name": "trelhub", "robotName": "chima", "hosts": "",
+            "notify": {"adapter": "slack", "room": ROOM, "room_name": "deployment",
+                       "user": "U2147483697", "user_name": user, "message_ts": ts},
+            "config": config});
+        (payload, ts)
+    }
+
+    /// Creates a deployment on the fake GitHub (which fires the webhook); returns its id and
+    /// the chat message ts.
+    pub async fn deploy(
+        &self,
+        env: &str,
+        task: &str,
+        user: &str,
+        extra_config: Value,
+    ) -> (u64, String) {
+        let (payload, ts) = self.payload(user, extra_config);
+        let d = self
+            .gh
+            .create_deployment(REPO, json!({"ref": "main", "environment": env, "task": task, "auto_merge": false,
+                                             "required_contexts": [], "description": format!("{task} on {env}"),
+                                             "payload": payload}))
+            .await;
+        (d["id"].as_u64().unwrap(), ts)
+    }
+
+    /// Creates a deployment on the fake without its webhook reaching faseng; returns the
+    /// deployment and the signed webhook to send by hand.
+    pub async fn deployment_and_webhook(
+        &self,
+        env: &str,
+        task: &str,
+        user: &str,
+        extra: Value,
+    ) -> (Value, Vec<(String, String)>, Vec<u8>) {
+        self.gh.set_webhook("http://127.0.0.1:9/unused", SECRET);
+        let (payload, _) = self.payload(user, extra);
+        let d = self
+            .gh
+            .create_deployment(
+                REPO,
+                json!({"ref": "main", "environment": env, "task": task, "auto_merge": false,
+                                             "required_contexts": [], "payload": payload}),
+            )
+            .await;
+        self.gh
+            .set_webhook(&format!("{}/webhooks/github", self.url), SECRET);
+        let (headers, body) = self.gh.deployment_webhook(REPO, &d, SECRET);
+        (d, headers, body.to_vec())
+    }
+
+    /// Posts a webhook to faseng; returns the HTTP status.
+    pub async fn post_webhook(&self, headers: &[(String, String)], body: Vec<u8>) -> u16 {
+        let mut req = self.http.post(format!("{}/webhooks/github", self.url));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.body(body).send().await.unwrap().status().as_u16()
+    }
+
+    /// GETs a path of faseng; returns status and body.
+    pub async fn get(&self, path_or_url: &str) -> (u16, String) {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_owned()
+        } else {
+            format!("{}{path_or_url}", self.url)
+        };
+        let r = self.http.get(url).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The states posted for a deployment, in order.
+    pub fn states(&self, id: u64) -> Vec<String> {
+        self.gh
+            .statuses(id)
+            .iter()
+            .map(|s| s["state"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Waits for a final status (success, failure or error) and returns it.
+    pub async fn wait_final(&self, id: u64) -> Value {
+        self.gh
+            .wait_until(WAIT, &format!("a final status for {id}"), |gh| {
+                gh.statuses(id)
+                    .into_iter()
+                    .find(|s| matches!(s["state"].as_str(), Some("success" | "failure" | "error")))
+            })
+            .await
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Waits (polling a condition, never a fixed sleep) until `f` returns `Some`.
+pub async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// True when a process exists and is not a zombie.
+pub fn is_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// Runs a scenario on both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::harness::Backend::Redis).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::harness::Backend::Sqlite).await;
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,514 @@
+//! faseng end to end, in process, on both queue backends: signed webhooks from a fake
+//! GitHub, a real git repository, real processes, statuses and chat edits checked.
+
+#[path = "faseng_harness/mod.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Backend, Env, Options, REPO, ROOM, SECRET, WAIT, is_alive, scratch, wait_for};
+use serde_json::json;
+
+async fn a_signed_deployment_runs_and_reports_in_order(backend: Backend) {
+    let Some(env) = Env::start(backend, Options::default()).await else {
+        return;
+    };
+    let (id, ts) = env.deploy("edge", "deploy", "joyz", json!({})).await;
+    let done = env.wait_final(id).await;
+    assert_eq!(done["state"], "success", "{done}");
+    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+    let statuses = env.gh.statuses(id);
+    let log_url = statuses[1]["log_url"].as_str().unwrap().to_owned();
+    assert!(
+        log_url.ends_with(&format!("/deployments/{REPO}/{id}")),
+        "{log_url}"
+    );
+    assert_eq!(
+        statuses[2]["environment_url"],
+        "https://edge.trelhub.example"
+    );
+
+    let (code, page) = env.get(&log_url).await;
+    assert_eq!(code, 200);
+    assert!(page.contains("deployed edge"), "{page}");
+    assert!(page.contains("success"));
+    let (code, text) = env.get(&format!("{log_url}/log")).await;
+    assert_eq!(code, 200);
+    for var in [
+        "DEPLOY_ENV=edge",
+        "DEPLOY_REF=main",
+        &format!("DEPLOY_SHA={}", env.sha),
+        "DEPLOY_TASK=deploy",
+        "DEPLOY_APP=trelhub",
+        &format!("DEPLOY_ID={id}"),
+        "DEPLOY_USER=joyz",
+        "BRANCH=main",
+        &format!("SHA={}", env.sha),
+    ] {
+        assert!(text.contains(var), "{var} missing from the log:\n{text}");
+    }
+    assert!(text.contains("==> shell: "), "{text}");
+    assert!(
+        !text.contains(e2e::fake_github::TOKEN) && !text.contains(e2e::fake_slack::BOT_TOKEN),
+        "a token leaked:\n{text}"
+    );
+
+    let msg = env.slack.wait_for_text(ROOM, &ts, "is done", WAIT).await;
+    assert!(msg.text.contains("trelhub/main"), "{}", msg.text);
+    assert!(
+        msg.history.iter().any(|h| h.contains("queued")),
+        "{:?}",
+        msg.history
+    );
+    assert!(
+        msg.history.iter().any(|h| h.contains("is deploying")),
+        "{:?}",
+        msg.history
+    );
+
+    let (_, metrics) = env.get("/metrics").await;
+    assert!(
+        metrics.contains("faseng_webhooks_total{outcome=\"accepted\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("faseng_runs_total{outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(env.get("/healthz").await.0, 200);
+}
+
+async fn a_failing_script_is_a_failure_with_its_last_line(backend: Backend) {
+    let opts = Options {
+        script: "echo preparing\necho 'database unreachable' >&2\nexit 3".into(),
+        ..Options::default()
+    };
+    let Some(env) = Env::start(backend, opts).await else {
+        return;
+    };
+    let (id, ts) = env.deploy("edge", "deploy", "joyz", json!({})).await;
+    let done = env.wait_final(id).await;
+    assert_eq!(done["state"], "failure");
+    assert_eq!(done["description"], "Failed: database unreachable");
+    assert_eq!(env.states(id), ["queued", "in_progress", "failure"]);
+    env.slack
+        .wait_for_text(ROOM, &ts, "failed: Failed: database unreachable", WAIT)
+        .await;
+    let replies = env
+        .slack
+        .wait_until(WAIT, "a thread reply", |s| {
+            let r = s.replies_in_thread(ROOM, &ts);
+            (!r.is_empty()).then_some(r)
+        })
+        .await;
+    assert!(
+        replies[0].text.contains("database unreachable") && replies[0].text.contains("preparing"),
+        "{}",
+        replies[0].text
+    );
+}
+
+async fn bad_signatures_are_refused_and_nothing_runs(backend: Backend) {
+    let Some(env) = Env::start(backend, Options::default()).await else {
+        return;
+    };
+    let (d, headers, body) = env
+        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
+        .await;
+    let id = d["id"].as_u64().unwrap();
+    let without = |name: &str| {
+        headers
+            .iter()
+            .filter(|(k, _)| k != name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let mut wrong = without("x-hub-signature-256");
+    wrong.push((
+        "x-hub-signature-256".into(),
+        e2e::fake_github::sign("not the secret", &body),
+    ));
+    let mut sha1_only = without("x-hub-signature-256");
+    sha1_only.push((
+        "x-hub-signature".into(),
+        "sha1=0000000000000000000000000000000000000000".into(),
+    ));
+    assert_eq!(env.post_webhook(&wrong, body.clone()).await, 401);
+    assert_eq!(
+        env.post_webhook(&without("x-hub-signature-256"), body.clone())
+            .await,
+        401
+    );
+    assert_eq!(env.post_webhook(&sha1_only, body.clone()).await, 401);
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    assert_eq!(env.post_webhook(&headers, tampered).await, 401);
+
+    let (_, metrics) = env.get("/metrics").await;
+    assert!(
+        metrics.contains("faseng_webhooks_total{outcome=\"rejected\"} 4"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("faseng_queue_depth 0"), "{metrics}");
+    assert_eq!(
+        env.get(&format!("/deployments/{REPO}/{id}/log")).await.0,
+        404,
+        "a run record exists"
+    );
+    // A signed one afterwards goes through, so the silence above was not an idle worker.
+    assert_eq!(env.post_webhook(&headers, body).await, 202);
+    assert_eq!(env.wait_final(id).await["state"], "success");
+    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+}
+
+async fn one_delivery_sent_twice_runs_once(backend: Backend) {
+    let opts = Options {
+        script: "echo $DEPLOY_ID >> $SCRATCH/runs".into(),
+        ..Options::default()
+    };
+    let Some(env) = Env::start(backend, opts).await else {
+        return;
+    };
+    let (d, headers, body) = env
+        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
+        .await;
+    let id = d["id"].as_u64().unwrap();
+    let (a, b) = tokio::join!(
+        env.post_webhook(&headers, body.clone()),
+        env.post_webhook(&headers, body.clone())
+    );
+    let mut codes = [a, b];
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 202], "one accepted, one duplicate");
+    assert_eq!(env.wait_final(id).await["state"], "success");
+    // A redelivery after the run (GitHub's "Redeliver" button) changes nothing either.
+    assert_eq!(env.post_webhook(&headers, body).await, 200);
+    let runs = std::fs::read_to_string(scratch(env.dir.path(), "runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1, "{runs}");
+    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+}
+
+const TIMED: &str = "echo \"start $DEPLOY_ID $(date +%s.%N)\" >> $SCRATCH/$DEPLOY_ENV.times\n\
+                     sleep 0.3\n\
+                     echo \"end $DEPLOY_ID $(date +%s.%N)\" >> $SCRATCH/$DEPLOY_ENV.times";
+
+fn parse_times(text: &str) -> Vec<(String, u64, f64)> {
+    text.lines()
+        .map(|l| {
+            let mut p = l.split_whitespace();
+            (
+                p.next().unwrap().to_owned(),
+                p.next().unwrap().parse().unwrap(),
+                p.next().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn one_environment_runs_one_at_a_time_in_arrival_order(backend: Backend) {
+    let Some(env) = Env::start(
+        backend,
+        Options {
+            script: TIMED.into(),
+            ..Options::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let mut hooks = Vec::new();
+    for _ in 0..3 {
+        hooks.push(
+            env.deployment_and_webhook("edge", "deploy", "joyz", json!({}))
+                .await,
+        );
+    }
+    let ids: Vec<u64> = hooks
+        .iter()
+        .map(|(d, _, _)| d["id"].as_u64().unwrap())
+        .collect();
+    for (_, headers, body) in &hooks {
+        assert_eq!(env.post_webhook(headers, body.clone()).await, 202);
+    }
+    for id in &ids {
+        assert_eq!(env.wait_final(*id).await["state"], "success");
+    }
+    let times =
+        parse_times(&std::fs::read_to_string(scratch(env.dir.path(), "edge.times")).unwrap());
+    let order: Vec<(String, u64)> = times.iter().map(|(k, id, _)| (k.clone(), *id)).collect();
+    let expected: Vec<(String, u64)> = ids
+        .iter()
+        .flat_map(|id| [("start".to_owned(), *id), ("end".to_owned(), *id)])
+        .collect();
+    assert_eq!(
+        order, expected,
+        "runs overlapped or ran out of order: {times:?}"
+    );
+    for w in times.windows(2) {
+        assert!(w[0].2 <= w[1].2, "{times:?}");
+    }
+    // The later ones were told whom they wait behind.
+    let waiting = env.gh.statuses(ids[2]);
+    assert!(
+        waiting[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Waiting behind #"),
+        "{waiting:?}"
+    );
+}
+
+async fn different_environments_run_in_parallel(backend: Backend) {
+    // Each run waits for the other environment's run to have started: both succeed only
+    // if they overlap.
+    let script = "touch $SCRATCH/$DEPLOY_ENV.started\n\
+                  other=edge; [ \"$DEPLOY_ENV\" = edge ] && other=staging\n\
+                  i=0; while [ ! -e $SCRATCH/$other.started ]; do i=$((i+1)); [ $i -gt 400 ] && { echo 'no overlap'; exit 1; }; sleep 0.05; done\n\
+                  echo overlapped";
+    let Some(env) = Env::start(
+        backend,
+        Options {
+            script: script.into(),
+            ..Options::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, _) = env.deploy("edge", "deploy", "joyz", json!({})).await;
+    let (b, _) = env.deploy("staging", "deploy", "joyz", json!({})).await;
+    assert_eq!(env.wait_final(a).await["state"], "success");
+    assert_eq!(env.wait_final(b).await["state"], "success");
+}
+
+async fn lock_and_unlock_follow_heaven(backend: Backend) {
+    let opts = Options {
+        script: "echo $DEPLOY_USER >> $SCRATCH/deployed".into(),
+        ..Options::default()
+    };
+    let Some(env) = Env::start(backend, opts).await else {
+        return;
+    };
+    let (lock, _) = env.deploy("edge", "deploy:lock", "alice", json!({})).await;
+    let s = env.wait_final(lock).await;
+    assert_eq!(
+        (s["state"].as_str(), s["description"].as_str()),
+        (Some("success"), Some("trelhub locked on edge by alice"))
+    );
+
+    let (blocked, ts) = env.deploy("edge", "deploy", "bob", json!({})).await;
+    let s = env.wait_final(blocked).await;
+    assert_eq!(s["state"], "error");
+    assert_eq!(
+        s["description"],
+        "trelhub is locked on edge by alice: deploy:lock on edge"
+    );
+    env.slack
+        .wait_for_text(ROOM, &ts, "is locked on edge by alice", WAIT)
+        .await;
+
+    let (other_env, _) = env.deploy("staging", "deploy", "bob", json!({})).await;
+    assert_eq!(env.wait_final(other_env).await["state"], "success");
+    let (owner, _) = env.deploy("edge", "deploy", "alice", json!({})).await;
+    assert_eq!(env.wait_final(owner).await["state"], "success");
+
+    let (unlock, _) = env.deploy("edge", "deploy:unlock", "bob", json!({})).await;
+    let s = env.wait_final(unlock).await;
+    assert_eq!(s["state"], "success");
+    assert_eq!(
+        s["description"],
+        "trelhub unlocked on edge (was locked by alice)"
+    );
+    let (after, _) = env.deploy("edge", "deploy", "bob", json!({})).await;
+    assert_eq!(env.wait_final(after).await["state"], "success");
+    let deployed = std::fs::read_to_string(scratch(env.dir.path(), "deployed")).unwrap();
+    assert_eq!(
+        deployed.lines().collect::<Vec<_>>(),
+        ["bob", "alice", "bob"]
+    );
+}
+
+async fn hostile_refs_and_shas_never_reach_a_process(backend: Backend) {
+    let opts = Options {
+        script: "touch $SCRATCH/ran".into(),
+        ..Options::default()
+    };
+    let Some(env) = Env::start(backend, opts).await else {
+        return;
+    };
+    let pwned = scratch(env.dir.path(), "pwned");
+    let p = pwned.display().to_string();
+    let cases = [
+        ("ref", format!("--upload-pack=touch {p}")),
+        ("ref", format!("main;touch${{IFS}}{p}")),
+        ("ref", "main\ntouch".to_owned()),
+        ("sha", format!("$(touch {p})")),
+        ("sha", "abc123".to_owned()),
+        ("environment", format!("edge;touch {p}")),
+    ];
+    for (field, value) in cases {
+        let (mut d, _, _) = env
+            .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
+            .await;
+        d[field] = json!(value);
+        let (headers, body) = env.gh.deployment_webhook(REPO, &d, SECRET);
+        assert_eq!(
+            env.post_webhook(&headers, body.to_vec()).await,
+            202,
+            "{field}={value:?}"
+        );
+        let s = env.wait_final(d["id"].as_u64().unwrap()).await;
+        assert_eq!(s["state"], "error", "{field}={value:?}: {s}");
+        assert!(
+            s["description"].as_str().unwrap().contains("is not valid"),
+            "{s}"
+        );
+    }
+    assert!(
+        !scratch(env.dir.path(), "ran").exists(),
+        "the deploy script ran"
+    );
+    assert!(!pwned.exists(), "a hostile value was executed");
+}
+
+async fn a_timeout_kills_the_whole_process_group(backend: Backend) {
+    let script = "sleep 300 & echo $! >> $SCRATCH/pids\n\
+                  (sleep 300 & echo $! >> $SCRATCH/pids; wait) &\n\
+                  echo children started\n\
+                  wait";
+    let Some(env) = Env::start(
+        backend,
+        Options {
+            script: script.into(),
+            ..Options::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let (id, _) = env
+        .deploy("edge", "deploy", "joyz", json!({"timeout": 2}))
+        .await;
+    let s = env.wait_final(id).await;
+    assert_eq!(s["state"], "failure");
+    assert_eq!(s["description"], "Timed out after 2 s");
+    let pids: Vec<i32> = std::fs::read_to_string(scratch(env.dir.path(), "pids"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        wait_for(
+            &format!("pid {pid} to be gone"),
+            Duration::from_secs(5),
+            || (!is_alive(pid)).then_some(()),
+        )
+        .await;
+    }
+    let (_, log) = env.get(&format!("/deployments/{REPO}/{id}/log")).await;
+    assert!(
+        log.contains("timed out after 2 s: killing the process group"),
+        "{log}"
+    );
+    assert!(log.contains("children started"), "{log}");
+}
+
+async fn failed_status_posts_are_retried_without_holding_the_run(backend: Backend) {
+    let Some(env) = Env::start(backend, Options::default()).await else {
+        return;
+    };
+    env.gh.fail_status_posts(3);
+    let (id, _) = env.deploy("edge", "deploy", "joyz", json!({})).await;
+    assert_eq!(env.wait_final(id).await["state"], "success");
+    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+}
+
+async fn a_payload_without_config_is_an_error(backend: Backend) {
+    let Some(env) = Env::start(backend, Options::default()).await else {
+        return;
+    };
+    let d = env
+        .gh
+        .create_deployment(REPO, json!({"ref": "main", "environment": "edge", "auto_merge": false, "required_contexts": []}))
+        .await;
+    let s = env.wait_final(d["id"].as_u64().unwrap()).await;
+    assert_eq!(s["state"], "error");
+    assert!(
+        s["description"].as_str().unwrap().contains("no app config"),
+        "{s}"
+    );
+}
+
+async fn other_events(backend: Backend) {
+    let Some(env) = Env::start(backend, Options::default()).await else {
+        return;
+    };
+    let ping = e2e::fixtures::json("github/webhooks/ping/payload.json");
+    let (h, b) = e2e::fake_github::signed_delivery("ping", "p-1", &ping, SECRET);
+    assert_eq!(env.post_webhook(&h, b.to_vec()).await, 200);
+    let status = e2e::fixtures::json("github/webhooks/deployment_status/payload.json");
+    let (h, b) = e2e::fake_github::signed_delivery("deployment_status", "s-1", &status, SECRET);
+    assert_eq!(env.post_webhook(&h, b.to_vec()).await, 202);
+    let (h, b) = e2e::fake_github::signed_delivery("push", "x-1", &json!({}), SECRET);
+    let mut req = reqwest::Client::new().post(format!("{}/webhooks/github", env.url));
+    for (k, v) in &h {
+        req = req.header(k, v);
+    }
+    let r = req.body(b.to_vec()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(r.text().await.unwrap(), "ignored: push");
+    let big = vec![b'x'; 26 * 1024 * 1024];
+    let (h, _) = e2e::fake_github::signed_delivery("deployment", "big", &json!({}), SECRET);
+    assert_eq!(env.post_webhook(&h, big).await, 413);
+}
+
+both_backends!(
+    a_signed_deployment_runs_and_reports_in_order,
+    a_failing_script_is_a_failure_with_its_last_line,
+    bad_signatures_are_refused_and_nothing_runs,
+    one_delivery_sent_twice_runs_once,
+    one_environment_runs_one_at_a_time_in_arrival_order,
+    different_environments_run_in_parallel,
+    lock_and_unlock_follow_heaven,
+    hostile_refs_and_shas_never_reach_a_process,
+    a_timeout_kills_the_whole_process_group,
+    failed_status_posts_are_retried_without_holding_the_run,
+    a_payload_without_config_is_an_error,
+    other_events,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_means_503_and_no_lost_delivery() {
+    let Some(mut env) = Env::start(Backend::Redis, Options::default()).await else {
+        return;
+    };
+    let (d, headers, body) = env
+        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
+        .await;
+    let id = d["id"].as_u64().unwrap();
+    env.redis.as_mut().unwrap().stop();
+    assert_eq!(env.post_webhook(&headers, body.clone()).await, 503);
+    assert_eq!(env.get("/healthz").await.0, 503);
+    env.redis.as_mut().unwrap().restart();
+    // GitHub redelivers the same delivery: it is accepted now, and runs once.
+    let code = wait_for_async_status(&env, &headers, &body).await;
+    assert_eq!(code, 202);
+    assert_eq!(env.wait_final(id).await["state"], "success");
+    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+}
+
+/// Retries a delivery until faseng has reconnected (as GitHub's redelivery would).
+async fn wait_for_async_status(env: &Env, headers: &[(String, String)], body: &[u8]) -> u16 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let code = env.post_webhook(headers, body.to_vec()).await;
+        if code != 503 || tokio::time::Instant::now() > deadline {
+            return code;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
