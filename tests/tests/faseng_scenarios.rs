@@ -217,6 +217,9 @@ async fn one_environment_runs_one_at_a_time_in_arrival_order(backend: Backend) {
     else {
         return;
     };
+    // One earlier run gives the line a duration history, so waiting runs get an ETA.
+    let (warm_up, _) = env.deploy("edge", "deploy", "joyz", json!({})).await;
+    assert_eq!(env.wait_final(warm_up).await["state"], "success");
     let mut hooks = Vec::new();
     for _ in 0..3 {
         hooks.push(
@@ -236,6 +239,10 @@ async fn one_environment_runs_one_at_a_time_in_arrival_order(backend: Backend) {
     }
     let times =
         parse_times(&std::fs::read_to_string(scratch(env.dir.path(), "edge.times")).unwrap());
+    let times: Vec<_> = times
+        .into_iter()
+        .filter(|(_, id, _)| *id != warm_up)
+        .collect();
     let order: Vec<(String, u64)> = times.iter().map(|(k, id, _)| (k.clone(), *id)).collect();
     let expected: Vec<(String, u64)> = ids
         .iter()
@@ -248,14 +255,16 @@ async fn one_environment_runs_one_at_a_time_in_arrival_order(backend: Backend) {
     for w in times.windows(2) {
         assert!(w[0].2 <= w[1].2, "{times:?}");
     }
-    // The later ones were told whom they wait behind.
-    let waiting = env.gh.statuses(ids[2]);
-    assert!(
-        waiting[0]["description"]
-            .as_str()
-            .unwrap()
-            .starts_with("Waiting behind #"),
-        "{waiting:?}"
+    // The later ones were told whom they wait behind, and roughly how long.
+    let second = &env.gh.statuses(ids[1])[0];
+    assert_eq!(
+        second["description"],
+        format!("Waiting behind #{}, about 1 min", ids[0])
+    );
+    let third = &env.gh.statuses(ids[2])[0];
+    assert_eq!(
+        third["description"],
+        format!("Waiting behind #{} (2 ahead), about 1 min", ids[1])
     );
 }
 
@@ -466,7 +475,68 @@ async fn other_events(backend: Backend) {
     assert_eq!(env.post_webhook(&h, big).await, 413);
 }
 
+async fn chat_without_a_message_ts_gets_a_new_message_and_rate_limits_are_honoured(
+    backend: Backend,
+) {
+    let Some(env) = Env::start(backend, Options::default()).await else {
+        return;
+    };
+    let (mut payload, _) = env.payload("joyz", json!({}));
+    payload["notify"]
+        .as_object_mut()
+        .unwrap()
+        .remove("message_ts");
+    env.slack.rate_limit_next(1, 1);
+    let d = env
+        .gh
+        .create_deployment(
+            REPO,
+            json!({"ref": "main", "environment": "edge", "auto_merge": false,
+                   "required_contexts": [], "payload": payload}),
+        )
+        .await;
+    let id = d["id"].as_u64().unwrap();
+    assert_eq!(env.wait_final(id).await["state"], "success");
+    let msg = env
+        .slack
+        .wait_until(WAIT, "faseng's own message to say done", |s| {
+            s.messages()
+                .into_iter()
+                .find(|m| m.from_api && m.channel == ROOM && m.text.contains("is done"))
+        })
+        .await;
+    assert!(
+        msg.history.iter().any(|h| h.contains("queued")),
+        "{:?}",
+        msg.history
+    );
+    let ours = env
+        .slack
+        .messages()
+        .into_iter()
+        .filter(|m| m.text.contains("trelhub/main"))
+        .count();
+    assert_eq!(ours, 1, "one message, then edits");
+    // The first chat.postMessage got 429 and was sent again after Retry-After.
+    let posts = env
+        .slack
+        .calls()
+        .iter()
+        .filter(|c| c.method == "chat.postMessage")
+        .count();
+    assert_eq!(posts, 2);
+
+    let (code, events) = env.get(&format!("/deployments/{REPO}/{id}/events")).await;
+    assert_eq!(code, 200);
+    assert!(
+        events.contains("event: line") && events.contains("deployed edge"),
+        "{events}"
+    );
+    assert!(events.contains("event: end"), "{events}");
+}
+
 both_backends!(
+    chat_without_a_message_ts_gets_a_new_message_and_rate_limits_are_honoured,
     a_signed_deployment_runs_and_reports_in_order,
     a_failing_script_is_a_failure_with_its_last_line,
     bad_signatures_are_refused_and_nothing_runs,
