@@ -17,6 +17,7 @@ use crate::deployer::{Deployer, DeployerSettings};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
+use crate::providers::{ProviderConfig, ProviderSettings};
 use crate::queue::{self, Queue, QueueTiming, QueueUrl};
 use crate::reporter::RetryPolicy;
 use crate::status::{DeploymentStatusSink, GithubStatusSink};
@@ -61,6 +62,9 @@ pub struct Config {
     pub status_retry: RetryPolicy,
     /// Worker name prefix.
     pub worker_prefix: String,
+    /// Provider settings: `DEPLOY_SSH_KEY` / `DEPLOY_SSH_KEY_FILE`, `DEPLOY_SSH_KNOWN_HOSTS`,
+    /// `HEROKU_API_KEY`, `HEROKU_API_URL`.
+    pub providers: ProviderConfig,
 }
 
 impl Config {
@@ -84,6 +88,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(60),
             status_retry: RetryPolicy::default(),
             worker_prefix: "faseng".to_owned(),
+            providers: ProviderConfig::default(),
         }
     }
 }
@@ -164,9 +169,13 @@ impl Services {
         secrets.extend(token.iter().map(|t| t.expose().to_owned()));
         secrets.extend(c.slack_token.iter().map(|t| t.expose().to_owned()));
         secrets.extend(c.webhook_secret.iter().map(|t| t.expose().to_owned()));
-        if let Ok(k) = std::env::var("HEROKU_API_KEY") {
-            secrets.push(k);
-        }
+        secrets.extend(c.providers.secrets());
+        let providers = ProviderSettings::new(
+            c.providers.clone(),
+            &c.github_api_url,
+            token.clone(),
+            c.workdir.clone(),
+        );
         Ok(Deployer::new(
             self.store.clone(),
             self.sink.clone(),
@@ -183,6 +192,7 @@ impl Services {
                 line_poll: Duration::from_millis(250),
                 report_drain: Duration::from_secs(120),
                 secrets,
+                providers,
             },
         ))
     }

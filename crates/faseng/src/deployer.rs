@@ -64,6 +64,8 @@ pub struct DeployerSettings {
     pub report_drain: Duration,
     /// Secrets to redact from logs (tokens of this process).
     pub secrets: Vec<String>,
+    /// What providers need from faseng's configuration (SSH key, Heroku API, …).
+    pub providers: Arc<providers::ProviderSettings>,
 }
 
 /// Runs jobs. Shared by every task of a worker.
@@ -244,7 +246,8 @@ impl Deployer {
         if let Some(why) = self.locked_by_other(&job, &run.user, &valid).await? {
             return self.finish(run, Outcome::Error(why), None).await;
         }
-        let Some(provider) = providers::for_kind(valid.app.provider) else {
+        let Some(provider) = providers::for_kind(valid.app.provider, &self.settings.providers)
+        else {
             let why = messages::unsupported_provider(valid.app.provider.as_str());
             return self.finish(run, Outcome::Error(why), None).await;
         };
@@ -372,31 +375,33 @@ impl Deployer {
             checkout: &wt.path,
             timeout,
         };
-        let outcome = match provider.prepare(&ctx, log).await {
-            Err(why) => {
-                log.header(provider.name(), &why);
-                Outcome::Error(messages::could_not_run(&why))
-            }
-            Ok(plan) => {
-                let store = self.store.clone();
-                let key = key.to_owned();
-                let on_spawn = move |pgid: i32| {
-                    let store = store.clone();
-                    let key = key.clone();
-                    let marker = StartMarker {
-                        pgid: Some(pgid),
-                        ..marker.clone()
-                    };
-                    tokio::spawn(async move {
-                        if let Err(e) = store.update_started(&key, &marker).await {
-                            tracing::warn!(error = %e, "could not record the process group");
-                        }
-                    });
-                };
-                let result = provider.run(&ctx, plan, log, &on_spawn).await;
-                provider.report(&ctx, &result, log)
-            }
+        let store = self.store.clone();
+        let key = key.to_owned();
+        let on_spawn = move |pgid: i32| {
+            let store = store.clone();
+            let key = key.clone();
+            let marker = StartMarker {
+                pgid: Some(pgid),
+                ..marker.clone()
+            };
+            tokio::spawn(async move {
+                if let Err(e) = store.update_started(&key, &marker).await {
+                    tracing::warn!(error = %e, "could not record the process group");
+                }
+            });
         };
+        // prepare → before → deploy → after, each stage shown in the chat message.
+        let running = messages::chat_running(&run.subject(), &run.log_url);
+        let on_progress = |progress: &providers::stages::Progress| {
+            run.reporter.send(Report {
+                status: None,
+                chat: Some(providers::stages::chat_running_with_stages(
+                    &running, progress,
+                )),
+                chat_reply: None,
+            });
+        };
+        let outcome = providers::stages::run(provider, &ctx, log, &on_spawn, &on_progress).await;
         self.checkouts.remove(wt).await;
         outcome
     }

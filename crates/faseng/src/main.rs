@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use deploy_core::{GithubAuth, Secret};
+use faseng::providers::{ProviderConfig, SshKeySource};
 use faseng::queue::{QueueTiming, QueueUrl};
 use faseng::{Application, Config, Services};
 
@@ -87,6 +88,28 @@ struct Common {
     /// Seconds SIGTERM waits for running deployments before exiting.
     #[arg(long, env = "FASENG_SHUTDOWN_TIMEOUT", default_value_t = 600)]
     shutdown_timeout: u64,
+    /// Deploy key (private key text) fabric and capistrano authenticate with; written 0600
+    /// into a per-run directory that is removed after the run.
+    #[arg(
+        long,
+        env = "DEPLOY_SSH_KEY",
+        hide_env_values = true,
+        conflicts_with = "deploy_ssh_key_file"
+    )]
+    deploy_ssh_key: Option<String>,
+    /// Deploy key as a path, used in place.
+    #[arg(long, env = "DEPLOY_SSH_KEY_FILE")]
+    deploy_ssh_key_file: Option<PathBuf>,
+    /// known_hosts lines for the deploy targets; a host whose key does not match is refused.
+    /// Absent: accept-new (new hosts are remembered under FASENG_WORKDIR/ssh/known_hosts).
+    #[arg(long, env = "DEPLOY_SSH_KNOWN_HOSTS")]
+    deploy_ssh_known_hosts: Option<String>,
+    /// Heroku Platform API key for the heroku provider.
+    #[arg(long, env = "HEROKU_API_KEY", hide_env_values = true)]
+    heroku_api_key: Option<String>,
+    /// Heroku Platform API base.
+    #[arg(long, env = "HEROKU_API_URL", default_value = "https://api.heroku.com")]
+    heroku_api_url: String,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -115,6 +138,20 @@ impl Common {
             ..QueueTiming::default()
         };
         c.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);
+        c.providers = ProviderConfig {
+            ssh_key: match (
+                non_empty(self.deploy_ssh_key),
+                self.deploy_ssh_key_file
+                    .filter(|p| !p.as_os_str().is_empty()),
+            ) {
+                (Some(text), _) => Some(SshKeySource::Text(Secret::new(text))),
+                (None, Some(path)) => Some(SshKeySource::File(path)),
+                (None, None) => None,
+            },
+            ssh_known_hosts: non_empty(self.deploy_ssh_known_hosts),
+            heroku_api_key: non_empty(self.heroku_api_key).map(Secret::new),
+            heroku_api_url: self.heroku_api_url,
+        };
         Ok(c)
     }
 }

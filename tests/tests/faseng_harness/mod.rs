@@ -45,6 +45,7 @@ pub struct Env {
     pub redis: Option<RedisServer>,
     pub queue_url: QueueUrl,
     pub backend: Backend,
+    pub providers: faseng::providers::ProviderConfig,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     http: reqwest::Client,
@@ -59,6 +60,8 @@ pub struct Options {
     pub with_worker: bool,
     /// `DEPLOYMENT_TIMEOUT`.
     pub timeout: Duration,
+    /// Provider settings (SSH key, known hosts, Heroku API).
+    pub providers: faseng::providers::ProviderConfig,
 }
 
 impl Default for Options {
@@ -67,6 +70,7 @@ impl Default for Options {
             script: "env | sort\necho deployed $DEPLOY_ENV".into(),
             with_worker: true,
             timeout: Duration::from_secs(60),
+            providers: faseng::providers::ProviderConfig::default(),
         }
     }
 }
@@ -116,6 +120,7 @@ impl Env {
             redis,
             queue_url,
             backend,
+            providers: opts.providers.clone(),
             stop: None,
             task: None,
             http: reqwest::Client::new(),
@@ -142,6 +147,7 @@ impl Env {
             missed_heartbeats: 2,
         };
         c.shutdown_timeout = Duration::from_secs(5);
+        c.providers = self.providers.clone();
         c.status_retry = RetryPolicy {
             attempts: 6,
             first_delay: Duration::from_millis(50),

@@ -3,8 +3,18 @@
 //! report (turn what happened into an [`Outcome`]). Adding one means one file here plus a
 //! line in [`for_kind`].
 
+mod capistrano;
+mod fabric;
+mod heroku;
+pub mod settings;
 mod shell;
+pub mod ssh;
+pub mod stages;
 
+pub use capistrano::CapistranoProvider;
+pub use fabric::FabricProvider;
+pub use heroku::HerokuProvider;
+pub use settings::{ProviderConfig, ProviderSettings, SshKeySource};
 pub use shell::ShellProvider;
 
 use std::path::Path;
@@ -146,10 +156,18 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// The provider for an app.json `provider` value, if this faseng has it.
-pub fn for_kind(kind: deploy_core::Provider) -> Option<Box<dyn Provider>> {
+/// The provider for an app.json `provider` value (a fresh one per run: providers may hold
+/// per-run material such as an SSH directory until they report).
+pub fn for_kind(
+    kind: deploy_core::Provider,
+    settings: &std::sync::Arc<ProviderSettings>,
+) -> Option<Box<dyn Provider>> {
     match kind {
         deploy_core::Provider::Shell => Some(Box::new(ShellProvider)),
-        _ => None,
+        deploy_core::Provider::Fabric => Some(Box::new(FabricProvider::new(settings.clone()))),
+        deploy_core::Provider::Capistrano => {
+            Some(Box::new(CapistranoProvider::new(settings.clone())))
+        }
+        deploy_core::Provider::Heroku => Some(Box::new(HerokuProvider::new(settings.clone()))),
     }
 }
