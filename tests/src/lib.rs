@@ -7,3 +7,4 @@ pub mod fake_slack;
 pub mod fixtures;
 pub mod git_repo;
 pub mod redis_server;
+pub mod sshd;
