@@ -178,8 +178,12 @@ pub fn unique_worker_name(prefix: &str) -> String {
     format!("{prefix}-{}-{}-{nanos:x}", host.trim(), std::process::id())
 }
 
-/// Runs a worker until `shutdown` resolves, then waits up to `shutdown_timeout` for running
-/// jobs. Returns `Err` when the worker stopped on its own (backend failure): callers restart.
+/// Runs a worker until `shutdown` resolves, then waits up to `shutdown_timeout` (counted
+/// from the signal) for running jobs. Returns `Err` when the worker stopped on its own
+/// (backend failure after a few in-place restarts): callers restart or exit non-zero.
+///
+/// apalis's own `shutdown_timeout` is not used: its timer starts when the monitor is built,
+/// so a process that has run longer than the timeout would not wait at all.
 pub async fn run_worker(
     queue: &Queue,
     deployer: Arc<Deployer>,
@@ -189,17 +193,15 @@ pub async fn run_worker(
     shutdown_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let signal = async move {
-        shutdown.await;
-        Ok::<(), std::io::Error>(())
-    };
     let name = name.to_owned();
     macro_rules! monitor {
         ($storage:expr) => {{
             let storage = $storage.clone();
             let deployer = deployer.clone();
             Monitor::new()
-                .register(move |_restarts| {
+                .register(move |restarts| {
+                    // A restarted worker gets a new name: apalis refuses one still heartbeating.
+                    let name = if restarts == 0 { name.clone() } else { format!("{name}-r{restarts}") };
                     WorkerBuilder::new(name.as_str())
                         .backend(storage.clone().poll_with_interval(timing.poll_interval))
                         .catch_panic()
@@ -207,14 +209,35 @@ pub async fn run_worker(
                         .data(deployer.clone())
                         .build(handle)
                 })
-                .shutdown_timeout(shutdown_timeout)
-                .run_with_signal(signal)
-                .await
+                .should_restart(|w, e| {
+                    tracing::error!(worker = %w.name(), error = %e, restarts = w.restarts(), "worker failed");
+                    w.restarts() < 3
+                })
         }};
     }
-    let result = match queue {
+    let monitor = match queue {
         Queue::Redis { storage } => monitor!(storage),
         Queue::Sqlite { storage } => monitor!(storage),
     };
-    result.context("the worker stopped")
+    let ctx = monitor.context();
+    let run = monitor.run();
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => {
+            result.context("the worker stopped")?;
+            anyhow::bail!("the worker stopped without being asked to")
+        }
+        () = shutdown => {}
+    }
+    tracing::info!("stopping: no new jobs; waiting up to {shutdown_timeout:?} for running ones");
+    let _ = ctx.shutdown();
+    match tokio::time::timeout(shutdown_timeout, run).await {
+        Ok(result) => result.context("the worker stopped"),
+        Err(_) => {
+            tracing::warn!(
+                "deployments still running after {shutdown_timeout:?}; exiting (another worker will report them)"
+            );
+            Ok(())
+        }
+    }
 }
