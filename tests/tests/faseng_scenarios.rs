@@ -535,7 +535,46 @@ async fn chat_without_a_message_ts_gets_a_new_message_and_rate_limits_are_honour
     assert!(events.contains("event: end"), "{events}");
 }
 
+async fn a_second_job_for_a_started_deployment_drops_out(backend: Backend) {
+    let script = "echo run >> $SCRATCH/runs\n\
+                  touch $SCRATCH/started\n\
+                  i=0; while [ ! -e $SCRATCH/go ]; do i=$((i+1)); [ $i -gt 600 ] && exit 9; sleep 0.05; done";
+    let opts = Options {
+        script: script.into(),
+        ..Options::default()
+    };
+    let Some(env) = Env::start(backend, opts).await else {
+        return;
+    };
+    let (d, headers, body) = env
+        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
+        .await;
+    let id = d["id"].as_u64().unwrap();
+    assert_eq!(env.post_webhook(&headers, body.clone()).await, 202);
+    let started = scratch(env.dir.path(), "started");
+    wait_for("the run to start", WAIT, || started.exists().then_some(())).await;
+
+    // A second queue job for the same deployment, as an intake that re-enqueues a
+    // deployment it thinks was lost would create.
+    let services = faseng::Services::connect(env.config(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let event: faseng::webhook::DeploymentEvent = serde_json::from_slice(&body).unwrap();
+    let job = faseng::job::DeployJob::from_event("another-delivery", &event).unwrap();
+    services.queue.push(job.clone()).await.unwrap();
+    env.wait_for_metric("faseng_duplicate_jobs_total 1").await;
+    std::fs::write(scratch(env.dir.path(), "go"), "").unwrap();
+    assert_eq!(env.wait_final(id).await["state"], "success");
+    // And one more after it finished.
+    services.queue.push(job).await.unwrap();
+    env.wait_for_metric("faseng_duplicate_jobs_total 2").await;
+    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+    let runs = std::fs::read_to_string(scratch(env.dir.path(), "runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1);
+}
+
 both_backends!(
+    a_second_job_for_a_started_deployment_drops_out,
     chat_without_a_message_ts_gets_a_new_message_and_rate_limits_are_honoured,
     a_signed_deployment_runs_and_reports_in_order,
     a_failing_script_is_a_failure_with_its_last_line,

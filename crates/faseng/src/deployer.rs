@@ -176,12 +176,16 @@ impl Deployer {
     /// Takes one job to a final status. `Err` only when nothing was started and the store
     /// could not be reached (the queue may deliver it again; the start marker keeps a run
     /// from ever happening twice).
-    pub async fn process(&self, job: DeployJob) -> anyhow::Result<()> {
+    ///
+    /// `queue_job` is the queue's id for this job: a job that finds its run started under
+    /// another id is a duplicate and drops out quietly; one that finds its own id (or none
+    /// is known) is an orphan and is reported.
+    pub async fn process(&self, job: DeployJob, queue_job: Option<String>) -> anyhow::Result<()> {
         let span = tracing::info_span!("deployment", id = job.deployment_id, repo = %job.repo, env = %job.environment);
-        self.process_inner(job).instrument(span).await
+        self.process_inner(job, queue_job).instrument(span).await
     }
 
-    async fn process_inner(&self, job: DeployJob) -> anyhow::Result<()> {
+    async fn process_inner(&self, job: DeployJob, queue_job: Option<String>) -> anyhow::Result<()> {
         let key = job.key();
         let record = match self.store.get_run(&key).await? {
             Some(r) => r,
@@ -193,6 +197,7 @@ impl Deployer {
         };
         if record.state.is_final() {
             tracing::info!("already finished; dropping the repeated job");
+            self.metrics.duplicate_job();
             self.leave_line(&job, &key).await;
             return Ok(());
         }
@@ -229,7 +234,20 @@ impl Deployer {
         };
 
         if run.record.state == RunState::InProgress || run.record.started_at.is_some() {
-            return self.orphaned(run, None).await;
+            let probe = StartMarker {
+                worker: String::new(),
+                host: String::new(),
+                pgid: None,
+                job: queue_job.clone(),
+                at: Utc::now(),
+            };
+            let previous = self.store.mark_started(&run.key, &probe).await?;
+            if is_duplicate(previous.as_ref(), queue_job.as_deref()) {
+                tracing::info!("the run is going on under another job; dropping this duplicate");
+                self.metrics.duplicate_job();
+                return Ok(());
+            }
+            return self.orphaned(run, previous).await;
         }
 
         let valid = match self.validate(&job) {
@@ -261,9 +279,15 @@ impl Deployer {
             worker: self.settings.worker_name.clone(),
             host: hostname(),
             pgid: None,
+            job: queue_job.clone(),
             at: Utc::now(),
         };
         if let Some(previous) = self.store.mark_started(&run.key, &marker).await? {
+            if is_duplicate(Some(&previous), queue_job.as_deref()) {
+                tracing::info!("the run started under another job; dropping this duplicate");
+                self.metrics.duplicate_job();
+                return Ok(());
+            }
             return self.orphaned(run, Some(previous)).await;
         }
         run.record.state = RunState::InProgress;
@@ -569,18 +593,6 @@ impl Deployer {
     }
 
     async fn orphaned(&self, run: Run<'_>, marker: Option<StartMarker>) -> anyhow::Result<()> {
-        let marker = match marker {
-            Some(m) => Some(m),
-            None => {
-                let probe = StartMarker {
-                    worker: String::new(),
-                    host: String::new(),
-                    pgid: None,
-                    at: Utc::now(),
-                };
-                self.store.mark_started(&run.key, &probe).await?
-            }
-        };
         if let Some(m) = &marker {
             kill_leftover_group(m, run.job.deployment_id);
         }
@@ -686,6 +698,14 @@ impl Run<'_> {
     }
 }
 
+/// True when a run was started by a different queue job than `mine` (both known).
+fn is_duplicate(started: Option<&StartMarker>, mine: Option<&str>) -> bool {
+    match (started.and_then(|m| m.job.as_deref()), mine) {
+        (Some(theirs), Some(mine)) => theirs != mine,
+        _ => false,
+    }
+}
+
 /// Kills what a dead worker's provider left running, when it ran on this host and the
 /// process group still carries this deployment's `DEPLOY_ID` (so a reused pid is never hit).
 fn kill_leftover_group(marker: &StartMarker, deployment_id: u64) {
@@ -712,6 +732,22 @@ fn kill_leftover_group(marker: &StartMarker, deployment_id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_started_by_another_job_is_a_duplicate_and_by_the_same_job_an_orphan() {
+        let m = |job: Option<&str>| StartMarker {
+            worker: "w".into(),
+            host: "h".into(),
+            pgid: None,
+            job: job.map(str::to_owned),
+            at: Utc::now(),
+        };
+        assert!(is_duplicate(Some(&m(Some("a"))), Some("b")));
+        assert!(!is_duplicate(Some(&m(Some("a"))), Some("a")));
+        assert!(!is_duplicate(Some(&m(None)), Some("a")));
+        assert!(!is_duplicate(Some(&m(Some("a"))), None));
+        assert!(!is_duplicate(None, Some("a")));
+    }
 
     #[test]
     fn eta_is_the_median_of_recent_runs_times_the_runs_ahead() {

@@ -6,8 +6,14 @@ use std::sync::Arc;
 
 use crate::job::DeployJob;
 use crate::queue::Queue;
-use crate::store::Store;
+use chrono::Utc;
+
+use crate::store::{RunState, Store};
 use crate::webhook::DeploymentEvent;
+
+/// A known deployment that has not started this long after arrival is enqueued again when
+/// GitHub redelivers it.
+pub const RECOVER_AFTER_SECS: i64 = 60;
 
 /// The result of accepting a deployment webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,17 +64,32 @@ impl Intake {
                 )));
             }
         };
-        if !self.store.claim_delivery(delivery_id).await? {
-            return Ok(IntakeOutcome::Duplicate);
-        }
+        let fresh_delivery = self.store.claim_delivery(delivery_id).await?;
         let key = job.key();
-        match self.store.create_run(&job.initial_record()).await {
-            Ok(true) => {}
-            Ok(false) => return Ok(IntakeOutcome::Duplicate),
+        let created = match self.store.create_run(&job.initial_record()).await {
+            Ok(created) => created,
             Err(e) => {
-                let _ = self.store.release_delivery(delivery_id).await;
+                if fresh_delivery {
+                    let _ = self.store.release_delivery(delivery_id).await;
+                }
                 return Err(e);
             }
+        };
+        if !created {
+            // Known deployment. Enqueue again only when it has sat unstarted for a while (an
+            // earlier intake may have died between recording and enqueueing); a second job
+            // for one run is harmless: the start marker lets exactly one of them run.
+            let existing = self.store.get_run(&key).await?;
+            let stale = existing.is_some_and(|r| {
+                r.state == RunState::Queued
+                    && Utc::now() - r.received_at > chrono::Duration::seconds(RECOVER_AFTER_SECS)
+            });
+            if !stale {
+                return Ok(IntakeOutcome::Duplicate);
+            }
+            tracing::warn!(%key, %delivery_id, "re-enqueueing a deployment that never started");
+        } else if !fresh_delivery {
+            tracing::warn!(%key, %delivery_id, "a delivery seen before has no run: an earlier intake died; accepting it now");
         }
         let enqueued = async {
             self.store.line_join(&job.line, &key).await?;
@@ -76,8 +97,10 @@ impl Intake {
         }
         .await;
         if let Err(e) = enqueued {
-            let _ = self.store.line_leave(&job.line, &key).await;
-            let _ = self.store.delete_run(&key).await;
+            if created {
+                let _ = self.store.line_leave(&job.line, &key).await;
+                let _ = self.store.delete_run(&key).await;
+            }
             let _ = self.store.release_delivery(delivery_id).await;
             return Err(e);
         }

@@ -27,6 +27,7 @@ pub struct Metrics {
     runs: [AtomicU64; 3],
     buckets: [AtomicU64; 10],
     duration_count: AtomicU64,
+    duplicate_jobs: AtomicU64,
     duration_sum_ms: AtomicU64,
 }
 
@@ -53,6 +54,11 @@ impl Metrics {
             self.duration_sum_ms
                 .fetch_add((s * 1000.0) as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a queue job dropped because its run was started by another job.
+    pub fn duplicate_job(&self) {
+        self.duplicate_jobs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition; `queue_depth` is sampled by the caller.
@@ -93,6 +99,12 @@ impl Metrics {
             self.duration_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
         );
         let _ = writeln!(out, "faseng_run_duration_seconds_count {count}");
+        out.push_str("# HELP faseng_duplicate_jobs_total Queue jobs dropped because another job ran their deployment.\n# TYPE faseng_duplicate_jobs_total counter\n");
+        let _ = writeln!(
+            out,
+            "faseng_duplicate_jobs_total {}",
+            self.duplicate_jobs.load(Ordering::Relaxed)
+        );
         if let Some(d) = queue_depth {
             out.push_str("# HELP faseng_queue_depth Jobs waiting in the queue.\n# TYPE faseng_queue_depth gauge\n");
             let _ = writeln!(out, "faseng_queue_depth {d}");
@@ -114,6 +126,7 @@ mod tests {
         m.webhook("nonsense");
         m.run("success", Some(4.0));
         m.run("error", None);
+        m.duplicate_job();
         let text = m.render(Some(3));
         assert!(text.contains("faseng_webhooks_total{outcome=\"accepted\"} 2"));
         assert!(text.contains("faseng_webhooks_total{outcome=\"rejected\"} 1"));
@@ -123,5 +136,6 @@ mod tests {
         assert!(text.contains("faseng_run_duration_seconds_bucket{le=\"5\"} 1"));
         assert!(text.contains("faseng_run_duration_seconds_count 1"));
         assert!(text.contains("faseng_queue_depth 3"));
+        assert!(text.contains("faseng_duplicate_jobs_total 1"));
     }
 }

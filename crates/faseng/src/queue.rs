@@ -143,13 +143,18 @@ impl Queue {
     }
 }
 
-async fn handle(job: DeployJob, deployer: Data<Arc<Deployer>>) -> Result<(), BoxDynError> {
+async fn handle(
+    job: DeployJob,
+    task_id: TaskId,
+    deployer: Data<Arc<Deployer>>,
+) -> Result<(), BoxDynError> {
+    let queue_job = Some(task_id.to_string());
     // `process` fails only before a run started (the store was unreachable), so trying
     // again here is safe; the start marker keeps a run from ever happening twice. apalis
     // itself never retries (Redis would ignore max_attempts).
     let mut delay = Duration::from_millis(250);
     for attempt in 1..=PRE_START_ATTEMPTS {
-        match deployer.process(job.clone()).await {
+        match deployer.process(job.clone(), queue_job.clone()).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt < PRE_START_ATTEMPTS => {
                 tracing::warn!(error = %format!("{e:#}"), attempt, "job could not start; trying again in {delay:?}");

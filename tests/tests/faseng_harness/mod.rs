@@ -262,6 +262,22 @@ impl Env {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// Waits until `/metrics` contains `needle`.
+    pub async fn wait_for_metric(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, metrics) = self.get("/metrics").await;
+            if metrics.contains(needle) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {needle:?} in:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The states posted for a deployment, in order.
     pub fn states(&self, id: u64) -> Vec<String> {
         self.gh

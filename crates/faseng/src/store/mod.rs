@@ -126,6 +126,10 @@ pub struct StartMarker {
     pub host: String,
     /// Process group of the provider, once spawned.
     pub pgid: Option<i32>,
+    /// The queue's id for the job that started it: a job with another id for the same run
+    /// is a duplicate (dropped quietly), one with the same id is an orphan (reported).
+    #[serde(default)]
+    pub job: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -233,6 +237,7 @@ pub(crate) mod contract {
             worker: "w".into(),
             host: "h".into(),
             pgid: None,
+            job: Some("j".into()),
             at: Utc::now(),
         };
         assert_eq!(store.mark_started("o/r/1", &m).await.unwrap(), None);
