@@ -15,12 +15,11 @@ pub fn binary(name: &str) -> PathBuf {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .to_path_buf();
+    // Tests live in target/<profile>/deps/, binaries (bench) in target/<profile>/.
+    let mut profile_dir = exe.parent().expect("target/<profile>").to_path_buf();
+    if profile_dir.ends_with("deps") {
+        profile_dir.pop();
+    }
     let path = profile_dir.join(name);
     if !built.iter().any(|b| b == name) {
         let release = profile_dir.file_name().is_some_and(|p| p == "release");

@@ -39,6 +39,8 @@ pub struct RecordedRequest {
     pub authorization: Option<String>,
     /// The JSON body, or `Null`.
     pub body: Value,
+    /// When the fake received it.
+    pub received_at: std::time::Instant,
 }
 
 /// A commit status (legacy statuses API) or check run on a commit.
@@ -468,6 +470,7 @@ async fn record(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let received_at = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20)
         .await
@@ -488,6 +491,7 @@ async fn record(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        received_at,
     });
     let response = next
         .run(axum::extract::Request::from_parts(

@@ -1,7 +1,8 @@
 //! The upstream protocol samples in `../shared/fixtures`, and schema checks against them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -97,8 +98,25 @@ fn github_operation(method: &str, path: &str) -> &'static Value {
 }
 
 fn check(schema: &Value, instance: &Value) -> Result<(), Vec<String>> {
-    let schema = nullable_to_json_schema(inline_refs(github_openapi(), schema, 0));
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    // Compiling a schema costs far more than validating with it; keep each one compiled.
+    static COMPILED: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let key = schema.to_string();
+    let cached = COMPILED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    let validator = cached.unwrap_or_else(|| {
+        let compiled = nullable_to_json_schema(inline_refs(github_openapi(), schema, 0));
+        let validator = Arc::new(jsonschema::validator_for(&compiled).expect("schema compiles"));
+        COMPILED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, validator.clone());
+        validator
+    });
     let errors: Vec<String> = validator
         .iter_errors(instance)
         .map(|e| format!("{} at {}", e, e.instance_path()))

@@ -1,6 +1,7 @@
 //! Test harness shared by the end-to-end scenarios: fakes of GitHub and Slack that speak their
 //! real wire formats, checked against the upstream samples in `../shared/fixtures`.
 
+pub mod bench;
 pub mod bins;
 pub mod fake_github;
 pub mod fake_slack;
