@@ -51,8 +51,21 @@ pub fn valid_task(task: &str) -> bool {
 }
 
 /// Ruby loaded before cap (through `RUBYOPT`): unbuffered output, so the log is live and
-/// nothing is lost when a timeout kills the process group.
-const SYNC_OUTPUT_RB: &str = "$stdout.sync = true\n$stderr.sync = true\n";
+/// nothing is lost when a timeout kills the process group; and, in cap itself, no repeat of
+/// the last 20 lines of `log/capistrano.log` after a failure (Capistrano's formatter does
+/// that; every line is in faseng's log already, and the repeat buries the error itself).
+const CAP_RUBYOPT_RB: &str = r#"$stdout.sync = true
+$stderr.sync = true
+if File.basename($PROGRAM_NAME) == "cap"
+  begin
+    require "airbrussh/capistrano/tasks"
+    class Airbrussh::Capistrano::Tasks
+      def deploy_failed; end
+    end
+  rescue LoadError
+  end
+end
+"#;
 
 #[async_trait]
 impl Provider for CapistranoProvider {
@@ -88,8 +101,8 @@ impl Provider for CapistranoProvider {
             "cap is not installed on this deployer (apt-get install capistrano)".to_owned()
         })?;
         let ssh = SshRun::create(&self.settings, log).await?;
-        let sync = ssh.home().join("faseng_sync_output.rb");
-        std::fs::write(&sync, SYNC_OUTPUT_RB)
+        let sync = ssh.home().join("faseng_cap.rb");
+        std::fs::write(&sync, CAP_RUBYOPT_RB)
             .map_err(|e| format!("cannot write {}: {e}", sync.display()))?;
         env.retain(|(k, _)| k != "HOME");
         env.extend(ssh.env());

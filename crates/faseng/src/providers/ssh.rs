@@ -367,16 +367,16 @@ pub fn explain_failure(lines: &[String]) -> Option<String> {
     }
     if has(&[
         "hostkeymismatch",
+        "hostkeyunknown",
         "host key verification failed",
         "badhostkeyexception",
-        "does not match",
-        "hostkeyunknown",
+        "host key for server",
         "not found in known_hosts",
-        "is unknown",
+        "does not match for \"",
+        "is unknown for \"",
     ])
-    .is_some_and(|l| {
-        l.to_ascii_lowercase().contains("host") || l.to_ascii_lowercase().contains("known")
-    }) {
+    .is_some()
+    {
         return Some(
             "ssh host key verification failed: the server's key is not the one in DEPLOY_SSH_KNOWN_HOSTS".to_owned(),
         );
