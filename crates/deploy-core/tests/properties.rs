@@ -54,11 +54,10 @@ proptest! {
 
     #[test]
     fn names_never_panic_and_accepted_names_are_plain(s in "\\PC{0,120}") {
-        for parsed in [AppName::parse(&s).map(|n| n.to_string()), EnvName::parse(&s).map(|n| n.to_string())] {
-            if let Ok(name) = parsed {
-                prop_assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c)));
-                prop_assert!(name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()));
-            }
+        let accepted = [AppName::parse(&s).map(|n| n.to_string()), EnvName::parse(&s).map(|n| n.to_string())];
+        for name in accepted.into_iter().flatten() {
+            prop_assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c)));
+            prop_assert!(name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()));
         }
     }
 
