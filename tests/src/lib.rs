@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bins;
 pub mod fake_github;
+pub mod fake_heroku;
 pub mod fake_slack;
 pub mod fixtures;
 pub mod git_repo;
