@@ -1,0 +1,93 @@
+//! The shipped trelhub example (deploy-config/trelhub/deploy.sh) deploys the exact sha with
+//! faseng's shell provider.
+
+mod provider_support;
+
+use std::time::Duration;
+
+use e2e::git_repo::GitRepo;
+use faseng::providers::{Outcome, ProviderConfig};
+use provider_support::{Direct, copy_tree, shipped};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trelhub_example_deploys_the_sha_and_rotates_releases() {
+    let d = Direct::new().await;
+    let repo = GitRepo::new();
+    repo.write("VERSION", "one\n");
+    let first = repo.commit("one");
+    repo.write("VERSION", "two\n");
+    let second = repo.commit("two");
+    let target = d.dir.path().join("srv");
+    let o = d.dir.path().join("overlay-trelhub");
+    std::fs::create_dir_all(&o).unwrap();
+    copy_tree(&shipped("trelhub"), &o);
+    std::fs::write(
+        o.join("config/deploy/edge.env"),
+        format!("TARGET={}\nKEEP_RELEASES=1\n", target.display()),
+    )
+    .unwrap();
+    let app = json!({"provider": "shell", "repository": "oursky/trelhub",
+                     "environments": ["pandawork", "edge"], "deploy_script": "deploy.sh"});
+    let settings = d.settings(ProviderConfig::default(), "http://127.0.0.1:9", None);
+    for (sha, version) in [(&first, "one\n"), (&second, "two\n")] {
+        let checkout = d.checkout(&repo, sha, Some(&o));
+        let ran = d
+            .run(
+                &app,
+                "edge",
+                "deploy",
+                "main",
+                sha,
+                &checkout,
+                &settings,
+                Duration::from_secs(60),
+                vec![],
+            )
+            .await;
+        assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
+        assert!(
+            ran.log.contains(&format!("trelhub edge is at {sha}")),
+            "{}",
+            ran.log
+        );
+        assert_eq!(
+            std::fs::read_to_string(target.join("current/REVISION"))
+                .unwrap()
+                .trim(),
+            sha.as_str()
+        );
+        assert_eq!(
+            std::fs::read_to_string(target.join("current/VERSION")).unwrap(),
+            version
+        );
+        assert_eq!(
+            std::fs::read_dir(target.join("releases")).unwrap().count(),
+            1
+        );
+    }
+
+    // An environment without settings fails and says why.
+    let checkout = d.checkout(&repo, &first, Some(&o));
+    let mut qa = app.clone();
+    qa["environments"] = json!(["qa"]);
+    let ran = d
+        .run(
+            &qa,
+            "qa",
+            "deploy",
+            "main",
+            &first,
+            &checkout,
+            &settings,
+            Duration::from_secs(60),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        ran.outcome,
+        Outcome::Failure("Failed: no config/deploy/qa.env: trelhub has no settings for qa".into()),
+        "{}",
+        ran.log
+    );
+}
