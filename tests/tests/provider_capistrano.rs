@@ -173,13 +173,69 @@ async fn cap_edge_deploy_puts_current_at_the_requested_sha_and_rotates_releases(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_host_key_differs_from_the_known_hosts_is_refused_by_net_ssh() {
+    // 127.0.0.1 on a port other than 22 is where net-ssh skips host-key checks by default;
+    // 127.0.0.2 is an ordinary address. Both must be refused.
+    for address in ["127.0.0.1", "127.0.0.2"] {
+        let Some(sshd) = Sshd::start_on(address) else {
+            return;
+        };
+        let d = Direct::new().await;
+        let (repo, first, _, url) = repo(d.dir.path());
+        let srv = d.dir.path().join("srv");
+        let o = overlay(d.dir.path(), &sshd, &url, &srv, 3);
+        let settings = d.settings(
+            key_config(sshd.client_key_text(), Some(sshd.wrong_known_hosts_line())),
+            "http://127.0.0.1:9",
+            None,
+        );
+        let checkout = d.checkout(&repo, &first, Some(&o));
+        let ran = d
+            .run(
+                &app(),
+                "edge",
+                "deploy",
+                "main",
+                &first,
+                &checkout,
+                &settings,
+                Duration::from_secs(120),
+                vec![],
+            )
+            .await;
+        let Outcome::Failure(why) = &ran.outcome else {
+            panic!(
+                "{address}: expected a failure, got {:?}\n{}",
+                ran.outcome, ran.log
+            )
+        };
+        assert!(
+            why.contains("host key verification failed"),
+            "{address}: {why}\n{}",
+            ran.log
+        );
+        assert!(ran.log.contains("HostKeyMismatch"), "{}", ran.log);
+        assert!(
+            !sshd.accepted_deploy_key(),
+            "{address}: net-ssh logged in despite the wrong host key"
+        );
+        assert!(!srv.join("releases").exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_known_hosts_net_ssh_accepts_new_hosts_and_remembers_them() {
     let Some(sshd) = Sshd::start() else { return };
     let d = Direct::new().await;
     let (repo, first, _, url) = repo(d.dir.path());
-    let srv = d.dir.path().join("srv");
-    let o = overlay(d.dir.path(), &sshd, &url, &srv, 3);
+    let o = overlay(d.dir.path(), &sshd, &url, &d.dir.path().join("srv"), 3);
+    std::fs::create_dir_all(o.join("lib/capistrano/tasks")).unwrap();
+    std::fs::write(
+        o.join("lib/capistrano/tasks/ping.rake"),
+        "namespace :deploy do\n  task :ping do\n    on roles(:all) do\n      execute :true\n    end\n  end\nend\n",
+    )
+    .unwrap();
     let settings = d.settings(
-        key_config(sshd.client_key_text(), Some(sshd.wrong_known_hosts_line())),
+        key_config(sshd.client_key_text(), None),
         "http://127.0.0.1:9",
         None,
     );
@@ -188,29 +244,29 @@ async fn a_server_whose_host_key_differs_from_the_known_hosts_is_refused_by_net_
         .run(
             &app(),
             "edge",
-            "deploy",
+            "deploy:ping",
             "main",
             &first,
             &checkout,
             &settings,
-            Duration::from_secs(120),
+            Duration::from_secs(60),
             vec![],
         )
         .await;
-    let Outcome::Failure(why) = &ran.outcome else {
-        panic!("expected a failure, got {:?}\n{}", ran.outcome, ran.log)
-    };
+    assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
     assert!(
-        why.contains("host key verification failed"),
-        "{why}\n{}",
+        ran.log
+            .contains("DEPLOY_SSH_KNOWN_HOSTS is not set: accept-new"),
+        "{}",
         ran.log
     );
-    assert!(ran.log.contains("HostKeyMismatch"), "{}", ran.log);
+    let remembered = std::fs::read_to_string(d.state.join("ssh/known_hosts")).unwrap();
+    let host_key = sshd.known_hosts_line();
+    let key_part = host_key.split_whitespace().nth(2).unwrap();
     assert!(
-        !sshd.accepted_deploy_key(),
-        "net-ssh logged in despite the wrong host key"
+        remembered.contains(&sshd.known_hosts_name()) && remembered.contains(key_part),
+        "{remembered}"
     );
-    assert!(!srv.join("releases").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

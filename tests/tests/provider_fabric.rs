@@ -344,6 +344,83 @@ async fn without_known_hosts_new_hosts_are_accepted_remembered_and_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_is_used_in_place() {
+    let Some(sshd) = Sshd::start() else { return };
+    let d = Direct::new().await;
+    let (repo, first, _) = repo();
+    let srv = d.dir.path().join("srv");
+    let o = overlay(d.dir.path(), &sshd, &srv);
+    let key_file = d.dir.path().join("deploy_key");
+    std::fs::copy(sshd.client_key_path(), &key_file).unwrap();
+    let settings = d.settings(
+        ProviderConfig {
+            ssh_key: Some(SshKeySource::File(key_file.clone())),
+            ssh_known_hosts: Some(sshd.known_hosts_line()),
+            ..ProviderConfig::default()
+        },
+        "http://127.0.0.1:9",
+        None,
+    );
+    let checkout = d.checkout(&repo, &first, Some(&o));
+    let ran = d
+        .run(
+            &app(),
+            "edge",
+            "deploy",
+            "main",
+            &first,
+            &checkout,
+            &settings,
+            Duration::from_secs(120),
+            vec![],
+        )
+        .await;
+    assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
+    assert!(
+        ran.log
+            .contains(&format!("from DEPLOY_SSH_KEY_FILE {}", key_file.display())),
+        "{}",
+        ran.log
+    );
+    assert!(
+        ran.log.contains(&format!("-i {}", key_file.display())),
+        "{}",
+        ran.log
+    );
+    assert!(key_file.exists(), "the operator's key file was removed");
+    assert!(sshd.accepted_deploy_key());
+
+    // A path that does not exist is an error before fab starts.
+    let settings = d.settings(
+        ProviderConfig {
+            ssh_key: Some(SshKeySource::File(d.dir.path().join("missing"))),
+            ..ProviderConfig::default()
+        },
+        "http://127.0.0.1:9",
+        None,
+    );
+    let ran = d
+        .run(
+            &app(),
+            "edge",
+            "deploy",
+            "main",
+            &first,
+            &checkout,
+            &settings,
+            Duration::from_secs(60),
+            vec![],
+        )
+        .await;
+    assert!(
+        matches!(&ran.outcome, Outcome::Error(w) if w.contains("DEPLOY_SSH_KEY_FILE") && w.contains("cannot be read")),
+        "{:?}",
+        ran.outcome
+    );
+    assert!(ran.pgids.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_text_that_is_no_private_key_is_an_error_before_fab_starts() {
     let Some(sshd) = Sshd::start() else { return };
     let d = Direct::new().await;
