@@ -230,34 +230,42 @@ async fn main() {
         .collect();
     println!("body size: {} bytes", bodies[0].len());
 
-    let bare = bare_hmac_server().await;
-    let (bare_rps, bad) = blast(&bare, bodies.clone(), concurrency, 0).await;
-    println!("bare axum + HMAC only:           {bare_rps:>8.0} req/s ({bad} non-202)");
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only != "latency" {
+        let bare = bare_hmac_server().await;
+        let (bare_rps, bad) = blast(&bare, bodies.clone(), concurrency, 0).await;
+        println!("bare axum + HMAC only:           {bare_rps:>8.0} req/s ({bad} non-202)");
 
-    let (url, stop_redis) = start(
-        config(QueueUrl::Redis(redis_url.clone()), dir.path()),
-        false,
-    )
-    .await;
-    let (rps, bad) = blast(&url, bodies.clone(), concurrency, 0).await;
-    println!(
-        "faseng serve --no-worker, Redis: {rps:>8.0} req/s ({bad} non-202), {:.0}% of bare",
-        100.0 * rps / bare_rps
-    );
-    let _ = stop_redis.send(());
+        let (url, stop_redis) = start(
+            config(QueueUrl::Redis(redis_url.clone()), dir.path()),
+            false,
+        )
+        .await;
+        let (rps, bad) = blast(&url, bodies.clone(), concurrency, 0).await;
+        println!(
+            "faseng serve --no-worker, Redis: {rps:>8.0} req/s ({bad} non-202), {:.0}% of bare",
+            100.0 * rps / bare_rps
+        );
+        let _ = stop_redis.send(());
 
-    let sqlite_bodies: Vec<Vec<u8>> = bodies.iter().take(requests / 4).cloned().collect();
-    let (url, stop_sqlite) = start(
-        config(QueueUrl::Sqlite(dir.path().join("bench.db")), dir.path()),
-        false,
-    )
-    .await;
-    let (rps, bad) = blast(&url, sqlite_bodies, concurrency, 0).await;
-    println!(
-        "faseng serve --no-worker, SQLite:{rps:>8.0} req/s ({bad} non-202) [{} requests]",
-        requests / 4
-    );
-    let _ = stop_sqlite.send(());
+        let sqlite_bodies: Vec<Vec<u8>> = bodies.iter().take(requests / 4).cloned().collect();
+        let (url, stop_sqlite) = start(
+            config(QueueUrl::Sqlite(dir.path().join("bench.db")), dir.path()),
+            false,
+        )
+        .await;
+        let (rps, bad) = blast(&url, sqlite_bodies, concurrency, 0).await;
+        println!(
+            "faseng serve --no-worker, SQLite:{rps:>8.0} req/s ({bad} non-202) [{} requests]",
+            requests / 4
+        );
+        let _ = stop_sqlite.send(());
+    }
+    if only == "intake" {
+        let _ = redis.kill();
+        let _ = redis.wait();
+        return;
+    }
 
     for (name, queue) in [
         ("Redis", QueueUrl::Redis(redis_url.clone())),

@@ -8,7 +8,7 @@ use crate::job::DeployJob;
 use crate::queue::Queue;
 use chrono::Utc;
 
-use crate::store::{RunState, Store};
+use crate::store::{Accepted, RunState, Store};
 use crate::webhook::DeploymentEvent;
 
 /// A known deployment that has not started this long after arrival is enqueued again when
@@ -64,17 +64,14 @@ impl Intake {
                 )));
             }
         };
-        let fresh_delivery = self.store.claim_delivery(delivery_id).await?;
         let key = job.key();
-        let created = match self.store.create_run(&job.initial_record()).await {
-            Ok(created) => created,
-            Err(e) => {
-                if fresh_delivery {
-                    let _ = self.store.release_delivery(delivery_id).await;
-                }
-                return Err(e);
-            }
-        };
+        let Accepted {
+            fresh_delivery,
+            created,
+        } = self
+            .store
+            .accept_run(delivery_id, &job.initial_record(), &job.line)
+            .await?;
         if !created {
             // Known deployment. Enqueue again only when it has sat unstarted for a while (an
             // earlier intake may have died between recording and enqueueing); a second job
@@ -92,7 +89,9 @@ impl Intake {
             tracing::warn!(%key, %delivery_id, "a delivery seen before has no run: an earlier intake died; accepting it now");
         }
         let enqueued = async {
-            self.store.line_join(&job.line, &key).await?;
+            if !created {
+                self.store.line_join(&job.line, &key).await?;
+            }
             self.queue.push(job.clone()).await
         }
         .await;

@@ -134,12 +134,47 @@ pub struct StartMarker {
     pub at: DateTime<Utc>,
 }
 
+/// What [`Store::accept_run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The delivery id had not been seen.
+    pub fresh_delivery: bool,
+    /// The run record was created (and the run joined its line).
+    pub created: bool,
+}
+
 /// The operations faseng needs from its durable store. Every method is one round trip and
 /// safe to call from any number of processes at once.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap reachability check (`/healthz`).
     async fn ping(&self) -> anyhow::Result<()>;
+    /// Intake in one step: remembers the delivery, creates the run record, and when the
+    /// record is new puts the run at the end of `line`. Stores override it to save round trips.
+    async fn accept_run(
+        &self,
+        delivery_id: &str,
+        run: &RunRecord,
+        line: &str,
+    ) -> anyhow::Result<Accepted> {
+        let fresh_delivery = self.claim_delivery(delivery_id).await?;
+        let created = match self.create_run(run).await {
+            Ok(c) => c,
+            Err(e) => {
+                if fresh_delivery {
+                    let _ = self.release_delivery(delivery_id).await;
+                }
+                return Err(e);
+            }
+        };
+        if created {
+            self.line_join(line, &run.key).await?;
+        }
+        Ok(Accepted {
+            fresh_delivery,
+            created,
+        })
+    }
     /// Remembers a delivery id; `false` when it was seen before.
     async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool>;
     /// Forgets a delivery id (the enqueue after claiming it failed; GitHub will redeliver).

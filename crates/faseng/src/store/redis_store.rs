@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, StartMarker, Store};
+use super::{Accepted, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, StartMarker, Store};
 
 /// The Redis-backed [`Store`].
 #[derive(Clone)]
@@ -47,6 +47,16 @@ if redis.call('LPOS', KEYS[1], ARGV[1]) == false then
 end
 return 1";
 
+const ACCEPT: &str = r"
+local fresh = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+local created = redis.call('SET', KEYS[2], ARGV[2], 'NX')
+if created then
+  if redis.call('LPOS', KEYS[3], ARGV[3]) == false then
+    redis.call('RPUSH', KEYS[3], ARGV[3])
+  end
+end
+return {fresh and 1 or 0, created and 1 or 0}";
+
 const SET_LOCK: &str = r"
 local held = redis.call('GET', KEYS[1])
 if held then
@@ -83,6 +93,27 @@ impl Store for RedisStore {
     async fn ping(&self) -> anyhow::Result<()> {
         let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
         Ok(())
+    }
+
+    async fn accept_run(
+        &self,
+        delivery_id: &str,
+        run: &RunRecord,
+        line: &str,
+    ) -> anyhow::Result<Accepted> {
+        let (fresh, created): (i64, i64) = redis::Script::new(ACCEPT)
+            .key(k("delivery", delivery_id))
+            .key(k("run", &run.key))
+            .key(k("line", line))
+            .arg(DELIVERY_TTL.as_secs())
+            .arg(serde_json::to_string(run)?)
+            .arg(&run.key)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(Accepted {
+            fresh_delivery: fresh == 1,
+            created: created == 1,
+        })
     }
 
     async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {
@@ -237,5 +268,75 @@ impl Store for RedisStore {
         let cfg = apalis_redis::Config::default().queue(&self.queue);
         let n: u64 = self.conn().llen(cfg.active_jobs_list()).await?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A throwaway redis-server on a free port (its data directory lives as long as it
+    /// does); `None` (with the reason printed) when the binary is not installed.
+    struct Server(
+        std::process::Child,
+        u16,
+        #[allow(dead_code)] tempfile::TempDir,
+    );
+
+    impl Server {
+        fn start() -> Option<Self> {
+            if !std::path::Path::new("/usr/bin/redis-server").exists() {
+                eprintln!("SKIPPED: /usr/bin/redis-server is not installed");
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = std::process::Command::new("/usr/bin/redis-server")
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Some(Self(child, port, dir))
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_store_contract_holds_on_redis() {
+        let Some(server) = Server::start() else {
+            return;
+        };
+        let conn = connect(&format!("redis://127.0.0.1:{}", server.1))
+            .await
+            .unwrap();
+        let store = RedisStore::new(conn, "q");
+        super::super::contract::exercise(&store).await;
     }
 }
