@@ -393,7 +393,7 @@ async fn an_unknown_ref_is_named() {
         one(chat
             .say("random", "chima deploy trelhub/nope to edge")
             .await),
-        "There is no `nope` in oursky/trelhub: GitHub says \"No ref found for: nope\". Nothing was deployed."
+        "There is no `nope` in oursky/trelhub (\"No ref found for: nope\"). Nothing was deployed."
     );
 }
 

@@ -186,14 +186,3 @@ async fn a_json_syntax_error_names_line_and_column() {
         run.stderr
     );
 }
-
-#[tokio::test]
-async fn without_a_github_token_it_says_what_is_missing() {
-    let run = chima_shell(&[], &[], "chima deploy trelhub\n").await;
-    assert_eq!(run.code, Some(1));
-    assert!(
-        run.stderr.contains("chima shell needs GITHUB_TOKEN"),
-        "{}",
-        run.stderr
-    );
-}

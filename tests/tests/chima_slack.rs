@@ -511,7 +511,7 @@ async fn twenty_commands_at_once_are_each_answered_exactly_once() {
             .wait_until(WAIT, "an answer per command", |s| {
                 s.replies_in_thread(RANDOM, ts)
                     .into_iter()
-                    .find(|m| !m.text.contains("asking GitHub"))
+                    .find(|m| !m.text.contains("creating the deployment"))
             })
             .await;
     }

@@ -94,6 +94,38 @@ pub struct ShellArgs {
     /// Who is typing (default: $USER).
     #[arg(long, env = "USER", default_value = "shell-user")]
     pub user: String,
+    /// Local mode (no GitHub token): the queue of the in-process faseng worker.
+    #[arg(
+        long,
+        env = "FASENG_QUEUE_URL",
+        default_value = "sqlite://.faseng/faseng.db"
+    )]
+    pub queue_url: String,
+    /// Local mode: where deployments and their statuses are recorded.
+    #[arg(long, env = "CHIMA_LOCAL_DB", default_value = ".faseng/local.db")]
+    pub local_db: PathBuf,
+    /// Local mode: faseng's checkout cache.
+    #[arg(long, env = "FASENG_WORKDIR", default_value = ".faseng/work")]
+    pub workdir: PathBuf,
+    /// Local mode: provider task definitions overlaid onto checkouts.
+    #[arg(long, env = "DEPLOY_CONFIG_DIR", default_value = "./deploy-config")]
+    pub deploy_config_dir: PathBuf,
+    /// Local mode: seconds one run may take (an app's `timeout` overrides).
+    #[arg(long, env = "DEPLOYMENT_TIMEOUT", default_value_t = 900)]
+    pub deployment_timeout: u64,
+}
+
+impl ShellArgs {
+    /// Local mode's settings.
+    pub fn local_settings(&self) -> crate::local::LocalSettings {
+        crate::local::LocalSettings {
+            queue_url: self.queue_url.clone(),
+            db: self.local_db.clone(),
+            workdir: self.workdir.clone(),
+            deploy_config_dir: self.deploy_config_dir.clone(),
+            deployment_timeout: std::time::Duration::from_secs(self.deployment_timeout),
+        }
+    }
 }
 
 impl Cli {

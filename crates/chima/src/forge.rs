@@ -209,6 +209,8 @@ pub trait Forge: Send + Sync {
     async fn has_statuses(&self, app: &AppConfig, id: u64) -> Result<bool, ForgeError>;
     /// CI state of a ref.
     async fn ci_report(&self, app: &AppConfig, git_ref: &str) -> Result<CiReport, ForgeError>;
+    /// The output of a deployment run, line by line.
+    async fn log(&self, id: u64) -> Result<Vec<String>, ForgeError>;
     /// Where people can see the repository's webhooks (for "nobody picked it up").
     fn hooks_settings_url(&self, app: &AppConfig) -> String;
 }

@@ -405,6 +405,13 @@ impl Forge for GithubForge {
         })
     }
 
+    async fn log(&self, _id: u64) -> Result<Vec<String>, ForgeError> {
+        Err(ForgeError::Unsupported(
+            "Deployment logs are on faseng's log page: follow the link in the deployment's status (`deploys <app>` lists them)."
+                .to_owned(),
+        ))
+    }
+
     fn hooks_settings_url(&self, app: &AppConfig) -> String {
         format!(
             "{}/{}/settings/hooks",

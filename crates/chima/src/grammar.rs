@@ -59,6 +59,13 @@ pub const COMMANDS: &[CommandSpec] = &[
         examples: &["ci project-x/feature", "status trelhub"],
     },
     CommandSpec {
+        name: "log",
+        aliases: &[],
+        usage: "log <id>",
+        summary: "the output of a deployment run (local mode; with GitHub, follow the log link in the deployment status)",
+        examples: &["log 3"],
+    },
+    CommandSpec {
         name: "help",
         aliases: &[],
         usage: "help [command]",
@@ -165,6 +172,11 @@ pub enum Command {
     },
     /// Which chima is this.
     Version,
+    /// Show a deployment's log.
+    Log {
+        /// Deployment id.
+        id: u64,
+    },
 }
 
 /// What exactly was wrong with a command's arguments.
@@ -184,6 +196,10 @@ pub enum Problem {
     BadHosts(String),
     /// The task is not `deploy` or `deploy:<word>`.
     BadTask(String),
+    /// A deployment id is missing.
+    MissingId,
+    /// A deployment id is not a number.
+    BadId(String),
     /// A word that does not belong, with a close keyword when there is one.
     Unexpected {
         /// The word.
@@ -299,6 +315,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         Some("where") => parse_where(rest),
         Some("ci") => parse_ci(rest),
         Some("help") => parse_help(rest),
+        Some("log") => parse_log(rest),
         Some("version") => no_more(spec_named("version"), rest).map(|()| Command::Version),
         _ => Err(ParseError::UnknownCommand {
             suggestion: closest_command(&lower),
@@ -536,6 +553,19 @@ fn parse_ci(rest: &[&str]) -> Result<Command, ParseError> {
     let (app, git_ref) = parse_app_and_ref(spec, rest.first())?;
     no_more(spec, &rest[1.min(rest.len())..])?;
     Ok(Command::Ci { app, git_ref })
+}
+
+fn parse_log(rest: &[&str]) -> Result<Command, ParseError> {
+    let spec = spec_named("log");
+    let Some(word) = rest.first() else {
+        return Err(bad(spec, Problem::MissingId));
+    };
+    let id = word
+        .trim_start_matches('#')
+        .parse::<u64>()
+        .map_err(|_| bad(spec, Problem::BadId((*word).to_owned())))?;
+    no_more(spec, &rest[1..])?;
+    Ok(Command::Log { id })
 }
 
 fn parse_help(rest: &[&str]) -> Result<Command, ParseError> {
@@ -845,6 +875,15 @@ mod tests {
             })
         );
         assert!(matches!(problem("ci x y"), Problem::Unexpected { .. }));
+    }
+
+    #[test]
+    fn log_takes_one_deployment_id() {
+        assert_eq!(parse("log 3"), Ok(Command::Log { id: 3 }));
+        assert_eq!(parse("log #42"), Ok(Command::Log { id: 42 }));
+        assert_eq!(problem("log"), Problem::MissingId);
+        assert_eq!(problem("log x"), Problem::BadId("x".into()));
+        assert!(matches!(problem("log 1 2"), Problem::Unexpected { .. }));
     }
 
     #[test]

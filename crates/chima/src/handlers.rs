@@ -137,6 +137,17 @@ impl Bot {
                 outbox.post(reply).await;
                 None
             }
+            Command::Log { id } => {
+                let reply = match self.forge.log(id).await {
+                    Ok(lines) => messages::log(id, &lines),
+                    Err(crate::forge::ForgeError::Unsupported(what)) => Reply::info(what),
+                    Err(e) => {
+                        Reply::error(format!("I could not read the log of deployment #{id}: {e}"))
+                    }
+                };
+                outbox.post(reply).await;
+                None
+            }
             Command::Version => {
                 outbox
                     .post(messages::version(&self.name, &self.forge.describe()))

@@ -12,6 +12,7 @@ pub mod forge;
 pub mod github;
 pub mod grammar;
 pub mod handlers;
+pub mod local;
 pub mod messages;
 pub mod shell;
 pub mod slack;

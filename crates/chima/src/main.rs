@@ -61,10 +61,10 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
             serve(bot, args).await
         }
         Command::Shell(args) => {
+            let ctx = ChatContext::shell(&args.room, &args.user);
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             let Some(auth) = auth else {
-                anyhow::bail!(
-                    "chima shell needs GITHUB_TOKEN (or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY) to create deployments"
-                );
+                return local_shell(apps, args, &cli, ctx).await;
             };
             let bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name);
             eprintln!(
@@ -77,13 +77,57 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
                 args.user,
                 cli.name
             );
-            let ctx = ChatContext::shell(&args.room, &args.user);
-            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-            chima::shell::run(&bot, &ctx, stdin, std::io::stdout())
+            chima::shell::run(&bot, &ctx, stdin, std::io::stdout(), None, Duration::ZERO)
                 .await
                 .context("reading commands from stdin")
         }
     }
+}
+
+async fn local_shell(
+    apps: Apps,
+    args: &chima::cli::ShellArgs,
+    cli: &Cli,
+    ctx: ChatContext,
+) -> anyhow::Result<()> {
+    let longest = apps
+        .iter()
+        .filter_map(|a| a.timeout)
+        .max()
+        .unwrap_or(0)
+        .max(args.deployment_timeout);
+    let local = chima::local::LocalMode::start(apps, &args.local_settings(), &cli.name)
+        .await
+        .context("starting local mode")?;
+    eprintln!(
+        "{} ready: local mode (no GITHUB_TOKEN): deployments recorded in {}, run by an in-process faseng worker, logs at {}. {} apps from {}, room #{} as {}. Try `{} deploy demo to staging`.",
+        cli.name,
+        args.local_db.display(),
+        local.public_url,
+        local.bot.apps().len(),
+        cli.apps_json.display(),
+        args.room,
+        args.user,
+        cli.name
+    );
+    let mut local = local;
+    let events = std::mem::replace(&mut local.events, tokio::sync::mpsc::unbounded_channel().1);
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let finished = chima::shell::run(
+        &local.bot,
+        &ctx,
+        stdin,
+        std::io::stdout(),
+        Some(events),
+        Duration::from_secs(longest + 30),
+    )
+    .await
+    .context("reading commands from stdin");
+    local
+        .stop()
+        .await
+        .context("stopping the in-process faseng")?;
+    finished
 }
 
 async fn serve(bot: Arc<Bot>, args: &ServeArgs) -> anyhow::Result<()> {

@@ -43,6 +43,8 @@ fn problem_text(problem: &Problem) -> String {
             "{} is not a task; use `deploy`, `deploy!` or `deploy:<task>`",
             code(t)
         ),
+        Problem::MissingId => "which deployment? Give its number".to_owned(),
+        Problem::BadId(id) => format!("{} is not a deployment number", code(id)),
         Problem::Unexpected {
             word,
             suggestion: Some(s),
@@ -195,7 +197,7 @@ pub fn deploy_requested(
     };
     Reply::new(
         Tone::Progress,
-        format!("{user} is {what} {app}/{git_ref} to {env}: asking GitHub for a deployment…"),
+        format!("{user} is {what} {app}/{git_ref} to {env}: creating the deployment…"),
     )
 }
 
@@ -261,7 +263,7 @@ pub fn merge_conflict(app: &AppName, git_ref: &str, github_message: &str) -> Rep
 pub fn unprocessable(app: &AppConfig, git_ref: &str, github_message: &str) -> Reply {
     if github_message.starts_with("No ref found") {
         Reply::error(format!(
-            "There is no {} in {}: GitHub says {github_message:?}. Nothing was deployed.",
+            "There is no {} in {} ({github_message:?}). Nothing was deployed.",
             code(git_ref),
             app.repository
         ))
@@ -451,6 +453,30 @@ pub fn nobody_picked_up(app: &AppConfig, id: u64, waited_secs: u64, hooks_url: &
     ))
 }
 
+/// Lines shown by `log` at most (the end of the log).
+pub const LOG_LINES: usize = 200;
+
+/// A deployment's log (the last [`LOG_LINES`] lines).
+pub fn log(id: u64, lines: &[String]) -> Reply {
+    if lines.is_empty() {
+        return Reply::info(format!("Deployment #{id} has no log yet."));
+    }
+    let skipped = lines.len().saturating_sub(LOG_LINES);
+    let mut text = format!("Log of deployment #{id}");
+    if skipped > 0 {
+        text.push_str(&format!(
+            " (last {LOG_LINES} lines; {skipped} earlier lines not shown)"
+        ));
+    }
+    text.push_str(":\n```\n");
+    for line in &lines[skipped..] {
+        text.push_str(&line.replace("```", "` ` `"));
+        text.push('\n');
+    }
+    text.push_str("```");
+    Reply::info(text)
+}
+
 /// Local mode has no CI to ask.
 pub fn no_ci_in_local_mode() -> String {
     "There is no CI in local mode: deployments are recorded on this machine, not on GitHub."
@@ -612,7 +638,7 @@ mod tests {
     fn help_for_unknown_topic() {
         assert_eq!(
             help_unknown_topic("dance", BOT).text,
-            "There is no command `dance`. Commands: `deploy`, `deploys`, `where`, `ci`, `help`, `version`. Say `chima help` for the list."
+            "There is no command `dance`. Commands: `deploy`, `deploys`, `where`, `ci`, `log`, `help`, `version`. Say `chima help` for the list."
         );
     }
 
@@ -668,11 +694,11 @@ mod tests {
         let edge = EnvName::parse("edge").unwrap();
         assert_eq!(
             deploy_requested("joyz", &app_name, "feature/login", &edge, "deploy").text,
-            "joyz is deploying project-x/feature/login to edge: asking GitHub for a deployment…"
+            "joyz is deploying project-x/feature/login to edge: creating the deployment…"
         );
         assert_eq!(
             deploy_requested("joyz", &app_name, "main", &edge, "deploy:migrate").text,
-            "joyz is running deploy:migrate for project-x/main to edge: asking GitHub for a deployment…"
+            "joyz is running deploy:migrate for project-x/main to edge: creating the deployment…"
         );
     }
 
@@ -740,7 +766,7 @@ mod tests {
     fn unknown_ref_and_other_422s() {
         assert_eq!(
             unprocessable(&app("project-x"), "nope", "No ref found for: nope").text,
-            "There is no `nope` in oursky/project-x: GitHub says \"No ref found for: nope\". Nothing was deployed."
+            "There is no `nope` in oursky/project-x (\"No ref found for: nope\"). Nothing was deployed."
         );
         assert_eq!(
             unprocessable(&app("project-x"), "x", "Validation Failed").text,
@@ -933,6 +959,29 @@ mod tests {
             )
             .text,
             "No deployer has picked up deployment #1001 of project-x after 60 s: GitHub has no status for it. Check that oursky/project-x has a webhook sending `deployment` events to faseng (`/webhooks/github`), that its secret matches GITHUB_WEBHOOK_SECRET, and that faseng is running: https://github.com/oursky/project-x/settings/hooks"
+        );
+    }
+
+    #[test]
+    fn logs_show_their_end() {
+        assert_eq!(log(3, &[]).text, "Deployment #3 has no log yet.");
+        assert_eq!(
+            log(3, &["==> shell: script/deploy".into(), "done".into()]).text,
+            "Log of deployment #3:\n```\n==> shell: script/deploy\ndone\n```"
+        );
+        let many: Vec<String> = (0..250).map(|i| format!("line {i}")).collect();
+        let text = log(4, &many).text;
+        assert!(text.starts_with(
+            "Log of deployment #4 (last 200 lines; 50 earlier lines not shown):\n```\nline 50\n"
+        ));
+        assert!(text.ends_with("line 249\n```"));
+    }
+
+    #[test]
+    fn bad_log_ids() {
+        assert_eq!(
+            not_understood_text("log x"),
+            "I couldn't read that `log` command: `x` is not a deployment number. Usage: `chima log <id>`"
         );
     }
 

@@ -1,12 +1,17 @@
 //! The terminal adapter: one command line in, one reply block out. Works with a TTY or a pipe.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::sync::mpsc;
 
 use crate::chat::{ChatContext, MessageRef, Outbox, Reply, Tone};
-use crate::handlers::Bot;
+use crate::handlers::{Bot, DeployResult};
+use crate::local::StatusEvent;
 
 /// Renders a reply for a terminal: a tone marker, the text, and buttons as commands to type.
 pub fn render(reply: &Reply) -> String {
@@ -23,34 +28,51 @@ pub fn render(reply: &Reply) -> String {
     text
 }
 
-/// Prints replies to a writer; edits print as follow-up lines of the same block.
+/// A writer shared by the reply printer and the status printer.
+pub struct SharedWriter<W: Write + Send>(Arc<Mutex<W>>);
+
+impl<W: Write + Send> Clone for SharedWriter<W> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<W: Write + Send> SharedWriter<W> {
+    /// Wraps a writer.
+    pub fn new(w: W) -> Self {
+        Self(Arc::new(Mutex::new(w)))
+    }
+
+    /// Writes one line and flushes; a closed stdout (e.g. `| head`) must not crash the bot.
+    pub fn line(&self, text: &str) {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(w, "{text}");
+        let _ = w.flush();
+    }
+}
+
+/// Prints replies; edits print as follow-up lines of the same block.
 pub struct ShellOutbox<W: Write + Send> {
-    out: W,
+    out: SharedWriter<W>,
     room: String,
     posted: usize,
 }
 
 impl<W: Write + Send> ShellOutbox<W> {
     /// An outbox printing to `out` for messages in `room`.
-    pub fn new(out: W, room: &str) -> Self {
+    pub fn new(out: SharedWriter<W>, room: &str) -> Self {
         Self {
             out,
             room: room.to_owned(),
             posted: 0,
         }
     }
-
-    fn write(&mut self, text: &str) {
-        // A closed stdout (e.g. `| head`) must not crash the bot mid-deploy.
-        let _ = writeln!(self.out, "{text}");
-        let _ = self.out.flush();
-    }
 }
 
 #[async_trait]
 impl<W: Write + Send> Outbox for ShellOutbox<W> {
     async fn post(&mut self, reply: Reply) -> Option<MessageRef> {
-        self.write(&render(&reply));
+        self.out.line(&render(&reply));
         self.posted += 1;
         Some(MessageRef {
             channel: self.room.clone(),
@@ -59,33 +81,120 @@ impl<W: Write + Send> Outbox for ShellOutbox<W> {
     }
 
     async fn edit(&mut self, _message: &MessageRef, reply: Reply) {
-        self.write(&format!("  ↳ {}", render(&reply)));
+        self.out.line(&format!("  ↳ {}", render(&reply)));
     }
 }
 
-/// Reads command lines until end of input and answers each with one reply block.
-pub async fn run<R, W>(bot: &Bot, ctx: &ChatContext, input: R, output: W) -> anyhow::Result<()>
+/// Deployments started from this shell that have not finished yet.
+struct Pending {
+    started: HashMap<u64, (String, Instant)>,
+}
+
+impl Pending {
+    fn line(&mut self, event: &StatusEvent) -> String {
+        let (label, at) = self
+            .started
+            .get(&event.deployment_id)
+            .cloned()
+            .unwrap_or_else(|| (String::new(), Instant::now()));
+        let state = match event.state.as_str() {
+            "in_progress" => "running".to_owned(),
+            s if event.is_final() => format!("{s} in {:.1} s", at.elapsed().as_secs_f64()),
+            s => s.to_owned(),
+        };
+        let mut text = format!(
+            "  ↳ #{}{label}: {state} — {}",
+            event.deployment_id, event.description
+        );
+        if event.is_final() {
+            self.started.remove(&event.deployment_id);
+            text.push_str(&format!(" (log: `log {}`", event.deployment_id));
+            if let Some(url) = &event.log_url {
+                text.push_str(&format!(", {url}"));
+            }
+            text.push(')');
+        }
+        text
+    }
+}
+
+/// Reads command lines until end of input and answers each with one reply block. In local
+/// mode `events` carries status changes, printed as they happen; at the end of input the
+/// shell waits (at most `finish_within`) for the deployments it started to finish.
+pub async fn run<R, W>(
+    bot: &Bot,
+    ctx: &ChatContext,
+    input: R,
+    output: W,
+    mut events: Option<mpsc::UnboundedReceiver<StatusEvent>>,
+    finish_within: Duration,
+) -> anyhow::Result<()>
 where
     R: AsyncBufRead + Unpin,
     W: Write + Send,
 {
     let interactive = std::io::stdin().is_terminal();
-    let mut outbox = ShellOutbox::new(output, &ctx.room_id);
+    let out = SharedWriter::new(output);
+    let mut outbox = ShellOutbox::new(out.clone(), &ctx.room_id);
+    let mut pending = Pending {
+        started: HashMap::new(),
+    };
     let mut lines = input.lines();
     loop {
         if interactive {
             print!("{}> ", bot.name());
             let _ = std::io::stdout().flush();
         }
-        let Some(line) = lines.next_line().await? else {
-            break;
+        let line = tokio::select! {
+            line = lines.next_line() => line?,
+            Some(event) = next_event(&mut events) => {
+                out.line(&pending.line(&event));
+                continue;
+            }
         };
+        let Some(line) = line else { break };
         if line.trim().is_empty() {
             continue;
         }
-        bot.handle_message(&line, None, true, ctx, &mut outbox)
+        let results = bot
+            .handle_message(&line, None, true, ctx, &mut outbox)
             .await;
-        outbox.write("");
+        for result in results {
+            if let DeployResult::Created { id, app, .. } = result {
+                pending
+                    .started
+                    .insert(id, (format!(" {app}"), Instant::now()));
+            }
+        }
+        out.line("");
+    }
+    if events.is_none() || pending.started.is_empty() {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + finish_within;
+    while !pending.started.is_empty() {
+        match tokio::time::timeout_at(deadline, next_event(&mut events)).await {
+            Ok(Some(event)) => out.line(&pending.line(&event)),
+            Ok(None) => break,
+            Err(_) => {
+                let ids: Vec<String> = pending.started.keys().map(|id| format!("#{id}")).collect();
+                out.line(&format!(
+                    "Stopped waiting after {} s for {} (still not finished).",
+                    finish_within.as_secs(),
+                    ids.join(", ")
+                ));
+                break;
+            }
+        }
     }
     Ok(())
+}
+
+async fn next_event(
+    events: &mut Option<mpsc::UnboundedReceiver<StatusEvent>>,
+) -> Option<StatusEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }

@@ -1,0 +1,556 @@
+//! Local mode: deployments and their statuses live in a SQLite file on this machine instead of
+//! on GitHub, and an in-process faseng worker runs them. Only "where deployments live"
+//! differs from GitHub mode: the same handlers, queue, waiting line, locks, providers, log
+//! store and status transitions run after a deployment exists.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deploy_core::{AppConfig, GitRef, NewDeployment};
+use faseng::intake::{Intake, IntakeOutcome};
+use faseng::status::{DeploymentStatusSink, PostError, StatusTarget, StatusUpdate};
+use serde_json::{Value, json};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use tokio::sync::mpsc;
+
+use crate::forge::{CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, Forge, ForgeError};
+use crate::messages;
+
+/// A status change, as local mode reports it to the terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusEvent {
+    /// Deployment id.
+    pub deployment_id: u64,
+    /// `queued`, `in_progress`, `success`, `failure`, `error`.
+    pub state: String,
+    /// faseng's description.
+    pub description: String,
+    /// The log page, when the status has one.
+    pub log_url: Option<String>,
+}
+
+impl StatusEvent {
+    /// True for `success`, `failure` and `error`.
+    pub fn is_final(&self) -> bool {
+        matches!(self.state.as_str(), "success" | "failure" | "error")
+    }
+}
+
+/// Deployments and statuses in a SQLite file.
+#[derive(Clone)]
+pub struct LocalDeployments {
+    pool: SqlitePool,
+    events: Option<mpsc::UnboundedSender<StatusEvent>>,
+}
+
+fn db_error(e: sqlx::Error) -> ForgeError {
+    ForgeError::Unreachable(format!("local deployment store: {e}"))
+}
+
+impl LocalDeployments {
+    /// Opens (creating) the store at `path`.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS deployments (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, app TEXT NOT NULL,
+                git_ref TEXT NOT NULL, sha TEXT NOT NULL, task TEXT NOT NULL,
+                environment TEXT NOT NULL, description TEXT NOT NULL, creator TEXT NOT NULL,
+                payload TEXT NOT NULL, created_at TEXT NOT NULL)",
+        )
+        .execute(&pool)
+        .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS statuses (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, deployment_id INTEGER NOT NULL,
+                state TEXT NOT NULL, description TEXT NOT NULL, log_url TEXT,
+                environment_url TEXT, created_at TEXT NOT NULL)",
+        )
+        .execute(&pool)
+        .await?;
+        Ok(Self { pool, events: None })
+    }
+
+    /// Reports every status recorded from now on to `events`.
+    pub fn with_events(mut self, events: mpsc::UnboundedSender<StatusEvent>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    async fn insert_deployment(
+        &self,
+        app: &AppConfig,
+        request: &NewDeployment,
+        sha: &str,
+        payload: &Value,
+    ) -> Result<(u64, DateTime<Utc>), ForgeError> {
+        let now = Utc::now();
+        let row = sqlx::query(
+            "INSERT INTO deployments (repo, app, git_ref, sha, task, environment, description,
+                                      creator, payload, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(app.repository.to_string())
+        .bind(app.name.as_str())
+        .bind(&request.git_ref)
+        .bind(sha)
+        .bind(&request.task)
+        .bind(&request.environment)
+        .bind(&request.description)
+        .bind(creator_of(payload))
+        .bind(payload.to_string())
+        .bind(now.to_rfc3339())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let id: i64 = row.get(0);
+        Ok((id as u64, now))
+    }
+
+    async fn latest_state(&self, id: u64) -> Result<Option<String>, ForgeError> {
+        sqlx::query_scalar(
+            "SELECT state FROM statuses WHERE deployment_id = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)
+    }
+
+    async fn list(
+        &self,
+        app: &AppConfig,
+        filter: &DeploymentFilter,
+    ) -> Result<Vec<DeploymentInfo>, ForgeError> {
+        let rows = sqlx::query(
+            "SELECT id, git_ref, sha, environment, task, creator, created_at FROM deployments
+             WHERE app = ? AND (? IS NULL OR git_ref = ?) AND (? IS NULL OR environment = ?)
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(app.name.as_str())
+        .bind(&filter.git_ref)
+        .bind(&filter.git_ref)
+        .bind(&filter.environment)
+        .bind(&filter.environment)
+        .bind(filter.limit.max(1) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut list = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id = row.get::<i64, _>("id") as u64;
+            let created: String = row.get("created_at");
+            list.push(DeploymentInfo {
+                id,
+                git_ref: row.get("git_ref"),
+                sha: row.get("sha"),
+                environment: row.get("environment"),
+                task: row.get("task"),
+                creator: row.get("creator"),
+                created_at: DateTime::parse_from_rfc3339(&created)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_else(|_| Utc::now()),
+                state: self.latest_state(id).await?,
+                url: String::new(),
+            });
+        }
+        Ok(list)
+    }
+}
+
+fn creator_of(payload: &Value) -> String {
+    payload
+        .pointer("/notify/user_name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("local")
+        .to_owned()
+}
+
+#[async_trait]
+impl DeploymentStatusSink for LocalDeployments {
+    async fn post(&self, target: &StatusTarget, update: &StatusUpdate) -> Result<(), PostError> {
+        sqlx::query(
+            "INSERT INTO statuses (deployment_id, state, description, log_url, environment_url, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(target.deployment_id as i64)
+        .bind(update.state)
+        .bind(&update.description)
+        .bind(&update.log_url)
+        .bind(&update.environment_url)
+        .bind(Utc::now().to_rfc3339())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| PostError::Temporary(format!("local status store: {e}")))?;
+        if let Some(events) = &self.events {
+            let _ = events.send(StatusEvent {
+                deployment_id: target.deployment_id,
+                state: update.state.to_owned(),
+                description: update.description.clone(),
+                log_url: update.log_url.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where a local-mode app's repository is: its `clone_url`, made absolute.
+fn local_repository(app: &AppConfig, base: &Path) -> Result<String, ForgeError> {
+    let url = app.clone_url.as_deref().ok_or_else(|| {
+        ForgeError::Unsupported(format!(
+            "{} has no clone_url in app.json. Local mode deploys from a repository on this machine: set `clone_url` to its path (or a file:// URL), or set GITHUB_TOKEN to deploy through GitHub.",
+            app.name
+        ))
+    })?;
+    if url.contains("://") {
+        return Ok(url.to_owned());
+    }
+    let path = base.join(url);
+    let path = path.canonicalize().map_err(|e| {
+        ForgeError::Unsupported(format!(
+            "{}'s clone_url {} is not a readable directory: {e}",
+            app.name,
+            path.display()
+        ))
+    })?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+async fn git(args: &[&str]) -> Result<String, String> {
+    let out = tokio::process::Command::new("git")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("git could not start: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// The commit a ref names in a repository (a path or URL), via `git ls-remote`; a full sha
+/// is taken as it is when the repository has it.
+async fn resolve(repository: &str, git_ref: &GitRef) -> Result<Option<String>, ForgeError> {
+    let r = git_ref.as_str();
+    // The repository is an absolute path or a URL and a GitRef never starts with '-', so no
+    // argument can be read as an option.
+    let listing = git(&[
+        "ls-remote",
+        repository,
+        r,
+        &format!("refs/heads/{r}"),
+        &format!("refs/tags/{r}^{{}}"),
+        &format!("refs/tags/{r}"),
+    ])
+    .await
+    .map_err(ForgeError::Unreachable)?;
+    let wanted = [
+        format!("refs/heads/{r}"),
+        format!("refs/tags/{r}^{{}}"),
+        format!("refs/tags/{r}"),
+        r.to_owned(),
+    ];
+    for name in &wanted {
+        if let Some(sha) = listing.lines().find_map(|l| {
+            let (sha, refname) = l.split_once('\t')?;
+            (refname == name).then(|| sha.to_owned())
+        }) {
+            return Ok(Some(sha));
+        }
+    }
+    if r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()) && !repository.contains("://") {
+        let object = format!("{r}^{{commit}}");
+        if let Ok(sha) = git(&[
+            "-C",
+            repository,
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &object,
+        ])
+        .await
+        {
+            return Ok(Some(sha));
+        }
+    }
+    Ok(None)
+}
+
+/// The local forge: deployments in SQLite, handed to faseng's intake (the same path a
+/// webhook takes).
+pub struct LocalForge {
+    store: LocalDeployments,
+    intake: Arc<Intake>,
+    runs: Arc<dyn faseng::store::Store>,
+    base: PathBuf,
+    log_base: String,
+}
+
+impl LocalForge {
+    /// A forge over `store` feeding `intake` (whose run store `runs` keeps the logs, served
+    /// under `log_base`); relative `clone_url`s are taken from `base`.
+    pub fn new(
+        store: LocalDeployments,
+        intake: Arc<Intake>,
+        runs: Arc<dyn faseng::store::Store>,
+        base: &Path,
+        log_base: &str,
+    ) -> Self {
+        Self {
+            store,
+            intake,
+            runs,
+            base: base.to_owned(),
+            log_base: log_base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn link(&self, repo: &str, id: u64) -> String {
+        format!("{}/deployments/{repo}/{id}", self.log_base)
+    }
+}
+
+#[async_trait]
+impl Forge for LocalForge {
+    fn describe(&self) -> String {
+        "local mode (SQLite on this machine)".to_owned()
+    }
+
+    async fn default_branch(&self, app: &AppConfig) -> Result<String, ForgeError> {
+        let repository = local_repository(app, &self.base)?;
+        let head = git(&["ls-remote", "--symref", &repository, "HEAD"])
+            .await
+            .map_err(ForgeError::Unreachable)?;
+        let branch = head.lines().find_map(|l| {
+            l.strip_prefix("ref: refs/heads/")?
+                .split('\t')
+                .next()
+                .map(str::to_owned)
+        });
+        match branch {
+            Some(b) => Ok(b),
+            // A detached HEAD (as some CI checkouts leave it) is still a commit to deploy.
+            None if head.lines().any(|l| l.ends_with("\tHEAD")) => Ok("HEAD".to_owned()),
+            None => Err(ForgeError::Unreachable(format!(
+                "{repository} has no commits"
+            ))),
+        }
+    }
+
+    async fn create_deployment(
+        &self,
+        app: &AppConfig,
+        request: &NewDeployment,
+    ) -> Result<CreateOutcome, ForgeError> {
+        let repository = local_repository(app, &self.base)?;
+        let git_ref = GitRef::parse(&request.git_ref)
+            .map_err(|e| ForgeError::Unsupported(format!("bad ref: {e}")))?;
+        let Some(sha) = resolve(&repository, &git_ref).await? else {
+            return Ok(CreateOutcome::Unprocessable {
+                message: format!("No ref found for: {git_ref}"),
+            });
+        };
+        let mut payload = serde_json::to_value(&request.payload)
+            .map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+        payload["config"]["clone_url"] = json!(repository);
+        let (id, created_at) = self
+            .store
+            .insert_deployment(app, request, &sha, &payload)
+            .await?;
+        let creator = creator_of(&payload);
+        let event: faseng::webhook::DeploymentEvent = serde_json::from_value(json!({
+            "action": "created",
+            "deployment": {"id": id, "sha": sha, "ref": request.git_ref, "task": request.task,
+                           "environment": request.environment, "description": request.description,
+                           "creator": {"login": creator}, "payload": payload},
+            "repository": {"full_name": app.repository.to_string(), "clone_url": repository},
+        }))
+        .map_err(|e| ForgeError::Unreachable(format!("building the local event: {e}")))?;
+        match self.intake.accept(&format!("local-{id}"), &event).await {
+            Ok(IntakeOutcome::Accepted { .. }) => {}
+            Ok(other) => {
+                return Err(ForgeError::Unreachable(format!(
+                    "the local queue did not take it: {other:?}"
+                )));
+            }
+            Err(e) => {
+                return Err(ForgeError::Unreachable(format!(
+                    "the local queue is unavailable: {e:#}"
+                )));
+            }
+        }
+        Ok(CreateOutcome::Created(DeploymentInfo {
+            id,
+            git_ref: request.git_ref.clone(),
+            sha,
+            environment: request.environment.clone(),
+            task: request.task.clone(),
+            creator,
+            created_at,
+            state: None,
+            url: self.link(&app.repository.to_string(), id),
+        }))
+    }
+
+    async fn deployments(
+        &self,
+        app: &AppConfig,
+        filter: &DeploymentFilter,
+    ) -> Result<Vec<DeploymentInfo>, ForgeError> {
+        let mut list = self.store.list(app, filter).await?;
+        for d in &mut list {
+            d.url = self.link(&app.repository.to_string(), d.id);
+        }
+        Ok(list)
+    }
+
+    async fn current_deployment(
+        &self,
+        app: &AppConfig,
+        environment: &str,
+    ) -> Result<Option<DeploymentInfo>, ForgeError> {
+        let filter = DeploymentFilter {
+            git_ref: None,
+            environment: Some(environment.to_owned()),
+            limit: 50,
+        };
+        Ok(self
+            .store
+            .list(app, &filter)
+            .await?
+            .into_iter()
+            .find(|d| d.task == "deploy" && d.state.as_deref() == Some("success")))
+    }
+
+    async fn has_statuses(&self, _app: &AppConfig, id: u64) -> Result<bool, ForgeError> {
+        Ok(self.store.latest_state(id).await?.is_some())
+    }
+
+    async fn ci_report(&self, _app: &AppConfig, _git_ref: &str) -> Result<CiReport, ForgeError> {
+        Err(ForgeError::Unsupported(messages::no_ci_in_local_mode()))
+    }
+
+    async fn log(&self, id: u64) -> Result<Vec<String>, ForgeError> {
+        let repo: Option<String> = sqlx::query_scalar("SELECT repo FROM deployments WHERE id = ?")
+            .bind(id as i64)
+            .fetch_optional(&self.store.pool)
+            .await
+            .map_err(db_error)?;
+        let Some(repo) = repo else {
+            return Err(ForgeError::Unsupported(format!(
+                "There is no deployment #{id} on this machine."
+            )));
+        };
+        self.runs
+            .read_log(&faseng::store::RunRecord::key_for(&repo, id), 0)
+            .await
+            .map_err(|e| ForgeError::Unreachable(format!("local log store: {e:#}")))
+    }
+
+    fn hooks_settings_url(&self, _app: &AppConfig) -> String {
+        String::new()
+    }
+}
+
+/// Where local mode keeps things, from `chima shell`'s flags.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// The faseng queue (`FASENG_QUEUE_URL`), `sqlite://.faseng/faseng.db` by default.
+    pub queue_url: String,
+    /// The local deployments database.
+    pub db: PathBuf,
+    /// faseng's checkout cache (`FASENG_WORKDIR`).
+    pub workdir: PathBuf,
+    /// `DEPLOY_CONFIG_DIR`.
+    pub deploy_config_dir: PathBuf,
+    /// `DEPLOYMENT_TIMEOUT`.
+    pub deployment_timeout: std::time::Duration,
+}
+
+/// A running local mode: the bot, the status events, and the in-process faseng.
+pub struct LocalMode {
+    /// The bot, deploying through [`LocalForge`].
+    pub bot: crate::Bot,
+    /// Status changes, as they are recorded.
+    pub events: mpsc::UnboundedReceiver<StatusEvent>,
+    /// Where faseng's log pages are served while the shell runs.
+    pub public_url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    faseng: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl LocalMode {
+    /// Starts faseng in-process (worker plus log pages on a free loopback port) and a bot that
+    /// records deployments locally.
+    pub async fn start(
+        apps: deploy_core::Apps,
+        settings: &LocalSettings,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let (tx, events) = mpsc::unbounded_channel();
+        let store = LocalDeployments::open(&settings.db)
+            .await
+            .with_context(|| format!("opening {}", settings.db.display()))?
+            .with_events(tx);
+        let mut config = faseng::Config::new(faseng::queue::QueueUrl::parse(&settings.queue_url)?);
+        config.bind = "127.0.0.1:0".parse().expect("loopback address");
+        config.workdir = settings.workdir.clone();
+        config.deploy_config_dir = settings.deploy_config_dir.clone();
+        config.deployment_timeout = settings.deployment_timeout;
+        // Webhooks never reach the in-process faseng (chima hands it deployments directly),
+        // but its HTTP side insists on a secret: give it one nobody knows.
+        config.webhook_secret = Some(deploy_core::Secret::new(random_hex()?));
+        let services = faseng::Services::connect(config)
+            .await?
+            .with_sink(Arc::new(store.clone()));
+        let intake = Arc::new(Intake::new(services.store.clone(), services.queue.clone()));
+        let runs = services.store.clone();
+        let app = faseng::Application::build_with(services, true).await?;
+        let public_url = app.public_url().to_owned();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let faseng = tokio::spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+        let base = std::env::current_dir()?;
+        let forge = LocalForge::new(store, intake, runs, &base, &public_url);
+        Ok(Self {
+            bot: crate::Bot::new(apps, Arc::new(forge), name),
+            events,
+            public_url,
+            stop,
+            faseng,
+        })
+    }
+
+    /// Stops the in-process faseng (waiting for running deploys up to its shutdown timeout).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.faseng.await?
+    }
+}
+
+fn random_hex() -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
