@@ -87,6 +87,7 @@ struct Build {
 struct Inner {
     apps: HashMap<String, (String, BuildPlan)>,
     forbidden: Vec<String>,
+    refusals: HashMap<String, String>,
     builds: HashMap<String, Build>,
     requests: Vec<Recorded>,
     problems: Vec<String>,
@@ -235,6 +236,14 @@ impl FakeHeroku {
         self.shared.lock().forbidden.push(name.to_owned());
     }
 
+    /// Makes build requests for an app fail validation on Heroku's side (422, with `message`).
+    pub fn refuse_builds(&self, name: &str, message: &str) {
+        self.shared
+            .lock()
+            .refusals
+            .insert(name.to_owned(), message.to_owned());
+    }
+
     /// Every request, in order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.lock().requests.clone()
@@ -366,6 +375,9 @@ async fn create_build(
             "invalid_params",
             &errors.join("; "),
         );
+    }
+    if let Some(message) = shared.lock().refusals.get(&app).cloned() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_params", &message);
     }
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let (json, plan, id) = {

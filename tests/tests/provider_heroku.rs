@@ -287,6 +287,24 @@ async fn an_unknown_or_forbidden_app_is_an_error_that_names_it() {
         ran.outcome
     );
 
+    // Heroku refusing the build itself (422) is an error with Heroku's reason.
+    w.heroku.add_app("project-x", BuildPlan::default());
+    w.heroku
+        .refuse_builds("project-x", "source_blob.url could not be downloaded.");
+    let ran = w
+        .run(
+            &app(),
+            "staging",
+            Some(fake_heroku::API_KEY),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(
+        matches!(&ran.outcome, Outcome::Error(w) if w.contains("Heroku refused the build for project-x (422): source_blob.url could not be downloaded.")),
+        "{:?}",
+        ran.outcome
+    );
+
     // An app.json without a Heroku app for the environment never reaches Heroku.
     let before = w.heroku.requests().len();
     let bare = json!({"provider": "heroku", "repository": REPO, "environments": ["edge"]});
