@@ -408,11 +408,14 @@ impl Deployer {
                 pgid: Some(pgid),
                 ..marker.clone()
             };
-            tokio::spawn(async move {
-                if let Err(e) = store.update_started(&key, &marker).await {
-                    tracing::warn!(error = %e, "could not record the process group");
+            tokio::spawn(
+                async move {
+                    if let Err(e) = store.update_started(&key, &marker).await {
+                        tracing::warn!(error = %e, "could not record the process group");
+                    }
                 }
-            });
+                .instrument(tracing::Span::current()),
+            );
         };
         // prepare → before → deploy → after, each stage shown in the chat message.
         let running = messages::chat_running(&run.subject(), &run.log_url);

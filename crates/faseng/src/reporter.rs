@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use deploy_core::Notify;
 use tokio::sync::mpsc;
@@ -71,28 +72,31 @@ impl Reporter {
         retry: RetryPolicy,
     ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
-        let task = tokio::spawn(async move {
-            let notify = notify.filter(|n| notifier.handles(n));
-            let mut ts = chat_ts;
-            while let Some(report) = rx.recv().await {
-                if let Some(status) = &report.status {
-                    post_with_retry(sink.as_ref(), &target, status, retry).await;
-                }
-                let Some(n) = &notify else { continue };
-                if let Some(text) = &report.chat {
-                    match notifier.upsert(n, ts.as_deref(), text).await {
-                        Ok(new_ts) => ts = Some(new_ts),
-                        Err(e) => tracing::warn!(error = %e, "chat update failed"),
+        let task = tokio::spawn(
+            async move {
+                let notify = notify.filter(|n| notifier.handles(n));
+                let mut ts = chat_ts;
+                while let Some(report) = rx.recv().await {
+                    if let Some(status) = &report.status {
+                        post_with_retry(sink.as_ref(), &target, status, retry).await;
+                    }
+                    let Some(n) = &notify else { continue };
+                    if let Some(text) = &report.chat {
+                        match notifier.upsert(n, ts.as_deref(), text).await {
+                            Ok(new_ts) => ts = Some(new_ts),
+                            Err(e) => tracing::warn!(error = %e, "chat update failed"),
+                        }
+                    }
+                    if let (Some(text), Some(t)) = (&report.chat_reply, &ts)
+                        && let Err(e) = notifier.reply(n, t, text).await
+                    {
+                        tracing::warn!(error = %e, "chat thread reply failed");
                     }
                 }
-                if let (Some(text), Some(t)) = (&report.chat_reply, &ts)
-                    && let Err(e) = notifier.reply(n, t, text).await
-                {
-                    tracing::warn!(error = %e, "chat thread reply failed");
-                }
+                ts
             }
-            ts
-        });
+            .instrument(tracing::Span::current()),
+        );
         Self {
             tx: Some(tx),
             task: Some(task),

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument as _;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -141,7 +142,7 @@ impl RunLog {
                 }
                 batch.clear();
             }
-        });
+        }.instrument(tracing::Span::current()));
         let shared = Arc::new(Mutex::new(Shared {
             tail: VecDeque::new(),
             bytes: 0,
