@@ -88,6 +88,7 @@ struct Inner {
     apps: HashMap<String, (String, BuildPlan)>,
     forbidden: Vec<String>,
     refusals: HashMap<String, String>,
+    cut_once: Option<usize>,
     builds: HashMap<String, Build>,
     requests: Vec<Recorded>,
     problems: Vec<String>,
@@ -242,6 +243,12 @@ impl FakeHeroku {
             .lock()
             .refusals
             .insert(name.to_owned(), message.to_owned());
+    }
+
+    /// Makes the next output stream connection drop (a broken connection, not a clean end)
+    /// after `lines` lines.
+    pub fn cut_next_stream_after(&self, lines: usize) {
+        self.shared.lock().cut_once = Some(lines);
     }
 
     /// Every request, in order.
@@ -524,6 +531,7 @@ async fn cancel_build(
 }
 
 /// `text/plain` output of a build: what it printed so far, then each new line, until it ends.
+/// `Range: bytes=<n>-` resumes at byte n (206), as Heroku's stream does.
 async fn stream(
     State(shared): State<Shared>,
     Path(id): Path<String>,
@@ -545,26 +553,41 @@ async fn stream(
     if !shared.lock().builds.contains_key(&id) {
         return StatusCode::NOT_FOUND.into_response();
     }
+    let start: Option<usize> = headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok());
+    let cut = shared.lock().cut_once.take();
     let rx = shared.changed.subscribe();
-    let state = (shared, id, 0usize, rx, false);
+    // (shared, id, bytes sent, lines sent on this connection, change feed, cut after lines)
+    let state = (shared, id, start.unwrap_or(0), 0usize, rx, cut);
     let body = futures::stream::unfold(
         state,
-        |(shared, id, mut sent, mut rx, finished)| async move {
-            if finished {
+        |(shared, id, sent, lines_sent, mut rx, cut)| async move {
+            // After the injected break the body ends (hyper drops the connection anyway).
+            const BROKEN: usize = usize::MAX;
+            if cut == Some(BROKEN) {
                 return None;
             }
+            if cut.is_some_and(|c| lines_sent >= c) {
+                let error = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut");
+                return Some((Err(error), (shared, id, sent, lines_sent, rx, Some(BROKEN))));
+            }
             loop {
-                let (lines, done) = {
+                let (text, done) = {
                     let inner = shared.lock();
                     let b = inner.builds.get(&id)?;
-                    (b.output[sent..].to_vec(), b.done)
+                    let text: String = b.output.iter().map(|l| format!("{l}\n")).collect();
+                    (text, b.done)
                 };
-                if !lines.is_empty() {
-                    sent += lines.len();
-                    let chunk: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                if sent < text.len() {
+                    let end = text[sent..].find('\n').map_or(text.len(), |i| sent + i + 1);
+                    let chunk = text[sent..end].to_owned();
                     return Some((
                         Ok::<_, std::io::Error>(chunk),
-                        (shared, id, sent, rx, false),
+                        (shared, id, end, lines_sent + 1, rx, cut),
                     ));
                 }
                 if done {
@@ -576,7 +599,13 @@ async fn stream(
             }
         },
     );
+    let status = if start.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
     (
+        status,
         [("content-type", "text/plain; charset=utf-8")],
         axum::body::Body::from_stream(body),
     )

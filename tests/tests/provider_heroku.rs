@@ -186,6 +186,53 @@ async fn a_build_of_the_sha_succeeds_with_its_output_streamed_into_the_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_output_stream_is_resumed_where_it_stopped() {
+    let w = world().await;
+    w.heroku.add_app("project-x-edge", BuildPlan::default());
+    w.heroku.cut_next_stream_after(2);
+    let ran = w
+        .run(
+            &app(),
+            "edge",
+            Some(fake_heroku::API_KEY),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
+    assert!(
+        ran.log.contains("build output stream interrupted"),
+        "{}",
+        ran.log
+    );
+    assert!(
+        ran.log.contains("resuming the build output at byte"),
+        "{}",
+        ran.log
+    );
+    // Every line exactly once, in order.
+    let lines: Vec<&str> = ran
+        .log
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, t)| t))
+        .filter(|t| !t.starts_with("==>"))
+        .collect();
+    let expected: Vec<String> = BuildPlan::default().lines;
+    assert_eq!(
+        lines,
+        expected.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{}",
+        ran.log
+    );
+    let streams: Vec<_> = w
+        .heroku
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/streams/"))
+        .collect();
+    assert_eq!(streams.len(), 2, "{streams:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_build_is_a_failure_naming_heroku_and_its_last_line() {
     let w = world().await;
     w.heroku.add_app(

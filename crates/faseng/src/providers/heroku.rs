@@ -359,38 +359,74 @@ impl HerokuProvider {
     }
 }
 
-/// Copies the build output into the log, line by line, until the stream ends.
+/// How many times a dropped output stream is resumed.
+pub const STREAM_RESUMES: u32 = 3;
+
+/// Copies the build output into the log, line by line, until the stream ends. A stream that
+/// drops is resumed where it stopped (`Range: bytes=<n>-`, as Heroku documents for
+/// `text/plain`); a server that answers the whole stream again (200, not 206) has the part
+/// already logged skipped.
 async fn stream_output(http: reqwest::Client, url: String, log: RunLog) {
-    let resp = match http.get(&url).header("Accept", "text/plain").send().await {
-        Ok(r) if r.status().is_success() => r,
-        Ok(r) => {
-            log.header(
-                "heroku",
-                &format!("build output stream answered {}", r.status().as_u16()),
-            );
-            return;
-        }
-        Err(e) => {
-            log.header("heroku", &format!("build output stream failed: {e}"));
-            return;
-        }
-    };
-    let mut body = resp.bytes_stream();
+    let mut received: u64 = 0;
     let mut pending: Vec<u8> = Vec::new();
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(bytes) => {
-                pending.extend_from_slice(&bytes);
-                while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=i).collect();
-                    log.line(&String::from_utf8_lossy(&line));
-                }
-            }
-            Err(e) => {
-                log.header("heroku", &format!("build output stream interrupted: {e}"));
+    let mut resumes = 0;
+    loop {
+        let mut req = http.get(&url).header("Accept", "text/plain");
+        if received > 0 {
+            req = req.header("Range", format!("bytes={received}-"));
+        }
+        let resp = match req.send().await {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                log.header(
+                    "heroku",
+                    &format!("build output stream answered {}", r.status().as_u16()),
+                );
                 break;
             }
+            Err(e) => {
+                log.header("heroku", &format!("build output stream failed: {e}"));
+                break;
+            }
+        };
+        let mut skip = if received > 0 && resp.status().as_u16() != 206 {
+            received
+        } else {
+            0
+        };
+        let mut body = resp.bytes_stream();
+        let mut interrupted = false;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    let mut bytes = &bytes[..];
+                    if skip > 0 {
+                        let n = (skip as usize).min(bytes.len());
+                        bytes = &bytes[n..];
+                        skip -= n as u64;
+                    }
+                    received += bytes.len() as u64;
+                    pending.extend_from_slice(bytes);
+                    while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=i).collect();
+                        log.line(&String::from_utf8_lossy(&line));
+                    }
+                }
+                Err(e) => {
+                    log.header("heroku", &format!("build output stream interrupted: {e}"));
+                    interrupted = true;
+                    break;
+                }
+            }
         }
+        if !interrupted || resumes >= STREAM_RESUMES {
+            break;
+        }
+        resumes += 1;
+        log.header(
+            "heroku",
+            &format!("resuming the build output at byte {received}"),
+        );
     }
     if !pending.is_empty() {
         log.line(&String::from_utf8_lossy(&pending));
