@@ -87,9 +87,10 @@ def deploy(c, environment, ref, sha):
             conn.run("printf '%%s\\n' %s > %s" % (q(ref), q(posixpath.join(release, "BRANCH"))))
             current = posixpath.join(path, "current")
             conn.run("ln -sfn %s %s && mv -T %s %s" % (q(release), q(current + ".new"), q(current + ".new"), q(current)))
+            # Newest first by time (names can tie within a second); this release always stays.
             conn.run(
-                "cd %s && ls -1d */ | sort | head -n -%d | xargs -r rm -rf --"
-                % (q(posixpath.join(path, "releases")), keep)
+                "cd %s && ls -1dt */ | tail -n +%d | grep -vxF %s | xargs -r -d '\\n' rm -rf --"
+                % (q(posixpath.join(path, "releases")), keep + 1, q(posixpath.basename(release) + "/"))
             )
             conn.close()
             print("%s: current is %s" % (host, sha))

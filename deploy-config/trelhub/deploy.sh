@@ -28,5 +28,8 @@ printf '%s\n' "$DEPLOY_SHA" > "$release/REVISION"
 ln -sfn "$release" "$TARGET/current.new"
 mv -T "$TARGET/current.new" "$TARGET/current"
 
-ls -1d "$TARGET"/releases/*/ | sort | head -n "-$KEEP_RELEASES" | xargs -r -d '\n' rm -rf --
+# Newest first by time (names can tie within a second); the release just made always stays.
+ls -1dt "$TARGET"/releases/*/ | tail -n "+$((KEEP_RELEASES + 1))" | while IFS= read -r old; do
+  [ "${old%/}" = "$release" ] || rm -rf -- "$old"
+done
 echo "trelhub $DEPLOY_ENV is at $DEPLOY_SHA"
