@@ -1,0 +1,510 @@
+//! The whole loop as one piece, with real processes: Slack event → `chima serve` → GitHub
+//! deployment (fake GitHub) → signed webhook → `faseng serve` → queue (real Redis or a real
+//! SQLite file) → shell provider on a real git checkout → statuses on GitHub → the same Slack
+//! message edited in place. Each scenario runs on both queue backends.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use e2e::fake_github::{Check, FakeGithub, TOKEN};
+use e2e::fake_slack::{BOT_TOKEN, BOT_USER, FakeSlack, Message};
+use e2e::git_repo::GitRepo;
+use e2e::redis_server::RedisServer;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use tokio::process::{Child, Command};
+
+const SIGNING_SECRET: &str = "scenario-signing-secret";
+const WEBHOOK_SECRET: &str = "scenario-webhook-secret";
+const WAIT: Duration = Duration::from_secs(60);
+const RANDOM: &str = "C0RANDOM01";
+const JOYZ: &str = "U2147483697";
+const ALICE: &str = "U0ALICE001";
+const BOB: &str = "U0BOB00001";
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Redis,
+}
+
+struct World {
+    gh: FakeGithub,
+    slack: FakeSlack,
+    _repo: GitRepo,
+    dir: tempfile::TempDir,
+    _redis: Option<RedisServer>,
+    queue_url: String,
+    _chima: Child,
+    chima_url: String,
+    faseng: Option<Child>,
+    faseng_port: u16,
+    http: reqwest::Client,
+    next_ts: u64,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign(timestamp: u64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SIGNING_SECRET.as_bytes()).unwrap();
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn wait_healthy(http: &reqwest::Client, url: &str, child: &mut Child) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = http.get(format!("{url}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{url} exited before it was healthy: {status}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+impl World {
+    /// Starts the fakes, a repository whose `script/deploy` records each run, chima and faseng.
+    async fn start(backend: Backend) -> Option<Self> {
+        let redis = match backend {
+            Backend::Redis => Some(RedisServer::start()?),
+            Backend::Sqlite => None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs.log");
+        let repo = GitRepo::new();
+        repo.write_executable(
+            "script/deploy",
+            &format!(
+                "#!/bin/sh\nset -e\necho \"start $DEPLOY_ID\" >> {runs}\necho \"deploying $DEPLOY_REF ($DEPLOY_SHA) to $DEPLOY_ENV for $DEPLOY_USER\"\nsleep 0.3\necho \"end $DEPLOY_ID\" >> {runs}\n",
+                runs = runs.display()
+            ),
+        );
+        let main = repo.commit("deployable");
+        repo.branch("feature");
+        repo.write("feature.txt", "new\n");
+        let feature = repo.commit("feature");
+        repo.branch("main");
+        repo.git(&["reset", "--quiet", "--hard", &main]);
+
+        let gh = FakeGithub::start().await;
+        for name in ["oursky/trelhub", "oursky/project-x"] {
+            gh.add_repo(name, "main");
+        }
+        gh.set_branch("oursky/trelhub", "main", &main);
+        gh.set_branch("oursky/trelhub", "feature", &feature);
+        gh.set_clone_url("oursky/trelhub", &repo.url());
+        let slack = FakeSlack::start().await;
+
+        let apps = json!({
+            "trelhub": {"provider": "shell", "repository": "oursky/trelhub",
+                        "environments": ["pandawork", "edge"], "clone_url": repo.url()},
+            "project-x": {"provider": "shell", "repository": "oursky/project-x",
+                          "environments": ["live", "edge"], "allowed_rooms": ["deployment"],
+                          "auto_merge": false, "required_contexts": ["ci/travis"]}
+        });
+        std::fs::write(dir.path().join("app.json"), apps.to_string()).unwrap();
+        let queue_url = match &redis {
+            Some(r) => r.url(),
+            None => format!("sqlite://{}", dir.path().join("faseng.db").display()),
+        };
+        let faseng_port = free_port();
+        gh.set_webhook(
+            &format!("http://127.0.0.1:{faseng_port}/webhooks/github"),
+            WEBHOOK_SECRET,
+        );
+
+        let chima_port = free_port();
+        let chima_url = format!("http://127.0.0.1:{chima_port}");
+        let mut chima = Command::new(e2e::bins::binary("chima"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CHIMA_APPS_JSON", dir.path().join("app.json"))
+            .env("CHIMA_BIND", format!("127.0.0.1:{chima_port}"))
+            .env("GITHUB_TOKEN", TOKEN)
+            .env("GITHUB_API_URL", gh.url())
+            .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+            .env("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+            .env("SLACK_API_URL", slack.api_url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chima starts");
+        let http = reqwest::Client::new();
+        wait_healthy(&http, &chima_url, &mut chima).await;
+        let mut world = Self {
+            gh,
+            slack,
+            _repo: repo,
+            dir,
+            _redis: redis,
+            queue_url,
+            _chima: chima,
+            chima_url,
+            faseng: None,
+            faseng_port,
+            http,
+            next_ts: 100,
+        };
+        world.start_faseng(true).await;
+        Some(world)
+    }
+
+    fn faseng_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.faseng_port)
+    }
+
+    async fn start_faseng(&mut self, with_worker: bool) {
+        let workdir: PathBuf = self.dir.path().join("work");
+        let mut cmd = Command::new(e2e::bins::binary("faseng"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("FASENG_BIND", format!("127.0.0.1:{}", self.faseng_port))
+            .env("FASENG_QUEUE_URL", &self.queue_url)
+            .env("FASENG_WORKDIR", &workdir)
+            .env("DEPLOY_CONFIG_DIR", self.dir.path().join("deploy-config"))
+            .env("GITHUB_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("GITHUB_TOKEN", TOKEN)
+            .env("GITHUB_API_URL", self.gh.url())
+            .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+            .env("SLACK_API_URL", self.slack.api_url())
+            .env("FASENG_HEARTBEAT", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if !with_worker {
+            cmd.arg("--no-worker");
+        }
+        let mut child = cmd.spawn().expect("faseng starts");
+        wait_healthy(&self.http, &self.faseng_url(), &mut child).await;
+        self.faseng = Some(child);
+    }
+
+    async fn kill_faseng(&mut self) {
+        if let Some(mut child) = self.faseng.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    /// `<@chima> {command}` said by `user` in `channel`; returns the message ts.
+    async fn say(&mut self, channel: &str, user: &str, command: &str) -> String {
+        self.next_ts += 1;
+        let ts = format!("1700000100.{:06}", self.next_ts);
+        let body = json!({"type": "event_callback", "team_id": "T1", "api_app_id": "A1",
+            "event_id": format!("Ev{ts}"), "event_time": now(),
+            "event": {"type": "app_mention", "user": user, "channel": channel, "channel_type": "channel",
+                      "text": format!("<@{BOT_USER}> {command}"), "ts": ts}})
+        .to_string();
+        let stamp = now();
+        let status = self
+            .http
+            .post(format!("{}/slack/events", self.chima_url))
+            .header("content-type", "application/json")
+            .header("x-slack-request-timestamp", stamp.to_string())
+            .header("x-slack-signature", sign(stamp, &body))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+        ts
+    }
+
+    /// chima's reply in the thread of `ts` once it contains `needle`.
+    async fn reply(&self, channel: &str, ts: &str, needle: &str) -> Message {
+        self.slack
+            .wait_until(
+                WAIT,
+                &format!("a reply in {ts} containing {needle:?}"),
+                |s| {
+                    s.replies_in_thread(channel, ts)
+                        .into_iter()
+                        .find(|m| m.from_api && m.text.contains(needle))
+                },
+            )
+            .await
+    }
+
+    fn deployment_id(&self, message: &Message) -> u64 {
+        let text = &message.text;
+        let start = text.find("Deployment #").expect("a deployment message") + "Deployment #".len();
+        text[start..].split(' ').next().unwrap().parse().unwrap()
+    }
+
+    fn states(&self, id: u64) -> Vec<String> {
+        self.gh
+            .statuses(id)
+            .iter()
+            .map(|s| s["state"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    fn runs(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("runs.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+async fn developer_deploys_a_branch(backend: Backend) {
+    let Some(mut w) = World::start(backend).await else {
+        return;
+    };
+    let ts = w
+        .say(RANDOM, JOYZ, "deploy trelhub/feature to pandawork")
+        .await;
+    let live = w.reply(RANDOM, &ts, "Deployment #").await;
+    let id = w.deployment_id(&live);
+    let done = w
+        .slack
+        .wait_for_text(RANDOM, &live.ts, "is done in", WAIT)
+        .await;
+    assert!(done.text.contains("trelhub/feature"), "{}", done.text);
+    w.gh.wait_for_status(id, "success", WAIT).await;
+    assert_eq!(w.states(id), ["queued", "in_progress", "success"]);
+    let in_progress = &w.gh.statuses(id)[1];
+    let log_url = in_progress["log_url"].as_str().unwrap().to_owned();
+    assert!(log_url.starts_with(&w.faseng_url()), "{log_url}");
+    let page = w
+        .http
+        .get(&log_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("deploying feature"),
+        "the log page serves the output: {page}"
+    );
+    let text = w
+        .http
+        .get(format!("{log_url}/log"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("deploying feature"),
+        "and as plain text: {text}"
+    );
+    assert_eq!(
+        w.slack.replies_in_thread(RANDOM, &ts).len(),
+        1,
+        "one live message, edited in place"
+    );
+    let feature_sha = w.gh.branch_sha("oursky/trelhub", "feature");
+    assert!(w.gh.deployments("oursky/trelhub")[0]["sha"] == feature_sha.as_str());
+    assert_eq!(w.runs(), [format!("start {id}"), format!("end {id}")]);
+}
+
+#[tokio::test]
+async fn developer_deploys_a_branch_with_sqlite() {
+    developer_deploys_a_branch(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn developer_deploys_a_branch_with_redis() {
+    developer_deploys_a_branch(Backend::Redis).await;
+}
+
+async fn three_users_wait_in_line(backend: Backend) {
+    let Some(mut w) = World::start(backend).await else {
+        return;
+    };
+    let mut lives = Vec::new();
+    for user in [JOYZ, ALICE, BOB] {
+        let ts = w.say(RANDOM, user, "deploy trelhub to edge").await;
+        let live = w.reply(RANDOM, &ts, "Deployment #").await;
+        // Arrival order is the order GitHub delivered the webhooks.
+        let id = w.deployment_id(&live);
+        w.gh.wait_until(WAIT, "the webhook delivered", |gh| {
+            gh.deliveries()
+                .iter()
+                .any(|d| d.id == format!("delivery-{id}") && d.status == 202)
+                .then_some(())
+        })
+        .await;
+        lives.push((id, live));
+    }
+    for (id, live) in &lives {
+        w.gh.wait_for_status(*id, "success", WAIT).await;
+        w.slack
+            .wait_for_text(RANDOM, &live.ts, "is done in", WAIT)
+            .await;
+    }
+    let ids: Vec<u64> = lives.iter().map(|(id, _)| *id).collect();
+    let expected: Vec<String> = ids
+        .iter()
+        .flat_map(|id| [format!("start {id}"), format!("end {id}")])
+        .collect();
+    assert_eq!(w.runs(), expected, "one at a time, in arrival order");
+    for (id, live) in &lives[1..] {
+        let message = w.slack.message(RANDOM, &live.ts).unwrap();
+        assert!(
+            message
+                .history
+                .iter()
+                .any(|t| t.contains("Waiting behind #")),
+            "#{id}'s message showed its place in line: {:#?}",
+            message.history
+        );
+        let queued = &w.gh.statuses(*id)[0];
+        assert!(
+            queued["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("Waiting behind #"),
+            "{queued}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn three_users_wait_in_line_with_sqlite() {
+    three_users_wait_in_line(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn three_users_wait_in_line_with_redis() {
+    three_users_wait_in_line(Backend::Redis).await;
+}
+
+async fn a_queued_deployment_survives_a_faseng_restart(backend: Backend) {
+    let Some(mut w) = World::start(backend).await else {
+        return;
+    };
+    w.kill_faseng().await;
+    w.start_faseng(false).await;
+    let ts = w.say(RANDOM, JOYZ, "deploy trelhub to pandawork").await;
+    let live = w.reply(RANDOM, &ts, "Deployment #").await;
+    let id = w.deployment_id(&live);
+    w.gh.wait_until(WAIT, "the webhook acknowledged", |gh| {
+        gh.deliveries()
+            .iter()
+            .any(|d| d.id == format!("delivery-{id}") && d.status == 202)
+            .then_some(())
+    })
+    .await;
+    assert!(w.runs().is_empty(), "no worker yet");
+    w.kill_faseng().await;
+    w.start_faseng(true).await;
+    w.gh.wait_for_status(id, "success", WAIT).await;
+    w.slack
+        .wait_for_text(RANDOM, &live.ts, "is done in", WAIT)
+        .await;
+    assert_eq!(
+        w.runs(),
+        [format!("start {id}"), format!("end {id}")],
+        "run once"
+    );
+    let states = w.states(id);
+    assert_eq!(
+        states.iter().filter(|s| *s == "in_progress").count(),
+        1,
+        "{states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| *s == "success").count(),
+        1,
+        "{states:?}"
+    );
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("queued"),
+        "{states:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_queued_deployment_survives_a_faseng_restart_with_sqlite() {
+    a_queued_deployment_survives_a_faseng_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_queued_deployment_survives_a_faseng_restart_with_redis() {
+    a_queued_deployment_survives_a_faseng_restart(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn ci_from_chat_names_the_failing_and_pending_checks() {
+    let Some(mut w) = World::start(Backend::Sqlite).await else {
+        return;
+    };
+    w.gh.add_branch("oursky/project-x", "feature");
+    let check = |name: &str, state: &str, check_run: bool| Check {
+        name: name.into(),
+        state: state.into(),
+        url: format!("https://ci.example.com/{name}"),
+        check_run,
+    };
+    w.gh.add_check(
+        "oursky/project-x",
+        "feature",
+        check("ci/travis", "failure", false),
+    );
+    w.gh.add_check("oursky/project-x", "feature", check("e2e", "pending", true));
+    w.gh.add_check(
+        "oursky/project-x",
+        "feature",
+        check("lint", "success", true),
+    );
+    let ts = w.say(RANDOM, JOYZ, "ci project-x/feature").await;
+    let answer = w.reply(RANDOM, &ts, "CI is").await;
+    assert!(
+        answer.text.contains("CI is red for project-x/feature"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer
+            .text
+            .contains("Failing: ci/travis (failure) https://ci.example.com/ci/travis"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer
+            .text
+            .contains("Pending: e2e (in_progress) https://ci.example.com/e2e"),
+        "{}",
+        answer.text
+    );
+    assert!(!answer.text.contains("lint"), "{}", answer.text);
+}
