@@ -228,7 +228,7 @@ async fn validation_order_is_app_then_environment_then_room() {
         one(chat
             .say("random", "chima deploy project-y to nowhere")
             .await),
-        "project-y? Never heard of it. Did you mean `project-x`? Apps I know: modmod-web, project-x, trelhub."
+        "project-y? Never heard of it. Did you mean `project-x`? Apps I know: demo, modmod-web, project-x, trelhub."
     );
     assert_eq!(
         one(chat
