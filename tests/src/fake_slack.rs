@@ -30,6 +30,16 @@ pub const BOT_USER: &str = "UCHIMABOT";
 /// The bot's bot id (as in `bot_id` of its messages).
 pub const BOT_ID: &str = "BCHIMABOT";
 
+/// `v0=<hex>` signature of a request to a Slack app: HMAC-SHA256 of `v0:{timestamp}:{body}`
+/// under the signing secret, as Slack signs what it sends.
+pub fn sign_request(signing_secret: &str, timestamp: u64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(signing_secret.as_bytes()).expect("any key length");
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 /// One Web API call as the fake saw it.
 #[derive(Debug, Clone)]
 pub struct Call {

@@ -9,9 +9,7 @@ use chima::slack::web::SlackWeb;
 use deploy_core::{Apps, GithubAuth, Secret};
 use e2e::fake_github::{Check, FakeGithub, TOKEN};
 use e2e::fake_slack::{BOT_TOKEN, BOT_USER, FakeSlack, Message};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tokio::sync::mpsc;
 
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
@@ -40,9 +38,7 @@ fn now() -> u64 {
 }
 
 fn sign(timestamp: u64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+    e2e::fake_slack::sign_request(SECRET, timestamp, body)
 }
 
 impl Harness {

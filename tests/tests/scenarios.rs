@@ -11,9 +11,7 @@ use e2e::fake_github::{Check, FakeGithub, TOKEN};
 use e2e::fake_slack::{BOT_TOKEN, BOT_USER, FakeSlack, Message};
 use e2e::git_repo::GitRepo;
 use e2e::redis_server::RedisServer;
-use hmac::{Hmac, Mac};
 use serde_json::json;
-use sha2::Sha256;
 use tokio::process::{Child, Command};
 
 const SIGNING_SECRET: &str = "scenario-signing-secret";
@@ -61,9 +59,7 @@ fn now() -> u64 {
 }
 
 fn sign(timestamp: u64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SIGNING_SECRET.as_bytes()).unwrap();
-    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+    e2e::fake_slack::sign_request(SIGNING_SECRET, timestamp, body)
 }
 
 async fn wait_healthy(http: &reqwest::Client, url: &str, child: &mut Child) {
@@ -262,6 +258,19 @@ impl World {
         text[start..].split(' ').next().unwrap().parse().unwrap()
     }
 
+    /// Waits until faseng acknowledged (202) the webhook of deployment `id`.
+    async fn acknowledged(&self, id: u64) {
+        let delivery = format!("delivery-{id}");
+        self.gh
+            .wait_until(WAIT, &format!("{delivery} acknowledged"), |gh| {
+                gh.deliveries()
+                    .iter()
+                    .any(|d| d.id == delivery && d.status == 202)
+                    .then_some(())
+            })
+            .await;
+    }
+
     fn states(&self, id: u64) -> Vec<String> {
         self.gh
             .statuses(id)
@@ -354,13 +363,7 @@ async fn three_users_wait_in_line(backend: Backend) {
         let live = w.reply(RANDOM, &ts, "Deployment #").await;
         // Arrival order is the order GitHub delivered the webhooks.
         let id = w.deployment_id(&live);
-        w.gh.wait_until(WAIT, "the webhook delivered", |gh| {
-            gh.deliveries()
-                .iter()
-                .any(|d| d.id == format!("delivery-{id}") && d.status == 202)
-                .then_some(())
-        })
-        .await;
+        w.acknowledged(id).await;
         lives.push((id, live));
     }
     for (id, live) in &lives {
@@ -415,13 +418,7 @@ async fn a_queued_deployment_survives_a_faseng_restart(backend: Backend) {
     let ts = w.say(RANDOM, JOYZ, "deploy trelhub to pandawork").await;
     let live = w.reply(RANDOM, &ts, "Deployment #").await;
     let id = w.deployment_id(&live);
-    w.gh.wait_until(WAIT, "the webhook acknowledged", |gh| {
-        gh.deliveries()
-            .iter()
-            .any(|d| d.id == format!("delivery-{id}") && d.status == 202)
-            .then_some(())
-    })
-    .await;
+    w.acknowledged(id).await;
     assert!(w.runs().is_empty(), "no worker yet");
     w.kill_faseng().await;
     w.start_faseng(true).await;

@@ -15,9 +15,7 @@ use deploy_core::{Apps, GithubAuth, Secret};
 use e2e::bench::{Summary, ms, round, rss_mb, summarize, table, us, write_report};
 use e2e::fake_github::{FakeGithub, TOKEN};
 use e2e::fake_slack::{BOT_TOKEN, BOT_USER, FakeSlack};
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const COMMANDS_FOR_RSS: usize = 10_000;
@@ -303,10 +301,7 @@ async fn bench_chima() -> anyhow::Result<Value> {
 const SIGNING_SECRET: &str = "bench-signing-secret";
 
 fn sign(timestamp: u64, body: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(SIGNING_SECRET.as_bytes()).expect("any key length");
-    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+    e2e::fake_slack::sign_request(SIGNING_SECRET, timestamp, body)
 }
 
 fn mention(i: usize, command: &str) -> String {
