@@ -84,7 +84,7 @@ struct Inner {
     next_ts: u64,
     rate_limited: u32,
     retry_after: u64,
-    down: bool,
+    down: Option<StatusCode>,
 }
 
 #[derive(Clone)]
@@ -236,7 +236,15 @@ impl FakeSlack {
 
     /// While down, every call answers 503.
     pub fn set_down(&self, down: bool) {
-        self.shared.lock().down = down;
+        self.fail_with(down.then_some(503));
+    }
+
+    /// While `Some(status)`, every call answers that HTTP status (e.g. 500) with no Slack
+    /// body, as a failing load balancer in front of Slack would; `None` ends the outage.
+    /// Calls are still recorded, so a test can see what was attempted during the outage.
+    pub fn fail_with(&self, status: Option<u16>) {
+        self.shared.lock().down =
+            status.map(|s| StatusCode::from_u16(s).expect("a valid HTTP status"));
     }
 
     /// Waits until `check` holds, or panics after `timeout`.
@@ -424,8 +432,8 @@ fn handle(
     authorization: Option<&str>,
 ) -> Response {
     let mut inner = shared.lock();
-    if inner.down {
-        return (StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable").into_response();
+    if let Some(status) = inner.down {
+        return (status, "upstream unavailable").into_response();
     }
     if inner.rate_limited > 0 {
         inner.rate_limited -= 1;

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::checkout::{Checkouts, token_host_for_api};
-use crate::deployer::{Deployer, DeployerSettings};
+use crate::deployer::{Deployer, DeployerSettings, LiveRuns};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
@@ -107,6 +107,8 @@ pub struct Services {
     pub sink: Arc<dyn DeploymentStatusSink>,
     /// Chat.
     pub notifier: Arc<dyn ChatNotifier>,
+    /// The runs going on in this process (shared by its deployers).
+    pub live_runs: Arc<LiveRuns>,
 }
 
 impl std::fmt::Debug for Services {
@@ -139,6 +141,7 @@ impl Services {
             metrics: Arc::new(Metrics::default()),
             sink,
             notifier,
+            live_runs: Arc::new(LiveRuns::default()),
         })
     }
 
@@ -194,7 +197,32 @@ impl Services {
                 secrets,
                 providers,
             },
-        ))
+        )
+        .with_live_runs(self.live_runs.clone()))
+    }
+
+    /// Waits (up to the shutdown timeout) for runs still going on in this process: the queue's
+    /// worker has stopped, but a run it handed out lives on its own task and must still post
+    /// its final status and chat message.
+    async fn drain_live_runs(&self) {
+        let live = &self.live_runs;
+        if live.is_empty() {
+            return;
+        }
+        tracing::info!(
+            runs = live.len(),
+            "waiting for running deployments to finish"
+        );
+        if tokio::time::timeout(self.config.shutdown_timeout, live.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                runs = live.len(),
+                "deployments still running after {:?}; exiting (another worker will report them)",
+                self.config.shutdown_timeout
+            );
+        }
     }
 
     /// Runs a worker until `shutdown`; restarts it (new name, backoff) if it stops on its own.
@@ -206,7 +234,7 @@ impl Services {
         let mut backoff = Duration::from_millis(500);
         loop {
             let name = queue::unique_worker_name(&self.config.worker_prefix);
-            let deployer = Arc::new(self.deployer(&public_url, &name)?);
+            let deployer = self.deployer(&public_url, &name)?.into_shared();
             tracing::info!(worker = %name, "worker starting");
             let mut rx = shutdown.clone();
             let stop = async move {
@@ -223,6 +251,7 @@ impl Services {
             )
             .await;
             if *shutdown.borrow() {
+                self.drain_live_runs().await;
                 tracing::info!(worker = %name, "worker stopped");
                 return result;
             }

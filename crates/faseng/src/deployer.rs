@@ -3,8 +3,9 @@
 //! provider, report. A job that comes back after it started is an orphan and is reported,
 //! never re-run.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -68,6 +69,69 @@ pub struct DeployerSettings {
     pub providers: Arc<providers::ProviderSettings>,
 }
 
+/// The runs going on in this process, shared by every deployer the process builds (a worker
+/// restarted after a backend error gets a new deployer, but its predecessor's runs go on).
+///
+/// A run is executed on its own task, so it outlives the queue's handler future: apalis drops
+/// the in-flight handler futures when it restarts a worker after a backend error (a Redis
+/// restart, a busy SQLite), and a dropped run would be left with no final status. A job for a
+/// run that is live here (the queue handing it out again) drops out instead of being reported
+/// as an orphan; graceful shutdown waits for the live runs to finish.
+#[derive(Debug, Default)]
+pub struct LiveRuns {
+    keys: Mutex<HashSet<String>>,
+    changed: tokio::sync::Notify,
+}
+
+impl LiveRuns {
+    /// Marks `key` live; false when it already was.
+    fn claim(&self, key: &str) -> bool {
+        self.lock().insert(key.to_owned())
+    }
+
+    fn release(&self, key: &str) {
+        self.lock().remove(key);
+        self.changed.notify_waiters();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many runs are live.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no run is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until no run is live.
+    pub async fn wait_idle(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.is_empty() {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// Releases a live run when its task ends, however it ends.
+struct LiveGuard {
+    live: Arc<LiveRuns>,
+    key: String,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.live.release(&self.key);
+    }
+}
+
 /// Runs jobs. Shared by every task of a worker.
 pub struct Deployer {
     /// The durable store.
@@ -85,6 +149,8 @@ pub struct Deployer {
     /// Settings.
     pub settings: DeployerSettings,
     line_changed: tokio::sync::Notify,
+    live: Arc<LiveRuns>,
+    me: Weak<Deployer>,
 }
 
 impl std::fmt::Debug for Deployer {
@@ -162,7 +228,30 @@ impl Deployer {
             metrics,
             settings,
             line_changed: tokio::sync::Notify::new(),
+            live: Arc::new(LiveRuns::default()),
+            me: Weak::new(),
         }
+    }
+
+    /// Shares the registry of live runs with other deployers of this process.
+    #[must_use]
+    pub fn with_live_runs(mut self, live: Arc<LiveRuns>) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// The deployer behind an `Arc`, able to put each run on its own task (see [`LiveRuns`]).
+    /// A deployer used without this runs each job inside the caller's future.
+    pub fn into_shared(self) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            ..self
+        })
+    }
+
+    /// The runs going on in this process.
+    pub fn live_runs(&self) -> &Arc<LiveRuns> {
+        &self.live
     }
 
     /// The log page of a run.
@@ -180,9 +269,38 @@ impl Deployer {
     /// `queue_job` is the queue's id for this job: a job that finds its run started under
     /// another id is a duplicate and drops out quietly; one that finds its own id (or none
     /// is known) is an orphan and is reported.
+    ///
+    /// The run goes on on its own task when the deployer is shared ([`Deployer::into_shared`]):
+    /// dropping the returned future does not stop it.
     pub async fn process(&self, job: DeployJob, queue_job: Option<String>) -> anyhow::Result<()> {
         let span = tracing::info_span!("deployment", id = job.deployment_id, repo = %job.repo, env = %job.environment);
-        self.process_inner(job, queue_job).instrument(span).await
+        let key = job.key();
+        if !self.live.claim(&key) {
+            span.in_scope(|| {
+                tracing::info!("the run is going on in this process; dropping the repeated job");
+            });
+            self.metrics.duplicate_job();
+            return Ok(());
+        }
+        let guard = LiveGuard {
+            live: self.live.clone(),
+            key,
+        };
+        let Some(me) = self.me.upgrade() else {
+            let _guard = guard;
+            return self.process_inner(job, queue_job).instrument(span).await;
+        };
+        let task = tokio::spawn(
+            async move {
+                let _guard = guard;
+                me.process_inner(job, queue_job).await
+            }
+            .instrument(span),
+        );
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("the run's task failed: {e}")),
+        }
     }
 
     async fn process_inner(&self, job: DeployJob, queue_job: Option<String>) -> anyhow::Result<()> {
@@ -276,7 +394,7 @@ impl Deployer {
         }
 
         let marker = StartMarker {
-            worker: self.settings.worker_name.clone(),
+            worker: process_identity(&self.settings.worker_name),
             host: hostname(),
             pgid: None,
             job: queue_job.clone(),
@@ -596,6 +714,20 @@ impl Deployer {
     }
 
     async fn orphaned(&self, run: Run<'_>, marker: Option<StartMarker>) -> anyhow::Result<()> {
+        if let Some(m) = &marker
+            && m.host == hostname()
+            && let Some(pid) = live_starter(&m.worker)
+        {
+            // The queue handed the job out again (its worker's heartbeat lapsed while the
+            // worker was being restarted), but the process that started the run is alive
+            // and still runs it on its own task: it will report; this job drops out.
+            tracing::info!(
+                pid,
+                "the run is going on in another live faseng process; dropping this job"
+            );
+            self.metrics.duplicate_job();
+            return Ok(());
+        }
         if let Some(m) = &marker {
             kill_leftover_group(m, run.job.deployment_id);
         }
@@ -611,9 +743,11 @@ impl Deployer {
     }
 
     async fn leave_line(&self, job: &DeployJob, key: &str) {
-        if let Err(e) = self.store.line_leave(&job.line, key).await {
-            tracing::error!(error = %e, "could not leave the waiting line");
-        }
+        let store = &self.store;
+        retry_store("leave the waiting line", || {
+            store.line_leave(&job.line, key)
+        })
+        .await;
         self.line_changed.notify_waiters();
     }
 
@@ -687,11 +821,90 @@ impl Deployer {
             .reporter_finish(self.settings.report_drain)
             .await
             .or(run.record.chat_ts.clone());
-        if let Err(e) = self.store.put_run(&run.record).await {
-            tracing::error!(error = %e, "could not record the result");
-        }
+        let store = &self.store;
+        let record = &run.record;
+        retry_store("record the result", || store.put_run(record)).await;
         Ok(())
     }
+}
+
+/// How long the end of a run keeps trying to write its result to a store that fails (a
+/// Redis restart): a run whose result is not recorded would hold its environment's line.
+const STORE_RETRY_FOR: Duration = Duration::from_secs(300);
+
+/// Runs a store write until it succeeds, with backoff, for up to [`STORE_RETRY_FOR`].
+async fn retry_store<F, Fut>(what: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let deadline = tokio::time::Instant::now() + STORE_RETRY_FOR;
+    let mut delay = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match write().await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(failures, "could {what} after the store came back");
+                }
+                return;
+            }
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(error = %format!("{e:#}"), "could not {what}; trying again");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not {what}; giving up after {STORE_RETRY_FOR:?}");
+                return;
+            }
+        }
+    }
+}
+
+/// The start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`):
+/// with the pid, it names one process for good (pids are reused, start times are not).
+fn start_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The name a start marker records: the worker's name and this process's identity, so
+/// another process can tell whether the run's starter is still alive.
+fn process_identity(worker_name: &str) -> String {
+    let pid = std::process::id();
+    match start_ticks(&pid.to_string()) {
+        Some(ticks) => format!("{worker_name} (pid {pid}, start {ticks})"),
+        None => worker_name.to_owned(),
+    }
+}
+
+/// The pid of the process named in a marker's `worker`, when that very process (same start
+/// time, not a reused pid) is alive and is not this one.
+fn live_starter(worker: &str) -> Option<u32> {
+    let inner = worker.rsplit_once(" (pid ")?.1.strip_suffix(')')?;
+    let (pid, ticks) = inner.split_once(", start ")?;
+    let pid_num: u32 = pid.parse().ok()?;
+    if pid_num == std::process::id() {
+        return None;
+    }
+    let ticks: u64 = ticks.parse().ok()?;
+    let alive = start_ticks(pid) == Some(ticks)
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false);
+    alive.then_some(pid_num)
 }
 
 impl Run<'_> {
@@ -750,6 +963,26 @@ mod tests {
         assert!(!is_duplicate(Some(&m(None)), Some("a")));
         assert!(!is_duplicate(Some(&m(Some("a"))), None));
         assert!(!is_duplicate(None, Some("a")));
+    }
+
+    #[test]
+    fn a_marker_names_a_live_starter_only_when_that_very_process_lives() {
+        let me = process_identity("w");
+        assert!(me.starts_with("w (pid "), "{me}");
+        // This process is alive but is not "another" process.
+        assert_eq!(live_starter(&me), None);
+        let parent = std::os::unix::process::parent_id();
+        let ticks = start_ticks(&parent.to_string()).unwrap();
+        assert_eq!(
+            live_starter(&format!("w (pid {parent}, start {ticks})")),
+            Some(parent)
+        );
+        // Same pid, other start time: a reused pid, not the starter.
+        assert_eq!(
+            live_starter(&format!("w (pid {parent}, start {})", ticks + 1)),
+            None
+        );
+        assert_eq!(live_starter("w"), None);
     }
 
     #[test]

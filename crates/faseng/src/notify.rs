@@ -7,6 +7,26 @@ use async_trait::async_trait;
 use deploy_core::{Notify, Secret};
 use serde_json::{Value, json};
 
+/// A chat call the chat service refused (bad channel, unknown message, revoked token):
+/// sending it again will not help. Other errors (5xx, timeouts, connection failures) may pass.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ChatRefused(pub String);
+
+/// True when `e` is a [`ChatRefused`] (not worth retrying).
+pub fn is_permanent(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ChatRefused>().is_some()
+}
+
+/// Slack error codes that say "try again later" rather than "this call is wrong".
+const SLACK_TEMPORARY: &[&str] = &[
+    "ratelimited",
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+];
+
 /// A chat service faseng can update.
 #[async_trait]
 pub trait ChatNotifier: Send + Sync + 'static {
@@ -70,10 +90,12 @@ impl SlackNotifier {
                     if v["ok"] == true {
                         return Ok(v);
                     }
-                    anyhow::bail!(
-                        "slack {method} answered {status}: {}",
-                        v["error"].as_str().unwrap_or("no error code")
-                    );
+                    let code = v["error"].as_str().unwrap_or("no error code");
+                    let message = format!("slack {method} answered {status}: {code}");
+                    if SLACK_TEMPORARY.contains(&code) {
+                        anyhow::bail!(message);
+                    }
+                    return Err(ChatRefused(message).into());
                 }
                 Err(e) if attempt < self.max_attempts => {
                     tracing::debug!(error = %e, "slack {method} failed; retrying");

@@ -1,8 +1,16 @@
 //! Reports one run's state changes to GitHub and chat, in order, in the background: a
 //! status post that fails with 5xx is retried with backoff while the run goes on; a 4xx is
 //! logged and dropped. The run never waits for a report, except for a bounded drain at the end.
+//!
+//! Statuses and chat go out on two separate tasks, so a chat service that is down never
+//! delays a GitHub status. A chat update that fails for a reason that may pass (5xx,
+//! timeout, connection refused) is caught up: the latest text is sent again with backoff
+//! (older texts it replaced are skipped) until the chat service answers, for up to
+//! [`CHAT_CATCH_UP`] after the run ended; giving up is logged at error level with the text
+//! that was not delivered.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument as _;
 
@@ -10,8 +18,16 @@ use deploy_core::Notify;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::notify::ChatNotifier;
+use crate::notify::{ChatNotifier, is_permanent};
 use crate::status::{DeploymentStatusSink, PostError, StatusTarget, StatusUpdate};
+
+/// How long after a run ended its chat message keeps being caught up while the chat service
+/// fails.
+pub const CHAT_CATCH_UP: Duration = Duration::from_secs(15 * 60);
+
+/// How long the end of a run waits for its chat message before leaving the catch-up to the
+/// background (a chat outage must not hold a worker slot).
+pub const CHAT_DRAIN: Duration = Duration::from_secs(10);
 
 /// How status posts are retried.
 #[derive(Debug, Clone, Copy)]
@@ -53,11 +69,21 @@ pub struct Report {
     pub chat_reply: Option<String>,
 }
 
+/// A chat change: new text for the message and/or a reply in its thread.
+#[derive(Debug)]
+struct ChatChange {
+    text: Option<String>,
+    reply: Option<String>,
+}
+
 /// Handle to a run's background reporter.
 #[derive(Debug)]
 pub struct Reporter {
-    tx: Option<mpsc::UnboundedSender<Report>>,
-    task: Option<JoinHandle<Option<String>>>,
+    statuses: Option<mpsc::UnboundedSender<StatusUpdate>>,
+    chat: Option<mpsc::UnboundedSender<ChatChange>>,
+    status_task: Option<JoinHandle<()>>,
+    chat_task: Option<JoinHandle<()>>,
+    ts: Arc<Mutex<Option<String>>>,
 }
 
 impl Reporter {
@@ -71,50 +97,63 @@ impl Reporter {
         chat_ts: Option<String>,
         retry: RetryPolicy,
     ) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
-        let task = tokio::spawn(
+        let (status_tx, mut status_rx) = mpsc::unbounded_channel::<StatusUpdate>();
+        let status_task = tokio::spawn(
             async move {
-                let notify = notify.filter(|n| notifier.handles(n));
-                let mut ts = chat_ts;
-                while let Some(report) = rx.recv().await {
-                    if let Some(status) = &report.status {
-                        post_with_retry(sink.as_ref(), &target, status, retry).await;
-                    }
-                    let Some(n) = &notify else { continue };
-                    if let Some(text) = &report.chat {
-                        match notifier.upsert(n, ts.as_deref(), text).await {
-                            Ok(new_ts) => ts = Some(new_ts),
-                            Err(e) => tracing::warn!(error = %e, "chat update failed"),
-                        }
-                    }
-                    if let (Some(text), Some(t)) = (&report.chat_reply, &ts)
-                        && let Err(e) = notifier.reply(n, t, text).await
-                    {
-                        tracing::warn!(error = %e, "chat thread reply failed");
-                    }
+                while let Some(status) = status_rx.recv().await {
+                    post_with_retry(sink.as_ref(), &target, &status, retry).await;
                 }
-                ts
             }
             .instrument(tracing::Span::current()),
         );
+        let ts = Arc::new(Mutex::new(chat_ts));
+        let notify = notify.filter(|n| notifier.handles(n));
+        let (chat_tx, chat_task) = match notify {
+            Some(n) => {
+                let (tx, rx) = mpsc::unbounded_channel::<ChatChange>();
+                let chat = ChatCatchUp {
+                    notifier,
+                    notify: n,
+                    ts: ts.clone(),
+                    retry,
+                };
+                let task = tokio::spawn(chat.run(rx).instrument(tracing::Span::current()));
+                (Some(tx), Some(task))
+            }
+            None => (None, None),
+        };
         Self {
-            tx: Some(tx),
-            task: Some(task),
+            statuses: Some(status_tx),
+            chat: chat_tx,
+            status_task: Some(status_task),
+            chat_task,
+            ts,
         }
     }
 
     /// A reporter that reports nothing (what is left after [`Reporter::finish`]).
     pub fn closed() -> Self {
         Self {
-            tx: None,
-            task: None,
+            statuses: None,
+            chat: None,
+            status_task: None,
+            chat_task: None,
+            ts: Arc::new(Mutex::new(None)),
         }
     }
 
     /// Queues a report; never blocks.
     pub fn send(&self, report: Report) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(report);
+        if let (Some(status), Some(tx)) = (report.status, &self.statuses) {
+            let _ = tx.send(status);
+        }
+        if (report.chat.is_some() || report.chat_reply.is_some())
+            && let Some(tx) = &self.chat
+        {
+            let _ = tx.send(ChatChange {
+                text: report.chat,
+                reply: report.chat_reply,
+            });
         }
     }
 
@@ -127,23 +166,167 @@ impl Reporter {
         });
     }
 
-    /// Stops taking reports and waits up to `bound` for the queued ones to go out; returns
-    /// the chat message ts when known.
+    /// Stops taking reports and waits up to `bound` for the queued statuses to go out, and
+    /// up to [`CHAT_DRAIN`] of that for the chat message (which keeps catching up in the
+    /// background if the chat service is failing); returns the chat message ts when known.
     pub async fn finish(mut self, bound: Duration) -> Option<String> {
-        self.tx.take();
-        let task = self.task.take()?;
-        match tokio::time::timeout(bound, task).await {
-            Ok(Ok(ts)) => ts,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "reporter task failed");
-                None
+        self.statuses.take();
+        self.chat.take();
+        let deadline = tokio::time::Instant::now() + bound;
+        if let Some(task) = self.status_task.take() {
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "status reporter task failed"),
+                Err(_) => tracing::warn!(
+                    "statuses still pending after {bound:?}; leaving them to finish in the background"
+                ),
             }
-            Err(_) => {
-                tracing::warn!(
-                    "reports still pending after {bound:?}; leaving them to finish in the background"
-                );
-                None
+        }
+        if let Some(task) = self.chat_task.take() {
+            let chat_deadline = deadline.min(tokio::time::Instant::now() + CHAT_DRAIN);
+            match tokio::time::timeout_at(chat_deadline, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "chat reporter task failed"),
+                Err(_) => tracing::warn!(
+                    "the chat message is not up to date yet; catching up in the background"
+                ),
             }
+        }
+        self.ts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Keeps one run's chat message up to date, catching up after chat outages.
+struct ChatCatchUp {
+    notifier: Arc<dyn ChatNotifier>,
+    notify: Notify,
+    ts: Arc<Mutex<Option<String>>>,
+    retry: RetryPolicy,
+}
+
+impl ChatCatchUp {
+    fn ts(&self) -> Option<String> {
+        self.ts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<ChatChange>) {
+        let mut text: Option<String> = None;
+        let mut replies: VecDeque<String> = VecDeque::new();
+        let mut failures = 0u32;
+        let mut last_error = String::new();
+        let mut open = true;
+        let mut give_up_at: Option<tokio::time::Instant> = None;
+        loop {
+            if text.is_some() || !replies.is_empty() {
+                match self.deliver(&mut text, &mut replies).await {
+                    Ok(()) => {
+                        if failures > 0 {
+                            tracing::info!(
+                                failures,
+                                "chat message caught up after the chat service failed"
+                            );
+                        }
+                        failures = 0;
+                    }
+                    Err(Deliver::Permanent(e)) => {
+                        tracing::warn!(error = %e, "chat update refused; not retrying");
+                        text = None;
+                        replies.clear();
+                        failures = 0;
+                    }
+                    Err(Deliver::Temporary(e)) => {
+                        failures += 1;
+                        if failures == 1 {
+                            tracing::warn!(error = %e, "chat update failed; will catch up when the chat service answers");
+                        }
+                        last_error = e;
+                    }
+                }
+            }
+            let pending = text.is_some() || !replies.is_empty();
+            if !open {
+                if !pending {
+                    return;
+                }
+                let now = tokio::time::Instant::now();
+                let give_up = *give_up_at.get_or_insert(now + CHAT_CATCH_UP);
+                if now >= give_up {
+                    tracing::error!(
+                        text = text.as_deref().unwrap_or(""),
+                        replies = replies.len(),
+                        error = %last_error,
+                        "giving up on the chat message after {CHAT_CATCH_UP:?} of failures; its last update was not delivered"
+                    );
+                    return;
+                }
+                tokio::time::sleep(self.retry.delay(failures).min(give_up - now)).await;
+                continue;
+            }
+            let next = if pending {
+                match tokio::time::timeout(self.retry.delay(failures), rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => continue,
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = next else {
+                open = false;
+                continue;
+            };
+            let mut change = Some(first);
+            while let Some(c) = change {
+                if c.text.is_some() {
+                    text = c.text;
+                }
+                replies.extend(c.reply);
+                change = rx.try_recv().ok();
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        text: &mut Option<String>,
+        replies: &mut VecDeque<String>,
+    ) -> Result<(), Deliver> {
+        if let Some(t) = text.as_deref() {
+            let ts = self.ts();
+            let new_ts = self
+                .notifier
+                .upsert(&self.notify, ts.as_deref(), t)
+                .await
+                .map_err(Deliver::from)?;
+            *self.ts.lock().unwrap_or_else(|p| p.into_inner()) = Some(new_ts);
+            *text = None;
+        }
+        while let Some(reply) = replies.front() {
+            let Some(ts) = self.ts() else {
+                tracing::warn!("no chat message to reply to; dropping the thread reply");
+                replies.clear();
+                break;
+            };
+            self.notifier
+                .reply(&self.notify, &ts, reply)
+                .await
+                .map_err(Deliver::from)?;
+            replies.pop_front();
+        }
+        Ok(())
+    }
+}
+
+enum Deliver {
+    Permanent(String),
+    Temporary(String),
+}
+
+impl From<anyhow::Error> for Deliver {
+    fn from(e: anyhow::Error) -> Self {
+        if is_permanent(&e) {
+            Deliver::Permanent(format!("{e:#}"))
+        } else {
+            Deliver::Temporary(format!("{e:#}"))
         }
     }
 }
