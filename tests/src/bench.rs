@@ -32,6 +32,11 @@ pub fn summarize(samples: &[f64]) -> Summary {
     }
 }
 
+/// The median of a non-empty set (the upper middle one for an even count, as nearest-rank).
+pub fn median(samples: &[f64]) -> f64 {
+    summarize(samples).p50
+}
+
 /// Milliseconds of a duration, as a float.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

@@ -2,13 +2,15 @@
 //! waiting line in arrival order, and the durable enqueue — all before the 202. If any
 //! step fails, the earlier ones are undone and the caller answers 503 so GitHub redelivers.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::job::DeployJob;
 use crate::queue::Queue;
-use chrono::Utc;
-
-use crate::store::{Accepted, RunState, Store};
+use crate::store::{AcceptItem, Accepted, RunState, Store};
 use crate::webhook::DeploymentEvent;
 
 /// A known deployment that has not started this long after arrival is enqueued again when
@@ -29,10 +31,27 @@ pub enum IntakeOutcome {
     Refused(String),
 }
 
+/// How many deliveries one store round trip and one queue push carry at most.
+pub const MAX_BATCH: usize = 256;
+
+/// One delivery waiting for the batcher.
+struct Pending {
+    delivery_id: String,
+    job: DeployJob,
+    reply: oneshot::Sender<anyhow::Result<IntakeOutcome>>,
+}
+
 /// Accepts deployments into the store and the queue.
+///
+/// Concurrent deliveries are batched: a single task takes every delivery that arrived
+/// while it was busy with the previous batch, in arrival order, and accepts them with one
+/// store round trip (dedup, record, line) and one queue push, so under load the Redis
+/// round trips per delivery fall well below one, and with one delivery at a time nothing
+/// waits. Each caller still gets its answer only after its job is durably queued.
 pub struct Intake {
     store: Arc<dyn Store>,
     queue: Queue,
+    batcher: OnceLock<mpsc::UnboundedSender<Pending>>,
 }
 
 impl std::fmt::Debug for Intake {
@@ -44,9 +63,14 @@ impl std::fmt::Debug for Intake {
 }
 
 impl Intake {
-    /// An intake over a store and a queue.
+    /// An intake over a store and a queue (the batcher task starts on first use, on the
+    /// caller's tokio runtime, and ends when the intake is dropped).
     pub fn new(store: Arc<dyn Store>, queue: Queue) -> Self {
-        Self { store, queue }
+        Self {
+            store,
+            queue,
+            batcher: OnceLock::new(),
+        }
     }
 
     /// Accepts one deployment webhook. `Err` means the queue or store is unreachable and
@@ -64,46 +88,137 @@ impl Intake {
                 )));
             }
         };
-        let key = job.key();
-        let Accepted {
-            fresh_delivery,
-            created,
-        } = self
-            .store
-            .accept_run(delivery_id, &job.initial_record(), &job.line)
-            .await?;
-        if !created {
-            // Known deployment. Enqueue again only when it has sat unstarted for a while (an
-            // earlier intake may have died between recording and enqueueing); a second job
-            // for one run is harmless: the start marker lets exactly one of them run.
-            let existing = self.store.get_run(&key).await?;
-            let stale = existing.is_some_and(|r| {
-                r.state == RunState::Queued
-                    && Utc::now() - r.received_at > chrono::Duration::seconds(RECOVER_AFTER_SECS)
-            });
-            if !stale {
-                return Ok(IntakeOutcome::Duplicate);
+        let batcher = self.batcher.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_batcher(self.store.clone(), self.queue.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        batcher
+            .send(Pending {
+                delivery_id: delivery_id.to_owned(),
+                job,
+                reply,
+            })
+            .map_err(|_| anyhow::anyhow!("the intake batcher has stopped"))?;
+        answer
+            .await
+            .context("the intake batcher dropped a delivery")?
+    }
+}
+
+async fn run_batcher(
+    store: Arc<dyn Store>,
+    queue: Queue,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        accept_batch(&*store, &queue, std::mem::take(&mut batch)).await;
+    }
+}
+
+/// What happens to one delivery of a batch once the store has answered.
+enum Plan {
+    /// Push the job; `created` = its record and line place are new (undo them on failure).
+    Push { created: bool, fresh_delivery: bool },
+    /// Answer with this now.
+    Done(anyhow::Result<IntakeOutcome>),
+}
+
+async fn accept_batch(store: &dyn Store, queue: &Queue, batch: Vec<Pending>) {
+    let items: Vec<AcceptItem> = batch
+        .iter()
+        .map(|p| AcceptItem {
+            delivery_id: p.delivery_id.clone(),
+            run: p.job.initial_record(),
+            line: p.job.line.clone(),
+        })
+        .collect();
+    let accepted = match store.accept_runs(&items).await {
+        Ok(a) => a,
+        Err(e) => {
+            let why = format!("{e:#}");
+            for p in batch {
+                let _ = p.reply.send(Err(anyhow::anyhow!("{why}")));
             }
-            tracing::warn!(%key, %delivery_id, "re-enqueueing a deployment that never started");
-        } else if !fresh_delivery {
-            tracing::warn!(%key, %delivery_id, "a delivery seen before has no run: an earlier intake died; accepting it now");
+            return;
         }
-        let enqueued = async {
-            if !created {
-                self.store.line_join(&job.line, &key).await?;
+    };
+    let mut plans = Vec::with_capacity(batch.len());
+    for (p, a) in batch.iter().zip(accepted) {
+        plans.push(plan(store, p, a).await);
+    }
+    let to_push: Vec<DeployJob> = batch
+        .iter()
+        .zip(&plans)
+        .filter(|(_, plan)| matches!(plan, Plan::Push { .. }))
+        .map(|(p, _)| p.job.clone())
+        .collect();
+    let pushed = if to_push.is_empty() {
+        Ok(())
+    } else {
+        queue.push_all(to_push).await
+    };
+    let failure = pushed.as_ref().err().map(|e| format!("{e:#}"));
+    for (p, plan) in batch.into_iter().zip(plans) {
+        let answer = match plan {
+            Plan::Done(answer) => answer,
+            Plan::Push { created, .. } if failure.is_some() => {
+                let key = p.job.key();
+                if created {
+                    let _ = store.line_leave(&p.job.line, &key).await;
+                    let _ = store.delete_run(&key).await;
+                }
+                let _ = store.release_delivery(&p.delivery_id).await;
+                Err(anyhow::anyhow!(
+                    "{}",
+                    failure.as_deref().unwrap_or_default()
+                ))
             }
-            self.queue.push(job.clone()).await
-        }
-        .await;
-        if let Err(e) = enqueued {
-            if created {
-                let _ = self.store.line_leave(&job.line, &key).await;
-                let _ = self.store.delete_run(&key).await;
+            Plan::Push { fresh_delivery, .. } => {
+                let key = p.job.key();
+                if !fresh_delivery {
+                    tracing::warn!(%key, delivery_id = %p.delivery_id, "a delivery seen before has no run: an earlier intake died; accepting it now");
+                }
+                tracing::info!(%key, line = %p.job.line, delivery_id = %p.delivery_id, "deployment queued");
+                Ok(IntakeOutcome::Accepted { key })
             }
-            let _ = self.store.release_delivery(delivery_id).await;
-            return Err(e);
-        }
-        tracing::info!(%key, line = %job.line, %delivery_id, "deployment queued");
-        Ok(IntakeOutcome::Accepted { key })
+        };
+        let _ = p.reply.send(answer);
+    }
+}
+
+/// Decides what to do with one delivery after the store accepted (or knew) it.
+async fn plan(store: &dyn Store, p: &Pending, a: Accepted) -> Plan {
+    if a.created {
+        return Plan::Push {
+            created: true,
+            fresh_delivery: a.fresh_delivery,
+        };
+    }
+    // Known deployment. Enqueue again only when it has sat unstarted for a while (an
+    // earlier intake may have died between recording and enqueueing); a second job for
+    // one run is harmless: the start marker lets exactly one of them run.
+    let key = p.job.key();
+    let existing = match store.get_run(&key).await {
+        Ok(r) => r,
+        Err(e) => return Plan::Done(Err(e)),
+    };
+    let stale = existing.is_some_and(|r| {
+        r.state == RunState::Queued
+            && Utc::now() - r.received_at > chrono::Duration::seconds(RECOVER_AFTER_SECS)
+    });
+    if !stale {
+        return Plan::Done(Ok(IntakeOutcome::Duplicate));
+    }
+    tracing::warn!(%key, delivery_id = %p.delivery_id, "re-enqueueing a deployment that never started");
+    if let Err(e) = store.line_join(&p.job.line, &key).await {
+        let _ = store.release_delivery(&p.delivery_id).await;
+        return Plan::Done(Err(e));
+    }
+    Plan::Push {
+        created: false,
+        fresh_delivery: a.fresh_delivery,
     }
 }

@@ -143,6 +143,30 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// Pushes several jobs durably in one backend call (one Redis script, one SQLite
+    /// transaction), in order; returns once the backend has all of them.
+    pub async fn push_all(&self, jobs: Vec<DeployJob>) -> anyhow::Result<()> {
+        let tasks = futures::stream::iter(
+            jobs.into_iter()
+                .map(|job| TaskBuilder::new(job).max_attempts(1).build()),
+        );
+        match self {
+            Queue::Redis { storage } => storage
+                .clone()
+                .push_all(tasks)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            Queue::Sqlite { storage } => storage
+                .clone()
+                .push_all(tasks)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        }
+        Ok(())
+    }
+}
+
 async fn handle(
     job: DeployJob,
     task_id: TaskId,

@@ -143,6 +143,17 @@ pub struct Accepted {
     pub created: bool,
 }
 
+/// One delivery to accept, for [`Store::accept_runs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcceptItem {
+    /// `X-GitHub-Delivery`.
+    pub delivery_id: String,
+    /// The run record to create.
+    pub run: RunRecord,
+    /// The waiting line the run joins when its record is new.
+    pub line: String,
+}
+
 /// The operations faseng needs from its durable store. Every method is one round trip and
 /// safe to call from any number of processes at once.
 #[async_trait]
@@ -175,6 +186,10 @@ pub trait Store: Send + Sync + 'static {
             created,
         })
     }
+    /// [`Store::accept_run`] for several deliveries, in order, as if one after the other
+    /// (a later item sees an earlier one's delivery and run), atomically and in one round
+    /// trip (Redis: one script; SQLite: one transaction). `Err` means none of it happened.
+    async fn accept_runs(&self, items: &[AcceptItem]) -> anyhow::Result<Vec<Accepted>>;
     /// Remembers a delivery id; `false` when it was seen before.
     async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool>;
     /// Forgets a delivery id (the enqueue after claiming it failed; GitHub will redeliver).
@@ -292,6 +307,41 @@ pub(crate) mod contract {
                 .pgid,
             Some(42)
         );
+
+        // A batch behaves as its items one after the other: dedup by delivery and by run
+        // within the batch, and the line in arrival order.
+        let item = |delivery: &str, key: &str| AcceptItem {
+            delivery_id: delivery.into(),
+            run: run(key),
+            line: "app/batch".into(),
+        };
+        let out = store
+            .accept_runs(&[
+                item("b1", "o/r/10"),
+                item("b1", "o/r/11"),
+                item("b2", "o/r/10"),
+                item("b3", "o/r/12"),
+            ])
+            .await
+            .unwrap();
+        let acc = |fresh_delivery, created| Accepted {
+            fresh_delivery,
+            created,
+        };
+        assert_eq!(
+            out,
+            [
+                acc(true, true),
+                acc(false, true),
+                acc(true, false),
+                acc(true, true)
+            ]
+        );
+        assert_eq!(
+            store.line("app/batch").await.unwrap(),
+            ["o/r/10", "o/r/11", "o/r/12"]
+        );
+        assert!(store.accept_runs(&[]).await.unwrap().is_empty());
 
         store.line_join("app/edge", "a").await.unwrap();
         store.line_join("app/edge", "b").await.unwrap();

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Accepted, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, StartMarker, Store};
+use super::{
+    AcceptItem, Accepted, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, StartMarker, Store,
+};
 
 /// The Redis-backed [`Store`].
 #[derive(Clone)]
@@ -41,21 +43,73 @@ pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
         .context("connecting to redis")
 }
 
-const LINE_JOIN: &str = r"
-if redis.call('LPOS', KEYS[1], ARGV[1]) == false then
-  redis.call('RPUSH', KEYS[1], ARGV[1])
+/// Joining a waiting line: the line is a list (arrival order) with a companion set of its
+/// members (`faseng:line_members:{line}`), so "already in the line?" is O(1) however long the
+/// line is (LPOS over the list made every intake O(line length)). A line written before the
+/// set existed is indexed once, on its first join. Defines `join(list, set, key)`, 1 = joined.
+const JOIN_FN: &str = r"
+local function join(list, set, key)
+  if redis.call('SISMEMBER', set, key) == 1 then return 0 end
+  if redis.call('SCARD', set) == 0 and redis.call('LLEN', list) > 0 then
+    local members = redis.call('LRANGE', list, 0, -1)
+    for i = 1, #members, 1000 do
+      redis.call('SADD', set, unpack(members, i, math.min(i + 999, #members)))
+    end
+    if redis.call('SISMEMBER', set, key) == 1 then return 0 end
+  end
+  redis.call('SADD', set, key)
+  redis.call('RPUSH', list, key)
+  return 1
 end
+";
+
+/// KEYS: line list, member set. ARGV: run key.
+const LINE_JOIN: &str = "return join(KEYS[1], KEYS[2], ARGV[1])";
+
+/// KEYS: line list, member set. ARGV: run key.
+const LINE_LEAVE: &str = r"
+redis.call('LREM', KEYS[1], 0, ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[1])
 return 1";
 
-const ACCEPT: &str = r"
-local fresh = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
-local created = redis.call('SET', KEYS[2], ARGV[2], 'NX')
-if created then
-  if redis.call('LPOS', KEYS[3], ARGV[3]) == false then
-    redis.call('RPUSH', KEYS[3], ARGV[3])
+/// Intake for a batch of deliveries in one atomic script, in arrival order. Per item i
+/// (0-based): KEYS[4i+1..4i+4] = delivery, run, line list, line member set; ARGV[1] = the
+/// delivery TTL, ARGV[2i+2] = the run record, ARGV[2i+3] = the run key. Returns
+/// `fresh_delivery, created` per item. The `#!lua` line makes Redis 7 refuse the whole
+/// script up front when it is out of memory, rather than fail half-way through a batch.
+const ACCEPT_BATCH: &str = r"
+local out = {}
+local n = #KEYS / 4
+for i = 0, n - 1 do
+  local fresh = redis.call('SET', KEYS[4*i+1], '1', 'NX', 'EX', ARGV[1])
+  local created = redis.call('SET', KEYS[4*i+2], ARGV[2*i+2], 'NX')
+  if created then
+    join(KEYS[4*i+3], KEYS[4*i+4], ARGV[2*i+3])
   end
+  out[2*i+1] = fresh and 1 or 0
+  out[2*i+2] = created and 1 or 0
 end
-return {fresh and 1 or 0, created and 1 or 0}";
+return out";
+
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("#!lua\n{JOIN_FN}\n{body}"))
+}
+
+/// The compiled scripts (hashing a script's text on every call is needless work).
+struct Scripts {
+    join: redis::Script,
+    leave: redis::Script,
+    accept: redis::Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        join: script(LINE_JOIN),
+        leave: script(LINE_LEAVE),
+        accept: script(ACCEPT_BATCH),
+    })
+}
 
 const SET_LOCK: &str = r"
 local held = redis.call('GET', KEYS[1])
@@ -101,19 +155,44 @@ impl Store for RedisStore {
         run: &RunRecord,
         line: &str,
     ) -> anyhow::Result<Accepted> {
-        let (fresh, created): (i64, i64) = redis::Script::new(ACCEPT)
-            .key(k("delivery", delivery_id))
-            .key(k("run", &run.key))
-            .key(k("line", line))
-            .arg(DELIVERY_TTL.as_secs())
-            .arg(serde_json::to_string(run)?)
-            .arg(&run.key)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(Accepted {
-            fresh_delivery: fresh == 1,
-            created: created == 1,
-        })
+        let item = AcceptItem {
+            delivery_id: delivery_id.to_owned(),
+            run: run.clone(),
+            line: line.to_owned(),
+        };
+        let mut out = self.accept_runs(std::slice::from_ref(&item)).await?;
+        out.pop().context("the accept script answered nothing")
+    }
+
+    async fn accept_runs(&self, items: &[AcceptItem]) -> anyhow::Result<Vec<Accepted>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = scripts().accept.prepare_invoke();
+        invocation.arg(DELIVERY_TTL.as_secs());
+        for item in items {
+            invocation
+                .key(k("delivery", &item.delivery_id))
+                .key(k("run", &item.run.key))
+                .key(k("line", &item.line))
+                .key(k("line_members", &item.line))
+                .arg(serde_json::to_string(&item.run)?)
+                .arg(&item.run.key);
+        }
+        let flags: Vec<i64> = invocation.invoke_async(&mut self.conn()).await?;
+        anyhow::ensure!(
+            flags.len() == 2 * items.len(),
+            "the accept script answered {} values for {} deliveries",
+            flags.len(),
+            items.len()
+        );
+        Ok(flags
+            .chunks(2)
+            .map(|f| Accepted {
+                fresh_delivery: f[0] == 1,
+                created: f[1] == 1,
+            })
+            .collect())
     }
 
     async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {
@@ -181,8 +260,10 @@ impl Store for RedisStore {
     }
 
     async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()> {
-        let _: i64 = redis::Script::new(LINE_JOIN)
+        let _: i64 = scripts()
+            .join
             .key(k("line", line))
+            .key(k("line_members", line))
             .arg(key)
             .invoke_async(&mut self.conn())
             .await?;
@@ -190,7 +271,13 @@ impl Store for RedisStore {
     }
 
     async fn line_leave(&self, line: &str, key: &str) -> anyhow::Result<()> {
-        let _: i64 = self.conn().lrem(k("line", line), 0, key).await?;
+        let _: i64 = scripts()
+            .leave
+            .key(k("line", line))
+            .key(k("line_members", line))
+            .arg(key)
+            .invoke_async(&mut self.conn())
+            .await?;
         Ok(())
     }
 
@@ -336,7 +423,20 @@ mod tests {
         let conn = connect(&format!("redis://127.0.0.1:{}", server.1))
             .await
             .unwrap();
-        let store = RedisStore::new(conn, "q");
+        let store = RedisStore::new(conn.clone(), "q");
         super::super::contract::exercise(&store).await;
+
+        // A line written before the member set existed is indexed on its first join.
+        let _: i64 = conn
+            .clone()
+            .rpush(k("line", "old/edge"), &["x", "y"])
+            .await
+            .unwrap();
+        store.line_join("old/edge", "x").await.unwrap();
+        assert_eq!(store.line("old/edge").await.unwrap(), ["x", "y"]);
+        store.line_join("old/edge", "z").await.unwrap();
+        store.line_leave("old/edge", "y").await.unwrap();
+        store.line_join("old/edge", "x").await.unwrap();
+        assert_eq!(store.line("old/edge").await.unwrap(), ["x", "z"]);
     }
 }

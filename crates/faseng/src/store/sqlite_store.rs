@@ -13,10 +13,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, StartMarker, Store};
+use super::{
+    AcceptItem, Accepted, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, StartMarker, Store,
+};
 
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS faseng_deliveries (id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS faseng_deliveries_seen_at ON faseng_deliveries(seen_at);
 CREATE TABLE IF NOT EXISTS faseng_runs (key TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS faseng_started (key TEXT PRIMARY KEY, marker TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS faseng_line (seq INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL, run TEXT NOT NULL, UNIQUE(line, run));
@@ -94,6 +97,71 @@ impl Store for SqliteStore {
     async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn accept_run(
+        &self,
+        delivery_id: &str,
+        run: &RunRecord,
+        line: &str,
+    ) -> anyhow::Result<Accepted> {
+        let item = AcceptItem {
+            delivery_id: delivery_id.to_owned(),
+            run: run.clone(),
+            line: line.to_owned(),
+        };
+        let mut out = self.accept_runs(std::slice::from_ref(&item)).await?;
+        out.pop().context("no result for the delivery")
+    }
+
+    async fn accept_runs(&self, items: &[AcceptItem]) -> anyhow::Result<Vec<Accepted>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = items
+            .iter()
+            .map(|i| to_json(&i.run))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let now = Utc::now().timestamp();
+        // One write transaction for the batch (BEGIN IMMEDIATE: no upgrade deadlock with
+        // another writer); dropping it unfinished rolls everything back.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM faseng_deliveries WHERE seen_at < ?")
+            .bind(now - DELIVERY_TTL.as_secs() as i64)
+            .execute(&mut *tx)
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for (item, record) in items.iter().zip(&records) {
+            let fresh_delivery =
+                sqlx::query("INSERT OR IGNORE INTO faseng_deliveries (id, seen_at) VALUES (?, ?)")
+                    .bind(&item.delivery_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+            let created =
+                sqlx::query("INSERT OR IGNORE INTO faseng_runs (key, record) VALUES (?, ?)")
+                    .bind(&item.run.key)
+                    .bind(record)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+            if created {
+                sqlx::query("INSERT OR IGNORE INTO faseng_line (line, run) VALUES (?, ?)")
+                    .bind(&item.line)
+                    .bind(&item.run.key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            out.push(Accepted {
+                fresh_delivery,
+                created,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {

@@ -1,4 +1,4 @@
-//! The benchmark program: `cargo run --release -p e2e --bin bench -- <chima|slack|all>`.
+//! The benchmark program: `cargo run --release -p e2e --bin bench -- <chima|slack|intake|drain|all>`.
 //! Prints a markdown table per benchmark and writes `target/bench/<what>.json`.
 //! Everything runs on loopback against the fake GitHub / Slack servers of the test harness.
 
@@ -18,6 +18,9 @@ use e2e::fake_slack::{BOT_TOKEN, BOT_USER, FakeSlack};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+mod drain;
+mod intake;
+
 const COMMANDS_FOR_RSS: usize = 10_000;
 
 fn apps() -> Apps {
@@ -35,7 +38,7 @@ async fn fake_github() -> FakeGithub {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".to_owned());
-    let known = ["chima", "slack"];
+    let known = ["chima", "slack", "intake", "drain"];
     let selected: Vec<&str> = match what.as_str() {
         "all" => known.to_vec(),
         w if known.contains(&w) => vec![w],
@@ -50,6 +53,8 @@ async fn main() -> anyhow::Result<()> {
         let report = match name {
             "chima" => bench_chima().await?,
             "slack" => bench_slack().await?,
+            "intake" => intake::bench_intake().await?,
+            "drain" => drain::bench_drain().await?,
             _ => unreachable!(),
         };
         let path = write_report(name, &report)?;
