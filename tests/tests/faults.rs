@@ -1,0 +1,469 @@
+//! The fault suite (issue #7): what faseng does when the parts around it fail, over real
+//! processes (`faseng serve`, `faseng worker`, `redis-server`, SQLite files, git, shell
+//! scripts) and fake GitHub / Slack servers. Every case, and where it lives:
+//!
+//! * (a) `kill -9` of a worker mid-run → `error`, lock freed, next deployment runs:
+//!   `faseng_worker_crash::redis_kill_9_of_a_worker_process`,
+//!   `faseng_worker_crash::sqlite_kill_9_of_a_worker_process`.
+//! * (b) Redis killed and restarted while webhooks flow → every delivery answered 2xx is
+//!   deployed exactly once with exactly one final status (503s are redelivered):
+//!   `faults::redis_restarted_while_webhooks_flow_every_acknowledged_delivery_deploys_once`;
+//!   one delivery: `faseng_scenarios::redis_down_means_503_and_no_lost_delivery`.
+//! * (c) faseng restarted with queued jobs → each runs once after the restart, in arrival
+//!   order: `faults::queued_jobs_survive_a_faseng_restart_with_sqlite` and `…_with_redis`
+//!   (several jobs, two environments); one job through chima:
+//!   `scenarios::a_queued_deployment_survives_a_faseng_restart_with_{sqlite,redis}`.
+//! * (d) GitHub answering 500 to status posts → the run completes anyway and its statuses
+//!   arrive once GitHub recovers, in order, once each:
+//!   `faults::github_failing_status_posts_does_not_hold_the_run`; in process:
+//!   `faseng_scenarios::{redis,sqlite}::failed_status_posts_are_retried_without_holding_the_run`.
+//! * (e) Slack down → the deployment is unaffected and its chat message is caught up when
+//!   Slack answers again: `faults::slack_down_leaves_the_deploy_alone_and_the_message_catches_up`.
+//! * (f) SIGTERM lets a running deployment finish and report:
+//!   `faseng_worker_crash::sigterm_lets_a_running_deployment_finish`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e::fake_github::{self, FakeGithub};
+use e2e::fake_slack::{self, FakeSlack};
+use e2e::git_repo::GitRepo;
+use e2e::redis_server::RedisServer;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const SECRET: &str = "It's a Secret to Everybody";
+const REPO: &str = "oursky/trelhub";
+const ROOM: &str = "C024BE91L";
+/// Bound for anything that should take well under a second on an idle machine.
+const WAIT: Duration = Duration::from_secs(60);
+/// faseng's Redis queue name (apalis keys live under it).
+const QUEUE: &str = "faseng:deployments";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Redis,
+    Sqlite,
+}
+
+/// A signed `deployment` delivery, ready to (re)send as GitHub would.
+#[derive(Clone)]
+struct Hook {
+    id: u64,
+    env: String,
+    ts: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Fakes, a repository, a queue backend and any number of real faseng processes.
+struct World {
+    gh: FakeGithub,
+    slack: FakeSlack,
+    _repo: GitRepo,
+    dir: tempfile::TempDir,
+    redis: Option<RedisServer>,
+    queue_url: String,
+    port: u16,
+    procs: Vec<Option<Child>>,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl World {
+    /// `script` is the body of `script/deploy`; `$SCRATCH` names a directory it may write.
+    async fn start(backend: Backend, script: &str) -> Option<Self> {
+        let redis = match backend {
+            Backend::Redis => Some(RedisServer::start()?),
+            Backend::Sqlite => None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("scratch")).unwrap();
+        let script = script.replace(
+            "$SCRATCH",
+            &dir.path().join("scratch").display().to_string(),
+        );
+        let (repo, sha) = GitRepo::with_deploy_script(&script);
+        let gh = FakeGithub::start().await;
+        gh.add_repo(REPO, "main");
+        gh.set_branch(REPO, "main", &sha);
+        gh.set_clone_url(REPO, &repo.url());
+        let slack = FakeSlack::start().await;
+        let queue_url = match &redis {
+            Some(r) => r.url(),
+            None => format!("sqlite://{}", dir.path().join("faseng.db").display()),
+        };
+        Some(Self {
+            gh,
+            slack,
+            _repo: repo,
+            dir,
+            redis,
+            queue_url,
+            port: free_port(),
+            procs: Vec::new(),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.path().join("scratch").join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let n = self.procs.len();
+        let log = std::fs::File::create(self.dir.path().join(format!("faseng-{n}.log"))).unwrap();
+        let mut cmd = Command::new(e2e::bins::binary("faseng"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("RUST_LOG", "info,apalis=warn,sqlx=warn")
+            .env("FASENG_BIND", format!("127.0.0.1:{}", self.port))
+            .env("FASENG_PUBLIC_URL", self.url())
+            .env("FASENG_QUEUE_URL", &self.queue_url)
+            .env("FASENG_WORKDIR", self.dir.path().join("work"))
+            .env("DEPLOY_CONFIG_DIR", self.dir.path().join("deploy-config"))
+            .env("FASENG_HEARTBEAT", "1")
+            .env("FASENG_SHUTDOWN_TIMEOUT", "30")
+            .env("GITHUB_WEBHOOK_SECRET", SECRET)
+            .env("GITHUB_TOKEN", fake_github::TOKEN)
+            .env("GITHUB_API_URL", self.gh.url())
+            .env("SLACK_BOT_TOKEN", fake_slack::BOT_TOKEN)
+            .env("SLACK_API_URL", self.slack.api_url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Starts `faseng serve` (with or without its worker) and waits for `/healthz`.
+    async fn serve(&mut self, with_worker: bool) -> usize {
+        let mut args = vec!["serve"];
+        if !with_worker {
+            args.push("--no-worker");
+        }
+        let mut child = self.command(&args).spawn().expect("faseng serve starts");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/healthz", self.url()))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("faseng serve exited: {status}\n{}", self.logs());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "faseng serve never became healthy\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        self.procs.push(Some(child));
+        self.procs.len() - 1
+    }
+
+    /// Starts a `faseng worker` process.
+    fn worker(&mut self) -> usize {
+        let child = self
+            .command(&["worker"])
+            .spawn()
+            .expect("faseng worker starts");
+        self.procs.push(Some(child));
+        self.procs.len() - 1
+    }
+
+    /// `kill -9` of one process.
+    async fn kill(&mut self, n: usize) {
+        if let Some(mut c) = self.procs[n].take() {
+            c.kill().await.unwrap();
+        }
+    }
+
+    /// Every faseng process's log, for failure messages.
+    fn logs(&self) -> String {
+        (0..=self.procs.len())
+            .filter_map(|n| {
+                std::fs::read_to_string(self.dir.path().join(format!("faseng-{n}.log")))
+                    .ok()
+                    .map(|l| format!("--- faseng-{n}.log ---\n{l}"))
+            })
+            .collect()
+    }
+
+    /// A deployment on the fake GitHub (no webhook fired) with a seeded chat message, and
+    /// its signed delivery.
+    async fn hook(&self, env: &str) -> Hook {
+        let ts = self.slack.post_as_bot(ROOM, "joyz asked for a deploy");
+        let payload = json!({"name": "trelhub", "robotName": "chima", "hosts": "",
+            "notify": {"adapter": "slack", "room": ROOM, "room_name": "deployment",
+                       "user": "U2147483697", "user_name": "joyz", "message_ts": ts},
+            "config": {"provider": "shell", "repository": REPO,
+                       "environments": ["edge", "staging", "production"]}});
+        let d = self
+            .gh
+            .create_deployment(
+                REPO,
+                json!({"ref": "main", "environment": env, "task": "deploy", "auto_merge": false,
+                       "required_contexts": [], "payload": payload}),
+            )
+            .await;
+        let (headers, body) = self.gh.deployment_webhook(REPO, &d, SECRET);
+        Hook {
+            id: d["id"].as_u64().unwrap(),
+            env: env.to_owned(),
+            ts,
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    /// Sends a delivery; the HTTP status, or 0 when faseng could not be reached.
+    async fn send(&self, hook: &Hook) -> u16 {
+        let mut req = self.http.post(format!("{}/webhooks/github", self.url()));
+        for (k, v) in &hook.headers {
+            req = req.header(k, v);
+        }
+        match req
+            .timeout(Duration::from_secs(30))
+            .body(hook.body.clone())
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Sends a delivery again until it is answered 2xx, as GitHub's redelivery would.
+    async fn send_until_acknowledged(&self, hook: &Hook) -> Vec<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut codes = Vec::new();
+        loop {
+            let code = self.send(hook).await;
+            codes.push(code);
+            if (200..300).contains(&code) {
+                return codes;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "delivery for #{} never acknowledged: {codes:?}\n{}",
+                hook.id,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn states(&self, id: u64) -> Vec<String> {
+        self.gh
+            .statuses(id)
+            .iter()
+            .map(|s| s["state"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    async fn wait_final(&self, id: u64) -> Value {
+        let found = tokio::time::timeout(
+            WAIT,
+            self.gh
+                .wait_until(WAIT, &format!("a final status for #{id}"), |gh| {
+                    gh.statuses(id).into_iter().find(|s| {
+                        matches!(s["state"].as_str(), Some("success" | "failure" | "error"))
+                    })
+                }),
+        )
+        .await;
+        match found {
+            Ok(s) => s,
+            Err(_) => panic!("no final status for #{id}\n{}", self.logs()),
+        }
+    }
+
+    /// The deployment ids the deploy script recorded in `$SCRATCH/runs`, one line per run.
+    fn runs(&self) -> Vec<u64> {
+        std::fs::read_to_string(self.scratch("runs"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().expect("a deployment id"))
+            .collect()
+    }
+}
+
+/// Waits (polling, bounded) until `f` returns `Some`.
+async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Each deployment ran exactly once (the script's own record) and has exactly one final
+/// status, which is its last one, after exactly one `in_progress`.
+fn assert_each_ran_once_with_one_final_status(w: &World, ids: &[u64]) {
+    let runs = w.runs();
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for id in &runs {
+        *counts.entry(*id).or_default() += 1;
+    }
+    for id in ids {
+        assert_eq!(
+            counts.get(id).copied().unwrap_or(0),
+            1,
+            "#{id} ran {} times (runs: {runs:?})\n{}",
+            counts.get(id).copied().unwrap_or(0),
+            w.logs()
+        );
+        let states = w.states(*id);
+        let finals = states
+            .iter()
+            .filter(|s| matches!(s.as_str(), "success" | "failure" | "error"))
+            .count();
+        assert_eq!(finals, 1, "#{id}: {states:?}\n{}", w.logs());
+        assert_eq!(
+            states.last().map(String::as_str),
+            Some("success"),
+            "#{id}: {states:?}\n{}",
+            w.logs()
+        );
+        assert_eq!(
+            states.iter().filter(|s| *s == "in_progress").count(),
+            1,
+            "#{id}: {states:?}"
+        );
+        assert_eq!(states.first().map(String::as_str), Some("queued"), "#{id}");
+    }
+    assert_eq!(runs.len(), ids.len(), "runs nobody asked for: {runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarted_while_webhooks_flow_every_acknowledged_delivery_deploys_once() {
+    let script = "echo $DEPLOY_ID >> $SCRATCH/runs\nsleep 0.1";
+    let Some(mut w) = World::start(Backend::Redis, script).await else {
+        return;
+    };
+    w.serve(true).await;
+    w.worker();
+    let envs = ["edge", "staging", "production"];
+    let mut hooks = Vec::new();
+    for i in 0..30 {
+        hooks.push(w.hook(envs[i % envs.len()]).await);
+    }
+    let mut codes: HashMap<u64, Vec<u16>> = HashMap::new();
+
+    // Batch 1, Redis up: all accepted, concurrently.
+    let first = futures::future::join_all(hooks[..10].iter().map(|h| w.send(h))).await;
+    for (h, code) in hooks[..10].iter().zip(&first) {
+        assert_eq!(*code, 202, "#{} with Redis up\n{}", h.id, w.logs());
+        codes.entry(h.id).or_default().push(*code);
+    }
+
+    // Batch 2 goes out while Redis is killed (runs of batch 1 are still going on): the
+    // first three race the kill, the other seven are sent once Redis is gone.
+    let redis = w.redis.take().unwrap();
+    let (killed_tx, killed_rx) = tokio::sync::oneshot::channel::<()>();
+    let kill = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        redis.stop();
+        let _ = killed_tx.send(());
+        redis
+    });
+    let mut killed = Some(killed_rx);
+    let mut batch2 = Vec::new();
+    for (i, h) in hooks[10..20].iter().enumerate() {
+        if i == 3
+            && let Some(rx) = killed.take()
+        {
+            rx.await.unwrap();
+        }
+        batch2.push((h.id, w.send(h).await));
+    }
+    let redis = kill.await.unwrap();
+    let refused = batch2[3..].iter().filter(|(_, c)| *c == 503).count();
+    assert_eq!(
+        refused,
+        7,
+        "deliveries sent while Redis was down must be answered 503: {batch2:?}\n{}",
+        w.logs()
+    );
+    for (id, code) in &batch2 {
+        codes.entry(*id).or_default().push(*code);
+    }
+
+    // Batch 3 goes out, concurrently, while Redis comes back with its append-only file.
+    let restart = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        redis.restart();
+        redis
+    });
+    let batch3 = futures::future::join_all(
+        hooks[20..]
+            .iter()
+            .map(|h| async { (h.id, w.send(h).await) }),
+    )
+    .await;
+    w.redis = Some(restart.await.unwrap());
+    for (id, code) in &batch3 {
+        codes.entry(*id).or_default().push(*code);
+    }
+
+    // GitHub redelivers what was not acknowledged, until it is.
+    for h in &hooks {
+        let acked = codes[&h.id].iter().any(|c| (200..300).contains(c));
+        if !acked {
+            let again = w.send_until_acknowledged(h).await;
+            codes.get_mut(&h.id).unwrap().extend(again);
+        }
+    }
+
+    let ids: Vec<u64> = hooks.iter().map(|h| h.id).collect();
+    for id in &ids {
+        let s = w.wait_final(*id).await;
+        assert_eq!(s["state"], "success", "#{id}: {s}\n{}", w.logs());
+    }
+    // Nothing is left in the queue: no job waits, none is held by a worker (a job of a
+    // worker lost in the outage has been recovered and dropped out).
+    let redis = w.redis.as_ref().unwrap();
+    wait_for("the queue to settle", || {
+        let active: u64 = redis
+            .cli(&["LLEN", &format!("{QUEUE}:active")])
+            .parse()
+            .unwrap_or(u64::MAX);
+        let held: u64 = redis
+            .cli(&["--scan", "--pattern", &format!("{QUEUE}:inflight*")])
+            .lines()
+            .map(|k| redis.cli(&["SCARD", k]).parse::<u64>().unwrap_or(u64::MAX))
+            .sum();
+        (active == 0 && held == 0).then_some(())
+    })
+    .await;
+    assert_each_ran_once_with_one_final_status(&w, &ids);
+    eprintln!("delivery answers: {codes:?}");
+}
