@@ -8,5 +8,6 @@ pub mod fake_heroku;
 pub mod fake_slack;
 pub mod fixtures;
 pub mod git_repo;
+pub mod hostile;
 pub mod redis_server;
 pub mod sshd;

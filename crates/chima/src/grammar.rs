@@ -9,6 +9,10 @@ use deploy_core::{AppName, EnvName, GitRef, NameError, RefError};
 /// Longest line chima will read; longer lines are refused before any parsing.
 pub const MAX_LINE_BYTES: usize = 1000;
 
+/// Most command lines chima takes from one chat message; a message with more is refused
+/// whole, so a pasted log or a flood of `deploy` lines cannot start a flood of deployments.
+pub const MAX_COMMANDS_PER_MESSAGE: usize = 10;
+
 /// One command of the grammar, as help shows it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CommandSpec {
@@ -98,13 +102,15 @@ fn spec_named(name: &str) -> &'static CommandSpec {
 pub struct Task(String);
 
 impl Task {
-    /// Parses `deploy` or `deploy:word`, where words are `[a-z0-9_-]+`.
+    /// Parses `deploy` or `deploy:word`, where words are `[a-z0-9_-]+` and never start with
+    /// `-` (so a task can never read as an option to `cap` or `fab`).
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.to_ascii_lowercase();
         let mut parts = s.split(':');
         let head_ok = parts.next() == Some("deploy");
         let rest_ok = parts.all(|p| {
             !p.is_empty()
+                && !p.starts_with('-')
                 && p.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
         });
@@ -378,7 +384,16 @@ fn parse_app_and_ref(
     };
     let app = AppName::parse(app).map_err(|e| bad(spec, Problem::BadApp(app.to_owned(), e)))?;
     let git_ref = git_ref
-        .map(|r| GitRef::parse(r).map_err(|e| bad(spec, Problem::BadRef(r.to_owned(), e))))
+        .map(|r| {
+            // git allows `$(id)` or `a;b` as branch names; in chat they are a mistake or an
+            // attack, so they are refused here rather than sent to GitHub.
+            GitRef::parse(r)
+                .and_then(|parsed| match parsed.shell_metacharacter() {
+                    Some(c) => Err(RefError::ShellMetacharacter(c)),
+                    None => Ok(parsed),
+                })
+                .map_err(|e| bad(spec, Problem::BadRef(r.to_owned(), e)))
+        })
         .transpose()?;
     Ok((app, git_ref))
 }
@@ -595,6 +610,36 @@ mod tests {
 
     fn app(s: &str) -> AppName {
         AppName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn task_words_never_start_with_a_dash() {
+        for bad in ["deploy:--upload-pack", "deploy:-x", "deploy:migrate:-f"] {
+            assert_eq!(Task::parse(bad), None, "{bad}");
+            assert!(
+                matches!(problem(&format!("{bad} trelhub")), Problem::BadTask(_)),
+                "{bad}"
+            );
+        }
+        assert!(Task::parse("deploy:db-migrate_2").is_some());
+    }
+
+    #[test]
+    fn refs_with_shell_metacharacters_are_refused_in_chat() {
+        for (line, r, c) in [
+            ("deploy x/$(id) to edge", "$(id)", '$'),
+            ("deploy x/`id`", "`id`", '`'),
+            ("deploy x/main;id", "main;id", ';'),
+            ("deploy x/a|b", "a|b", '|'),
+            ("deploys x/a&&b", "a&&b", '&'),
+            ("ci x/<script>", "<script>", '<'),
+        ] {
+            assert_eq!(
+                problem(line),
+                Problem::BadRef(r.to_owned(), RefError::ShellMetacharacter(c)),
+                "{line}"
+            );
+        }
     }
 
     fn env(s: &str) -> Option<EnvName> {

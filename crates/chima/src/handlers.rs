@@ -60,7 +60,9 @@ impl Bot {
     }
 
     /// Handles every command line in a chat message that is meant for the bot. Lines not
-    /// addressed to it are ignored; every addressed line gets at least one reply.
+    /// addressed to it are ignored; every addressed line gets at least one reply. A message
+    /// with more than [`grammar::MAX_COMMANDS_PER_MESSAGE`] command lines gets one refusal and
+    /// nothing else is done.
     pub async fn handle_message(
         &self,
         text: &str,
@@ -74,8 +76,13 @@ impl Bot {
             bot_user_id,
             implicit,
         };
+        let lines = grammar::addressed_lines(text, &addressing);
+        if lines.len() > grammar::MAX_COMMANDS_PER_MESSAGE {
+            outbox.post(messages::too_many_commands(lines.len())).await;
+            return Vec::new();
+        }
         let mut results = Vec::new();
-        for line in grammar::addressed_lines(text, &addressing) {
+        for line in lines {
             if let Some(result) = self.handle_line(&line, ctx, outbox).await {
                 results.push(result);
             }

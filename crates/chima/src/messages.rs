@@ -8,19 +8,23 @@ use deploy_core::{AppConfig, AppName, EnvName};
 
 use crate::chat::{Action, ActionKind, Reply, Tone};
 use crate::forge::{CheckInfo, CiReport, CiVerdict, DeploymentFilter, DeploymentInfo, ForgeError};
-use crate::grammar::{COMMANDS, CommandSpec, MAX_LINE_BYTES, ParseError, Problem};
+use crate::grammar::{
+    COMMANDS, CommandSpec, MAX_COMMANDS_PER_MESSAGE, MAX_LINE_BYTES, ParseError, Problem,
+};
 
-/// Wraps user-supplied text in a code span, neutralising backticks and newlines inside it.
+/// Wraps user-supplied text in a code span, neutralising backticks and newlines inside it,
+/// and showing invisible or text-direction characters (zero-width joiners, RTL overrides) as
+/// `\u{…}` escapes so a reply can never be made to read as something else.
 pub fn code(s: &str) -> String {
-    let clean: String = s
-        .chars()
-        .map(|c| match c {
-            '`' => '\'',
-            c if c.is_control() => ' ',
-            c => c,
-        })
-        .take(120)
-        .collect();
+    let mut clean = String::new();
+    for c in s.chars().take(120) {
+        match c {
+            '`' => clean.push('\''),
+            c if c.is_control() => clean.push(' '),
+            c if deploy_core::is_invisible(c) => clean.push_str(&c.escape_unicode().to_string()),
+            c => clean.push(c),
+        }
+    }
     format!("`{clean}`")
 }
 
@@ -88,6 +92,13 @@ pub fn not_understood(error: &ParseError, bot: &str) -> Reply {
             usage(spec, bot)
         )),
     }
+}
+
+/// A message with more command lines than chima takes at once.
+pub fn too_many_commands(count: usize) -> Reply {
+    Reply::error(format!(
+        "That message has {count} commands for me; I take at most {MAX_COMMANDS_PER_MESSAGE} at a time. Nothing was done."
+    ))
 }
 
 /// Every command, from the grammar's own table.
@@ -504,6 +515,24 @@ mod tests {
 
     fn app(name: &str) -> AppConfig {
         apps().get(&AppName::parse(name).unwrap()).unwrap().clone()
+    }
+
+    #[test]
+    fn code_spans_show_invisible_and_direction_characters_as_escapes() {
+        assert_eq!(code("a`b\nc"), "`a'b c`");
+        assert_eq!(code("evil\u{202e}gnp.exe"), "`evil\\u{202e}gnp.exe`");
+        assert_eq!(code("a\u{200d}b"), "`a\\u{200d}b`");
+        assert_eq!(code("café"), "`café`");
+    }
+
+    #[test]
+    fn too_many_commands_says_nothing_was_done() {
+        let r = too_many_commands(11);
+        assert_eq!(r.tone, Tone::Error);
+        assert_eq!(
+            r.text,
+            "That message has 11 commands for me; I take at most 10 at a time. Nothing was done."
+        );
     }
 
     fn info(id: u64, state: Option<&str>) -> DeploymentInfo {

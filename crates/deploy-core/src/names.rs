@@ -168,7 +168,25 @@ pub enum RefError {
     /// Ends with `.`.
     #[error("ends with '.'")]
     TrailingDot,
+    /// Contains a shell metacharacter. git allows these, so [`GitRef::parse`] accepts them;
+    /// chat commands refuse them (see [`GitRef::shell_metacharacter`]).
+    #[error("contains the shell metacharacter {}", shell_char_name(*.0))]
+    ShellMetacharacter(char),
 }
+
+/// A metacharacter named so that it reads well inside chat markup (a bare backtick would
+/// open a code span).
+fn shell_char_name(c: char) -> String {
+    match c {
+        '`' => "backtick".to_owned(),
+        '\'' => "single quote".to_owned(),
+        '"' => "double quote".to_owned(),
+        c => format!("'{c}'"),
+    }
+}
+
+/// Characters a shell gives meaning to. Legal in git refs, never in a ref typed in chat.
+pub const SHELL_METACHARACTERS: &str = "$`;|&<>()'\"";
 
 /// A branch, tag or commit name that passes `git check-ref-format --allow-onelevel`, and more:
 /// no leading `-`, no whitespace or control or invisible characters, at most 255 bytes.
@@ -176,7 +194,10 @@ pub enum RefError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GitRef(String);
 
-fn is_invisible(c: char) -> bool {
+/// True for invisible and text-direction characters (soft hyphen, zero-width spaces and
+/// joiners, bidi embeddings, overrides and isolates, BOM, …): they make text look like what
+/// it is not, so no name may contain them and no reply may echo them raw.
+pub fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
@@ -237,6 +258,13 @@ impl GitRef {
     /// The ref as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The first shell metacharacter in the ref, if any. Such refs are legal for git and
+    /// harmless to faseng (argv and environment only), but nobody types them in chat except
+    /// by mistake or in an attack, so chima refuses them.
+    pub fn shell_metacharacter(&self) -> Option<char> {
+        self.0.chars().find(|c| SHELL_METACHARACTERS.contains(*c))
     }
 
     /// True when this looks like a full or abbreviated commit sha (7–40 hex digits).
@@ -468,6 +496,26 @@ mod tests {
         // travels as one argv element or environment value, never through a shell.
         assert_eq!(GitRef::parse("$(id)").unwrap().as_str(), "$(id)");
         assert_eq!(GitRef::parse("`id`").unwrap().as_str(), "`id`");
+        // ...but it is named, so chat can refuse it.
+        for (r, c) in [
+            ("$(id)", '$'),
+            ("`id`", '`'),
+            ("a;b", ';'),
+            ("a|b", '|'),
+            ("a&&b", '&'),
+        ] {
+            assert_eq!(
+                GitRef::parse(r).unwrap().shell_metacharacter(),
+                Some(c),
+                "{r}"
+            );
+        }
+        assert_eq!(
+            GitRef::parse("feature/login-2")
+                .unwrap()
+                .shell_metacharacter(),
+            None
+        );
     }
 
     #[test]

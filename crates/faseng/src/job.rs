@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::store::{RunRecord, RunState};
-use crate::webhook::DeploymentEvent;
+use crate::webhook::{DeploymentEvent, clean_user_name};
 
 /// Name of the apalis queue (the same for producers and consumers).
 pub const QUEUE_NAME: &str = "faseng:deployments";
@@ -101,12 +101,17 @@ impl DeployJob {
         self.line.split('/').next().unwrap_or_default()
     }
 
-    /// The chat message to keep up to date, if the payload names one.
+    /// The chat message to keep up to date, if the payload names one; its `user_name` is
+    /// cleaned with [`clean_user_name`] (it becomes `DEPLOY_USER`).
     pub fn notify(&self) -> Option<Notify> {
         self.payload
             .get("notify")
             .and_then(|n| serde_json::from_value::<Notify>(n.clone()).ok())
             .filter(|n| !n.room.is_empty())
+            .map(|n| Notify {
+                user_name: clean_user_name(&n.user_name),
+                ..n
+            })
     }
 
     /// The record for a job that was just accepted.
@@ -149,5 +154,26 @@ mod tests {
         assert_eq!(app_name_for(&serde_json::json!({}), &repo), "trelhub");
         assert_eq!(line_key("a", "Production"), "a/production");
         assert_eq!(line_key("a", "bad env"), "a/invalid:bad env");
+    }
+
+    #[test]
+    fn the_notify_user_name_is_cleaned() {
+        let job = DeployJob {
+            delivery_id: "d".into(),
+            repo: "o/r".into(),
+            deployment_id: 1,
+            git_ref: "main".into(),
+            sha: "a".into(),
+            task: "deploy".into(),
+            environment: "edge".into(),
+            description: String::new(),
+            creator: "c".into(),
+            payload: serde_json::json!({"notify": {"adapter": "slack", "room": "C1",
+                                                    "user_name": "jo\u{0}yz\n"}}),
+            clone_url: None,
+            line: "r/edge".into(),
+            received_at: Utc::now(),
+        };
+        assert_eq!(job.notify().unwrap().user_name, "jo\u{fffd}yz\u{fffd}");
     }
 }

@@ -52,8 +52,9 @@ pub struct WebhookDeployment {
     /// The ref (validated later, before use).
     #[serde(rename = "ref")]
     pub git_ref: String,
-    /// `deploy`, `deploy:lock`, …
-    #[serde(default = "default_task")]
+    /// `deploy`, `deploy:lock`, …; at most [`MAX_TASK_BYTES`], no control or invisible
+    /// characters (it reaches providers as `DEPLOY_TASK` or an argument).
+    #[serde(default = "default_task", deserialize_with = "task")]
     pub task: String,
     /// Target environment.
     pub environment: String,
@@ -70,6 +71,53 @@ pub struct WebhookDeployment {
 
 fn default_task() -> String {
     "deploy".to_owned()
+}
+
+/// The longest task faseng takes. GitHub sets no limit, but a task travels to providers as an
+/// environment value or an argument, where a megabyte would fail the exec.
+pub const MAX_TASK_BYTES: usize = 255;
+
+/// Why a task can never be run: `Err` names the rule it breaks.
+pub fn check_task(task: &str) -> Result<(), String> {
+    if task.is_empty() {
+        Err("deployment.task must not be empty".to_owned())
+    } else if task.len() > MAX_TASK_BYTES {
+        Err(format!(
+            "deployment.task is longer than {MAX_TASK_BYTES} bytes"
+        ))
+    } else if task
+        .chars()
+        .any(|c| c.is_control() || deploy_core::is_invisible(c))
+    {
+        Err("deployment.task contains a control or invisible character".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+fn task<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let task = String::deserialize(d)?;
+    check_task(&task).map_err(serde::de::Error::custom)?;
+    Ok(task)
+}
+
+/// The most characters of a user name faseng passes on (GitHub logins have at most 39).
+pub const MAX_USER_CHARS: usize = 100;
+
+/// A user name (a GitHub login or a chat display name) made safe to show and to hand a
+/// provider as `DEPLOY_USER`: control and invisible characters become U+FFFD and it is cut to
+/// [`MAX_USER_CHARS`] characters. A NUL or a megabyte would otherwise fail the exec.
+pub fn clean_user_name(name: &str) -> String {
+    name.chars()
+        .take(MAX_USER_CHARS)
+        .map(|c| {
+            if c.is_control() || deploy_core::is_invisible(c) {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// The `repository` object of a webhook.
@@ -110,13 +158,14 @@ impl DeploymentEvent {
         }
     }
 
-    /// Who asked: the deployment's creator, else the sender.
+    /// Who asked: the deployment's creator, else the sender (cleaned with
+    /// [`clean_user_name`]).
     pub fn creator(&self) -> String {
         self.deployment
             .creator
             .as_ref()
             .or(self.sender.as_ref())
-            .map(|u| u.login.clone())
+            .map(|u| clean_user_name(&u.login))
             .unwrap_or_default()
     }
 }
@@ -361,6 +410,47 @@ mod tests {
         assert_eq!(
             decode(secret, &no_delivery, body),
             Err(WebhookError::MissingDelivery)
+        );
+    }
+
+    #[test]
+    fn tasks_that_cannot_be_run_are_malformed() {
+        let body = |task: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "deployment": {"id": 1, "sha": "a", "ref": "main", "environment": "edge",
+                               "task": task},
+                "repository": {"full_name": "o/r"}
+            }))
+            .unwrap()
+        };
+        let secret = b"k";
+        for (task, why) in [
+            ("deploy\0x", "control"),
+            ("deploy\u{202e}", "invisible"),
+            ("", "empty"),
+            (&"a".repeat(MAX_TASK_BYTES + 1), "longer than 255 bytes"),
+        ] {
+            let b = body(task);
+            let err = decode(secret, &headers("deployment", &sign(secret, &b)), &b).unwrap_err();
+            assert!(
+                matches!(&err, WebhookError::Malformed { reason, .. } if reason.contains(why)),
+                "{task:?}: {err}"
+            );
+        }
+        let b = body("deploy:migrate");
+        assert!(decode(secret, &headers("deployment", &sign(secret, &b)), &b).is_ok());
+    }
+
+    #[test]
+    fn user_names_lose_control_characters_and_length() {
+        assert_eq!(clean_user_name("joyz"), "joyz");
+        assert_eq!(
+            clean_user_name("jo\0y\nz\u{202e}"),
+            "jo\u{fffd}y\u{fffd}z\u{fffd}"
+        );
+        assert_eq!(
+            clean_user_name(&"é".repeat(1000)),
+            "é".repeat(MAX_USER_CHARS)
         );
     }
 

@@ -1,0 +1,325 @@
+//! The hostile input corpus (`e2e::hostile`) driven through the real chima handlers against
+//! the fake GitHub, and as correctly signed `deployment` webhooks through faseng in process:
+//! nothing panics, every refusal says what is wrong, no hostile chat line reaches GitHub, no
+//! injection ever runs (a canary file is never created), and faseng keeps serving.
+
+#[path = "faseng_harness/mod.rs"]
+mod harness;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use chima::chat::{ChatContext, RecordingOutbox, Tone};
+use deploy_core::{Apps, GithubAuth, Secret};
+use e2e::fake_github::{FakeGithub, TOKEN};
+use e2e::hostile::{self, Category, Edit, Verdict, WebhookCase};
+use harness::{Backend, Env, Options, REPO, SECRET, scratch};
+use serde_json::{Value, json};
+
+/// A directory for the canary whose path has no `.` component and no whitespace, so that
+/// refs built from it are refused only for what they are meant to test.
+fn canary_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("canary")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let path = dir.path().display().to_string();
+    assert!(
+        !path.contains("/.") && !path.contains(char::is_whitespace),
+        "{path}"
+    );
+    dir
+}
+
+fn room() -> ChatContext {
+    ChatContext {
+        adapter: "slack".into(),
+        room_id: "C024BE91L".into(),
+        room_name: "deployment".into(),
+        user_id: "U2147483697".into(),
+        user_name: "joyz".into(),
+        message_id: Some("1355517523.000001".into()),
+        thread_id: None,
+        direct: false,
+    }
+}
+
+#[test]
+fn the_corpus_is_large_and_covers_every_category() {
+    let canary = "/tmp/canary/pwned";
+    let chat = hostile::chat_cases(canary);
+    let hooks = hostile::webhook_cases(canary);
+    assert!(chat.len() + hooks.len() >= 50);
+    let covered: BTreeSet<Category> = chat
+        .iter()
+        .map(|c| c.category)
+        .chain(hooks.iter().map(|c| c.category))
+        .collect();
+    for category in [
+        Category::ShellMetacharacters,
+        Category::OptionInjection,
+        Category::PathTraversal,
+        Category::UnicodeConfusables,
+        Category::ControlCharacters,
+        Category::Huge,
+        Category::DeepNesting,
+        Category::WrongTypes,
+        Category::MissingFields,
+        Category::DuplicateKeys,
+        Category::InvalidUtf8,
+        Category::Markup,
+    ] {
+        assert!(covered.contains(&category), "{category:?} has no case");
+    }
+    let chat_names: BTreeSet<&str> = chat.iter().map(|c| c.name).collect();
+    let hook_names: BTreeSet<&str> = hooks.iter().map(|c| c.name).collect();
+    assert_eq!(chat_names.len(), chat.len(), "chat case names are unique");
+    assert_eq!(
+        hook_names.len(),
+        hooks.len(),
+        "webhook case names are unique"
+    );
+}
+
+#[tokio::test]
+async fn chima_refuses_every_hostile_command_clearly_and_github_hears_nothing() {
+    let gh = FakeGithub::start().await;
+    for repo in [
+        "oursky/project-x",
+        "oursky/modmod-web",
+        "oursky/trelhub",
+        "oursky/chima",
+    ] {
+        gh.add_repo(repo, "main");
+    }
+    let apps = Apps::load(&e2e::bins::workspace_root().join("app.json")).unwrap();
+    let bot = chima::cli::github_bot(
+        apps,
+        gh.url(),
+        GithubAuth::Token(Secret::new(TOKEN)),
+        "chima",
+    );
+    let canary_dir = canary_dir();
+    let canary = canary_dir.path().join("pwned");
+    let cases = hostile::chat_cases(&canary.display().to_string());
+    for case in &cases {
+        let mut outbox = RecordingOutbox::default();
+        let results = bot
+            .handle_message(&case.text, None, false, &room(), &mut outbox)
+            .await;
+        let name = case.name;
+        assert!(
+            results.is_empty(),
+            "{name}: a deployment was attempted: {results:?}"
+        );
+        let replies = outbox.messages;
+        assert!(!replies.is_empty(), "{name}: no reply");
+        for reply in &replies {
+            let text = &reply.text;
+            assert_eq!(reply.tone, Tone::Error, "{name}: not a refusal: {text}");
+            assert!(
+                !text.trim().is_empty() && text.len() < 4096,
+                "{name}: empty or huge reply ({} bytes)",
+                text.len()
+            );
+            assert!(!text.contains(TOKEN), "{name}: the token leaked: {text}");
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| (c.is_control() && c != '\n') || deploy_core::is_invisible(c)),
+                "{name}: raw control or invisible character echoed: {text:?}"
+            );
+        }
+        assert!(
+            replies.iter().any(|r| r.text.contains(case.says)),
+            "{name}: the refusal does not say {:?}: {:?}",
+            case.says,
+            replies.iter().map(|r| &r.text).collect::<Vec<_>>()
+        );
+        let requests = gh.requests();
+        assert!(
+            requests.is_empty(),
+            "{name}: GitHub was asked: {:?}",
+            requests
+                .iter()
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(!canary.exists(), "a hostile command was executed");
+
+    // The same bot and fake do create a deployment for a good command: the silence above
+    // is the refusals' doing, not the set-up's.
+    let mut outbox = RecordingOutbox::default();
+    let results = bot
+        .handle_message(
+            "chima deploy trelhub/main to pandawork",
+            None,
+            false,
+            &room(),
+            &mut outbox,
+        )
+        .await;
+    assert_eq!(results.len(), 1, "{:?}", outbox.messages);
+    assert_eq!(gh.deployments("oursky/trelhub").len(), 1);
+}
+
+/// The body of `base` changed by `edit`.
+fn apply(base: &[u8], edit: &Edit) -> Vec<u8> {
+    let mut value: Value = serde_json::from_slice(base).unwrap();
+    match edit {
+        Edit::Set(pointer, new) => {
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            match value.pointer_mut(parent) {
+                Some(Value::Object(o)) => {
+                    o.insert(key.to_owned(), new.clone());
+                }
+                _ => panic!("{parent} is not an object in the body"),
+            }
+            serde_json::to_vec(&value).unwrap()
+        }
+        Edit::Remove(pointer) => {
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            let removed = value
+                .pointer_mut(parent)
+                .and_then(Value::as_object_mut)
+                .and_then(|o| o.remove(key));
+            assert!(removed.is_some(), "{pointer} is not in the body");
+            serde_json::to_vec(&value).unwrap()
+        }
+        Edit::Splice { find, with } => {
+            let text = serde_json::to_vec(&value).unwrap();
+            let at = text
+                .windows(find.len())
+                .position(|w| w == find.as_bytes())
+                .unwrap_or_else(|| panic!("{find} is not in the body"));
+            let mut out = text[..at].to_vec();
+            out.extend_from_slice(with);
+            out.extend_from_slice(&text[at + find.len()..]);
+            out
+        }
+        Edit::SetRaw(pointer, raw) => {
+            const HOLE: &str = "\"hostile-placeholder\"";
+            let with_hole = apply(base, &Edit::Set(pointer, json!("hostile-placeholder")));
+            let at = with_hole
+                .windows(HOLE.len())
+                .position(|w| w == HOLE.as_bytes())
+                .unwrap();
+            let mut out = with_hole[..at].to_vec();
+            out.extend_from_slice(raw);
+            out.extend_from_slice(&with_hole[at + HOLE.len()..]);
+            out
+        }
+        Edit::Body(bytes) => bytes.clone(),
+    }
+}
+
+/// Headers of the fake's delivery with a fresh delivery id and the signature of `body`.
+fn signed(headers: &[(String, String)], body: &[u8], delivery: &str) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "x-github-delivery" => (k.clone(), delivery.to_owned()),
+            "x-hub-signature-256" => (k.clone(), faseng::webhook::sign(SECRET.as_bytes(), body)),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
+/// The deploy script: records what it was given, byte for byte, and touches nothing else.
+const SCRIPT: &str = "for v in DEPLOY_REF DEPLOY_TASK DEPLOY_APP DEPLOY_USER; do\n\
+                      printenv \"$v\" > \"$SCRATCH/$v-$DEPLOY_ID\"\n\
+                      done\n\
+                      echo deployed";
+
+async fn run_case(env: &Env, index: usize, case: &WebhookCase, scratch_dir: &Path) {
+    let name = case.name;
+    let (d, headers, base) = env
+        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
+        .await;
+    let id = d["id"].as_u64().unwrap();
+    let body = apply(&base, &case.edit);
+    let headers = signed(&headers, &body, &format!("hostile-{index}"));
+    let code = env.post_webhook(&headers, body).await;
+    let page = format!("/deployments/{REPO}/{id}");
+    match &case.verdict {
+        Verdict::Refused(expected) => {
+            assert_eq!(code, *expected, "{name}: HTTP status");
+            assert_eq!(
+                env.get(&page).await.0,
+                404,
+                "{name}: a refused delivery was recorded"
+            );
+            assert!(
+                env.gh.statuses(id).is_empty(),
+                "{name}: statuses were posted"
+            );
+        }
+        Verdict::RunError(says) => {
+            assert_eq!(code, 202, "{name}: HTTP status");
+            let s = env.wait_final(id).await;
+            let description = s["description"].as_str().unwrap_or_default();
+            assert_eq!(s["state"], "error", "{name}: {s}");
+            assert!(
+                description.contains(says),
+                "{name}: the error does not say {says:?}: {description}"
+            );
+            assert!(
+                !std::fs::exists(scratch_dir.join(format!("DEPLOY_REF-{id}"))).unwrap(),
+                "{name}: the deploy script ran"
+            );
+        }
+        Verdict::Runs | Verdict::Verbatim { .. } => {
+            assert_eq!(code, 202, "{name}: HTTP status");
+            let s = env.wait_final(id).await;
+            assert_eq!(s["state"], "success", "{name}: {s}");
+            if let Verdict::Verbatim { var, value } = &case.verdict {
+                let seen = std::fs::read(scratch_dir.join(format!("{var}-{id}"))).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&seen),
+                    format!("{value}\n"),
+                    "{name}: {var} did not arrive verbatim"
+                );
+            }
+            let (code, html) = env.get(&page).await;
+            assert_eq!(code, 200, "{name}");
+            assert!(
+                !html.contains("<script>alert") && !html.contains("<img src=x"),
+                "{name}: markup echoed raw into the page"
+            );
+        }
+    }
+    assert_eq!(env.get("/healthz").await.0, 200, "{name}: faseng is unwell");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faseng_refuses_or_contains_every_hostile_webhook_and_keeps_serving() {
+    let opts = Options {
+        script: SCRIPT.into(),
+        ..Options::default()
+    };
+    let env = Env::start(Backend::Sqlite, opts)
+        .await
+        .expect("SQLite needs no server");
+    let canary_dir = canary_dir();
+    let canary = canary_dir.path().join("pwned");
+    let scratch_dir = scratch(env.dir.path(), "");
+    let cases = hostile::webhook_cases(&canary.display().to_string());
+    for (index, case) in cases.iter().enumerate() {
+        run_case(&env, index, case, &scratch_dir).await;
+        assert!(
+            !canary.exists(),
+            "{}: a hostile value was executed",
+            case.name
+        );
+    }
+    // The next good delivery is served as usual.
+    let (id, _) = env.deploy("edge", "deploy", "joyz", json!({})).await;
+    let s = env.wait_final(id).await;
+    assert_eq!(s["state"], "success", "{s}");
+    assert_eq!(
+        std::fs::read_to_string(scratch_dir.join(format!("DEPLOY_REF-{id}"))).unwrap(),
+        "main\n"
+    );
+    assert!(!canary.exists(), "a hostile value was executed");
+}
