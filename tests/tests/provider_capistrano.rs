@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use deploy_core::Secret;
+use e2e::deploy_config;
 use e2e::git_repo::GitRepo;
 use e2e::sshd::Sshd;
 use faseng::providers::{Outcome, ProviderConfig, SshKeySource};
-use provider_support::{Direct, copy_tree, group_members, shipped, wait_dead};
+use provider_support::{Direct, copy_tree, group_members, wait_dead};
 use serde_json::json;
 
 fn app() -> serde_json::Value {
@@ -31,24 +32,13 @@ fn key_config(key: String, known_hosts: Option<String>) -> ProviderConfig {
 /// The shipped modmod-web deploy-config with the edge stage pointed at the test sshd, the
 /// repository and a deploy directory (what a project's own edge.rb would say).
 fn overlay(dir: &Path, sshd: &Sshd, repo_url: &str, deploy_to: &Path, keep: u32) -> PathBuf {
-    let o = dir.join("overlay-modmod-web");
-    std::fs::create_dir_all(&o).unwrap();
-    copy_tree(&shipped("modmod-web"), &o);
-    std::fs::write(
-        o.join("config/deploy/edge.rb"),
-        format!(
-            "server {host:?}, port: {port}, user: {user:?}, roles: %w[app web]\n\
-             set :repo_url, {repo_url:?}\n\
-             set :deploy_to, {deploy_to:?}\n\
-             set :keep_releases, {keep}\n",
-            host = sshd.host(),
-            port = sshd.port(),
-            user = sshd.user(),
-            deploy_to = deploy_to.display().to_string(),
-        ),
+    deploy_config::modmod_web_on(
+        &dir.join("overlay-modmod-web"),
+        sshd,
+        repo_url,
+        deploy_to,
+        keep,
     )
-    .unwrap();
-    o
 }
 
 /// A repository whose `main` moved on after the commit we deploy, and a bare clone of it.
@@ -58,15 +48,8 @@ fn repo(dir: &Path) -> (GitRepo, String, String, String) {
     let first = repo.commit("one");
     repo.write("VERSION", "two\n");
     let second = repo.commit("two");
-    let bare = dir.join("modmod-web.git");
-    let out = std::process::Command::new("git")
-        .args(["clone", "--quiet", "--bare"])
-        .arg(repo.path())
-        .arg(&bare)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    (repo, first, second, format!("file://{}", bare.display()))
+    let url = deploy_config::bare_clone(repo.path(), &dir.join("modmod-web.git"));
+    (repo, first, second, url)
 }
 
 fn releases(deploy_to: &Path) -> Vec<String> {

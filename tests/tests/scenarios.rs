@@ -1,7 +1,8 @@
 //! The whole loop as one piece, with real processes: Slack event → `chima serve` → GitHub
 //! deployment (fake GitHub) → signed webhook → `faseng serve` → queue (real Redis or a real
 //! SQLite file) → shell provider on a real git checkout → statuses on GitHub → the same Slack
-//! message edited in place. Each scenario runs on both queue backends.
+//! message edited in place. Each scenario runs on both queue backends. The QA scenario
+//! deploys with capistrano over a real sshd on 127.0.0.1.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,6 +12,7 @@ use e2e::fake_github::{Check, FakeGithub, TOKEN};
 use e2e::fake_slack::{BOT_TOKEN, BOT_USER, FakeSlack, Message};
 use e2e::git_repo::GitRepo;
 use e2e::redis_server::RedisServer;
+use e2e::sshd::Sshd;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
@@ -18,6 +20,7 @@ const SIGNING_SECRET: &str = "scenario-signing-secret";
 const WEBHOOK_SECRET: &str = "scenario-webhook-secret";
 const WAIT: Duration = Duration::from_secs(60);
 const RANDOM: &str = "C0RANDOM01";
+const QA: &str = "C0QA000001";
 const JOYZ: &str = "U2147483697";
 const ALICE: &str = "U0ALICE001";
 const BOB: &str = "U0BOB00001";
@@ -32,6 +35,7 @@ struct World {
     gh: FakeGithub,
     slack: FakeSlack,
     _repo: GitRepo,
+    capistrano: Option<Capistrano>,
     dir: tempfile::TempDir,
     _redis: Option<RedisServer>,
     queue_url: String,
@@ -41,6 +45,47 @@ struct World {
     faseng_port: u16,
     http: reqwest::Client,
     next_ts: u64,
+}
+
+/// modmod-web deployed by capistrano: the test sshd it deploys to, its repository and the
+/// server-side deploy directory.
+struct Capistrano {
+    sshd: Sshd,
+    _repo: GitRepo,
+    deploy_to: PathBuf,
+}
+
+impl Capistrano {
+    /// A modmod-web repository (with a `feature` branch that must not go out), its bare clone
+    /// for capistrano's `repo_url`, and `deploy-config/modmod-web` aimed at `sshd`.
+    fn set_up(sshd: Sshd, dir: &std::path::Path, gh: &FakeGithub) -> Self {
+        let repo = GitRepo::new();
+        repo.write("VERSION", "edge build\n");
+        let main = repo.commit("release candidate");
+        repo.branch("feature");
+        repo.write("VERSION", "unfinished\n");
+        let feature = repo.commit("work in progress");
+        repo.branch("main");
+        repo.git(&["reset", "--quiet", "--hard", &main]);
+        let repo_url = e2e::deploy_config::bare_clone(repo.path(), &dir.join("modmod-web.git"));
+        let deploy_to = dir.join("srv/modmod-web");
+        e2e::deploy_config::modmod_web_on(
+            &dir.join("deploy-config/modmod-web"),
+            &sshd,
+            &repo_url,
+            &deploy_to,
+            3,
+        );
+        gh.add_repo("oursky/modmod-web", "main");
+        gh.set_branch("oursky/modmod-web", "main", &main);
+        gh.set_branch("oursky/modmod-web", "feature", &feature);
+        gh.set_clone_url("oursky/modmod-web", &repo.url());
+        Self {
+            sshd,
+            _repo: repo,
+            deploy_to,
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -84,6 +129,17 @@ async fn wait_healthy(http: &reqwest::Client, url: &str, child: &mut Child) {
 impl World {
     /// Starts the fakes, a repository whose `script/deploy` records each run, chima and faseng.
     async fn start(backend: Backend) -> Option<Self> {
+        Self::start_with(backend, None).await
+    }
+
+    /// [`World::start`], plus modmod-web deploying with capistrano to a real sshd (`None`,
+    /// with the reason printed, when sshd is not installed).
+    async fn with_capistrano(backend: Backend) -> Option<Self> {
+        let sshd = Sshd::start()?;
+        Self::start_with(backend, Some(sshd)).await
+    }
+
+    async fn start_with(backend: Backend, sshd: Option<Sshd>) -> Option<Self> {
         let redis = match backend {
             Backend::Redis => Some(RedisServer::start()?),
             Backend::Sqlite => None,
@@ -113,14 +169,20 @@ impl World {
         gh.set_branch("oursky/trelhub", "feature", &feature);
         gh.set_clone_url("oursky/trelhub", &repo.url());
         let slack = FakeSlack::start().await;
+        let capistrano = sshd.map(|sshd| Capistrano::set_up(sshd, dir.path(), &gh));
 
-        let apps = json!({
+        let mut apps = json!({
             "trelhub": {"provider": "shell", "repository": "oursky/trelhub",
                         "environments": ["pandawork", "edge"], "clone_url": repo.url()},
             "project-x": {"provider": "shell", "repository": "oursky/project-x",
                           "environments": ["live", "edge"], "allowed_rooms": ["deployment"],
                           "auto_merge": false, "required_contexts": ["ci/travis"]}
         });
+        if capistrano.is_some() {
+            apps["modmod-web"] = json!({"provider": "capistrano", "repository": "oursky/modmod-web",
+                "environments": ["edge", "staging"], "default_environment": "edge",
+                "allowed_rooms": ["qa"]});
+        }
         std::fs::write(dir.path().join("app.json"), apps.to_string()).unwrap();
         let queue_url = match &redis {
             Some(r) => r.url(),
@@ -156,6 +218,7 @@ impl World {
             gh,
             slack,
             _repo: repo,
+            capistrano,
             dir,
             _redis: redis,
             queue_url,
@@ -198,6 +261,10 @@ impl World {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        if let Some(cap) = &self.capistrano {
+            cmd.env("DEPLOY_SSH_KEY", cap.sshd.client_key_text())
+                .env("DEPLOY_SSH_KNOWN_HOSTS", cap.sshd.known_hosts_line());
+        }
         if !with_worker {
             cmd.arg("--no-worker");
         }
@@ -457,6 +524,100 @@ async fn a_queued_deployment_survives_a_faseng_restart_with_sqlite() {
 #[tokio::test]
 async fn a_queued_deployment_survives_a_faseng_restart_with_redis() {
     a_queued_deployment_survives_a_faseng_restart(Backend::Redis).await;
+}
+
+async fn qa_deploys_the_default_branch_to_edge_with_capistrano(backend: Backend) {
+    let Some(mut w) = World::with_capistrano(backend).await else {
+        return;
+    };
+    let ts = w.say(RANDOM, ALICE, "deploy modmod-web to edge").await;
+    let refusal = w.reply(RANDOM, &ts, "not allowed").await;
+    assert!(
+        refusal.text.contains("Deploy it from #qa"),
+        "{}",
+        refusal.text
+    );
+    assert!(
+        w.gh.deployments("oursky/modmod-web").is_empty(),
+        "the wrong room changes nothing"
+    );
+
+    let ts = w.say(QA, ALICE, "deploy modmod-web to edge").await;
+    let live = w.reply(QA, &ts, "Deployment #").await;
+    let id = w.deployment_id(&live);
+    let done = w
+        .slack
+        .wait_for_text(QA, &live.ts, "is done in", WAIT)
+        .await;
+    assert!(done.text.contains("modmod-web"), "{}", done.text);
+    let status = w.gh.wait_for_status(id, "success", WAIT).await;
+    assert_eq!(
+        w.states(id),
+        ["queued", "in_progress", "success"],
+        "{status}"
+    );
+
+    let main = w.gh.branch_sha("oursky/modmod-web", "main");
+    let deployment = &w.gh.deployments("oursky/modmod-web")[0];
+    assert_eq!(
+        deployment["ref"], "main",
+        "the default branch: {deployment}"
+    );
+    assert_eq!(deployment["sha"], main.as_str());
+    assert_eq!(deployment["environment"], "edge");
+    let cap = w.capistrano.as_ref().unwrap();
+    let current = cap.deploy_to.join("current");
+    assert_eq!(
+        std::fs::read_to_string(current.join("REVISION"))
+            .unwrap()
+            .trim(),
+        main,
+        "capistrano put main's commit live"
+    );
+    assert_eq!(
+        std::fs::read_to_string(current.join("VERSION")).unwrap(),
+        "edge build\n"
+    );
+    assert!(
+        cap.sshd.accepted_deploy_key(),
+        "capistrano logged in with the deploy key: {}",
+        cap.sshd.log()
+    );
+    let log_url = w.gh.statuses(id)[1]["log_url"].as_str().unwrap().to_owned();
+    let log = w
+        .http
+        .get(format!("{log_url}/log"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("cap edge deploy"), "{log}");
+    let key = cap.sshd.client_key_text();
+    let secret_line = key.lines().nth(1).unwrap();
+    assert!(
+        !log.contains(secret_line),
+        "the deploy key never reaches the log"
+    );
+    for message in w.slack.messages() {
+        for text in message.history.iter().chain([&message.text]) {
+            assert!(
+                !text.contains(secret_line),
+                "the deploy key never reaches chat"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn qa_deploys_the_default_branch_to_edge_with_capistrano_with_sqlite() {
+    qa_deploys_the_default_branch_to_edge_with_capistrano(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn qa_deploys_the_default_branch_to_edge_with_capistrano_with_redis() {
+    qa_deploys_the_default_branch_to_edge_with_capistrano(Backend::Redis).await;
 }
 
 #[tokio::test]

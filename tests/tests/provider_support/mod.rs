@@ -16,25 +16,8 @@ use faseng::runlog::{Redactor, RunLog};
 use faseng::store::{SqliteStore, Store};
 use serde_json::Value;
 
-/// The shipped deploy-config directory of the repository.
-pub fn shipped(app: &str) -> PathBuf {
-    e2e::bins::workspace_root().join("deploy-config").join(app)
-}
-
-/// Copies a directory tree (files only, modes kept).
-pub fn copy_tree(src: &Path, dst: &Path) {
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let to = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&to).unwrap();
-            copy_tree(&entry.path(), &to);
-        } else {
-            std::fs::create_dir_all(dst).unwrap();
-            std::fs::copy(entry.path(), &to).unwrap();
-        }
-    }
-}
+#[allow(unused_imports)] // not every provider test copies deploy-config
+pub use e2e::deploy_config::{copy_tree, shipped};
 
 /// What a direct run produced.
 pub struct Ran {
