@@ -68,8 +68,8 @@ impl Bodies {
             "the id marker must be unique"
         );
         Ok(Self {
-            prefix: text[..at].as_bytes().to_vec(),
-            suffix: text[at + mark.len()..].as_bytes().to_vec(),
+            prefix: text.as_bytes()[..at].to_vec(),
+            suffix: text.as_bytes()[at + mark.len()..].to_vec(),
         })
     }
 
