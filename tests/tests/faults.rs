@@ -145,7 +145,8 @@ impl World {
             .env("SLACK_BOT_TOKEN", fake_slack::BOT_TOKEN)
             .env("SLACK_API_URL", self.slack.api_url())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // faseng logs to stdout; panics and clap go to stderr.
+            .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
         cmd
@@ -466,4 +467,170 @@ async fn redis_restarted_while_webhooks_flow_every_acknowledged_delivery_deploys
     .await;
     assert_each_ran_once_with_one_final_status(&w, &ids);
     eprintln!("delivery answers: {codes:?}");
+}
+
+async fn queued_jobs_survive_a_faseng_restart(backend: Backend) {
+    let Some(mut w) = World::start(backend, "echo $DEPLOY_ID >> $SCRATCH/runs").await else {
+        return;
+    };
+    let intake = w.serve(false).await;
+    let mut hooks = Vec::new();
+    for env in ["edge", "staging", "edge", "staging", "edge", "staging"] {
+        let h = w.hook(env).await;
+        assert_eq!(w.send(&h).await, 202, "#{}\n{}", h.id, w.logs());
+        hooks.push(h);
+    }
+    assert!(w.runs().is_empty(), "no worker yet");
+    w.kill(intake).await;
+    w.serve(true).await;
+    let ids: Vec<u64> = hooks.iter().map(|h| h.id).collect();
+    for id in &ids {
+        let s = w.wait_final(*id).await;
+        assert_eq!(s["state"], "success", "#{id}: {s}\n{}", w.logs());
+    }
+    assert_each_ran_once_with_one_final_status(&w, &ids);
+    // Each environment ran its deployments in arrival order.
+    let runs = w.runs();
+    for env in ["edge", "staging"] {
+        let arrived: Vec<u64> = hooks
+            .iter()
+            .filter(|h| h.env == env)
+            .map(|h| h.id)
+            .collect();
+        let ran: Vec<u64> = runs
+            .iter()
+            .copied()
+            .filter(|id| arrived.contains(id))
+            .collect();
+        assert_eq!(ran, arrived, "{env} ran out of arrival order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_jobs_survive_a_faseng_restart_with_sqlite() {
+    queued_jobs_survive_a_faseng_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_jobs_survive_a_faseng_restart_with_redis() {
+    queued_jobs_survive_a_faseng_restart(Backend::Redis).await;
+}
+
+/// Waits until a faseng process has logged `needle`.
+async fn wait_for_logged(w: &World, needle: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !w.logs().contains(needle) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "faseng never logged {needle:?}\n{}",
+            w.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until the plain-text log of deployment `id` contains `needle`.
+async fn wait_for_log(w: &World, id: u64, needle: &str) -> String {
+    let url = format!("{}/deployments/{REPO}/{id}/log", w.url());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = w.http.get(&url).send().await
+            && r.status().is_success()
+            && let Ok(text) = r.text().await
+            && text.contains(needle)
+        {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log of #{id} never said {needle:?}\n{}",
+            w.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn github_failing_status_posts_does_not_hold_the_run() {
+    let Some(mut w) = World::start(Backend::Sqlite, "echo $DEPLOY_ID >> $SCRATCH/runs").await
+    else {
+        return;
+    };
+    w.serve(true).await;
+    w.gh.fail_status_posts(u32::MAX);
+    let first = w.hook("edge").await;
+    let second = w.hook("edge").await;
+    assert_eq!(w.send(&first).await, 202);
+    assert_eq!(w.send(&second).await, 202);
+    // Both runs finish, one after the other in their environment, while GitHub answers 500
+    // to every status post.
+    for h in [&first, &second] {
+        wait_for_log(&w, h.id, "==> faseng: success").await;
+    }
+    assert_eq!(w.runs(), [first.id, second.id]);
+    assert!(
+        w.gh.statuses(first.id).is_empty() && w.gh.statuses(second.id).is_empty(),
+        "GitHub recorded a status during its outage"
+    );
+    let refused =
+        w.gh.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/statuses"))
+            .count();
+    assert!(refused >= 2, "faseng did not try to post during the outage");
+    // GitHub recovers: every status arrives, in order, once.
+    w.gh.fail_status_posts(0);
+    for h in [&first, &second] {
+        w.wait_final(h.id).await;
+    }
+    assert_eq!(w.states(first.id), ["queued", "in_progress", "success"]);
+    assert_eq!(
+        w.states(second.id),
+        ["queued", "queued", "in_progress", "success"],
+        "the second one is told it waits behind the first, then that it is next"
+    );
+    assert_each_ran_once_with_one_final_status(&w, &[first.id, second.id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slack_down_leaves_the_deploy_alone_and_the_message_catches_up() {
+    let Some(mut w) = World::start(Backend::Sqlite, "echo $DEPLOY_ID >> $SCRATCH/runs").await
+    else {
+        return;
+    };
+    w.serve(true).await;
+    w.slack.fail_with(Some(500));
+    let h = w.hook("edge").await;
+    assert_eq!(w.send(&h).await, 202);
+    let s = w.wait_final(h.id).await;
+    assert_eq!(s["state"], "success", "{s}\n{}", w.logs());
+    assert_eq!(w.states(h.id), ["queued", "in_progress", "success"]);
+    assert_each_ran_once_with_one_final_status(&w, &[h.id]);
+    // faseng tried Slack during the outage, said so, and the message is untouched.
+    w.slack
+        .wait_until(WAIT, "a chat.update during the outage", |s| {
+            s.calls()
+                .iter()
+                .any(|c| c.method == "chat.update")
+                .then_some(())
+        })
+        .await;
+    wait_for_logged(
+        &w,
+        "chat update failed; will catch up when the chat service answers",
+    )
+    .await;
+    let msg = w.slack.message(ROOM, &h.ts).unwrap();
+    assert_eq!(msg.text, "joyz asked for a deploy");
+    assert!(msg.history.is_empty(), "{:?}", msg.history);
+
+    // Slack answers again: the same message is brought to the final state.
+    w.slack.fail_with(None);
+    let msg = w.slack.wait_for_text(ROOM, &h.ts, "is done in", WAIT).await;
+    assert!(msg.text.contains("trelhub/main"), "{}", msg.text);
+    assert!(
+        w.slack.messages().len() == 1 && w.slack.calls().iter().all(|c| c.method == "chat.update"),
+        "a new message was posted instead of editing the deploy's own"
+    );
+    wait_for_logged(&w, "chat message caught up after the chat service failed").await;
 }
