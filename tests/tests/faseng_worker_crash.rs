@@ -1,6 +1,8 @@
 //! `kill -9` of a real `faseng worker` process in the middle of a run: the run is reported
 //! `error` (never re-run), what it left running is stopped, and the environment's line
-//! moves on to the next deployment — on both queue backends.
+//! moves on to the next deployment — on both queue backends. And SIGTERM: a running
+//! deployment finishes and reports before the worker exits. (The whole fault suite is
+//! listed at the top of `faults.rs`.)
 
 #[path = "faseng_harness/mod.rs"]
 mod harness;
@@ -10,7 +12,14 @@ use std::process::{Child, Command, Stdio};
 use harness::{Backend, Env, Options, REPO, ROOM, WAIT, is_alive, scratch, wait_for};
 use serde_json::json;
 
-fn spawn_worker(env: &Env) -> Child {
+/// The log file of worker `n` of a scenario.
+fn worker_log(env: &Env, n: usize) -> std::path::PathBuf {
+    env.dir.path().join(format!("worker-{n}.log"))
+}
+
+/// Starts `faseng worker` number `n`, logging (at info) into [`worker_log`].
+fn spawn_worker(env: &Env, n: usize) -> Child {
+    let log = std::fs::File::create(worker_log(env, n)).unwrap();
     let queue = match &env.queue_url {
         faseng::queue::QueueUrl::Redis(u) => u.clone(),
         faseng::queue::QueueUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
@@ -20,7 +29,7 @@ fn spawn_worker(env: &Env) -> Child {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", std::env::var("HOME").unwrap_or_default())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info,apalis=warn,sqlx=warn")
         .env("FASENG_QUEUE_URL", queue)
         .env("FASENG_WORKDIR", env.dir.path().join("work"))
         .env("DEPLOY_CONFIG_DIR", env.dir.path().join("deploy-config"))
@@ -31,6 +40,8 @@ fn spawn_worker(env: &Env) -> Child {
         .env("SLACK_BOT_TOKEN", e2e::fake_slack::BOT_TOKEN)
         .env("SLACK_API_URL", env.slack.api_url())
         .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
         .spawn()
         .expect("faseng worker starts")
 }
@@ -49,7 +60,7 @@ async fn a_killed_worker_is_reported_and_the_line_moves_on(backend: Backend) {
     let Some(env) = Env::start(backend, opts).await else {
         return;
     };
-    let mut first_worker = spawn_worker(&env);
+    let mut first_worker = spawn_worker(&env, 0);
 
     let (d, headers, body) = env
         .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
@@ -84,7 +95,7 @@ async fn a_killed_worker_is_reported_and_the_line_moves_on(backend: Backend) {
 
     first_worker.kill().expect("kill -9");
     first_worker.wait().unwrap();
-    let mut second_worker = spawn_worker(&env);
+    let mut second_worker = spawn_worker(&env, 1);
 
     let s = env.wait_final(id).await;
     assert_eq!(s["state"], "error", "{s}");
@@ -128,7 +139,7 @@ async fn sqlite_kill_9_of_a_worker_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "flaky under load: once in three full runs the final status of the run finishing after SIGTERM was not posted within 30 s; kept out of CI until the shutdown race is found (see the closing note of issue 4)"]
+#[ignore = "still flaky under load (1 in ~13 runs with two busy loops on 2 cores): after SIGTERM the run's final status is not posted within 30 s on SQLite; the worker log (printed on failure) shows the run stalled on the store; see issue 7 part 3 report"]
 async fn sigterm_lets_a_running_deployment_finish() {
     let script = "touch $SCRATCH/started\n\
                   i=0; while [ ! -e $SCRATCH/go ]; do i=$((i+1)); [ $i -gt 600 ] && exit 9; sleep 0.05; done\n\
@@ -141,17 +152,33 @@ async fn sigterm_lets_a_running_deployment_finish() {
     let Some(env) = Env::start(Backend::Sqlite, opts).await else {
         return;
     };
-    let mut worker = spawn_worker(&env);
+    let mut worker = spawn_worker(&env, 0);
     let (id, _) = env.deploy("edge", "deploy", "joyz", json!({})).await;
     let started = scratch(env.dir.path(), "started");
     wait_for("the run to start", WAIT, || started.exists().then_some(())).await;
     nix_kill(worker.id() as i32, "TERM");
     std::fs::write(scratch(env.dir.path(), "go"), "").unwrap();
-    assert_eq!(env.wait_final(id).await["state"], "success");
+    let log = || std::fs::read_to_string(worker_log(&env, 0)).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.states(id).last().map(String::as_str) != Some("success") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no success for #{id} (statuses {:?}); worker log:\n{}",
+            env.states(id),
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
     let status = tokio::task::spawn_blocking(move || worker.wait().unwrap())
         .await
         .unwrap();
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "{status:?}; worker log:\n{}", log());
+    assert!(
+        log().contains("worker stopped"),
+        "the worker did not stop gracefully:\n{}",
+        log()
+    );
 }
 
 fn nix_kill(pid: i32, sig: &str) {

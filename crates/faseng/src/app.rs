@@ -24,6 +24,19 @@ use crate::status::{DeploymentStatusSink, GithubStatusSink};
 use crate::store::Store;
 use crate::web::{self, WebState};
 
+/// How long a stopping worker lets the queue library wind down on its own before dropping it.
+///
+/// While it drains its in-flight jobs, apalis stops polling its backend, and a fetch it had
+/// started stays frozen mid-transaction: on SQLite that transaction holds the database's
+/// write lock, so the very runs being drained could not write their logs and results (each
+/// write failing only after the busy timeout) and their final statuses came tens of seconds
+/// late. The runs do not need apalis (they live on their own tasks, see
+/// [`crate::deployer::LiveRuns`]): after this grace the worker future is dropped, which
+/// rolls the frozen transaction back, and the runs are waited for on their own. Their queue
+/// jobs are not acknowledged; when the queue hands them out again they drop out (finished or
+/// still live in this process).
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
 /// Everything faseng needs to run; built from the command line / environment by `main`,
 /// or directly by tests.
 #[derive(Debug, Clone)]
@@ -240,7 +253,7 @@ impl Services {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            let result = queue::run_worker(
+            let worker = queue::run_worker(
                 &self.queue,
                 deployer,
                 &name,
@@ -248,8 +261,21 @@ impl Services {
                 self.config.timing,
                 self.config.shutdown_timeout,
                 stop,
-            )
-            .await;
+            );
+            tokio::pin!(worker);
+            let mut rx = shutdown.clone();
+            let result = tokio::select! {
+                result = &mut worker => result,
+                () = async {
+                    let _ = rx.wait_for(|s| *s).await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                } => {
+                    // apalis is still draining: drop it (see STOP_GRACE); the runs it handed
+                    // out go on on their own tasks and are waited for below.
+                    tracing::info!(worker = %name, "stopped taking jobs");
+                    Ok(())
+                }
+            };
             if *shutdown.borrow() {
                 self.drain_live_runs().await;
                 tracing::info!(worker = %name, "worker stopped");

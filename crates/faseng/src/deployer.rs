@@ -719,14 +719,23 @@ impl Deployer {
             && let Some(pid) = live_starter(&m.worker)
         {
             // The queue handed the job out again (its worker's heartbeat lapsed while the
-            // worker was being restarted), but the process that started the run is alive
-            // and still runs it on its own task: it will report; this job drops out.
+            // worker was restarted or stopping), but the process that started the run is
+            // alive and still runs it on its own task. Wait for that process: if the run
+            // ends there, this job drops out; if the process dies first, it is an orphan.
             tracing::info!(
                 pid,
-                "the run is going on in another live faseng process; dropping this job"
+                "the run is going on in another live faseng process; waiting for it"
             );
-            self.metrics.duplicate_job();
-            return Ok(());
+            while live_starter(&m.worker).is_some() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if let Ok(Some(r)) = self.store.get_run(&run.key).await
+                && r.state.is_final()
+            {
+                tracing::info!("the run finished in the other process; dropping this job");
+                self.metrics.duplicate_job();
+                return Ok(());
+            }
         }
         if let Some(m) = &marker {
             kill_leftover_group(m, run.job.deployment_id);
