@@ -5,7 +5,8 @@
 //! never returns a retryable error once a run may have started (Redis ignores
 //! `max_attempts`); each process gets a unique worker name; the SQLite pool is reopened
 //! with WAL and `synchronous = NORMAL` after apalis's setup; the Redis connection has a
-//! long response timeout; the worker polls on a short interval.
+//! long response timeout; the worker polls on a short interval with a timer that is always
+//! armed (apalis' `poll_with_interval` can leave none after an empty fetch).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -207,6 +208,49 @@ pub fn unique_worker_name(prefix: &str) -> String {
     format!("{prefix}-{}-{}-{nanos:x}", host.trim(), std::process::id())
 }
 
+/// Wakes the worker every `interval` and always leaves a timer armed.
+///
+/// apalis' own `poll_with_interval` replaces a timer that fired with a new one it does not
+/// poll; when that same poll ends in an empty fetch, nothing wakes the worker until the next
+/// heartbeat (seen in `bench drain`: a single worker that went idle picked up the next job
+/// only when its heartbeat came due, 1–2 s later; with the default heartbeat it would be up
+/// to 10 s). Here a timer that fired is re-armed and polled at once, so a waker is
+/// always registered.
+struct ArmedInterval {
+    interval: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl ArmedInterval {
+    fn new(interval: Duration) -> Self {
+        let interval = interval.max(Duration::from_millis(1));
+        Self {
+            interval,
+            sleep: Box::pin(tokio::time::sleep(interval)),
+        }
+    }
+}
+
+impl PollStrategy for ArmedInterval {
+    fn poll_drive(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        _snapshot: &PollSnapshot,
+    ) -> std::task::Poll<Option<()>> {
+        let mut fired = false;
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            fired = true;
+            let next = tokio::time::Instant::now() + self.interval;
+            self.sleep.as_mut().reset(next);
+        }
+        if fired {
+            std::task::Poll::Ready(Some(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
 /// Runs a worker until `shutdown` resolves, then waits up to `shutdown_timeout` (counted
 /// from the signal) for running jobs. Returns `Err` when the worker stopped on its own
 /// (backend failure after a few in-place restarts): callers restart or exit non-zero.
@@ -232,7 +276,7 @@ pub async fn run_worker(
                     // A restarted worker gets a new name: apalis refuses one still heartbeating.
                     let name = if restarts == 0 { name.clone() } else { format!("{name}-r{restarts}") };
                     WorkerBuilder::new(name.as_str())
-                        .backend(storage.clone().poll_with_interval(timing.poll_interval))
+                        .backend(storage.clone().poll_with_strategy(ArmedInterval::new(timing.poll_interval)))
                         .catch_panic()
                         .concurrency(concurrency)
                         .data(deployer.clone())
