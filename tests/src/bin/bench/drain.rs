@@ -59,16 +59,20 @@ fn faseng(rig_dir: &Path, redis_url: &str, gh_url: &str, log: &str) -> anyhow::R
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", std::env::var("HOME").unwrap_or_default())
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("DRAIN_WORKER_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .env("FASENG_QUEUE_URL", redis_url)
         .env("FASENG_WORKDIR", rig_dir.join("work"))
         .env("DEPLOY_CONFIG_DIR", rig_dir.join("deploy-config"))
         .env("GITHUB_API_URL", gh_url)
         .env("GITHUB_TOKEN", TOKEN)
         .env("FASENG_HEARTBEAT", "2")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(rig_dir.join(log))?);
+        .stdin(Stdio::null());
+    // faseng logs to stdout.
+    let file = std::fs::File::create(rig_dir.join(log))?;
+    c.stdout(file.try_clone()?).stderr(file);
     Ok(c)
 }
 
@@ -77,7 +81,10 @@ async fn rig() -> anyhow::Result<Rig> {
         RedisServer::start().context("redis-server is needed (apt install redis-server)")?;
     let redis_url = redis.url();
     let gh = FakeGithub::start().await;
-    let dir = tempfile::tempdir()?;
+    // DRAIN_TRACE keeps the directory (logs, clones) for inspection.
+    let dir = tempfile::Builder::new()
+        .disable_cleanup(std::env::var_os("DRAIN_TRACE").is_some())
+        .tempdir()?;
     let stamps = dir.path().join("stamps");
     std::fs::create_dir_all(&stamps)?;
     // The no-op provider: a start and an end line, with wall-clock times, per app+env.
@@ -378,6 +385,9 @@ async fn one(rig: &Rig, workers: usize) -> anyhow::Result<Figures> {
             .iter()
             .filter_map(|(id, at)| Some(ms(runs[id].in_progress?.saturating_duration_since(*at))))
             .collect();
+        if std::env::var_os("DRAIN_TRACE").is_some() {
+            trace_steady(rig, &accepted, &runs);
+        }
         let pickup = summarize(&pickup);
         Ok(Figures {
             workers,
@@ -396,11 +406,45 @@ async fn one(rig: &Rig, workers: usize) -> anyhow::Result<Figures> {
     result
 }
 
+/// Prints the slowest steady pickups with their status timeline (ms from the first accept).
+fn trace_steady(rig: &Rig, accepted: &[(u64, Instant)], runs: &HashMap<u64, RunTimes>) {
+    let t0 = accepted[0].1;
+    let off = |t: Instant| ms(t.saturating_duration_since(t0));
+    let mut queued: HashMap<u64, Instant> = HashMap::new();
+    for r in rig.gh.requests() {
+        if r.method == "POST"
+            && r.path.ends_with("/statuses")
+            && r.body["state"] == "queued"
+            && let Some(id) = r.path.rsplit('/').nth(1).and_then(|s| s.parse().ok())
+        {
+            queued.entry(id).or_insert(r.received_at);
+        }
+    }
+    for (i, (id, at)) in accepted.iter().enumerate() {
+        let r = &runs[id];
+        println!(
+            "steady {i:3} id {id}: accepted {:8.1} queued {:8.1} in_progress {:8.1} final {:8.1} pickup {:7.1}",
+            off(*at),
+            queued.get(id).map_or(-1.0, |t| off(*t)),
+            r.in_progress.map_or(-1.0, off),
+            r.finished.map_or(-1.0, off),
+            r.in_progress
+                .map_or(-1.0, |t| ms(t.saturating_duration_since(*at))),
+        );
+    }
+    println!("rig dir: {}", rig.dir.path().display());
+}
+
 /// Runs the benchmark and returns its JSON report.
 pub async fn bench_drain() -> anyhow::Result<Value> {
     let rig = rig().await?;
     let mut all = Vec::new();
-    for w in WORKERS {
+    // DRAIN_WORKERS=1,2 runs only those worker counts.
+    let workers: Vec<usize> = match std::env::var("DRAIN_WORKERS") {
+        Ok(v) => v.split(',').filter_map(|w| w.trim().parse().ok()).collect(),
+        Err(_) => WORKERS.to_vec(),
+    };
+    for w in workers {
         let f = one(&rig, w).await?;
         println!(
             "W={w}: drained {DEPLOYMENTS} in {:.2} s ({:.0}/s), utilisation {:.0} %, run p50 {:.1} ms, max same-env overlap {}, pickup p50 {:.1} ms p99 {:.1} ms at {:.0}/s",
