@@ -31,6 +31,7 @@ fn the_compose_file_is_valid_and_wires_redis_chima_faseng_and_two_workers() {
     let config = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "--appendonly",
+        "always",
         "redis-cli",
         "condition: service_healthy",
         "replicas: 2",

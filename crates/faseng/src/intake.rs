@@ -2,7 +2,8 @@
 //! waiting line in arrival order, and the durable enqueue — all before the 202. If any
 //! step fails, the earlier ones are undone and the caller answers 503 so GitHub redelivers.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -33,6 +34,11 @@ pub enum IntakeOutcome {
 
 /// How many deliveries one store round trip and one queue push carry at most.
 pub const MAX_BATCH: usize = 256;
+
+/// Runs whose job push failed while the undo of their record may have failed too (the store
+/// was down): a redelivery of such a run is enqueued again at once instead of being taken
+/// for a duplicate of an acknowledged delivery.
+type Unconfirmed = Arc<Mutex<HashSet<String>>>;
 
 /// One delivery waiting for the batcher.
 struct Pending {
@@ -90,7 +96,12 @@ impl Intake {
         };
         let batcher = self.batcher.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_batcher(self.store.clone(), self.queue.clone(), rx));
+            tokio::spawn(run_batcher(
+                self.store.clone(),
+                self.queue.clone(),
+                Unconfirmed::default(),
+                rx,
+            ));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -110,11 +121,12 @@ impl Intake {
 async fn run_batcher(
     store: Arc<dyn Store>,
     queue: Queue,
+    unconfirmed: Unconfirmed,
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        accept_batch(&*store, &queue, std::mem::take(&mut batch)).await;
+        accept_batch(&*store, &queue, &unconfirmed, std::mem::take(&mut batch)).await;
     }
 }
 
@@ -126,7 +138,12 @@ enum Plan {
     Done(anyhow::Result<IntakeOutcome>),
 }
 
-async fn accept_batch(store: &dyn Store, queue: &Queue, batch: Vec<Pending>) {
+async fn accept_batch(
+    store: &dyn Store,
+    queue: &Queue,
+    unconfirmed: &Mutex<HashSet<String>>,
+    batch: Vec<Pending>,
+) {
     let items: Vec<AcceptItem> = batch
         .iter()
         .map(|p| AcceptItem {
@@ -147,7 +164,7 @@ async fn accept_batch(store: &dyn Store, queue: &Queue, batch: Vec<Pending>) {
     };
     let mut plans = Vec::with_capacity(batch.len());
     for (p, a) in batch.iter().zip(accepted) {
-        plans.push(plan(store, p, a).await);
+        plans.push(plan(store, unconfirmed, p, a).await);
     }
     let to_push: Vec<DeployJob> = batch
         .iter()
@@ -166,6 +183,9 @@ async fn accept_batch(store: &dyn Store, queue: &Queue, batch: Vec<Pending>) {
             Plan::Done(answer) => answer,
             Plan::Push { created, .. } if failure.is_some() => {
                 let key = p.job.key();
+                // Until a push of this run succeeds, a redelivery must enqueue it again
+                // even if the undo below fails and leaves the delivery marked as seen.
+                unconfirmed.lock().unwrap().insert(key.clone());
                 if created {
                     let _ = store.line_leave(&p.job.line, &key).await;
                     let _ = store.delete_run(&key).await;
@@ -178,6 +198,7 @@ async fn accept_batch(store: &dyn Store, queue: &Queue, batch: Vec<Pending>) {
             }
             Plan::Push { fresh_delivery, .. } => {
                 let key = p.job.key();
+                unconfirmed.lock().unwrap().remove(&key);
                 if !fresh_delivery {
                     tracing::warn!(%key, delivery_id = %p.delivery_id, "a delivery seen before has no run: an earlier intake died; accepting it now");
                 }
@@ -190,24 +211,32 @@ async fn accept_batch(store: &dyn Store, queue: &Queue, batch: Vec<Pending>) {
 }
 
 /// Decides what to do with one delivery after the store accepted (or knew) it.
-async fn plan(store: &dyn Store, p: &Pending, a: Accepted) -> Plan {
+async fn plan(
+    store: &dyn Store,
+    unconfirmed: &Mutex<HashSet<String>>,
+    p: &Pending,
+    a: Accepted,
+) -> Plan {
     if a.created {
         return Plan::Push {
             created: true,
             fresh_delivery: a.fresh_delivery,
         };
     }
-    // Known deployment. Enqueue again only when it has sat unstarted for a while (an
-    // earlier intake may have died between recording and enqueueing); a second job for
-    // one run is harmless: the start marker lets exactly one of them run.
+    // Known deployment. Enqueue again when its last push failed in this process, or when
+    // it has sat unstarted for a while (an earlier intake may have died between recording
+    // and enqueueing); a second job for one run is harmless: the start marker lets exactly
+    // one of them run.
     let key = p.job.key();
+    let push_failed = unconfirmed.lock().unwrap().contains(&key);
     let existing = match store.get_run(&key).await {
         Ok(r) => r,
         Err(e) => return Plan::Done(Err(e)),
     };
     let stale = existing.is_some_and(|r| {
         r.state == RunState::Queued
-            && Utc::now() - r.received_at > chrono::Duration::seconds(RECOVER_AFTER_SECS)
+            && (push_failed
+                || Utc::now() - r.received_at > chrono::Duration::seconds(RECOVER_AFTER_SECS))
     });
     if !stale {
         return Plan::Done(Ok(IntakeOutcome::Duplicate));
@@ -220,5 +249,66 @@ async fn plan(store: &dyn Store, p: &Pending, a: Accepted) -> Plan {
     Plan::Push {
         created: false,
         fresh_delivery: a.fresh_delivery,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn pending(delivery_id: &str) -> Pending {
+        let job = DeployJob {
+            delivery_id: delivery_id.into(),
+            repo: "oursky/trelhub".into(),
+            deployment_id: 7,
+            git_ref: "main".into(),
+            sha: "a".repeat(40),
+            task: "deploy".into(),
+            environment: "edge".into(),
+            description: String::new(),
+            creator: "joyz".into(),
+            payload: serde_json::json!({}),
+            clone_url: None,
+            line: "trelhub/edge".into(),
+            received_at: Utc::now(),
+        };
+        Pending {
+            delivery_id: delivery_id.into(),
+            job,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// The store still holds the delivery and the run of an intake whose push and undo both
+    /// failed: a redelivery is a duplicate only if the push is not known to have failed.
+    #[tokio::test]
+    async fn a_redelivery_after_a_failed_push_is_enqueued_again_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("i.db"), "q")
+            .await
+            .unwrap();
+        let first = pending("d-1");
+        let item = AcceptItem {
+            delivery_id: first.delivery_id.clone(),
+            run: first.job.initial_record(),
+            line: first.job.line.clone(),
+        };
+        assert!(store.accept_runs(&[item.clone()]).await.unwrap()[0].created);
+        let again = store.accept_runs(&[item]).await.unwrap().remove(0);
+        assert!(!again.fresh_delivery && !again.created);
+
+        let unconfirmed = Mutex::new(HashSet::new());
+        let known = plan(&store, &unconfirmed, &first, again).await;
+        assert!(
+            matches!(known, Plan::Done(Ok(IntakeOutcome::Duplicate))),
+            "an acknowledged delivery sent again is a duplicate"
+        );
+        unconfirmed.lock().unwrap().insert(first.job.key());
+        let known = plan(&store, &unconfirmed, &first, again).await;
+        assert!(
+            matches!(known, Plan::Push { created: false, .. }),
+            "a delivery whose push failed is pushed again"
+        );
     }
 }
