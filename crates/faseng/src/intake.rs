@@ -294,7 +294,13 @@ mod tests {
             run: first.job.initial_record(),
             line: first.job.line.clone(),
         };
-        assert!(store.accept_runs(&[item.clone()]).await.unwrap()[0].created);
+        assert!(
+            store
+                .accept_runs(std::slice::from_ref(&item))
+                .await
+                .unwrap()[0]
+                .created
+        );
         let again = store.accept_runs(&[item]).await.unwrap().remove(0);
         assert!(!again.fresh_delivery && !again.created);
 
