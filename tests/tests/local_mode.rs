@@ -14,20 +14,35 @@ struct Run {
 
 /// Runs `chima shell` in the project directory with local state under `state`.
 async fn local_shell(state: &Path, input: &str) -> Run {
-    let faseng = state.join(".faseng");
-    let mut child = tokio::process::Command::new(e2e::bins::binary("chima"))
+    shell_in(&e2e::bins::workspace_root(), Some(state), input).await
+}
+
+/// Runs `chima shell` in `dir` without a GitHub token; local state goes under `state`, or
+/// where chima puts it by default (`dir/.faseng`) when `None`.
+async fn shell_in(dir: &Path, state: Option<&Path>, input: &str) -> Run {
+    let mut command = tokio::process::Command::new(e2e::bins::binary("chima"));
+    command
         .arg("shell")
-        .current_dir(e2e::bins::workspace_root())
+        .current_dir(dir)
         .env_remove("GITHUB_TOKEN")
         .env_remove("GITHUB_APP_ID")
         .env_remove("GITHUB_APP_PRIVATE_KEY")
         .env_remove("CHIMA_APPS_JSON")
-        .env("FASENG_WORKDIR", faseng.join("work"))
-        .env("CHIMA_LOCAL_DB", faseng.join("local.db"))
-        .env(
-            "FASENG_QUEUE_URL",
-            format!("sqlite://{}", faseng.join("faseng.db").display()),
-        )
+        .env_remove("DEPLOY_CONFIG_DIR")
+        .env_remove("FASENG_WORKDIR")
+        .env_remove("CHIMA_LOCAL_DB")
+        .env_remove("FASENG_QUEUE_URL");
+    if let Some(state) = state {
+        let faseng = state.join(".faseng");
+        command
+            .env("FASENG_WORKDIR", faseng.join("work"))
+            .env("CHIMA_LOCAL_DB", faseng.join("local.db"))
+            .env(
+                "FASENG_QUEUE_URL",
+                format!("sqlite://{}", faseng.join("faseng.db").display()),
+            );
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -55,6 +70,43 @@ fn head_of_main() -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+/// README's first command, as written, in a fresh clone: every path is chima's default
+/// (relative to the clone), and the demo page is built from the clone's own commit.
+#[tokio::test]
+async fn the_quick_start_deploys_demo_in_a_fresh_clone_with_the_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clone = tmp.path().join("chima");
+    let out = std::process::Command::new("git")
+        .args(["clone", "--quiet"])
+        .arg(e2e::bins::workspace_root())
+        .arg(&clone)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = shell_in(&clone, None, "chima deploy demo to staging\n").await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("  ↳ #1 demo: success in "),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(&clone)
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    let page = clone.join(".faseng/sites/staging/current/index.html");
+    let html = std::fs::read_to_string(&page)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", page.display(), run.stdout));
+    assert!(html.contains(&head), "built from the clone's HEAD: {html}");
 }
 
 #[tokio::test]

@@ -64,10 +64,11 @@ fn url_host(url: &str) -> Option<String> {
 }
 
 impl Checkouts {
-    /// Checkouts under `workdir`; `token` is sent only to `token_host` over https.
+    /// Checkouts under `workdir`; `token` is sent only to `token_host` over https. A relative
+    /// `workdir` is taken from the current directory now: git runs in other directories.
     pub fn new(workdir: &Path, token: Option<Secret>, token_host: Option<String>) -> Self {
         Self {
-            workdir: workdir.to_owned(),
+            workdir: std::path::absolute(workdir).unwrap_or_else(|_| workdir.to_owned()),
             token,
             token_host,
         }
