@@ -30,6 +30,14 @@ pub const BOT_USER: &str = "UCHIMABOT";
 /// The bot's bot id (as in `bot_id` of its messages).
 pub const BOT_ID: &str = "BCHIMABOT";
 
+/// Seconds since the Unix epoch: a fresh `X-Slack-Request-Timestamp` / `event_time`.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// `v0=<hex>` signature of a request to a Slack app: HMAC-SHA256 of `v0:{timestamp}:{body}`
 /// under the signing secret, as Slack signs what it sends.
 pub fn sign_request(signing_secret: &str, timestamp: u64, body: &str) -> String {

@@ -10,5 +10,6 @@ pub mod fake_slack;
 pub mod fixtures;
 pub mod git_repo;
 pub mod hostile;
+pub mod net;
 pub mod redis_server;
 pub mod sshd;

@@ -6,7 +6,6 @@
 //! answer a write it has not yet written to the file when an fsync is slow, and a killed
 //! server then loses it: faseng's "an acknowledged delivery is never lost" needs `always`.)
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,14 +32,6 @@ fn binary() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl RedisServer {
     /// Starts a server, or returns `None` (printing why) when redis-server is not installed.
     pub fn start() -> Option<Self> {
@@ -49,7 +40,7 @@ impl RedisServer {
             return None;
         };
         let mut server = Self {
-            port: free_port(),
+            port: crate::net::free_port("127.0.0.1"),
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };

@@ -4,7 +4,7 @@
 //! scenarios). Killed on drop.
 
 use std::io::Read as _;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,14 +43,6 @@ fn current_user() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn free_port(host: &str) -> u16 {
-    TcpListener::bind((host, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// True when sshd is installed (tests print a reason and skip otherwise).
 pub fn available() -> bool {
     Path::new(SSHD).exists()
@@ -77,7 +69,7 @@ impl Sshd {
         keygen(&d.join("stranger_ed25519"), "not-authorized");
         std::fs::copy(d.join("client_ed25519.pub"), d.join("authorized_keys")).unwrap();
         let user = current_user();
-        let port = free_port(host);
+        let port = crate::net::free_port(host);
         let config = format!(
             "ListenAddress {host}:{port}\n\
              HostKey {hk}\n\

@@ -2,13 +2,13 @@
 //! slash commands, buttons, the watchdog, Socket Mode wiring.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chima::slack::app::{SlackApp, SlackSettings, WatchdogReport};
 use chima::slack::web::SlackWeb;
 use deploy_core::{Apps, GithubAuth, Secret};
 use e2e::fake_github::{Check, FakeGithub, TOKEN};
-use e2e::fake_slack::{BOT_TOKEN, BOT_USER, FakeSlack, Message};
+use e2e::fake_slack::{BOT_TOKEN, BOT_USER, FakeSlack, Message, now_secs};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -28,13 +28,6 @@ struct Harness {
     web: Arc<SlackWeb>,
     watchdog: mpsc::UnboundedReceiver<WatchdogReport>,
     next_ts: std::sync::atomic::AtomicU64,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 fn sign(timestamp: u64, body: &str) -> String {
@@ -142,7 +135,7 @@ impl Harness {
             .event("app_mention", channel, user, &text, &ts, &format!("Ev{ts}"))
             .to_string();
         assert_eq!(
-            self.send("/slack/events", body, "application/json", now(), &[])
+            self.send("/slack/events", body, "application/json", now_secs(), &[])
                 .await,
             200
         );
@@ -167,7 +160,7 @@ impl Harness {
             "/slack/commands",
             body,
             "application/x-www-form-urlencoded",
-            now(),
+            now_secs(),
             &[],
         )
         .await
@@ -191,7 +184,7 @@ impl Harness {
             "/slack/interactions",
             body,
             "application/x-www-form-urlencoded",
-            now(),
+            now_secs(),
             &[],
         )
         .await
@@ -336,7 +329,7 @@ async fn unsigned_stale_and_tampered_requests_are_refused_and_change_nothing() {
             "/slack/events",
             body.clone(),
             "application/json",
-            now() - 600,
+            now_secs() - 600,
             &[]
         )
         .await,
@@ -345,8 +338,8 @@ async fn unsigned_stale_and_tampered_requests_are_refused_and_change_nothing() {
     let tampered = h
         .http
         .post(format!("{}/slack/events", h.url))
-        .header("x-slack-request-timestamp", now().to_string())
-        .header("x-slack-signature", sign(now(), "{}"))
+        .header("x-slack-request-timestamp", now_secs().to_string())
+        .header("x-slack-signature", sign(now_secs(), "{}"))
         .body(body)
         .send()
         .await
@@ -356,7 +349,7 @@ async fn unsigned_stale_and_tampered_requests_are_refused_and_change_nothing() {
     let forged = h
         .http
         .post(format!("{}/slack/commands", h.url))
-        .header("x-slack-request-timestamp", now().to_string())
+        .header("x-slack-request-timestamp", now_secs().to_string())
         .header("x-slack-signature", "v0=00")
         .body(command)
         .send()
@@ -380,8 +373,8 @@ async fn url_verification_is_echoed() {
         .http
         .post(format!("{}/slack/events", h.url))
         .header("content-type", "application/json")
-        .header("x-slack-request-timestamp", now().to_string())
-        .header("x-slack-signature", sign(now(), &body))
+        .header("x-slack-request-timestamp", now_secs().to_string())
+        .header("x-slack-signature", sign(now_secs(), &body))
         .body(body)
         .send()
         .await
@@ -410,7 +403,7 @@ async fn bot_messages_and_slack_retries_cause_nothing_new() {
             "/slack/events",
             own.to_string(),
             "application/json",
-            now(),
+            now_secs(),
             &[]
         )
         .await,
@@ -430,7 +423,7 @@ async fn bot_messages_and_slack_retries_cause_nothing_new() {
             "/slack/events",
             other_bot.to_string(),
             "application/json",
-            now(),
+            now_secs(),
             &[]
         )
         .await,
@@ -450,7 +443,7 @@ async fn bot_messages_and_slack_retries_cause_nothing_new() {
             "/slack/events",
             edit.to_string(),
             "application/json",
-            now(),
+            now_secs(),
             &[]
         )
         .await,
@@ -472,7 +465,7 @@ async fn bot_messages_and_slack_retries_cause_nothing_new() {
             "/slack/events",
             retry.to_string(),
             "application/json",
-            now(),
+            now_secs(),
             &[
                 ("x-slack-retry-num", "1"),
                 ("x-slack-retry-reason", "http_timeout")
@@ -537,7 +530,7 @@ async fn direct_messages_follow_allowed_rooms() {
             "EvDm1",
         )
         .to_string();
-    h.send("/slack/events", body, "application/json", now(), &[])
+    h.send("/slack/events", body, "application/json", now_secs(), &[])
         .await;
     let refused = h
         .slack
@@ -560,7 +553,7 @@ async fn direct_messages_follow_allowed_rooms() {
             "EvDm2",
         )
         .to_string();
-    h.send("/slack/events", body, "application/json", now(), &[])
+    h.send("/slack/events", body, "application/json", now_secs(), &[])
         .await;
     h.slack
         .wait_until(WAIT, "a DM deploy", |s| {

@@ -16,7 +16,7 @@
 //! * (c) faseng restarted with queued jobs → each runs once after the restart, in arrival
 //!   order: `faults::queued_jobs_survive_a_faseng_restart_with_sqlite` and `…_with_redis`
 //!   (several jobs, two environments); one job through chima:
-//!   `scenarios::a_queued_deployment_survives_a_faseng_restart_with_{sqlite,redis}`.
+//!   `scenarios::{sqlite,redis}::a_queued_deployment_survives_a_faseng_restart`.
 //! * (d) GitHub answering 500 to status posts → the run completes anyway and its statuses
 //!   arrive once GitHub recovers, in order, once each:
 //!   `faults::github_failing_status_posts_does_not_hold_the_run`; in process:
@@ -76,14 +76,6 @@ struct World {
     http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl World {
     /// `script` is the body of `script/deploy`; `$SCRATCH` names a directory it may write.
     async fn start(backend: Backend, script: &str) -> Option<Self> {
@@ -114,7 +106,7 @@ impl World {
             dir,
             redis,
             queue_url,
-            port: free_port(),
+            port: e2e::net::free_port("127.0.0.1"),
             procs: Vec::new(),
             http: reqwest::Client::new(),
         })
@@ -164,27 +156,7 @@ impl World {
             args.push("--no-worker");
         }
         let mut child = self.command(&args).spawn().expect("faseng serve starts");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/healthz", self.url()))
-                .send()
-                .await
-                && r.status().is_success()
-            {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("faseng serve exited: {status}\n{}", self.logs());
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "faseng serve never became healthy\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        e2e::net::wait_healthy(&self.http, &self.url(), &mut child, WAIT, || self.logs()).await;
         self.procs.push(Some(child));
         self.procs.len() - 1
     }

@@ -6,10 +6,10 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use e2e::fake_github::{Check, FakeGithub, TOKEN};
-use e2e::fake_slack::{BOT_TOKEN, BOT_USER, FakeSlack, Message};
+use e2e::fake_slack::{BOT_TOKEN, BOT_USER, FakeSlack, Message, now_secs};
 use e2e::git_repo::GitRepo;
 use e2e::redis_server::RedisServer;
 use e2e::sshd::Sshd;
@@ -88,42 +88,8 @@ impl Capistrano {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn sign(timestamp: u64, body: &str) -> String {
     e2e::fake_slack::sign_request(SIGNING_SECRET, timestamp, body)
-}
-
-async fn wait_healthy(http: &reqwest::Client, url: &str, child: &mut Child) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(r) = http.get(format!("{url}/healthz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{url} exited before it was healthy: {status}");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{url} never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 impl World {
@@ -188,13 +154,13 @@ impl World {
             Some(r) => r.url(),
             None => format!("sqlite://{}", dir.path().join("faseng.db").display()),
         };
-        let faseng_port = free_port();
+        let faseng_port = e2e::net::free_port("127.0.0.1");
         gh.set_webhook(
             &format!("http://127.0.0.1:{faseng_port}/webhooks/github"),
             WEBHOOK_SECRET,
         );
 
-        let chima_port = free_port();
+        let chima_port = e2e::net::free_port("127.0.0.1");
         let chima_url = format!("http://127.0.0.1:{chima_port}");
         let mut chima = Command::new(e2e::bins::binary("chima"))
             .arg("serve")
@@ -213,7 +179,7 @@ impl World {
             .spawn()
             .expect("chima starts");
         let http = reqwest::Client::new();
-        wait_healthy(&http, &chima_url, &mut chima).await;
+        e2e::net::wait_healthy(&http, &chima_url, &mut chima, WAIT, String::new).await;
         let mut world = Self {
             gh,
             slack,
@@ -269,7 +235,14 @@ impl World {
             cmd.arg("--no-worker");
         }
         let mut child = cmd.spawn().expect("faseng starts");
-        wait_healthy(&self.http, &self.faseng_url(), &mut child).await;
+        e2e::net::wait_healthy(
+            &self.http,
+            &self.faseng_url(),
+            &mut child,
+            WAIT,
+            String::new,
+        )
+        .await;
         self.faseng = Some(child);
     }
 
@@ -284,11 +257,11 @@ impl World {
         self.next_ts += 1;
         let ts = format!("1700000100.{:06}", self.next_ts);
         let body = json!({"type": "event_callback", "team_id": "T1", "api_app_id": "A1",
-            "event_id": format!("Ev{ts}"), "event_time": now(),
+            "event_id": format!("Ev{ts}"), "event_time": now_secs(),
             "event": {"type": "app_mention", "user": user, "channel": channel, "channel_type": "channel",
                       "text": format!("<@{BOT_USER}> {command}"), "ts": ts}})
         .to_string();
-        let stamp = now();
+        let stamp = now_secs();
         let status = self
             .http
             .post(format!("{}/slack/events", self.chima_url))
@@ -338,6 +311,13 @@ impl World {
             .await;
     }
 
+    /// The body of a GET of `url` (a log page, its plain text).
+    async fn text(&self, url: impl reqwest::IntoUrl) -> String {
+        let response = self.http.get(url).send().await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.text().await.unwrap()
+    }
+
     fn states(&self, id: u64) -> Vec<String> {
         self.gh
             .statuses(id)
@@ -374,28 +354,12 @@ async fn developer_deploys_a_branch(backend: Backend) {
     let in_progress = &w.gh.statuses(id)[1];
     let log_url = in_progress["log_url"].as_str().unwrap().to_owned();
     assert!(log_url.starts_with(&w.faseng_url()), "{log_url}");
-    let page = w
-        .http
-        .get(&log_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = w.text(&log_url).await;
     assert!(
         page.contains("deploying feature"),
         "the log page serves the output: {page}"
     );
-    let text = w
-        .http
-        .get(format!("{log_url}/log"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = w.text(format!("{log_url}/log")).await;
     assert!(
         text.contains("deploying feature"),
         "and as plain text: {text}"
@@ -408,16 +372,6 @@ async fn developer_deploys_a_branch(backend: Backend) {
     let feature_sha = w.gh.branch_sha("oursky/trelhub", "feature");
     assert!(w.gh.deployments("oursky/trelhub")[0]["sha"] == feature_sha.as_str());
     assert_eq!(w.runs(), [format!("start {id}"), format!("end {id}")]);
-}
-
-#[tokio::test]
-async fn developer_deploys_a_branch_with_sqlite() {
-    developer_deploys_a_branch(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn developer_deploys_a_branch_with_redis() {
-    developer_deploys_a_branch(Backend::Redis).await;
 }
 
 async fn three_users_wait_in_line(backend: Backend) {
@@ -466,16 +420,6 @@ async fn three_users_wait_in_line(backend: Backend) {
     }
 }
 
-#[tokio::test]
-async fn three_users_wait_in_line_with_sqlite() {
-    three_users_wait_in_line(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn three_users_wait_in_line_with_redis() {
-    three_users_wait_in_line(Backend::Redis).await;
-}
-
 async fn a_queued_deployment_survives_a_faseng_restart(backend: Backend) {
     let Some(mut w) = World::start(backend).await else {
         return;
@@ -514,16 +458,6 @@ async fn a_queued_deployment_survives_a_faseng_restart(backend: Backend) {
         Some("queued"),
         "{states:?}"
     );
-}
-
-#[tokio::test]
-async fn a_queued_deployment_survives_a_faseng_restart_with_sqlite() {
-    a_queued_deployment_survives_a_faseng_restart(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_queued_deployment_survives_a_faseng_restart_with_redis() {
-    a_queued_deployment_survives_a_faseng_restart(Backend::Redis).await;
 }
 
 async fn qa_deploys_the_default_branch_to_edge_with_capistrano(backend: Backend) {
@@ -584,15 +518,7 @@ async fn qa_deploys_the_default_branch_to_edge_with_capistrano(backend: Backend)
         cap.sshd.log()
     );
     let log_url = w.gh.statuses(id)[1]["log_url"].as_str().unwrap().to_owned();
-    let log = w
-        .http
-        .get(format!("{log_url}/log"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = w.text(format!("{log_url}/log")).await;
     assert!(log.contains("cap edge deploy"), "{log}");
     let key = cap.sshd.client_key_text();
     let secret_line = key.lines().nth(1).unwrap();
@@ -608,16 +534,6 @@ async fn qa_deploys_the_default_branch_to_edge_with_capistrano(backend: Backend)
             );
         }
     }
-}
-
-#[tokio::test]
-async fn qa_deploys_the_default_branch_to_edge_with_capistrano_with_sqlite() {
-    qa_deploys_the_default_branch_to_edge_with_capistrano(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn qa_deploys_the_default_branch_to_edge_with_capistrano_with_redis() {
-    qa_deploys_the_default_branch_to_edge_with_capistrano(Backend::Redis).await;
 }
 
 #[tokio::test]
@@ -666,3 +582,32 @@ async fn ci_from_chat_names_the_failing_and_pending_checks() {
     );
     assert!(!answer.text.contains("lint"), "{}", answer.text);
 }
+
+/// One `#[tokio::test]` per scenario and queue backend: `redis::<name>`, `sqlite::<name>`.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Redis).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    developer_deploys_a_branch,
+    three_users_wait_in_line,
+    a_queued_deployment_survives_a_faseng_restart,
+    qa_deploys_the_default_branch_to_edge_with_capistrano,
+);

@@ -134,7 +134,7 @@ pub struct StartMarker {
     pub at: DateTime<Utc>,
 }
 
-/// What [`Store::accept_run`] did.
+/// What [`Store::accept_runs`] did with one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
     /// The delivery id had not been seen.
@@ -160,35 +160,11 @@ pub struct AcceptItem {
 pub trait Store: Send + Sync + 'static {
     /// Cheap reachability check (`/healthz`).
     async fn ping(&self) -> anyhow::Result<()>;
-    /// Intake in one step: remembers the delivery, creates the run record, and when the
-    /// record is new puts the run at the end of `line`. Stores override it to save round trips.
-    async fn accept_run(
-        &self,
-        delivery_id: &str,
-        run: &RunRecord,
-        line: &str,
-    ) -> anyhow::Result<Accepted> {
-        let fresh_delivery = self.claim_delivery(delivery_id).await?;
-        let created = match self.create_run(run).await {
-            Ok(c) => c,
-            Err(e) => {
-                if fresh_delivery {
-                    let _ = self.release_delivery(delivery_id).await;
-                }
-                return Err(e);
-            }
-        };
-        if created {
-            self.line_join(line, &run.key).await?;
-        }
-        Ok(Accepted {
-            fresh_delivery,
-            created,
-        })
-    }
-    /// [`Store::accept_run`] for several deliveries, in order, as if one after the other
-    /// (a later item sees an earlier one's delivery and run), atomically and in one round
-    /// trip (Redis: one script; SQLite: one transaction). `Err` means none of it happened.
+    /// Intake: for each delivery, in order, as if one after the other (a later item sees an
+    /// earlier one's delivery and run), remembers the delivery, creates the run record, and
+    /// when the record is new puts the run at the end of its line; atomically and in one
+    /// round trip (Redis: one script; SQLite: one transaction). `Err` means none of it
+    /// happened.
     async fn accept_runs(&self, items: &[AcceptItem]) -> anyhow::Result<Vec<Accepted>>;
     /// Remembers a delivery id; `false` when it was seen before.
     async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool>;

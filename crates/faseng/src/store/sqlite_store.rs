@@ -99,21 +99,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn accept_run(
-        &self,
-        delivery_id: &str,
-        run: &RunRecord,
-        line: &str,
-    ) -> anyhow::Result<Accepted> {
-        let item = AcceptItem {
-            delivery_id: delivery_id.to_owned(),
-            run: run.clone(),
-            line: line.to_owned(),
-        };
-        let mut out = self.accept_runs(std::slice::from_ref(&item)).await?;
-        out.pop().context("no result for the delivery")
-    }
-
     async fn accept_runs(&self, items: &[AcceptItem]) -> anyhow::Result<Vec<Accepted>> {
         if items.is_empty() {
             return Ok(Vec::new());
