@@ -877,10 +877,16 @@ where
 /// The start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`):
 /// with the pid, it names one process for good (pids are reused, start times are not).
 fn start_ticks(pid: &str) -> Option<u64> {
+    proc_stat(pid).map(|(_, ticks)| ticks)
+}
+
+/// A process's state letter (`Z` for a zombie) and start time, from `/proc/<pid>/stat`.
+fn proc_stat(pid: &str) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start at field 3.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// The name a start marker records: the worker's name and this process's identity, so
@@ -903,16 +909,7 @@ fn live_starter(worker: &str) -> Option<u32> {
         return None;
     }
     let ticks: u64 = ticks.parse().ok()?;
-    let alive = start_ticks(pid) == Some(ticks)
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                !s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(false);
+    let alive = matches!(proc_stat(pid), Some((state, t)) if t == ticks && state != 'Z');
     alive.then_some(pid_num)
 }
 
