@@ -145,17 +145,7 @@ impl Checkouts {
             .join(format!("{}.git", repo.name()));
         std::fs::create_dir_all(mirror.parent().expect("has parent"))
             .context("creating the clone cache")?;
-        let lock_path = mirror.with_extension("lock");
-        let lock = tokio::task::spawn_blocking(move || -> anyhow::Result<Flock<std::fs::File>> {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)?;
-            Flock::lock(f, FlockArg::LockExclusive)
-                .map_err(|(_, e)| anyhow::anyhow!("locking the clone cache: {e}"))
-        })
-        .await??;
+        let lock = lock_cache(&mirror).await?;
 
         if !mirror.join("HEAD").exists() {
             log.header("git", &format!("init cache for {repo}"));
@@ -216,8 +206,13 @@ impl Checkouts {
         Ok(Worktree { path, mirror })
     }
 
-    /// Removes a run's worktree.
+    /// Removes a run's worktree, holding the cache lock: git deletes `worktrees/` with the
+    /// last worktree, which would race with another run's `worktree add`.
     pub async fn remove(&self, wt: Worktree) {
+        let lock = lock_cache(&wt.mirror).await;
+        if let Err(e) = &lock {
+            tracing::warn!(error = %e, "removing a worktree without the cache lock");
+        }
         let mut cmd = self.git(None);
         cmd.arg("-C")
             .arg(&wt.mirror)
@@ -230,7 +225,24 @@ impl Checkouts {
             cmd.arg("-C").arg(&wt.mirror).args(["worktree", "prune"]);
             let _ = self.run_git(cmd, "git worktree prune").await;
         }
+        drop(lock);
     }
+}
+
+/// Takes the exclusive lock of one clone cache (a `flock` beside it, shared by every faseng
+/// process on this host) for git commands that change its worktree list.
+async fn lock_cache(mirror: &Path) -> anyhow::Result<Flock<std::fs::File>> {
+    let lock_path = mirror.with_extension("lock");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Flock<std::fs::File>> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("locking the clone cache: {e}"))
+    })
+    .await?
 }
 
 /// `https://user:pass@host/x` → `https://***@host/x`.
