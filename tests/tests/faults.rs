@@ -8,10 +8,10 @@
 //! * (b) Redis killed and restarted while webhooks flow → every delivery answered 2xx is
 //!   deployed exactly once with exactly one final status (503s are redelivered):
 //!   `faults::redis_restarted_while_webhooks_flow_every_acknowledged_delivery_deploys_once`
-//!   (`#[ignore]`d: it still fails about 1 run in 6 under load. One lost-delivery cause is
-//!   fixed (a redelivery after a failed push was taken for a duplicate; `faseng::intake`); the
-//!   remaining failure is a job a worker had taken just before Redis died: it shows `queued`
-//!   twice and never starts. Run with `--ignored`);
+//!   (two lost-delivery causes found by it are fixed and unit-tested in faseng: a
+//!   redelivery after a failed push was taken for a duplicate (`faseng::intake`), and a job
+//!   recovered from a restarted worker dropped out while the first attempt, which then
+//!   failed with no handler left to retry it, was still live (`faseng::deployer::LiveRuns`));
 //!   one delivery: `faseng_scenarios::redis_down_means_503_and_no_lost_delivery`.
 //! * (c) faseng restarted with queued jobs → each runs once after the restart, in arrival
 //!   order: `faults::queued_jobs_survive_a_faseng_restart_with_sqlite` and `…_with_redis`
@@ -346,7 +346,6 @@ fn assert_each_ran_once_with_one_final_status(w: &World, ids: &[u64]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open defect, about 1 run in 6 under load: a job a worker took just before Redis was killed shows `queued` twice and never starts (see the module docs); run with --ignored"]
 async fn redis_restarted_while_webhooks_flow_every_acknowledged_delivery_deploys_once() {
     let script = "echo $DEPLOY_ID >> $SCRATCH/runs\nsleep 0.1";
     let Some(mut w) = World::start(Backend::Redis, script).await else {

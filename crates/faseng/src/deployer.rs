@@ -3,7 +3,7 @@
 //! provider, report. A job that comes back after it started is an orphan and is reported,
 //! never re-run.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -74,19 +74,45 @@ pub struct DeployerSettings {
 ///
 /// A run is executed on its own task, so it outlives the queue's handler future: apalis drops
 /// the in-flight handler futures when it restarts a worker after a backend error (a Redis
-/// restart, a busy SQLite), and a dropped run would be left with no final status. A job for a
-/// run that is live here (the queue handing it out again) drops out instead of being reported
-/// as an orphan; graceful shutdown waits for the live runs to finish.
+/// restart, a busy SQLite), and a dropped run would be left with no final status. Graceful
+/// shutdown waits for the live runs to finish.
+///
+/// A job for a run that is live here (the queue handing it out again, e.g. recovered from the
+/// restarted worker's in-flight list) drops out at once only when that run has started: a
+/// started run always ends with a final status. Before its start the live attempt may still
+/// fail (the store is down) with no handler left to try again, so the repeated job waits for
+/// the attempt to end and then takes over.
 #[derive(Debug, Default)]
 pub struct LiveRuns {
-    keys: Mutex<HashSet<String>>,
+    runs: Mutex<HashMap<String, LivePhase>>,
     changed: tokio::sync::Notify,
 }
 
+/// How far a live run has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LivePhase {
+    /// Claimed; its start marker is not written yet (it may still end with an error).
+    Starting,
+    /// Its start marker is written: it will end with a final status.
+    Started,
+}
+
 impl LiveRuns {
-    /// Marks `key` live; false when it already was.
-    fn claim(&self, key: &str) -> bool {
-        self.lock().insert(key.to_owned())
+    /// Marks `key` live; the phase of the run already live under it otherwise.
+    fn claim(&self, key: &str) -> Option<LivePhase> {
+        let mut runs = self.lock();
+        if let Some(phase) = runs.get(key) {
+            return Some(*phase);
+        }
+        runs.insert(key.to_owned(), LivePhase::Starting);
+        None
+    }
+
+    fn mark_started(&self, key: &str) {
+        if let Some(phase) = self.lock().get_mut(key) {
+            *phase = LivePhase::Started;
+        }
+        self.changed.notify_waiters();
     }
 
     fn release(&self, key: &str) {
@@ -94,8 +120,8 @@ impl LiveRuns {
         self.changed.notify_waiters();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LivePhase>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many runs are live.
@@ -275,12 +301,30 @@ impl Deployer {
     pub async fn process(&self, job: DeployJob, queue_job: Option<String>) -> anyhow::Result<()> {
         let span = tracing::info_span!("deployment", id = job.deployment_id, repo = %job.repo, env = %job.environment);
         let key = job.key();
-        if !self.live.claim(&key) {
-            span.in_scope(|| {
-                tracing::info!("the run is going on in this process; dropping the repeated job");
-            });
-            self.metrics.duplicate_job();
-            return Ok(());
+        let mut waited = false;
+        loop {
+            let changed = self.live.changed.notified();
+            match self.live.claim(&key) {
+                None => break,
+                Some(LivePhase::Started) => {
+                    span.in_scope(|| {
+                        tracing::info!(
+                            "the run is going on in this process; dropping the repeated job"
+                        );
+                    });
+                    self.metrics.duplicate_job();
+                    return Ok(());
+                }
+                Some(LivePhase::Starting) => {
+                    if !waited {
+                        span.in_scope(|| {
+                            tracing::info!("the run is about to start in this process; waiting to see whether it does");
+                        });
+                        waited = true;
+                    }
+                    changed.await;
+                }
+            }
         }
         let guard = LiveGuard {
             live: self.live.clone(),
@@ -400,7 +444,7 @@ impl Deployer {
             job: queue_job.clone(),
             at: Utc::now(),
         };
-        if let Some(previous) = self.store.mark_started(&run.key, &marker).await? {
+        if let Some(previous) = self.mark_started(&run.key, &marker).await? {
             if is_duplicate(Some(&previous), queue_job.as_deref()) {
                 tracing::info!("the run started under another job; dropping this duplicate");
                 self.metrics.duplicate_job();
@@ -408,6 +452,7 @@ impl Deployer {
             }
             return self.orphaned(run, Some(previous)).await;
         }
+        self.live.mark_started(&run.key);
         run.record.state = RunState::InProgress;
         run.record.started_at = Some(Utc::now());
         run.record.description = messages::running(provider.name());
@@ -695,6 +740,33 @@ impl Deployer {
         }
     }
 
+    /// Writes the start marker; `Some(existing)` when the run was started before.
+    ///
+    /// A write whose answer was lost (the store failed mid-call, as when Redis is killed)
+    /// may have landed: it is tried again in place, and finding exactly this marker then means
+    /// the earlier try set it. (Failing here instead would make the next attempt take its
+    /// own marker for a dead worker's and report the run as orphaned without running it.)
+    async fn mark_started(
+        &self,
+        key: &str,
+        marker: &StartMarker,
+    ) -> anyhow::Result<Option<StartMarker>> {
+        let deadline = tokio::time::Instant::now() + MARK_STARTED_RETRY_FOR;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.store.mark_started(key, marker).await {
+                Ok(Some(previous)) if previous == *marker => return Ok(None),
+                Ok(previous) => return Ok(previous),
+                Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                    tracing::warn!(error = %format!("{e:#}"), "could not record the start; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.context("recording the start")),
+            }
+        }
+    }
+
     /// A head-of-line entry whose run already finished (its worker died after finishing but
     /// before leaving the line) is removed.
     async fn drop_stale_head(&self, line: &str, head: &str) -> bool {
@@ -841,6 +913,9 @@ impl Deployer {
 /// Redis restart): a run whose result is not recorded would hold its environment's line.
 const STORE_RETRY_FOR: Duration = Duration::from_secs(300);
 
+/// How long writing a start marker is tried in place before the attempt gives up.
+const MARK_STARTED_RETRY_FOR: Duration = Duration::from_secs(60);
+
 /// Runs a store write until it succeeds, with backoff, for up to [`STORE_RETRY_FOR`].
 async fn retry_store<F, Fut>(what: &str, mut write: F)
 where
@@ -954,6 +1029,233 @@ fn kill_leftover_group(marker: &StartMarker, deployment_id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::NoChat;
+    use crate::status::NullStatusSink;
+    use crate::store::{AcceptItem, Accepted, SqliteStore};
+    use async_trait::async_trait;
+    use chrono::DateTime;
+
+    /// Which store call a [`FlakyStore`] makes fail once, as a store that dies mid-call would.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum FailOnce {
+        /// The first `env_lock` (checked before the run's turn) waits for `release`, then
+        /// fails without doing anything.
+        EnvLockAfterRelease,
+        /// The first `mark_started` writes the marker, then fails (its answer was lost).
+        MarkStartedAnswer,
+    }
+
+    /// A real SQLite store with one call failing once.
+    struct FlakyStore {
+        inner: SqliteStore,
+        fail: FailOnce,
+        failed: std::sync::atomic::AtomicBool,
+        reached: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    impl FlakyStore {
+        fn first(&self, which: FailOnce) -> bool {
+            self.fail == which && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl Store for FlakyStore {
+        async fn ping(&self) -> anyhow::Result<()> {
+            self.inner.ping().await
+        }
+        async fn accept_runs(&self, items: &[AcceptItem]) -> anyhow::Result<Vec<Accepted>> {
+            self.inner.accept_runs(items).await
+        }
+        async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {
+            self.inner.claim_delivery(delivery_id).await
+        }
+        async fn release_delivery(&self, delivery_id: &str) -> anyhow::Result<()> {
+            self.inner.release_delivery(delivery_id).await
+        }
+        async fn create_run(&self, run: &RunRecord) -> anyhow::Result<bool> {
+            self.inner.create_run(run).await
+        }
+        async fn put_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+            self.inner.put_run(run).await
+        }
+        async fn get_run(&self, key: &str) -> anyhow::Result<Option<RunRecord>> {
+            self.inner.get_run(key).await
+        }
+        async fn delete_run(&self, key: &str) -> anyhow::Result<()> {
+            self.inner.delete_run(key).await
+        }
+        async fn mark_started(
+            &self,
+            key: &str,
+            marker: &StartMarker,
+        ) -> anyhow::Result<Option<StartMarker>> {
+            let result = self.inner.mark_started(key, marker).await;
+            if self.first(FailOnce::MarkStartedAnswer) {
+                anyhow::bail!("broken pipe (the answer was lost)");
+            }
+            result
+        }
+        async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()> {
+            self.inner.update_started(key, marker).await
+        }
+        async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()> {
+            self.inner.line_join(line, key).await
+        }
+        async fn line_leave(&self, line: &str, key: &str) -> anyhow::Result<()> {
+            self.inner.line_leave(line, key).await
+        }
+        async fn line(&self, line: &str) -> anyhow::Result<Vec<String>> {
+            self.inner.line(line).await
+        }
+        async fn env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
+            if self.first(FailOnce::EnvLockAfterRelease) {
+                let released = self.release.notified();
+                self.reached.notify_one();
+                released.await;
+                anyhow::bail!("connection refused");
+            }
+            self.inner.env_lock(line).await
+        }
+        async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock> {
+            self.inner.set_env_lock(line, lock).await
+        }
+        async fn clear_env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
+            self.inner.clear_env_lock(line).await
+        }
+        async fn push_duration(&self, line: &str, secs: f64) -> anyhow::Result<()> {
+            self.inner.push_duration(line, secs).await
+        }
+        async fn durations(&self, line: &str) -> anyhow::Result<Vec<f64>> {
+            self.inner.durations(line).await
+        }
+        async fn append_log(&self, key: &str, lines: &[String]) -> anyhow::Result<()> {
+            self.inner.append_log(key, lines).await
+        }
+        async fn read_log(&self, key: &str, from: usize) -> anyhow::Result<Vec<String>> {
+            self.inner.read_log(key, from).await
+        }
+        async fn record_status_event(
+            &self,
+            key: &str,
+            state: &str,
+            at: DateTime<Utc>,
+        ) -> anyhow::Result<()> {
+            self.inner.record_status_event(key, state, at).await
+        }
+        async fn queue_depth(&self) -> anyhow::Result<u64> {
+            self.inner.queue_depth().await
+        }
+    }
+
+    /// A shared deployer over a [`FlakyStore`], and a shell deployment of `o/r` to edge with
+    /// no clone URL (so a run that gets going ends at once with "could not run").
+    async fn flaky_world(
+        dir: &std::path::Path,
+        fail: FailOnce,
+    ) -> (Arc<Deployer>, Arc<FlakyStore>, DeployJob) {
+        let inner = SqliteStore::open(&dir.join("faseng.db"), "test")
+            .await
+            .unwrap();
+        let store = Arc::new(FlakyStore {
+            inner,
+            fail,
+            failed: Default::default(),
+            reached: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        });
+        let workdir = dir.join("work");
+        let deployer = Deployer::new(
+            store.clone(),
+            Arc::new(NullStatusSink),
+            Arc::new(NoChat),
+            Checkouts::new(&workdir, None, None),
+            None,
+            Arc::new(Metrics::default()),
+            DeployerSettings {
+                public_url: "http://faseng.test".into(),
+                deploy_config_dir: dir.join("deploy-config"),
+                default_timeout: Duration::from_secs(60),
+                worker_name: "test-worker".into(),
+                status_retry: RetryPolicy::default(),
+                line_poll: Duration::from_millis(50),
+                report_drain: Duration::from_secs(5),
+                secrets: Vec::new(),
+                providers: providers::ProviderSettings::new(
+                    Default::default(),
+                    "http://github.test",
+                    None,
+                    workdir.clone(),
+                ),
+            },
+        )
+        .into_shared();
+        let job = DeployJob {
+            delivery_id: "d-1".into(),
+            repo: "o/r".into(),
+            deployment_id: 7,
+            git_ref: "main".into(),
+            sha: "a".repeat(40),
+            task: "deploy".into(),
+            environment: "edge".into(),
+            description: String::new(),
+            creator: "alice".into(),
+            payload: serde_json::json!({"name": "r", "config": {
+                "provider": "shell", "repository": "o/r", "environments": ["edge"]}}),
+            clone_url: None,
+            line: "r/edge".into(),
+            received_at: Utc::now(),
+        };
+        (deployer, store, job)
+    }
+
+    #[tokio::test]
+    async fn a_repeated_job_waits_for_a_live_attempt_that_has_not_started_and_takes_over_when_it_fails()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let (deployer, store, job) = flaky_world(dir.path(), FailOnce::EnvLockAfterRelease).await;
+        let reached = store.reached.notified();
+        let first = tokio::spawn({
+            let (deployer, job) = (deployer.clone(), job.clone());
+            async move { deployer.process(job, Some("q-1".into())).await }
+        });
+        reached.await;
+
+        // The queue hands the job out again (recovered from a restarted worker) while the
+        // first attempt is live and not started: it must not drop out.
+        let mut again = Box::pin(deployer.process(job.clone(), Some("q-1".into())));
+        assert!(
+            futures::poll!(&mut again).is_pending(),
+            "the repeated job dropped out while the live attempt could still fail"
+        );
+        // The first attempt fails (the store went away) and nobody is left to retry it.
+        store.release.notify_one();
+        assert!(first.await.unwrap().is_err());
+        again.await.unwrap();
+
+        let run = store.get_run(&job.key()).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Error, "{run:?}");
+        assert!(run.description.contains("clone_url"), "{run:?}");
+        assert!(deployer.live_runs().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_start_marker_whose_answer_was_lost_is_taken_for_our_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (deployer, store, job) = flaky_world(dir.path(), FailOnce::MarkStartedAnswer).await;
+        deployer
+            .process(job.clone(), Some("q-1".into()))
+            .await
+            .unwrap();
+        let run = store.get_run(&job.key()).await.unwrap().unwrap();
+        assert_eq!(run.state, RunState::Error, "{run:?}");
+        assert!(
+            run.description.contains("clone_url"),
+            "the run went on as started, not as an orphan: {run:?}"
+        );
+        assert!(run.started_at.is_some(), "{run:?}");
+    }
 
     #[test]
     fn a_run_started_by_another_job_is_a_duplicate_and_by_the_same_job_an_orphan() {
