@@ -1031,123 +1031,8 @@ mod tests {
     use super::*;
     use crate::notify::NoChat;
     use crate::status::NullStatusSink;
-    use crate::store::{AcceptItem, Accepted, SqliteStore};
-    use async_trait::async_trait;
-    use chrono::DateTime;
-
-    /// Which store call a [`FlakyStore`] makes fail once, as a store that dies mid-call would.
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum FailOnce {
-        /// The first `env_lock` (checked before the run's turn) waits for `release`, then
-        /// fails without doing anything.
-        EnvLockAfterRelease,
-        /// The first `mark_started` writes the marker, then fails (its answer was lost).
-        MarkStartedAnswer,
-    }
-
-    /// A real SQLite store with one call failing once.
-    struct FlakyStore {
-        inner: SqliteStore,
-        fail: FailOnce,
-        failed: std::sync::atomic::AtomicBool,
-        reached: tokio::sync::Notify,
-        release: tokio::sync::Notify,
-    }
-
-    impl FlakyStore {
-        fn first(&self, which: FailOnce) -> bool {
-            self.fail == which && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    #[async_trait]
-    impl Store for FlakyStore {
-        async fn ping(&self) -> anyhow::Result<()> {
-            self.inner.ping().await
-        }
-        async fn accept_runs(&self, items: &[AcceptItem]) -> anyhow::Result<Vec<Accepted>> {
-            self.inner.accept_runs(items).await
-        }
-        async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {
-            self.inner.claim_delivery(delivery_id).await
-        }
-        async fn release_delivery(&self, delivery_id: &str) -> anyhow::Result<()> {
-            self.inner.release_delivery(delivery_id).await
-        }
-        async fn create_run(&self, run: &RunRecord) -> anyhow::Result<bool> {
-            self.inner.create_run(run).await
-        }
-        async fn put_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-            self.inner.put_run(run).await
-        }
-        async fn get_run(&self, key: &str) -> anyhow::Result<Option<RunRecord>> {
-            self.inner.get_run(key).await
-        }
-        async fn delete_run(&self, key: &str) -> anyhow::Result<()> {
-            self.inner.delete_run(key).await
-        }
-        async fn mark_started(
-            &self,
-            key: &str,
-            marker: &StartMarker,
-        ) -> anyhow::Result<Option<StartMarker>> {
-            let result = self.inner.mark_started(key, marker).await;
-            if self.first(FailOnce::MarkStartedAnswer) {
-                anyhow::bail!("broken pipe (the answer was lost)");
-            }
-            result
-        }
-        async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()> {
-            self.inner.update_started(key, marker).await
-        }
-        async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()> {
-            self.inner.line_join(line, key).await
-        }
-        async fn line_leave(&self, line: &str, key: &str) -> anyhow::Result<()> {
-            self.inner.line_leave(line, key).await
-        }
-        async fn line(&self, line: &str) -> anyhow::Result<Vec<String>> {
-            self.inner.line(line).await
-        }
-        async fn env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
-            if self.first(FailOnce::EnvLockAfterRelease) {
-                let released = self.release.notified();
-                self.reached.notify_one();
-                released.await;
-                anyhow::bail!("connection refused");
-            }
-            self.inner.env_lock(line).await
-        }
-        async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock> {
-            self.inner.set_env_lock(line, lock).await
-        }
-        async fn clear_env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
-            self.inner.clear_env_lock(line).await
-        }
-        async fn push_duration(&self, line: &str, secs: f64) -> anyhow::Result<()> {
-            self.inner.push_duration(line, secs).await
-        }
-        async fn durations(&self, line: &str) -> anyhow::Result<Vec<f64>> {
-            self.inner.durations(line).await
-        }
-        async fn append_log(&self, key: &str, lines: &[String]) -> anyhow::Result<()> {
-            self.inner.append_log(key, lines).await
-        }
-        async fn read_log(&self, key: &str, from: usize) -> anyhow::Result<Vec<String>> {
-            self.inner.read_log(key, from).await
-        }
-        async fn record_status_event(
-            &self,
-            key: &str,
-            state: &str,
-            at: DateTime<Utc>,
-        ) -> anyhow::Result<()> {
-            self.inner.record_status_event(key, state, at).await
-        }
-        async fn queue_depth(&self) -> anyhow::Result<u64> {
-            self.inner.queue_depth().await
-        }
-    }
+    use crate::store::SqliteStore;
+    use crate::store::flaky::{FailOnce, FlakyStore};
 
     /// A shared deployer over a [`FlakyStore`], and a shell deployment of `o/r` to edge with
     /// no clone URL (so a run that gets going ends at once with "could not run").
@@ -1158,13 +1043,7 @@ mod tests {
         let inner = SqliteStore::open(&dir.join("faseng.db"), "test")
             .await
             .unwrap();
-        let store = Arc::new(FlakyStore {
-            inner,
-            fail,
-            failed: Default::default(),
-            reached: tokio::sync::Notify::new(),
-            release: tokio::sync::Notify::new(),
-        });
+        let store = Arc::new(FlakyStore::new(inner, fail));
         let workdir = dir.join("work");
         let deployer = Deployer::new(
             store.clone(),

@@ -35,9 +35,10 @@ pub enum IntakeOutcome {
 /// How many deliveries one store round trip and one queue push carry at most.
 pub const MAX_BATCH: usize = 256;
 
-/// Runs whose job push failed while the undo of their record may have failed too (the store
-/// was down): a redelivery of such a run is enqueued again at once instead of being taken
-/// for a duplicate of an acknowledged delivery.
+/// Runs whose intake failed after the store may have recorded them (a failed job push whose
+/// undo may have failed too, or a store call whose answer was lost): a redelivery of such a
+/// run is enqueued again at once instead of being taken for a duplicate of an acknowledged
+/// delivery.
 type Unconfirmed = Arc<Mutex<HashSet<String>>>;
 
 /// One delivery waiting for the batcher.
@@ -155,7 +156,14 @@ async fn accept_batch(
     let accepted = match store.accept_runs(&items).await {
         Ok(a) => a,
         Err(e) => {
+            // The store may have done it all and lost only its answer (Redis killed
+            // mid-reply): a redelivery will find the delivery seen and the run queued, and
+            // must enqueue it rather than take it for an acknowledged duplicate.
             let why = format!("{e:#}");
+            unconfirmed
+                .lock()
+                .unwrap()
+                .extend(batch.iter().map(|p| p.job.key()));
             for p in batch {
                 let _ = p.reply.send(Err(anyhow::anyhow!("{why}")));
             }
@@ -255,7 +263,53 @@ async fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{self, QueueTiming, QueueUrl};
     use crate::store::SqliteStore;
+    use crate::store::flaky::{FailOnce, FlakyStore};
+
+    /// The store recorded the delivery and the run but its answer was lost, so the delivery
+    /// was answered 503: GitHub's redelivery must be queued, not called a duplicate.
+    #[tokio::test]
+    async fn a_redelivery_after_a_lost_store_answer_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.db");
+        let (queue, plain) = queue::open(&QueueUrl::Sqlite(path.clone()), QueueTiming::default())
+            .await
+            .unwrap();
+        let store = FlakyStore::new(
+            SqliteStore::open(&path, crate::job::QUEUE_NAME)
+                .await
+                .unwrap(),
+            FailOnce::AcceptRunsAnswer,
+        );
+        let unconfirmed = Mutex::new(HashSet::new());
+        let send = |delivery_id: &str| {
+            let (reply, answer) = oneshot::channel();
+            let p = Pending {
+                reply,
+                ..pending(delivery_id)
+            };
+            (vec![p], answer)
+        };
+
+        let (batch, answer) = send("d-1");
+        accept_batch(&store, &queue, &unconfirmed, batch).await;
+        assert!(
+            answer.await.unwrap().is_err(),
+            "the first delivery gets a 503"
+        );
+        assert_eq!(plain.queue_depth().await.unwrap(), 0);
+
+        let (batch, answer) = send("d-1");
+        accept_batch(&store, &queue, &unconfirmed, batch).await;
+        assert_eq!(
+            answer.await.unwrap().unwrap(),
+            IntakeOutcome::Accepted {
+                key: "oursky/trelhub/7".into()
+            }
+        );
+        assert_eq!(plain.queue_depth().await.unwrap(), 1, "the job is queued");
+    }
 
     fn pending(delivery_id: &str) -> Pending {
         let job = DeployJob {

@@ -3,6 +3,8 @@
 //! locks (`deploy:lock`), run records and "started" markers, recent durations for the ETA,
 //! and the log store (so any `faseng serve` can show any run's log).
 
+#[cfg(test)]
+pub(crate) mod flaky;
 mod redis_store;
 mod sqlite_store;
 
@@ -163,8 +165,8 @@ pub trait Store: Send + Sync + 'static {
     /// Intake: for each delivery, in order, as if one after the other (a later item sees an
     /// earlier one's delivery and run), remembers the delivery, creates the run record, and
     /// when the record is new puts the run at the end of its line; atomically and in one
-    /// round trip (Redis: one script; SQLite: one transaction). `Err` means none of it
-    /// happened.
+    /// round trip (Redis: one script; SQLite: one transaction). All of it happens or
+    /// none; after an `Err` either may be the case (the answer can be lost on the way back).
     async fn accept_runs(&self, items: &[AcceptItem]) -> anyhow::Result<Vec<Accepted>>;
     /// Remembers a delivery id; `false` when it was seen before.
     async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool>;

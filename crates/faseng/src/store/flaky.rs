@@ -1,0 +1,140 @@
+//! A test store: a real SQLite store with one call failing once, the way a store that dies
+//! mid-call fails (before doing anything, or after doing it with the answer lost).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{AcceptItem, Accepted, EnvLock, RunRecord, SqliteStore, StartMarker, Store};
+
+/// Which store call a [`FlakyStore`] makes fail once, as a store that dies mid-call would.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailOnce {
+    /// The first `env_lock` (checked before the run's turn) waits for `release`, then
+    /// fails without doing anything.
+    EnvLockAfterRelease,
+    /// The first `mark_started` writes the marker, then fails (its answer was lost).
+    MarkStartedAnswer,
+    /// The first `accept_runs` does its work, then fails (its answer was lost).
+    AcceptRunsAnswer,
+}
+
+/// A real SQLite store with one call failing once.
+pub(crate) struct FlakyStore {
+    inner: SqliteStore,
+    fail: FailOnce,
+    failed: std::sync::atomic::AtomicBool,
+    /// Notified when the held call is reached.
+    pub(crate) reached: tokio::sync::Notify,
+    /// Lets the held call go on (and fail).
+    pub(crate) release: tokio::sync::Notify,
+}
+
+impl FlakyStore {
+    /// `inner` with `fail` armed.
+    pub(crate) fn new(inner: SqliteStore, fail: FailOnce) -> Self {
+        Self {
+            inner,
+            fail,
+            failed: Default::default(),
+            reached: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn first(&self, which: FailOnce) -> bool {
+        self.fail == which && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.inner.ping().await
+    }
+    async fn accept_runs(&self, items: &[AcceptItem]) -> anyhow::Result<Vec<Accepted>> {
+        let result = self.inner.accept_runs(items).await;
+        if self.first(FailOnce::AcceptRunsAnswer) {
+            anyhow::bail!("broken pipe (the answer was lost)");
+        }
+        result
+    }
+    async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {
+        self.inner.claim_delivery(delivery_id).await
+    }
+    async fn release_delivery(&self, delivery_id: &str) -> anyhow::Result<()> {
+        self.inner.release_delivery(delivery_id).await
+    }
+    async fn create_run(&self, run: &RunRecord) -> anyhow::Result<bool> {
+        self.inner.create_run(run).await
+    }
+    async fn put_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        self.inner.put_run(run).await
+    }
+    async fn get_run(&self, key: &str) -> anyhow::Result<Option<RunRecord>> {
+        self.inner.get_run(key).await
+    }
+    async fn delete_run(&self, key: &str) -> anyhow::Result<()> {
+        self.inner.delete_run(key).await
+    }
+    async fn mark_started(
+        &self,
+        key: &str,
+        marker: &StartMarker,
+    ) -> anyhow::Result<Option<StartMarker>> {
+        let result = self.inner.mark_started(key, marker).await;
+        if self.first(FailOnce::MarkStartedAnswer) {
+            anyhow::bail!("broken pipe (the answer was lost)");
+        }
+        result
+    }
+    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()> {
+        self.inner.update_started(key, marker).await
+    }
+    async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()> {
+        self.inner.line_join(line, key).await
+    }
+    async fn line_leave(&self, line: &str, key: &str) -> anyhow::Result<()> {
+        self.inner.line_leave(line, key).await
+    }
+    async fn line(&self, line: &str) -> anyhow::Result<Vec<String>> {
+        self.inner.line(line).await
+    }
+    async fn env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
+        if self.first(FailOnce::EnvLockAfterRelease) {
+            let released = self.release.notified();
+            self.reached.notify_one();
+            released.await;
+            anyhow::bail!("connection refused");
+        }
+        self.inner.env_lock(line).await
+    }
+    async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock> {
+        self.inner.set_env_lock(line, lock).await
+    }
+    async fn clear_env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
+        self.inner.clear_env_lock(line).await
+    }
+    async fn push_duration(&self, line: &str, secs: f64) -> anyhow::Result<()> {
+        self.inner.push_duration(line, secs).await
+    }
+    async fn durations(&self, line: &str) -> anyhow::Result<Vec<f64>> {
+        self.inner.durations(line).await
+    }
+    async fn append_log(&self, key: &str, lines: &[String]) -> anyhow::Result<()> {
+        self.inner.append_log(key, lines).await
+    }
+    async fn read_log(&self, key: &str, from: usize) -> anyhow::Result<Vec<String>> {
+        self.inner.read_log(key, from).await
+    }
+    async fn record_status_event(
+        &self,
+        key: &str,
+        state: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.inner.record_status_event(key, state, at).await
+    }
+    async fn queue_depth(&self) -> anyhow::Result<u64> {
+        self.inner.queue_depth().await
+    }
+}
