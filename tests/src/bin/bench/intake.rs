@@ -310,6 +310,59 @@ fn redis_cost(port: u16, accepted: u64) -> anyhow::Result<RedisCost> {
     })
 }
 
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (in ticks of
+/// 1/100 s, Linux's fixed `USER_HZ` for `/proc`).
+fn process_cpu_s() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let mut fields = stat
+        .rsplit_once(')')
+        .context("/proc/self/stat")?
+        .1
+        .split_whitespace();
+    // Fields 14 and 15 (utime, stime); the split starts at field 3.
+    let utime: u64 = fields.nth(11).context("utime")?.parse()?;
+    let stime: u64 = fields.next().context("stime")?.parse()?;
+    Ok((utime + stime) as f64 / 100.0)
+}
+
+/// CPU seconds (user + system) redis-server has used (`INFO cpu`).
+fn redis_cpu_s(port: u16) -> anyhow::Result<f64> {
+    let text = redis_command(port, &["INFO", "cpu"])?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .with_context(|| format!("INFO cpu has no {name}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("INFO cpu {name}"))
+    };
+    Ok(field("used_cpu_user")? + field("used_cpu_sys")?)
+}
+
+/// CPU spent per accepted webhook during one round, in µs: by this process (the load
+/// client and the server under test share it) and by redis-server.
+#[derive(Debug, Clone, Copy)]
+struct CpuCost {
+    process_us: f64,
+    redis_us: f64,
+}
+
+/// Runs `round` and charges the CPU it used to its accepted webhooks.
+async fn with_cpu<F>(redis_port: u16, round: F) -> anyhow::Result<(RoundResult, CpuCost)>
+where
+    F: std::future::Future<Output = anyhow::Result<RoundResult>>,
+{
+    let (p0, r0) = (process_cpu_s()?, redis_cpu_s(redis_port)?);
+    let result = round.await?;
+    let (p1, r1) = (process_cpu_s()?, redis_cpu_s(redis_port)?);
+    let per = |s: f64| s * 1e6 / result.accepted.max(1) as f64;
+    let cost = CpuCost {
+        process_us: per(p1 - p0),
+        redis_us: per(r1 - r0),
+    };
+    Ok((result, cost))
+}
+
 /// Figures of one target over the rounds (medians).
 struct Figures {
     per_s: f64,
@@ -342,6 +395,12 @@ pub async fn bench_intake() -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
     let redis =
         RedisServer::start().context("redis-server is needed (apt install redis-server)")?;
+    // Durable by default, as docker-compose.yml runs it (every acknowledged webhook survives
+    // a Redis crash); `BENCH_INTAKE_APPENDFSYNC=everysec` shows what that durability costs.
+    let appendfsync =
+        std::env::var("BENCH_INTAKE_APPENDFSYNC").unwrap_or_else(|_| "always".to_owned());
+    redis_command(redis.port(), &["CONFIG", "SET", "appendfsync", &appendfsync])
+        .context("BENCH_INTAKE_APPENDFSYNC must be always, everysec or no")?;
     let bodies = Arc::new(Bodies::new()?);
     let body_len = bodies.body(1).len();
     let next_id = Arc::new(AtomicU64::new(1_000_000));
@@ -362,20 +421,27 @@ pub async fn bench_intake() -> anyhow::Result<Value> {
 
     let (mut ceiling, mut redis_rounds, mut sqlite_rounds) = (Vec::new(), Vec::new(), Vec::new());
     let mut redis_costs = Vec::new();
+    let (mut ceiling_cpu, mut redis_cpu) = (Vec::new(), Vec::new());
     for round_no in 1..=load.rounds {
-        let c = drive(&bare, &bodies, load, &next_id).await?;
+        let (c, c_cpu) = with_cpu(redis.port(), drive(&bare, &bodies, load, &next_id)).await?;
         redis_command(redis.port(), &["CONFIG", "RESETSTAT"])?;
-        let r = drive(&on_redis.url, &bodies, load, &next_id).await?;
+        let (r, r_cpu) =
+            with_cpu(redis.port(), drive(&on_redis.url, &bodies, load, &next_id)).await?;
         let cost = redis_cost(redis.port(), r.accepted)?;
         let s = drive(&on_sqlite.url, &bodies, load, &next_id).await?;
         println!(
-            "round {round_no}: ceiling {:.0}/s, Redis {:.0}/s ({:.2} round trips, {:.1} µs of Redis time each), SQLite {:.0}/s",
+            "round {round_no}: ceiling {:.0}/s ({:.0} µs CPU each), Redis {:.0}/s ({:.0} µs CPU in this process + {:.0} µs in redis-server each; {:.2} round trips, {:.1} µs of Redis command time), SQLite {:.0}/s",
             c.per_s(),
+            c_cpu.process_us,
             r.per_s(),
+            r_cpu.process_us,
+            r_cpu.redis_us,
             cost.round_trips,
             cost.server_us,
             s.per_s()
         );
+        ceiling_cpu.push(c_cpu);
+        redis_cpu.push(r_cpu);
         redis_costs.push(cost);
         ceiling.push(c);
         redis_rounds.push(r);
@@ -395,6 +461,9 @@ pub async fn bench_intake() -> anyhow::Result<Value> {
     );
     let server_us = median(&redis_costs.iter().map(|c| c.server_us).collect::<Vec<_>>());
     let last = redis_costs.last().context("at least one round")?;
+    let ceiling_cpu_us = median(&ceiling_cpu.iter().map(|c| c.process_us).collect::<Vec<_>>());
+    let faseng_cpu_us = median(&redis_cpu.iter().map(|c| c.process_us).collect::<Vec<_>>());
+    let redis_server_cpu_us = median(&redis_cpu.iter().map(|c| c.redis_us).collect::<Vec<_>>());
     let ratio = r.per_s / c.per_s;
     let sqlite_ratio = s.per_s / c.per_s;
     anyhow::ensure!(
@@ -408,7 +477,7 @@ pub async fn bench_intake() -> anyhow::Result<Value> {
         "\n{}",
         table(
             &format!(
-                "intake ({} connections × {} s × {} rounds, medians; signed sample `deployment` webhook of {body_len} bytes)",
+                "intake ({} connections × {} s × {} rounds, medians; signed sample `deployment` webhook of {body_len} bytes; Redis appendfsync {appendfsync})",
                 load.connections,
                 load.duration.as_secs(),
                 load.rounds
@@ -436,6 +505,16 @@ pub async fn bench_intake() -> anyhow::Result<Value> {
                     "Redis / ceiling",
                     format!("{:.0} %", ratio * 100.0),
                     "≥ 50 %"
+                ),
+                (
+                    "CPU per webhook: load client + bare server (ceiling)",
+                    format!("{ceiling_cpu_us:.0} µs"),
+                    ""
+                ),
+                (
+                    "CPU per webhook: load client + faseng, + redis-server",
+                    format!("{faseng_cpu_us:.0} µs + {redis_server_cpu_us:.0} µs"),
+                    ""
                 ),
                 (
                     "Redis round trips per accepted webhook",
@@ -467,13 +546,18 @@ pub async fn bench_intake() -> anyhow::Result<Value> {
         )
     );
     Ok(json!({
-        "connections": load.connections, "seconds_per_round": load.duration.as_secs(),
+        "connections": load.connections, "redis_appendfsync": appendfsync, "seconds_per_round": load.duration.as_secs(),
         "rounds": load.rounds, "body_bytes": body_len,
         "accepted_per_s": round(r.per_s), "p50_ms": round(r.p50), "p99_ms": round(r.p99),
         "ceiling_per_s": round(c.per_s), "ceiling_p50_ms": round(c.p50), "ceiling_p99_ms": round(c.p99),
         "ratio": round(ratio),
         "redis_round_trips_per_webhook": round(trips), "redis_server_us_per_webhook": round(server_us),
         "redis_commands_per_webhook": round(last.commands),
+        "cpu_us_per_webhook": {
+            "ceiling_process": round(ceiling_cpu_us),
+            "redis_process": round(faseng_cpu_us),
+            "redis_server": round(redis_server_cpu_us),
+        },
         "sqlite": {
             "accepted_per_s": round(s.per_s), "p50_ms": round(s.p50), "p99_ms": round(s.p99),
             "ratio": round(sqlite_ratio),
