@@ -573,7 +573,75 @@ async fn a_second_job_for_a_started_deployment_drops_out(backend: Backend) {
     assert_eq!(runs.lines().count(), 1);
 }
 
+/// The head of a line has its job behind a later run's job in the queue (as a job recovered
+/// from a dead worker goes to the end) and the worker has one slot: the later run takes the
+/// slot and waits for the head, whose job nobody would take. The waiting run hands its job
+/// back, the head runs, then the later one; each once, in line order.
+async fn a_worker_whose_every_slot_waits_hands_a_job_back(backend: Backend) {
+    let opts = Options {
+        script: "echo $DEPLOY_ID >> $SCRATCH/runs".into(),
+        with_worker: false,
+        ..Options::default()
+    };
+    let Some(env) = Env::start(backend, opts).await else {
+        return;
+    };
+    let mut config = env.config(Duration::from_secs(60));
+    config.concurrency = 1;
+    let services = std::sync::Arc::new(faseng::Services::connect(config).await.unwrap());
+    let mut jobs = Vec::new();
+    for n in 0..2 {
+        let (_, _, body) = env
+            .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
+            .await;
+        let event: faseng::webhook::DeploymentEvent = serde_json::from_slice(&body).unwrap();
+        jobs.push(faseng::job::DeployJob::from_event(&format!("delivery-{n}"), &event).unwrap());
+    }
+    let items: Vec<_> = jobs
+        .iter()
+        .map(|j| faseng::store::AcceptItem {
+            delivery_id: j.delivery_id.clone(),
+            run: j.initial_record(),
+            line: j.line.clone(),
+        })
+        .collect();
+    services.store.accept_runs(&items).await.unwrap();
+    let (head, later) = (&jobs[0], &jobs[1]);
+    services.queue.push(later.clone()).await.unwrap();
+    services.queue.push(head.clone()).await.unwrap();
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(services.clone().run_worker(env.url.clone(), stopped));
+    for job in [head, later] {
+        let s = env.wait_final(job.deployment_id).await;
+        assert_eq!(s["state"], "success", "#{}: {s}", job.deployment_id);
+    }
+    let runs = std::fs::read_to_string(scratch(env.dir.path(), "runs")).unwrap();
+    assert_eq!(
+        runs.lines().collect::<Vec<_>>(),
+        [
+            head.deployment_id.to_string(),
+            later.deployment_id.to_string()
+        ],
+        "each ran once, in line order"
+    );
+    let later_states = env.states(later.deployment_id);
+    assert_eq!(
+        later_states.iter().filter(|s| *s == "in_progress").count(),
+        1,
+        "{later_states:?}"
+    );
+    assert_eq!(
+        later_states.iter().filter(|s| *s == "queued").count(),
+        2,
+        "waiting once and at the head once, not again after the hand-back: {later_states:?}"
+    );
+    let _ = stop.send(true);
+    worker.await.unwrap().unwrap();
+}
+
 both_backends!(
+    a_worker_whose_every_slot_waits_hands_a_job_back,
     a_second_job_for_a_started_deployment_drops_out,
     chat_without_a_message_ts_gets_a_new_message_and_rate_limits_are_honoured,
     a_signed_deployment_runs_and_reports_in_order,

@@ -206,12 +206,14 @@ impl Services {
                 worker_name: worker_name.to_owned(),
                 status_retry: c.status_retry,
                 line_poll: Duration::from_millis(250),
+                slots: c.concurrency.max(1),
                 report_drain: Duration::from_secs(120),
                 secrets,
                 providers,
             },
         )
-        .with_live_runs(self.live_runs.clone()))
+        .with_live_runs(self.live_runs.clone())
+        .with_queue(self.queue.clone()))
     }
 
     /// Waits (up to the shutdown timeout) for runs still going on in this process: the queue's

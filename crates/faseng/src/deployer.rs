@@ -61,6 +61,8 @@ pub struct DeployerSettings {
     pub status_retry: RetryPolicy,
     /// How often a waiting run re-checks the line (other processes may finish).
     pub line_poll: Duration,
+    /// How many jobs the worker using this deployer runs at once, waiting ones included.
+    pub slots: usize,
     /// How long the end of a run waits for its reports to go out.
     pub report_drain: Duration,
     /// Secrets to redact from logs (tokens of this process).
@@ -176,8 +178,40 @@ pub struct Deployer {
     pub settings: DeployerSettings,
     line_changed: tokio::sync::Notify,
     live: Arc<LiveRuns>,
+    /// Runs of this deployer waiting for their turn in a line.
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Where a waiting run hands its job back when every slot waits (see [`Deployer::with_queue`]).
+    queue: Option<crate::queue::Queue>,
     me: Weak<Deployer>,
 }
+
+/// Counts a run as waiting for as long as it lives.
+struct WaitingGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> WaitingGuard<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How a wait for the line ended.
+enum Turn {
+    /// The run is at the head of its line.
+    Ours,
+    /// Every job slot was waiting: this job went back to the end of the queue.
+    HandedBack,
+}
+
+/// How long a run waits with every job slot of its worker waiting before it hands its job
+/// back to the queue, in line polls.
+const HAND_BACK_AFTER_POLLS: u32 = 8;
 
 impl std::fmt::Debug for Deployer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -255,8 +289,20 @@ impl Deployer {
             settings,
             line_changed: tokio::sync::Notify::new(),
             live: Arc::new(LiveRuns::default()),
+            waiting: Default::default(),
+            queue: None,
             me: Weak::new(),
         }
+    }
+
+    /// Lets a waiting run hand its job back to `queue` when every job slot of the worker is
+    /// waiting: the runs ahead in those lines may have their jobs behind them in the queue (a
+    /// job recovered from a dead worker goes to the end), and with every slot waiting nobody
+    /// would ever take them.
+    #[must_use]
+    pub fn with_queue(mut self, queue: crate::queue::Queue) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// Shares the registry of live runs with other deployers of this process.
@@ -432,7 +478,16 @@ impl Deployer {
             return self.finish(run, Outcome::Error(why), None).await;
         };
 
-        self.wait_for_turn(&mut run).await?;
+        if let Turn::HandedBack = self.wait_for_turn(&mut run).await? {
+            run.record.chat_ts = run
+                .reporter_finish(self.settings.report_drain)
+                .await
+                .or(run.record.chat_ts.clone());
+            let store = &self.store;
+            let record = &run.record;
+            retry_store("record the wait", || store.put_run(record)).await;
+            return Ok(());
+        }
         if let Some(why) = self.locked_by_other(&job, &run.user, &valid).await? {
             return self.finish(run, Outcome::Error(why), None).await;
         }
@@ -695,9 +750,11 @@ impl Deployer {
             .await
     }
 
-    async fn wait_for_turn(&self, run: &mut Run<'_>) -> anyhow::Result<()> {
+    async fn wait_for_turn(&self, run: &mut Run<'_>) -> anyhow::Result<Turn> {
         let job = run.job;
         let mut announced: Option<Option<u64>> = None;
+        let _waiting = WaitingGuard::new(&self.waiting);
+        let mut polls_all_waiting = 0u32;
         loop {
             let line = self.store.line(&job.line).await?;
             let Some(pos) = line.iter().position(|k| *k == run.key) else {
@@ -723,17 +780,42 @@ impl Deployer {
                         messages::waiting(id, pos, eta_secs(&recent, pos))
                     }
                 };
-                run.record.description = text.clone();
-                let waiting_text = ahead.map(|_| text.as_str());
-                run.reporter.send(Report {
-                    status: Some(run.status(RunState::Queued, text.clone(), false)),
-                    chat: Some(messages::chat_queued(&run.subject(), waiting_text)),
-                    chat_reply: None,
-                });
                 announced = Some(ahead);
+                // A job handed back and taken again has said this already.
+                let said = ahead.is_some() && text == run.record.description;
+                if !said {
+                    run.record.description = text.clone();
+                    let waiting_text = ahead.map(|_| text.as_str());
+                    run.reporter.send(Report {
+                        status: Some(run.status(RunState::Queued, text.clone(), false)),
+                        chat: Some(messages::chat_queued(&run.subject(), waiting_text)),
+                        chat_reply: None,
+                    });
+                }
             }
             if pos == 0 {
-                return Ok(());
+                return Ok(Turn::Ours);
+            }
+            if self.waiting.load(std::sync::atomic::Ordering::SeqCst) >= self.settings.slots {
+                polls_all_waiting += 1;
+            } else {
+                polls_all_waiting = 0;
+            }
+            if polls_all_waiting >= HAND_BACK_AFTER_POLLS
+                && let Some(queue) = &self.queue
+            {
+                match queue.push(job.clone()).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            "every job slot of this worker is waiting on a line; handing this job back to the queue so the runs ahead can be taken"
+                        );
+                        return Ok(Turn::HandedBack);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "could not hand the job back; waiting on");
+                        polls_all_waiting = 0;
+                    }
+                }
             }
             let notified = self.line_changed.notified();
             let _ = tokio::time::timeout(self.settings.line_poll, notified).await;
@@ -1059,6 +1141,7 @@ mod tests {
                 worker_name: "test-worker".into(),
                 status_retry: RetryPolicy::default(),
                 line_poll: Duration::from_millis(50),
+                slots: 32,
                 report_drain: Duration::from_secs(5),
                 secrets: Vec::new(),
                 providers: providers::ProviderSettings::new(
