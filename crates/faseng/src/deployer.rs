@@ -479,13 +479,7 @@ impl Deployer {
         };
 
         if let Turn::HandedBack = self.wait_for_turn(&mut run).await? {
-            run.record.chat_ts = run
-                .reporter_finish(self.settings.report_drain)
-                .await
-                .or(run.record.chat_ts.clone());
-            let store = &self.store;
-            let record = &run.record;
-            retry_store("record the wait", || store.put_run(record)).await;
+            self.close_run(&mut run, "record the wait").await;
             return Ok(());
         }
         if let Some(why) = self.locked_by_other(&job, &run.user, &valid).await? {
@@ -980,14 +974,20 @@ impl Deployer {
             state.as_str(),
             if lock_text.is_none() { secs } else { None },
         );
+        self.close_run(&mut run, "record the result").await;
+        Ok(())
+    }
+
+    /// Lets the run's reports go out (up to the drain bound), then writes its record with
+    /// the chat message it ended up on.
+    async fn close_run(&self, run: &mut Run<'_>, what: &str) {
         run.record.chat_ts = run
             .reporter_finish(self.settings.report_drain)
             .await
             .or(run.record.chat_ts.clone());
         let store = &self.store;
         let record = &run.record;
-        retry_store("record the result", || store.put_run(record)).await;
-        Ok(())
+        retry_store(what, || store.put_run(record)).await;
     }
 }
 
@@ -1153,22 +1153,9 @@ mod tests {
             },
         )
         .into_shared();
-        let job = DeployJob {
-            delivery_id: "d-1".into(),
-            repo: "o/r".into(),
-            deployment_id: 7,
-            git_ref: "main".into(),
-            sha: "a".repeat(40),
-            task: "deploy".into(),
-            environment: "edge".into(),
-            description: String::new(),
-            creator: "alice".into(),
-            payload: serde_json::json!({"name": "r", "config": {
-                "provider": "shell", "repository": "o/r", "environments": ["edge"]}}),
-            clone_url: None,
-            line: "r/edge".into(),
-            received_at: Utc::now(),
-        };
+        let mut job = DeployJob::sample("d-1", "o/r", "r/edge");
+        job.payload = serde_json::json!({"name": "r", "config": {
+            "provider": "shell", "repository": "o/r", "environments": ["edge"]}});
         (deployer, store, job)
     }
 

@@ -312,21 +312,7 @@ mod tests {
     }
 
     fn pending(delivery_id: &str) -> Pending {
-        let job = DeployJob {
-            delivery_id: delivery_id.into(),
-            repo: "oursky/trelhub".into(),
-            deployment_id: 7,
-            git_ref: "main".into(),
-            sha: "a".repeat(40),
-            task: "deploy".into(),
-            environment: "edge".into(),
-            description: String::new(),
-            creator: "joyz".into(),
-            payload: serde_json::json!({}),
-            clone_url: None,
-            line: "trelhub/edge".into(),
-            received_at: Utc::now(),
-        };
+        let job = DeployJob::sample(delivery_id, "oursky/trelhub", "trelhub/edge");
         Pending {
             delivery_id: delivery_id.into(),
             job,

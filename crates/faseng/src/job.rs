@@ -64,6 +64,26 @@ pub fn line_key(app: &str, environment: &str) -> String {
 }
 
 impl DeployJob {
+    /// A deploy of `main` to edge as deployment 7 of `repo` in `line`, with an empty payload.
+    #[cfg(test)]
+    pub(crate) fn sample(delivery_id: &str, repo: &str, line: &str) -> Self {
+        Self {
+            delivery_id: delivery_id.into(),
+            repo: repo.into(),
+            deployment_id: 7,
+            git_ref: "main".into(),
+            sha: "a".repeat(40),
+            task: "deploy".into(),
+            environment: "edge".into(),
+            description: String::new(),
+            creator: "joyz".into(),
+            payload: serde_json::json!({}),
+            clone_url: None,
+            line: line.into(),
+            received_at: Utc::now(),
+        }
+    }
+
     /// Builds the job for a webhook; `Err` when the repository name is unusable.
     pub fn from_event(delivery_id: &str, ev: &DeploymentEvent) -> Result<Self, String> {
         let repo = RepoName::parse(&ev.repository.full_name)?;
