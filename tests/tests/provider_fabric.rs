@@ -1,18 +1,17 @@
 //! The fabric provider for real: Fabric (`fab`) runs the shipped example fabfile against a
 //! real sshd on 127.0.0.1, authenticating with the deploy key faseng hands it.
 
-#[path = "faseng_harness/mod.rs"]
-mod harness;
 mod provider_support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use deploy_core::Secret;
-use e2e::git_repo::GitRepo;
 use e2e::sshd::Sshd;
-use faseng::providers::{Outcome, ProviderConfig, SshKeySource};
-use provider_support::{Direct, copy_tree, group_members, shipped, wait_dead};
+use faseng::providers::{ProviderConfig, SshKeySource};
+use provider_support::{
+    Job, Ran, SshWorld, assert_live, copy_tree, current, deploy_through_webhook, env_with_sshd,
+    shipped,
+};
 use serde_json::json;
 
 fn app() -> serde_json::Value {
@@ -20,7 +19,7 @@ fn app() -> serde_json::Value {
 }
 
 /// The shipped project-x deploy-config, with fabric.yaml pointing edge at the test sshd.
-fn overlay(dir: &Path, sshd: &Sshd, deploy_path: &Path) -> std::path::PathBuf {
+fn overlay(dir: &Path, sshd: &Sshd, deploy_path: &Path) -> PathBuf {
     let o = dir.join("overlay-project-x");
     std::fs::create_dir_all(&o).unwrap();
     copy_tree(&shipped("project-x"), &o);
@@ -38,26 +37,22 @@ fn overlay(dir: &Path, sshd: &Sshd, deploy_path: &Path) -> std::path::PathBuf {
     o
 }
 
-fn key_config(key: String, known_hosts: Option<String>) -> ProviderConfig {
-    ProviderConfig {
-        ssh_key: Some(SshKeySource::Text(Secret::new(key))),
-        ssh_known_hosts: known_hosts,
-        ..ProviderConfig::default()
-    }
-}
-
-/// A repository whose `main` moved on after the commit we deploy.
-fn repo() -> (GitRepo, String, String) {
-    let repo = GitRepo::new();
-    repo.write("VERSION", "one\n");
-    let first = repo.commit("one");
-    repo.write("VERSION", "two\n");
-    let second = repo.commit("two");
-    (repo, first, second)
+/// Deploys `first` with the example fabfile pointed at `deploy_path`, with the deploy key
+/// `key` and `known_hosts`.
+async fn deploy_example(
+    w: &SshWorld,
+    deploy_path: &Path,
+    key: String,
+    known_hosts: Option<String>,
+) -> Ran {
+    let o = overlay(w.d.dir.path(), &w.sshd, deploy_path);
+    let settings = w.key_settings(key, known_hosts);
+    w.deploy_first(&app(), &o, &settings, Duration::from_secs(120))
+        .await
 }
 
 /// Every file under `dir` (recursively) whose text contains `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return found;
@@ -75,71 +70,32 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_fabfile_deploys_the_sha_over_ssh_with_the_deploy_key() {
-    let Some(sshd) = Sshd::start() else { return };
-    let d = Direct::new().await;
-    let (repo, first, second) = repo();
-    let srv = d.dir.path().join("srv");
-    let o = overlay(d.dir.path(), &sshd, &srv);
-    let key = sshd.client_key_text();
-    let settings = d.settings(
-        key_config(key.clone(), Some(sshd.known_hosts_line())),
-        "http://127.0.0.1:9",
-        None,
-    );
-    let checkout = d.checkout(&repo, &first, Some(&o));
-    let ran = d
-        .run(
-            &app(),
-            "edge",
-            "deploy",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(120),
-            vec![],
-        )
+    let Some(w) = SshWorld::start().await else {
+        return;
+    };
+    let (d, first, second) = (&w.d, &w.first, &w.second);
+    let srv = w.path("srv");
+    let o = overlay(d.dir.path(), &w.sshd, &srv);
+    let key = w.sshd.client_key_text();
+    let settings = w.good_settings();
+    let ran = w
+        .deploy_first(&app(), &o, &settings, Duration::from_secs(120))
         .await;
-    assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
-    assert_eq!(
-        std::fs::read_to_string(srv.join("current/REVISION"))
-            .unwrap()
-            .trim(),
-        first
-    );
-    assert_eq!(
-        std::fs::read_to_string(srv.join("current/VERSION")).unwrap(),
-        "one\n"
-    );
+    ran.assert_success();
+    assert_live(&srv, first, "one\n");
     assert_ne!(first, second);
-    assert!(
-        ran.log.contains(&format!(
-            "deploy --environment edge --ref main --sha {first}"
-        )),
-        "{}",
-        ran.log
-    );
-    assert!(ran.log.contains("==> fabric: fab -S "), "{}", ran.log);
-    assert!(
-        ran.log.contains("==> ssh: deploy key SHA256:"),
-        "{}",
-        ran.log
-    );
-    assert!(
-        ran.log.contains("from DEPLOY_SSH_KNOWN_HOSTS"),
-        "{}",
-        ran.log
-    );
+    ran.assert_logged(&[
+        &format!("deploy --environment edge --ref main --sha {first}"),
+        "==> fabric: fab -S ",
+        "==> ssh: deploy key SHA256:",
+        "from DEPLOY_SSH_KNOWN_HOSTS",
+    ]);
     // The key that authenticated is the deploy key faseng was given.
-    assert!(sshd.accepted_deploy_key(), "{}", sshd.log());
+    assert!(w.sshd.accepted_deploy_key(), "{}", w.sshd.log());
     // No key text in the log, and none left on disk after the run.
     let key_line = key.lines().nth(1).unwrap();
     assert!(!ran.log.contains(key_line), "{}", ran.log);
-    assert!(
-        d.leftover_ssh_runs().is_empty(),
-        "{:?}",
-        d.leftover_ssh_runs()
-    );
+    d.assert_no_ssh_leftovers();
     assert!(
         files_containing(d.dir.path(), key_line).is_empty(),
         "{:?}",
@@ -149,344 +105,192 @@ async fn the_example_fabfile_deploys_the_sha_over_ssh_with_the_deploy_key() {
         ran.progress.first().map(String::as_str),
         Some("*prepare …* → deploy")
     );
-    assert_eq!(
-        ran.progress.last().map(String::as_str),
-        Some("prepare ✓ → deploy ✓")
-    );
+    assert_eq!(ran.last_progress(), Some("prepare ✓ → deploy ✓"));
 
     // A second deploy (of the newer commit) moves current; keep_releases: 2 prunes.
-    let checkout = d.checkout(&repo, &second, Some(&o));
-    let ran = d
-        .run(
-            &app(),
-            "edge",
-            "deploy",
-            "main",
-            &second,
-            &checkout,
-            &settings,
-            Duration::from_secs(120),
-            vec![],
-        )
+    let ran = w
+        .deploy(&app(), second, &o, &settings, Duration::from_secs(120))
         .await;
-    assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
-    assert_eq!(
-        std::fs::read_to_string(srv.join("current/VERSION")).unwrap(),
-        "two\n"
-    );
+    ran.assert_success();
+    assert_eq!(current(&srv, "VERSION"), "two\n");
     assert_eq!(std::fs::read_dir(srv.join("releases")).unwrap().count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_remote_command_is_a_failure_with_the_remote_error_in_the_log() {
-    let Some(sshd) = Sshd::start() else { return };
-    let d = Direct::new().await;
-    let (repo, first, _) = repo();
-    // The deploy path lies under a regular file: the remote mkdir fails.
-    let blocker = d.dir.path().join("blocker");
-    std::fs::write(&blocker, "").unwrap();
-    let o = overlay(d.dir.path(), &sshd, &blocker.join("srv"));
-    let settings = d.settings(
-        key_config(sshd.client_key_text(), Some(sshd.known_hosts_line())),
-        "http://127.0.0.1:9",
-        None,
-    );
-    let checkout = d.checkout(&repo, &first, Some(&o));
-    let ran = d
-        .run(
-            &app(),
-            "edge",
-            "deploy",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(120),
-            vec![],
-        )
-        .await;
-    let Outcome::Failure(why) = &ran.outcome else {
-        panic!("expected a failure, got {:?}\n{}", ran.outcome, ran.log)
+    let Some(w) = SshWorld::start().await else {
+        return;
     };
+    // The deploy path lies under a regular file: the remote mkdir fails.
+    let blocker = w.path("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    let ran = deploy_example(
+        &w,
+        &blocker.join("srv"),
+        w.sshd.client_key_text(),
+        Some(w.sshd.known_hosts_line()),
+    )
+    .await;
+    let why = ran.failure();
     assert!(why.starts_with("Failed"), "{why}");
-    assert!(ran.log.contains("Not a directory"), "{}", ran.log);
-    assert!(
-        ran.log.contains("==> fabric: exited with status 1"),
-        "{}",
-        ran.log
-    );
-    assert_eq!(
-        ran.progress.last().map(String::as_str),
-        Some("prepare ✓ → deploy ✗")
-    );
-    assert!(d.leftover_ssh_runs().is_empty());
+    ran.assert_logged(&["Not a directory", "==> fabric: exited with status 1"]);
+    assert_eq!(ran.last_progress(), Some("prepare ✓ → deploy ✗"));
+    w.d.assert_no_ssh_leftovers();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_the_server_does_not_accept_fails_with_authentication_failed() {
-    let Some(sshd) = Sshd::start() else { return };
-    let d = Direct::new().await;
-    let (repo, first, _) = repo();
-    let srv = d.dir.path().join("srv");
-    let o = overlay(d.dir.path(), &sshd, &srv);
-    let settings = d.settings(
-        key_config(sshd.stranger_key_text(), Some(sshd.known_hosts_line())),
-        "http://127.0.0.1:9",
-        None,
-    );
-    let checkout = d.checkout(&repo, &first, Some(&o));
-    let ran = d
-        .run(
-            &app(),
-            "edge",
-            "deploy",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(120),
-            vec![],
-        )
-        .await;
-    let Outcome::Failure(why) = &ran.outcome else {
-        panic!("expected a failure, got {:?}\n{}", ran.outcome, ran.log)
+    let Some(w) = SshWorld::start().await else {
+        return;
     };
-    assert!(why.contains("authentication failed"), "{why}");
-    assert!(ran.log.contains("Authentication failed"), "{}", ran.log);
-    assert!(
-        ran.log.contains("==> ssh: ssh authentication failed"),
-        "{}",
-        ran.log
-    );
+    let srv = w.path("srv");
+    let ran = deploy_example(
+        &w,
+        &srv,
+        w.sshd.stranger_key_text(),
+        Some(w.sshd.known_hosts_line()),
+    )
+    .await;
+    ran.assert_failure("authentication failed");
+    ran.assert_logged(&[
+        "Authentication failed",
+        "==> ssh: ssh authentication failed",
+    ]);
     assert!(!srv.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_host_key_differs_from_the_known_hosts_is_refused() {
-    let Some(sshd) = Sshd::start() else { return };
-    let d = Direct::new().await;
-    let (repo, first, _) = repo();
-    let srv = d.dir.path().join("srv");
-    let o = overlay(d.dir.path(), &sshd, &srv);
-    let settings = d.settings(
-        key_config(sshd.client_key_text(), Some(sshd.wrong_known_hosts_line())),
-        "http://127.0.0.1:9",
-        None,
-    );
-    let checkout = d.checkout(&repo, &first, Some(&o));
-    let ran = d
-        .run(
-            &app(),
-            "edge",
-            "deploy",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(120),
-            vec![],
-        )
-        .await;
-    let Outcome::Failure(why) = &ran.outcome else {
-        panic!("expected a failure, got {:?}\n{}", ran.outcome, ran.log)
+    let Some(w) = SshWorld::start().await else {
+        return;
     };
-    assert!(
-        why.contains("host key verification failed"),
-        "{why}\n{}",
-        ran.log
-    );
-    assert!(ran.log.contains("BadHostKeyException"), "{}", ran.log);
+    let srv = w.path("srv");
+    let ran = deploy_example(
+        &w,
+        &srv,
+        w.sshd.client_key_text(),
+        Some(w.sshd.wrong_known_hosts_line()),
+    )
+    .await;
+    ran.assert_failure("host key verification failed");
+    ran.assert_logged(&["BadHostKeyException"]);
     assert!(!srv.exists());
     assert!(
-        !sshd.accepted_deploy_key(),
+        !w.sshd.accepted_deploy_key(),
         "it logged in despite the wrong host key"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_known_hosts_new_hosts_are_accepted_remembered_and_logged() {
-    let Some(sshd) = Sshd::start() else { return };
-    let d = Direct::new().await;
-    let (repo, first, _) = repo();
-    let srv = d.dir.path().join("srv");
-    let o = overlay(d.dir.path(), &sshd, &srv);
-    let settings = d.settings(
-        key_config(sshd.client_key_text(), None),
-        "http://127.0.0.1:9",
-        None,
-    );
-    let checkout = d.checkout(&repo, &first, Some(&o));
-    let ran = d
-        .run(
-            &app(),
-            "edge",
-            "deploy",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(120),
-            vec![],
-        )
-        .await;
-    assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
+    let Some(w) = SshWorld::start().await else {
+        return;
+    };
+    let ran = deploy_example(&w, &w.path("srv"), w.sshd.client_key_text(), None).await;
+    ran.assert_success();
+    ran.assert_logged(&["DEPLOY_SSH_KNOWN_HOSTS is not set: accept-new"]);
+    let remembered = std::fs::read_to_string(w.d.state.join("ssh/known_hosts")).unwrap();
     assert!(
-        ran.log
-            .contains("DEPLOY_SSH_KNOWN_HOSTS is not set: accept-new"),
-        "{}",
-        ran.log
-    );
-    let remembered = std::fs::read_to_string(d.state.join("ssh/known_hosts")).unwrap();
-    assert!(
-        remembered.contains(&sshd.known_hosts_line()),
+        remembered.contains(&w.sshd.known_hosts_line()),
         "{remembered}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_file_is_used_in_place() {
-    let Some(sshd) = Sshd::start() else { return };
-    let d = Direct::new().await;
-    let (repo, first, _) = repo();
-    let srv = d.dir.path().join("srv");
-    let o = overlay(d.dir.path(), &sshd, &srv);
-    let key_file = d.dir.path().join("deploy_key");
-    std::fs::copy(sshd.client_key_path(), &key_file).unwrap();
-    let settings = d.settings(
-        ProviderConfig {
-            ssh_key: Some(SshKeySource::File(key_file.clone())),
-            ssh_known_hosts: Some(sshd.known_hosts_line()),
-            ..ProviderConfig::default()
-        },
-        "http://127.0.0.1:9",
-        None,
+    let Some(w) = SshWorld::start().await else {
+        return;
+    };
+    let d = &w.d;
+    let o = overlay(d.dir.path(), &w.sshd, &w.path("srv"));
+    let key_file = w.path("deploy_key");
+    std::fs::copy(w.sshd.client_key_path(), &key_file).unwrap();
+    let settings = d.settings_without_github(ProviderConfig {
+        ssh_key: Some(SshKeySource::File(key_file.clone())),
+        ssh_known_hosts: Some(w.sshd.known_hosts_line()),
+        ..ProviderConfig::default()
+    });
+    let checkout = w.checkout(&w.first, &o);
+    let app = app();
+    let job = Job::deploy(
+        &app,
+        &w.first,
+        &checkout,
+        &settings,
+        Duration::from_secs(120),
     );
-    let checkout = d.checkout(&repo, &first, Some(&o));
-    let ran = d
-        .run(
-            &app(),
-            "edge",
-            "deploy",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(120),
-            vec![],
-        )
-        .await;
-    assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
-    assert!(
-        ran.log
-            .contains(&format!("from DEPLOY_SSH_KEY_FILE {}", key_file.display())),
-        "{}",
-        ran.log
-    );
-    assert!(
-        ran.log.contains(&format!("-i {}", key_file.display())),
-        "{}",
-        ran.log
-    );
+    let ran = d.run(job).await;
+    ran.assert_success();
+    ran.assert_logged(&[
+        &format!("from DEPLOY_SSH_KEY_FILE {}", key_file.display()),
+        &format!("-i {}", key_file.display()),
+    ]);
     assert!(key_file.exists(), "the operator's key file was removed");
-    assert!(sshd.accepted_deploy_key());
+    assert!(w.sshd.accepted_deploy_key());
 
     // A path that does not exist is an error before fab starts.
-    let settings = d.settings(
-        ProviderConfig {
-            ssh_key: Some(SshKeySource::File(d.dir.path().join("missing"))),
-            ..ProviderConfig::default()
-        },
-        "http://127.0.0.1:9",
-        None,
-    );
+    let settings = d.settings_without_github(ProviderConfig {
+        ssh_key: Some(SshKeySource::File(w.path("missing"))),
+        ..ProviderConfig::default()
+    });
     let ran = d
-        .run(
-            &app(),
-            "edge",
-            "deploy",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(60),
-            vec![],
-        )
+        .run(Job {
+            settings: &settings,
+            timeout: Duration::from_secs(60),
+            ..job
+        })
         .await;
+    let why = ran.error();
     assert!(
-        matches!(&ran.outcome, Outcome::Error(w) if w.contains("DEPLOY_SSH_KEY_FILE") && w.contains("cannot be read")),
-        "{:?}",
-        ran.outcome
+        why.contains("DEPLOY_SSH_KEY_FILE") && why.contains("cannot be read"),
+        "{why}"
     );
     assert!(ran.pgids.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_text_that_is_no_private_key_is_an_error_before_fab_starts() {
-    let Some(sshd) = Sshd::start() else { return };
-    let d = Direct::new().await;
-    let (repo, first, _) = repo();
-    let o = overlay(d.dir.path(), &sshd, &d.dir.path().join("srv"));
-    let settings = d.settings(
-        key_config(
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA public-not-private".into(),
-            None,
-        ),
-        "http://127.0.0.1:9",
+    let Some(w) = SshWorld::start().await else {
+        return;
+    };
+    let o = overlay(w.d.dir.path(), &w.sshd, &w.path("srv"));
+    let settings = w.key_settings(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA public-not-private".into(),
         None,
     );
-    let checkout = d.checkout(&repo, &first, Some(&o));
-    let ran = d
-        .run(
-            &app(),
-            "edge",
-            "deploy",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(60),
-            vec![],
-        )
-        .await;
-    let Outcome::Error(why) = &ran.outcome else {
-        panic!("expected an error, got {:?}\n{}", ran.outcome, ran.log)
-    };
-    assert!(
-        why.contains("DEPLOY_SSH_KEY does not hold a private key"),
-        "{why}"
+    let checkout = w.checkout(&w.first, &o);
+    let app = app();
+    let job = Job::deploy(
+        &app,
+        &w.first,
+        &checkout,
+        &settings,
+        Duration::from_secs(60),
     );
+    let ran = w.d.run(job).await;
+    ran.assert_error("DEPLOY_SSH_KEY does not hold a private key");
     assert!(!ran.log.contains("==> fabric: fab"), "{}", ran.log);
     assert!(ran.pgids.is_empty());
 
     // A deployment task that is no Fabric task name is refused before fab starts, too.
-    let ran = d
-        .run(
-            &app(),
-            "edge",
-            "deploy:--list",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(60),
-            vec![],
-        )
+    let ran =
+        w.d.run(Job {
+            task: "deploy:--list",
+            ..job
+        })
         .await;
-    assert!(
-        matches!(&ran.outcome, Outcome::Error(w) if w.contains("not a Fabric task name")),
-        "{:?}",
-        ran.outcome
-    );
+    ran.assert_error("not a Fabric task name");
     assert!(ran.pgids.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timeout_kills_fab_and_every_child_it_started() {
-    let Some(sshd) = Sshd::start() else { return };
-    let d = Direct::new().await;
-    let (repo, first, _) = repo();
-    let pids = d.dir.path().join("pids");
-    let o = d.dir.path().join("overlay-hang");
+    let Some(w) = SshWorld::start().await else {
+        return;
+    };
+    let sshd = &w.sshd;
+    let pids = w.path("pids");
+    let o = w.path("overlay-hang");
     std::fs::create_dir_all(&o).unwrap();
     // A task that starts an ssh child (with faseng's generated config) and a python child,
     // records the pids, then hangs.
@@ -514,93 +318,25 @@ def hang(c, environment, ref, sha):
     .unwrap();
     let mut app = app();
     app["fabric_task"] = json!("hang");
-    let settings = d.settings(
-        key_config(sshd.client_key_text(), Some(sshd.known_hosts_line())),
-        "http://127.0.0.1:9",
-        None,
-    );
-    let checkout = d.checkout(&repo, &first, Some(&o));
-    let ran = d
-        .run(
-            &app,
-            "edge",
-            "deploy",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(4),
-            vec![],
-        )
+    let ran = w
+        .deploy_first(&app, &o, &w.good_settings(), Duration::from_secs(4))
         .await;
-    assert_eq!(
-        ran.outcome,
-        Outcome::Failure("Timed out after 4 s".into()),
-        "{}",
-        ran.log
-    );
-    assert!(ran.log.contains("timed out after 4 s"), "{}", ran.log);
-    assert!(ran.log.contains("hanging"), "{}", ran.log);
-    let recorded: Vec<i32> = std::fs::read_to_string(&pids)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    assert_eq!(recorded.len(), 3);
-    let survivors = wait_dead(&recorded, Duration::from_secs(5)).await;
-    assert!(survivors.is_empty(), "left running: {survivors:?}");
-    for pg in &ran.pgids {
-        assert!(
-            group_members(*pg).is_empty(),
-            "group {pg}: {:?}",
-            group_members(*pg)
-        );
-    }
-    assert!(d.leftover_ssh_runs().is_empty());
+    w.assert_hang_stopped(&ran, 4, &pids).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fabric_deployment_goes_webhook_to_queue_to_worker_with_statuses_and_chat() {
-    let Some(sshd) = Sshd::start() else { return };
-    let opts = harness::Options {
-        providers: key_config(sshd.client_key_text(), Some(sshd.known_hosts_line())),
-        ..harness::Options::default()
-    };
-    let Some(env) = harness::Env::start(harness::Backend::Sqlite, opts).await else {
+    let Some((sshd, env)) = env_with_sshd().await else {
         return;
     };
     let srv = env.dir.path().join("srv");
     let o = overlay(env.dir.path(), &sshd, &srv);
     // The harness deploys app "trelhub": its deploy-config is the project-x example.
     copy_tree(&o, &env.dir.path().join("deploy-config/trelhub"));
-    let (id, ts) = env
-        .deploy("edge", "deploy", "joyz", json!({"provider": "fabric"}))
-        .await;
-    let done = env.wait_final(id).await;
-    assert_eq!(done["state"], "success", "{done}");
-    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
-    assert_eq!(
-        std::fs::read_to_string(srv.join("current/REVISION"))
-            .unwrap()
-            .trim(),
-        env.sha
-    );
-    let msg = env
-        .slack
-        .wait_for_text(harness::ROOM, &ts, "is done", harness::WAIT)
-        .await;
-    assert!(
-        msg.history
-            .iter()
-            .any(|h| h.contains("prepare ✓ → *deploy …*")),
-        "{:?}",
-        msg.history
-    );
-    let log_url = env.gh.statuses(id)[1]["log_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, log) = env.get(&format!("{log_url}/log")).await;
+    let run = deploy_through_webhook(&env, json!({"provider": "fabric"}), "success").await;
+    assert_eq!(current(&srv, "REVISION").trim(), env.sha);
+    run.chat_showed("is done", "prepare ✓ → *deploy …*").await;
+    let log = run.log().await;
     assert!(log.contains("==> fabric: fab -S"), "{log}");
     assert!(log.contains(&format!("--sha {}", env.sha)), "{log}");
     assert!(

@@ -1,8 +1,6 @@
 //! The heroku provider against a fake Platform API (headers and bodies checked against the
 //! build schema fixture, output streamed) and the fake GitHub's tarball redirect.
 
-#[path = "faseng_harness/mod.rs"]
-mod harness;
 mod provider_support;
 
 use std::time::Duration;
@@ -12,7 +10,7 @@ use e2e::fake_github::{self, FakeGithub};
 use e2e::fake_heroku::{self, BuildPlan, BuildResult, FakeHeroku};
 use e2e::git_repo::GitRepo;
 use faseng::providers::{Outcome, ProviderConfig};
-use provider_support::{Direct, Ran};
+use provider_support::{Direct, Job, Ran, deploy_through_webhook, env_with_providers};
 use serde_json::json;
 
 const REPO: &str = "oursky/project-x";
@@ -22,6 +20,7 @@ fn app() -> serde_json::Value {
            "heroku_edge_name": "project-x-edge", "heroku_name": "project-x"})
 }
 
+/// The fakes and a checked-out commit that every direct heroku test starts from.
 struct World {
     gh: FakeGithub,
     heroku: FakeHeroku,
@@ -31,6 +30,7 @@ struct World {
     _repo: GitRepo,
 }
 
+/// Fake GitHub (with the repository) and Heroku (with no app yet), and a checked-out commit.
 async fn world() -> World {
     let gh = FakeGithub::start().await;
     gh.add_repo(REPO, "main");
@@ -51,6 +51,7 @@ async fn world() -> World {
 }
 
 impl World {
+    /// Runs `deploy` of the commit to `env` with the Heroku API key `key`.
     async fn run(
         &self,
         app: &serde_json::Value,
@@ -68,21 +69,23 @@ impl World {
             Some(fake_github::TOKEN),
         );
         // No redaction of the Heroku key here: it must never be printed at all.
-        self.d
-            .run(
-                app,
-                env,
-                "deploy",
-                "main",
-                &self.sha,
-                &self.checkout,
-                &settings,
-                timeout,
-                vec![],
-            )
-            .await
+        let job = Job::deploy(app, &self.sha, &self.checkout, &settings, timeout);
+        self.d.run(Job { env, ..job }).await
     }
 
+    /// Deploys the commit to `env` with the right key and a minute's timeout.
+    async fn deploy(&self, env: &str) -> Ran {
+        self.run(
+            &app(),
+            env,
+            Some(fake_heroku::API_KEY),
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
+    /// Asserts neither key nor token was printed (nor redacted) and the fake Heroku saw
+    /// nothing amiss.
     fn no_key_anywhere(&self, ran: &Ran) {
         assert!(!ran.log.contains(fake_heroku::API_KEY), "{}", ran.log);
         assert!(
@@ -104,15 +107,8 @@ async fn a_build_of_the_sha_succeeds_with_its_output_streamed_into_the_log() {
     let w = world().await;
     w.heroku.add_app("project-x-edge", BuildPlan::default());
     w.heroku.add_app("project-x", BuildPlan::default());
-    let ran = w
-        .run(
-            &app(),
-            "edge",
-            Some(fake_heroku::API_KEY),
-            Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
+    let ran = w.deploy("edge").await;
+    ran.assert_success();
     w.no_key_anywhere(&ran);
 
     // GitHub was asked for the tarball link with the token; the redirect was not followed.
@@ -168,15 +164,8 @@ async fn a_build_of_the_sha_succeeds_with_its_output_streamed_into_the_log() {
     );
 
     // Without heroku_staging_name, staging deploys to heroku_name.
-    let ran = w
-        .run(
-            &app(),
-            "staging",
-            Some(fake_heroku::API_KEY),
-            Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
+    let ran = w.deploy("staging").await;
+    ran.assert_success();
     assert!(
         w.heroku
             .requests()
@@ -190,25 +179,12 @@ async fn a_dropped_output_stream_is_resumed_where_it_stopped() {
     let w = world().await;
     w.heroku.add_app("project-x-edge", BuildPlan::default());
     w.heroku.cut_next_stream_after(2);
-    let ran = w
-        .run(
-            &app(),
-            "edge",
-            Some(fake_heroku::API_KEY),
-            Duration::from_secs(60),
-        )
-        .await;
-    assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
-    assert!(
-        ran.log.contains("build output stream interrupted"),
-        "{}",
-        ran.log
-    );
-    assert!(
-        ran.log.contains("resuming the build output at byte"),
-        "{}",
-        ran.log
-    );
+    let ran = w.deploy("edge").await;
+    ran.assert_success();
+    ran.assert_logged(&[
+        "build output stream interrupted",
+        "resuming the build output at byte",
+    ]);
     // Every line exactly once, in order.
     let lines: Vec<&str> = ran
         .log
@@ -245,14 +221,7 @@ async fn a_failed_build_is_a_failure_naming_heroku_and_its_last_line() {
             result: BuildResult::Failed,
         },
     );
-    let ran = w
-        .run(
-            &app(),
-            "edge",
-            Some(fake_heroku::API_KEY),
-            Duration::from_secs(60),
-        )
-        .await;
+    let ran = w.deploy("edge").await;
     assert_eq!(
         ran.outcome,
         Outcome::Failure(
@@ -277,79 +246,36 @@ async fn a_rejected_key_is_an_error_that_says_so() {
             Duration::from_secs(60),
         )
         .await;
-    let Outcome::Error(why) = &ran.outcome else {
-        panic!("expected an error, got {:?}\n{}", ran.outcome, ran.log)
-    };
-    assert!(
-        why.contains("Heroku rejected HEROKU_API_KEY (401 Unauthorized)"),
-        "{why}"
-    );
+    ran.assert_error("Heroku rejected HEROKU_API_KEY (401 Unauthorized)");
     assert!(!ran.log.contains("hrku-not-the-right-key"), "{}", ran.log);
     assert!(w.heroku.builds().is_empty());
 
     // No key at all: an error before anything is asked of Heroku.
     let before = w.heroku.requests().len();
     let ran = w.run(&app(), "edge", None, Duration::from_secs(60)).await;
-    assert!(
-        matches!(&ran.outcome, Outcome::Error(w) if w.contains("HEROKU_API_KEY is not set")),
-        "{:?}",
-        ran.outcome
-    );
+    ran.assert_error("HEROKU_API_KEY is not set");
     assert_eq!(w.heroku.requests().len(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_or_forbidden_app_is_an_error_that_names_it() {
     let w = world().await;
-    let ran = w
-        .run(
-            &app(),
-            "edge",
-            Some(fake_heroku::API_KEY),
-            Duration::from_secs(60),
-        )
-        .await;
-    let Outcome::Error(why) = &ran.outcome else {
-        panic!("expected an error, got {:?}\n{}", ran.outcome, ran.log)
-    };
-    assert!(
-        why.contains("Heroku app project-x-edge not found (404)"),
-        "{why}"
-    );
+    let ran = w.deploy("edge").await;
+    ran.assert_error("Heroku app project-x-edge not found (404)");
     w.no_key_anywhere(&ran);
 
     w.heroku.add_app("project-x-edge", BuildPlan::default());
     w.heroku.forbid("project-x-edge");
-    let ran = w
-        .run(
-            &app(),
-            "edge",
-            Some(fake_heroku::API_KEY),
-            Duration::from_secs(60),
-        )
-        .await;
-    assert!(
-        matches!(&ran.outcome, Outcome::Error(w) if w.contains("may not build project-x-edge (403 Forbidden)")),
-        "{:?}",
-        ran.outcome
-    );
+    let ran = w.deploy("edge").await;
+    ran.assert_error("may not build project-x-edge (403 Forbidden)");
 
     // Heroku refusing the build itself (422) is an error with Heroku's reason.
     w.heroku.add_app("project-x", BuildPlan::default());
     w.heroku
         .refuse_builds("project-x", "source_blob.url could not be downloaded.");
-    let ran = w
-        .run(
-            &app(),
-            "staging",
-            Some(fake_heroku::API_KEY),
-            Duration::from_secs(60),
-        )
-        .await;
-    assert!(
-        matches!(&ran.outcome, Outcome::Error(w) if w.contains("Heroku refused the build for project-x (422): source_blob.url could not be downloaded.")),
-        "{:?}",
-        ran.outcome
+    let ran = w.deploy("staging").await;
+    ran.assert_error(
+        "Heroku refused the build for project-x (422): source_blob.url could not be downloaded.",
     );
 
     // An app.json without a Heroku app for the environment never reaches Heroku.
@@ -363,11 +289,7 @@ async fn an_unknown_or_forbidden_app_is_an_error_that_names_it() {
             Duration::from_secs(60),
         )
         .await;
-    assert!(
-        matches!(&ran.outcome, Outcome::Error(w) if w.contains("neither heroku_edge_name nor heroku_name")),
-        "{:?}",
-        ran.outcome
-    );
+    ran.assert_error("neither heroku_edge_name nor heroku_name");
     assert_eq!(w.heroku.requests().len(), before);
 }
 
@@ -389,13 +311,8 @@ async fn the_timeout_cancels_the_build_and_is_a_failure() {
             Duration::from_secs(3),
         )
         .await;
-    assert_eq!(
-        ran.outcome,
-        Outcome::Failure("Timed out after 3 s".into()),
-        "{}",
-        ran.log
-    );
-    assert!(ran.log.contains("timed out after 3 s"), "{}", ran.log);
+    ran.assert_timed_out(3);
+    ran.assert_logged(&["timed out after 3 s"]);
     let id = w.heroku.builds()[0]["id"].as_str().unwrap().to_owned();
     assert!(w.heroku.cancelled(&id), "{:?}", w.heroku.requests());
     assert!(
@@ -409,41 +326,28 @@ async fn the_timeout_cancels_the_build_and_is_a_failure() {
 async fn a_heroku_deployment_goes_webhook_to_queue_to_worker_with_statuses_and_chat() {
     let heroku = FakeHeroku::start().await;
     heroku.add_app("trelhub-edge", BuildPlan::default());
-    let opts = harness::Options {
-        providers: ProviderConfig {
-            heroku_api_key: Some(Secret::new(fake_heroku::API_KEY)),
-            heroku_api_url: heroku.url().to_owned(),
-            ..ProviderConfig::default()
-        },
-        ..harness::Options::default()
-    };
-    let Some(env) = harness::Env::start(harness::Backend::Sqlite, opts).await else {
+    let Some(env) = env_with_providers(ProviderConfig {
+        heroku_api_key: Some(Secret::new(fake_heroku::API_KEY)),
+        heroku_api_url: heroku.url().to_owned(),
+        ..ProviderConfig::default()
+    })
+    .await
+    else {
         return;
     };
-    let (id, ts) = env
-        .deploy(
-            "edge",
-            "deploy",
-            "joyz",
-            json!({"provider": "heroku", "heroku_edge_name": "trelhub-edge"}),
-        )
-        .await;
-    let done = env.wait_final(id).await;
-    assert_eq!(done["state"], "success", "{done}");
-    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+    let run = deploy_through_webhook(
+        &env,
+        json!({"provider": "heroku", "heroku_edge_name": "trelhub-edge"}),
+        "success",
+    )
+    .await;
     assert_eq!(
         heroku.builds()[0]["source_blob"]["version"],
         env.sha.as_str()
     );
     assert!(heroku.problems().is_empty(), "{:?}", heroku.problems());
-    env.slack
-        .wait_for_text(harness::ROOM, &ts, "is done", harness::WAIT)
-        .await;
-    let log_url = env.gh.statuses(id)[1]["log_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, log) = env.get(&format!("{log_url}/log")).await;
+    run.chat_says("is done").await;
+    let log = run.log().await;
     assert!(log.contains("Released v7"), "{log}");
     assert!(!log.contains(fake_heroku::API_KEY), "{log}");
 }

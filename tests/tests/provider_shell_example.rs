@@ -5,19 +5,14 @@ mod provider_support;
 
 use std::time::Duration;
 
-use e2e::git_repo::GitRepo;
 use faseng::providers::{Outcome, ProviderConfig};
-use provider_support::{Direct, copy_tree, shipped};
+use provider_support::{Direct, Job, assert_live, copy_tree, shipped, two_commits};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trelhub_example_deploys_the_sha_and_rotates_releases() {
     let d = Direct::new().await;
-    let repo = GitRepo::new();
-    repo.write("VERSION", "one\n");
-    let first = repo.commit("one");
-    repo.write("VERSION", "two\n");
-    let second = repo.commit("two");
+    let (repo, first, second) = two_commits();
     let target = d.dir.path().join("srv");
     let o = d.dir.path().join("overlay-trelhub");
     std::fs::create_dir_all(&o).unwrap();
@@ -29,38 +24,16 @@ async fn the_trelhub_example_deploys_the_sha_and_rotates_releases() {
     .unwrap();
     let app = json!({"provider": "shell", "repository": "oursky/trelhub",
                      "environments": ["pandawork", "edge"], "deploy_script": "deploy.sh"});
-    let settings = d.settings(ProviderConfig::default(), "http://127.0.0.1:9", None);
+    let settings = d.settings_without_github(ProviderConfig::default());
+    let minute = Duration::from_secs(60);
     for (sha, version) in [(&first, "one\n"), (&second, "two\n")] {
         let checkout = d.checkout(&repo, sha, Some(&o));
         let ran = d
-            .run(
-                &app,
-                "edge",
-                "deploy",
-                "main",
-                sha,
-                &checkout,
-                &settings,
-                Duration::from_secs(60),
-                vec![],
-            )
+            .run(Job::deploy(&app, sha, &checkout, &settings, minute))
             .await;
-        assert_eq!(ran.outcome, Outcome::Success, "{}", ran.log);
-        assert!(
-            ran.log.contains(&format!("trelhub edge is at {sha}")),
-            "{}",
-            ran.log
-        );
-        assert_eq!(
-            std::fs::read_to_string(target.join("current/REVISION"))
-                .unwrap()
-                .trim(),
-            sha.as_str()
-        );
-        assert_eq!(
-            std::fs::read_to_string(target.join("current/VERSION")).unwrap(),
-            version
-        );
+        ran.assert_success();
+        ran.assert_logged(&[&format!("trelhub edge is at {sha}")]);
+        assert_live(&target, sha, version);
         assert_eq!(
             std::fs::read_dir(target.join("releases")).unwrap().count(),
             1
@@ -72,17 +45,10 @@ async fn the_trelhub_example_deploys_the_sha_and_rotates_releases() {
     let mut qa = app.clone();
     qa["environments"] = json!(["qa"]);
     let ran = d
-        .run(
-            &qa,
-            "qa",
-            "deploy",
-            "main",
-            &first,
-            &checkout,
-            &settings,
-            Duration::from_secs(60),
-            vec![],
-        )
+        .run(Job {
+            env: "qa",
+            ..Job::deploy(&qa, &first, &checkout, &settings, minute)
+        })
         .await;
     assert_eq!(
         ran.outcome,

@@ -2,8 +2,6 @@
 //! message ("prepare → before → deploy → after"); a failing stage stops the run with
 //! `failure` naming it.
 
-#[path = "faseng_harness/mod.rs"]
-mod harness;
 mod provider_support;
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -12,8 +10,8 @@ use std::time::Duration;
 
 use e2e::git_repo::GitRepo;
 use faseng::providers::{Outcome, ProviderConfig};
-use harness::{Backend, Env, Options, ROOM, WAIT, scratch};
-use provider_support::{Direct, group_members, wait_dead};
+use provider_support::harness::{Backend, Env, Options, scratch};
+use provider_support::{Direct, Job, Ran, deploy_through_webhook};
 use serde_json::json;
 
 fn script(dir: &Path, name: &str, body: &str) {
@@ -57,18 +55,11 @@ async fn before_and_after_run_around_the_provider_as_named_stages_in_log_and_cha
         "echo after >> $ORDER\necho smoke test passed",
     )
     .await;
-    let (id, ts) = env.deploy("edge", "deploy", "joyz", stages_config()).await;
-    let done = env.wait_final(id).await;
-    assert_eq!(done["state"], "success", "{done}");
-    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+    let run = deploy_through_webhook(&env, stages_config(), "success").await;
     let order = std::fs::read_to_string(scratch(env.dir.path(), "order")).unwrap();
     assert_eq!(order, "before\ndeploy\nafter\n");
 
-    let log_url = env.gh.statuses(id)[1]["log_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, log) = env.get(&format!("{log_url}/log")).await;
+    let log = run.log().await;
     let pos = |needle: &str| {
         log.find(needle)
             .unwrap_or_else(|| panic!("{needle} missing:\n{log}"))
@@ -81,7 +72,7 @@ async fn before_and_after_run_around_the_provider_as_named_stages_in_log_and_cha
     // Chat shows the stage line as it moves on; updates that queue up behind a slow chat
     // call are coalesced to the latest, so the lines seen must be in order (the log above has
     // every stage).
-    let msg = env.slack.wait_for_text(ROOM, &ts, "is done", WAIT).await;
+    let msg = run.chat_says("is done").await;
     let progression = [
         "*prepare …* → before → deploy → after",
         "prepare ✓ → *before …* → deploy → after",
@@ -114,28 +105,19 @@ async fn a_failing_before_stage_stops_the_run_with_a_failure_naming_it() {
         "echo after >> $ORDER",
     )
     .await;
-    let (id, ts) = env.deploy("edge", "deploy", "joyz", stages_config()).await;
-    let done = env.wait_final(id).await;
-    assert_eq!(done["state"], "failure", "{done}");
+    let run = deploy_through_webhook(&env, stages_config(), "failure").await;
     assert_eq!(
-        done["description"],
+        run.done["description"],
         "Failed in the before stage: script/before: migrations pending"
     );
-    assert_eq!(env.states(id), ["queued", "in_progress", "failure"]);
     // Neither the provider nor the after stage ran.
     let order = std::fs::read_to_string(scratch(env.dir.path(), "order")).unwrap();
     assert_eq!(order, "before\n");
-    let msg = env
-        .slack
-        .wait_for_text(ROOM, &ts, "failed: Failed in the before stage", WAIT)
-        .await;
-    assert!(
-        msg.history
-            .iter()
-            .any(|h| h.contains("prepare ✓ → before ✗ → deploy → after")),
-        "{:?}",
-        msg.history
-    );
+    run.chat_showed(
+        "failed: Failed in the before stage",
+        "prepare ✓ → before ✗ → deploy → after",
+    )
+    .await;
 }
 
 fn shell_app(before: &[&str], after: &[&str]) -> serde_json::Value {
@@ -152,6 +134,22 @@ fn repo_with(scripts: &[(&str, &str)]) -> (GitRepo, String) {
     (repo, sha)
 }
 
+/// Runs the shell provider on a checkout of `sha` with these `before_deploy` and
+/// `after_deploy` stages.
+async fn run_stages(
+    d: &Direct,
+    repo: &GitRepo,
+    sha: &str,
+    (before, after): (&[&str], &[&str]),
+    timeout: Duration,
+) -> Ran {
+    let checkout = d.checkout(repo, sha, None);
+    let settings = d.settings_without_github(ProviderConfig::default());
+    let app = shell_app(before, after);
+    d.run(Job::deploy(&app, sha, &checkout, &settings, timeout))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_after_stage_is_a_failure_naming_it_after_the_deploy_ran() {
     let d = Direct::new().await;
@@ -159,21 +157,8 @@ async fn a_failing_after_stage_is_a_failure_naming_it_after_the_deploy_ran() {
         ("script/deploy", "echo deployed"),
         ("script/smoke", "echo 'health check returned 503'\nexit 1"),
     ]);
-    let checkout = d.checkout(&repo, &sha, None);
-    let settings = d.settings(ProviderConfig::default(), "http://127.0.0.1:9", None);
-    let ran = d
-        .run(
-            &shell_app(&[], &["script/smoke"]),
-            "edge",
-            "deploy",
-            "main",
-            &sha,
-            &checkout,
-            &settings,
-            Duration::from_secs(30),
-            vec![],
-        )
-        .await;
+    let stages: (&[&str], &[&str]) = (&[], &["script/smoke"]);
+    let ran = run_stages(&d, &repo, &sha, stages, Duration::from_secs(30)).await;
     assert_eq!(
         ran.outcome,
         Outcome::Failure(
@@ -182,11 +167,8 @@ async fn a_failing_after_stage_is_a_failure_naming_it_after_the_deploy_ran() {
         "{}",
         ran.log
     );
-    assert!(ran.log.contains("deployed"), "{}", ran.log);
-    assert_eq!(
-        ran.progress.last().map(String::as_str),
-        Some("prepare ✓ → deploy ✓ → after ✗")
-    );
+    ran.assert_logged(&["deployed"]);
+    assert_eq!(ran.last_progress(), Some("prepare ✓ → deploy ✓ → after ✗"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,8 +181,6 @@ async fn a_stage_script_that_cannot_run_is_an_error_before_anything_runs() {
     )
     .unwrap();
     let sha2 = repo.commit("not executable");
-    let checkout = d.checkout(&repo, &sha2, None);
-    let settings = d.settings(ProviderConfig::default(), "http://127.0.0.1:9", None);
     for (before, expected) in [
         ("script/nope", "before_deploy: script/nope does not exist"),
         (
@@ -208,24 +188,9 @@ async fn a_stage_script_that_cannot_run_is_an_error_before_anything_runs() {
             "before_deploy: script/plain is not executable",
         ),
     ] {
-        let ran = d
-            .run(
-                &shell_app(&[before], &[]),
-                "edge",
-                "deploy",
-                "main",
-                &sha2,
-                &checkout,
-                &settings,
-                Duration::from_secs(30),
-                vec![],
-            )
-            .await;
-        assert!(
-            matches!(&ran.outcome, Outcome::Error(w) if w.contains(expected)),
-            "{:?}",
-            ran.outcome
-        );
+        let ran = run_stages(&d, &repo, &sha2, (&[before], &[]), Duration::from_secs(30)).await;
+        let why = ran.error();
+        assert!(why.contains(expected), "{before}: {why}");
         assert!(ran.pgids.is_empty(), "something ran");
         assert!(!ran.log.contains("deployed"));
     }
@@ -246,44 +211,10 @@ async fn stages_share_the_run_timeout_and_a_timed_out_stage_leaves_nothing_runni
             ),
         ),
     ]);
-    let checkout = d.checkout(&repo, &sha, None);
-    let settings = d.settings(ProviderConfig::default(), "http://127.0.0.1:9", None);
-    let ran = d
-        .run(
-            &shell_app(&["script/warm"], &[]),
-            "edge",
-            "deploy",
-            "main",
-            &sha,
-            &checkout,
-            &settings,
-            Duration::from_secs(2),
-            vec![],
-        )
-        .await;
-    assert_eq!(
-        ran.outcome,
-        Outcome::Failure("Timed out after 2 s".into()),
-        "{}",
-        ran.log
-    );
+    let stages: (&[&str], &[&str]) = (&["script/warm"], &[]);
+    let ran = run_stages(&d, &repo, &sha, stages, Duration::from_secs(2)).await;
+    ran.assert_timed_out(2);
     assert!(!ran.log.contains("deployed"));
-    let recorded: Vec<i32> = std::fs::read_to_string(&pids)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    assert_eq!(recorded.len(), 2);
-    assert!(
-        wait_dead(&recorded, Duration::from_secs(5))
-            .await
-            .is_empty()
-    );
-    for pg in &ran.pgids {
-        assert!(group_members(*pg).is_empty());
-    }
-    assert_eq!(
-        ran.progress.last().map(String::as_str),
-        Some("prepare ✓ → before ✗ → deploy")
-    );
+    ran.assert_nothing_left_running(&pids, 2).await;
+    assert_eq!(ran.last_progress(), Some("prepare ✓ → before ✗ → deploy"));
 }
