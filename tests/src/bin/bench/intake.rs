@@ -399,8 +399,11 @@ pub async fn bench_intake() -> anyhow::Result<Value> {
     // a Redis crash); `BENCH_INTAKE_APPENDFSYNC=everysec` shows what that durability costs.
     let appendfsync =
         std::env::var("BENCH_INTAKE_APPENDFSYNC").unwrap_or_else(|_| "always".to_owned());
-    redis_command(redis.port(), &["CONFIG", "SET", "appendfsync", &appendfsync])
-        .context("BENCH_INTAKE_APPENDFSYNC must be always, everysec or no")?;
+    redis_command(
+        redis.port(),
+        &["CONFIG", "SET", "appendfsync", &appendfsync],
+    )
+    .context("BENCH_INTAKE_APPENDFSYNC must be always, everysec or no")?;
     let bodies = Arc::new(Bodies::new()?);
     let body_len = bodies.body(1).len();
     let next_id = Arc::new(AtomicU64::new(1_000_000));
