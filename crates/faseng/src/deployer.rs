@@ -368,6 +368,8 @@ impl Deployer {
                         });
                         waited = true;
                     }
+                    // This slot waits too (on a run that may be waiting for its line).
+                    let _waiting = WaitingGuard::new(&self.waiting);
                     changed.await;
                 }
             }
