@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -526,31 +527,41 @@ fn message(status: StatusCode, text: &str) -> Response {
         .into_response()
 }
 
-fn authorize(
-    shared: &Shared,
-    headers: &HeaderMap,
-    uri: &Uri,
-    full_name: &str,
-) -> Result<(), Box<Response>> {
-    if uri.query().is_some_and(|q| q.contains("access_token")) {
-        return Err(Box::new(message(
-            StatusCode::UNAUTHORIZED,
-            "Must specify access token via Authorization header.",
-        )));
+/// The `owner/repo` a request's path names, once its credentials are good for that
+/// repository; as an extractor it answers GitHub's refusal (401 / 404) itself.
+struct RepoAccess(String);
+
+impl FromRequestParts<Shared> for RepoAccess {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Shared) -> Result<Self, Response> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let full_name = format!("{}/{}", params["owner"], params["repo"]);
+        if parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("access_token"))
+        {
+            return Err(message(
+                StatusCode::UNAUTHORIZED,
+                "Must specify access token via Authorization header.",
+            ));
+        }
+        let token = bearer(&parts.headers);
+        let inner = shared.lock();
+        let Some(repo) = inner.repos.get(&full_name) else {
+            return Err(message(StatusCode::NOT_FOUND, "Not Found"));
+        };
+        let accepted = repo.accept_token.as_deref().unwrap_or(TOKEN);
+        match token.as_deref() {
+            None => Err(message(StatusCode::UNAUTHORIZED, "Requires authentication")),
+            Some(t) if t == accepted => Ok(Self(full_name.clone())),
+            Some(t) if t == TOKEN => Err(message(StatusCode::NOT_FOUND, "Not Found")),
+            Some(_) => Err(message(StatusCode::UNAUTHORIZED, "Bad credentials")),
+        }
     }
-    let token = bearer(headers);
-    let inner = shared.lock();
-    let Some(repo) = inner.repos.get(full_name) else {
-        return Err(Box::new(message(StatusCode::NOT_FOUND, "Not Found")));
-    };
-    let accepted = repo.accept_token.as_deref().unwrap_or(TOKEN);
-    let refusal = match token.as_deref() {
-        None => message(StatusCode::UNAUTHORIZED, "Requires authentication"),
-        Some(t) if t == accepted => return Ok(()),
-        Some(t) if t == TOKEN => message(StatusCode::NOT_FOUND, "Not Found"),
-        Some(_) => message(StatusCode::UNAUTHORIZED, "Bad credentials"),
-    };
-    Err(Box::new(refusal))
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
@@ -570,13 +581,8 @@ async fn get_user(State(_s): State<Shared>, headers: HeaderMap) -> Response {
 async fn get_repo(
     State(shared): State<Shared>,
     Path((owner, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
+    RepoAccess(full_name): RepoAccess,
 ) -> Response {
-    let full_name = format!("{owner}/{name}");
-    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
-        return *r;
-    }
     let inner = shared.lock();
     let repo = &inner.repos[&full_name];
     let mut body = fixtures::github_example("full-repository-default-response");
@@ -591,14 +597,9 @@ async fn get_repo(
 
 async fn get_branch(
     State(shared): State<Shared>,
-    Path((owner, name, branch)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
+    Path((_, _, branch)): Path<(String, String, String)>,
+    RepoAccess(full_name): RepoAccess,
 ) -> Response {
-    let full_name = format!("{owner}/{name}");
-    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
-        return *r;
-    }
     let inner = shared.lock();
     match inner.repos[&full_name].branches.get(&branch) {
         Some(sha) => {
@@ -623,6 +624,19 @@ fn resolve_ref(repo: &Repo, git_ref: &str) -> Option<String> {
     is_sha.then(|| git_ref.to_ascii_lowercase())
 }
 
+/// Checks a body against the request schema of `POST path`; a violation is recorded (the
+/// fake panics on drop) and its text returned for the 422 answer.
+fn schema_violation(shared: &Shared, path: &str, body: &Value) -> Option<String> {
+    let errors = fixtures::check_github_request("POST", path, body).err()?;
+    let text = format!("POST {path}: {}\n  body: {body}", errors.join("; "));
+    shared.lock().violations.push(text.clone());
+    Some(text)
+}
+
+/// Where GitHub's error answers to creating a deployment point.
+const CREATE_DEPLOYMENT_DOCS: &str =
+    "https://docs.github.com/rest/deployments/deployments#create-a-deployment";
+
 fn create(
     shared: &Shared,
     full_name: &str,
@@ -630,9 +644,7 @@ fn create(
     token: Option<&str>,
 ) -> (StatusCode, Value) {
     let path = "/repos/{owner}/{repo}/deployments";
-    if let Err(errors) = fixtures::check_github_request("POST", path, body) {
-        let text = format!("POST {path}: {}\n  body: {body}", errors.join("; "));
-        shared.lock().violations.push(text.clone());
+    if let Some(text) = schema_violation(shared, path, body) {
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({"message": format!("Invalid request: {text}")}),
@@ -647,7 +659,7 @@ fn create(
         return (
             StatusCode::FORBIDDEN,
             json!({"message": "Resource not accessible by personal access token",
-                   "documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment"}),
+                   "documentation_url": CREATE_DEPLOYMENT_DOCS}),
         );
     }
     let git_ref = body["ref"].as_str().unwrap_or_default().to_owned();
@@ -655,7 +667,7 @@ fn create(
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({"message": format!("No ref found for: {git_ref}"),
-                   "documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment"}),
+                   "documentation_url": CREATE_DEPLOYMENT_DOCS}),
         );
     };
     let auto_merge = body["auto_merge"].as_bool().unwrap_or(true);
@@ -700,7 +712,7 @@ fn create(
             json!({"message": format!("Conflict: Commit status checks failed for {git_ref}."),
                    "errors": [{"contexts": failing, "resource": "Deployment",
                                "field": "required_contexts", "code": "invalid"}],
-                   "documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment"}),
+                   "documentation_url": CREATE_DEPLOYMENT_DOCS}),
         );
     }
     inner.next_id += 1;
@@ -751,15 +763,10 @@ fn create(
 
 async fn create_deployment(
     State(shared): State<Shared>,
-    Path((owner, name)): Path<(String, String)>,
+    RepoAccess(full_name): RepoAccess,
     headers: HeaderMap,
-    uri: Uri,
     body: Bytes,
 ) -> Response {
-    let full_name = format!("{owner}/{name}");
-    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
-        return *r;
-    }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return message(StatusCode::BAD_REQUEST, "Problems parsing JSON");
     };
@@ -844,15 +851,9 @@ struct ListQuery {
 
 async fn list_deployments(
     State(shared): State<Shared>,
-    Path((owner, name)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
-    headers: HeaderMap,
-    uri: Uri,
+    RepoAccess(full_name): RepoAccess,
 ) -> Response {
-    let full_name = format!("{owner}/{name}");
-    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
-        return *r;
-    }
     let url = repo_url(&shared.base_url, &full_name);
     let inner = shared.lock();
     let matches = |d: &&Value, field: &str, want: &Option<String>| {
@@ -876,14 +877,9 @@ async fn list_deployments(
 
 async fn get_deployment(
     State(shared): State<Shared>,
-    Path((owner, name, id)): Path<(String, String, u64)>,
-    headers: HeaderMap,
-    uri: Uri,
+    Path((_, _, id)): Path<(String, String, u64)>,
+    RepoAccess(_): RepoAccess,
 ) -> Response {
-    let full_name = format!("{owner}/{name}");
-    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
-        return *r;
-    }
     let inner = shared.lock();
     match inner.deployments.iter().find(|d| d["id"] == id) {
         Some(d) => axum::Json(d.clone()).into_response(),
@@ -893,15 +889,10 @@ async fn get_deployment(
 
 async fn create_status(
     State(shared): State<Shared>,
-    Path((owner, name, id)): Path<(String, String, u64)>,
-    headers: HeaderMap,
-    uri: Uri,
+    Path((_, _, id)): Path<(String, String, u64)>,
+    RepoAccess(_): RepoAccess,
     body: Bytes,
 ) -> Response {
-    let full_name = format!("{owner}/{name}");
-    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
-        return *r;
-    }
     {
         let mut inner = shared.lock();
         if inner.fail_status_posts > 0 {
@@ -913,9 +904,7 @@ async fn create_status(
         return message(StatusCode::BAD_REQUEST, "Problems parsing JSON");
     };
     let path = "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses";
-    if let Err(errors) = fixtures::check_github_request("POST", path, &body) {
-        let text = format!("POST {path}: {}\n  body: {body}", errors.join("; "));
-        shared.lock().violations.push(text.clone());
+    if let Some(text) = schema_violation(&shared, path, &body) {
         return message(
             StatusCode::UNPROCESSABLE_ENTITY,
             &format!("Invalid request: {text}"),
@@ -958,14 +947,9 @@ async fn create_status(
 
 async fn list_statuses(
     State(shared): State<Shared>,
-    Path((owner, name, id)): Path<(String, String, u64)>,
-    headers: HeaderMap,
-    uri: Uri,
+    Path((_, _, id)): Path<(String, String, u64)>,
+    RepoAccess(_): RepoAccess,
 ) -> Response {
-    let full_name = format!("{owner}/{name}");
-    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
-        return *r;
-    }
     let inner = shared.lock();
     let mut list = inner.statuses.get(&id).cloned().unwrap_or_default();
     list.reverse();
@@ -974,14 +958,9 @@ async fn list_statuses(
 
 async fn commit_checks(
     State(shared): State<Shared>,
-    Path((owner, name, rest)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
+    Path((_, _, rest)): Path<(String, String, String)>,
+    RepoAccess(full_name): RepoAccess,
 ) -> Response {
-    let full_name = format!("{owner}/{name}");
-    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
-        return *r;
-    }
     let (git_ref, kind) = match (
         rest.strip_suffix("/status"),
         rest.strip_suffix("/check-runs"),
@@ -1059,15 +1038,9 @@ async fn commit_checks(
 }
 
 async fn tarball(
-    State(shared): State<Shared>,
-    Path((owner, name, git_ref)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    uri: Uri,
+    Path((_, _, git_ref)): Path<(String, String, String)>,
+    RepoAccess(full_name): RepoAccess,
 ) -> Response {
-    let full_name = format!("{owner}/{name}");
-    if let Err(r) = authorize(&shared, &headers, &uri, &full_name) {
-        return *r;
-    }
     let location = format!(
         "https://codeload.github.com/{full_name}/legacy.tar.gz/{git_ref}?token=fake-signed"
     );

@@ -41,13 +41,18 @@ impl Chat {
     }
 
     async fn with(gh: FakeGithub, apps: Apps) -> Self {
+        Self::with_token(gh, apps, TOKEN).await
+    }
+
+    /// The example repositories on `gh`, and a bot that calls it with `token`.
+    async fn with_token(gh: FakeGithub, apps: Apps, token: &str) -> Self {
         for repo in ["oursky/project-x", "oursky/modmod-web", "oursky/trelhub"] {
             gh.add_repo(repo, "main");
         }
         let bot = chima::cli::github_bot(
             apps,
             gh.url(),
-            GithubAuth::Token(Secret::new(TOKEN)),
+            GithubAuth::Token(Secret::new(token)),
             "chima",
         );
         Self { gh, bot }
@@ -55,9 +60,18 @@ impl Chat {
 
     /// Says a line in a room; returns the replies as they finally stand.
     async fn say_in(&self, ctx: &ChatContext, line: &str) -> Vec<Reply> {
+        self.handle(ctx, line, false).await
+    }
+
+    /// Says a line in a direct message to the bot (no need to address it).
+    async fn say_direct(&self, ctx: &ChatContext, line: &str) -> Vec<Reply> {
+        self.handle(ctx, line, true).await
+    }
+
+    async fn handle(&self, ctx: &ChatContext, line: &str, direct: bool) -> Vec<Reply> {
         let mut outbox = RecordingOutbox::default();
         self.bot
-            .handle_message(line, None, false, ctx, &mut outbox)
+            .handle_message(line, None, direct, ctx, &mut outbox)
             .await;
         outbox.messages
     }
@@ -70,6 +84,11 @@ impl Chat {
             .collect()
     }
 
+    /// Says a line in a room; returns the one reply, failing if there is not exactly one.
+    async fn reply(&self, room_name: &str, line: &str) -> String {
+        one(self.say(room_name, line).await)
+    }
+
     fn deployments(&self, repo: &str) -> Vec<Value> {
         self.gh.deployments(repo)
     }
@@ -77,6 +96,22 @@ impl Chat {
     fn green(&self, repo: &str, git_ref: &str, context: &str) {
         self.gh
             .add_check(repo, git_ref, check(context, "success", false));
+    }
+
+    /// A failing commit status on the commit `git_ref` points at.
+    fn red(&self, repo: &str, git_ref: &str, context: &str) {
+        self.gh
+            .add_check(repo, git_ref, check(context, "failure", false));
+    }
+
+    /// The body of the last POST the bot sent to GitHub.
+    fn last_post_body(&self) -> Value {
+        self.gh
+            .requests()
+            .into_iter()
+            .rfind(|r| r.method == "POST")
+            .expect("a POST to GitHub")
+            .body
     }
 }
 
@@ -104,9 +139,9 @@ async fn deploy_a_branch_creates_exactly_the_deployment_design_md_describes() {
     let sha = chat.gh.add_branch("oursky/project-x", "feature/login");
     chat.green("oursky/project-x", "feature/login", "ci/travis");
 
-    let reply = one(chat
-        .say("deployment", "chima deploy project-x/feature/login to edge")
-        .await);
+    let reply = chat
+        .reply("deployment", "chima deploy project-x/feature/login to edge")
+        .await;
 
     let deployments = chat.deployments("oursky/project-x");
     assert_eq!(deployments.len(), 1);
@@ -161,9 +196,8 @@ async fn deploy_a_branch_creates_exactly_the_deployment_design_md_describes() {
 async fn a_room_that_is_not_allowed_creates_nothing_and_says_so() {
     let chat = Chat::new().await;
     assert_eq!(
-        one(chat
-            .say("random", "chima deploy project-x/feature/login to edge")
-            .await),
+        chat.reply("random", "chima deploy project-x/feature/login to edge")
+            .await,
         "project-x is not allowed to be deployed from #random. Deploy it from #deployment."
     );
     assert!(chat.deployments("oursky/project-x").is_empty());
@@ -202,38 +236,26 @@ async fn direct_messages_may_deploy_only_apps_without_allowed_rooms() {
     dm.room_id = "D0DM000001".into();
     dm.room_name = String::new();
     dm.direct = true;
-    let mut outbox = RecordingOutbox::default();
-    chat.bot
-        .handle_message("deploy project-x to edge", None, true, &dm, &mut outbox)
-        .await;
+    let replies = chat.say_direct(&dm, "deploy project-x to edge").await;
     assert_eq!(
-        outbox.messages[0].text,
+        replies[0].text,
         "project-x is not allowed to be deployed from a direct message. Deploy it from #deployment."
     );
-    let mut outbox = RecordingOutbox::default();
-    chat.bot
-        .handle_message("deploy trelhub to edge", None, true, &dm, &mut outbox)
-        .await;
-    assert!(
-        outbox.messages[0].text.starts_with("Deployment #"),
-        "{:?}",
-        outbox.messages
-    );
+    let replies = chat.say_direct(&dm, "deploy trelhub to edge").await;
+    assert!(replies[0].text.starts_with("Deployment #"), "{replies:?}");
 }
 
 #[tokio::test]
 async fn validation_order_is_app_then_environment_then_room() {
     let chat = Chat::new().await;
     assert_eq!(
-        one(chat
-            .say("random", "chima deploy project-y to nowhere")
-            .await),
+        chat.reply("random", "chima deploy project-y to nowhere")
+            .await,
         "project-y? Never heard of it. Did you mean `project-x`? Apps I know: demo, modmod-web, project-x, trelhub."
     );
     assert_eq!(
-        one(chat
-            .say("random", "chima deploy project-x to staging")
-            .await),
+        chat.reply("random", "chima deploy project-x to staging")
+            .await,
         "project-x doesn't seem to have a staging environment. It has: live, edge."
     );
     assert!(chat.gh.requests().is_empty());
@@ -243,7 +265,7 @@ async fn validation_order_is_app_then_environment_then_room() {
 async fn the_default_branch_is_asked_once_and_cached() {
     let chat = Chat::new().await;
     for _ in 0..2 {
-        let reply = one(chat.say("random", "chima deploy trelhub to edge").await);
+        let reply = chat.reply("random", "chima deploy trelhub to edge").await;
         assert!(reply.starts_with("Deployment #"), "{reply}");
     }
     let deployments = chat.deployments("oursky/trelhub");
@@ -261,21 +283,16 @@ async fn the_default_branch_is_asked_once_and_cached() {
 #[tokio::test]
 async fn the_default_environment_and_prod_alias() {
     let chat = Chat::new().await;
-    one(chat.say("random", "chima deploy trelhub").await);
-    one(chat.say("random", "chima deploy modmod-web to prod").await);
+    chat.reply("random", "chima deploy trelhub").await;
+    chat.reply("random", "chima deploy modmod-web to prod")
+        .await;
     assert_eq!(
         chat.deployments("oursky/trelhub")[0]["environment"],
         "pandawork"
     );
     let prod = &chat.deployments("oursky/modmod-web")[0];
     assert_eq!(prod["environment"], "production");
-    let body = &chat
-        .gh
-        .requests()
-        .into_iter()
-        .rfind(|r| r.method == "POST")
-        .unwrap()
-        .body;
+    let body = &chat.last_post_body();
     assert_eq!(body["production_environment"], true);
     assert!(
         body.get("required_contexts").is_none(),
@@ -288,22 +305,12 @@ async fn the_default_environment_and_prod_alias() {
 async fn forced_deploys_skip_merging_and_checks() {
     let chat = Chat::new().await;
     chat.gh.add_branch("oursky/project-x", "feature");
-    chat.gh.add_check(
-        "oursky/project-x",
-        "feature",
-        check("ci/travis", "failure", false),
-    );
-    let reply = one(chat
-        .say("deployment", "chima deploy! project-x/feature to edge")
-        .await);
+    chat.red("oursky/project-x", "feature", "ci/travis");
+    let reply = chat
+        .reply("deployment", "chima deploy! project-x/feature to edge")
+        .await;
     assert!(reply.starts_with("Deployment #"), "{reply}");
-    let body = &chat
-        .gh
-        .requests()
-        .into_iter()
-        .rfind(|r| r.method == "POST")
-        .unwrap()
-        .body;
+    let body = &chat.last_post_body();
     assert_eq!(body["auto_merge"], false);
     assert_eq!(body["required_contexts"], json!([]));
 }
@@ -311,12 +318,11 @@ async fn forced_deploys_skip_merging_and_checks() {
 #[tokio::test]
 async fn hosts_and_tasks_reach_the_deployment() {
     let chat = Chat::new().await;
-    one(chat
-        .say(
-            "random",
-            "chima deploy:migrate modmod-web to staging/web1,web2",
-        )
-        .await);
+    chat.reply(
+        "random",
+        "chima deploy:migrate modmod-web to staging/web1,web2",
+    )
+    .await;
     let d = &chat.deployments("oursky/modmod-web")[0];
     assert_eq!(d["task"], "deploy:migrate");
     assert_eq!(d["payload"]["hosts"], "web1,web2");
@@ -329,9 +335,8 @@ async fn auto_merged_answers_202_and_deploys_nothing_yet() {
     chat.gh.add_branch("oursky/trelhub", "topic");
     chat.gh.set_behind_default("oursky/trelhub", "topic");
     assert_eq!(
-        one(chat
-            .say("random", "chima deploy trelhub/topic to edge")
-            .await),
+        chat.reply("random", "chima deploy trelhub/topic to edge")
+            .await,
         "GitHub merged the default branch into `topic` first (\"Auto-merged main into topic on deployment.\"), so no deployment of trelhub was made yet. Wait for CI on the merge commit, then deploy again."
     );
     assert!(chat.deployments("oursky/trelhub").is_empty());
@@ -341,11 +346,7 @@ async fn auto_merged_answers_202_and_deploys_nothing_yet() {
 async fn failing_contexts_are_named_and_deploy_anyway_is_offered() {
     let chat = Chat::new().await;
     chat.gh.add_branch("oursky/project-x", "feature");
-    chat.gh.add_check(
-        "oursky/project-x",
-        "feature",
-        check("ci/travis", "failure", false),
-    );
+    chat.red("oursky/project-x", "feature", "ci/travis");
     let replies = chat
         .say_in(
             &room("deployment"),
@@ -368,9 +369,8 @@ async fn missing_required_contexts_are_named() {
     let chat = Chat::new().await;
     chat.gh.add_branch("oursky/project-x", "feature");
     assert_eq!(
-        one(chat
-            .say("deployment", "chima deploy project-x/feature to edge")
-            .await),
+        chat.reply("deployment", "chima deploy project-x/feature to edge")
+            .await,
         "Unmet required commit status contexts for project-x: ci/travis (missing). Nothing was deployed. Fix them, or deploy anyway with `chima deploy! project-x/feature to edge`."
     );
 }
@@ -381,7 +381,7 @@ async fn merge_conflicts_are_explained() {
     chat.gh.add_branch("oursky/trelhub", "topic");
     chat.gh.set_conflicting("oursky/trelhub", "topic");
     assert_eq!(
-        one(chat.say("random", "chima deploy trelhub/topic").await),
+        chat.reply("random", "chima deploy trelhub/topic").await,
         "GitHub could not merge the default branch into `topic` for trelhub: Conflict merging main into topic. Nothing was deployed. Merge it yourself, or deploy without merging using `deploy!`."
     );
 }
@@ -390,9 +390,8 @@ async fn merge_conflicts_are_explained() {
 async fn an_unknown_ref_is_named() {
     let chat = Chat::new().await;
     assert_eq!(
-        one(chat
-            .say("random", "chima deploy trelhub/nope to edge")
-            .await),
+        chat.reply("random", "chima deploy trelhub/nope to edge")
+            .await,
         "There is no `nope` in oursky/trelhub (\"No ref found for: nope\"). Nothing was deployed."
     );
 }
@@ -406,30 +405,17 @@ async fn a_hostile_ref_never_reaches_github() {
         "chima deploy trelhub/x.lock",
         "chima deploy trelhub/a@{b",
     ] {
-        let reply = one(chat.say("random", line).await);
+        let reply = chat.reply("random", line).await;
         assert!(reply.contains("is not a valid git ref"), "{line}: {reply}");
     }
     assert!(chat.gh.requests().is_empty());
 }
 
-async fn chat_with_token(token: &str) -> Chat {
-    let gh = FakeGithub::start().await;
-    for repo in ["oursky/project-x", "oursky/modmod-web", "oursky/trelhub"] {
-        gh.add_repo(repo, "main");
-    }
-    let bot = chima::cli::github_bot(
-        example_apps(),
-        gh.url(),
-        GithubAuth::Token(Secret::new(token)),
-        "chima",
-    );
-    Chat { gh, bot }
-}
-
 #[tokio::test]
 async fn token_problems_say_which_credential_without_echoing_it() {
-    let chat = chat_with_token("ghp_wrong_token").await;
-    let reply = one(chat.say("random", "chima deploy trelhub/main").await);
+    let gh = FakeGithub::start().await;
+    let chat = Chat::with_token(gh, example_apps(), "ghp_wrong_token").await;
+    let reply = chat.reply("random", "chima deploy trelhub/main").await;
     assert_eq!(
         reply,
         "Unable to create deployments for oursky/trelhub: GitHub rejected the token (401 Bad credentials). Check GITHUB_TOKEN."
@@ -439,14 +425,14 @@ async fn token_problems_say_which_credential_without_echoing_it() {
     let chat = Chat::new().await;
     chat.gh.set_forbidden("oursky/trelhub");
     assert!(
-        one(chat.say("random", "chima deploy trelhub/main").await)
+        chat.reply("random", "chima deploy trelhub/main").await
             .contains("GitHub answered 403 (Resource not accessible by personal access token). The token needs the `repo_deployment` scope")
     );
 
     let chat = Chat::new().await;
     chat.gh.require_token("oursky/trelhub", "another-token");
     assert_eq!(
-        one(chat.say("random", "chima deploy trelhub/main").await),
+        chat.reply("random", "chima deploy trelhub/main").await,
         "Unable to create deployments for oursky/trelhub: GitHub answered 404. The repository does not exist or GITHUB_TOKEN cannot see it; check the token's scopes (`repo` for a private repository)."
     );
 }
@@ -454,8 +440,8 @@ async fn token_problems_say_which_credential_without_echoing_it() {
 #[tokio::test]
 async fn the_token_travels_in_the_authorization_header_only() {
     let chat = Chat::new().await;
-    one(chat.say("random", "chima deploy trelhub").await);
-    one(chat.say("random", "chima deploys trelhub").await);
+    chat.reply("random", "chima deploy trelhub").await;
+    chat.reply("random", "chima deploys trelhub").await;
     let requests = chat.gh.requests();
     assert!(requests.len() >= 3);
     for r in requests {
@@ -476,7 +462,7 @@ async fn github_enterprise_prefix_works() {
     )
     .await;
     assert!(chat.gh.url().ends_with("/api/v3"));
-    let reply = one(chat.say("random", "chima deploy trelhub to edge").await);
+    let reply = chat.reply("random", "chima deploy trelhub to edge").await;
     assert!(reply.starts_with("Deployment #"), "{reply}");
     assert!(
         reply.ends_with(&format!(
@@ -501,7 +487,7 @@ async fn per_app_github_api_and_token_are_used_and_never_sent_in_the_payload() {
     )
     .unwrap();
     let chat = Chat::with(default_gh, apps).await;
-    let reply = one(chat.say("random", "chima deploy internal").await);
+    let reply = chat.reply("random", "chima deploy internal").await;
     assert!(reply.starts_with("Deployment #"), "{reply}");
     assert!(
         chat.gh.requests().is_empty(),
@@ -568,10 +554,9 @@ async fn post_status(gh: &FakeGithub, repo: &str, id: &Value, state: &str) {
 async fn deploys_lists_the_newest_with_their_state() {
     let chat = Chat::new().await;
     chat.gh.add_branch("oursky/trelhub", "feature");
-    one(chat.say("random", "chima deploy trelhub to edge").await);
-    one(chat
-        .say("random", "chima deploy trelhub/feature to pandawork")
-        .await);
+    chat.reply("random", "chima deploy trelhub to edge").await;
+    chat.reply("random", "chima deploy trelhub/feature to pandawork")
+        .await;
     let ids: Vec<Value> = chat
         .deployments("oursky/trelhub")
         .iter()
@@ -580,7 +565,7 @@ async fn deploys_lists_the_newest_with_their_state() {
     post_status(&chat.gh, "oursky/trelhub", &ids[0], "success").await;
     post_status(&chat.gh, "oursky/trelhub", &ids[1], "in_progress").await;
 
-    let all = one(chat.say("random", "chima deploys trelhub").await);
+    let all = chat.reply("random", "chima deploys trelhub").await;
     let lines: Vec<&str> = all.lines().collect();
     assert_eq!(lines[0], "Recent deployments of trelhub:");
     assert!(
@@ -593,10 +578,10 @@ async fn deploys_lists_the_newest_with_their_state() {
         "{all}"
     );
 
-    let edge = one(chat.say("random", "chima deploys trelhub in edge").await);
+    let edge = chat.reply("random", "chima deploys trelhub in edge").await;
     assert_eq!(edge.lines().count(), 2, "{edge}");
     assert_eq!(
-        one(chat.say("random", "chima deploys trelhub/nope").await),
+        chat.reply("random", "chima deploys trelhub/nope").await,
         "No deployments of trelhub of `nope` yet."
     );
 }
@@ -604,13 +589,13 @@ async fn deploys_lists_the_newest_with_their_state() {
 #[tokio::test]
 async fn where_can_i_deploy_shows_what_runs_where() {
     let chat = Chat::new().await;
-    one(chat.say("random", "chima deploy trelhub to edge").await);
+    chat.reply("random", "chima deploy trelhub to edge").await;
     let id = chat.deployments("oursky/trelhub")[0]["id"].clone();
     post_status(&chat.gh, "oursky/trelhub", &id, "success").await;
     let sha = chat.gh.branch_sha("oursky/trelhub", "main");
-    let reply = one(chat
-        .say("random", "chima where can I deploy trelhub?")
-        .await);
+    let reply = chat
+        .reply("random", "chima where can I deploy trelhub?")
+        .await;
     let lines: Vec<&str> = reply.lines().collect();
     assert_eq!(lines[0], "trelhub can be deployed to:");
     assert_eq!(lines[1], "• pandawork (default) — nothing deployed yet");
@@ -624,11 +609,7 @@ async fn where_can_i_deploy_shows_what_runs_where() {
 async fn ci_names_failing_and_pending_checks() {
     let chat = Chat::new().await;
     chat.gh.add_branch("oursky/project-x", "feature");
-    chat.gh.add_check(
-        "oursky/project-x",
-        "feature",
-        check("ci/travis", "failure", false),
-    );
+    chat.red("oursky/project-x", "feature", "ci/travis");
     chat.gh.add_check(
         "oursky/project-x",
         "feature",
@@ -641,13 +622,17 @@ async fn ci_names_failing_and_pending_checks() {
     );
     let sha = chat.gh.branch_sha("oursky/project-x", "feature");
     assert_eq!(
-        one(chat.say("random", "chima ci project-x/feature").await),
+        chat.reply("random", "chima ci project-x/feature").await,
         format!(
             "CI is red for project-x/feature ({}).\nFailing: ci/travis (failure) https://ci.example.com/ci/travis\nPending: lint (in_progress) https://ci.example.com/lint",
             &sha[..7]
         )
     );
-    assert!(one(chat.say("random", "chima status trelhub").await).contains("has no CI configured"));
+    assert!(
+        chat.reply("random", "chima status trelhub")
+            .await
+            .contains("has no CI configured")
+    );
 }
 
 #[tokio::test]
@@ -656,7 +641,7 @@ async fn ci_green_when_everything_passed() {
     chat.green("oursky/trelhub", "main", "build");
     chat.gh
         .add_check("oursky/trelhub", "main", check("tests", "success", true));
-    let reply = one(chat.say("random", "chima ci trelhub").await);
+    let reply = chat.reply("random", "chima ci trelhub").await;
     assert!(
         reply.starts_with("CI is green for trelhub/main (") && reply.ends_with("2 checks passed."),
         "{reply}"

@@ -9,14 +9,63 @@ use std::time::Duration;
 use harness::{Backend, Env, Options, REPO, ROOM, SECRET, WAIT, is_alive, scratch, wait_for};
 use serde_json::json;
 
+/// Starts an environment whose `script/deploy` is `script`.
+async fn start_with_script(backend: Backend, script: &str) -> Option<Env> {
+    let opts = Options {
+        script: script.into(),
+        ..Options::default()
+    };
+    Env::start(backend, opts).await
+}
+
+/// joyz deploys main to edge (the webhook reaches faseng); returns the deployment id and
+/// the chat message ts.
+async fn deploy_edge(env: &Env) -> (u64, String) {
+    env.deploy("edge", "deploy", "joyz", json!({})).await
+}
+
+/// Like [`deploy_edge`], but the webhook is held back: returns the deployment id and the
+/// signed delivery (headers, body) to post by hand.
+async fn held_back_delivery(env: &Env) -> (u64, Vec<(String, String)>, Vec<u8>) {
+    let (d, headers, body) = env
+        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
+        .await;
+    (d["id"].as_u64().unwrap(), headers, body)
+}
+
+/// Waits for deployment `id`'s final status and asserts it is a success.
+async fn expect_success(env: &Env, id: u64) {
+    let s = env.wait_final(id).await;
+    assert_eq!(s["state"], "success", "#{id}: {s}");
+}
+
+/// Asserts deployment `id` succeeded and reported exactly queued, in_progress, success.
+async fn expect_clean_success(env: &Env, id: u64) {
+    expect_success(env, id).await;
+    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+}
+
+/// Waits for deployment `id`'s final status and asserts its state and description.
+async fn expect_final(env: &Env, id: u64, state: &str, description: &str) {
+    let s = env.wait_final(id).await;
+    assert_eq!(
+        (s["state"].as_str(), s["description"].as_str()),
+        (Some(state), Some(description)),
+        "#{id}: {s}"
+    );
+}
+
+/// A file the deploy scripts wrote in the scratch directory.
+fn read_scratch(env: &Env, name: &str) -> String {
+    std::fs::read_to_string(scratch(env.dir.path(), name)).unwrap()
+}
+
 async fn a_signed_deployment_runs_and_reports_in_order(backend: Backend) {
     let Some(env) = Env::start(backend, Options::default()).await else {
         return;
     };
-    let (id, ts) = env.deploy("edge", "deploy", "joyz", json!({})).await;
-    let done = env.wait_final(id).await;
-    assert_eq!(done["state"], "success", "{done}");
-    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+    let (id, ts) = deploy_edge(&env).await;
+    expect_clean_success(&env, id).await;
     let statuses = env.gh.statuses(id);
     let log_url = statuses[1]["log_url"].as_str().unwrap().to_owned();
     assert!(
@@ -79,17 +128,12 @@ async fn a_signed_deployment_runs_and_reports_in_order(backend: Backend) {
 }
 
 async fn a_failing_script_is_a_failure_with_its_last_line(backend: Backend) {
-    let opts = Options {
-        script: "echo preparing\necho 'database unreachable' >&2\nexit 3".into(),
-        ..Options::default()
-    };
-    let Some(env) = Env::start(backend, opts).await else {
+    let script = "echo preparing\necho 'database unreachable' >&2\nexit 3";
+    let Some(env) = start_with_script(backend, script).await else {
         return;
     };
-    let (id, ts) = env.deploy("edge", "deploy", "joyz", json!({})).await;
-    let done = env.wait_final(id).await;
-    assert_eq!(done["state"], "failure");
-    assert_eq!(done["description"], "Failed: database unreachable");
+    let (id, ts) = deploy_edge(&env).await;
+    expect_final(&env, id, "failure", "Failed: database unreachable").await;
     assert_eq!(env.states(id), ["queued", "in_progress", "failure"]);
     env.slack
         .wait_for_text(ROOM, &ts, "failed: Failed: database unreachable", WAIT)
@@ -112,10 +156,7 @@ async fn bad_signatures_are_refused_and_nothing_runs(backend: Backend) {
     let Some(env) = Env::start(backend, Options::default()).await else {
         return;
     };
-    let (d, headers, body) = env
-        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-        .await;
-    let id = d["id"].as_u64().unwrap();
+    let (id, headers, body) = held_back_delivery(&env).await;
     let without = |name: &str| {
         headers
             .iter()
@@ -157,22 +198,14 @@ async fn bad_signatures_are_refused_and_nothing_runs(backend: Backend) {
     );
     // A signed one afterwards goes through, so the silence above was not an idle worker.
     assert_eq!(env.post_webhook(&headers, body).await, 202);
-    assert_eq!(env.wait_final(id).await["state"], "success");
-    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+    expect_clean_success(&env, id).await;
 }
 
 async fn one_delivery_sent_twice_runs_once(backend: Backend) {
-    let opts = Options {
-        script: "echo $DEPLOY_ID >> $SCRATCH/runs".into(),
-        ..Options::default()
-    };
-    let Some(env) = Env::start(backend, opts).await else {
+    let Some(env) = start_with_script(backend, "echo $DEPLOY_ID >> $SCRATCH/runs").await else {
         return;
     };
-    let (d, headers, body) = env
-        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-        .await;
-    let id = d["id"].as_u64().unwrap();
+    let (id, headers, body) = held_back_delivery(&env).await;
     let (a, b) = tokio::join!(
         env.post_webhook(&headers, body.clone()),
         env.post_webhook(&headers, body.clone())
@@ -180,10 +213,10 @@ async fn one_delivery_sent_twice_runs_once(backend: Backend) {
     let mut codes = [a, b];
     codes.sort_unstable();
     assert_eq!(codes, [200, 202], "one accepted, one duplicate");
-    assert_eq!(env.wait_final(id).await["state"], "success");
+    expect_success(&env, id).await;
     // A redelivery after the run (GitHub's "Redeliver" button) changes nothing either.
     assert_eq!(env.post_webhook(&headers, body).await, 200);
-    let runs = std::fs::read_to_string(scratch(env.dir.path(), "runs")).unwrap();
+    let runs = read_scratch(&env, "runs");
     assert_eq!(runs.lines().count(), 1, "{runs}");
     assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
 }
@@ -206,39 +239,24 @@ fn parse_times(text: &str) -> Vec<(String, u64, f64)> {
 }
 
 async fn one_environment_runs_one_at_a_time_in_arrival_order(backend: Backend) {
-    let Some(env) = Env::start(
-        backend,
-        Options {
-            script: TIMED.into(),
-            ..Options::default()
-        },
-    )
-    .await
-    else {
+    let Some(env) = start_with_script(backend, TIMED).await else {
         return;
     };
     // One earlier run gives the line a duration history, so waiting runs get an ETA.
-    let (warm_up, _) = env.deploy("edge", "deploy", "joyz", json!({})).await;
-    assert_eq!(env.wait_final(warm_up).await["state"], "success");
+    let (warm_up, _) = deploy_edge(&env).await;
+    expect_success(&env, warm_up).await;
     let mut hooks = Vec::new();
     for _ in 0..3 {
-        hooks.push(
-            env.deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-                .await,
-        );
+        hooks.push(held_back_delivery(&env).await);
     }
-    let ids: Vec<u64> = hooks
-        .iter()
-        .map(|(d, _, _)| d["id"].as_u64().unwrap())
-        .collect();
+    let ids: Vec<u64> = hooks.iter().map(|(id, _, _)| *id).collect();
     for (_, headers, body) in &hooks {
         assert_eq!(env.post_webhook(headers, body.clone()).await, 202);
     }
     for id in &ids {
-        assert_eq!(env.wait_final(*id).await["state"], "success");
+        expect_success(&env, *id).await;
     }
-    let times =
-        parse_times(&std::fs::read_to_string(scratch(env.dir.path(), "edge.times")).unwrap());
+    let times = parse_times(&read_scratch(&env, "edge.times"));
     let times: Vec<_> = times
         .into_iter()
         .filter(|(_, id, _)| *id != warm_up)
@@ -275,64 +293,41 @@ async fn different_environments_run_in_parallel(backend: Backend) {
                   other=edge; [ \"$DEPLOY_ENV\" = edge ] && other=staging\n\
                   i=0; while [ ! -e $SCRATCH/$other.started ]; do i=$((i+1)); [ $i -gt 400 ] && { echo 'no overlap'; exit 1; }; sleep 0.05; done\n\
                   echo overlapped";
-    let Some(env) = Env::start(
-        backend,
-        Options {
-            script: script.into(),
-            ..Options::default()
-        },
-    )
-    .await
-    else {
+    let Some(env) = start_with_script(backend, script).await else {
         return;
     };
-    let (a, _) = env.deploy("edge", "deploy", "joyz", json!({})).await;
+    let (a, _) = deploy_edge(&env).await;
     let (b, _) = env.deploy("staging", "deploy", "joyz", json!({})).await;
-    assert_eq!(env.wait_final(a).await["state"], "success");
-    assert_eq!(env.wait_final(b).await["state"], "success");
+    expect_success(&env, a).await;
+    expect_success(&env, b).await;
 }
 
 async fn lock_and_unlock_follow_heaven(backend: Backend) {
-    let opts = Options {
-        script: "echo $DEPLOY_USER >> $SCRATCH/deployed".into(),
-        ..Options::default()
-    };
-    let Some(env) = Env::start(backend, opts).await else {
+    let Some(env) = start_with_script(backend, "echo $DEPLOY_USER >> $SCRATCH/deployed").await
+    else {
         return;
     };
     let (lock, _) = env.deploy("edge", "deploy:lock", "alice", json!({})).await;
-    let s = env.wait_final(lock).await;
-    assert_eq!(
-        (s["state"].as_str(), s["description"].as_str()),
-        (Some("success"), Some("trelhub locked on edge by alice"))
-    );
+    expect_final(&env, lock, "success", "trelhub locked on edge by alice").await;
 
     let (blocked, ts) = env.deploy("edge", "deploy", "bob", json!({})).await;
-    let s = env.wait_final(blocked).await;
-    assert_eq!(s["state"], "error");
-    assert_eq!(
-        s["description"],
-        "trelhub is locked on edge by alice: deploy:lock on edge"
-    );
+    let why = "trelhub is locked on edge by alice: deploy:lock on edge";
+    expect_final(&env, blocked, "error", why).await;
     env.slack
         .wait_for_text(ROOM, &ts, "is locked on edge by alice", WAIT)
         .await;
 
     let (other_env, _) = env.deploy("staging", "deploy", "bob", json!({})).await;
-    assert_eq!(env.wait_final(other_env).await["state"], "success");
+    expect_success(&env, other_env).await;
     let (owner, _) = env.deploy("edge", "deploy", "alice", json!({})).await;
-    assert_eq!(env.wait_final(owner).await["state"], "success");
+    expect_success(&env, owner).await;
 
     let (unlock, _) = env.deploy("edge", "deploy:unlock", "bob", json!({})).await;
-    let s = env.wait_final(unlock).await;
-    assert_eq!(s["state"], "success");
-    assert_eq!(
-        s["description"],
-        "trelhub unlocked on edge (was locked by alice)"
-    );
+    let what = "trelhub unlocked on edge (was locked by alice)";
+    expect_final(&env, unlock, "success", what).await;
     let (after, _) = env.deploy("edge", "deploy", "bob", json!({})).await;
-    assert_eq!(env.wait_final(after).await["state"], "success");
-    let deployed = std::fs::read_to_string(scratch(env.dir.path(), "deployed")).unwrap();
+    expect_success(&env, after).await;
+    let deployed = read_scratch(&env, "deployed");
     assert_eq!(
         deployed.lines().collect::<Vec<_>>(),
         ["bob", "alice", "bob"]
@@ -340,11 +335,7 @@ async fn lock_and_unlock_follow_heaven(backend: Backend) {
 }
 
 async fn hostile_refs_and_shas_never_reach_a_process(backend: Backend) {
-    let opts = Options {
-        script: "touch $SCRATCH/ran".into(),
-        ..Options::default()
-    };
-    let Some(env) = Env::start(backend, opts).await else {
+    let Some(env) = start_with_script(backend, "touch $SCRATCH/ran").await else {
         return;
     };
     let pwned = scratch(env.dir.path(), "pwned");
@@ -387,25 +378,14 @@ async fn a_timeout_kills_the_whole_process_group(backend: Backend) {
                   (sleep 300 & echo $! >> $SCRATCH/pids; wait) &\n\
                   echo children started\n\
                   wait";
-    let Some(env) = Env::start(
-        backend,
-        Options {
-            script: script.into(),
-            ..Options::default()
-        },
-    )
-    .await
-    else {
+    let Some(env) = start_with_script(backend, script).await else {
         return;
     };
     let (id, _) = env
         .deploy("edge", "deploy", "joyz", json!({"timeout": 2}))
         .await;
-    let s = env.wait_final(id).await;
-    assert_eq!(s["state"], "failure");
-    assert_eq!(s["description"], "Timed out after 2 s");
-    let pids: Vec<i32> = std::fs::read_to_string(scratch(env.dir.path(), "pids"))
-        .unwrap()
+    expect_final(&env, id, "failure", "Timed out after 2 s").await;
+    let pids: Vec<i32> = read_scratch(&env, "pids")
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
@@ -431,9 +411,8 @@ async fn failed_status_posts_are_retried_without_holding_the_run(backend: Backen
         return;
     };
     env.gh.fail_status_posts(3);
-    let (id, _) = env.deploy("edge", "deploy", "joyz", json!({})).await;
-    assert_eq!(env.wait_final(id).await["state"], "success");
-    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+    let (id, _) = deploy_edge(&env).await;
+    expect_clean_success(&env, id).await;
 }
 
 async fn a_payload_without_config_is_an_error(backend: Backend) {
@@ -496,7 +475,7 @@ async fn chat_without_a_message_ts_gets_a_new_message_and_rate_limits_are_honour
         )
         .await;
     let id = d["id"].as_u64().unwrap();
-    assert_eq!(env.wait_final(id).await["state"], "success");
+    expect_success(&env, id).await;
     let msg = env
         .slack
         .wait_until(WAIT, "faseng's own message to say done", |s| {
@@ -539,17 +518,10 @@ async fn a_second_job_for_a_started_deployment_drops_out(backend: Backend) {
     let script = "echo run >> $SCRATCH/runs\n\
                   touch $SCRATCH/started\n\
                   i=0; while [ ! -e $SCRATCH/go ]; do i=$((i+1)); [ $i -gt 600 ] && exit 9; sleep 0.05; done";
-    let opts = Options {
-        script: script.into(),
-        ..Options::default()
-    };
-    let Some(env) = Env::start(backend, opts).await else {
+    let Some(env) = start_with_script(backend, script).await else {
         return;
     };
-    let (d, headers, body) = env
-        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-        .await;
-    let id = d["id"].as_u64().unwrap();
+    let (id, headers, body) = held_back_delivery(&env).await;
     assert_eq!(env.post_webhook(&headers, body.clone()).await, 202);
     let started = scratch(env.dir.path(), "started");
     wait_for("the run to start", WAIT, || started.exists().then_some(())).await;
@@ -564,12 +536,12 @@ async fn a_second_job_for_a_started_deployment_drops_out(backend: Backend) {
     services.queue.push(job.clone()).await.unwrap();
     env.wait_for_metric("faseng_duplicate_jobs_total 1").await;
     std::fs::write(scratch(env.dir.path(), "go"), "").unwrap();
-    assert_eq!(env.wait_final(id).await["state"], "success");
+    expect_success(&env, id).await;
     // And one more after it finished.
     services.queue.push(job).await.unwrap();
     env.wait_for_metric("faseng_duplicate_jobs_total 2").await;
     assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
-    let runs = std::fs::read_to_string(scratch(env.dir.path(), "runs")).unwrap();
+    let runs = read_scratch(&env, "runs");
     assert_eq!(runs.lines().count(), 1);
 }
 
@@ -613,10 +585,9 @@ async fn a_worker_whose_every_slot_waits_hands_a_job_back(backend: Backend) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(services.clone().run_worker(env.url.clone(), stopped));
     for job in [head, later] {
-        let s = env.wait_final(job.deployment_id).await;
-        assert_eq!(s["state"], "success", "#{}: {s}", job.deployment_id);
+        expect_success(&env, job.deployment_id).await;
     }
-    let runs = std::fs::read_to_string(scratch(env.dir.path(), "runs")).unwrap();
+    let runs = read_scratch(&env, "runs");
     assert_eq!(
         runs.lines().collect::<Vec<_>>(),
         [
@@ -663,10 +634,7 @@ async fn redis_down_means_503_and_no_lost_delivery() {
     let Some(mut env) = Env::start(Backend::Redis, Options::default()).await else {
         return;
     };
-    let (d, headers, body) = env
-        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-        .await;
-    let id = d["id"].as_u64().unwrap();
+    let (id, headers, body) = held_back_delivery(&env).await;
     env.redis.as_mut().unwrap().stop();
     assert_eq!(env.post_webhook(&headers, body.clone()).await, 503);
     assert_eq!(env.get("/healthz").await.0, 503);
@@ -674,8 +642,7 @@ async fn redis_down_means_503_and_no_lost_delivery() {
     // GitHub redelivers the same delivery: it is accepted now, and runs once.
     let code = wait_for_async_status(&env, &headers, &body).await;
     assert_eq!(code, 202);
-    assert_eq!(env.wait_final(id).await["state"], "success");
-    assert_eq!(env.states(id), ["queued", "in_progress", "success"]);
+    expect_clean_success(&env, id).await;
 }
 
 /// Retries a delivery until faseng has reconnected (as GitHub's redelivery would).
