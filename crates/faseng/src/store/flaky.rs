@@ -58,9 +58,6 @@ impl Store for FlakyStore {
         }
         result
     }
-    async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {
-        self.inner.claim_delivery(delivery_id).await
-    }
     async fn release_delivery(&self, delivery_id: &str) -> anyhow::Result<()> {
         self.inner.release_delivery(delivery_id).await
     }

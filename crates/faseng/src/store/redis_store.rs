@@ -180,17 +180,6 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {
-        let opts = redis::SetOptions::default()
-            .conditional_set(redis::ExistenceCheck::NX)
-            .with_expiration(redis::SetExpiry::EX(DELIVERY_TTL.as_secs()));
-        let set: Option<String> = self
-            .conn()
-            .set_options(k("delivery", delivery_id), 1, opts)
-            .await?;
-        Ok(set.is_some())
-    }
-
     async fn release_delivery(&self, delivery_id: &str) -> anyhow::Result<()> {
         let _: i64 = self.conn().del(k("delivery", delivery_id)).await?;
         Ok(())

@@ -149,21 +149,6 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn claim_delivery(&self, delivery_id: &str) -> anyhow::Result<bool> {
-        let now = Utc::now().timestamp();
-        let cutoff = now - DELIVERY_TTL.as_secs() as i64;
-        sqlx::query("DELETE FROM faseng_deliveries WHERE seen_at < ?")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
-        let r = sqlx::query("INSERT OR IGNORE INTO faseng_deliveries (id, seen_at) VALUES (?, ?)")
-            .bind(delivery_id)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
     async fn release_delivery(&self, delivery_id: &str) -> anyhow::Result<()> {
         sqlx::query("DELETE FROM faseng_deliveries WHERE id = ?")
             .bind(delivery_id)
