@@ -33,8 +33,8 @@ use crate::web::{self, WebState};
 /// late. The runs do not need apalis (they live on their own tasks, see
 /// [`crate::deployer::LiveRuns`]): after this grace the worker future is dropped, which
 /// rolls the frozen transaction back, and the runs are waited for on their own. Their queue
-/// jobs are not acknowledged; when the queue hands them out again they drop out (finished or
-/// still live in this process).
+/// jobs are not acknowledged; when the queue hands them out again they drop out (finished, or
+/// started and still live in this process; see [`crate::deployer::LiveRuns`]).
 const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// Everything faseng needs to run; built from the command line / environment by `main`,

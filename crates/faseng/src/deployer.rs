@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -179,25 +180,25 @@ pub struct Deployer {
     line_changed: tokio::sync::Notify,
     live: Arc<LiveRuns>,
     /// Runs of this deployer waiting for their turn in a line.
-    waiting: std::sync::atomic::AtomicUsize,
+    waiting: AtomicUsize,
     /// Where a waiting run hands its job back when every slot waits (see [`Deployer::with_queue`]).
     queue: Option<crate::queue::Queue>,
     me: Weak<Deployer>,
 }
 
 /// Counts a run as waiting for as long as it lives.
-struct WaitingGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+struct WaitingGuard<'a>(&'a AtomicUsize);
 
 impl<'a> WaitingGuard<'a> {
-    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
-        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
         Self(count)
     }
 }
 
 impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -792,7 +793,7 @@ impl Deployer {
             if pos == 0 {
                 return Ok(Turn::Ours);
             }
-            if self.waiting.load(std::sync::atomic::Ordering::SeqCst) >= self.settings.slots {
+            if self.waiting.load(Ordering::SeqCst) >= self.settings.slots {
                 polls_all_waiting += 1;
             } else {
                 polls_all_waiting = 0;
@@ -829,20 +830,11 @@ impl Deployer {
         key: &str,
         marker: &StartMarker,
     ) -> anyhow::Result<Option<StartMarker>> {
-        let deadline = tokio::time::Instant::now() + MARK_STARTED_RETRY_FOR;
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.store.mark_started(key, marker).await {
-                Ok(Some(previous)) if previous == *marker => return Ok(None),
-                Ok(previous) => return Ok(previous),
-                Err(e) if tokio::time::Instant::now() + delay < deadline => {
-                    tracing::warn!(error = %format!("{e:#}"), "could not record the start; trying again");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e.context("recording the start")),
-            }
-        }
+        let previous = retry_store("record the start", MARK_STARTED_RETRY_FOR, || {
+            self.store.mark_started(key, marker)
+        })
+        .await?;
+        Ok(previous.filter(|p| p != marker))
     }
 
     /// A head-of-line entry whose run already finished (its worker died after finishing but
@@ -903,7 +895,7 @@ impl Deployer {
 
     async fn leave_line(&self, job: &DeployJob, key: &str) {
         let store = &self.store;
-        retry_store("leave the waiting line", || {
+        let _ = retry_store("leave the waiting line", STORE_RETRY_FOR, || {
             store.line_leave(&job.line, key)
         })
         .await;
@@ -989,7 +981,7 @@ impl Deployer {
             .or(run.record.chat_ts.clone());
         let store = &self.store;
         let record = &run.record;
-        retry_store(what, || store.put_run(record)).await;
+        let _ = retry_store(what, STORE_RETRY_FOR, || store.put_run(record)).await;
     }
 }
 
@@ -1000,22 +992,23 @@ const STORE_RETRY_FOR: Duration = Duration::from_secs(300);
 /// How long writing a start marker is tried in place before the attempt gives up.
 const MARK_STARTED_RETRY_FOR: Duration = Duration::from_secs(60);
 
-/// Runs a store write until it succeeds, with backoff, for up to [`STORE_RETRY_FOR`].
-async fn retry_store<F, Fut>(what: &str, mut write: F)
+/// Runs a store call until it succeeds, with backoff, for up to `retry_for`; the last error
+/// when it never did (logged, as are the first failure and a recovery).
+async fn retry_store<T, F, Fut>(what: &str, retry_for: Duration, mut call: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let deadline = tokio::time::Instant::now() + STORE_RETRY_FOR;
+    let deadline = tokio::time::Instant::now() + retry_for;
     let mut delay = Duration::from_millis(100);
     let mut failures = 0u32;
     loop {
-        match write().await {
-            Ok(()) => {
+        match call().await {
+            Ok(value) => {
                 if failures > 0 {
                     tracing::info!(failures, "could {what} after the store came back");
                 }
-                return;
+                return Ok(value);
             }
             Err(e) if tokio::time::Instant::now() + delay < deadline => {
                 failures += 1;
@@ -1026,8 +1019,8 @@ where
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "could not {what}; giving up after {STORE_RETRY_FOR:?}");
-                return;
+                tracing::error!(error = %format!("{e:#}"), "could not {what}; giving up after {retry_for:?}");
+                return Err(e.context(format!("could not {what}")));
             }
         }
     }
