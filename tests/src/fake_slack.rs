@@ -30,6 +30,21 @@ pub const BOT_USER: &str = "UCHIMABOT";
 /// The bot's bot id (as in `bot_id` of its messages).
 pub const BOT_ID: &str = "BCHIMABOT";
 
+/// What chima knows of a message from joyz (U2147483697) in the fake's `#deployment`
+/// (C024BE91L), for driving its `Bot` without a transport.
+pub fn deployment_room_context() -> chima::chat::ChatContext {
+    chima::chat::ChatContext {
+        adapter: "slack".into(),
+        room_id: "C024BE91L".into(),
+        room_name: "deployment".into(),
+        user_id: "U2147483697".into(),
+        user_name: "joyz".into(),
+        message_id: Some("1355517523.000001".into()),
+        thread_id: None,
+        direct: false,
+    }
+}
+
 /// Seconds since the Unix epoch: a fresh `X-Slack-Request-Timestamp` / `event_time`.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()

@@ -9,7 +9,7 @@ mod harness;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use chima::chat::{ChatContext, RecordingOutbox, Tone};
+use chima::chat::{RecordingOutbox, Tone};
 use deploy_core::{Apps, GithubAuth, Secret};
 use e2e::fake_github::{FakeGithub, TOKEN};
 use e2e::hostile::{self, Category, Edit, Verdict, WebhookCase};
@@ -29,19 +29,6 @@ fn canary_dir() -> tempfile::TempDir {
         "{path}"
     );
     dir
-}
-
-fn room() -> ChatContext {
-    ChatContext {
-        adapter: "slack".into(),
-        room_id: "C024BE91L".into(),
-        room_name: "deployment".into(),
-        user_id: "U2147483697".into(),
-        user_name: "joyz".into(),
-        message_id: Some("1355517523.000001".into()),
-        thread_id: None,
-        direct: false,
-    }
 }
 
 #[test]
@@ -105,7 +92,13 @@ async fn chima_refuses_every_hostile_command_clearly_and_github_hears_nothing() 
     for case in &cases {
         let mut outbox = RecordingOutbox::default();
         let results = bot
-            .handle_message(&case.text, None, false, &room(), &mut outbox)
+            .handle_message(
+                &case.text,
+                None,
+                false,
+                &e2e::fake_slack::deployment_room_context(),
+                &mut outbox,
+            )
             .await;
         let name = case.name;
         assert!(
@@ -156,7 +149,7 @@ async fn chima_refuses_every_hostile_command_clearly_and_github_hears_nothing() 
             "chima deploy trelhub/main to pandawork",
             None,
             false,
-            &room(),
+            &e2e::fake_slack::deployment_room_context(),
             &mut outbox,
         )
         .await;

@@ -11,7 +11,6 @@ pub mod payload;
 pub use apps::{AppConfig, Apps, ConfigError, ConfigProblem, Provider, Secret};
 pub use github::{GithubAuth, GithubClients};
 pub use names::{
-    AppName, CommitSha, EnvName, GitRef, NameError, RefError, RepoName, SHELL_METACHARACTERS,
-    ScriptPath, is_invisible,
+    AppName, CommitSha, EnvName, GitRef, NameError, RefError, RepoName, ScriptPath, is_invisible,
 };
 pub use payload::{DeploymentPayload, NewDeployment, Notify};

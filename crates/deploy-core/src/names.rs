@@ -186,7 +186,7 @@ fn shell_char_name(c: char) -> String {
 }
 
 /// Characters a shell gives meaning to. Legal in git refs, never in a ref typed in chat.
-pub const SHELL_METACHARACTERS: &str = "$`;|&<>()'\"";
+const SHELL_METACHARACTERS: &str = "$`;|&<>()'\"";
 
 /// A branch, tag or commit name that passes `git check-ref-format --allow-onelevel`, and more:
 /// no leading `-`, no whitespace or control or invisible characters, at most 255 bytes.

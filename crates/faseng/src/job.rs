@@ -178,22 +178,9 @@ mod tests {
 
     #[test]
     fn the_notify_user_name_is_cleaned() {
-        let job = DeployJob {
-            delivery_id: "d".into(),
-            repo: "o/r".into(),
-            deployment_id: 1,
-            git_ref: "main".into(),
-            sha: "a".into(),
-            task: "deploy".into(),
-            environment: "edge".into(),
-            description: String::new(),
-            creator: "c".into(),
-            payload: serde_json::json!({"notify": {"adapter": "slack", "room": "C1",
-                                                    "user_name": "jo\u{0}yz\n"}}),
-            clone_url: None,
-            line: "r/edge".into(),
-            received_at: Utc::now(),
-        };
+        let mut job = DeployJob::sample("d", "o/r", "r/edge");
+        job.payload = serde_json::json!({"notify": {"adapter": "slack", "room": "C1",
+                                                    "user_name": "jo\u{0}yz\n"}});
         assert_eq!(job.notify().unwrap().user_name, "jo\u{fffd}yz\u{fffd}");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use chima::chat::{ChatContext, RecordingOutbox};
+use chima::chat::RecordingOutbox;
 use chima::grammar::{self, Command};
 use chima::slack::app::{SlackApp, SlackSettings};
 use chima::slack::web::SlackWeb;
@@ -148,19 +148,6 @@ async fn rss_after_commands(gh: &FakeGithub, n: usize) -> anyhow::Result<(f64, f
     Ok(memory)
 }
 
-fn slack_context() -> ChatContext {
-    ChatContext {
-        adapter: "slack".into(),
-        room_id: "C024BE91L".into(),
-        room_name: "deployment".into(),
-        user_id: "U2147483697".into(),
-        user_name: "joyz".into(),
-        message_id: Some("1355517523.000005".into()),
-        thread_id: None,
-        direct: false,
-    }
-}
-
 async fn bench_chima() -> anyhow::Result<Value> {
     let gh = fake_github().await;
     e2e::bins::binary("chima");
@@ -180,7 +167,7 @@ async fn bench_chima() -> anyhow::Result<Value> {
         GithubAuth::Token(Secret::new(TOKEN)),
         "chima",
     );
-    let ctx = slack_context();
+    let ctx = e2e::fake_slack::deployment_room_context();
     let lines = [
         "deploy project-x/feature/login to edge",
         "deploy! trelhub/main to pandawork",
