@@ -413,6 +413,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
     let touch = format!("touch {canary}");
     let ifs = format!("touch${{IFS}}{canary}");
     let invalid = "is not valid";
+    let unlisted = "has no environment";
     let case = |name, category, edit, verdict| WebhookCase {
         name,
         category,
@@ -488,7 +489,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
             "environment with ;",
             ShellMetacharacters,
             Set("/deployment/environment", json!(format!("edge;{touch}"))),
-            RunError(invalid),
+            RunError(unlisted),
         ),
         case(
             "hosts with $()",
@@ -503,7 +504,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
                 "/deployment/payload/config/deploy_script",
                 json!(format!("$({touch})")),
             ),
-            RunError("invalid app config"),
+            Runs,
         ),
         case(
             "before_deploy with ;",
@@ -512,7 +513,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
                 "/deployment/payload/config/before_deploy",
                 json!([format!("x;{touch}")]),
             ),
-            RunError("invalid app config"),
+            Runs,
         ),
         case(
             "ref --upload-pack",
@@ -545,7 +546,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
             "environment --upload-pack",
             OptionInjection,
             Set("/deployment/environment", json!("--upload-pack=x")),
-            RunError(invalid),
+            RunError(unlisted),
         ),
         case(
             "clone_url --upload-pack",
@@ -572,7 +573,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
                 "/deployment/payload/config/clone_url",
                 json!(format!("ext::sh -c touch% {canary}")),
             ),
-            RunError("clone URL"),
+            Runs,
         ),
         case(
             "deploy_script -c",
@@ -581,7 +582,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
                 "/deployment/payload/config/deploy_script",
                 json!(format!("-c {touch}")),
             ),
-            RunError("invalid app config"),
+            Runs,
         ),
         case(
             "provider with ;",
@@ -590,25 +591,25 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
                 "/deployment/payload/config/provider",
                 json!(format!("shell;{touch}")),
             ),
-            RunError("invalid app config"),
+            Runs,
         ),
         case(
             "environment ../../etc/passwd",
             PathTraversal,
             Set("/deployment/environment", json!("../../etc/passwd")),
-            RunError(invalid),
+            RunError(unlisted),
         ),
         case(
             "environment ..",
             PathTraversal,
             Set("/deployment/environment", json!("..")),
-            RunError(invalid),
+            RunError(unlisted),
         ),
         case(
             "environment absolute path",
             PathTraversal,
             Set("/deployment/environment", json!("/etc")),
-            RunError(invalid),
+            RunError(unlisted),
         ),
         case(
             "app name ../../etc/passwd",
@@ -635,7 +636,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
                 "/deployment/payload/config/deploy_script",
                 json!("/usr/bin/touch"),
             ),
-            RunError("invalid app config"),
+            Runs,
         ),
         case(
             "deploy_script ../..",
@@ -644,7 +645,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
                 "/deployment/payload/config/deploy_script",
                 json!("../../../../usr/bin/touch"),
             ),
-            RunError("invalid app config"),
+            Runs,
         ),
         case(
             "clone_url ../../",
@@ -656,7 +657,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
             "environment with Cyrillic е",
             UnicodeConfusables,
             Set("/deployment/environment", json!("\u{435}dge")),
-            RunError(invalid),
+            RunError(unlisted),
         ),
         case(
             "environment in fullwidth letters",
@@ -665,7 +666,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
                 "/deployment/environment",
                 json!("\u{ff45}\u{ff44}\u{ff47}\u{ff45}"),
             ),
-            RunError(invalid),
+            RunError(unlisted),
         ),
         case(
             "ref with RTL override",
@@ -695,7 +696,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
             "environment with BEL",
             ControlCharacters,
             Set("/deployment/environment", json!("edge\u{7}")),
-            RunError(invalid),
+            RunError(unlisted),
         ),
         case(
             "task with NUL",
@@ -734,7 +735,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
             "1 MB environment",
             Huge,
             Set("/deployment/environment", json!(megabyte())),
-            RunError(invalid),
+            RunError(unlisted),
         ),
         case(
             "1 MB task",
@@ -797,7 +798,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
             "payload string of 100k [",
             DeepNesting,
             Set("/deployment/payload", json!(nested_arrays(100_000))),
-            RunError("no app config"),
+            Runs,
         ),
         case(
             "id as a string",
@@ -889,31 +890,31 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
             "payload a number",
             WrongTypes,
             Set("/deployment/payload", json!(42)),
-            RunError("no app config"),
+            Runs,
         ),
         case(
             "payload a non-JSON string",
             WrongTypes,
             Set("/deployment/payload", json!("not json")),
-            RunError("no app config"),
+            Runs,
         ),
         case(
             "config an array",
             WrongTypes,
             Set("/deployment/payload/config", json!([])),
-            RunError("no app config"),
+            Runs,
         ),
         case(
             "config environments a string",
             WrongTypes,
             Set("/deployment/payload/config/environments", json!("edge")),
-            RunError("invalid app config"),
+            Runs,
         ),
         case(
             "config timeout negative",
             WrongTypes,
             Set("/deployment/payload/config/timeout", json!(-1)),
-            RunError("invalid app config"),
+            Runs,
         ),
         case(
             "notify a string",
@@ -955,7 +956,7 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
             "no payload",
             MissingFields,
             Remove("/deployment/payload"),
-            RunError("no app config"),
+            Runs,
         ),
         case(
             "no clone_url",

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bins;
 pub mod deploy_config;
+pub mod dirs;
 pub mod fake_github;
 pub mod fake_heroku;
 pub mod fake_slack;

@@ -36,6 +36,9 @@ fn the_compose_file_is_valid_and_wires_redis_chima_faseng_and_two_workers() {
         "condition: service_healthy",
         "replicas: 2",
         "FASENG_QUEUE_URL: redis://redis:6379/0",
+        "FASENG_APPS_JSON: /app/app.json",
+        "FASENG_PROVIDER_USER: faseng-run",
+        "user: root",
         "GITHUB_WEBHOOK_SECRET: replace-with-a-long-random-string",
     ] {
         assert!(

@@ -6,13 +6,20 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Backend, Env, Options, REPO, ROOM, SECRET, WAIT, is_alive, scratch, wait_for};
+use harness::{Backend, Env, Options, REPO, ROOM, SECRET, WAIT, scratch, wait_for};
 use serde_json::json;
 
 /// Starts an environment whose `script/deploy` is `script`.
 async fn start_with_script(backend: Backend, script: &str) -> Option<Env> {
+    start_with_app(backend, script, json!({})).await
+}
+
+/// Starts an environment whose `script/deploy` is `script`, with `app` merged into the
+/// operator's trelhub entry.
+async fn start_with_app(backend: Backend, script: &str, app: serde_json::Value) -> Option<Env> {
     let opts = Options {
         script: script.into(),
+        app,
         ..Options::default()
     };
     Env::start(backend, opts).await
@@ -21,15 +28,13 @@ async fn start_with_script(backend: Backend, script: &str) -> Option<Env> {
 /// joyz deploys main to edge (the webhook reaches faseng); returns the deployment id and
 /// the chat message ts.
 async fn deploy_edge(env: &Env) -> (u64, String) {
-    env.deploy("edge", "deploy", "joyz", json!({})).await
+    env.deploy("edge", "deploy", "joyz").await
 }
 
 /// Like [`deploy_edge`], but the webhook is held back: returns the deployment id and the
 /// signed delivery (headers, body) to post by hand.
 async fn held_back_delivery(env: &Env) -> (u64, Vec<(String, String)>, Vec<u8>) {
-    let (d, headers, body) = env
-        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-        .await;
+    let (d, headers, body) = env.deployment_and_webhook("edge", "deploy", "joyz").await;
     (d["id"].as_u64().unwrap(), headers, body)
 }
 
@@ -297,7 +302,7 @@ async fn different_environments_run_in_parallel(backend: Backend) {
         return;
     };
     let (a, _) = deploy_edge(&env).await;
-    let (b, _) = env.deploy("staging", "deploy", "joyz", json!({})).await;
+    let (b, _) = env.deploy("staging", "deploy", "joyz").await;
     expect_success(&env, a).await;
     expect_success(&env, b).await;
 }
@@ -307,31 +312,67 @@ async fn lock_and_unlock_follow_heaven(backend: Backend) {
     else {
         return;
     };
-    let (lock, _) = env.deploy("edge", "deploy:lock", "alice", json!({})).await;
+    let (lock, _) = env.deploy("edge", "deploy:lock", "alice").await;
     expect_final(&env, lock, "success", "trelhub locked on edge by alice").await;
 
-    let (blocked, ts) = env.deploy("edge", "deploy", "bob", json!({})).await;
+    let (blocked, ts) = env.deploy("edge", "deploy", "bob").await;
     let why = "trelhub is locked on edge by alice: deploy:lock on edge";
     expect_final(&env, blocked, "error", why).await;
     env.slack
         .wait_for_text(ROOM, &ts, "is locked on edge by alice", WAIT)
         .await;
 
-    let (other_env, _) = env.deploy("staging", "deploy", "bob", json!({})).await;
+    let (other_env, _) = env.deploy("staging", "deploy", "bob").await;
     expect_success(&env, other_env).await;
-    let (owner, _) = env.deploy("edge", "deploy", "alice", json!({})).await;
+    let (owner, _) = env.deploy("edge", "deploy", "alice").await;
     expect_success(&env, owner).await;
 
-    let (unlock, _) = env.deploy("edge", "deploy:unlock", "bob", json!({})).await;
+    // Only the holder unlocks.
+    let (unlock, _) = env.deploy("edge", "deploy:unlock", "bob").await;
+    let refused = "trelhub is locked on edge by alice; only they can unlock it";
+    expect_final(&env, unlock, "error", refused).await;
+    let (unlock, _) = env.deploy("edge", "deploy:unlock", "alice").await;
     let what = "trelhub unlocked on edge (was locked by alice)";
     expect_final(&env, unlock, "success", what).await;
-    let (after, _) = env.deploy("edge", "deploy", "bob", json!({})).await;
+    let (after, _) = env.deploy("edge", "deploy", "bob").await;
     expect_success(&env, after).await;
     let deployed = read_scratch(&env, "deployed");
     assert_eq!(
         deployed.lines().collect::<Vec<_>>(),
         ["bob", "alice", "bob"]
     );
+}
+
+/// Locks are keyed by the chat user id: another user who shows the same display name is
+/// another user, who can neither deploy through the lock nor free it.
+async fn a_lock_is_not_freed_by_a_user_with_the_same_name(backend: Backend) {
+    let Some(env) = start_with_script(backend, "echo $DEPLOY_USER >> $SCRATCH/deployed").await
+    else {
+        return;
+    };
+    let (lock, _) = env.deploy("edge", "deploy:lock", "alice").await;
+    expect_final(&env, lock, "success", "trelhub locked on edge by alice").await;
+    let impostor = |task: &'static str| {
+        let env = &env;
+        async move {
+            let (mut payload, _) = env.payload("alice");
+            payload["notify"]["user"] = json!("U0SOMEONEELSE");
+            env.deploy_payload("edge", task, payload).await
+        }
+    };
+    let id = impostor("deploy:unlock").await;
+    let refused = "trelhub is locked on edge by alice; only they can unlock it";
+    expect_final(&env, id, "error", refused).await;
+    let id = impostor("deploy").await;
+    let why = "trelhub is locked on edge by alice: deploy:lock on edge";
+    expect_final(&env, id, "error", why).await;
+    assert!(
+        !scratch(env.dir.path(), "deployed").exists(),
+        "the same-named user deployed through the lock"
+    );
+    let (unlock, _) = env.deploy("edge", "deploy:unlock", "alice").await;
+    let what = "trelhub unlocked on edge (was locked by alice)";
+    expect_final(&env, unlock, "success", what).await;
 }
 
 async fn hostile_refs_and_shas_never_reach_a_process(backend: Backend) {
@@ -349,9 +390,7 @@ async fn hostile_refs_and_shas_never_reach_a_process(backend: Backend) {
         ("environment", format!("edge;touch {p}")),
     ];
     for (field, value) in cases {
-        let (mut d, _, _) = env
-            .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-            .await;
+        let (mut d, _, _) = env.deployment_and_webhook("edge", "deploy", "joyz").await;
         d[field] = json!(value);
         let (headers, body) = env.gh.deployment_webhook(REPO, &d, SECRET);
         assert_eq!(
@@ -361,8 +400,9 @@ async fn hostile_refs_and_shas_never_reach_a_process(backend: Backend) {
         );
         let s = env.wait_final(d["id"].as_u64().unwrap()).await;
         assert_eq!(s["state"], "error", "{field}={value:?}: {s}");
+        let why = s["description"].as_str().unwrap();
         assert!(
-            s["description"].as_str().unwrap().contains("is not valid"),
+            why.contains("is not valid") || why.contains("has no environment"),
             "{s}"
         );
     }
@@ -374,29 +414,20 @@ async fn hostile_refs_and_shas_never_reach_a_process(backend: Backend) {
 }
 
 async fn a_timeout_kills_the_whole_process_group(backend: Backend) {
-    let script = "sleep 300 & echo $! >> $SCRATCH/pids\n\
-                  (sleep 300 & echo $! >> $SCRATCH/pids; wait) &\n\
-                  echo children started\n\
-                  wait";
-    let Some(env) = start_with_script(backend, script).await else {
+    let script = format!(
+        "{}\n({} wait) &\necho children started\nwait",
+        e2e::dirs::lingering_child("child"),
+        e2e::dirs::lingering_child("grandchild")
+    );
+    let Some(env) = start_with_app(backend, &script, json!({"timeout": 2})).await else {
         return;
     };
-    let (id, _) = env
-        .deploy("edge", "deploy", "joyz", json!({"timeout": 2}))
-        .await;
+    let (id, _) = env.deploy("edge", "deploy", "joyz").await;
     expect_final(&env, id, "failure", "Timed out after 2 s").await;
-    let pids: Vec<i32> = read_scratch(&env, "pids")
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    assert_eq!(pids.len(), 2);
-    for pid in pids {
-        wait_for(
-            &format!("pid {pid} to be gone"),
-            Duration::from_secs(5),
-            || (!is_alive(pid)).then_some(()),
-        )
-        .await;
+    let scratch_dir = scratch(env.dir.path(), "");
+    for name in ["child", "grandchild"] {
+        assert!(scratch(env.dir.path(), &format!("{name}.held")).exists());
+        e2e::dirs::wait_released(&scratch_dir, name, Duration::from_secs(5)).await;
     }
     let (_, log) = env.get(&format!("/deployments/{REPO}/{id}/log")).await;
     assert!(
@@ -415,20 +446,21 @@ async fn failed_status_posts_are_retried_without_holding_the_run(backend: Backen
     expect_clean_success(&env, id).await;
 }
 
-async fn a_payload_without_config_is_an_error(backend: Backend) {
-    let Some(env) = Env::start(backend, Options::default()).await else {
+/// A deployment made outside chat (CI, `gh api`) carries no payload: faseng deploys it as
+/// its own app.json says, attributed to its GitHub creator.
+async fn a_deployment_without_a_payload_deploys_from_the_operators_app_json(backend: Backend) {
+    let Some(env) = start_with_script(backend, "echo by $DEPLOY_USER").await else {
         return;
     };
     let d = env
         .gh
         .create_deployment(REPO, json!({"ref": "main", "environment": "edge", "auto_merge": false, "required_contexts": []}))
         .await;
-    let s = env.wait_final(d["id"].as_u64().unwrap()).await;
-    assert_eq!(s["state"], "error");
-    assert!(
-        s["description"].as_str().unwrap().contains("no app config"),
-        "{s}"
-    );
+    let id = d["id"].as_u64().unwrap();
+    expect_success(&env, id).await;
+    let creator = d["creator"]["login"].as_str().unwrap();
+    let log = env.log(id).await;
+    assert!(log.contains(&format!("by {creator}")), "{log}");
 }
 
 async fn other_events(backend: Backend) {
@@ -460,7 +492,7 @@ async fn chat_without_a_message_ts_gets_a_new_message_and_rate_limits_are_honour
     let Some(env) = Env::start(backend, Options::default()).await else {
         return;
     };
-    let (mut payload, _) = env.payload("joyz", json!({}));
+    let (mut payload, _) = env.payload("joyz");
     payload["notify"]
         .as_object_mut()
         .unwrap()
@@ -532,7 +564,8 @@ async fn a_second_job_for_a_started_deployment_drops_out(backend: Backend) {
         .await
         .unwrap();
     let event: faseng::webhook::DeploymentEvent = serde_json::from_slice(&body).unwrap();
-    let job = faseng::job::DeployJob::from_event("another-delivery", &event).unwrap();
+    let job = faseng::job::DeployJob::from_event("another-delivery", &event, &services.config.apps)
+        .unwrap();
     services.queue.push(job.clone()).await.unwrap();
     env.wait_for_metric("faseng_duplicate_jobs_total 1").await;
     std::fs::write(scratch(env.dir.path(), "go"), "").unwrap();
@@ -563,11 +596,16 @@ async fn a_worker_whose_every_slot_waits_hands_a_job_back(backend: Backend) {
     let services = std::sync::Arc::new(faseng::Services::connect(config).await.unwrap());
     let mut jobs = Vec::new();
     for n in 0..2 {
-        let (_, _, body) = env
-            .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-            .await;
+        let (_, _, body) = env.deployment_and_webhook("edge", "deploy", "joyz").await;
         let event: faseng::webhook::DeploymentEvent = serde_json::from_slice(&body).unwrap();
-        jobs.push(faseng::job::DeployJob::from_event(&format!("delivery-{n}"), &event).unwrap());
+        jobs.push(
+            faseng::job::DeployJob::from_event(
+                &format!("delivery-{n}"),
+                &event,
+                &services.config.apps,
+            )
+            .unwrap(),
+        );
     }
     let items: Vec<_> = jobs
         .iter()
@@ -622,10 +660,11 @@ both_backends!(
     one_environment_runs_one_at_a_time_in_arrival_order,
     different_environments_run_in_parallel,
     lock_and_unlock_follow_heaven,
+    a_lock_is_not_freed_by_a_user_with_the_same_name,
     hostile_refs_and_shas_never_reach_a_process,
     a_timeout_kills_the_whole_process_group,
     failed_status_posts_are_retried_without_holding_the_run,
-    a_payload_without_config_is_an_error,
+    a_deployment_without_a_payload_deploys_from_the_operators_app_json,
     other_events,
 );
 

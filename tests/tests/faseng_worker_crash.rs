@@ -9,8 +9,7 @@ mod harness;
 
 use std::process::{Child, Command, Stdio};
 
-use harness::{Backend, Env, Options, REPO, ROOM, WAIT, is_alive, scratch, wait_for};
-use serde_json::json;
+use harness::{Backend, Env, Options, REPO, ROOM, WAIT, scratch, wait_for};
 
 /// The log file of worker `n` of a scenario.
 fn worker_log(env: &Env, n: usize) -> std::path::PathBuf {
@@ -37,6 +36,7 @@ fn spawn_worker(env: &Env, n: usize) -> Child {
         )
         .env("FASENG_QUEUE_URL", queue)
         .env("FASENG_WORKDIR", env.dir.path().join("work"))
+        .env("FASENG_APPS_JSON", env.write_apps_json())
         .env("DEPLOY_CONFIG_DIR", env.dir.path().join("deploy-config"))
         .env("FASENG_PUBLIC_URL", &env.url)
         .env("FASENG_HEARTBEAT", "1")
@@ -52,13 +52,17 @@ fn spawn_worker(env: &Env, n: usize) -> Child {
 }
 
 async fn a_killed_worker_is_reported_and_the_line_moves_on(backend: Backend) {
-    let script = "echo $$ >> $SCRATCH/leader-$DEPLOY_ID\n\
-                  if [ -e $SCRATCH/hang-$DEPLOY_ID ]; then sleep 300 & echo $! > $SCRATCH/child-$DEPLOY_ID; fi\n\
-                  touch $SCRATCH/started-$DEPLOY_ID\n\
-                  wait\n\
-                  echo finished";
+    let script = format!(
+        "echo $$ >> $SCRATCH/leader-$DEPLOY_ID\n\
+         if [ -e $SCRATCH/hang-$DEPLOY_ID ]; then {}\n\
+         while [ ! -e $SCRATCH/child-$DEPLOY_ID.held ]; do sleep 0.05; done; fi\n\
+         touch $SCRATCH/started-$DEPLOY_ID\n\
+         wait\n\
+         echo finished",
+        e2e::dirs::lingering_child("child-$DEPLOY_ID")
+    );
     let opts = Options {
-        script: script.into(),
+        script,
         with_worker: false,
         ..Options::default()
     };
@@ -67,9 +71,7 @@ async fn a_killed_worker_is_reported_and_the_line_moves_on(backend: Backend) {
     };
     let mut first_worker = spawn_worker(&env, 0);
 
-    let (d, headers, body) = env
-        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-        .await;
+    let (d, headers, body) = env.deployment_and_webhook("edge", "deploy", "joyz").await;
     let id = d["id"].as_u64().unwrap();
     std::fs::write(scratch(env.dir.path(), &format!("hang-{id}")), "").unwrap();
     let ts = d["payload"]["notify"]["message_ts"]
@@ -83,16 +85,10 @@ async fn a_killed_worker_is_reported_and_the_line_moves_on(backend: Backend) {
     })
     .await;
     env.gh.wait_for_status(id, "in_progress", WAIT).await;
-    let child: i32 = std::fs::read_to_string(scratch(env.dir.path(), &format!("child-{id}")))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
 
     // A second deployment to the same environment waits behind the first.
-    let (next, next_headers, next_body) = env
-        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-        .await;
+    let (next, next_headers, next_body) =
+        env.deployment_and_webhook("edge", "deploy", "joyz").await;
     let next_id = next["id"].as_u64().unwrap();
     assert_eq!(env.post_webhook(&next_headers, next_body).await, 202);
     let waiting = env.gh.wait_for_status(next_id, "queued", WAIT).await;
@@ -112,10 +108,8 @@ async fn a_killed_worker_is_reported_and_the_line_moves_on(backend: Backend) {
     env.slack
         .wait_for_text(ROOM, &ts, "the deployer stopped during the run", WAIT)
         .await;
-    wait_for("the orphan's leftover process to be stopped", WAIT, || {
-        (!is_alive(child)).then_some(())
-    })
-    .await;
+    // The orphan's leftover process is stopped.
+    e2e::dirs::wait_released(&scratch(env.dir.path(), ""), &format!("child-{id}"), WAIT).await;
 
     assert_eq!(env.wait_final(next_id).await["state"], "success");
     let (_, log) = env.get(&format!("/deployments/{REPO}/{next_id}/log")).await;
@@ -157,7 +151,7 @@ async fn sigterm_lets_a_running_deployment_finish() {
         return;
     };
     let mut worker = spawn_worker(&env, 0);
-    let (id, _) = env.deploy("edge", "deploy", "joyz", json!({})).await;
+    let (id, _) = env.deploy("edge", "deploy", "joyz").await;
     let started = scratch(env.dir.path(), "started");
     wait_for("the run to start", WAIT, || started.exists().then_some(())).await;
     nix_kill(worker.id() as i32, "TERM");

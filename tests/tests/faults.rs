@@ -84,8 +84,8 @@ impl World {
             Backend::Redis => Some(RedisServer::start()?),
             Backend::Sqlite => None,
         };
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("scratch")).unwrap();
+        let dir = e2e::dirs::scenario_dir();
+        e2e::dirs::open_scratch(&dir.path().join("scratch"));
         let script = script.replace(
             "$SCRATCH",
             &dir.path().join("scratch").display().to_string(),
@@ -117,6 +117,17 @@ impl World {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The operator's app.json (written on first use): trelhub, a shell app of [`REPO`].
+    fn apps_json(&self) -> PathBuf {
+        let path = self.dir.path().join("app.json");
+        if !path.exists() {
+            let apps = json!({"trelhub": {"provider": "shell", "repository": REPO,
+                                          "environments": ["edge", "staging", "production"]}});
+            std::fs::write(&path, apps.to_string()).unwrap();
+        }
+        path
+    }
+
     fn scratch(&self, name: &str) -> PathBuf {
         self.dir.path().join("scratch").join(name)
     }
@@ -134,6 +145,7 @@ impl World {
             .env("FASENG_PUBLIC_URL", self.url())
             .env("FASENG_QUEUE_URL", &self.queue_url)
             .env("FASENG_WORKDIR", self.dir.path().join("work"))
+            .env("FASENG_APPS_JSON", self.apps_json())
             .env("DEPLOY_CONFIG_DIR", self.dir.path().join("deploy-config"))
             .env("FASENG_HEARTBEAT", "1")
             .env("FASENG_SHUTDOWN_TIMEOUT", "30")

@@ -199,12 +199,16 @@ async fn local_mode_conforms() {
         state.path().join("faseng.db").display()
     ))
     .unwrap();
-    let services = faseng::Services::connect(faseng::Config::new(queue))
-        .await
-        .unwrap();
+    let mut config = faseng::Config::new(queue);
+    config.workdir = state.path().join("work");
+    config.isolation = Some(Arc::new(faseng::sandbox::Isolation::shared(
+        "local mode holds no secrets",
+    )));
+    let services = faseng::Services::connect(config).await.unwrap();
     let intake = Arc::new(faseng::intake::Intake::new(
         services.store.clone(),
         services.queue.clone(),
+        services.config.apps.clone(),
     ));
     let forge = LocalForge::new(
         store.clone(),

@@ -227,9 +227,7 @@ const SCRIPT: &str = "for v in DEPLOY_REF DEPLOY_TASK DEPLOY_APP DEPLOY_USER; do
 
 async fn run_case(env: &Env, index: usize, case: &WebhookCase, scratch_dir: &Path) {
     let name = case.name;
-    let (d, headers, base) = env
-        .deployment_and_webhook("edge", "deploy", "joyz", json!({}))
-        .await;
+    let (d, headers, base) = env.deployment_and_webhook("edge", "deploy", "joyz").await;
     let id = d["id"].as_u64().unwrap();
     let body = apply(&base, &case.edit);
     let headers = signed(&headers, &body, &format!("hostile-{index}"));
@@ -307,7 +305,7 @@ async fn faseng_refuses_or_contains_every_hostile_webhook_and_keeps_serving() {
         );
     }
     // The next good delivery is served as usual.
-    let (id, _) = env.deploy("edge", "deploy", "joyz", json!({})).await;
+    let (id, _) = env.deploy("edge", "deploy", "joyz").await;
     let s = env.wait_final(id).await;
     assert_eq!(s["state"], "success", "{s}");
     assert_eq!(

@@ -253,7 +253,7 @@ async fn the_timeout_kills_cap_and_every_child_it_started() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_capistrano_deployment_goes_webhook_to_queue_to_worker_with_statuses_and_chat() {
-    let Some((sshd, env)) = env_with_sshd().await else {
+    let Some((sshd, env)) = env_with_sshd("capistrano").await else {
         return;
     };
     // main moves on after the deployment's commit: the deploy must still be of that commit.
@@ -263,7 +263,7 @@ async fn a_capistrano_deployment_goes_webhook_to_queue_to_worker_with_statuses_a
     let srv = env.dir.path().join("srv");
     let o = overlay(env.dir.path(), &sshd, &env.repo.url(), &srv, 3);
     copy_tree(&o, &env.dir.path().join("deploy-config/trelhub"));
-    let run = deploy_through_webhook(&env, json!({"provider": "capistrano"}), "success").await;
+    let run = deploy_through_webhook(&env, "success").await;
     assert_eq!(current(&srv, "REVISION").trim(), env.sha);
     run.chat_showed("is done", "prepare ✓ → *deploy …*").await;
     let log = run.log().await;

@@ -197,7 +197,7 @@ async fn without_known_hosts_new_hosts_are_accepted_remembered_and_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_file_is_used_in_place() {
+async fn a_key_file_is_copied_into_the_run_not_shown_to_the_provider() {
     let Some(w) = SshWorld::start().await else {
         return;
     };
@@ -223,8 +223,13 @@ async fn a_key_file_is_used_in_place() {
     ran.assert_success();
     ran.assert_logged(&[
         &format!("from DEPLOY_SSH_KEY_FILE {}", key_file.display()),
-        &format!("-i {}", key_file.display()),
+        "/id_deploy",
     ]);
+    assert!(
+        !ran.log.contains(&format!("-i {}", key_file.display())),
+        "the provider was given the operator's own key file:\n{}",
+        ran.log
+    );
     assert!(key_file.exists(), "the operator's key file was removed");
     assert!(w.sshd.accepted_deploy_key());
 
@@ -326,14 +331,14 @@ def hang(c, environment, ref, sha):
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fabric_deployment_goes_webhook_to_queue_to_worker_with_statuses_and_chat() {
-    let Some((sshd, env)) = env_with_sshd().await else {
+    let Some((sshd, env)) = env_with_sshd("fabric").await else {
         return;
     };
     let srv = env.dir.path().join("srv");
     let o = overlay(env.dir.path(), &sshd, &srv);
     // The harness deploys app "trelhub": its deploy-config is the project-x example.
     copy_tree(&o, &env.dir.path().join("deploy-config/trelhub"));
-    let run = deploy_through_webhook(&env, json!({"provider": "fabric"}), "success").await;
+    let run = deploy_through_webhook(&env, "success").await;
     assert_eq!(current(&srv, "REVISION").trim(), env.sha);
     run.chat_showed("is done", "prepare ✓ → *deploy …*").await;
     let log = run.log().await;

@@ -326,21 +326,19 @@ async fn the_timeout_cancels_the_build_and_is_a_failure() {
 async fn a_heroku_deployment_goes_webhook_to_queue_to_worker_with_statuses_and_chat() {
     let heroku = FakeHeroku::start().await;
     heroku.add_app("trelhub-edge", BuildPlan::default());
-    let Some(env) = env_with_providers(ProviderConfig {
-        heroku_api_key: Some(Secret::new(fake_heroku::API_KEY)),
-        heroku_api_url: heroku.url().to_owned(),
-        ..ProviderConfig::default()
-    })
+    let Some(env) = env_with_providers(
+        ProviderConfig {
+            heroku_api_key: Some(Secret::new(fake_heroku::API_KEY)),
+            heroku_api_url: heroku.url().to_owned(),
+            ..ProviderConfig::default()
+        },
+        json!({"provider": "heroku", "heroku_edge_name": "trelhub-edge"}),
+    )
     .await
     else {
         return;
     };
-    let run = deploy_through_webhook(
-        &env,
-        json!({"provider": "heroku", "heroku_edge_name": "trelhub-edge"}),
-        "success",
-    )
-    .await;
+    let run = deploy_through_webhook(&env, "success").await;
     assert_eq!(
         heroku.builds()[0]["source_blob"]["version"],
         env.sha.as_str()

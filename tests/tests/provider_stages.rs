@@ -28,6 +28,7 @@ fn stages_config() -> serde_json::Value {
 async fn env_with(before: &str, after: &str) -> Env {
     let opts = Options {
         script: "echo deploy >> $SCRATCH/order\necho deployed".into(),
+        app: stages_config(),
         ..Options::default()
     };
     let env = Env::start(Backend::Sqlite, opts)
@@ -55,7 +56,7 @@ async fn before_and_after_run_around_the_provider_as_named_stages_in_log_and_cha
         "echo after >> $ORDER\necho smoke test passed",
     )
     .await;
-    let run = deploy_through_webhook(&env, stages_config(), "success").await;
+    let run = deploy_through_webhook(&env, "success").await;
     let order = std::fs::read_to_string(scratch(env.dir.path(), "order")).unwrap();
     assert_eq!(order, "before\ndeploy\nafter\n");
 
@@ -105,7 +106,7 @@ async fn a_failing_before_stage_stops_the_run_with_a_failure_naming_it() {
         "echo after >> $ORDER",
     )
     .await;
-    let run = deploy_through_webhook(&env, stages_config(), "failure").await;
+    let run = deploy_through_webhook(&env, "failure").await;
     assert_eq!(
         run.done["description"],
         "Failed in the before stage: script/before: migrations pending"

@@ -110,8 +110,10 @@ impl World {
             Backend::Redis => Some(RedisServer::start()?),
             Backend::Sqlite => None,
         };
-        let dir = tempfile::tempdir().unwrap();
-        let runs = dir.path().join("runs.log");
+        let dir = e2e::dirs::scenario_dir();
+        // The deploy script runs as the provider user when the tests run as root.
+        e2e::dirs::open_scratch(&dir.path().join("scratch"));
+        let runs = dir.path().join("scratch/runs.log");
         let repo = GitRepo::new();
         repo.write_executable(
             "script/deploy",
@@ -213,6 +215,7 @@ impl World {
             .env("FASENG_BIND", format!("127.0.0.1:{}", self.faseng_port))
             .env("FASENG_QUEUE_URL", &self.queue_url)
             .env("FASENG_WORKDIR", &workdir)
+            .env("FASENG_APPS_JSON", self.dir.path().join("app.json"))
             .env("DEPLOY_CONFIG_DIR", self.dir.path().join("deploy-config"))
             .env("GITHUB_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("GITHUB_TOKEN", TOKEN)
@@ -327,7 +330,7 @@ impl World {
     }
 
     fn runs(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("runs.log"))
+        std::fs::read_to_string(self.dir.path().join("scratch/runs.log"))
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)

@@ -368,9 +368,8 @@ impl Forge for LocalForge {
                 message: format!("No ref found for: {git_ref}"),
             });
         };
-        let mut payload = serde_json::to_value(&request.payload)
+        let payload = serde_json::to_value(&request.payload)
             .map_err(|e| ForgeError::Unreachable(e.to_string()))?;
-        payload["config"]["clone_url"] = json!(repository);
         let (id, created_at) = self
             .store
             .insert_deployment(app, request, &sha, &payload)
@@ -516,13 +515,25 @@ impl LocalMode {
         config.workdir = settings.workdir.clone();
         config.deploy_config_dir = settings.deploy_config_dir.clone();
         config.deployment_timeout = settings.deployment_timeout;
+        // The same app.json decides how faseng deploys (relative clone URLs are taken from
+        // the current directory, as the forge does).
+        config.apps = Arc::new(apps.clone());
+        // Local mode holds no secrets: providers run as the person at the terminal, who may
+        // deploy onto their own machine (the demo app writes under .faseng/sites).
+        config.isolation = Some(Arc::new(faseng::sandbox::Isolation::shared(
+            "local mode holds no secrets",
+        )));
         // Webhooks never reach the in-process faseng (chima hands it deployments directly),
         // but its HTTP side insists on a secret: give it one nobody knows.
         config.webhook_secret = Some(deploy_core::Secret::new(random_hex()?));
         let services = faseng::Services::connect(config)
             .await?
             .with_sink(Arc::new(store.clone()));
-        let intake = Arc::new(Intake::new(services.store.clone(), services.queue.clone()));
+        let intake = Arc::new(Intake::new(
+            services.store.clone(),
+            services.queue.clone(),
+            services.config.apps.clone(),
+        ));
         let runs = services.store.clone();
         let app = faseng::Application::build_with(services, true).await?;
         let public_url = app.public_url().to_owned();

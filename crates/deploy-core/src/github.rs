@@ -157,6 +157,29 @@ impl GithubClients {
         Ok(client)
     }
 
+    /// The token git and downloads may send for `repo`: the configured token, or a GitHub
+    /// App's installation token for the repository (minted and refreshed by octocrab);
+    /// `None` without credentials.
+    pub async fn access_token(
+        &self,
+        repo: &RepoName,
+        api_override: Option<&str>,
+    ) -> anyhow::Result<Option<Secret>> {
+        use octocrab::secrecy::ExposeSecret as _;
+        match &self.auth {
+            None => Ok(None),
+            Some(GithubAuth::Token(t)) => Ok(Some(t.clone())),
+            Some(GithubAuth::App { .. }) => {
+                let client = self.for_repo(repo, api_override, None).await?;
+                let token = client
+                    .installation_token()
+                    .await
+                    .with_context(|| format!("minting an installation token for {repo}"))?;
+                Ok(Some(Secret::new(token.expose_secret())))
+            }
+        }
+    }
+
     fn cached(&self, api: &str, key: u64) -> Option<Octocrab> {
         self.clients
             .lock()

@@ -12,7 +12,7 @@ use deploy_core::{Apps, GithubAuth, GithubClients, Secret};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::checkout::{Checkouts, token_host_for_api};
+use crate::checkout::Checkouts;
 use crate::deployer::{Deployer, DeployerSettings, LiveRuns};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
@@ -20,6 +20,7 @@ use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::providers::{ProviderConfig, ProviderSettings};
 use crate::queue::{self, Queue, QueueTiming, QueueUrl};
 use crate::reporter::RetryPolicy;
+use crate::sandbox::{Isolation, IsolationSettings};
 use crate::status::{DeploymentStatusSink, GithubStatusSink};
 use crate::store::Store;
 use crate::web::{self, WebState};
@@ -63,8 +64,9 @@ pub struct Config {
     pub slack_token: Option<Secret>,
     /// `SLACK_API_URL`.
     pub slack_api_url: String,
-    /// Optional app.json for payloads without `config`.
-    pub apps_json: Option<PathBuf>,
+    /// The operator's app.json (`FASENG_APPS_JSON`): the only authority on how each app is
+    /// deployed; a deployment of a repository no app deploys is refused.
+    pub apps: Arc<Apps>,
     /// Jobs one worker runs at once (waiting ones included).
     pub concurrency: usize,
     /// Queue timing.
@@ -78,6 +80,14 @@ pub struct Config {
     /// Provider settings: `DEPLOY_SSH_KEY` / `DEPLOY_SSH_KEY_FILE`, `DEPLOY_SSH_KNOWN_HOSTS`,
     /// `HEROKU_API_KEY`, `HEROKU_API_URL`.
     pub providers: ProviderConfig,
+    /// `FASENG_PROVIDER_USER`: who providers run as when faseng runs as root.
+    pub provider_user: Option<String>,
+    /// How providers are kept from faseng; `None` = the strongest this machine allows
+    /// ([`Isolation::detect`]). Local mode, which holds no secrets, shares its user.
+    pub isolation: Option<Arc<Isolation>>,
+    /// Files of faseng's a provider must never see besides its work directory, store and
+    /// deploy-config (app.json, secret files).
+    pub private_files: Vec<PathBuf>,
 }
 
 impl Config {
@@ -95,14 +105,32 @@ impl Config {
             github_auth: None,
             slack_token: None,
             slack_api_url: "https://slack.com/api".to_owned(),
-            apps_json: None,
+            apps: Arc::new(Apps::default()),
             concurrency: 32,
             timing: QueueTiming::default(),
             shutdown_timeout: Duration::from_secs(60),
             status_retry: RetryPolicy::default(),
             worker_prefix: "faseng".to_owned(),
             providers: ProviderConfig::default(),
+            provider_user: None,
+            isolation: None,
+            private_files: Vec::new(),
         }
+    }
+
+    /// faseng's own paths a provider must never see.
+    fn hidden_paths(&self) -> Vec<PathBuf> {
+        let absolute =
+            |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        let mut hidden = vec![absolute(&self.workdir), absolute(&self.deploy_config_dir)];
+        if let QueueUrl::Sqlite(db) = &self.queue_url {
+            hidden.extend(crate::store::database_files(&absolute(db)));
+        }
+        if let Some(crate::providers::SshKeySource::File(key)) = &self.providers.ssh_key {
+            hidden.push(absolute(key));
+        }
+        hidden.extend(self.private_files.iter().map(|p| absolute(p)));
+        hidden
     }
 }
 
@@ -122,6 +150,10 @@ pub struct Services {
     pub notifier: Arc<dyn ChatNotifier>,
     /// The runs going on in this process (shared by its deployers).
     pub live_runs: Arc<LiveRuns>,
+    /// GitHub clients (statuses, checkout and tarball tokens).
+    pub github: Arc<GithubClients>,
+    /// How provider processes are kept from faseng.
+    pub isolation: Arc<Isolation>,
 }
 
 impl std::fmt::Debug for Services {
@@ -142,7 +174,25 @@ impl Services {
             &config.github_api_url,
             config.github_auth.clone(),
         ));
-        let sink: Arc<dyn DeploymentStatusSink> = Arc::new(GithubStatusSink::new(clients));
+        let sink: Arc<dyn DeploymentStatusSink> = Arc::new(GithubStatusSink::new(clients.clone()));
+        let isolation = match &config.isolation {
+            Some(i) => i.clone(),
+            None => Arc::new(
+                Isolation::detect(&IsolationSettings {
+                    provider_user: config.provider_user.clone(),
+                    hidden: config.hidden_paths(),
+                })
+                .context("setting up the provider isolation (FASENG_PROVIDER_USER)")?,
+            ),
+        };
+        if isolation.is_shared() && config.isolation.is_none() {
+            tracing::warn!(
+                "{}: a deploy script can read what faseng can (see README, Security model)",
+                isolation.describe()
+            );
+        } else {
+            tracing::info!("{}", isolation.describe());
+        }
         let notifier: Arc<dyn ChatNotifier> = match &config.slack_token {
             Some(t) => Arc::new(SlackNotifier::new(&config.slack_api_url, t.clone())),
             None => Arc::new(NoChat),
@@ -155,6 +205,8 @@ impl Services {
             sink,
             notifier,
             live_runs: Arc::new(LiveRuns::default()),
+            github: clients,
+            isolation,
         })
     }
 
@@ -173,10 +225,6 @@ impl Services {
     /// A deployer for worker tasks in this process.
     pub fn deployer(&self, public_url: &str, worker_name: &str) -> anyhow::Result<Deployer> {
         let c = &self.config;
-        let apps = match &c.apps_json {
-            Some(p) => Some(Apps::load(p).map_err(|e| anyhow::anyhow!("{e}"))?),
-            None => None,
-        };
         let token = match &c.github_auth {
             Some(GithubAuth::Token(t)) => Some(t.clone()),
             _ => None,
@@ -196,8 +244,8 @@ impl Services {
             self.store.clone(),
             self.sink.clone(),
             self.notifier.clone(),
-            Checkouts::new(&c.workdir, token, token_host_for_api(&c.github_api_url)),
-            apps,
+            Checkouts::new(&c.workdir),
+            c.apps.clone(),
             self.metrics.clone(),
             DeployerSettings {
                 public_url: public_url.to_owned(),
@@ -210,6 +258,9 @@ impl Services {
                 report_drain: Duration::from_secs(120),
                 secrets,
                 providers,
+                isolation: self.isolation.clone(),
+                github: self.github.clone(),
+                base_dir: std::env::current_dir().context("reading the working directory")?,
             },
         )
         .with_live_runs(self.live_runs.clone())
@@ -240,12 +291,20 @@ impl Services {
         }
     }
 
+    /// Makes the work directory ready for provider runs (see [`Isolation::prepare_workdir`]).
+    pub fn prepare_for_runs(&self) -> anyhow::Result<()> {
+        self.isolation
+            .prepare_workdir(&std::path::absolute(&self.config.workdir)?)
+            .context("preparing the work directory (FASENG_WORKDIR)")
+    }
+
     /// Runs a worker until `shutdown`; restarts it (new name, backoff) if it stops on its own.
     pub async fn run_worker(
         self: Arc<Self>,
         public_url: String,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
+        self.prepare_for_runs()?;
         let mut backoff = Duration::from_millis(500);
         loop {
             let name = queue::unique_worker_name(&self.config.worker_prefix);
@@ -320,6 +379,9 @@ impl Application {
                 .is_some_and(|s| !s.expose().is_empty()),
             "GITHUB_WEBHOOK_SECRET is required to serve webhooks"
         );
+        if with_worker {
+            services.prepare_for_runs()?;
+        }
         let listener = TcpListener::bind(services.config.bind)
             .await
             .with_context(|| format!("binding {}", services.config.bind))?;
@@ -362,9 +424,14 @@ impl Application {
         let s = &self.services;
         let state = WebState {
             secret: s.config.webhook_secret.clone().expect("checked in build"),
-            intake: Arc::new(Intake::new(s.store.clone(), s.queue.clone())),
+            intake: Arc::new(Intake::new(
+                s.store.clone(),
+                s.queue.clone(),
+                s.config.apps.clone(),
+            )),
             store: s.store.clone(),
             metrics: s.metrics.clone(),
+            isolation: s.isolation.describe(),
         };
         let worker = self.with_worker.then(|| {
             tokio::spawn(

@@ -1,94 +1,213 @@
-//! Checkout: one cached bare clone per repository under the work directory, a fetch when
-//! the wanted commit is missing, and a detached worktree per run at the exact sha (so runs
-//! for two environments of one repository never trample each other). Every git call is
-//! argv; a token for https is passed through the environment (`GIT_CONFIG_*`), never
-//! written to disk, a command line or the log.
+//! Checkout: one cached bare clone per repository under the work directory (faseng's own,
+//! 0700), a fetch when the wanted commit is missing, and for each run a private directory
+//! holding a standalone shallow repository at the exact sha (so runs never share files, and a
+//! run handed to the provider user can use git without reaching the cache).
+//!
+//! Every git call is argv, runs under the run's deadline (killed with its process group when
+//! it passes; git's own low-speed limit stops a stalled transfer sooner) and never holds the
+//! cache lock past it. A token is sent only to the GitHub origin it belongs to — clone URLs are
+//! parsed with a URL parser, never split by hand — through the environment (`GIT_CONFIG_*`),
+//! never on disk, a command line or in the log.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use deploy_core::{CommitSha, RepoName, Secret};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::process::Command;
+use tokio::time::Instant;
+use url::Url;
 
 use crate::process::base_env;
 use crate::runlog::RunLog;
+use crate::sandbox::create_private_dir;
 
-/// Clones and worktrees under one work directory.
-#[derive(Debug, Clone)]
-pub struct Checkouts {
-    workdir: PathBuf,
-    token: Option<Secret>,
-    token_host: Option<String>,
+/// Where a run's code is cloned from: the operator's `clone_url`, else the webhook's
+/// `repository.clone_url`; parsed, never split by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloneSource {
+    /// A repository on this machine (an absolute path, a `file://` URL, or a path relative
+    /// to faseng's working directory).
+    Local(PathBuf),
+    /// `https://`, `http://` or `ssh://`.
+    Remote(Url),
 }
 
-/// A run's private checkout; remove it with [`Checkouts::remove`].
-#[derive(Debug)]
-pub struct Worktree {
-    /// The checkout directory.
-    pub path: PathBuf,
-    mirror: PathBuf,
-}
-
-/// The host a GitHub token may be sent to for an API URL: `api.github.com` → `github.com`,
-/// GitHub Enterprise `https://ghe/api/v3` → `ghe`.
-pub fn token_host_for_api(api_url: &str) -> Option<String> {
-    let rest = api_url.split_once("://")?.1;
-    let host = rest.split(['/', '?']).next()?.to_ascii_lowercase();
-    Some(if host == "api.github.com" {
-        "github.com".to_owned()
-    } else {
-        host
-    })
-}
-
-/// Refuses clone URLs git could treat as options or as a remote helper (`ext::…`).
-pub fn check_clone_url(url: &str) -> anyhow::Result<()> {
-    let ok_scheme = ["https://", "http://", "file://", "ssh://"]
-        .iter()
-        .any(|p| url.starts_with(p))
-        || url.starts_with('/');
-    if !ok_scheme || url.contains("::") || url.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        anyhow::bail!("clone URL {url:?} is not https://, ssh://, file:// or an absolute path");
-    }
-    Ok(())
-}
-
-fn url_host(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("https://")?;
-    let authority = rest.split('/').next()?;
-    let host = authority.rsplit('@').next()?.split(':').next()?;
-    Some(host.to_ascii_lowercase())
-}
-
-impl Checkouts {
-    /// Checkouts under `workdir`; `token` is sent only to `token_host` over https. A relative
-    /// `workdir` is taken from the current directory now: git runs in other directories.
-    pub fn new(workdir: &Path, token: Option<Secret>, token_host: Option<String>) -> Self {
-        Self {
-            workdir: std::path::absolute(workdir).unwrap_or_else(|_| workdir.to_owned()),
-            token,
-            token_host,
+impl CloneSource {
+    /// Parses a clone URL; relative paths are taken from `base`, and refused without one
+    /// (only the operator's app.json may name one). Anything git could take for an option, a
+    /// remote helper (`ext::`) or an scp-like address is refused.
+    pub fn parse(text: &str, base: Option<&Path>) -> anyhow::Result<Self> {
+        let refuse = || {
+            anyhow::anyhow!(
+                "clone URL {text:?} is not https://, ssh://, file:// or a path on this machine"
+            )
+        };
+        if text.is_empty()
+            || text.starts_with('-')
+            || text.contains("::")
+            || text.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(refuse());
+        }
+        if text.contains("://") {
+            let url = Url::parse(text).map_err(|_| refuse())?;
+            return match url.scheme() {
+                "file" => url
+                    .to_file_path()
+                    .map(CloneSource::Local)
+                    .map_err(|()| refuse()),
+                "https" | "http" | "ssh" if url.host_str().is_some_and(|h| !h.is_empty()) => {
+                    Ok(CloneSource::Remote(url))
+                }
+                _ => Err(refuse()),
+            };
+        }
+        let before_slash = text.split('/').next().unwrap_or_default();
+        if before_slash.contains(':') {
+            // `git@host:owner/repo`: git's scp-like syntax, which it parses its own way.
+            return Err(refuse());
+        }
+        match base {
+            Some(base) => Ok(CloneSource::Local(std::path::absolute(base.join(text))?)),
+            None if text.starts_with('/') => Ok(CloneSource::Local(PathBuf::from(text))),
+            None => Err(refuse()),
         }
     }
 
-    fn git(&self, url_for_auth: Option<&str>) -> Command {
+    /// The argument git gets: the path, or the URL as the parser serialised it (so git and
+    /// faseng agree on the host).
+    fn git_arg(&self) -> OsString {
+        match self {
+            CloneSource::Local(p) => p.clone().into_os_string(),
+            CloneSource::Remote(u) => u.as_str().into(),
+        }
+    }
+
+    /// For logs: a URL without its user name or password.
+    pub fn shown(&self) -> String {
+        match self {
+            CloneSource::Local(p) => p.display().to_string(),
+            CloneSource::Remote(u) => {
+                let mut u = u.clone();
+                if !u.username().is_empty() || u.password().is_some() {
+                    let _ = u.set_username("***");
+                    let _ = u.set_password(None);
+                }
+                u.to_string()
+            }
+        }
+    }
+}
+
+/// A token and the one origin (scheme, host, port) it may be sent to: the web origin of
+/// the app's GitHub.
+#[derive(Debug, Clone, Default)]
+pub struct GitCredentials {
+    token: Option<Secret>,
+    origin: Option<url::Origin>,
+}
+
+/// The web origin of a GitHub API base: `https://api.github.com` → `https://github.com`,
+/// GitHub Enterprise `https://ghe/api/v3` → `https://ghe`. Over https, or the scheme the API
+/// base itself uses (a local fake in tests).
+pub fn github_origin(api_url: &str) -> Option<url::Origin> {
+    let mut url = Url::parse(api_url.trim()).ok()?;
+    if url.host_str() == Some("api.github.com") {
+        url.set_host(Some("github.com")).ok()?;
+    }
+    match url.origin() {
+        origin @ url::Origin::Tuple(..) => Some(origin),
+        url::Origin::Opaque(_) => None,
+    }
+}
+
+impl GitCredentials {
+    /// `token` for the GitHub behind `api_url`.
+    pub fn new(api_url: &str, token: Option<Secret>) -> Self {
+        Self {
+            origin: github_origin(api_url),
+            token,
+        }
+    }
+
+    /// No credentials.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The token to send for `source`: only when its origin is exactly the GitHub origin
+    /// and it carries no credentials of its own.
+    pub fn token_for(&self, source: &CloneSource) -> Option<&Secret> {
+        let CloneSource::Remote(url) = source else {
+            return None;
+        };
+        let own_credentials = !url.username().is_empty() || url.password().is_some();
+        let same_origin = self.origin.as_ref() == Some(&url.origin());
+        (same_origin && !own_credentials)
+            .then_some(self.token.as_ref())
+            .flatten()
+    }
+}
+
+/// One run's private directory (`<work>/runs/run-<pid>-<random>`): the checkout, a private
+/// `HOME` and `TMPDIR`. Handed to the provider user; removed with [`Checkouts::remove`].
+#[derive(Debug)]
+pub struct RunDir {
+    /// The directory itself.
+    pub root: PathBuf,
+    /// The repository at the run's sha.
+    pub checkout: PathBuf,
+    /// The provider's `HOME`.
+    pub home: PathBuf,
+    /// The provider's `TMPDIR`.
+    pub tmp: PathBuf,
+}
+
+/// Clones and run directories under one work directory.
+#[derive(Debug, Clone)]
+pub struct Checkouts {
+    workdir: PathBuf,
+}
+
+/// How long a stalled transfer may stay below git's low-speed limit before git stops it.
+const GIT_LOW_SPEED_SECS: u64 = 60;
+
+impl Checkouts {
+    /// Checkouts under `workdir`. A relative `workdir` is taken from the current directory
+    /// now: git runs in other directories.
+    pub fn new(workdir: &Path) -> Self {
+        Self {
+            workdir: std::path::absolute(workdir).unwrap_or_else(|_| workdir.to_owned()),
+        }
+    }
+
+    /// The work directory (absolute).
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    fn git(&self, token: Option<&Secret>) -> Command {
         let mut cmd = Command::new("git");
         cmd.env_clear()
             .envs(base_env())
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args(["-c", "protocol.ext.allow=never"])
+            .args(["-c", "http.lowSpeedLimit=1000"])
             .arg("-c")
-            .arg("protocol.ext.allow=never")
-            .stdin(std::process::Stdio::null());
-        let send_token = url_for_auth
-            .and_then(url_host)
-            .is_some_and(|h| Some(h) == self.token_host);
-        if let (true, Some(token)) = (send_token, &self.token) {
+            .arg(format!("http.lowSpeedTime={GIT_LOW_SPEED_SECS}"))
+            .stdin(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(token) = token {
             let basic = base64_encode(format!("x-access-token:{}", token.expose()).as_bytes());
-            cmd.env("GIT_CONFIG_COUNT", "1")
+            // The header goes to every request of this command: a redirect must not take it
+            // to another host.
+            cmd.args(["-c", "http.followRedirects=false"])
+                .env("GIT_CONFIG_COUNT", "1")
                 .env("GIT_CONFIG_KEY_0", "http.extraHeader")
                 .env(
                     "GIT_CONFIG_VALUE_0",
@@ -98,11 +217,31 @@ impl Checkouts {
         cmd
     }
 
-    async fn run_git(&self, mut cmd: Command, what: &str) -> anyhow::Result<String> {
-        let out = cmd
-            .output()
-            .await
+    /// Runs git until `deadline`; past it the command's process group is killed.
+    async fn run_git(
+        &self,
+        mut cmd: Command,
+        what: &str,
+        deadline: Instant,
+    ) -> anyhow::Result<String> {
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd
+            .spawn()
             .with_context(|| format!("starting git for {what}"))?;
+        let pgid = child.id().map(|p| p as i32);
+        let out = match tokio::time::timeout_at(deadline, child.wait_with_output()).await {
+            Ok(out) => out.with_context(|| format!("running {what}"))?,
+            Err(_) => {
+                if let Some(pgid) = pgid {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pgid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                anyhow::bail!("{what} did not finish within the run's timeout: stopped");
+            }
+        };
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -117,147 +256,199 @@ impl Checkouts {
         }
     }
 
-    async fn has_commit(&self, mirror: &Path, sha: &CommitSha) -> bool {
+    async fn has_commit(&self, repo: &Path, sha: &CommitSha, deadline: Instant) -> bool {
         let mut cmd = self.git(None);
         cmd.arg("-C")
-            .arg(mirror)
+            .arg(repo)
             .args(["cat-file", "-e"])
             .arg(format!("{sha}^{{commit}}"));
-        cmd.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        cmd.status().await.is_ok_and(|s| s.success())
+        self.run_git(cmd, "git cat-file", deadline).await.is_ok()
     }
 
-    /// Fetches (if needed) and checks out `sha` of `url` into a fresh worktree for `run`.
+    /// Fetches `sha` of `source` into the cache (if needed) and checks it out into a fresh run
+    /// directory, all before `deadline`.
     pub async fn prepare(
         &self,
         repo: &RepoName,
-        url: &str,
+        source: &CloneSource,
+        credentials: &GitCredentials,
         sha: &CommitSha,
-        run: &str,
         log: &RunLog,
-    ) -> anyhow::Result<Worktree> {
-        check_clone_url(url)?;
-        let mirror = self
-            .workdir
-            .join("repos")
+        deadline: Instant,
+    ) -> anyhow::Result<RunDir> {
+        let repos = self.workdir.join("repos");
+        create_private_dir(&repos)?;
+        let mirror = repos
             .join(repo.owner())
             .join(format!("{}.git", repo.name()));
-        std::fs::create_dir_all(mirror.parent().expect("has parent"))
-            .context("creating the clone cache")?;
-        let lock = lock_cache(&mirror).await?;
+        create_private_dir(mirror.parent().expect("has parent"))?;
+        {
+            let _lock = lock_cache(&mirror, deadline).await?;
+            self.fill_cache(repo, &mirror, source, credentials, sha, log, deadline)
+                .await?;
+        }
 
+        let run = self.new_run_dir()?;
+        log.header("git", &format!("checkout of {}", sha.short()));
+        let mut cmd = self.git(None);
+        cmd.args(["init", "--quiet"]).arg(&run.checkout);
+        self.run_git(cmd, "git init", deadline).await?;
+        let mirror_url = Url::from_file_path(&mirror)
+            .map_err(|()| anyhow::anyhow!("the cache path {} is not absolute", mirror.display()))?;
+        let mut cmd = self.git(None);
+        cmd.arg("-C")
+            .arg(&run.checkout)
+            .args(["fetch", "--quiet", "--no-tags", "--depth=1", "--"])
+            .arg(mirror_url.as_str())
+            .arg(sha.as_str());
+        self.run_git(cmd, "git fetch from the cache", deadline)
+            .await?;
+        let mut cmd = self.git(None);
+        cmd.arg("-C")
+            .arg(&run.checkout)
+            .args(["checkout", "--quiet", "--detach"])
+            .arg(sha.as_str());
+        self.run_git(cmd, "git checkout", deadline).await?;
+        Ok(run)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fill_cache(
+        &self,
+        repo: &RepoName,
+        mirror: &Path,
+        source: &CloneSource,
+        credentials: &GitCredentials,
+        sha: &CommitSha,
+        log: &RunLog,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
         if !mirror.join("HEAD").exists() {
             log.header("git", &format!("init cache for {repo}"));
             let mut cmd = self.git(None);
-            cmd.args(["init", "--bare", "--quiet"]).arg(&mirror);
-            self.run_git(cmd, "git init").await?;
+            cmd.args(["init", "--bare", "--quiet"]).arg(mirror);
+            self.run_git(cmd, "git init", deadline).await?;
         }
-        if self.has_commit(&mirror, sha).await {
+        if self.has_commit(mirror, sha, deadline).await {
             log.header("git", &format!("{} is already in the cache", sha.short()));
-        } else {
-            log.header("git", &format!("fetch {}", redact_url(url)));
-            let mut cmd = self.git(Some(url));
+            return Ok(());
+        }
+        let token = credentials.token_for(source);
+        let what = format!("git fetch of {}", source.shown());
+        log.header("git", &format!("fetch {}", source.shown()));
+        let mut cmd = self.git(token);
+        cmd.arg("-C")
+            .arg(mirror)
+            .args(["fetch", "--quiet", "--no-tags", "--force", "--"])
+            .arg(source.git_arg())
+            .arg("+refs/heads/*:refs/remotes/origin/*");
+        self.run_git(cmd, &what, deadline).await?;
+        if !self.has_commit(mirror, sha, deadline).await {
+            let mut cmd = self.git(token);
             cmd.arg("-C")
-                .arg(&mirror)
-                .args(["fetch", "--quiet", "--no-tags", "--force", "--"])
-                .arg(url)
-                .arg("+refs/heads/*:refs/remotes/origin/*");
-            self.run_git(cmd, "git fetch").await?;
-            if !self.has_commit(&mirror, sha).await {
-                let mut cmd = self.git(Some(url));
-                cmd.arg("-C")
-                    .arg(&mirror)
-                    .args(["fetch", "--quiet", "--no-tags", "--"])
-                    .arg(url)
-                    .arg(sha.as_str());
-                if let Err(e) = self.run_git(cmd, "git fetch of the sha").await {
-                    tracing::debug!(error = %e, "fetch by sha failed");
+                .arg(mirror)
+                .args(["fetch", "--quiet", "--no-tags", "--"])
+                .arg(source.git_arg())
+                .arg(sha.as_str());
+            if let Err(e) = self
+                .run_git(cmd, &format!("{what} (by sha)"), deadline)
+                .await
+            {
+                if Instant::now() >= deadline {
+                    return Err(e);
                 }
-            }
-            if !self.has_commit(&mirror, sha).await {
-                anyhow::bail!("commit {} is not in {}", sha.short(), redact_url(url));
+                tracing::debug!(error = %e, "fetch by sha failed");
             }
         }
-
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let safe_run: String = run
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let path = self
-            .workdir
-            .join("runs")
-            .join(format!("{safe_run}-{stamp}"));
-        std::fs::create_dir_all(self.workdir.join("runs"))
-            .context("creating the runs directory")?;
-        log.header("git", &format!("worktree at {}", sha.short()));
-        let mut cmd = self.git(None);
-        cmd.arg("-C")
-            .arg(&mirror)
-            .args(["worktree", "add", "--quiet", "--detach"])
-            .arg(&path)
-            .arg(sha.as_str());
-        self.run_git(cmd, "git worktree add").await?;
-        drop(lock);
-        Ok(Worktree { path, mirror })
+        anyhow::ensure!(
+            self.has_commit(mirror, sha, deadline).await,
+            "commit {} is not in {}",
+            sha.short(),
+            source.shown()
+        );
+        Ok(())
     }
 
-    /// Removes a run's worktree, holding the cache lock: git deletes `worktrees/` with the
-    /// last worktree, which would race with another run's `worktree add`.
-    pub async fn remove(&self, wt: Worktree) {
-        let lock = lock_cache(&wt.mirror).await;
-        if let Err(e) = &lock {
-            tracing::warn!(error = %e, "removing a worktree without the cache lock");
-        }
-        let mut cmd = self.git(None);
-        cmd.arg("-C")
-            .arg(&wt.mirror)
-            .args(["worktree", "remove", "--force"])
-            .arg(&wt.path);
-        if let Err(e) = self.run_git(cmd, "git worktree remove").await {
-            tracing::debug!(error = %e, "worktree remove failed; deleting the directory");
-            let _ = std::fs::remove_dir_all(&wt.path);
-            let mut cmd = self.git(None);
-            cmd.arg("-C").arg(&wt.mirror).args(["worktree", "prune"]);
-            let _ = self.run_git(cmd, "git worktree prune").await;
-        }
-        drop(lock);
+    /// A fresh run directory; those left by processes that are gone are removed first.
+    fn new_run_dir(&self) -> anyhow::Result<RunDir> {
+        let runs = self.workdir.join("runs");
+        create_private_dir(&runs)?;
+        remove_stale_runs(&runs);
+        let root = runs.join(format!("run-{}-{}", std::process::id(), random_hex(8)?));
+        create_private_dir(&root)?;
+        let run = RunDir {
+            checkout: root.join("checkout"),
+            home: root.join("home"),
+            tmp: root.join("tmp"),
+            root,
+        };
+        create_private_dir(&run.home)?;
+        create_private_dir(&run.tmp)?;
+        Ok(run)
     }
+
+    /// Removes a run's directory.
+    pub async fn remove(&self, run: RunDir) {
+        let root = run.root;
+        let result = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&root)).await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "could not remove a run directory");
+        }
+    }
+}
+
+/// Run directories `run-<pid>-*` whose process is gone were left by a worker that died.
+fn remove_stale_runs(runs: &Path) {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("run-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Takes the exclusive lock of one clone cache (a `flock` beside it, shared by every faseng
-/// process on this host) for git commands that change its worktree list.
-async fn lock_cache(mirror: &Path) -> anyhow::Result<Flock<std::fs::File>> {
+/// process on this host), giving up at `deadline`.
+async fn lock_cache(mirror: &Path, deadline: Instant) -> anyhow::Result<Flock<std::fs::File>> {
     let lock_path = mirror.with_extension("lock");
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Flock<std::fs::File>> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
-        Flock::lock(f, FlockArg::LockExclusive)
-            .map_err(|(_, e)| anyhow::anyhow!("locking the clone cache: {e}"))
-    })
-    .await?
-}
-
-/// `https://user:pass@host/x` → `https://***@host/x`.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host))
-                if !rest.split('/').next().unwrap_or("").is_empty()
-                    && rest.find('@') < rest.find('/') =>
-            {
-                format!("{scheme}://***@{host}")
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "the clone cache stayed locked by another run until the run's timeout"
+                );
+                file = f;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            _ => url.to_owned(),
-        },
-        None => url.to_owned(),
+            Err((_, e)) => anyhow::bail!("locking the clone cache: {e}"),
+        }
     }
 }
 
@@ -323,40 +514,120 @@ mod tests {
         );
     }
 
+    fn parse(text: &str) -> anyhow::Result<CloneSource> {
+        CloneSource::parse(text, Some(Path::new("/srv/faseng")))
+    }
+
     #[test]
-    fn clone_urls_are_checked_and_tokens_go_only_to_the_github_host() {
-        for ok in [
-            "https://github.com/o/r.git",
-            "file:///tmp/r",
-            "/tmp/r",
-            "ssh://git@h/o/r",
-        ] {
-            check_clone_url(ok).unwrap();
-        }
+    fn clone_urls_are_parsed_and_anything_git_could_misread_is_refused() {
+        assert_eq!(
+            parse("file:///tmp/r").unwrap(),
+            CloneSource::Local("/tmp/r".into())
+        );
+        assert_eq!(
+            parse("/tmp/r").unwrap(),
+            CloneSource::Local("/tmp/r".into())
+        );
+        assert_eq!(
+            parse(".").unwrap(),
+            CloneSource::Local("/srv/faseng".into()),
+            "relative to faseng's directory"
+        );
+        assert_eq!(
+            parse("repos/x").unwrap(),
+            CloneSource::Local("/srv/faseng/repos/x".into())
+        );
+        assert!(matches!(
+            parse("https://github.com/o/r.git").unwrap(),
+            CloneSource::Remote(_)
+        ));
+        assert!(matches!(
+            parse("ssh://git@h/o/r").unwrap(),
+            CloneSource::Remote(_)
+        ));
+        assert!(
+            CloneSource::parse("../../etc", None).is_err(),
+            "a relative path only from the operator"
+        );
         for bad in [
             "-uhttps://x",
             "ext::sh -c touch% /tmp/pwned",
-            "relative/path",
             "https://h/x y",
             "fd::3",
+            "git@github.com:o/r.git",
+            "ftp://h/r",
+            "https://",
+            "",
+            "file://remote-host/r",
         ] {
-            assert!(check_clone_url(bad).is_err(), "{bad}");
+            assert!(parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            token_host_for_api("https://api.github.com").as_deref(),
-            Some("github.com")
+    }
+
+    fn github() -> GitCredentials {
+        GitCredentials::new("https://api.github.com", Some(Secret::new("ghp_token")))
+    }
+
+    fn token_goes_to(url: &str) -> bool {
+        let source = parse(url).unwrap();
+        github().token_for(&source).is_some()
+    }
+
+    #[test]
+    fn the_token_goes_only_to_the_github_origin_over_https() {
+        assert!(token_goes_to("https://github.com/o/r.git"));
+        assert!(
+            token_goes_to("https://GitHub.COM/o/r.git"),
+            "hosts ignore case"
         );
-        assert_eq!(
-            token_host_for_api("https://ghe.corp/api/v3").as_deref(),
-            Some("ghe.corp")
+        assert!(
+            token_goes_to("https://github.com:443/o/r.git"),
+            "the default port"
         );
-        assert_eq!(
-            url_host("https://u@GitHub.com:443/o/r").as_deref(),
-            Some("github.com")
+        for elsewhere in [
+            "https://evil.example?@github.com/o/r.git",
+            "https://evil.example#@github.com/o/r.git",
+            "https://github.com@evil.example/o/r.git",
+            "https://github.com.evil.example/o/r.git",
+            "https://github.com./o/r.git",
+            "https://github.com:8443/o/r.git",
+            "http://github.com/o/r.git",
+            "ssh://git@github.com/o/r.git",
+            "https://gіthub.com/o/r.git",
+            "https://user:pass@github.com/o/r.git",
+            "https://api.github.com/o/r.git",
+            "file:///github.com/o/r.git",
+        ] {
+            assert!(!token_goes_to(elsewhere), "{elsewhere}");
+        }
+    }
+
+    #[test]
+    fn enterprise_and_local_fakes_keep_their_own_origin() {
+        let ghe = GitCredentials::new("https://ghe.corp/api/v3", Some(Secret::new("t")));
+        let url = |u: &str| CloneSource::parse(u, None).unwrap();
+        assert!(ghe.token_for(&url("https://ghe.corp/o/r.git")).is_some());
+        assert!(ghe.token_for(&url("https://github.com/o/r.git")).is_none());
+        let fake = GitCredentials::new("http://127.0.0.1:3000", Some(Secret::new("t")));
+        assert!(
+            fake.token_for(&url("http://127.0.0.1:3000/o/r.git"))
+                .is_some()
         );
-        assert_eq!(url_host("file:///x"), None);
-        assert_eq!(redact_url("https://u:p@h/x"), "https://***@h/x");
-        assert_eq!(redact_url("https://h/x@y"), "https://h/x@y");
+        assert!(
+            fake.token_for(&url("http://127.0.0.1:3001/o/r.git"))
+                .is_none()
+        );
+        assert!(
+            GitCredentials::none()
+                .token_for(&url("https://github.com/o/r"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn shown_urls_carry_no_credentials() {
+        assert_eq!(parse("https://u:p@h/x").unwrap().shown(), "https://***@h/x");
+        assert_eq!(parse("https://h/x@y").unwrap().shown(), "https://h/x@y");
     }
 
     #[test]

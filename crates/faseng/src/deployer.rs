@@ -10,19 +10,22 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
-use deploy_core::{AppConfig, Apps, CommitSha, EnvName, GitRef, Notify};
+use deploy_core::{AppConfig, Apps, CommitSha, EnvName, GitRef, GithubClients, Notify, Secret};
 use tracing::Instrument as _;
 
-use crate::checkout::{Checkouts, overlay};
+use crate::checkout::{Checkouts, CloneSource, GitCredentials, overlay};
 use crate::job::DeployJob;
 use crate::messages::{self, ChatSubject};
 use crate::metrics::Metrics;
 use crate::notify::ChatNotifier;
 use crate::providers::{self, Outcome, RunContext};
 use crate::reporter::{Report, Reporter, RetryPolicy};
+use crate::resolve;
 use crate::runlog::{Redactor, RunLog};
+use crate::sandbox::Isolation;
 use crate::status::{DeploymentStatusSink, StatusTarget, StatusUpdate};
 use crate::store::{EnvLock, RunRecord, RunState, StartMarker, Store};
+use crate::webhook::clean_user_name;
 
 /// The median of the recent durations times the runs ahead; `None` without history.
 pub fn eta_secs(recent: &[f64], ahead: usize) -> Option<f64> {
@@ -70,6 +73,12 @@ pub struct DeployerSettings {
     pub secrets: Vec<String>,
     /// What providers need from faseng's configuration (SSH key, Heroku API, …).
     pub providers: Arc<providers::ProviderSettings>,
+    /// How provider processes are kept from faseng.
+    pub isolation: Arc<Isolation>,
+    /// GitHub clients: the API base, and tokens for checkouts and tarballs.
+    pub github: Arc<GithubClients>,
+    /// Where relative `clone_url`s are taken from (faseng's working directory).
+    pub base_dir: PathBuf,
 }
 
 /// The runs going on in this process, shared by every deployer the process builds (a worker
@@ -171,8 +180,8 @@ pub struct Deployer {
     pub notifier: Arc<dyn ChatNotifier>,
     /// Clone cache.
     pub checkouts: Checkouts,
-    /// Fallback app configs (app.json) for payloads without one.
-    pub apps: Option<Apps>,
+    /// The operator's app.json: the only authority on how an app is deployed.
+    pub apps: Arc<Apps>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Settings.
@@ -222,6 +231,13 @@ impl std::fmt::Debug for Deployer {
     }
 }
 
+/// What a run may use of faseng's: the token for its GitHub and its deadline.
+#[derive(Clone, Copy)]
+struct RunAccess<'a> {
+    token: Option<&'a Secret>,
+    deadline: tokio::time::Instant,
+}
+
 /// A run's validated inputs.
 struct Valid {
     app: AppConfig,
@@ -236,6 +252,10 @@ struct Run<'a> {
     key: String,
     record: RunRecord,
     reporter: Reporter,
+    /// Who asked, by stable id (`notify.user`, else the deployment's creator): what locks and
+    /// records are keyed by.
+    user_id: String,
+    /// Who asked, as shown (a display name is never used to decide anything).
     user: String,
     environment_url: Option<String>,
     log_url: String,
@@ -276,7 +296,7 @@ impl Deployer {
         sink: Arc<dyn DeploymentStatusSink>,
         notifier: Arc<dyn ChatNotifier>,
         checkouts: Checkouts,
-        apps: Option<Apps>,
+        apps: Arc<Apps>,
         metrics: Arc<Metrics>,
         settings: DeployerSettings,
     ) -> Self {
@@ -412,16 +432,21 @@ impl Deployer {
             self.leave_line(&job, &key).await;
             return Ok(());
         }
-        let notify: Option<Notify> = job.notify();
+        let notify = self.chat_target(&job).await;
         let chat_ts = record
             .chat_ts
             .clone()
             .or_else(|| notify.as_ref().and_then(|n| n.message_ts.clone()));
+        let user_id = notify
+            .as_ref()
+            .map(|n| clean_user_name(&n.user))
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| job.creator.clone());
         let user = notify
             .as_ref()
             .map(|n| n.user_name.clone())
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| job.creator.clone());
+            .unwrap_or_else(|| user_id.clone());
         let target = StatusTarget {
             repo: job.repo_name(),
             deployment_id: job.deployment_id,
@@ -440,6 +465,7 @@ impl Deployer {
             key,
             record,
             reporter,
+            user_id,
             user,
             environment_url: None,
         };
@@ -472,7 +498,7 @@ impl Deployer {
             "deploy:unlock" => return self.unlock(run, &valid).await,
             _ => {}
         }
-        if let Some(why) = self.locked_by_other(&job, &run.user, &valid).await? {
+        if let Some(why) = self.locked_by_other(&job, &run.user_id, &valid).await? {
             return self.finish(run, Outcome::Error(why), None).await;
         }
         let Some(provider) = providers::for_kind(valid.app.provider, &self.settings.providers)
@@ -485,7 +511,7 @@ impl Deployer {
             self.close_run(&mut run, "record the wait").await;
             return Ok(());
         }
-        if let Some(why) = self.locked_by_other(&job, &run.user, &valid).await? {
+        if let Some(why) = self.locked_by_other(&job, &run.user_id, &valid).await? {
             return self.finish(run, Outcome::Error(why), None).await;
         }
 
@@ -521,8 +547,17 @@ impl Deployer {
             chat_reply: None,
         });
 
-        let redactor = Redactor::new(self.settings.secrets.iter().cloned())
-            .with_config_secrets(&valid.app.raw);
+        let deadline = tokio::time::Instant::now() + self.run_timeout(&valid.app);
+        let token = self.github_token(&valid.app).await;
+        let redactor = Redactor::new(
+            self.settings
+                .secrets
+                .iter()
+                .cloned()
+                .chain(token.iter().map(|t| t.expose().to_owned()))
+                .chain(valid.app.github_token.iter().map(|t| t.expose().to_owned())),
+        )
+        .with_config_secrets(&valid.app.raw);
         let (log, writer) = RunLog::start(self.store.clone(), run.key.clone(), redactor);
         log.header(
             "faseng",
@@ -535,8 +570,12 @@ impl Deployer {
                 run.user
             ),
         );
+        let access = RunAccess {
+            token: token.as_ref(),
+            deadline,
+        };
         let outcome = self
-            .execute(&job, &valid, provider.as_ref(), &log, &run, marker)
+            .execute(&job, &valid, provider.as_ref(), &log, &run, marker, access)
             .await;
         let tail = log.tail();
         match &outcome {
@@ -547,6 +586,51 @@ impl Deployer {
         self.finish(run, outcome, Some(tail)).await
     }
 
+    /// The chat message to keep up to date: the payload's, when the operator's app for the
+    /// deployment allows its room (a deployment that resolves to no app gets no chat).
+    async fn chat_target(&self, job: &DeployJob) -> Option<Notify> {
+        let notify = job.notify()?;
+        let payload_name = job.payload.get("name").and_then(serde_json::Value::as_str);
+        let app = resolve::app_for(&self.apps, &job.repo_name(), payload_name).ok()?;
+        if crate::notify::room_allowed(&*self.notifier, app.allowed_rooms.as_deref(), &notify).await
+        {
+            Some(notify)
+        } else {
+            tracing::warn!(room = %notify.room, app = %app.name, "the deployment's chat room is not in the app's allowed_rooms: not posting there");
+            None
+        }
+    }
+
+    /// The app's timeout (else faseng's): it covers checkout, stages and provider.
+    fn run_timeout(&self, app: &AppConfig) -> Duration {
+        Duration::from_secs(
+            app.timeout
+                .unwrap_or(self.settings.default_timeout.as_secs())
+                .max(1),
+        )
+    }
+
+    /// The token for the app's GitHub: its own, faseng's, or a GitHub App installation
+    /// token for its repository (`None` when there is none, or it could not be minted).
+    async fn github_token(&self, app: &AppConfig) -> Option<Secret> {
+        if let Some(t) = &app.github_token {
+            return Some(t.clone());
+        }
+        match self
+            .settings
+            .github
+            .access_token(&app.repository, app.github_api.as_deref())
+            .await
+        {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no GitHub token for the checkout");
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         job: &DeployJob,
@@ -555,24 +639,43 @@ impl Deployer {
         log: &RunLog,
         run: &Run<'_>,
         marker: StartMarker,
+        access: RunAccess<'_>,
     ) -> Outcome {
         let key = run.key.as_str();
-        let Some(url) = valid
-            .app
-            .clone_url
-            .clone()
-            .or_else(|| job.clone_url.clone())
-        else {
-            return Outcome::Error(messages::could_not_run(
-                "the webhook has no clone_url and the app sets none",
-            ));
+        // The operator's clone_url may be relative to faseng's directory; the webhook's is
+        // GitHub's (a URL, or a path in tests).
+        let parsed = match (&valid.app.clone_url, &job.clone_url) {
+            (Some(url), _) => CloneSource::parse(url, Some(&self.settings.base_dir)),
+            (None, Some(url)) => CloneSource::parse(url, None),
+            (None, None) => {
+                return Outcome::Error(messages::could_not_run(
+                    "the webhook has no clone_url and the app sets none",
+                ));
+            }
         };
-        let wt = match self
+        let source = match parsed {
+            Ok(s) => s,
+            Err(e) => return Outcome::Error(messages::could_not_run(&format!("{e:#}"))),
+        };
+        let api = valid
+            .app
+            .github_api
+            .as_deref()
+            .unwrap_or(self.settings.github.api_url());
+        let credentials = GitCredentials::new(api, access.token.cloned());
+        let dir = match self
             .checkouts
-            .prepare(&job.repo_name(), &url, &valid.sha, key, log)
+            .prepare(
+                &job.repo_name(),
+                &source,
+                &credentials,
+                &valid.sha,
+                log,
+                access.deadline,
+            )
             .await
         {
-            Ok(wt) => wt,
+            Ok(dir) => dir,
             Err(e) => {
                 log.header("git", &format!("{e:#}"));
                 return Outcome::Error(messages::could_not_run(&format!("checkout failed: {e:#}")));
@@ -583,26 +686,26 @@ impl Deployer {
             .deploy_config_dir
             .join(valid.app.name.as_str());
         if overlay_dir.is_dir() {
-            match overlay(&overlay_dir, &wt.path) {
+            match overlay(&overlay_dir, &dir.checkout) {
                 Ok(n) => log.header(
                     "overlay",
                     &format!("{n} file(s) from {}", overlay_dir.display()),
                 ),
                 Err(e) => {
-                    self.checkouts.remove(wt).await;
+                    self.checkouts.remove(dir).await;
                     return Outcome::Error(messages::could_not_run(&format!(
                         "deploy-config overlay failed: {e}"
                     )));
                 }
             }
         }
-        let timeout = Duration::from_secs(
-            valid
-                .app
-                .timeout
-                .unwrap_or(self.settings.default_timeout.as_secs())
-                .max(1),
-        );
+        let isolation = self.settings.isolation.as_ref();
+        if let Err(e) = isolation.hand_over(&dir.root) {
+            self.checkouts.remove(dir).await;
+            return Outcome::Error(messages::could_not_run(&format!(
+                "could not hand the checkout to the provider user: {e}"
+            )));
+        }
         let ctx = RunContext {
             app: &valid.app,
             env: &valid.env,
@@ -611,8 +714,12 @@ impl Deployer {
             task: &job.task,
             deployment_id: job.deployment_id,
             user: &run.user,
-            checkout: &wt.path,
-            timeout,
+            checkout: &dir.checkout,
+            run: &dir,
+            isolation,
+            timeout: self.run_timeout(&valid.app),
+            deadline: access.deadline,
+            github_token: access.token,
         };
         let store = self.store.clone();
         let key = key.to_owned();
@@ -644,80 +751,58 @@ impl Deployer {
             });
         };
         let outcome = providers::stages::run(provider, &ctx, log, &on_spawn, &on_progress).await;
-        self.checkouts.remove(wt).await;
+        self.checkouts.remove(dir).await;
         outcome
     }
 
+    /// Resolves the job against the operator's app.json (the only authority on how it is
+    /// deployed; `payload.config` is never read) and validates what reaches processes.
     fn validate(&self, job: &DeployJob) -> Result<Valid, String> {
+        let repo = job.repo_name();
+        let payload_name = job.payload.get("name").and_then(serde_json::Value::as_str);
+        let app = resolve::app_for(&self.apps, &repo, payload_name).map_err(|r| r.description())?;
+        let env = resolve::environment_of(app, &job.environment).map_err(|r| r.description())?;
         let git_ref = GitRef::parse(&job.git_ref)
             .map_err(|e| messages::invalid_input("ref", &job.git_ref, &e.to_string()))?;
         let sha = CommitSha::parse(&job.sha)
             .map_err(|_| messages::invalid_input("sha", &job.sha, "not a full commit sha"))?;
-        let env = EnvName::parse(&job.environment).map_err(|e| {
-            messages::invalid_input("environment", &job.environment, &e.to_string())
-        })?;
-        let app_name = job.app();
-        let app = match job
-            .payload
-            .get("config")
-            .filter(|c| c.as_object().is_some_and(|o| !o.is_empty()))
-        {
-            Some(config) => AppConfig::from_value(app_name, config).map_err(|problems| {
-                let text = problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                messages::bad_config(&text)
-            })?,
-            None => self
-                .apps
-                .as_ref()
-                .and_then(|apps| {
-                    apps.iter()
-                        .find(|a| a.name.as_str() == app_name)
-                        .or_else(|| {
-                            apps.iter()
-                                .find(|a| a.repository.to_string().eq_ignore_ascii_case(&job.repo))
-                        })
-                })
-                .cloned()
-                .ok_or_else(|| messages::no_config(app_name))?,
-        };
         Ok(Valid {
-            app,
+            app: app.clone(),
             env,
             git_ref,
             sha,
         })
     }
 
-    /// The lock text when someone other than `user` holds a `deploy:lock` on the line.
+    /// The lock text when someone other than `user_id` holds a `deploy:lock` on the line.
     async fn locked_by_other(
         &self,
         job: &DeployJob,
-        user: &str,
+        user_id: &str,
         valid: &Valid,
     ) -> anyhow::Result<Option<String>> {
         Ok(self
             .store
             .env_lock(&job.line)
             .await?
-            .filter(|l| l.user != user)
-            .map(|l| {
-                messages::locked(
-                    valid.app.name.as_str(),
-                    valid.env.as_str(),
-                    &l.user,
-                    &l.reason,
-                )
-            }))
+            .filter(|l| l.user != user_id)
+            .map(|l| self.locked_text(valid, &l)))
+    }
+
+    fn locked_text(&self, valid: &Valid, lock: &EnvLock) -> String {
+        messages::locked(
+            valid.app.name.as_str(),
+            valid.env.as_str(),
+            lock.shown_name(),
+            &lock.reason,
+        )
     }
 
     async fn lock(&self, run: Run<'_>, valid: &Valid) -> anyhow::Result<()> {
         let job = run.job;
         let wanted = EnvLock {
-            user: run.user.clone(),
+            user: run.user_id.clone(),
+            user_name: run.user.clone(),
             reason: job.description.clone(),
             at: Utc::now(),
         };
@@ -725,24 +810,24 @@ impl Deployer {
         let outcome = if held.user == wanted.user {
             Outcome::Success
         } else {
-            Outcome::Error(messages::locked(
-                valid.app.name.as_str(),
-                valid.env.as_str(),
-                &held.user,
-                &held.reason,
-            ))
+            Outcome::Error(self.locked_text(valid, &held))
         };
         let text = messages::lock_taken(valid.app.name.as_str(), valid.env.as_str(), &run.user);
         self.finish_with_text(run, outcome, None, Some(text)).await
     }
 
+    /// `deploy:unlock`: only the holder (by id) releases the lock.
     async fn unlock(&self, run: Run<'_>, valid: &Valid) -> anyhow::Result<()> {
-        let previous = self.store.clear_env_lock(&run.job.line).await?;
-        let text = messages::lock_released(
-            valid.app.name.as_str(),
-            valid.env.as_str(),
-            previous.as_ref().map(|l| l.user.as_str()),
-        );
+        let previous = self
+            .store
+            .clear_env_lock(&run.job.line, &run.user_id)
+            .await?;
+        let (app, env) = (valid.app.name.as_str(), valid.env.as_str());
+        if let Some(lock) = previous.as_ref().filter(|l| l.user != run.user_id) {
+            let why = messages::unlock_refused(app, env, lock.shown_name());
+            return self.finish(run, Outcome::Error(why), None).await;
+        }
+        let text = messages::lock_released(app, env, previous.as_ref().map(EnvLock::shown_name));
         self.finish_with_text(run, Outcome::Success, None, Some(text))
             .await
     }
@@ -1126,8 +1211,13 @@ mod tests {
             store.clone(),
             Arc::new(NullStatusSink),
             Arc::new(NoChat),
-            Checkouts::new(&workdir, None, None),
-            None,
+            Checkouts::new(&workdir),
+            Arc::new(
+                Apps::from_json(
+                    r#"{"r": {"provider": "shell", "repository": "o/r", "environments": ["edge"]}}"#,
+                )
+                .unwrap(),
+            ),
             Arc::new(Metrics::default()),
             DeployerSettings {
                 public_url: "http://faseng.test".into(),
@@ -1145,12 +1235,13 @@ mod tests {
                     None,
                     workdir.clone(),
                 ),
+                isolation: Arc::new(Isolation::shared("a unit test")),
+                github: Arc::new(GithubClients::new("http://github.test", None)),
+                base_dir: dir.to_owned(),
             },
         )
         .into_shared();
-        let mut job = DeployJob::sample("d-1", "o/r", "r/edge");
-        job.payload = serde_json::json!({"name": "r", "config": {
-            "provider": "shell", "repository": "o/r", "environments": ["edge"]}});
+        let job = DeployJob::sample("d-1", "o/r", "r/edge");
         (deployer, store, job)
     }
 

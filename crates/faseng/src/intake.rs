@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
 use chrono::Utc;
+use deploy_core::Apps;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::job::DeployJob;
@@ -58,6 +59,7 @@ struct Pending {
 pub struct Intake {
     store: Arc<dyn Store>,
     queue: Queue,
+    apps: Arc<Apps>,
     batcher: OnceLock<mpsc::UnboundedSender<Pending>>,
 }
 
@@ -70,12 +72,14 @@ impl std::fmt::Debug for Intake {
 }
 
 impl Intake {
-    /// An intake over a store and a queue (the batcher task starts on first use, on the
-    /// caller's tokio runtime, and ends when the intake is dropped).
-    pub fn new(store: Arc<dyn Store>, queue: Queue) -> Self {
+    /// An intake over a store and a queue, putting each deployment in the line of the
+    /// operator's app it resolves to (the batcher task starts on first use, on the caller's
+    /// tokio runtime, and ends when the intake is dropped).
+    pub fn new(store: Arc<dyn Store>, queue: Queue, apps: Arc<Apps>) -> Self {
         Self {
             store,
             queue,
+            apps,
             batcher: OnceLock::new(),
         }
     }
@@ -87,7 +91,7 @@ impl Intake {
         delivery_id: &str,
         ev: &DeploymentEvent,
     ) -> anyhow::Result<IntakeOutcome> {
-        let job = match DeployJob::from_event(delivery_id, ev) {
+        let job = match DeployJob::from_event(delivery_id, ev, &self.apps) {
             Ok(j) => j,
             Err(why) => {
                 return Ok(IntakeOutcome::Refused(format!(

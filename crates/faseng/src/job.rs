@@ -2,7 +2,7 @@
 //! as sent (refs and shas are validated by the worker before any process sees them).
 
 use chrono::{DateTime, Utc};
-use deploy_core::{AppName, EnvName, Notify, RepoName};
+use deploy_core::{Apps, EnvName, Notify, RepoName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -39,19 +39,12 @@ pub struct DeployJob {
     pub clone_url: Option<String>,
     /// The waiting line (`app/env`) it belongs to.
     pub line: String,
+    /// The operator's app it resolved to at intake (empty when none did: the worker reports
+    /// why and runs nothing).
+    #[serde(default)]
+    pub app: String,
     /// When the webhook arrived.
     pub received_at: DateTime<Utc>,
-}
-
-/// The app name a deployment belongs to: the payload's `name` when it is a valid app name,
-/// else the repository name.
-pub fn app_name_for(payload: &Value, repo: &RepoName) -> String {
-    payload
-        .get("name")
-        .and_then(Value::as_str)
-        .and_then(|n| AppName::parse(n).ok())
-        .map(|n| n.as_str().to_owned())
-        .unwrap_or_else(|| repo.name().to_ascii_lowercase())
 }
 
 /// The waiting-line key for an app and an environment as sent. An environment that is not
@@ -79,16 +72,30 @@ impl DeployJob {
             creator: "joyz".into(),
             payload: serde_json::json!({}),
             clone_url: None,
+            app: line.split('/').next().unwrap_or_default().into(),
             line: line.into(),
             received_at: Utc::now(),
         }
     }
 
-    /// Builds the job for a webhook; `Err` when the repository name is unusable.
-    pub fn from_event(delivery_id: &str, ev: &DeploymentEvent) -> Result<Self, String> {
+    /// Builds the job for a webhook, in the line of the operator's app it resolves to (see
+    /// [`crate::resolve`]); one that resolves to none gets a line of its own. `Err` when the
+    /// repository name is unusable.
+    pub fn from_event(
+        delivery_id: &str,
+        ev: &DeploymentEvent,
+        apps: &Apps,
+    ) -> Result<Self, String> {
         let repo = RepoName::parse(&ev.repository.full_name)?;
         let payload = ev.payload_object();
-        let app = app_name_for(&payload, &repo);
+        let app = crate::resolve::app_for(apps, &repo, payload.get("name").and_then(Value::as_str))
+            .map(|a| a.name.to_string())
+            .unwrap_or_default();
+        let line = if app.is_empty() {
+            line_key(&format!("?{repo}"), &ev.deployment.environment)
+        } else {
+            line_key(&app, &ev.deployment.environment)
+        };
         Ok(Self {
             delivery_id: delivery_id.to_owned(),
             repo: repo.to_string(),
@@ -99,7 +106,8 @@ impl DeployJob {
             environment: ev.deployment.environment.clone(),
             description: ev.deployment.description.clone().unwrap_or_default(),
             creator: ev.creator(),
-            line: line_key(&app, &ev.deployment.environment),
+            line,
+            app,
             payload,
             clone_url: ev.repository.clone_url.clone(),
             received_at: Utc::now(),
@@ -116,9 +124,9 @@ impl DeployJob {
         RepoName::parse(&self.repo).expect("validated at intake")
     }
 
-    /// The app name from the line key.
+    /// The operator's app it resolved to at intake; empty when none did.
     pub fn app(&self) -> &str {
-        self.line.split('/').next().unwrap_or_default()
+        &self.app
     }
 
     /// The chat message to keep up to date, if the payload names one; its `user_name` is
@@ -160,18 +168,28 @@ impl DeployJob {
 mod tests {
     use super::*;
 
+    fn event(repo: &str, name: &str, environment: &str) -> DeploymentEvent {
+        serde_json::from_value(serde_json::json!({
+            "deployment": {"id": 1, "sha": "a", "ref": "main", "environment": environment,
+                           "payload": {"name": name}},
+            "repository": {"full_name": repo}
+        }))
+        .unwrap()
+    }
+
     #[test]
-    fn lines_are_per_app_and_environment() {
-        let repo = RepoName::parse("oursky/Trelhub").unwrap();
-        assert_eq!(
-            app_name_for(&serde_json::json!({"name": "project-x"}), &repo),
-            "project-x"
-        );
-        assert_eq!(
-            app_name_for(&serde_json::json!({"name": "../x"}), &repo),
-            "trelhub"
-        );
-        assert_eq!(app_name_for(&serde_json::json!({}), &repo), "trelhub");
+    fn lines_are_per_operator_app_and_environment() {
+        let apps = Apps::from_json(
+            r#"{"trelhub": {"provider": "shell", "repository": "oursky/Trelhub",
+                            "environments": ["edge"]}}"#,
+        )
+        .unwrap();
+        let job = DeployJob::from_event("d", &event("oursky/trelhub", "project-x", "Edge"), &apps)
+            .unwrap();
+        assert_eq!((job.app(), job.line.as_str()), ("trelhub", "trelhub/edge"));
+        let job =
+            DeployJob::from_event("d", &event("mallory/x", "trelhub", "edge"), &apps).unwrap();
+        assert_eq!((job.app(), job.line.as_str()), ("", "?mallory/x/edge"));
         assert_eq!(line_key("a", "Production"), "a/production");
         assert_eq!(line_key("a", "bad env"), "a/invalid:bad env");
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use deploy_core::{GithubAuth, Secret};
+use deploy_core::{Apps, GithubAuth, Secret};
 use faseng::providers::{ProviderConfig, SshKeySource};
 use faseng::queue::{QueueTiming, QueueUrl};
 use faseng::{Application, Config, Services};
@@ -30,8 +30,20 @@ enum Command {
         #[arg(long, env = "FASENG_NO_WORKER")]
         no_worker: bool,
         /// Shared secret of the GitHub webhook; requests without a valid X-Hub-Signature-256 get 401.
-        #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
-        webhook_secret: String,
+        #[arg(
+            long,
+            env = "GITHUB_WEBHOOK_SECRET",
+            hide_env_values = true,
+            required_unless_present = "webhook_secret_file"
+        )]
+        webhook_secret: Option<String>,
+        /// The webhook secret as a file (read at start; providers never see the file).
+        #[arg(
+            long,
+            env = "GITHUB_WEBHOOK_SECRET_FILE",
+            conflicts_with = "webhook_secret"
+        )]
+        webhook_secret_file: Option<PathBuf>,
         /// Address to listen on.
         #[arg(long, env = "FASENG_BIND", default_value = "127.0.0.1:8081")]
         bind: SocketAddr,
@@ -67,18 +79,27 @@ struct Common {
     /// GitHub API base (GitHub Enterprise: `https://HOST/api/v3`).
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     github_api_url: String,
-    /// Token for the GitHub API and https clones.
+    /// Token for the GitHub API and https clones (sent only to the app's GitHub origin).
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
     github_token: Option<String>,
+    /// The GitHub token as a file.
+    #[arg(long, env = "GITHUB_TOKEN_FILE", conflicts_with = "github_token")]
+    github_token_file: Option<PathBuf>,
     /// Slack bot token, to edit the chat message of a deployment.
     #[arg(long, env = "SLACK_BOT_TOKEN", hide_env_values = true)]
     slack_bot_token: Option<String>,
+    /// The Slack bot token as a file.
+    #[arg(long, env = "SLACK_BOT_TOKEN_FILE", conflicts_with = "slack_bot_token")]
+    slack_bot_token_file: Option<PathBuf>,
     /// Slack Web API base.
     #[arg(long, env = "SLACK_API_URL", default_value = "https://slack.com/api")]
     slack_api_url: String,
-    /// app.json used for deployments whose payload carries no `config` (made by CI or `gh`).
-    #[arg(long, env = "CHIMA_APPS_JSON")]
-    apps_json: Option<PathBuf>,
+    /// The operator's app.json: the only source of how each app is deployed (provider,
+    /// scripts, clone URL, timeout, Heroku names…). A deployment is resolved by its
+    /// repository (`payload.name` only chooses between apps of one repository) and may only
+    /// target an environment listed here; `payload.config` is never obeyed.
+    #[arg(long, env = "FASENG_APPS_JSON", default_value = "./app.json")]
+    apps_json: PathBuf,
     /// Jobs one worker holds at once (running or waiting for their turn).
     #[arg(long, env = "FASENG_CONCURRENCY", default_value_t = 32)]
     concurrency: usize,
@@ -107,6 +128,15 @@ struct Common {
     /// Heroku Platform API key for the heroku provider.
     #[arg(long, env = "HEROKU_API_KEY", hide_env_values = true)]
     heroku_api_key: Option<String>,
+    /// The Heroku API key as a file.
+    #[arg(long, env = "HEROKU_API_KEY_FILE", conflicts_with = "heroku_api_key")]
+    heroku_api_key_file: Option<PathBuf>,
+    /// When faseng runs as root: the unprivileged user providers run as (deploy scripts,
+    /// fab, cap, stages). Default `nobody`; a dedicated user is better (the Docker image
+    /// has one). As an ordinary user, faseng sandboxes providers with bubblewrap where it
+    /// can; where it cannot, it says so at start and on /healthz.
+    #[arg(long, env = "FASENG_PROVIDER_USER")]
+    provider_user: Option<String>,
     /// Heroku Platform API base.
     #[arg(long, env = "HEROKU_API_URL", default_value = "https://api.heroku.com")]
     heroku_api_url: String,
@@ -114,6 +144,24 @@ struct Common {
 
 fn non_empty(s: Option<String>) -> Option<String> {
     s.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// A secret given as text or as a file (`*_FILE`); the file's path is remembered so that
+/// providers never see it.
+fn secret(
+    text: Option<String>,
+    file: Option<PathBuf>,
+    private_files: &mut Vec<PathBuf>,
+) -> anyhow::Result<Option<String>> {
+    match file.filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => {
+            let value = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the secret file {}", path.display()))?;
+            private_files.push(path);
+            Ok(non_empty(Some(value)))
+        }
+        None => Ok(non_empty(text)),
+    }
 }
 
 impl Common {
@@ -124,13 +172,23 @@ impl Common {
         c.deploy_config_dir = self.deploy_config_dir;
         c.deployment_timeout = Duration::from_secs(self.deployment_timeout.max(1));
         c.github_api_url = self.github_api_url;
-        c.github_auth = match non_empty(self.github_token) {
+        let mut private_files = vec![self.apps_json.clone()];
+        c.github_auth = match secret(
+            self.github_token,
+            self.github_token_file,
+            &mut private_files,
+        )? {
             Some(t) => Some(GithubAuth::Token(Secret::new(t))),
             None => GithubAuth::from_env()?,
         };
-        c.slack_token = non_empty(self.slack_bot_token).map(Secret::new);
+        c.slack_token = secret(
+            self.slack_bot_token,
+            self.slack_bot_token_file,
+            &mut private_files,
+        )?
+        .map(Secret::new);
         c.slack_api_url = self.slack_api_url;
-        c.apps_json = self.apps_json;
+        c.apps = std::sync::Arc::new(load_apps(&self.apps_json));
         c.concurrency = self.concurrency.max(1);
         c.timing = QueueTiming {
             heartbeat: Duration::from_secs(self.heartbeat.max(1)),
@@ -149,10 +207,32 @@ impl Common {
                 (None, None) => None,
             },
             ssh_known_hosts: non_empty(self.deploy_ssh_known_hosts),
-            heroku_api_key: non_empty(self.heroku_api_key).map(Secret::new),
+            heroku_api_key: secret(
+                self.heroku_api_key,
+                self.heroku_api_key_file,
+                &mut private_files,
+            )?
+            .map(Secret::new),
             heroku_api_url: self.heroku_api_url,
         };
+        c.provider_user = non_empty(self.provider_user);
+        c.private_files = private_files;
         Ok(c)
+    }
+}
+
+/// The operator's app.json, or exit 2 listing every problem in it.
+fn load_apps(path: &std::path::Path) -> Apps {
+    match Apps::load(path) {
+        Ok(apps) => apps,
+        Err(e) => {
+            eprint!("faseng: {e}");
+            eprintln!(
+                "faseng: nothing was started; fix {} (FASENG_APPS_JSON) and try again.",
+                path.display()
+            );
+            std::process::exit(2);
+        }
     }
 }
 
@@ -178,14 +258,19 @@ async fn main() -> anyhow::Result<()> {
             common,
             no_worker,
             webhook_secret,
+            webhook_secret_file,
             bind,
         } => {
             let mut config = common.config()?;
-            anyhow::ensure!(
-                !webhook_secret.trim().is_empty(),
-                "GITHUB_WEBHOOK_SECRET must not be empty"
-            );
-            config.webhook_secret = Some(Secret::new(webhook_secret.trim()));
+            let webhook_secret = secret(
+                webhook_secret,
+                webhook_secret_file,
+                &mut config.private_files,
+            )?;
+            let Some(webhook_secret) = webhook_secret else {
+                anyhow::bail!("GITHUB_WEBHOOK_SECRET must not be empty");
+            };
+            config.webhook_secret = Some(Secret::new(webhook_secret));
             config.bind = bind;
             let app = Application::build(config, !no_worker).await?;
             tracing::info!(addr = %app.local_addr(), worker = !no_worker, "faseng serving");

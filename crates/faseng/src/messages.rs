@@ -110,22 +110,50 @@ pub fn lock_released(app: &str, env: &str, previous: Option<&str>) -> String {
     }
 }
 
+/// `error` of `deploy:unlock` by someone other than the holder.
+pub fn unlock_refused(app: &str, env: &str, holder: &str) -> String {
+    description(&format!(
+        "{app} is locked on {env} by {holder}; only they can unlock it"
+    ))
+}
+
 /// `error`: a field of the webhook that may never reach a process.
 pub fn invalid_input(what: &str, value: &str, why: &str) -> String {
     let shown: String = value.chars().filter(|c| !c.is_control()).take(40).collect();
     description(&format!("Error: {what} {shown:?} is not valid: {why}"))
 }
 
-/// `error`: the payload has no usable app config.
-pub fn no_config(app: &str) -> String {
+/// `error`: no app of the operator's app.json deploys the repository.
+pub fn no_app_for_repository(repo: &str) -> String {
+    description(&format!("no app in faseng's app.json deploys {repo}"))
+}
+
+/// `error`: `payload.name` names an app that deploys another repository.
+pub fn app_of_another_repository(app: &str, its_repo: &str, repo: &str) -> String {
     description(&format!(
-        "Error: no app config for {app:?} in the deployment payload, and faseng has no app.json entry for it"
+        "payload.name is {app}, an app of {its_repo}, but this deployment is of {repo}: nothing was run"
     ))
 }
 
-/// `error`: the app config in the payload does not validate.
-pub fn bad_config(problems: &str) -> String {
-    description(&format!("Error: invalid app config: {problems}"))
+/// `error`: several apps deploy the repository and the payload names none of them.
+pub fn several_apps_deploy(repo: &str, apps: &[String]) -> String {
+    description(&format!(
+        "several apps deploy {repo} ({}): the deployment's payload.name must name one",
+        apps.join(", ")
+    ))
+}
+
+/// `error`: the environment is not one the app lists.
+pub fn environment_not_listed(app: &str, environment: &str, listed: &[String]) -> String {
+    let shown: String = environment
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(40)
+        .collect();
+    description(&format!(
+        "{app} has no environment {shown:?} in faseng's app.json ({}): nothing was run",
+        listed.join(", ")
+    ))
 }
 
 /// `error`: provider not available in this faseng.
@@ -296,14 +324,20 @@ mod tests {
             "a unlocked on e (was locked by u)"
         );
         assert_eq!(lock_released("a", "e", None), "a was not locked on e");
+        assert_eq!(
+            unlock_refused("a", "e", "alice"),
+            "a is locked on e by alice; only they can unlock it"
+        );
     }
 
     #[test]
     fn error_texts_quote_the_bad_input_without_control_characters() {
         let t = invalid_input("ref", "x;\nrm -rf", "contains whitespace");
         assert!(t.starts_with("Error: ref \"x;rm -rf\""), "{t}");
-        assert!(no_config("x").contains("no app config"));
-        assert!(bad_config("p").contains("invalid app config: p"));
+        assert_eq!(
+            environment_not_listed("a", "st\naging", &["edge".into(), "live".into()]),
+            "a has no environment \"staging\" in faseng's app.json (edge, live): nothing was run"
+        );
         assert!(unsupported_provider("heroku").contains("heroku provider"));
         assert_eq!(could_not_run("checkout failed"), "Error: checkout failed");
     }

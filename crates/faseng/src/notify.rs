@@ -38,6 +38,37 @@ pub trait ChatNotifier: Send + Sync + 'static {
     -> anyhow::Result<String>;
     /// Posts `text` in the thread of message `ts`.
     async fn reply(&self, notify: &Notify, ts: &str, text: &str) -> anyhow::Result<()>;
+    /// The name of the room `notify.room` names (an id), to match an app's `allowed_rooms`.
+    async fn room_name(&self, notify: &Notify) -> anyhow::Result<String>;
+}
+
+/// True when faseng may speak in `notify`'s room for an app whose `allowed_rooms` is
+/// `allowed` (`None`: every room): the room's id, or its name as the chat service tells it
+/// (never the payload's `room_name`, which anyone creating a deployment can write), is listed.
+/// A name that cannot be learnt allows nothing.
+pub async fn room_allowed(
+    notifier: &dyn ChatNotifier,
+    allowed: Option<&[String]>,
+    notify: &Notify,
+) -> bool {
+    let Some(allowed) = allowed else {
+        return true;
+    };
+    let listed = |room: &str| {
+        allowed
+            .iter()
+            .any(|a| a.trim_start_matches('#').eq_ignore_ascii_case(room))
+    };
+    if listed(&notify.room) {
+        return true;
+    }
+    match notifier.room_name(notify).await {
+        Ok(name) => listed(&name),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), room = %notify.room, "could not learn the room's name; not posting there");
+            false
+        }
+    }
 }
 
 /// Slack Web API (`chat.update`, `chat.postMessage`) with a bot token.
@@ -47,6 +78,9 @@ pub struct SlackNotifier {
     api_url: String,
     token: Secret,
     max_attempts: u32,
+    /// Room names learnt from `conversations.info`, by id (a channel's id never changes;
+    /// a renamed channel keeps its old name here until faseng restarts).
+    room_names: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl SlackNotifier {
@@ -60,6 +94,7 @@ impl SlackNotifier {
             api_url: api_url.trim_end_matches('/').to_owned(),
             token,
             max_attempts: 4,
+            room_names: Default::default(),
         }
     }
 
@@ -154,6 +189,29 @@ impl ChatNotifier for SlackNotifier {
         .await
         .map(drop)
     }
+
+    async fn room_name(&self, notify: &Notify) -> anyhow::Result<String> {
+        if let Some(name) = self
+            .room_names
+            .lock()
+            .expect("room names")
+            .get(&notify.room)
+        {
+            return Ok(name.clone());
+        }
+        let v = self
+            .call("conversations.info", json!({"channel": notify.room}))
+            .await?;
+        let name = v["channel"]["name"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("slack conversations.info returned no name"))?
+            .to_owned();
+        self.room_names
+            .lock()
+            .expect("room names")
+            .insert(notify.room.clone(), name.clone());
+        Ok(name)
+    }
 }
 
 /// The notifier used when no chat token is configured: it handles nothing.
@@ -169,6 +227,9 @@ impl ChatNotifier for NoChat {
         anyhow::bail!("no chat configured")
     }
     async fn reply(&self, _: &Notify, _: &str, _: &str) -> anyhow::Result<()> {
+        anyhow::bail!("no chat configured")
+    }
+    async fn room_name(&self, _: &Notify) -> anyhow::Result<String> {
         anyhow::bail!("no chat configured")
     }
 }

@@ -3,7 +3,7 @@
 //! timeout that kills the whole group (children of children included).
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -11,10 +11,11 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
-use tokio::process::Command;
 
+use crate::checkout::RunDir;
 use crate::messages;
 use crate::runlog::RunLog;
+use crate::sandbox::Isolation;
 
 /// How long a timed-out group gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -30,6 +31,9 @@ pub struct CommandSpec {
     pub cwd: PathBuf,
     /// The complete environment (nothing is inherited).
     pub env: Vec<(String, String)>,
+    /// Paths outside the run directory the command needs to see (its SSH directory), when
+    /// it runs in a sandbox.
+    pub visible: Vec<PathBuf>,
 }
 
 impl CommandSpec {
@@ -63,9 +67,9 @@ impl Exit {
     }
 }
 
-/// The environment every provider command gets before its own variables: `PATH`, `HOME`,
-/// `LANG`, `TMPDIR` from faseng's own environment (nothing else is inherited, so faseng's
-/// tokens never reach a deploy script).
+/// The environment faseng's own helper commands (git, ssh-keygen) get: `PATH`, `HOME`,
+/// `LANG`, `TMPDIR`, `USER` from faseng's environment and nothing else. Provider commands get
+/// [`provider_env`] instead.
 pub fn base_env() -> Vec<(String, String)> {
     [
         "PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME",
@@ -73,6 +77,27 @@ pub fn base_env() -> Vec<(String, String)> {
     .iter()
     .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
     .collect()
+}
+
+/// The environment every provider command gets before its own variables: faseng's `PATH`
+/// and locale, and the run's private `HOME` and `TMPDIR`, with `USER` / `LOGNAME` naming the
+/// user it runs as. Nothing else is inherited, so faseng's tokens never reach a deploy script.
+pub fn provider_env(run: &RunDir, isolation: &Isolation) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = ["PATH", "LANG", "LC_ALL"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect();
+    let user = isolation
+        .provider_user()
+        .map(|u| u.name.clone())
+        .or_else(|| std::env::var("USER").ok());
+    env.push(("HOME".into(), run.home.display().to_string()));
+    env.push(("TMPDIR".into(), run.tmp.display().to_string()));
+    if let Some(user) = user {
+        env.push(("USER".into(), user.clone()));
+        env.push(("LOGNAME".into(), user));
+    }
+    env
 }
 
 fn pipe_to_log<R: AsyncRead + Unpin + Send + 'static>(
@@ -92,13 +117,32 @@ fn pipe_to_log<R: AsyncRead + Unpin + Send + 'static>(
     })
 }
 
+/// Takes a command's extra paths back for faseng when the command is over.
+struct TakeBack<'a> {
+    isolation: &'a Isolation,
+    paths: &'a [PathBuf],
+}
+
+impl Drop for TakeBack<'_> {
+    fn drop(&mut self) {
+        for path in self.paths {
+            if let Err(e) = self.isolation.take_back(path) {
+                tracing::warn!(error = %e, path = %path.display(), "could not take a directory back from the provider user");
+            }
+        }
+    }
+}
+
 fn signal_group(pgid: i32, sig: Signal) -> bool {
     killpg(Pid::from_raw(pgid), sig).is_ok()
 }
 
-/// Runs `spec`, streaming its output into `log`; `on_spawn` receives the process group id.
+/// Runs `spec` for the run in `run_root`, isolated as `isolation` says, streaming its
+/// output into `log`; `on_spawn` receives the process group id.
 pub async fn run_logged(
     spec: &CommandSpec,
+    isolation: &Isolation,
+    run_root: &Path,
     log: &RunLog,
     timeout: Duration,
     on_spawn: impl FnOnce(i32),
@@ -107,12 +151,16 @@ pub async fn run_logged(
     let (read_end, write_end) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
     let write_err = write_end.try_clone()?;
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+    // What only this command may see (its SSH directory) is the provider user's while it runs.
+    for path in &spec.visible {
+        isolation.hand_over(path)?;
+    }
+    let _take_back = TakeBack {
+        isolation,
+        paths: &spec.visible,
+    };
+    let mut cmd = isolation.command(spec, run_root, &spec.visible);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::from(write_end))
         .stderr(Stdio::from(write_err))
         .process_group(0);
@@ -199,7 +247,12 @@ mod tests {
                 ("PATH".into(), "/usr/bin:/bin".into()),
                 ("SECRET_FROM_TEST".into(), "visible".into()),
             ],
+            visible: Vec::new(),
         }
+    }
+
+    fn shared() -> Isolation {
+        Isolation::shared("a test of process handling")
     }
 
     #[tokio::test]
@@ -211,6 +264,8 @@ mod tests {
                 "echo out; echo err >&2; echo out2; echo err2 >&2; env | sort; exit 3",
                 dir.path(),
             ),
+            &shared(),
+            dir.path(),
             &log,
             Duration::from_secs(10),
             |p| pg = p,
@@ -244,6 +299,8 @@ mod tests {
         );
         let exit = run_logged(
             &sh(&script, dir.path()),
+            &shared(),
+            dir.path(),
             &log,
             Duration::from_millis(700),
             |_| {},

@@ -31,6 +31,8 @@ pub struct WebState {
     pub store: Arc<dyn Store>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// How providers are kept from faseng, as `/healthz` says it.
+    pub isolation: String,
 }
 
 /// The router.
@@ -134,7 +136,7 @@ async fn handle_event(s: &WebState, event: WebhookEvent) -> Response {
 
 async fn healthz(State(s): State<WebState>) -> Response {
     match s.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Ok(()) => (StatusCode::OK, format!("ok\n{}\n", s.isolation)).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("queue unreachable: {e}"),

@@ -2,6 +2,7 @@
 //! valid deployment event survives the trip through bytes and a signature unchanged, and
 //! the signature check accepts exactly the right MAC.
 
+use deploy_core::Apps;
 use faseng::job::DeployJob;
 use faseng::webhook::{self, WebhookError, WebhookEvent, WebhookHeaders};
 use hmac::{Hmac, Mac as _};
@@ -71,7 +72,8 @@ fn check_decoded(event: &WebhookEvent) -> Result<(), TestCaseError> {
         let creator = event.creator();
         prop_assert!(creator.chars().count() <= webhook::MAX_USER_CHARS);
         prop_assert!(!creator.chars().any(char::is_control));
-        if let Ok(job) = DeployJob::from_event(delivery_id, event) {
+        if let Ok(job) = DeployJob::from_event(delivery_id, event, &Apps::default()) {
+            prop_assert_eq!(job.app(), "", "no app of an empty app.json");
             prop_assert!(job.payload.is_object());
             prop_assert_eq!(job.repo_name().to_string(), job.repo.clone());
             if let Some(n) = job.notify() {
@@ -164,9 +166,12 @@ proptest! {
         prop_assert_eq!(event.creator(), creator);
         prop_assert_eq!(event.payload_object(), payload);
         prop_assert_eq!(&event.repository.full_name, &full_name);
-        let job = DeployJob::from_event("d-1", &event).unwrap();
+        let operator = Apps::from_json(&json!({name.clone(): {"provider": "shell", "repository": full_name}}).to_string()).unwrap();
+        let job = DeployJob::from_event("d-1", &event, &operator).unwrap();
         prop_assert_eq!((job.deployment_id, &job.sha, &job.git_ref), (id, &sha, &git_ref));
         prop_assert_eq!(job.app(), name.as_str());
+        let job = DeployJob::from_event("d-1", &event, &Apps::default()).unwrap();
+        prop_assert_eq!(job.app(), "", "the payload's name alone resolves to no app");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Env {
     pub queue_url: QueueUrl,
     pub backend: Backend,
     pub providers: faseng::providers::ProviderConfig,
+    /// The operator's app.json faseng runs with (trelhub, deploying [`REPO`]).
+    pub apps_json: Value,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     http: reqwest::Client,
@@ -62,6 +64,10 @@ pub struct Options {
     pub timeout: Duration,
     /// Provider settings (SSH key, known hosts, Heroku API).
     pub providers: faseng::providers::ProviderConfig,
+    /// Keys merged into the trelhub entry of the operator's app.json (see [`trelhub_app`]).
+    pub app: Value,
+    /// Further apps of the operator's app.json, by name.
+    pub other_apps: Value,
 }
 
 impl Default for Options {
@@ -71,8 +77,22 @@ impl Default for Options {
             with_worker: true,
             timeout: Duration::from_secs(60),
             providers: faseng::providers::ProviderConfig::default(),
+            app: json!({}),
+            other_apps: json!({}),
         }
     }
+}
+
+/// The operator's entry for trelhub (a shell app deploying [`REPO`] to edge, staging and
+/// production) with `extra` merged in.
+pub fn trelhub_app(extra: &Value) -> Value {
+    let mut app = json!({"provider": "shell", "repository": REPO,
+                         "environments": ["edge", "staging", "production"],
+                         "edge_url": "https://edge.trelhub.example"});
+    if let (Some(a), Some(extra)) = (app.as_object_mut(), extra.as_object()) {
+        a.extend(extra.clone());
+    }
+    app
 }
 
 /// A file in the scenario's scratch directory that scripts can write to.
@@ -90,8 +110,8 @@ impl Env {
             )
             .with_test_writer()
             .try_init();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("scratch")).unwrap();
+        let dir = e2e::dirs::scenario_dir();
+        e2e::dirs::open_scratch(&dir.path().join("scratch"));
         let script = opts.script.replace(
             "$SCRATCH",
             &dir.path().join("scratch").display().to_string(),
@@ -121,6 +141,14 @@ impl Env {
             queue_url,
             backend,
             providers: opts.providers.clone(),
+            apps_json: {
+                let mut apps = json!({"trelhub": trelhub_app(&opts.app)});
+                if let (Some(a), Some(other)) = (apps.as_object_mut(), opts.other_apps.as_object())
+                {
+                    a.extend(other.clone());
+                }
+                apps
+            },
             stop: None,
             task: None,
             http: reqwest::Client::new(),
@@ -148,6 +176,9 @@ impl Env {
         };
         c.shutdown_timeout = Duration::from_secs(5);
         c.providers = self.providers.clone();
+        c.apps = std::sync::Arc::new(
+            deploy_core::Apps::from_json(&self.apps_json.to_string()).expect("a valid app.json"),
+        );
         c.status_retry = RetryPolicy {
             attempts: 6,
             first_delay: Duration::from_millis(50),
@@ -180,41 +211,44 @@ impl Env {
         }
     }
 
+    /// Writes the operator's app.json into the scenario directory (for faseng processes
+    /// started from it); returns its path.
+    pub fn write_apps_json(&self) -> PathBuf {
+        let path = self.dir.path().join("app.json");
+        std::fs::write(&path, self.apps_json.to_string()).unwrap();
+        path
+    }
+
     /// The payload chima would send (hubot-deploy compatible), with a seeded chat message.
-    pub fn payload(&self, user: &str, extra_config: Value) -> (Value, String) {
+    /// Its `config` is the operator's entry, as chima sends it: informational, never obeyed.
+    pub fn payload(&self, user: &str) -> (Value, String) {
         let ts = self
             .slack
             .post_as_bot(ROOM, &format!("{user} asked for a deploy"));
-        let mut config = json!({"provider": "shell", "repository": REPO,
-                                 "environments": ["edge", "staging", "production"],
-                                 "edge_url": "https://edge.trelhub.example"});
-        if let (Some(c), Some(extra)) = (config.as_object_mut(), extra_config.as_object()) {
-            c.extend(extra.clone());
-        }
         let payload = json!({"name": "trelhub", "robotName": "chima", "hosts": "",
             "notify": {"adapter": "slack", "room": ROOM, "room_name": "deployment",
-                       "user": "U2147483697", "user_name": user, "message_ts": ts},
-            "config": config});
+                       "user": user_id(user), "user_name": user, "message_ts": ts},
+            "config": self.apps_json["trelhub"]});
         (payload, ts)
     }
 
     /// Creates a deployment on the fake GitHub (which fires the webhook); returns its id and
     /// the chat message ts.
-    pub async fn deploy(
-        &self,
-        env: &str,
-        task: &str,
-        user: &str,
-        extra_config: Value,
-    ) -> (u64, String) {
-        let (payload, ts) = self.payload(user, extra_config);
+    pub async fn deploy(&self, env: &str, task: &str, user: &str) -> (u64, String) {
+        let (payload, ts) = self.payload(user);
+        let id = self.deploy_payload(env, task, payload).await;
+        (id, ts)
+    }
+
+    /// Creates a deployment with `payload` as given (the webhook fires); returns its id.
+    pub async fn deploy_payload(&self, env: &str, task: &str, payload: Value) -> u64 {
         let d = self
             .gh
             .create_deployment(REPO, json!({"ref": "main", "environment": env, "task": task, "auto_merge": false,
                                              "required_contexts": [], "description": format!("{task} on {env}"),
                                              "payload": payload}))
             .await;
-        (d["id"].as_u64().unwrap(), ts)
+        d["id"].as_u64().unwrap()
     }
 
     /// Creates a deployment on the fake without its webhook reaching faseng; returns the
@@ -224,10 +258,9 @@ impl Env {
         env: &str,
         task: &str,
         user: &str,
-        extra: Value,
     ) -> (Value, Vec<(String, String)>, Vec<u8>) {
         self.gh.set_webhook("http://127.0.0.1:9/unused", SECRET);
-        let (payload, _) = self.payload(user, extra);
+        let (payload, _) = self.payload(user);
         let d = self
             .gh
             .create_deployment(
@@ -260,6 +293,20 @@ impl Env {
         };
         let r = self.http.get(url).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The log faseng serves for deployment `id`, through the link its statuses carry.
+    pub async fn log(&self, id: u64) -> String {
+        let url = self
+            .gh
+            .statuses(id)
+            .iter()
+            .rev()
+            .find_map(|s| s["log_url"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no status of #{id} has a log_url"));
+        let (status, body) = self.get(&format!("{url}/log")).await;
+        assert_eq!(status, 200, "{url}/log: {body}");
+        body
     }
 
     /// Waits until `/metrics` contains `needle`.
@@ -305,6 +352,12 @@ impl Drop for Env {
             let _ = tx.send(());
         }
     }
+}
+
+/// The chat user id of a test user: stable per name (`joyz` → `U0JOYZ`), so two users
+/// never share one.
+pub fn user_id(name: &str) -> String {
+    format!("U0{}", name.to_ascii_uppercase())
 }
 
 /// Waits (polling a condition, never a fixed sleep) until `f` returns `Some`.

@@ -17,11 +17,13 @@ use deploy_core::{AppConfig, CommitSha, EnvName, GitRef, Secret};
 use e2e::fake_slack::Message;
 use e2e::git_repo::GitRepo;
 use e2e::sshd::Sshd;
+use faseng::checkout::RunDir;
 use faseng::providers::stages::{self, Progress};
 use faseng::providers::{
     self, Outcome, ProviderConfig, ProviderSettings, RunContext, SshKeySource,
 };
 use faseng::runlog::{Redactor, RunLog};
+use faseng::sandbox::Isolation;
 use faseng::store::{SqliteStore, Store};
 use harness::{Backend, Env, Options, ROOM, WAIT};
 use serde_json::Value;
@@ -300,6 +302,19 @@ impl Direct {
         );
         let redactor = Redactor::new(settings.config.secrets());
         let (log, writer) = RunLog::start(self.store.clone(), key.clone(), redactor);
+        let root = self.dir.path().join(format!(
+            "run-{}",
+            self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let run = RunDir {
+            checkout: checkout.to_owned(),
+            home: root.join("home"),
+            tmp: root.join("tmp"),
+            root,
+        };
+        std::fs::create_dir_all(&run.home).unwrap();
+        std::fs::create_dir_all(&run.tmp).unwrap();
+        let isolation = Isolation::shared("a direct provider test");
         let ctx = RunContext {
             app: &app,
             env: &env,
@@ -309,7 +324,11 @@ impl Direct {
             deployment_id: 4242,
             user: "joyz",
             checkout,
+            run: &run,
+            isolation: &isolation,
             timeout,
+            deadline: tokio::time::Instant::now() + timeout,
+            github_token: settings.github_token.as_ref(),
         };
         let pgids = Arc::new(Mutex::new(Vec::new()));
         let progress = Arc::new(Mutex::new(Vec::new()));
@@ -468,20 +487,21 @@ impl SshWorld {
     }
 }
 
-/// A real sshd and faseng with the deploy key it accepts and its known-hosts line; `None`
-/// when either cannot start here (the test is skipped).
-pub async fn env_with_sshd() -> Option<(Sshd, Env)> {
+/// A real sshd and faseng with the deploy key it accepts and its known-hosts line, its app
+/// deployed by `provider`; `None` when either cannot start here (the test is skipped).
+pub async fn env_with_sshd(provider: &str) -> Option<(Sshd, Env)> {
     let sshd = Sshd::start()?;
     let providers = key_config(sshd.client_key_text(), Some(sshd.known_hosts_line()));
-    let env = env_with_providers(providers).await?;
+    let env = env_with_providers(providers, serde_json::json!({"provider": provider})).await?;
     Some((sshd, env))
 }
 
-/// faseng with a worker on a SQLite queue and these provider settings; `None` when the
-/// harness cannot start (the test is skipped).
-pub async fn env_with_providers(providers: ProviderConfig) -> Option<Env> {
+/// faseng with a worker on a SQLite queue and these provider settings, `app` merged into
+/// the operator's app entry; `None` when the harness cannot start (the test is skipped).
+pub async fn env_with_providers(providers: ProviderConfig, app: Value) -> Option<Env> {
     let opts = Options {
         providers,
+        app,
         ..Options::default()
     };
     Env::start(Backend::Sqlite, opts).await
@@ -499,10 +519,10 @@ pub struct Webhooked<'a> {
     pub done: Value,
 }
 
-/// Creates a `deploy` to edge for joyz (`extra` merged into the app config), waits for the
-/// final status and asserts it is `state`, posted after queued and in_progress.
-pub async fn deploy_through_webhook<'a>(env: &'a Env, extra: Value, state: &str) -> Webhooked<'a> {
-    let (id, ts) = env.deploy("edge", "deploy", "joyz", extra).await;
+/// Creates a `deploy` to edge for joyz, waits for the final status and asserts it is
+/// `state`, posted after queued and in_progress.
+pub async fn deploy_through_webhook<'a>(env: &'a Env, state: &str) -> Webhooked<'a> {
+    let (id, ts) = env.deploy("edge", "deploy", "joyz").await;
     let done = env.wait_final(id).await;
     assert_eq!(done["state"], state, "{done}");
     assert_eq!(env.states(id), ["queued", "in_progress", state]);

@@ -100,7 +100,7 @@ impl Provider for CapistranoProvider {
         find_program("cap", &env).ok_or_else(|| {
             "cap is not installed on this deployer (apt-get install capistrano)".to_owned()
         })?;
-        let ssh = SshRun::create(&self.settings, log).await?;
+        let ssh = SshRun::create(&self.settings, ctx.isolation, log).await?;
         let sync = ssh.home().join("faseng_cap.rb");
         std::fs::write(&sync, CAP_RUBYOPT_RB)
             .map_err(|e| format!("cannot write {}: {e}", sync.display()))?;
@@ -122,6 +122,7 @@ impl Provider for CapistranoProvider {
                 ctx.git_ref
             ),
         );
+        let visible = vec![ssh.dir().to_owned()];
         *self.ssh.lock().expect("ssh lock") = Some(ssh);
         Ok(Plan {
             commands: vec![CommandSpec {
@@ -129,6 +130,7 @@ impl Provider for CapistranoProvider {
                 args: vec![OsString::from(ctx.env.as_str()), OsString::from(ctx.task)],
                 cwd: ctx.checkout.to_owned(),
                 env,
+                visible,
             }],
         })
     }

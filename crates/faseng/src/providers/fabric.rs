@@ -83,7 +83,7 @@ impl Provider for FabricProvider {
             "fab is not installed on this deployer (apt-get install fabric, or pip install fabric)"
                 .to_owned()
         })?;
-        let ssh = SshRun::create(&self.settings, log).await?;
+        let ssh = SshRun::create(&self.settings, ctx.isolation, log).await?;
         env.extend(ssh.env());
         env.push(("PYTHONUNBUFFERED".into(), "1".into()));
         env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
@@ -108,6 +108,7 @@ impl Provider for FabricProvider {
             "prepare",
             &format!("Fabric task {task} for {} on {}", ctx.app.name, ctx.env),
         );
+        let visible = vec![ssh.dir().to_owned()];
         *self.ssh.lock().expect("ssh lock") = Some(ssh);
         Ok(Plan {
             commands: vec![CommandSpec {
@@ -115,6 +116,7 @@ impl Provider for FabricProvider {
                 args,
                 cwd: ctx.checkout.to_owned(),
                 env,
+                visible,
             }],
         })
     }

@@ -151,12 +151,8 @@ impl HerokuProvider {
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28")
             .timeout(Duration::from_secs(30));
-        if let Some(token) = ctx
-            .app
-            .github_token
-            .as_ref()
-            .or(self.settings.github_token.as_ref())
-        {
+        // The URL is built on the app's own API base, so the token only goes to that origin.
+        if let Some(token) = ctx.github_token {
             req = req.bearer_auth(token.expose());
         }
         let resp = req
@@ -460,7 +456,7 @@ impl Provider for HerokuProvider {
         log: &RunLog,
         _on_spawn: &(dyn Fn(i32) + Send + Sync),
     ) -> RunResult {
-        match tokio::time::timeout(ctx.timeout, self.build(ctx, log)).await {
+        match tokio::time::timeout_at(ctx.deadline, self.build(ctx, log)).await {
             Ok(BuildEnd::Succeeded) => RunResult::Exited(Exit::Code(0)),
             Ok(BuildEnd::Failed) => RunResult::Exited(Exit::Code(1)),
             Ok(BuildEnd::Refused(why)) => RunResult::SpawnFailed(why),

@@ -21,11 +21,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::{AppConfig, CommitSha, EnvName, GitRef};
+use deploy_core::{AppConfig, CommitSha, EnvName, GitRef, Secret};
 
+use crate::checkout::RunDir;
 use crate::messages;
 use crate::process::{CommandSpec, Exit, run_logged};
 use crate::runlog::RunLog;
+use crate::sandbox::Isolation;
 
 /// Everything a provider may use about one run; every field is already validated.
 #[derive(Debug, Clone, Copy)]
@@ -44,10 +46,33 @@ pub struct RunContext<'a> {
     pub deployment_id: u64,
     /// Who asked.
     pub user: &'a str,
-    /// The run's checkout.
+    /// The run's checkout (inside [`RunContext::run`]).
     pub checkout: &'a Path,
-    /// How long the run may take.
+    /// The run's private directory (checkout, `HOME`, `TMPDIR`).
+    pub run: &'a RunDir,
+    /// How provider commands are kept from faseng.
+    pub isolation: &'a Isolation,
+    /// How long the whole run may take (the app's timeout, for texts).
     pub timeout: Duration,
+    /// When the run must be over: checkout, stages and provider share one timeout.
+    pub deadline: tokio::time::Instant,
+    /// The token for the app's GitHub (tarball links), when faseng has one.
+    pub github_token: Option<&'a Secret>,
+}
+
+impl RunContext<'_> {
+    /// The time left before the deadline (at least 1 ms, so a command past it is stopped at
+    /// once rather than never started).
+    pub fn remaining(&self) -> Duration {
+        let r = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        if r.is_zero() {
+            Duration::from_millis(1)
+        } else {
+            r
+        }
+    }
 }
 
 /// What to run.
@@ -95,17 +120,19 @@ pub trait Provider: Send + Sync {
         log: &RunLog,
         on_spawn: &(dyn Fn(i32) + Send + Sync),
     ) -> RunResult {
-        let deadline = tokio::time::Instant::now() + ctx.timeout;
         let mut last = RunResult::Exited(Exit::Code(0));
         for cmd in &plan.commands {
             log.header(self.name(), &cmd.display());
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let remaining = if remaining.is_zero() {
-                Duration::from_millis(1)
-            } else {
-                remaining
-            };
-            match run_logged(cmd, log, remaining, on_spawn).await {
+            match run_logged(
+                cmd,
+                ctx.isolation,
+                &ctx.run.root,
+                log,
+                ctx.remaining(),
+                on_spawn,
+            )
+            .await
+            {
                 Ok(Exit::TimedOut { .. }) => {
                     last = RunResult::Exited(Exit::TimedOut {
                         secs: ctx.timeout.as_secs(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use async_trait::async_trait;
 
 use super::{Plan, Provider, RunContext};
-use crate::process::{CommandSpec, base_env};
+use crate::process::{CommandSpec, provider_env};
 use crate::runlog::RunLog;
 
 /// Runs a script from the repository.
@@ -37,9 +37,10 @@ pub fn resolve_script(checkout: &Path, script: &str) -> Result<std::path::PathBu
     Ok(real)
 }
 
-/// The environment a deploy script gets (Heaven-compatible), after `PATH`/`HOME`/….
+/// The environment a deploy script gets (Heaven-compatible), after the run's own `PATH`,
+/// `HOME`, `TMPDIR`, … ([`provider_env`]).
 pub fn deploy_env(ctx: &RunContext<'_>) -> Vec<(String, String)> {
-    let mut env = base_env();
+    let mut env = provider_env(ctx.run, ctx.isolation);
     env.extend(
         [
             ("DEPLOY_ENV", ctx.env.as_str().to_owned()),
@@ -76,6 +77,7 @@ impl Provider for ShellProvider {
                 args: Vec::new(),
                 cwd: ctx.checkout.to_owned(),
                 env: deploy_env(ctx),
+                visible: Vec::new(),
             }],
         })
     }

@@ -1,21 +1,25 @@
 //! SSH material for one fabric or capistrano run: a private per-run directory (0700) under
-//! `<state_dir>/ssh/` holding the deploy key (0600, when given as text), the known hosts
-//! (when given) and a generated ssh config that names both, with `StrictHostKeyChecking`
-//! set explicitly. The directory is removed when the run ends (and, for directories left by
-//! a worker that died, by the next run).
+//! `<state_dir>/ssh/` holding a copy of the deploy key (0600; from `DEPLOY_SSH_KEY` or
+//! `DEPLOY_SSH_KEY_FILE`, which the provider itself never sees), the known hosts and a
+//! generated ssh config that names both, with `StrictHostKeyChecking` set explicitly. The
+//! directory belongs to the user the provider runs as and is visible only to the deploy
+//! command (not to before / after stages, and covered in a sandbox otherwise); it is removed
+//! when the run ends (and, for directories left by a worker that died, by the next run).
+//! With accept-new, host keys the run learnt are merged back into faseng's own list.
 //!
 //! The tools read it without the project naming anything: `fab -S <config> -i <key>`;
 //! Capistrano's net-ssh reads `~/.ssh/config`, so `cap` runs with `HOME` set to the run
 //! directory; OpenSSH gets `GIT_SSH_COMMAND` / `DEPLOY_SSH_CONFIG` (`ssh -F`).
 
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::settings::{ProviderSettings, SshKeySource};
 use crate::process::base_env;
 use crate::runlog::RunLog;
+use crate::sandbox::Isolation;
 
 /// One run's SSH directory; removed on drop.
 #[derive(Debug)]
@@ -26,6 +30,8 @@ pub struct SshRun {
     key_file: Option<PathBuf>,
     known_hosts_file: PathBuf,
     strict: bool,
+    /// With accept-new: faseng's shared known_hosts, to merge what the run learnt into.
+    learn_into: Option<PathBuf>,
 }
 
 /// Characters allowed in paths written into the generated ssh config (no quoting needed by
@@ -137,15 +143,26 @@ async fn fingerprint(key: &Path) -> Result<Option<String>, String> {
 }
 
 impl SshRun {
-    /// Creates the run directory and writes key, known hosts and config; logs which key and
-    /// which host-key policy are used (never the key). `Err` is a reason the run cannot start.
-    pub async fn create(settings: &ProviderSettings, log: &RunLog) -> Result<Self, String> {
+    /// Creates the run directory and writes key, known hosts and config, for the user
+    /// providers run as; logs which key and which host-key policy are used (never the key).
+    /// `Err` is a reason the run cannot start.
+    pub async fn create(
+        settings: &ProviderSettings,
+        isolation: &Isolation,
+        log: &RunLog,
+    ) -> Result<Self, String> {
         let root = settings.state_dir.join("ssh");
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&root)
             .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+        if isolation.provider_user().is_some() {
+            // The provider user passes through to its own run directory; it cannot list the
+            // others or read faseng's known_hosts.
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", root.display()))?;
+        }
         let root = root
             .canonicalize()
             .map_err(|e| format!("cannot resolve {}: {e}", root.display()))?;
@@ -192,19 +209,15 @@ impl SshRun {
                 Some(path)
             }
             Some(SshKeySource::File(path)) => {
-                let path = path.canonicalize().map_err(|e| {
+                // Copied into the run directory: the provider user may not read the
+                // operator's file, and a sandbox covers it.
+                let text = std::fs::read_to_string(path).map_err(|e| {
                     format!("DEPLOY_SSH_KEY_FILE {} cannot be read: {e}", path.display())
                 })?;
-                std::fs::File::open(&path).map_err(|e| {
-                    format!("DEPLOY_SSH_KEY_FILE {} cannot be read: {e}", path.display())
-                })?;
-                if !config_safe(&path) {
-                    return Err(format!(
-                        "DEPLOY_SSH_KEY_FILE {} has characters an ssh config cannot hold",
-                        path.display()
-                    ));
-                }
-                match fingerprint(&path).await {
+                let copy = dot_ssh.join("id_deploy");
+                write_private(&copy, &normalize_key_text(&text))
+                    .map_err(|e| format!("cannot write the deploy key: {e}"))?;
+                match fingerprint(&copy).await {
                     Ok(Some(fp)) => log.header(
                         "ssh",
                         &format!(
@@ -223,10 +236,11 @@ impl SshRun {
                         ));
                     }
                 }
-                Some(path)
+                Some(copy)
             }
         };
 
+        let mut learn_into = None;
         let (known_hosts_file, strict) = match &settings.config.ssh_known_hosts {
             Some(lines) => {
                 let path = dot_ssh.join("known_hosts");
@@ -243,20 +257,19 @@ impl SshRun {
                 (path, true)
             }
             None => {
-                let path = root.join("known_hosts");
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                let shared = root.join("known_hosts");
+                let known = std::fs::read_to_string(&shared).unwrap_or_default();
+                let path = dot_ssh.join("known_hosts");
+                write_private(&path, &known)
+                    .map_err(|e| format!("cannot write the known hosts: {e}"))?;
                 log.header(
                     "ssh",
                     &format!(
                         "DEPLOY_SSH_KNOWN_HOSTS is not set: accept-new (new host keys are accepted and remembered in {}; a changed key is refused)",
-                        path.display()
+                        shared.display()
                     ),
                 );
+                learn_into = Some(shared);
                 (path, false)
             }
         };
@@ -284,7 +297,13 @@ impl SshRun {
             key_file,
             known_hosts_file,
             strict,
+            learn_into,
         })
+    }
+
+    /// The directory the deploy command must see (it lives under faseng's work directory).
+    pub fn dir(&self) -> &Path {
+        &self.home
     }
 
     /// The run directory: used as `HOME` for tools that read `~/.ssh/config` (net-ssh).
@@ -331,9 +350,15 @@ impl SshRun {
         env
     }
 
-    /// Removes the directory now (the key text with it).
+    /// Removes the directory now (the key text with it), first merging host keys the run
+    /// learnt (accept-new) into faseng's own list.
     pub fn remove(&mut self) {
         if let Some(d) = self.dir.take() {
+            if let Some(shared) = &self.learn_into
+                && let Err(e) = learn_hosts(&self.known_hosts_file, shared)
+            {
+                tracing::warn!(error = %e, "could not remember the host keys this run accepted");
+            }
             let _ = d.close();
         }
     }
@@ -343,6 +368,29 @@ impl Drop for SshRun {
     fn drop(&mut self) {
         self.remove();
     }
+}
+
+/// Appends to `shared` the lines of `learnt` it does not have yet.
+fn learn_hosts(learnt: &Path, shared: &Path) -> std::io::Result<()> {
+    let new = std::fs::read_to_string(learnt)?;
+    let known = std::fs::read_to_string(shared).unwrap_or_default();
+    let mut have: std::collections::HashSet<&str> = known.lines().collect();
+    let mut add = String::new();
+    for line in new.lines().map(str::trim) {
+        if !line.is_empty() && have.insert(line) {
+            add.push_str(line);
+            add.push('\n');
+        }
+    }
+    if add.is_empty() {
+        return Ok(());
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(shared)?;
+    f.write_all(add.as_bytes())
 }
 
 /// What an SSH failure in a tool's output means, for the log and the status: `None` when the

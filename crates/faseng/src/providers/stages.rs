@@ -5,7 +5,6 @@
 //! Progress is reported after every change so the chat message can show it.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use deploy_core::AppConfig;
 
@@ -170,30 +169,12 @@ pub fn ssh_aware_report(name: &str, result: &RunResult, log: &RunLog) -> Outcome
     plain_report(name, result, log)
 }
 
-struct Clock {
-    deadline: tokio::time::Instant,
-}
-
-impl Clock {
-    fn remaining(&self) -> Duration {
-        let r = self
-            .deadline
-            .saturating_duration_since(tokio::time::Instant::now());
-        if r.is_zero() {
-            Duration::from_millis(1)
-        } else {
-            r
-        }
-    }
-}
-
 /// Runs the scripts of a before / after stage; `Err` is the run's outcome.
 async fn run_scripts(
     stage: Stage,
     scripts: &[(String, PathBuf)],
     ctx: &RunContext<'_>,
     log: &RunLog,
-    clock: &Clock,
     on_spawn: &(dyn Fn(i32) + Send + Sync),
 ) -> Result<(), Outcome> {
     for (name, path) in scripts {
@@ -202,9 +183,19 @@ async fn run_scripts(
             args: Vec::new(),
             cwd: ctx.checkout.to_owned(),
             env: deploy_env(ctx),
+            visible: Vec::new(),
         };
         log.header(stage.as_str(), name);
-        match run_logged(&cmd, log, clock.remaining(), on_spawn).await {
+        match run_logged(
+            &cmd,
+            ctx.isolation,
+            &ctx.run.root,
+            log,
+            ctx.remaining(),
+            on_spawn,
+        )
+        .await
+        {
             Ok(Exit::Code(0)) => {}
             Ok(Exit::TimedOut { .. }) => {
                 return Err(Outcome::Failure(messages::timed_out(ctx.timeout.as_secs())));
@@ -242,9 +233,6 @@ pub async fn run(
     on_spawn: &(dyn Fn(i32) + Send + Sync),
     on_progress: &(dyn Fn(&Progress) + Send + Sync),
 ) -> Outcome {
-    let clock = Clock {
-        deadline: tokio::time::Instant::now() + ctx.timeout,
-    };
     let mut progress = Progress::for_app(ctx.app);
     let step = |stage: Stage, state: StageState, progress: &mut Progress| {
         progress.set(stage, state);
@@ -279,8 +267,7 @@ pub async fn run(
 
     if !before.is_empty() {
         step(Stage::Before, StageState::Running, &mut progress);
-        if let Err(outcome) = run_scripts(Stage::Before, &before, ctx, log, &clock, on_spawn).await
-        {
+        if let Err(outcome) = run_scripts(Stage::Before, &before, ctx, log, on_spawn).await {
             step(Stage::Before, StageState::Failed, &mut progress);
             // Per-run material the provider holds (an SSH directory) goes when it is dropped.
             return outcome;
@@ -289,12 +276,8 @@ pub async fn run(
     }
 
     step(Stage::Deploy, StageState::Running, &mut progress);
-    let deploy_ctx = RunContext {
-        timeout: clock.remaining(),
-        ..*ctx
-    };
-    let result = provider.run(&deploy_ctx, plan, log, on_spawn).await;
-    let outcome = match provider.report(&deploy_ctx, &result, log) {
+    let result = provider.run(ctx, plan, log, on_spawn).await;
+    let outcome = match provider.report(ctx, &result, log) {
         Outcome::Failure(_) if matches!(result, RunResult::Exited(Exit::TimedOut { .. })) => {
             Outcome::Failure(messages::timed_out(ctx.timeout.as_secs()))
         }
@@ -308,7 +291,7 @@ pub async fn run(
 
     if !after.is_empty() {
         step(Stage::After, StageState::Running, &mut progress);
-        if let Err(outcome) = run_scripts(Stage::After, &after, ctx, log, &clock, on_spawn).await {
+        if let Err(outcome) = run_scripts(Stage::After, &after, ctx, log, on_spawn).await {
             step(Stage::After, StageState::Failed, &mut progress);
             return outcome;
         }

@@ -108,8 +108,8 @@ impl Store for FlakyStore {
     async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock> {
         self.inner.set_env_lock(line, lock).await
     }
-    async fn clear_env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
-        self.inner.clear_env_lock(line).await
+    async fn clear_env_lock(&self, line: &str, holder: &str) -> anyhow::Result<Option<EnvLock>> {
+        self.inner.clear_env_lock(line, holder).await
     }
     async fn push_duration(&self, line: &str, secs: f64) -> anyhow::Result<()> {
         self.inner.push_duration(line, secs).await

@@ -9,7 +9,7 @@ mod redis_store;
 mod sqlite_store;
 
 pub use redis_store::{RedisStore, connect as redis_connect};
-pub use sqlite_store::SqliteStore;
+pub use sqlite_store::{SqliteStore, database_files};
 
 use std::time::Duration;
 
@@ -111,12 +111,26 @@ impl RunRecord {
 /// Who holds a `deploy:lock` on an app+environment, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvLock {
-    /// The GitHub login that locked it.
+    /// The holder's stable id (chat user id, else GitHub login): what the lock is keyed by.
     pub user: String,
+    /// The holder as shown (a display name; never compared).
+    #[serde(default)]
+    pub user_name: String,
     /// The reason (the lock deployment's description).
     pub reason: String,
     /// When.
     pub at: DateTime<Utc>,
+}
+
+impl EnvLock {
+    /// The name to show for the holder: the display name, else the id.
+    pub fn shown_name(&self) -> &str {
+        if self.user_name.is_empty() {
+            &self.user
+        } else {
+            &self.user_name
+        }
+    }
 }
 
 /// Marks a run as begun; if it ever comes back, it is an orphan, never re-run.
@@ -196,8 +210,9 @@ pub trait Store: Send + Sync + 'static {
     async fn env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>>;
     /// Sets the lock unless another user holds it; returns the holder after the call.
     async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock>;
-    /// Clears the lock; returns what was there.
-    async fn clear_env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>>;
+    /// Clears the lock when `holder` (a user id) holds it; returns what was there before
+    /// the call either way (a lock held by someone else stays).
+    async fn clear_env_lock(&self, line: &str, holder: &str) -> anyhow::Result<Option<EnvLock>>;
     /// Records a successful run's duration (the last [`DURATIONS_KEPT`] are kept).
     async fn push_duration(&self, line: &str, secs: f64) -> anyhow::Result<()>;
     /// The recent successful durations, newest first.
@@ -337,29 +352,48 @@ pub(crate) mod contract {
 
         assert_eq!(store.env_lock("app/edge").await.unwrap(), None);
         let alice = EnvLock {
-            user: "alice".into(),
+            user: "U0ALICE".into(),
+            user_name: "alice".into(),
             reason: "testing".into(),
             at: Utc::now(),
         };
         assert_eq!(store.set_env_lock("app/edge", &alice).await.unwrap(), alice);
-        let bob = EnvLock {
-            user: "bob".into(),
+        let alice_again = EnvLock {
+            reason: "still testing".into(),
             ..alice.clone()
         };
         assert_eq!(
-            store.set_env_lock("app/edge", &bob).await.unwrap().user,
-            "alice"
+            store.set_env_lock("app/edge", &alice_again).await.unwrap(),
+            alice_again,
+            "the holder re-locks"
+        );
+        // Another user with the same display name is another user.
+        let other_alice = EnvLock {
+            user: "U0OTHER".into(),
+            ..alice.clone()
+        };
+        assert_eq!(
+            store.set_env_lock("app/edge", &other_alice).await.unwrap(),
+            alice_again
         );
         assert_eq!(
-            store
-                .clear_env_lock("app/edge")
-                .await
-                .unwrap()
-                .unwrap()
-                .user,
-            "alice"
+            store.clear_env_lock("app/edge", "U0OTHER").await.unwrap(),
+            Some(alice_again.clone())
+        );
+        assert_eq!(
+            store.env_lock("app/edge").await.unwrap(),
+            Some(alice_again.clone()),
+            "only the holder clears the lock"
+        );
+        assert_eq!(
+            store.clear_env_lock("app/edge", "U0ALICE").await.unwrap(),
+            Some(alice_again)
         );
         assert_eq!(store.env_lock("app/edge").await.unwrap(), None);
+        assert_eq!(
+            store.clear_env_lock("app/edge", "U0ALICE").await.unwrap(),
+            None
+        );
 
         for i in 0..12 {
             store.push_duration("app/edge", f64::from(i)).await.unwrap();

@@ -120,6 +120,14 @@ end
 redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]";
 
+const CLEAR_LOCK: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then
+  local ok, lock = pcall(cjson.decode, held)
+  if ok and lock['user'] == ARGV[1] then redis.call('DEL', KEYS[1]) end
+end
+return held";
+
 impl RedisStore {
     /// A store over an existing connection; `queue` is the apalis queue name (for depth).
     pub fn new(conn: ConnectionManager, queue: &str) -> Self {
@@ -274,10 +282,11 @@ impl Store for RedisStore {
         from_json(&held)
     }
 
-    async fn clear_env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
-        let v: Option<String> = redis::cmd("GETDEL")
-            .arg(k("lock", line))
-            .query_async(&mut self.conn())
+    async fn clear_env_lock(&self, line: &str, holder: &str) -> anyhow::Result<Option<EnvLock>> {
+        let v: Option<String> = redis::Script::new(CLEAR_LOCK)
+            .key(k("lock", line))
+            .arg(holder)
+            .invoke_async(&mut self.conn())
             .await?;
         v.as_deref().map(from_json).transpose()
     }

@@ -37,6 +37,29 @@ pub struct SqliteStore {
     queue: String,
 }
 
+/// The files of the database at `path` (the file, its WAL and shared-memory index).
+pub fn database_files(path: &Path) -> [std::path::PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    [path.to_owned(), with("-wal"), with("-shm")]
+}
+
+/// Makes the database files faseng's alone (0600): other apps' logs and faseng's state are
+/// in them.
+fn make_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for file in database_files(path) {
+        if file.exists()
+            && let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(error = %e, file = %file.display(), "could not make the store private");
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database: runs apalis's migrations on a throwaway pool
     /// (its `setup` turns durability off), then opens the real pool with WAL and
@@ -72,6 +95,7 @@ impl SqliteStore {
             .execute(&pool)
             .await
             .context("creating faseng tables")?;
+        make_private(path);
         Ok(Self {
             pool,
             queue: queue.to_owned(),
@@ -275,12 +299,21 @@ impl Store for SqliteStore {
         Ok(lock.clone())
     }
 
-    async fn clear_env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
-        let row = sqlx::query("DELETE FROM faseng_locks WHERE line = ? RETURNING lock")
+    async fn clear_env_lock(&self, line: &str, holder: &str) -> anyhow::Result<Option<EnvLock>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
             .bind(line)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        row.map(|r| from_json(r.get::<&str, _>(0))).transpose()
+        let held: Option<EnvLock> = row.map(|r| from_json(r.get::<&str, _>(0))).transpose()?;
+        if held.as_ref().is_some_and(|l| l.user == holder) {
+            sqlx::query("DELETE FROM faseng_locks WHERE line = ?")
+                .bind(line)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(held)
     }
 
     async fn push_duration(&self, line: &str, secs: f64) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@
 //! backlog throughput; pickup = webhook accepted (202) → `in_progress` received by GitHub.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,6 +66,7 @@ fn faseng(rig_dir: &Path, redis_url: &str, gh_url: &str, log: &str) -> anyhow::R
         )
         .env("FASENG_QUEUE_URL", redis_url)
         .env("FASENG_WORKDIR", rig_dir.join("work"))
+        .env("FASENG_APPS_JSON", rig_dir.join("app.json"))
         .env("DEPLOY_CONFIG_DIR", rig_dir.join("deploy-config"))
         .env("GITHUB_API_URL", gh_url)
         .env("GITHUB_TOKEN", TOKEN)
@@ -85,8 +87,11 @@ async fn rig() -> anyhow::Result<Rig> {
     let dir = tempfile::Builder::new()
         .disable_cleanup(std::env::var_os("DRAIN_TRACE").is_some())
         .tempdir()?;
+    // Others may pass through the rig directory (as root, faseng runs the script as an
+    // unprivileged user) and write the stamps.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
     let stamps = dir.path().join("stamps");
-    std::fs::create_dir_all(&stamps)?;
+    e2e::dirs::open_scratch(&stamps);
     // The no-op provider: a start and an end line, with wall-clock times, per app+env.
     let script = format!(
         "f=\"{}/$DEPLOY_APP.$DEPLOY_ENV\"\n\
@@ -95,12 +100,18 @@ async fn rig() -> anyhow::Result<Rig> {
         stamps.display()
     );
     let (repo, sha) = GitRepo::with_deploy_script(&script);
+    let mut apps = serde_json::Map::new();
     for app in 0..APPS {
         let name = repo_name(app);
         gh.add_repo(&name, "main");
         gh.set_branch(&name, "main", &sha);
         gh.set_clone_url(&name, &repo.url());
+        apps.insert(
+            format!("app-{app:03}"),
+            json!({"provider": "shell", "repository": name, "environments": ENVS}),
+        );
     }
+    std::fs::write(dir.path().join("app.json"), Value::Object(apps).to_string())?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -146,8 +157,7 @@ impl Rig {
         env: &str,
     ) -> (u64, Vec<(String, String)>, axum::body::Bytes) {
         let name = repo_name(app);
-        let payload = json!({"name": format!("app-{app:03}"), "robotName": "chima", "hosts": "",
-            "config": {"provider": "shell", "repository": name, "environments": ENVS}});
+        let payload = json!({"name": format!("app-{app:03}"), "robotName": "chima", "hosts": ""});
         let d = self
             .gh
             .create_deployment(

@@ -208,6 +208,10 @@ impl Faseng {
         c.workdir = dir.join("work");
         c.deploy_config_dir = dir.join("deploy-config");
         c.github_api_url = "http://127.0.0.1:9".into();
+        // The app the upstream sample's repository belongs to (its runs are never taken).
+        c.apps = Arc::new(deploy_core::Apps::from_json(
+            r#"{"hello-world": {"provider": "shell", "repository": "Codertocat/Hello-World"}}"#,
+        )?);
         let services = Services::connect(c)
             .await?
             .with_sink(Arc::new(NullStatusSink));
