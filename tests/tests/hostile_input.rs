@@ -1,7 +1,9 @@
 //! The hostile input corpus (`e2e::hostile`) driven through the real chima handlers against
 //! the fake GitHub, and as correctly signed `deployment` webhooks through faseng in process:
 //! nothing panics, every refusal says what is wrong, no hostile chat line reaches GitHub, no
-//! injection ever runs (a canary file is never created), and faseng keeps serving.
+//! injection ever runs (a canary file is never created), faseng keeps serving, and nothing a
+//! deployment carries (ref, user name, output, environment, lock reason) becomes a ping, a
+//! mention or a link in chat.
 
 #[path = "faseng_harness/mod.rs"]
 mod harness;
@@ -338,8 +340,8 @@ fn without_log_links(text: &str, faseng_url: &str) -> String {
     out
 }
 
-/// Sends `case`'s webhook (from a deployment by `user` of `task` to `edge`, changed by
-/// `edits`) and waits for its final status; returns it and the chat message's ts.
+/// Sends the webhook of a deployment by `user` of `task` to `edge`, changed by `edits`, and
+/// waits for its final status; returns it and the chat message's ts.
 async fn deliver(
     env: &Env,
     delivery: &str,
