@@ -195,6 +195,14 @@ impl FakeSlack {
         &self.api_url
     }
 
+    /// Adds (or renames) a user that `users.info` answers for.
+    pub fn add_user(&self, id: &str, name: &str) {
+        self.shared
+            .lock()
+            .users
+            .insert(id.to_owned(), name.to_owned());
+    }
+
     /// Posts a message as a user would (for seeding threads); returns its `ts`.
     pub fn post_as_user(&self, channel: &str, text: &str) -> String {
         self.seed(channel, text, false)
@@ -248,6 +256,47 @@ impl FakeSlack {
     /// Every call received, oldest first.
     pub fn calls(&self) -> Vec<Call> {
         self.shared.lock().calls.clone()
+    }
+
+    /// Every text sent to be shown by a chat call (`chat.postMessage`, `chat.postEphemeral`,
+    /// `chat.update`), oldest first: each call's `text` and every text object in its
+    /// `blocks`.
+    pub fn chat_texts(&self) -> Vec<String> {
+        fn texts(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Array(a) => a.iter().for_each(|v| texts(v, out)),
+                Value::Object(o) => {
+                    for (k, v) in o {
+                        match v {
+                            Value::String(s) if k == "text" => out.push(s.clone()),
+                            v => texts(v, out),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for call in self.calls() {
+            if !matches!(
+                call.method.as_str(),
+                "chat.postMessage" | "chat.postEphemeral" | "chat.update"
+            ) {
+                continue;
+            }
+            if let Some(text) = call.args.get("text").and_then(Value::as_str) {
+                out.push(text.to_owned());
+            }
+            match call.args.get("blocks") {
+                Some(Value::String(encoded)) => texts(
+                    &serde_json::from_str(encoded).unwrap_or(Value::Null),
+                    &mut out,
+                ),
+                Some(blocks) => texts(blocks, &mut out),
+                None => {}
+            }
+        }
+        out
     }
 
     /// The next `n` calls answer 429 with `Retry-After: retry_after_secs`.
@@ -417,6 +466,33 @@ fn check_against_spec(
     problems
 }
 
+/// Checks that a chat call does not ask Slack to turn plain `@channel`, `@name` or `#room`
+/// into mentions (`link_names`, `parse=full`): faseng and chima escape what they quote, and
+/// either option would undo that.
+fn check_no_mention_parsing(method: &str, args: &Map<String, Value>) -> Vec<String> {
+    if !method.starts_with("chat.") {
+        return Vec::new();
+    }
+    let truthy = |v: &Value| match v {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_i64() != Some(0),
+        Value::String(s) => !matches!(s.as_str(), "" | "0" | "false"),
+        _ => false,
+    };
+    let mut problems = Vec::new();
+    if args.get("link_names").is_some_and(truthy) {
+        problems.push(format!(
+            "{method}: link_names turns @channel text into a ping"
+        ));
+    }
+    if args.get("parse").and_then(Value::as_str) == Some("full") {
+        problems.push(format!(
+            "{method}: parse=full turns @channel text into a ping"
+        ));
+    }
+    problems
+}
+
 fn ok(mut body: Value) -> Response {
     body["ok"] = json!(true);
     axum::Json(body).into_response()
@@ -468,7 +544,8 @@ fn handle(
         )
             .into_response();
     }
-    let problems = check_against_spec(method, args, authorization);
+    let mut problems = check_against_spec(method, args, authorization);
+    problems.extend(check_no_mention_parsing(method, args));
     if !problems.is_empty() {
         inner.violations.extend(problems);
         return fail("invalid_arguments");
@@ -615,6 +692,29 @@ mod tests {
             ]
         );
         assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn asking_slack_to_parse_mentions_is_a_violation() {
+        let args = |v: Value| v.as_object().unwrap().clone();
+        for bad in [
+            json!({"link_names": true}),
+            json!({"link_names": "1"}),
+            json!({"parse": "full"}),
+        ] {
+            assert_eq!(
+                check_no_mention_parsing("chat.postMessage", &args(bad)).len(),
+                1
+            );
+        }
+        for fine in [
+            json!({"link_names": false}),
+            json!({"link_names": "0"}),
+            json!({"parse": "none"}),
+            json!({}),
+        ] {
+            assert!(check_no_mention_parsing("chat.update", &args(fine)).is_empty());
+        }
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub enum Category {
     DuplicateKeys,
     /// Bytes that are not UTF-8 (raw, overlong, lone surrogates).
     InvalidUtf8,
-    /// Markup that would run in a browser if a page echoed it raw.
+    /// Markup that would run in a browser if a page echoed it raw, or ping, mention or link
+    /// if chat quoted it raw.
     Markup,
 }
 
@@ -1039,6 +1040,21 @@ pub fn webhook_cases(canary: &str) -> Vec<WebhookCase> {
                 json!("<img src=x onerror=alert(1)>"),
             ),
             Runs,
+        ),
+        case(
+            "ref <!channel>",
+            Markup,
+            Set("/deployment/ref", json!("<!channel>")),
+            verbatim("DEPLOY_REF", "<!channel>"),
+        ),
+        case(
+            "user name <https://x|y> <@U123>",
+            Markup,
+            Set(
+                "/deployment/payload/notify/user_name",
+                json!("<https://x|y> <@U123> &amp;"),
+            ),
+            verbatim("DEPLOY_USER", "<https://x|y> <@U123> &amp;"),
         ),
     ]
 }

@@ -765,3 +765,31 @@ async fn socket_mode_events_reach_the_same_handlers() {
         .await;
     assert_eq!(h.gh.deployments("oursky/trelhub").len(), 1);
 }
+
+#[tokio::test]
+async fn names_and_refs_carrying_slack_markup_are_shown_never_pinged_or_linked() {
+    let h = Harness::start(Duration::from_secs(3600)).await;
+    let mallory = "U0MALLORY1";
+    h.slack.add_user(mallory, "<!channel> <https://x|y>");
+    let ts = h.mention(RANDOM, mallory, "deploy trelhub to edge").await;
+    h.reply_in_thread(RANDOM, &ts, "Deployment #").await;
+    // Typed as text, Slack sends `<` and `>` as entities; chima reads them as typed.
+    for typed in ["&lt;!channel&gt;", "&lt;@U123&gt;&lt;#C1|x&gt;"] {
+        let ts = h
+            .mention(RANDOM, mallory, &format!("deploy trelhub/{typed} to edge"))
+            .await;
+        h.reply_in_thread(RANDOM, &ts, "shell metacharacter").await;
+    }
+    let texts = h.slack.chat_texts();
+    for text in &texts {
+        assert!(!text.contains(['<', '>']), "chima sent markup: {text}");
+    }
+    let all = texts.join("\n");
+    for shown in [
+        "for &lt;!channel&gt; &lt;https://x|y&gt;",
+        "`&lt;!channel&gt;`",
+        "`&lt;@U123&gt;&lt;#C1|x&gt;`",
+    ] {
+        assert!(all.contains(shown), "chat never showed {shown:?}:\n{all}");
+    }
+}

@@ -1,7 +1,9 @@
 //! The hostile input corpus (`e2e::hostile`) driven through the real chima handlers against
 //! the fake GitHub, and as correctly signed `deployment` webhooks through faseng in process:
 //! nothing panics, every refusal says what is wrong, no hostile chat line reaches GitHub, no
-//! injection ever runs (a canary file is never created), and faseng keeps serving.
+//! injection ever runs (a canary file is never created), faseng keeps serving, and nothing a
+//! deployment carries (ref, user name, output, environment, lock reason) becomes a ping, a
+//! mention or a link in chat.
 
 #[path = "faseng_harness/mod.rs"]
 mod harness;
@@ -313,4 +315,132 @@ async fn faseng_refuses_or_contains_every_hostile_webhook_and_keeps_serving() {
         "main\n"
     );
     assert!(!canary.exists(), "a hostile value was executed");
+}
+
+/// Mrkdwn that pings everyone in the room if quoted raw (a legal git ref, too).
+const PING: &str = "<!channel>";
+/// Mrkdwn that shows `y` and links elsewhere if quoted raw.
+const LINK: &str = "<https://x|y>";
+
+/// `text` without faseng's own links to its log pages (`<{faseng}/deployments/…|log>`).
+fn without_log_links(text: &str, faseng_url: &str) -> String {
+    let start = format!("<{faseng_url}/deployments/");
+    let mut rest = text;
+    let mut out = String::new();
+    while let Some(at) = rest.find(&start) {
+        let Some(len) = rest[at..].find("|log>") else {
+            break;
+        };
+        out.push_str(&rest[..at]);
+        rest = &rest[at + len + "|log>".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Sends the webhook of a deployment by `user` of `task` to `edge`, changed by `edits`, and
+/// waits for its final status; returns it and the chat message's ts.
+async fn deliver(
+    env: &Env,
+    delivery: &str,
+    task: &str,
+    user: &str,
+    edits: &[Edit],
+) -> (Value, String) {
+    let (d, headers, mut body) = env.deployment_and_webhook("edge", task, user).await;
+    for edit in edits {
+        body = apply(&body, edit);
+    }
+    let headers = signed(&headers, &body, delivery);
+    assert_eq!(env.post_webhook(&headers, body).await, 202);
+    let ts = d["payload"]["notify"]["message_ts"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (env.wait_final(d["id"].as_u64().unwrap()).await, ts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_a_deployment_carries_becomes_a_ping_mention_or_link_in_chat() {
+    let opts = Options {
+        script: format!("echo 'deploying {PING} {LINK} <@U123> <#C1|x> &amp;'\nexit 1"),
+        ..Options::default()
+    };
+    let env = Env::start(Backend::Sqlite, opts)
+        .await
+        .expect("SQLite needs no server");
+    let user = format!("{PING} {LINK}");
+
+    let (failed, ts) = deliver(
+        &env,
+        "chat-failure",
+        "deploy",
+        &user,
+        &[Edit::Set("/deployment/ref", json!(PING))],
+    )
+    .await;
+    assert_eq!(failed["state"], "failure", "{failed}");
+    let tail = env
+        .slack
+        .wait_until(harness::WAIT, "the failure's log tail", |s| {
+            s.replies_in_thread(harness::ROOM, &ts)
+                .into_iter()
+                .find(|m| m.text.contains("log lines"))
+        })
+        .await;
+    assert!(
+        tail.text.contains(
+            "deploying &lt;!channel&gt; &lt;https://x|y&gt; &lt;@U123&gt; &lt;#C1|x&gt; &amp;amp;"
+        ),
+        "{}",
+        tail.text
+    );
+
+    let (bad_env, ts) = deliver(
+        &env,
+        "chat-environment",
+        "deploy",
+        &user,
+        &[Edit::Set("/deployment/environment", json!("<!here>"))],
+    )
+    .await;
+    assert_eq!(bad_env["state"], "error", "{bad_env}");
+    env.slack
+        .wait_for_text(harness::ROOM, &ts, "has errors", harness::WAIT)
+        .await;
+
+    let (locked, ts) = deliver(
+        &env,
+        "chat-lock",
+        "deploy:lock",
+        &user,
+        &[Edit::Set("/deployment/description", json!(LINK))],
+    )
+    .await;
+    assert_eq!(locked["state"], "success", "{locked}");
+    env.slack
+        .wait_for_text(harness::ROOM, &ts, ":lock:", harness::WAIT)
+        .await;
+
+    let texts = env.slack.chat_texts();
+    for text in &texts {
+        let quoted = without_log_links(text, &env.url);
+        assert!(
+            !quoted.contains(['<', '>']),
+            "faseng sent markup it did not write: {text}"
+        );
+    }
+    let all = texts.join("\n");
+    for shown in [
+        "&lt;!channel&gt; &lt;https://x|y&gt; is deploying trelhub/&lt;!channel&gt;",
+        "&lt;!channel&gt; &lt;https://x|y&gt;'s deployment of trelhub/&lt;!channel&gt;",
+        "environment \"&lt;!here&gt;\"",
+        ":lock: trelhub locked on edge by &lt;!channel&gt; &lt;https://x|y&gt;",
+    ] {
+        assert!(all.contains(shown), "chat never showed {shown:?}:\n{all}");
+    }
+    assert!(
+        all.contains(&format!("<{}/deployments/{REPO}/", env.url)),
+        "faseng's own log link is a link"
+    );
 }

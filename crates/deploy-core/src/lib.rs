@@ -1,9 +1,11 @@
 //! Contract types shared by chima (the chat bot) and faseng (the deployer): the app.json
-//! model, validated names and git refs, the deployment payload, and the GitHub client factory.
+//! model, validated names and git refs, chat markup escaping, the deployment payload, and
+//! the GitHub client factory.
 
 #![warn(missing_docs)]
 
 pub mod apps;
+pub mod chat;
 pub mod github;
 pub mod names;
 pub mod payload;

@@ -1,7 +1,10 @@
 //! Every user-facing text faseng produces: GitHub status descriptions and chat texts.
-//! Small constructors, each tested; status descriptions are cut to GitHub's 140 characters.
+//! Small constructors, each tested; status descriptions are plain text cut to GitHub's 140
+//! characters; chat texts are Slack mrkdwn in which every quoted value is escaped.
 
 use std::fmt::Write as _;
+
+use deploy_core::chat::{escape_mrkdwn, mrkdwn_link};
 
 /// GitHub's limit for a deployment status `description`.
 pub const DESCRIPTION_MAX: usize = 140;
@@ -168,7 +171,8 @@ pub fn could_not_run(why: &str) -> String {
     description(&format!("Error: {why}"))
 }
 
-/// What a chat message says about one deployment.
+/// What a chat message says about one deployment. The values are as received; the chat
+/// constructors escape every one of them for Slack's mrkdwn.
 #[derive(Debug, Clone)]
 pub struct ChatSubject<'a> {
     /// App name.
@@ -186,73 +190,105 @@ pub struct ChatSubject<'a> {
 }
 
 impl ChatSubject<'_> {
+    fn user(&self) -> String {
+        escape_mrkdwn(self.user)
+    }
+
     fn head(&self) -> String {
         let short: String = self.sha.chars().take(7).collect();
-        format!(
+        escape_mrkdwn(&format!(
             "{}/{} ({short}) to {} (#{})",
             self.app, self.git_ref, self.env, self.id
-        )
+        ))
     }
+}
+
+/// The link to a run's log page.
+fn log_link(log_url: &str) -> String {
+    mrkdwn_link(log_url, "log")
 }
 
 /// Chat: queued, with the waiting-line position when not first.
 pub fn chat_queued(s: &ChatSubject<'_>, waiting_text: Option<&str>) -> String {
-    match waiting_text {
-        Some(w) => format!(":hourglass: {} wants to deploy {}: {w}", s.user, s.head()),
-        None => format!(
-            ":hourglass: {} wants to deploy {}: queued",
-            s.user,
-            s.head()
-        ),
-    }
+    format!(
+        ":hourglass: {} wants to deploy {}: {}",
+        s.user(),
+        s.head(),
+        escape_mrkdwn(waiting_text.unwrap_or("queued"))
+    )
 }
 
 /// Chat: running, with the log link.
 pub fn chat_running(s: &ChatSubject<'_>, log_url: &str) -> String {
     format!(
-        ":rocket: {} is deploying {} — <{log_url}|log>",
-        s.user,
-        s.head()
+        ":rocket: {} is deploying {} — {}",
+        s.user(),
+        s.head(),
+        log_link(log_url)
     )
 }
 
 /// Chat: success, with the duration.
 pub fn chat_succeeded(s: &ChatSubject<'_>, secs: f64, log_url: &str) -> String {
     format!(
-        ":white_check_mark: {}'s deployment of {} is done in {} — <{log_url}|log>",
-        s.user,
+        ":white_check_mark: {}'s deployment of {} is done in {} — {}",
+        s.user(),
         s.head(),
-        duration(secs)
+        duration(secs),
+        log_link(log_url)
     )
 }
 
-/// Chat: failure, with the reason.
+/// Chat: failure, with the reason (it may quote the provider's output).
 pub fn chat_failed(s: &ChatSubject<'_>, reason: &str, log_url: &str) -> String {
     format!(
-        ":x: {}'s deployment of {} failed: {reason} — <{log_url}|log>",
-        s.user,
-        s.head()
+        ":x: {}'s deployment of {} failed: {} — {}",
+        s.user(),
+        s.head(),
+        escape_mrkdwn(reason),
+        log_link(log_url)
     )
 }
 
-/// Chat: error (could not run), with the reason.
+/// Chat: error (could not run), with the reason (it may quote the bad input).
 pub fn chat_error(s: &ChatSubject<'_>, reason: &str) -> String {
     format!(
-        ":warning: {}'s deployment of {} has errors: {reason}",
-        s.user,
-        s.head()
+        ":warning: {}'s deployment of {} has errors: {}",
+        s.user(),
+        s.head(),
+        escape_mrkdwn(reason)
     )
 }
 
-/// Chat: a lock/unlock result.
+/// Chat: a lock/unlock result (it names the holder and quotes the reason).
 pub fn chat_lock(text: &str) -> String {
-    format!(":lock: {text}")
+    format!(":lock: {}", escape_mrkdwn(text))
 }
 
-/// Chat thread reply on failure: the last log lines in a code block.
+/// Characters of log output quoted into a failure reply at most (before escaping), so the
+/// reply stays well within what Slack takes however long the lines are.
+pub const CHAT_TAIL_MAX_CHARS: usize = 3000;
+
+/// Chat thread reply on failure: the last log lines in a code block, the newest ones that
+/// fit in [`CHAT_TAIL_MAX_CHARS`] (the newest one cut when it alone is longer).
 pub fn chat_log_tail(lines: &[String]) -> String {
-    let body = lines.join("\n").replace("```", "'''");
-    format!("Last {} log lines:\n```\n{body}\n```", lines.len())
+    let mut budget = CHAT_TAIL_MAX_CHARS;
+    let mut shown: Vec<String> = Vec::new();
+    for line in lines.iter().rev() {
+        let len = line.chars().count();
+        if len <= budget {
+            budget -= len;
+            shown.push(line.clone());
+        } else {
+            if shown.is_empty() {
+                shown.push(truncate(line, CHAT_TAIL_MAX_CHARS));
+            }
+            break;
+        }
+    }
+    shown.reverse();
+    let body = escape_mrkdwn(&shown.join("\n").replace("```", "'''"));
+    format!("Last {} log lines:\n```\n{body}\n```", shown.len())
 }
 
 #[cfg(test)]
@@ -357,5 +393,80 @@ mod tests {
         assert_eq!(chat_lock("a locked"), ":lock: a locked");
         let tail = chat_log_tail(&["a".into(), "```b".into()]);
         assert_eq!(tail, "Last 2 log lines:\n```\na\n'''b\n```");
+    }
+
+    /// Mentions, channel pings and links in the forms Slack parses, and an entity.
+    const HOSTILE: &[&str] = &[
+        "<!channel>",
+        "<!here>",
+        "<@U123>",
+        "<#C1|x>",
+        "<https://evil|click>",
+        "&amp;",
+    ];
+
+    /// `text` without faseng's own link to `log_url`, which must be there exactly once.
+    fn without_log_link(text: &str, log_url: &str) -> String {
+        let link = mrkdwn_link(log_url, "log");
+        assert_eq!(text.matches(&link).count(), 1, "{text}");
+        text.replace(&link, "")
+    }
+
+    /// Asserts that `text` shows `value` escaped and has no markup of its own left.
+    fn assert_quoted_safely(text: &str, value: &str) {
+        assert!(!text.contains(['<', '>']), "{value}: {text}");
+        assert!(text.contains(&escape_mrkdwn(value)), "{value}: {text}");
+    }
+
+    #[test]
+    fn every_chat_text_escapes_every_quoted_value() {
+        let log_url = "https://faseng.example/deployments/o/r/42?key=a&b";
+        for value in HOSTILE {
+            let s = ChatSubject {
+                app: value,
+                git_ref: value,
+                sha: "0123456789abcdef",
+                env: value,
+                user: value,
+                id: 42,
+            };
+            assert_quoted_safely(&chat_queued(&s, None), value);
+            assert_quoted_safely(&chat_queued(&s, Some(value)), value);
+            for text in [
+                chat_running(&s, log_url),
+                chat_succeeded(&s, 3.0, log_url),
+                chat_failed(&s, value, log_url),
+            ] {
+                assert_quoted_safely(&without_log_link(&text, log_url), value);
+            }
+            assert_quoted_safely(&chat_error(&s, value), value);
+            assert_quoted_safely(&chat_lock(value), value);
+            assert_quoted_safely(&chat_log_tail(&[(*value).to_owned()]), value);
+        }
+    }
+
+    #[test]
+    fn the_log_link_stays_one_link_whatever_its_url_holds() {
+        let s = subject();
+        let text = chat_running(&s, "https://x/a|<!channel>&b");
+        assert!(
+            text.ends_with("<https://x/a%7C&lt;!channel&gt;&amp;b|log>"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_failure_tail_keeps_the_newest_lines_that_fit() {
+        let long = "x".repeat(CHAT_TAIL_MAX_CHARS);
+        let lines = vec!["old".to_owned(), long.clone(), "new".to_owned()];
+        let tail = chat_log_tail(&lines);
+        assert!(tail.starts_with("Last 1 log lines:"), "{}", &tail[..40]);
+        assert!(tail.contains("\nnew\n") && !tail.contains('x'), "{tail}");
+        let tail = chat_log_tail(&[long.clone() + "y"]);
+        assert!(tail.starts_with("Last 1 log lines:"));
+        assert!(tail.chars().count() < CHAT_TAIL_MAX_CHARS + 40);
+        assert!(tail.contains('…') && !tail.contains('y'));
+        let within: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
+        assert!(chat_log_tail(&within).starts_with("Last 20 log lines:"));
     }
 }

@@ -1,6 +1,7 @@
 //! Running a provider's command: argv only (never a shell string), a cleared environment,
-//! its own process group, stdout and stderr streamed line by line into the run log, and a
-//! timeout that kills the whole group (children of children included).
+//! its own process group, stdout and stderr streamed line by line into the run log (a line
+//! longer than [`LINE_MAX_BYTES`] in pieces), and a timeout that kills the whole group
+//! (children of children included).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -10,11 +11,11 @@ use std::time::Duration;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use crate::checkout::RunDir;
 use crate::messages;
-use crate::runlog::RunLog;
+use crate::runlog::{LINE_MAX_BYTES, LineSplitter, RunLog};
 use crate::sandbox::Isolation;
 
 /// How long a timed-out group gets between SIGTERM and SIGKILL.
@@ -100,20 +101,26 @@ pub fn provider_env(run: &RunDir, isolation: &Isolation) -> Vec<(String, String)
     env
 }
 
+/// Bytes read from a command's output at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Copies `r` into `log` line by line, a line longer than [`LINE_MAX_BYTES`] in pieces: the
+/// memory it takes is bounded whatever the command prints.
 fn pipe_to_log<R: AsyncRead + Unpin + Send + 'static>(
-    r: R,
+    mut r: R,
     log: RunLog,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut reader = BufReader::new(r);
-        let mut buf = Vec::new();
+        let mut lines = LineSplitter::new(LINE_MAX_BYTES);
+        let mut chunk = vec![0; READ_CHUNK];
+        let to_log = |line: &[u8]| log.line(&String::from_utf8_lossy(line));
         loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
+            match r.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
-                Ok(_) => log.line(&String::from_utf8_lossy(&buf)),
+                Ok(n) => lines.push(&chunk[..n], to_log),
             }
         }
+        lines.finish(to_log);
     })
 }
 
@@ -219,7 +226,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::runlog::Redactor;
+    use crate::runlog::{LOG_CAP_BYTES, Redactor, TAIL_LINE_MAX_BYTES};
     use crate::store::{SqliteStore, Store};
 
     async fn log() -> (
@@ -319,6 +326,35 @@ mod tests {
             }
             assert!(!is_alive(pid), "pid {pid} survived the timeout");
         }
+    }
+
+    #[tokio::test]
+    async fn a_huge_line_without_a_newline_is_logged_in_pieces_up_to_the_cap_and_the_run_goes_on() {
+        let (log, w, store, dir) = log().await;
+        let script = "head -c 20000000 /dev/zero | tr '\\0' a; echo; echo after the flood; exit 4";
+        let exit = run_logged(
+            &sh(script, dir.path()),
+            &shared(),
+            dir.path(),
+            &log,
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(exit, Exit::Code(4));
+        assert!(log.truncated());
+        assert_eq!(log.last_output_line().as_deref(), Some("after the flood"));
+        assert!(log.tail().iter().all(|l| l.len() <= TAIL_LINE_MAX_BYTES));
+        w.finish(log).await;
+        let lines = store.read_log("k", 0).await.unwrap();
+        let stamp = "00:00:00.000 ".len();
+        assert!(lines.iter().all(|l| l.len() <= LINE_MAX_BYTES + stamp));
+        let stored: usize = lines.iter().map(|l| l.len() + 1).sum();
+        assert!(stored <= LOG_CAP_BYTES + 200, "{stored} bytes stored");
+        let marker = lines.last().unwrap();
+        assert!(marker.contains("log truncated"), "{marker}");
+        assert!(lines.len() > 10, "cut into pieces, not one line");
     }
 
     /// A process is alive when it exists and is not a zombie.

@@ -1,6 +1,7 @@
 //! A run's log: timestamped, redacted lines written to the store in batches (so every
 //! `faseng serve` can show it, live), capped per run with the truncation noted, and a
-//! short in-memory tail for failure reports.
+//! short in-memory tail for failure reports. Output streams are cut into lines of at most
+//! [`LINE_MAX_BYTES`] by a [`LineSplitter`], so no line is ever held whole.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,88 @@ pub const LOG_CAP_BYTES: usize = 5 * 1024 * 1024;
 
 /// Lines kept in memory for the failure report.
 pub const TAIL_LINES: usize = 20;
+
+/// Bytes of one kept tail line at most (the tail is quoted into chat on failure).
+pub const TAIL_LINE_MAX_BYTES: usize = 1024;
+
+/// Bytes of one log line at most: longer output lines are split into pieces of this size.
+pub const LINE_MAX_BYTES: usize = 64 * 1024;
+
+/// Cuts a byte stream into lines, without their `\n`, of at most `max` bytes: a longer
+/// line comes out in `max`-byte pieces (cut before a UTF-8 character that would straddle
+/// the cut), so it never holds more than `max` bytes of a line.
+#[derive(Debug)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+    max: usize,
+}
+
+impl LineSplitter {
+    /// A splitter for lines of at most `max` bytes (at least 4: one UTF-8 character).
+    pub fn new(max: usize) -> Self {
+        let max = max.max(4);
+        Self {
+            pending: Vec::with_capacity(max + 1),
+            max,
+        }
+    }
+
+    /// Feeds `input`, handing every line (or piece of one) it completes to `emit`.
+    pub fn push(&mut self, mut input: &[u8], mut emit: impl FnMut(&[u8])) {
+        while !input.is_empty() {
+            // One byte past `max`, so a full piece is known not to end the line.
+            let room = self.max + 1 - self.pending.len();
+            let window = &input[..input.len().min(room)];
+            if let Some(newline) = window.iter().position(|b| *b == b'\n') {
+                self.pending.extend_from_slice(&window[..newline]);
+                emit(&self.pending);
+                self.pending.clear();
+                input = &input[newline + 1..];
+                continue;
+            }
+            self.pending.extend_from_slice(window);
+            input = &input[window.len()..];
+            if self.pending.len() > self.max {
+                let cut = utf8_cut(&self.pending, self.max);
+                emit(&self.pending[..cut]);
+                self.pending.drain(..cut);
+            }
+        }
+    }
+
+    /// Hands the last line, when the stream did not end with `\n`, to `emit`.
+    pub fn finish(self, mut emit: impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            emit(&self.pending);
+        }
+    }
+}
+
+/// The cut at or just before `at` that does not split a UTF-8 character (`at` itself when
+/// the bytes there are not UTF-8 anyway). `bytes` is longer than `at`.
+fn utf8_cut(bytes: &[u8], at: usize) -> usize {
+    let is_continuation = |b: u8| b & 0b1100_0000 == 0b1000_0000;
+    (at.saturating_sub(3)..=at)
+        .rev()
+        .find(|&i| !is_continuation(bytes[i]))
+        .filter(|&i| i > 0)
+        .unwrap_or(at)
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, the cut marked with `…`.
+fn cap_line(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut capped = text;
+    capped.truncate(end);
+    capped.push('…');
+    capped
+}
 
 /// Replaces secrets in text with `***`.
 #[derive(Debug, Clone, Default)]
@@ -164,7 +247,7 @@ impl RunLog {
         let text = self.redactor.redact(text.trim_end_matches(['\r', '\n']));
         let stamped = format!("{} {text}", chrono::Utc::now().format("%H:%M:%S%.3f"));
         let mut s = self.shared.lock().expect("log lock");
-        s.tail.push_back(text);
+        s.tail.push_back(cap_line(text, TAIL_LINE_MAX_BYTES));
         if s.tail.len() > TAIL_LINES {
             s.tail.pop_front();
         }
@@ -227,8 +310,81 @@ impl RunLogWriter {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::store::SqliteStore;
+
+    /// What a splitter makes of `input` fed in `chunk`-byte pieces.
+    fn split(input: &[u8], max: usize, chunk: usize) -> Vec<Vec<u8>> {
+        let mut splitter = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            splitter.push(piece, |l| out.push(l.to_vec()));
+        }
+        splitter.finish(|l| out.push(l.to_vec()));
+        out
+    }
+
+    #[test]
+    fn lines_come_out_whole_and_long_ones_in_pieces_of_at_most_max() {
+        let lines = |v: Vec<Vec<u8>>| {
+            v.into_iter()
+                .map(|l| String::from_utf8(l).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lines(split(b"a\n\nbc\r\nd", 8, 1)), ["a", "", "bc\r", "d"]);
+        assert_eq!(
+            lines(split(b"0123456789ab\n", 4, 5)),
+            ["0123", "4567", "89ab"]
+        );
+        assert_eq!(lines(split(b"01234\n", 4, 100)), ["0123", "4"]);
+        // Never inside a character: "é" is two bytes, so five bytes hold two of them.
+        assert_eq!(lines(split("ééééé".as_bytes(), 5, 3)), ["éé", "éé", "é"]);
+        assert_eq!(lines(split("€€".as_bytes(), 4, 1)), ["€", "€"]);
+        // Bytes that are not UTF-8 are cut at `max`.
+        assert_eq!(
+            split(&[0x80; 9], 4, 2),
+            [vec![0x80; 4], vec![0x80; 4], vec![0x80]]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn splitting_keeps_every_byte_in_order_within_the_bound(
+            text in "[a-zé€\n]{0,200}",
+            max in 4usize..40,
+            chunk in 1usize..50,
+        ) {
+            let pieces = split(text.as_bytes(), max, chunk);
+            for piece in &pieces {
+                prop_assert!(piece.len() <= max);
+                prop_assert!(!piece.contains(&b'\n'));
+                prop_assert!(std::str::from_utf8(piece).is_ok(), "{:?}", piece);
+            }
+            prop_assert_eq!(pieces.concat(), text.replace('\n', "").into_bytes());
+            prop_assert!(pieces.len() >= text.matches('\n').count());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_tail_line_is_capped_but_the_log_has_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("l.db"), "q")
+                .await
+                .unwrap(),
+        );
+        let (log, writer) = RunLog::start(store.clone(), "o/r/2".into(), Redactor::default());
+        let long = "é".repeat(LINE_MAX_BYTES / 2);
+        log.line(&long);
+        let tail = log.last_output_line().unwrap();
+        assert!(tail.len() <= TAIL_LINE_MAX_BYTES, "{}", tail.len());
+        assert!(tail.ends_with('…') && tail.starts_with("éé"));
+        writer.finish(log).await;
+        let lines = store.read_log("o/r/2", 0).await.unwrap();
+        assert!(lines[0].ends_with(&long));
+    }
 
     #[test]
     fn redaction_covers_given_secrets_and_secret_looking_config_keys() {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use deploy_core::chat::escape_mrkdwn;
 use serde_json::json;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
@@ -16,6 +17,9 @@ use crate::chat::{MessageRef, Outbox, Reply, Tone, Visibility};
 const DIRECTORY_TTL: Duration = Duration::from_secs(600);
 /// Attempts for one Web API call that fails with a 5xx or a transport error.
 const ATTEMPTS: u32 = 3;
+/// Slack's limit for a section block's text; the fallback is cut the same (a `log` reply
+/// can be far longer than any message Slack takes).
+const BLOCK_TEXT_MAX: usize = 3000;
 /// The longest `Retry-After` chima waits out before giving up on a call.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -34,14 +38,6 @@ pub struct SlackWeb {
     token: SlackApiToken,
     channels: Mutex<HashMap<String, (ChannelInfo, Instant)>>,
     users: Mutex<HashMap<String, (String, Instant)>>,
-}
-
-/// Escapes text for Slack's mrkdwn (`&`, `<`, `>`), so user input cannot ping `@channel` or
-/// forge links.
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 fn emoji(tone: Tone) -> &'static str {
@@ -64,14 +60,18 @@ pub struct ButtonValue {
     pub only_user: Option<String>,
 }
 
-/// Renders a reply as Block Kit with a plain-text fallback.
+/// Renders a reply as Block Kit with a plain-text fallback. A reply's text is plain text
+/// (every value in it quoted as it is), so all of it is escaped for mrkdwn, in the blocks
+/// and in the fallback alike: nothing in it pings, mentions or links.
 pub fn render(reply: &Reply) -> SlackMessageContent {
-    let text = format!("{}{}", emoji(reply.tone), escape(&reply.text));
-    let mut blocks: Vec<SlackBlock> = vec![SlackBlock::Section(
-        SlackSectionBlock::new().with_text(SlackBlockText::MarkDown(SlackBlockMarkDownText::new(
-            text.chars().take(3000).collect(),
-        ))),
-    )];
+    let text: String = format!("{}{}", emoji(reply.tone), escape_mrkdwn(&reply.text))
+        .chars()
+        .take(BLOCK_TEXT_MAX)
+        .collect();
+    let mut blocks: Vec<SlackBlock> =
+        vec![SlackBlock::Section(SlackSectionBlock::new().with_text(
+            SlackBlockText::MarkDown(SlackBlockMarkDownText::new(text.clone())),
+        ))];
     if !reply.actions.is_empty() {
         let buttons = reply
             .actions
@@ -91,7 +91,7 @@ pub fn render(reply: &Reply) -> SlackMessageContent {
         blocks.push(SlackBlock::Actions(SlackActionsBlock::new(buttons)));
     }
     SlackMessageContent::new()
-        .with_text(format!("{}{}", emoji(reply.tone), reply.text))
+        .with_text(text)
         .with_blocks(blocks)
 }
 
@@ -338,13 +338,46 @@ pub fn slash_ack() -> serde_json::Value {
 mod tests {
     use super::*;
     use crate::chat::{Action, ActionKind};
+    use crate::messages;
+
+    /// Mentions, channel pings and links in the forms Slack parses, and an entity.
+    const HOSTILE: &[&str] = &[
+        "<!channel>",
+        "<!here>",
+        "<@U123>",
+        "<#C1|x>",
+        "<https://evil|click>",
+        "&amp;",
+    ];
 
     #[test]
-    fn user_text_cannot_ping_or_link() {
-        assert_eq!(
-            escape("<!channel> & <http://x|y>"),
-            "&lt;!channel&gt; &amp; &lt;http://x|y&gt;"
-        );
+    fn quoted_values_cannot_ping_mention_or_link_in_the_blocks_or_the_fallback() {
+        let app = deploy_core::AppName::parse("trelhub").unwrap();
+        let env = deploy_core::EnvName::parse("edge").unwrap();
+        for value in HOSTILE {
+            let replies = [
+                messages::deploy_requested(value, &app, value, &env, value),
+                messages::button_not_yours(value),
+                messages::button_pressed(value, value, value),
+                messages::log(7, &[(*value).to_owned()]),
+                Reply::error(*value),
+            ];
+            for reply in &replies {
+                let v = serde_json::to_value(render(reply)).unwrap();
+                for shown in [&v["text"], &v["blocks"][0]["text"]["text"]] {
+                    let shown = shown.as_str().unwrap();
+                    assert!(!shown.contains(['<', '>']), "{value}: {shown}");
+                    assert!(shown.contains(&escape_mrkdwn(value)), "{value}: {shown}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_reply_is_cut_alike_in_the_blocks_and_the_fallback() {
+        let v = serde_json::to_value(render(&Reply::info("<".repeat(5000)))).unwrap();
+        assert_eq!(v["text"], v["blocks"][0]["text"]["text"]);
+        assert_eq!(v["text"].as_str().unwrap().chars().count(), BLOCK_TEXT_MAX);
     }
 
     #[test]
@@ -356,7 +389,7 @@ mod tests {
             only_user: Some("U1".into()),
         });
         let v = serde_json::to_value(render(&reply)).unwrap();
-        assert_eq!(v["text"], ":x: no <b>");
+        assert_eq!(v["text"], ":x: no &lt;b&gt;");
         assert_eq!(v["blocks"][0]["type"], "section");
         assert_eq!(v["blocks"][0]["text"]["type"], "mrkdwn");
         assert_eq!(v["blocks"][0]["text"]["text"], ":x: no &lt;b&gt;");

@@ -16,7 +16,7 @@ use super::settings::ProviderSettings;
 use super::{Outcome, Plan, Provider, RunContext, RunResult};
 use crate::messages;
 use crate::process::Exit;
-use crate::runlog::RunLog;
+use crate::runlog::{LINE_MAX_BYTES, LineSplitter, RunLog};
 
 /// Heroku's media type for the v3 Platform API.
 pub const ACCEPT: &str = "application/vnd.heroku+json; version=3";
@@ -358,13 +358,15 @@ impl HerokuProvider {
 /// How many times a dropped output stream is resumed.
 pub const STREAM_RESUMES: u32 = 3;
 
-/// Copies the build output into the log, line by line, until the stream ends. A stream that
-/// drops is resumed where it stopped (`Range: bytes=<n>-`, as Heroku documents for
-/// `text/plain`); a server that answers the whole stream again (200, not 206) has the part
-/// already logged skipped.
+/// Copies the build output into the log, line by line (a line longer than
+/// [`LINE_MAX_BYTES`] in pieces, so a stream without newlines is never held whole), until
+/// the stream ends. A stream that drops is resumed where it stopped (`Range: bytes=<n>-`,
+/// as Heroku documents for `text/plain`); a server that answers the whole stream again
+/// (200, not 206) has the part already logged skipped.
 async fn stream_output(http: reqwest::Client, url: String, log: RunLog) {
     let mut received: u64 = 0;
-    let mut pending: Vec<u8> = Vec::new();
+    let mut lines = LineSplitter::new(LINE_MAX_BYTES);
+    let to_log = |line: &[u8]| log.line(&String::from_utf8_lossy(line));
     let mut resumes = 0;
     loop {
         let mut req = http.get(&url).header("Accept", "text/plain");
@@ -402,11 +404,7 @@ async fn stream_output(http: reqwest::Client, url: String, log: RunLog) {
                         skip -= n as u64;
                     }
                     received += bytes.len() as u64;
-                    pending.extend_from_slice(bytes);
-                    while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=i).collect();
-                        log.line(&String::from_utf8_lossy(&line));
-                    }
+                    lines.push(bytes, to_log);
                 }
                 Err(e) => {
                     log.header("heroku", &format!("build output stream interrupted: {e}"));
@@ -424,9 +422,7 @@ async fn stream_output(http: reqwest::Client, url: String, log: RunLog) {
             &format!("resuming the build output at byte {received}"),
         );
     }
-    if !pending.is_empty() {
-        log.line(&String::from_utf8_lossy(&pending));
-    }
+    lines.finish(to_log);
 }
 
 #[async_trait]
@@ -495,6 +491,42 @@ impl Provider for HerokuProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runlog::Redactor;
+    use crate::store::{SqliteStore, Store};
+
+    #[tokio::test]
+    async fn build_output_without_newlines_is_logged_in_bounded_pieces() {
+        let body = format!("{}\nReleased v7\n", "a".repeat(LINE_MAX_BYTES * 3 + 10));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/output", listener.local_addr().unwrap());
+        let served = body.clone();
+        let app =
+            axum::Router::new().route("/output", axum::routing::get(move || async { served }));
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("h.db"), "q")
+                .await
+                .unwrap(),
+        );
+        let (log, writer) = RunLog::start(store.clone(), "o/r/3".into(), Redactor::default());
+        stream_output(reqwest::Client::new(), url, log.clone()).await;
+        server.abort();
+        writer.finish(log).await;
+        let lines: Vec<String> = store
+            .read_log("o/r/3", 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.split_once(' ').unwrap().1.to_owned())
+            .collect();
+        let sizes: Vec<usize> = lines.iter().map(String::len).collect();
+        assert_eq!(
+            sizes,
+            [LINE_MAX_BYTES, LINE_MAX_BYTES, LINE_MAX_BYTES, 10, 11]
+        );
+        assert_eq!(lines[4], "Released v7");
+    }
 
     #[test]
     fn app_names_follow_the_platform_api_schema() {

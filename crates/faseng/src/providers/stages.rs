@@ -104,7 +104,8 @@ impl Progress {
     }
 }
 
-/// Chat text while a run is in progress: the running message and the stage line.
+/// Chat text while a run is in progress: the running message (mrkdwn from
+/// [`messages::chat_running`], values already escaped) and the stage line (stage names only).
 pub fn chat_running_with_stages(running_text: &str, progress: &Progress) -> String {
     format!("{running_text}\n{}", progress.line())
 }
