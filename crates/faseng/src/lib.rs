@@ -12,6 +12,7 @@ pub mod checkout;
 pub mod deployer;
 pub mod intake;
 pub mod job;
+pub mod links;
 pub mod messages;
 pub mod metrics;
 pub mod notify;
