@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::checkout::{Checkouts, token_host_for_api};
 use crate::deployer::{Deployer, DeployerSettings, LiveRuns};
 use crate::intake::Intake;
+use crate::links::{LinkKey, LogLinks};
 use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::providers::{ProviderConfig, ProviderSettings};
@@ -49,6 +50,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// `FASENG_PUBLIC_URL`; `None` = `http://{bound address}`.
     pub public_url: Option<String>,
+    /// `FASENG_LINK_KEY`; `None` = the key kept in the store (made by the first process).
+    pub link_key: Option<LinkKey>,
     /// `FASENG_WORKDIR`.
     pub workdir: PathBuf,
     /// `DEPLOY_CONFIG_DIR`.
@@ -88,6 +91,7 @@ impl Config {
             webhook_secret: None,
             bind: "127.0.0.1:8081".parse().expect("valid address"),
             public_url: None,
+            link_key: None,
             workdir: PathBuf::from(".faseng/work"),
             deploy_config_dir: PathBuf::from("deploy-config"),
             deployment_timeout: Duration::from_secs(900),
@@ -122,6 +126,8 @@ pub struct Services {
     pub notifier: Arc<dyn ChatNotifier>,
     /// The runs going on in this process (shared by its deployers).
     pub live_runs: Arc<LiveRuns>,
+    /// The key log links are signed with, the same in every process of one store.
+    pub link_key: LinkKey,
 }
 
 impl std::fmt::Debug for Services {
@@ -138,6 +144,16 @@ impl Services {
         let (queue, store) = queue::open(&config.queue_url, config.timing)
             .await
             .context("opening the queue (FASENG_QUEUE_URL)")?;
+        let link_key = match &config.link_key {
+            Some(key) => key.clone(),
+            None => {
+                let stored = store
+                    .link_key(&LinkKey::generate()?)
+                    .await
+                    .context("reading the link key from the store (FASENG_QUEUE_URL)")?;
+                LinkKey::new(&stored).context("the link key kept in the store")?
+            }
+        };
         let clients = Arc::new(GithubClients::new(
             &config.github_api_url,
             config.github_auth.clone(),
@@ -155,6 +171,7 @@ impl Services {
             sink,
             notifier,
             live_runs: Arc::new(LiveRuns::default()),
+            link_key,
         })
     }
 
@@ -168,6 +185,11 @@ impl Services {
     pub fn with_notifier(mut self, notifier: Arc<dyn ChatNotifier>) -> Self {
         self.notifier = notifier;
         self
+    }
+
+    /// Log links under `public_url`, signed with this process's link key.
+    pub fn log_links(&self, public_url: &str) -> LogLinks {
+        LogLinks::new(public_url, self.link_key.clone())
     }
 
     /// A deployer for worker tasks in this process.
@@ -186,6 +208,7 @@ impl Services {
         secrets.extend(c.slack_token.iter().map(|t| t.expose().to_owned()));
         secrets.extend(c.webhook_secret.iter().map(|t| t.expose().to_owned()));
         secrets.extend(c.providers.secrets());
+        secrets.push(self.link_key.expose().to_owned());
         let providers = ProviderSettings::new(
             c.providers.clone(),
             &c.github_api_url,
@@ -200,7 +223,7 @@ impl Services {
             apps,
             self.metrics.clone(),
             DeployerSettings {
-                public_url: public_url.to_owned(),
+                log_links: self.log_links(public_url),
                 deploy_config_dir: c.deploy_config_dir.clone(),
                 default_timeout: c.deployment_timeout,
                 worker_name: worker_name.to_owned(),
@@ -347,6 +370,11 @@ impl Application {
         &self.public_url
     }
 
+    /// The links to the log pages this application serves.
+    pub fn log_links(&self) -> LogLinks {
+        self.services.log_links(&self.public_url)
+    }
+
     /// The shared services.
     pub fn services(&self) -> Arc<Services> {
         self.services.clone()
@@ -365,6 +393,7 @@ impl Application {
             intake: Arc::new(Intake::new(s.store.clone(), s.queue.clone())),
             store: s.store.clone(),
             metrics: s.metrics.clone(),
+            link_key: s.link_key.clone(),
         };
         let worker = self.with_worker.then(|| {
             tokio::spawn(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use deploy_core::{GithubAuth, Secret};
+use faseng::links::LinkKey;
 use faseng::providers::{ProviderConfig, SshKeySource};
 use faseng::queue::{QueueTiming, QueueUrl};
 use faseng::{Application, Config, Services};
@@ -58,6 +59,12 @@ struct Common {
     /// Base URL for log links; default `http://FASENG_BIND`.
     #[arg(long, env = "FASENG_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Key that signs log links (at least 32 characters, e.g. `openssl rand -hex 32`): each
+    /// link carries a secret made from it, without which a log answers 404. Unset: the first
+    /// faseng to start makes one and keeps it in the store, where every other process of that
+    /// FASENG_QUEUE_URL finds it.
+    #[arg(long, env = "FASENG_LINK_KEY", hide_env_values = true)]
+    link_key: Option<String>,
     /// Provider task definitions overlaid onto checkouts (`<dir>/<app>/`).
     #[arg(long, env = "DEPLOY_CONFIG_DIR", default_value = "./deploy-config")]
     deploy_config_dir: PathBuf,
@@ -121,6 +128,10 @@ impl Common {
         let mut c = Config::new(QueueUrl::parse(&self.queue_url)?);
         c.workdir = self.workdir;
         c.public_url = non_empty(self.public_url);
+        c.link_key = non_empty(self.link_key)
+            .map(|key| LinkKey::new(&key))
+            .transpose()
+            .context("FASENG_LINK_KEY (--link-key)")?;
         c.deploy_config_dir = self.deploy_config_dir;
         c.deployment_timeout = Duration::from_secs(self.deployment_timeout.max(1));
         c.github_api_url = self.github_api_url;

@@ -1,4 +1,5 @@
-//! Every user-facing text faseng produces: GitHub status descriptions and chat texts.
+//! Every user-facing text faseng produces: GitHub status descriptions, chat texts and the
+//! answers of its log pages.
 //! Small constructors, each tested; status descriptions are cut to GitHub's 140 characters.
 
 use std::fmt::Write as _;
@@ -227,6 +228,12 @@ pub fn chat_log_tail(lines: &[String]) -> String {
     format!("Last {} log lines:\n```\n{body}\n```", lines.len())
 }
 
+/// Web: the answer to a log link that is unknown, lacks its secret or carries a wrong one
+/// (the same for all three, so a link reveals nothing about which deployments exist).
+pub fn no_such_deployment() -> &'static str {
+    "no such deployment"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,5 +330,10 @@ mod tests {
         assert_eq!(chat_lock("a locked"), ":lock: a locked");
         let tail = chat_log_tail(&["a".into(), "```b".into()]);
         assert_eq!(tail, "Last 2 log lines:\n```\na\n'''b\n```");
+    }
+
+    #[test]
+    fn web_texts_say_what_is_wrong_without_naming_the_deployment() {
+        assert_eq!(no_such_deployment(), "no such deployment");
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP: the webhook endpoint (transport → domain event → intake), health, metrics and the
-//! log pages.
+//! log pages. `/healthz` and `/metrics` are open; a run's page, plain log and event stream
+//! answer only under the run's signed link (see [`crate::links`]), and 404 otherwise.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -7,15 +8,18 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use deploy_core::Secret;
+use deploy_core::{RepoName, Secret};
 use futures::{Stream, StreamExt as _};
 
 use crate::intake::{Intake, IntakeOutcome};
+use crate::links::{self, LinkKey};
+use crate::messages;
 use crate::metrics::Metrics;
 use crate::store::{RunRecord, Store};
 use crate::webhook::{self, MAX_BODY_BYTES, WebhookError, WebhookEvent, WebhookHeaders};
@@ -31,6 +35,8 @@ pub struct WebState {
     pub store: Arc<dyn Store>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Checks the secret of log links.
+    pub link_key: LinkKey,
 }
 
 /// The router.
@@ -39,9 +45,19 @@ pub fn router(state: WebState) -> Router {
         .route("/webhooks/github", post(github_webhook))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/deployments/{owner}/{repo}/{id}", get(log_page))
-        .route("/deployments/{owner}/{repo}/{id}/log", get(log_text))
-        .route("/deployments/{owner}/{repo}/{id}/events", get(log_events))
+        .route("/deployments/{owner}/{repo}/{id}/{secret}", get(log_page))
+        .route(
+            "/deployments/{owner}/{repo}/{id}/{secret}/log",
+            get(log_text),
+        )
+        .route(
+            "/deployments/{owner}/{repo}/{id}/{secret}/events",
+            get(log_events),
+        )
+        .route(
+            "/deployments/{owner}/{repo}/{id}",
+            get(|| async { not_found() }),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -152,32 +168,60 @@ async fn metrics(State(s): State<WebState>) -> Response {
         .into_response()
 }
 
-fn run_key(owner: &str, repo: &str, id: u64) -> Result<String, Box<Response>> {
-    deploy_core::RepoName::parse(&format!("{owner}/{repo}"))
-        .map(|r| RunRecord::key_for(&r.to_string(), id))
-        .map_err(|e| Box::new((StatusCode::NOT_FOUND, e).into_response()))
+fn store_unavailable(e: &anyhow::Error) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("store unavailable: {e}"),
+    )
+        .into_response()
 }
 
-async fn log_text(
-    State(s): State<WebState>,
-    Path((owner, repo, id)): Path<(String, String, u64)>,
-) -> Response {
-    let key = match run_key(&owner, &repo, id) {
-        Ok(k) => k,
-        Err(r) => return *r,
-    };
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, messages::no_such_deployment()).into_response()
+}
+
+/// A run whose log this request may read: its path named the run and carried a secret that
+/// [`LinkKey::may_read_log`] accepts. Any other is answered like an unknown deployment,
+/// before the store is asked anything.
+struct ReadableRun {
+    /// The run key, `owner/repo/id`.
+    key: String,
+    /// The run's page path, secret included.
+    page: String,
+}
+
+impl FromRequestParts<WebState> for ReadableRun {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &WebState) -> Result<Self, Response> {
+        let Ok(Path((owner, repo, id, secret))) =
+            Path::<(String, String, String, String)>::from_request_parts(parts, s).await
+        else {
+            return Err(not_found());
+        };
+        let (Ok(repo), Ok(id)) = (RepoName::parse(&format!("{owner}/{repo}")), id.parse()) else {
+            return Err(not_found());
+        };
+        if !s.link_key.may_read_log(&repo, id, &secret) {
+            return Err(not_found());
+        }
+        Ok(Self {
+            key: RunRecord::key_for(&repo.to_string(), id),
+            page: links::page_path(&repo, id, &secret),
+        })
+    }
+}
+
+async fn log_text(State(s): State<WebState>, run: ReadableRun) -> Response {
+    let key = run.key;
     match (s.store.get_run(&key).await, s.store.read_log(&key, 0).await) {
-        (Ok(None), _) => (StatusCode::NOT_FOUND, "no such deployment").into_response(),
+        (Ok(None), _) => not_found(),
         (Ok(Some(_)), Ok(lines)) => {
             let mut body = lines.join("\n");
             body.push('\n');
             ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
         }
-        (Err(e), _) | (_, Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {e}"),
-        )
-            .into_response(),
+        (Err(e), _) | (_, Err(e)) => store_unavailable(&e),
     }
 }
 
@@ -188,24 +232,12 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-async fn log_page(
-    State(s): State<WebState>,
-    Path((owner, repo, id)): Path<(String, String, u64)>,
-) -> Response {
-    let key = match run_key(&owner, &repo, id) {
-        Ok(k) => k,
-        Err(r) => return *r,
-    };
+async fn log_page(State(s): State<WebState>, readable: ReadableRun) -> Response {
+    let key = readable.key;
     let run = match s.store.get_run(&key).await {
         Ok(Some(r)) => r,
-        Ok(None) => return (StatusCode::NOT_FOUND, "no such deployment").into_response(),
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("store unavailable: {e}"),
-            )
-                .into_response();
-        }
+        Ok(None) => return not_found(),
+        Err(e) => return store_unavailable(&e),
     };
     let lines = s.store.read_log(&key, 0).await.unwrap_or_default();
     let timing = match (run.started_at, run.finished_at) {
@@ -222,12 +254,12 @@ async fn log_page(
     } else {
         format!(
             r#"<script>
-const es = new EventSource("/deployments/{key}/events?from={n}");
+const es = new EventSource("{page}/events?from={n}");
 es.addEventListener("line", e => {{ document.getElementById("log").textContent += e.data + "\n"; }});
 es.addEventListener("state", e => {{ document.getElementById("state").textContent = e.data; }});
 es.addEventListener("end", () => es.close());
 </script>"#,
-            key = esc(&key),
+            page = esc(&readable.page),
             n = lines.len()
         )
     };
@@ -237,12 +269,12 @@ es.addEventListener("end", () => es.close());
     }
     let html = format!(
         r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>{repo} #{id}</title>
+<html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>{repo} #{id}</title>
 <style>body{{font-family:sans-serif;margin:2em}} pre{{background:#111;color:#ddd;padding:1em;overflow:auto}}</style></head>
 <body><h1>{app} to {env} <small>#{id}</small></h1>
 <p>State: <strong id="state">{state}</strong> — {desc}</p>
 <p>Who: {who} · Ref: <code>{git_ref}@{sha}</code> · Task: {task} · {timing}</p>
-<p><a href="/deployments/{key}/log">plain text</a></p>
+<p><a href="{page}/log">plain text</a></p>
 <pre id="log">{log}</pre>{live}</body></html>"#,
         repo = esc(&run.repo),
         id = run.deployment_id,
@@ -255,7 +287,7 @@ es.addEventListener("end", () => es.close());
         sha = esc(&run.sha.chars().take(12).collect::<String>()),
         task = esc(&run.task),
         timing = esc(&timing),
-        key = esc(&key),
+        page = esc(&readable.page),
         log = esc(&log),
     );
     Html(html).into_response()
@@ -268,14 +300,15 @@ struct From {
 
 async fn log_events(
     State(s): State<WebState>,
-    Path((owner, repo, id)): Path<(String, String, u64)>,
+    run: ReadableRun,
     axum::extract::Query(q): axum::extract::Query<From>,
 ) -> Response {
-    let key = match run_key(&owner, &repo, id) {
-        Ok(k) => k,
-        Err(r) => return *r,
-    };
-    Sse::new(log_stream(s.store.clone(), key, q.from.unwrap_or(0)))
+    match s.store.get_run(&run.key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(),
+        Err(e) => return store_unavailable(&e),
+    }
+    Sse::new(log_stream(s.store.clone(), run.key, q.from.unwrap_or(0)))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
@@ -318,4 +351,124 @@ fn log_stream(
         },
     )
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::queue::{self, QueueUrl};
+    use crate::store::RunState;
+
+    /// Web state over a fresh SQLite store holding finished runs `o/r/1` and `o/r/2` and the
+    /// unfinished run `o/r/3`, each with a two-line log.
+    async fn state(dir: &std::path::Path) -> WebState {
+        let (queue, store) =
+            queue::open(&QueueUrl::Sqlite(dir.join("faseng.db")), Default::default())
+                .await
+                .unwrap();
+        for id in 1..=3 {
+            let mut run = crate::store::contract::run(&format!("o/r/{id}"));
+            run.deployment_id = id;
+            run.state = if id == 3 {
+                RunState::InProgress
+            } else {
+                RunState::Success
+            };
+            store.create_run(&run).await.unwrap();
+            store
+                .append_log(&run.key, &[format!("output of #{id}"), "<b>&</b>".into()])
+                .await
+                .unwrap();
+        }
+        WebState {
+            secret: Secret::new("webhook secret"),
+            intake: Arc::new(Intake::new(store.clone(), queue)),
+            store,
+            metrics: Arc::new(Metrics::default()),
+            link_key: LinkKey::new(&"link key ".repeat(4)).unwrap(),
+        }
+    }
+
+    async fn get(state: &WebState, path: &str) -> (StatusCode, String) {
+        let response = router(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn secret(s: &WebState, id: u64) -> String {
+        s.link_key.secret(&RepoName::parse("o/r").unwrap(), id)
+    }
+
+    const PARTS: [&str; 3] = ["", "/log", "/events"];
+
+    #[tokio::test]
+    async fn a_log_opens_under_its_link_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path()).await;
+        let own = secret(&s, 1);
+        for part in PARTS {
+            let (code, body) = get(&s, &format!("/deployments/o/r/1/{own}{part}")).await;
+            assert_eq!(code, StatusCode::OK, "{part:?}: {body}");
+            assert!(body.contains("output of #1"), "{part:?}: {body}");
+
+            let refused = [
+                format!("/deployments/o/r/1{part}"),
+                format!("/deployments/o/r/1/{}{part}", "0".repeat(32)),
+                format!("/deployments/o/r/1/{}{part}", &own[..31]),
+                format!("/deployments/o/r/1/{}{part}", secret(&s, 2)),
+                format!("/deployments/o/r/2/{own}{part}"),
+                format!("/deployments/o/r/x/{own}{part}"),
+                format!("/deployments/o/r/4/{}{part}", secret(&s, 4)),
+            ];
+            for path in refused {
+                assert_eq!(
+                    get(&s, &path).await,
+                    (StatusCode::NOT_FOUND, "no such deployment".to_owned()),
+                    "{path}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn health_and_metrics_need_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path()).await;
+        assert_eq!(get(&s, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(get(&s, "/metrics").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_page_links_its_plain_text_and_live_stream_with_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path()).await;
+        let own = secret(&s, 3);
+        let (_, page) = get(&s, &format!("/deployments/o/r/3/{own}")).await;
+        assert!(
+            page.contains(&format!(r#"<a href="/deployments/o/r/3/{own}/log">"#)),
+            "{page}"
+        );
+        assert!(
+            page.contains(&format!(
+                r#"new EventSource("/deployments/o/r/3/{own}/events?from=2")"#
+            )),
+            "{page}"
+        );
+        assert!(
+            page.contains("<pre id=\"log\">output of #3\n&lt;b&gt;&amp;&lt;/b&gt;\n</pre>"),
+            "{page}"
+        );
+        let (_, text) = get(&s, &format!("/deployments/o/r/3/{own}/log")).await;
+        assert_eq!(text, "output of #3\n<b>&</b>\n");
+    }
 }
