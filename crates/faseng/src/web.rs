@@ -216,21 +216,66 @@ async fn log_text(State(s): State<WebState>, run: ReadableRun) -> Response {
     let key = run.key;
     match (s.store.get_run(&key).await, s.store.read_log(&key, 0).await) {
         (Ok(None), _) => not_found(),
-        (Ok(Some(_)), Ok(lines)) => {
-            let mut body = lines.join("\n");
-            body.push('\n');
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-        }
+        (Ok(Some(_)), Ok(lines)) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            plain_log(&lines),
+        )
+            .into_response(),
         (Err(e), _) | (_, Err(e)) => store_unavailable(&e),
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// The log as text, one line after another, in one buffer of the exact size.
+fn plain_log(lines: &[String]) -> String {
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
 }
+
+/// What HTML makes of `byte` when it is one of the characters it gives a meaning to.
+fn html_entity(byte: u8) -> Option<&'static str> {
+    match byte {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'"' => Some("&quot;"),
+        b'\'' => Some("&#39;"),
+        _ => None,
+    }
+}
+
+/// The length of `s` once escaped for HTML.
+fn escaped_len(s: &str) -> usize {
+    s.bytes().map(|b| html_entity(b).map_or(1, str::len)).sum()
+}
+
+/// Writes `s` escaped for HTML (text and quoted attribute values alike).
+fn write_escaped(out: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if let Some(entity) = html_entity(b) {
+            out.write_str(&s[plain..i])?;
+            out.write_str(entity)?;
+            plain = i + 1;
+        }
+    }
+    out.write_str(&s[plain..])
+}
+
+/// Shows a value escaped for HTML.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_escaped(f, self.0)
+    }
+}
+
+/// Room for everything on the page but the log: the markup and the run's short fields.
+const PAGE_FRAME_BYTES: usize = 2048;
 
 async fn log_page(State(s): State<WebState>, readable: ReadableRun) -> Response {
     let key = readable.key;
@@ -240,6 +285,13 @@ async fn log_page(State(s): State<WebState>, readable: ReadableRun) -> Response 
         Err(e) => return store_unavailable(&e),
     };
     let lines = s.store.read_log(&key, 0).await.unwrap_or_default();
+    Html(page_html(&run, &readable.page, &lines)).into_response()
+}
+
+/// The log page: the run's facts, its log escaped straight into one buffer sized up front
+/// and, while the run goes on, a script that follows its event stream.
+fn page_html(run: &RunRecord, page: &str, lines: &[String]) -> String {
+    use std::fmt::Write as _;
     let timing = match (run.started_at, run.finished_at) {
         (Some(st), Some(f)) => format!(
             "started {st}, finished {f} ({:.1} s)",
@@ -249,25 +301,24 @@ async fn log_page(State(s): State<WebState>, readable: ReadableRun) -> Response 
         (None, Some(f)) => format!("finished {f}"),
         (None, None) => format!("received {}", run.received_at),
     };
-    let live = if run.state.is_final() {
-        String::new()
-    } else {
-        format!(
-            r#"<script>
-const es = new EventSource("{page}/events?from={n}");
-es.addEventListener("line", e => {{ document.getElementById("log").textContent += e.data + "\n"; }});
-es.addEventListener("state", e => {{ document.getElementById("state").textContent = e.data; }});
-es.addEventListener("end", () => es.close());
-</script>"#,
-            page = esc(&readable.page),
-            n = lines.len()
-        )
-    };
-    let mut log = lines.join("\n");
-    if !log.is_empty() {
-        log.push('\n');
-    }
-    let html = format!(
+    let sha: String = run.sha.chars().take(12).collect();
+    let fields = [
+        &sha,
+        &run.repo,
+        &run.app,
+        &run.environment,
+        &run.description,
+        &run.creator,
+        &run.git_ref,
+        &run.task,
+        &timing,
+    ];
+    let log_bytes: usize = lines.iter().map(|l| escaped_len(l) + 1).sum();
+    let field_bytes: usize = fields.iter().map(|f| escaped_len(f)).sum();
+    let mut html =
+        String::with_capacity(PAGE_FRAME_BYTES + field_bytes + 2 * escaped_len(page) + log_bytes);
+    let _ = write!(
+        html,
         r#"<!doctype html>
 <html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>{repo} #{id}</title>
 <style>body{{font-family:sans-serif;margin:2em}} pre{{background:#111;color:#ddd;padding:1em;overflow:auto}}</style></head>
@@ -275,22 +326,40 @@ es.addEventListener("end", () => es.close());
 <p>State: <strong id="state">{state}</strong> — {desc}</p>
 <p>Who: {who} · Ref: <code>{git_ref}@{sha}</code> · Task: {task} · {timing}</p>
 <p><a href="{page}/log">plain text</a></p>
-<pre id="log">{log}</pre>{live}</body></html>"#,
-        repo = esc(&run.repo),
+<pre id="log">"#,
+        repo = Escaped(&run.repo),
         id = run.deployment_id,
-        app = esc(&run.app),
-        env = esc(&run.environment),
+        app = Escaped(&run.app),
+        env = Escaped(&run.environment),
         state = run.state.as_str(),
-        desc = esc(&run.description),
-        who = esc(&run.creator),
-        git_ref = esc(&run.git_ref),
-        sha = esc(&run.sha.chars().take(12).collect::<String>()),
-        task = esc(&run.task),
-        timing = esc(&timing),
-        page = esc(&readable.page),
-        log = esc(&log),
+        desc = Escaped(&run.description),
+        who = Escaped(&run.creator),
+        git_ref = Escaped(&run.git_ref),
+        sha = Escaped(&sha),
+        task = Escaped(&run.task),
+        timing = Escaped(&timing),
+        page = Escaped(page),
     );
-    Html(html).into_response()
+    for line in lines {
+        let _ = write_escaped(&mut html, line);
+        html.push('\n');
+    }
+    html.push_str("</pre>");
+    if !run.state.is_final() {
+        let _ = write!(
+            html,
+            r#"<script>
+const es = new EventSource("{page}/events?from={n}");
+es.addEventListener("line", e => {{ document.getElementById("log").textContent += e.data + "\n"; }});
+es.addEventListener("state", e => {{ document.getElementById("state").textContent = e.data; }});
+es.addEventListener("end", () => es.close());
+</script>"#,
+            page = Escaped(page),
+            n = lines.len()
+        );
+    }
+    html.push_str("</body></html>");
+    html
 }
 
 #[derive(serde::Deserialize)]
@@ -470,5 +539,63 @@ mod tests {
         );
         let (_, text) = get(&s, &format!("/deployments/o/r/3/{own}/log")).await;
         assert_eq!(text, "output of #3\n<b>&</b>\n");
+    }
+
+    #[test]
+    fn the_page_escapes_every_field_and_line() {
+        let mut run = crate::store::contract::run("o/r/1");
+        run.git_ref = "<img src=x onerror=alert(1)>".into();
+        run.creator = "\"'&".into();
+        let html = page_html(
+            &run,
+            "/deployments/o/r/1/s",
+            &["</pre><script>alert(2)</script>".into()],
+        );
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;@"),
+            "{html}"
+        );
+        assert!(html.contains("Who: &quot;&#39;&amp;"), "{html}");
+        assert!(
+            html.contains("&lt;/pre&gt;&lt;script&gt;alert(2)&lt;/script&gt;\n</pre>"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>alert"), "{html}");
+    }
+
+    #[test]
+    fn a_long_log_is_escaped_into_one_buffer_sized_up_front() {
+        let lines: Vec<String> = (0..20_000)
+            .map(|i| format!("line {i}: <a href=\"x\">&</a> 'quoted'"))
+            .collect();
+        let mut run = crate::store::contract::run("o/r/1");
+        run.description = "<&>".repeat(40);
+        let html = page_html(&run, "/deployments/o/r/1/s", &lines);
+        let escaped_log: usize = lines.iter().map(|l| escaped_len(l) + 1).sum();
+        assert!(html.len() > escaped_log, "the whole log is on the page");
+        // A buffer that had to grow would have doubled: far more spare room than the frame.
+        assert!(
+            html.capacity() - html.len() <= PAGE_FRAME_BYTES,
+            "the page outgrew its buffer: {} of {}",
+            html.len(),
+            html.capacity()
+        );
+
+        let text = plain_log(&lines);
+        assert_eq!(
+            text.capacity(),
+            text.len(),
+            "the plain log is sized exactly"
+        );
+        assert_eq!(text, format!("{}\n", lines.join("\n")));
+    }
+
+    #[test]
+    fn escaping_counts_what_it_writes() {
+        let s = "a<b>&\"c'd é";
+        let mut out = String::new();
+        write_escaped(&mut out, s).unwrap();
+        assert_eq!(out, "a&lt;b&gt;&amp;&quot;c&#39;d é");
+        assert_eq!(escaped_len(s), out.len());
     }
 }
