@@ -48,6 +48,8 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     /// `FASENG_BIND`.
     pub bind: SocketAddr,
+    /// What one client can hold of the HTTP server (`FASENG_MAX_CONNECTIONS` and timeouts).
+    pub http_limits: deploy_core::server::Limits,
     /// `FASENG_PUBLIC_URL`; `None` = `http://{bound address}`.
     pub public_url: Option<String>,
     /// `FASENG_LINK_KEY`; `None` = the key kept in the store (made by the first process).
@@ -90,6 +92,7 @@ impl Config {
             queue_url,
             webhook_secret: None,
             bind: "127.0.0.1:8081".parse().expect("valid address"),
+            http_limits: deploy_core::server::Limits::default(),
             public_url: None,
             link_key: None,
             workdir: PathBuf::from(".faseng/work"),
@@ -403,18 +406,21 @@ impl Application {
             )
         });
         let mut http_rx = rx.clone();
-        let server =
-            axum::serve(self.listener, web::router(state)).with_graceful_shutdown(async move {
+        let server = tokio::spawn(deploy_core::server::run(
+            self.listener,
+            web::router(state),
+            s.config.http_limits,
+            async move {
                 let _ = http_rx.wait_for(|s| *s).await;
-            });
-        let server = tokio::spawn(async move { server.await });
+            },
+        ));
         shutdown.await;
         tracing::info!("shutting down");
         let _ = tx.send(true);
         if let Some(w) = worker {
             w.await.context("worker task")??;
         }
-        server.await.context("http task")?.context("http server")?;
+        server.await.context("http task")?;
         Ok(())
     }
 }

@@ -36,6 +36,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "FASENG_BIND", default_value = "127.0.0.1:8081")]
         bind: SocketAddr,
+        /// HTTP connections open at once; more wait until one closes. Every client also has
+        /// 10 s to send a request's headers and 30 s more until its response begins (408).
+        #[arg(long, env = "FASENG_MAX_CONNECTIONS", default_value_t = deploy_core::server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
     },
     /// Run a worker only (scale out by running several against one Redis).
     Worker {
@@ -184,12 +188,18 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,apalis=warn,sqlx=warn".into()),
         )
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match deploy_core::server::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
+    match cli.command {
         Command::Serve {
             common,
             no_worker,
             webhook_secret,
             bind,
+            max_connections,
         } => {
             let mut config = common.config()?;
             anyhow::ensure!(
@@ -198,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
             );
             config.webhook_secret = Some(Secret::new(webhook_secret.trim()));
             config.bind = bind;
+            config.http_limits.max_connections = max_connections.max(1);
             let app = Application::build(config, !no_worker).await?;
             tracing::info!(addr = %app.local_addr(), worker = !no_worker, "faseng serving");
             app.run(shutdown_signal()).await
