@@ -23,6 +23,7 @@ use crate::queue::{self, Queue, QueueTiming, QueueUrl};
 use crate::reporter::RetryPolicy;
 use crate::status::{DeploymentStatusSink, GithubStatusSink};
 use crate::store::Store;
+use crate::stream_slots::{self, StreamSlots};
 use crate::web::{self, WebState};
 
 /// How long a stopping worker lets the queue library wind down on its own before dropping it.
@@ -397,6 +398,10 @@ impl Application {
             store: s.store.clone(),
             metrics: s.metrics.clone(),
             link_key: s.link_key.clone(),
+            streams: StreamSlots::new(
+                stream_slots::DEFAULT_PER_CLIENT,
+                stream_slots::DEFAULT_TOTAL,
+            ),
         };
         let worker = self.with_worker.then(|| {
             tokio::spawn(

@@ -23,6 +23,7 @@ pub mod reporter;
 pub mod runlog;
 pub mod status;
 pub mod store;
+pub mod stream_slots;
 pub mod web;
 pub mod webhook;
 

@@ -234,6 +234,16 @@ pub fn no_such_deployment() -> &'static str {
     "no such deployment"
 }
 
+/// Web: a client already has `limit` live log streams open.
+pub fn too_many_streams_from_client(limit: usize) -> String {
+    format!("too many live logs open from your address (at most {limit}); close one and retry")
+}
+
+/// Web: faseng already serves `limit` live log streams.
+pub fn too_many_streams(limit: usize) -> String {
+    format!("too many live logs open on this server (at most {limit}); retry in a minute")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +345,13 @@ mod tests {
     #[test]
     fn web_texts_say_what_is_wrong_without_naming_the_deployment() {
         assert_eq!(no_such_deployment(), "no such deployment");
+        assert_eq!(
+            too_many_streams_from_client(8),
+            "too many live logs open from your address (at most 8); close one and retry"
+        );
+        assert_eq!(
+            too_many_streams(256),
+            "too many live logs open on this server (at most 256); retry in a minute"
+        );
     }
 }

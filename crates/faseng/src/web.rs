@@ -3,12 +3,13 @@
 //! answer only under the run's signed link (see [`crate::links`]), and 404 otherwise.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -22,6 +23,7 @@ use crate::links::{self, LinkKey};
 use crate::messages;
 use crate::metrics::Metrics;
 use crate::store::{RunRecord, Store};
+use crate::stream_slots::{Refused, StreamSlot, StreamSlots};
 use crate::webhook::{self, MAX_BODY_BYTES, WebhookError, WebhookEvent, WebhookHeaders};
 
 /// What the web handlers share.
@@ -37,6 +39,8 @@ pub struct WebState {
     pub metrics: Arc<Metrics>,
     /// Checks the secret of log links.
     pub link_key: LinkKey,
+    /// The live log streams open (capped per client and in all).
+    pub streams: Arc<StreamSlots>,
 }
 
 /// The router.
@@ -370,6 +374,7 @@ struct From {
 async fn log_events(
     State(s): State<WebState>,
     run: ReadableRun,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     axum::extract::Query(q): axum::extract::Query<From>,
 ) -> Response {
     match s.store.get_run(&run.key).await {
@@ -377,48 +382,77 @@ async fn log_events(
         Ok(None) => return not_found(),
         Err(e) => return store_unavailable(&e),
     }
-    Sse::new(log_stream(s.store.clone(), run.key, q.from.unwrap_or(0)))
+    let slot = match s.streams.take(client.ip()) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let text = match refused {
+                Refused::PerClient(n) => messages::too_many_streams_from_client(n),
+                Refused::Total(n) => messages::too_many_streams(n),
+            };
+            return (StatusCode::TOO_MANY_REQUESTS, text).into_response();
+        }
+    };
+    let following = Following {
+        store: s.store.clone(),
+        key: run.key,
+        next: q.from.unwrap_or(0),
+        deadline: tokio::time::Instant::now() + STREAM_MAX,
+        ended: false,
+        _slot: slot,
+    };
+    Sse::new(log_stream(following))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
 
-fn log_stream(
+/// How long one live log stream stays open at most.
+const STREAM_MAX: Duration = Duration::from_secs(3600);
+
+/// How often a live log stream looks for new lines.
+const STREAM_POLL: Duration = Duration::from_millis(300);
+
+/// Where a live log stream is; holds the stream's slot while it is open.
+struct Following {
     store: Arc<dyn Store>,
     key: String,
-    from: usize,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(
-        (store, key, from, false),
-        |(store, key, mut next, done)| async move {
-            if done {
-                return None;
+    next: usize,
+    deadline: tokio::time::Instant,
+    ended: bool,
+    _slot: StreamSlot,
+}
+
+/// The log's lines from `next` on as they are written, then the run's final state and
+/// `end` (or that, as far as it got, at the stream's deadline).
+fn log_stream(following: Following) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(following, |mut f| async move {
+        if f.ended {
+            return None;
+        }
+        loop {
+            let lines = f.store.read_log(&f.key, f.next).await.unwrap_or_default();
+            if !lines.is_empty() {
+                f.next += lines.len();
+                let events: Vec<Result<Event, Infallible>> = lines
+                    .into_iter()
+                    .map(|l| Ok(Event::default().event("line").data(l)))
+                    .collect();
+                return Some((futures::stream::iter(events), f));
             }
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
-            loop {
-                let lines = store.read_log(&key, next).await.unwrap_or_default();
-                if !lines.is_empty() {
-                    next += lines.len();
-                    let events: Vec<Result<Event, Infallible>> = lines
-                        .into_iter()
-                        .map(|l| Ok(Event::default().event("line").data(l)))
-                        .collect();
-                    return Some((futures::stream::iter(events), (store, key, next, false)));
-                }
-                let run = store.get_run(&key).await.ok().flatten();
-                if run.as_ref().is_none_or(|r| r.state.is_final())
-                    || tokio::time::Instant::now() > deadline
-                {
-                    let state = run.map_or("unknown", |r| r.state.as_str());
-                    let events = vec![
-                        Ok(Event::default().event("state").data(state)),
-                        Ok(Event::default().event("end").data("")),
-                    ];
-                    return Some((futures::stream::iter(events), (store, key, next, true)));
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
+            let run = f.store.get_run(&f.key).await.ok().flatten();
+            if run.as_ref().is_none_or(|r| r.state.is_final())
+                || tokio::time::Instant::now() >= f.deadline
+            {
+                let state = run.map_or("unknown", |r| r.state.as_str());
+                let events = vec![
+                    Ok(Event::default().event("state").data(state)),
+                    Ok(Event::default().event("end").data("")),
+                ];
+                f.ended = true;
+                return Some((futures::stream::iter(events), f));
             }
-        },
-    )
+            tokio::time::sleep(STREAM_POLL).await;
+        }
+    })
     .flatten()
 }
 
@@ -459,14 +493,20 @@ mod tests {
             store,
             metrics: Arc::new(Metrics::default()),
             link_key: LinkKey::new(&"link key ".repeat(4)).unwrap(),
+            streams: StreamSlots::new(2, 3),
         }
     }
 
+    /// The response to a GET of `path` from `client`, its body not read yet.
+    async fn respond(state: &WebState, path: &str, client: &str) -> Response {
+        let mut request = Request::get(path).body(Body::empty()).unwrap();
+        let client: SocketAddr = client.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(client));
+        router(state.clone()).oneshot(request).await.unwrap()
+    }
+
     async fn get(state: &WebState, path: &str) -> (StatusCode, String) {
-        let response = router(state.clone())
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = respond(state, path, "192.0.2.1:40000").await;
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
@@ -597,5 +637,54 @@ mod tests {
         write_escaped(&mut out, s).unwrap();
         assert_eq!(out, "a&lt;b&gt;&amp;&quot;c&#39;d é");
         assert_eq!(escaped_len(s), out.len());
+    }
+
+    #[tokio::test]
+    async fn live_streams_over_a_cap_get_429_and_a_closed_one_frees_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path()).await;
+        let events = format!("/deployments/o/r/3/{}/events", secret(&s, 3));
+        // Run 3 goes on, so its streams stay open while their responses are held.
+        let mut open = Vec::new();
+        for client in ["192.0.2.1:1", "192.0.2.1:2", "192.0.2.2:1"] {
+            let response = respond(&s, &events, client).await;
+            assert_eq!(response.status(), StatusCode::OK, "{client}");
+            open.push(response);
+        }
+        let refused = |response: Response| async move {
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        };
+        assert_eq!(
+            refused(respond(&s, &events, "192.0.2.2:2").await).await,
+            (StatusCode::TOO_MANY_REQUESTS, messages::too_many_streams(3))
+        );
+        drop(open.pop());
+        assert_eq!(s.streams.open(), 2);
+        assert_eq!(
+            refused(respond(&s, &events, "192.0.2.1:3").await).await,
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                messages::too_many_streams_from_client(2)
+            )
+        );
+        let again = respond(&s, &events, "192.0.2.2:3").await;
+        assert_eq!(again.status(), StatusCode::OK);
+        // Full, a wrong link is still answered like an unknown deployment, and takes no slot.
+        let wrong = format!("/deployments/o/r/3/{}/events", secret(&s, 2));
+        assert_eq!(
+            refused(respond(&s, &wrong, "192.0.2.3:1").await).await,
+            (
+                StatusCode::NOT_FOUND,
+                messages::no_such_deployment().to_owned()
+            )
+        );
+        assert_eq!(s.streams.open(), 3);
+        drop(open);
+        drop(again);
+        assert_eq!(s.streams.open(), 0);
     }
 }
