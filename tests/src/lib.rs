@@ -11,6 +11,7 @@ pub mod fake_slack;
 pub mod fixtures;
 pub mod git_repo;
 pub mod hostile;
+pub mod log_links;
 pub mod net;
 pub mod redis_server;
 pub mod sshd;

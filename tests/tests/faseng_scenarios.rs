@@ -6,6 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use harness::{Backend, Env, Options, REPO, ROOM, SECRET, WAIT, scratch, wait_for};
 use serde_json::json;
 
@@ -60,6 +61,16 @@ async fn expect_final(env: &Env, id: u64, state: &str, description: &str) {
     );
 }
 
+/// The `log_url` of deployment `id`'s `in_progress` status.
+fn log_url(env: &Env, id: u64) -> String {
+    let statuses = env.gh.statuses(id);
+    let running = statuses.iter().find(|s| s["state"] == "in_progress");
+    running.and_then(|s| s["log_url"].as_str()).map_or_else(
+        || panic!("no in_progress status with a log_url for #{id}: {statuses:?}"),
+        str::to_owned,
+    )
+}
+
 /// A file the deploy scripts wrote in the scratch directory.
 fn read_scratch(env: &Env, name: &str) -> String {
     std::fs::read_to_string(scratch(env.dir.path(), name)).unwrap()
@@ -73,8 +84,11 @@ async fn a_signed_deployment_runs_and_reports_in_order(backend: Backend) {
     expect_clean_success(&env, id).await;
     let statuses = env.gh.statuses(id);
     let log_url = statuses[1]["log_url"].as_str().unwrap().to_owned();
+    let secret = log_url
+        .strip_prefix(&format!("{}/deployments/{REPO}/{id}/", env.url))
+        .unwrap_or_else(|| panic!("{log_url}"));
     assert!(
-        log_url.ends_with(&format!("/deployments/{REPO}/{id}")),
+        secret.len() == 32 && secret.chars().all(|c| c.is_ascii_hexdigit()),
         "{log_url}"
     );
     assert_eq!(
@@ -196,8 +210,9 @@ async fn bad_signatures_are_refused_and_nothing_runs(backend: Backend) {
         "{metrics}"
     );
     assert!(metrics.contains("faseng_queue_depth 0"), "{metrics}");
+    let page = e2e::log_links::page(&env.queue_url, &env.url, REPO, id).await;
     assert_eq!(
-        env.get(&format!("/deployments/{REPO}/{id}/log")).await.0,
+        env.get(&format!("{page}/log")).await.0,
         404,
         "a run record exists"
     );
@@ -429,7 +444,7 @@ async fn a_timeout_kills_the_whole_process_group(backend: Backend) {
         assert!(scratch(env.dir.path(), &format!("{name}.held")).exists());
         e2e::dirs::wait_released(&scratch_dir, name, Duration::from_secs(5)).await;
     }
-    let (_, log) = env.get(&format!("/deployments/{REPO}/{id}/log")).await;
+    let (_, log) = env.get(&format!("{}/log", log_url(&env, id))).await;
     assert!(
         log.contains("timed out after 2 s: killing the process group"),
         "{log}"
@@ -537,7 +552,7 @@ async fn chat_without_a_message_ts_gets_a_new_message_and_rate_limits_are_honour
         .count();
     assert_eq!(posts, 2);
 
-    let (code, events) = env.get(&format!("/deployments/{REPO}/{id}/events")).await;
+    let (code, events) = env.get(&format!("{}/events", log_url(&env, id))).await;
     assert_eq!(code, 200);
     assert!(
         events.contains("event: line") && events.contains("deployed edge"),
@@ -649,7 +664,51 @@ async fn a_worker_whose_every_slot_waits_hands_a_job_back(backend: Backend) {
     worker.await.unwrap().unwrap();
 }
 
+/// A real run's page, plain log and live stream answer under the `log_url` faseng posted
+/// (to GitHub and in chat), and 404 like an unknown deployment without its secret, with a
+/// wrong one, or with another run's.
+async fn a_log_is_served_under_its_link_only(backend: Backend) {
+    let Some(env) = Env::start(backend, Options::default()).await else {
+        return;
+    };
+    let (id, ts) = deploy_edge(&env).await;
+    let (other, _) = deploy_edge(&env).await;
+    expect_success(&env, id).await;
+    expect_success(&env, other).await;
+    let link = log_url(&env, id);
+    assert_eq!(env.wait_final(id).await["log_url"], link.as_str());
+    env.slack
+        .wait_for_text(ROOM, &ts, &format!("<{link}|log>"), WAIT)
+        .await;
+    let other_secret = log_url(&env, other).rsplit('/').next().unwrap().to_owned();
+    let unknown = (StatusCode::NOT_FOUND, "no such deployment".to_owned());
+    for part in ["", "/log", "/events"] {
+        let (code, body) = env.get(&format!("{link}{part}")).await;
+        assert_eq!(code, 200, "{link}{part}: {body}");
+        assert!(body.contains("deployed edge"), "{link}{part}: {body}");
+
+        let mut wrong = link.clone();
+        let last = if wrong.pop() == Some('0') { '1' } else { '0' };
+        wrong.push(last);
+        for refused in [
+            format!("/deployments/{REPO}/{id}{part}"),
+            format!("{wrong}{part}"),
+            format!("/deployments/{REPO}/{id}/{other_secret}{part}"),
+        ] {
+            let (code, body) = env.get(&refused).await;
+            assert_eq!(
+                (StatusCode::from_u16(code).unwrap(), body),
+                unknown,
+                "{refused}"
+            );
+        }
+    }
+    assert_eq!(env.get("/healthz").await.0, 200);
+    assert_eq!(env.get("/metrics").await.0, 200);
+}
+
 both_backends!(
+    a_log_is_served_under_its_link_only,
     a_worker_whose_every_slot_waits_hands_a_job_back,
     a_second_job_for_a_started_deployment_drops_out,
     chat_without_a_message_ts_gets_a_new_message_and_rate_limits_are_honoured,

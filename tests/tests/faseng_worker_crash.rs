@@ -9,11 +9,21 @@ mod harness;
 
 use std::process::{Child, Command, Stdio};
 
-use harness::{Backend, Env, Options, REPO, ROOM, WAIT, scratch, wait_for};
+use harness::{Backend, Env, Options, ROOM, WAIT, scratch, wait_for};
 
 /// The log file of worker `n` of a scenario.
 fn worker_log(env: &Env, n: usize) -> std::path::PathBuf {
     env.dir.path().join(format!("worker-{n}.log"))
+}
+
+/// The `log_url` of deployment `id`'s `in_progress` status.
+fn log_url(env: &Env, id: u64) -> String {
+    let statuses = env.gh.statuses(id);
+    let running = statuses.iter().find(|s| s["state"] == "in_progress");
+    running.and_then(|s| s["log_url"].as_str()).map_or_else(
+        || panic!("no in_progress status with a log_url for #{id}: {statuses:?}"),
+        str::to_owned,
+    )
 }
 
 /// Starts `faseng worker` number `n`, logging into [`worker_log`] (at info; `WORKER_RUST_LOG`
@@ -112,9 +122,9 @@ async fn a_killed_worker_is_reported_and_the_line_moves_on(backend: Backend) {
     e2e::dirs::wait_released(&scratch(env.dir.path(), ""), &format!("child-{id}"), WAIT).await;
 
     assert_eq!(env.wait_final(next_id).await["state"], "success");
-    let (_, log) = env.get(&format!("/deployments/{REPO}/{next_id}/log")).await;
+    let (_, log) = env.get(&format!("{}/log", log_url(&env, next_id))).await;
     assert!(log.contains("finished"), "{log}");
-    let (_, log) = env.get(&format!("/deployments/{REPO}/{id}/log")).await;
+    let (_, log) = env.get(&format!("{}/log", log_url(&env, id))).await;
     assert!(log.contains("the deployer stopped during the run"), "{log}");
     let leader = std::fs::read_to_string(scratch(env.dir.path(), &format!("leader-{id}"))).unwrap();
     assert_eq!(

@@ -525,7 +525,11 @@ async fn wait_for_logged(w: &World, needle: &str) {
 
 /// Waits until the plain-text log of deployment `id` contains `needle`.
 async fn wait_for_log(w: &World, id: u64, needle: &str) -> String {
-    let url = format!("{}/deployments/{REPO}/{id}/log", w.url());
+    let queue_url = faseng::queue::QueueUrl::parse(&w.queue_url).unwrap();
+    let url = format!(
+        "{}/log",
+        e2e::log_links::page(&queue_url, &w.url(), REPO, id).await
+    );
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if let Ok(r) = w.http.get(&url).send().await

@@ -215,7 +215,7 @@ async fn local_mode_conforms() {
         intake,
         services.store.clone(),
         state.path(),
-        "http://127.0.0.1:9",
+        services.log_links("http://127.0.0.1:9"),
     );
     conformance(
         &forge,

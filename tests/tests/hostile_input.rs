@@ -234,7 +234,7 @@ async fn run_case(env: &Env, index: usize, case: &WebhookCase, scratch_dir: &Pat
     let body = apply(&base, &case.edit);
     let headers = signed(&headers, &body, &format!("hostile-{index}"));
     let code = env.post_webhook(&headers, body).await;
-    let page = format!("/deployments/{REPO}/{id}");
+    let page = e2e::log_links::page(&env.queue_url, &env.url, REPO, id).await;
     match &case.verdict {
         Verdict::Refused(expected) => {
             assert_eq!(code, *expected, "{name}: HTTP status");

@@ -83,6 +83,20 @@ pub struct ServeArgs {
     /// Seconds after which chima warns in the thread that no deployer picked a deployment up.
     #[arg(long, env = "CHIMA_WATCHDOG_SECS", default_value_t = 60)]
     pub watchdog_secs: u64,
+    /// HTTP connections open at once; more wait until one closes. Every client also has
+    /// 10 s to send a request's headers and 30 s more until its response begins (408).
+    #[arg(long, env = "CHIMA_MAX_CONNECTIONS", default_value_t = deploy_core::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+}
+
+impl ServeArgs {
+    /// What one client can hold of the HTTP server.
+    pub fn http_limits(&self) -> deploy_core::server::Limits {
+        deploy_core::server::Limits {
+            max_connections: self.max_connections.max(1),
+            ..deploy_core::server::Limits::default()
+        }
+    }
 }
 
 /// Flags of `chima shell`.

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deploy_core::{AppConfig, GitRef, NewDeployment};
+use deploy_core::{AppConfig, GitRef, NewDeployment, RepoName};
 use faseng::intake::{Intake, IntakeOutcome};
+use faseng::links::LogLinks;
 use faseng::status::{DeploymentStatusSink, PostError, StatusTarget, StatusUpdate};
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -301,30 +302,30 @@ pub struct LocalForge {
     intake: Arc<Intake>,
     runs: Arc<dyn faseng::store::Store>,
     base: PathBuf,
-    log_base: String,
+    log_links: LogLinks,
 }
 
 impl LocalForge {
     /// A forge over `store` feeding `intake` (whose run store `runs` keeps the logs, served
-    /// under `log_base`); relative `clone_url`s are taken from `base`.
+    /// at `log_links`); relative `clone_url`s are taken from `base`.
     pub fn new(
         store: LocalDeployments,
         intake: Arc<Intake>,
         runs: Arc<dyn faseng::store::Store>,
         base: &Path,
-        log_base: &str,
+        log_links: LogLinks,
     ) -> Self {
         Self {
             store,
             intake,
             runs,
             base: base.to_owned(),
-            log_base: log_base.trim_end_matches('/').to_owned(),
+            log_links,
         }
     }
 
-    fn link(&self, repo: &str, id: u64) -> String {
-        format!("{}/deployments/{repo}/{id}", self.log_base)
+    fn link(&self, repo: &RepoName, id: u64) -> String {
+        self.log_links.page(repo, id)
     }
 }
 
@@ -405,7 +406,7 @@ impl Forge for LocalForge {
             creator,
             created_at,
             state: None,
-            url: self.link(&app.repository.to_string(), id),
+            url: self.link(&app.repository, id),
         }))
     }
 
@@ -416,7 +417,7 @@ impl Forge for LocalForge {
     ) -> Result<Vec<DeploymentInfo>, ForgeError> {
         let mut list = self.store.list(app, filter).await?;
         for d in &mut list {
-            d.url = self.link(&app.repository.to_string(), d.id);
+            d.url = self.link(&app.repository, d.id);
         }
         Ok(list)
     }
@@ -537,12 +538,13 @@ impl LocalMode {
         let runs = services.store.clone();
         let app = faseng::Application::build_with(services, true).await?;
         let public_url = app.public_url().to_owned();
+        let log_links = app.log_links();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let faseng = tokio::spawn(app.run(async {
             let _ = stopped.await;
         }));
         let base = std::env::current_dir()?;
-        let forge = LocalForge::new(store, intake, runs, &base, &public_url);
+        let forge = LocalForge::new(store, intake, runs, &base, log_links);
         Ok(Self {
             bot: crate::Bot::new(apps, Arc::new(forge), name),
             events,

@@ -23,6 +23,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Err(e) = deploy_core::server::raise_open_files_limit() {
+        tracing::warn!(error = %e, "could not raise the open files limit");
+    }
     let apps = match Apps::load(&cli.apps_json) {
         Ok(apps) => apps,
         Err(e) => {
@@ -161,7 +164,12 @@ async fn serve(bot: Arc<Bot>, args: &ServeArgs) -> anyhow::Result<()> {
             );
             let health = axum::Router::new()
                 .route("/healthz", axum::routing::get(chima::slack::http::healthz));
-            tokio::spawn(async move { axum::serve(listener, health).await });
+            tokio::spawn(deploy_core::server::run(
+                listener,
+                health,
+                args.http_limits(),
+                std::future::pending(),
+            ));
             chima::slack::socket::run(app, &web, app_token).await
         }
         (None, Some(secret)) => {
@@ -171,10 +179,14 @@ async fn serve(bot: Arc<Bot>, args: &ServeArgs) -> anyhow::Result<()> {
                 listener.local_addr()?,
                 bot.apps().len()
             );
-            axum::serve(listener, chima::slack::http::router(app, secret))
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("serving HTTP")
+            deploy_core::server::run(
+                listener,
+                chima::slack::http::router(app, secret),
+                args.http_limits(),
+                shutdown,
+            )
+            .await;
+            Ok(())
         }
         (None, None) => anyhow::bail!(
             "chima serve needs SLACK_SIGNING_SECRET (Events API over HTTP) or SLACK_APP_TOKEN (Socket Mode)"

@@ -1,6 +1,6 @@
 //! Contract types shared by chima (the chat bot) and faseng (the deployer): the app.json
-//! model, validated names and git refs, chat markup escaping, the deployment payload, and
-//! the GitHub client factory.
+//! model, validated names and git refs, chat markup escaping, the deployment payload, the
+//! GitHub client factory, and the HTTP serve loop with its limits.
 
 #![warn(missing_docs)]
 
@@ -9,6 +9,7 @@ pub mod chat;
 pub mod github;
 pub mod names;
 pub mod payload;
+pub mod server;
 
 pub use apps::{AppConfig, Apps, ConfigError, ConfigProblem, Provider, Secret};
 pub use github::{GithubAuth, GithubClients};

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::checkout::Checkouts;
 use crate::deployer::{Deployer, DeployerSettings, LiveRuns};
 use crate::intake::Intake;
+use crate::links::{LinkKey, LogLinks};
 use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::providers::{ProviderConfig, ProviderSettings};
@@ -23,6 +24,7 @@ use crate::reporter::RetryPolicy;
 use crate::sandbox::{Isolation, IsolationSettings};
 use crate::status::{DeploymentStatusSink, GithubStatusSink};
 use crate::store::Store;
+use crate::stream_slots::{self, StreamSlots};
 use crate::web::{self, WebState};
 
 /// How long a stopping worker lets the queue library wind down on its own before dropping it.
@@ -48,8 +50,12 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
     /// `FASENG_BIND`.
     pub bind: SocketAddr,
+    /// What one client can hold of the HTTP server (`FASENG_MAX_CONNECTIONS` and timeouts).
+    pub http_limits: deploy_core::server::Limits,
     /// `FASENG_PUBLIC_URL`; `None` = `http://{bound address}`.
     pub public_url: Option<String>,
+    /// `FASENG_LINK_KEY`; `None` = the key kept in the store (made by the first process).
+    pub link_key: Option<LinkKey>,
     /// `FASENG_WORKDIR`.
     pub workdir: PathBuf,
     /// `DEPLOY_CONFIG_DIR`.
@@ -97,7 +103,9 @@ impl Config {
             queue_url,
             webhook_secret: None,
             bind: "127.0.0.1:8081".parse().expect("valid address"),
+            http_limits: deploy_core::server::Limits::default(),
             public_url: None,
+            link_key: None,
             workdir: PathBuf::from(".faseng/work"),
             deploy_config_dir: PathBuf::from("deploy-config"),
             deployment_timeout: Duration::from_secs(900),
@@ -154,6 +162,8 @@ pub struct Services {
     pub github: Arc<GithubClients>,
     /// How provider processes are kept from faseng.
     pub isolation: Arc<Isolation>,
+    /// The key log links are signed with, the same in every process of one store.
+    pub link_key: LinkKey,
 }
 
 impl std::fmt::Debug for Services {
@@ -170,6 +180,16 @@ impl Services {
         let (queue, store) = queue::open(&config.queue_url, config.timing)
             .await
             .context("opening the queue (FASENG_QUEUE_URL)")?;
+        let link_key = match &config.link_key {
+            Some(key) => key.clone(),
+            None => {
+                let stored = store
+                    .link_key(&LinkKey::generate()?)
+                    .await
+                    .context("reading the link key from the store (FASENG_QUEUE_URL)")?;
+                LinkKey::new(&stored).context("the link key kept in the store")?
+            }
+        };
         let clients = Arc::new(GithubClients::new(
             &config.github_api_url,
             config.github_auth.clone(),
@@ -207,6 +227,7 @@ impl Services {
             live_runs: Arc::new(LiveRuns::default()),
             github: clients,
             isolation,
+            link_key,
         })
     }
 
@@ -222,6 +243,11 @@ impl Services {
         self
     }
 
+    /// Log links under `public_url`, signed with this process's link key.
+    pub fn log_links(&self, public_url: &str) -> LogLinks {
+        LogLinks::new(public_url, self.link_key.clone())
+    }
+
     /// A deployer for worker tasks in this process.
     pub fn deployer(&self, public_url: &str, worker_name: &str) -> anyhow::Result<Deployer> {
         let c = &self.config;
@@ -234,6 +260,7 @@ impl Services {
         secrets.extend(c.slack_token.iter().map(|t| t.expose().to_owned()));
         secrets.extend(c.webhook_secret.iter().map(|t| t.expose().to_owned()));
         secrets.extend(c.providers.secrets());
+        secrets.push(self.link_key.expose().to_owned());
         let providers = ProviderSettings::new(
             c.providers.clone(),
             &c.github_api_url,
@@ -248,7 +275,7 @@ impl Services {
             c.apps.clone(),
             self.metrics.clone(),
             DeployerSettings {
-                public_url: public_url.to_owned(),
+                log_links: self.log_links(public_url),
                 deploy_config_dir: c.deploy_config_dir.clone(),
                 default_timeout: c.deployment_timeout,
                 worker_name: worker_name.to_owned(),
@@ -409,6 +436,11 @@ impl Application {
         &self.public_url
     }
 
+    /// The links to the log pages this application serves.
+    pub fn log_links(&self) -> LogLinks {
+        self.services.log_links(&self.public_url)
+    }
+
     /// The shared services.
     pub fn services(&self) -> Arc<Services> {
         self.services.clone()
@@ -432,6 +464,11 @@ impl Application {
             store: s.store.clone(),
             metrics: s.metrics.clone(),
             isolation: s.isolation.describe(),
+            link_key: s.link_key.clone(),
+            streams: StreamSlots::new(
+                stream_slots::DEFAULT_PER_CLIENT,
+                stream_slots::DEFAULT_TOTAL,
+            ),
         };
         let worker = self.with_worker.then(|| {
             tokio::spawn(
@@ -441,18 +478,21 @@ impl Application {
             )
         });
         let mut http_rx = rx.clone();
-        let server =
-            axum::serve(self.listener, web::router(state)).with_graceful_shutdown(async move {
+        let server = tokio::spawn(deploy_core::server::run(
+            self.listener,
+            web::router(state),
+            s.config.http_limits,
+            async move {
                 let _ = http_rx.wait_for(|s| *s).await;
-            });
-        let server = tokio::spawn(async move { server.await });
+            },
+        ));
         shutdown.await;
         tracing::info!("shutting down");
         let _ = tx.send(true);
         if let Some(w) = worker {
             w.await.context("worker task")??;
         }
-        server.await.context("http task")?.context("http server")?;
+        server.await.context("http task")?;
         Ok(())
     }
 }

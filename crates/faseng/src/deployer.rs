@@ -15,6 +15,7 @@ use tracing::Instrument as _;
 
 use crate::checkout::{Checkouts, CloneSource, GitCredentials, overlay};
 use crate::job::DeployJob;
+use crate::links::LogLinks;
 use crate::messages::{self, ChatSubject};
 use crate::metrics::Metrics;
 use crate::notify::ChatNotifier;
@@ -53,8 +54,8 @@ pub fn eta_secs(recent: &[f64], ahead: usize) -> Option<f64> {
 /// Settings for the deployer.
 #[derive(Debug, Clone)]
 pub struct DeployerSettings {
-    /// Base for log links (`{public_url}/deployments/o/r/id`).
-    pub public_url: String,
+    /// Makes the `log_url` of a run (see [`crate::links`]).
+    pub log_links: LogLinks,
     /// `deploy-config/` root.
     pub deploy_config_dir: PathBuf,
     /// Default run timeout.
@@ -347,12 +348,11 @@ impl Deployer {
         &self.live
     }
 
-    /// The log page of a run.
-    pub fn log_url(&self, key: &str) -> String {
-        format!(
-            "{}/deployments/{key}",
-            self.settings.public_url.trim_end_matches('/')
-        )
+    /// The log page of a job's run, its link secret included.
+    pub fn log_url(&self, job: &DeployJob) -> String {
+        self.settings
+            .log_links
+            .page(&job.repo_name(), job.deployment_id)
     }
 
     /// Takes one job to a final status. `Err` only when nothing was started and the store
@@ -461,7 +461,7 @@ impl Deployer {
         );
         let mut run = Run {
             job: &job,
-            log_url: self.log_url(&key),
+            log_url: self.log_url(&job),
             key,
             record,
             reporter,
@@ -1220,7 +1220,10 @@ mod tests {
             ),
             Arc::new(Metrics::default()),
             DeployerSettings {
-                public_url: "http://faseng.test".into(),
+                log_links: crate::links::LogLinks::new(
+                    "http://faseng.test",
+                    crate::links::LinkKey::new(&"k".repeat(32)).unwrap(),
+                ),
                 deploy_config_dir: dir.join("deploy-config"),
                 default_timeout: Duration::from_secs(60),
                 worker_name: "test-worker".into(),

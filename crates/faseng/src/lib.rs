@@ -12,6 +12,7 @@ pub mod checkout;
 pub mod deployer;
 pub mod intake;
 pub mod job;
+pub mod links;
 pub mod messages;
 pub mod metrics;
 pub mod notify;
@@ -24,6 +25,7 @@ pub mod runlog;
 pub mod sandbox;
 pub mod status;
 pub mod store;
+pub mod stream_slots;
 pub mod web;
 pub mod webhook;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use deploy_core::{Apps, GithubAuth, Secret};
+use faseng::links::LinkKey;
 use faseng::providers::{ProviderConfig, SshKeySource};
 use faseng::queue::{QueueTiming, QueueUrl};
 use faseng::{Application, Config, Services};
@@ -47,6 +48,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "FASENG_BIND", default_value = "127.0.0.1:8081")]
         bind: SocketAddr,
+        /// HTTP connections open at once; more wait until one closes. Every client also has
+        /// 10 s to send a request's headers and 30 s more until its response begins (408).
+        #[arg(long, env = "FASENG_MAX_CONNECTIONS", default_value_t = deploy_core::server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
     },
     /// Run a worker only (scale out by running several against one Redis).
     Worker {
@@ -70,6 +75,12 @@ struct Common {
     /// Base URL for log links; default `http://FASENG_BIND`.
     #[arg(long, env = "FASENG_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Key that signs log links (at least 32 characters, e.g. `openssl rand -hex 32`): each
+    /// link carries a secret made from it, without which a log answers 404. Unset: the first
+    /// faseng to start makes one and keeps it in the store, where every other process of that
+    /// FASENG_QUEUE_URL finds it.
+    #[arg(long, env = "FASENG_LINK_KEY", hide_env_values = true)]
+    link_key: Option<String>,
     /// Provider task definitions overlaid onto checkouts (`<dir>/<app>/`).
     #[arg(long, env = "DEPLOY_CONFIG_DIR", default_value = "./deploy-config")]
     deploy_config_dir: PathBuf,
@@ -169,6 +180,10 @@ impl Common {
         let mut c = Config::new(QueueUrl::parse(&self.queue_url)?);
         c.workdir = self.workdir;
         c.public_url = non_empty(self.public_url);
+        c.link_key = non_empty(self.link_key)
+            .map(|key| LinkKey::new(&key))
+            .transpose()
+            .context("FASENG_LINK_KEY (--link-key)")?;
         c.deploy_config_dir = self.deploy_config_dir;
         c.deployment_timeout = Duration::from_secs(self.deployment_timeout.max(1));
         c.github_api_url = self.github_api_url;
@@ -253,13 +268,19 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,apalis=warn,sqlx=warn".into()),
         )
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match deploy_core::server::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
+    match cli.command {
         Command::Serve {
             common,
             no_worker,
             webhook_secret,
             webhook_secret_file,
             bind,
+            max_connections,
         } => {
             let mut config = common.config()?;
             let webhook_secret = secret(
@@ -272,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
             };
             config.webhook_secret = Some(Secret::new(webhook_secret));
             config.bind = bind;
+            config.http_limits.max_connections = max_connections.max(1);
             let app = Application::build(config, !no_worker).await?;
             tracing::info!(addr = %app.local_addr(), worker = !no_worker, "faseng serving");
             app.run(shutdown_signal()).await

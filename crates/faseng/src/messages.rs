@@ -1,6 +1,7 @@
-//! Every user-facing text faseng produces: GitHub status descriptions and chat texts.
-//! Small constructors, each tested; status descriptions are plain text cut to GitHub's 140
-//! characters; chat texts are Slack mrkdwn in which every quoted value is escaped.
+//! Every user-facing text faseng produces: GitHub status descriptions, chat texts and the
+//! answers of its log pages. Small constructors, each tested; status descriptions are plain
+//! text cut to GitHub's 140 characters; chat texts are Slack mrkdwn in which every quoted
+//! value is escaped.
 
 use std::fmt::Write as _;
 
@@ -291,6 +292,22 @@ pub fn chat_log_tail(lines: &[String]) -> String {
     format!("Last {} log lines:\n```\n{body}\n```", shown.len())
 }
 
+/// Web: the answer to a log link that is unknown, lacks its secret or carries a wrong one
+/// (the same for all three, so a link reveals nothing about which deployments exist).
+pub fn no_such_deployment() -> &'static str {
+    "no such deployment"
+}
+
+/// Web: a client already has `limit` live log streams open.
+pub fn too_many_streams_from_client(limit: usize) -> String {
+    format!("too many live logs open from your address (at most {limit}); close one and retry")
+}
+
+/// Web: faseng already serves `limit` live log streams.
+pub fn too_many_streams(limit: usize) -> String {
+    format!("too many live logs open on this server (at most {limit}); retry in a minute")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,5 +485,18 @@ mod tests {
         assert!(tail.contains('…') && !tail.contains('y'));
         let within: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
         assert!(chat_log_tail(&within).starts_with("Last 20 log lines:"));
+    }
+
+    #[test]
+    fn web_texts_say_what_is_wrong_without_naming_the_deployment() {
+        assert_eq!(no_such_deployment(), "no such deployment");
+        assert_eq!(
+            too_many_streams_from_client(8),
+            "too many live logs open from your address (at most 8); close one and retry"
+        );
+        assert_eq!(
+            too_many_streams(256),
+            "too many live logs open on this server (at most 256); retry in a minute"
+        );
     }
 }

@@ -1,23 +1,29 @@
 //! HTTP: the webhook endpoint (transport → domain event → intake), health, metrics and the
-//! log pages.
+//! log pages. `/healthz` and `/metrics` are open; a run's page, plain log and event stream
+//! answer only under the run's signed link (see [`crate::links`]), and 404 otherwise.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use deploy_core::Secret;
+use deploy_core::{RepoName, Secret};
 use futures::{Stream, StreamExt as _};
 
 use crate::intake::{Intake, IntakeOutcome};
+use crate::links::{self, LinkKey};
+use crate::messages;
 use crate::metrics::Metrics;
 use crate::store::{RunRecord, Store};
+use crate::stream_slots::{Refused, StreamSlot, StreamSlots};
 use crate::webhook::{self, MAX_BODY_BYTES, WebhookError, WebhookEvent, WebhookHeaders};
 
 /// What the web handlers share.
@@ -33,6 +39,10 @@ pub struct WebState {
     pub metrics: Arc<Metrics>,
     /// How providers are kept from faseng, as `/healthz` says it.
     pub isolation: String,
+    /// Checks the secret of log links.
+    pub link_key: LinkKey,
+    /// The live log streams open (capped per client and in all).
+    pub streams: Arc<StreamSlots>,
 }
 
 /// The router.
@@ -41,9 +51,19 @@ pub fn router(state: WebState) -> Router {
         .route("/webhooks/github", post(github_webhook))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/deployments/{owner}/{repo}/{id}", get(log_page))
-        .route("/deployments/{owner}/{repo}/{id}/log", get(log_text))
-        .route("/deployments/{owner}/{repo}/{id}/events", get(log_events))
+        .route("/deployments/{owner}/{repo}/{id}/{secret}", get(log_page))
+        .route(
+            "/deployments/{owner}/{repo}/{id}/{secret}/log",
+            get(log_text),
+        )
+        .route(
+            "/deployments/{owner}/{repo}/{id}/{secret}/events",
+            get(log_events),
+        )
+        .route(
+            "/deployments/{owner}/{repo}/{id}",
+            get(|| async { not_found() }),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -154,62 +174,130 @@ async fn metrics(State(s): State<WebState>) -> Response {
         .into_response()
 }
 
-fn run_key(owner: &str, repo: &str, id: u64) -> Result<String, Box<Response>> {
-    deploy_core::RepoName::parse(&format!("{owner}/{repo}"))
-        .map(|r| RunRecord::key_for(&r.to_string(), id))
-        .map_err(|e| Box::new((StatusCode::NOT_FOUND, e).into_response()))
+fn store_unavailable(e: &anyhow::Error) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("store unavailable: {e}"),
+    )
+        .into_response()
 }
 
-async fn log_text(
-    State(s): State<WebState>,
-    Path((owner, repo, id)): Path<(String, String, u64)>,
-) -> Response {
-    let key = match run_key(&owner, &repo, id) {
-        Ok(k) => k,
-        Err(r) => return *r,
-    };
-    match (s.store.get_run(&key).await, s.store.read_log(&key, 0).await) {
-        (Ok(None), _) => (StatusCode::NOT_FOUND, "no such deployment").into_response(),
-        (Ok(Some(_)), Ok(lines)) => {
-            let mut body = lines.join("\n");
-            body.push('\n');
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, messages::no_such_deployment()).into_response()
+}
+
+/// A run whose log this request may read: its path named the run and carried a secret that
+/// [`LinkKey::may_read_log`] accepts. Any other is answered like an unknown deployment,
+/// before the store is asked anything.
+struct ReadableRun {
+    /// The run key, `owner/repo/id`.
+    key: String,
+    /// The run's page path, secret included.
+    page: String,
+}
+
+impl FromRequestParts<WebState> for ReadableRun {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &WebState) -> Result<Self, Response> {
+        let Ok(Path((owner, repo, id, secret))) =
+            Path::<(String, String, String, String)>::from_request_parts(parts, s).await
+        else {
+            return Err(not_found());
+        };
+        let (Ok(repo), Ok(id)) = (RepoName::parse(&format!("{owner}/{repo}")), id.parse()) else {
+            return Err(not_found());
+        };
+        if !s.link_key.may_read_log(&repo, id, &secret) {
+            return Err(not_found());
         }
-        (Err(e), _) | (_, Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {e}"),
-        )
-            .into_response(),
+        Ok(Self {
+            key: RunRecord::key_for(&repo.to_string(), id),
+            page: links::page_path(&repo, id, &secret),
+        })
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+async fn log_text(State(s): State<WebState>, run: ReadableRun) -> Response {
+    let key = run.key;
+    match (s.store.get_run(&key).await, s.store.read_log(&key, 0).await) {
+        (Ok(None), _) => not_found(),
+        (Ok(Some(_)), Ok(lines)) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            plain_log(&lines),
+        )
+            .into_response(),
+        (Err(e), _) | (_, Err(e)) => store_unavailable(&e),
+    }
 }
 
-async fn log_page(
-    State(s): State<WebState>,
-    Path((owner, repo, id)): Path<(String, String, u64)>,
-) -> Response {
-    let key = match run_key(&owner, &repo, id) {
-        Ok(k) => k,
-        Err(r) => return *r,
-    };
+/// The log as text, one line after another, in one buffer of the exact size.
+fn plain_log(lines: &[String]) -> String {
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+/// What HTML makes of `byte` when it is one of the characters it gives a meaning to.
+fn html_entity(byte: u8) -> Option<&'static str> {
+    match byte {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'"' => Some("&quot;"),
+        b'\'' => Some("&#39;"),
+        _ => None,
+    }
+}
+
+/// The length of `s` once escaped for HTML.
+fn escaped_len(s: &str) -> usize {
+    s.bytes().map(|b| html_entity(b).map_or(1, str::len)).sum()
+}
+
+/// Writes `s` escaped for HTML (text and quoted attribute values alike).
+fn write_escaped(out: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if let Some(entity) = html_entity(b) {
+            out.write_str(&s[plain..i])?;
+            out.write_str(entity)?;
+            plain = i + 1;
+        }
+    }
+    out.write_str(&s[plain..])
+}
+
+/// Shows a value escaped for HTML.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_escaped(f, self.0)
+    }
+}
+
+/// Room for everything on the page but the log: the markup and the run's short fields.
+const PAGE_FRAME_BYTES: usize = 2048;
+
+async fn log_page(State(s): State<WebState>, readable: ReadableRun) -> Response {
+    let key = readable.key;
     let run = match s.store.get_run(&key).await {
         Ok(Some(r)) => r,
-        Ok(None) => return (StatusCode::NOT_FOUND, "no such deployment").into_response(),
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("store unavailable: {e}"),
-            )
-                .into_response();
-        }
+        Ok(None) => return not_found(),
+        Err(e) => return store_unavailable(&e),
     };
     let lines = s.store.read_log(&key, 0).await.unwrap_or_default();
+    Html(page_html(&run, &readable.page, &lines)).into_response()
+}
+
+/// The log page: the run's facts, its log escaped straight into one buffer sized up front
+/// and, while the run goes on, a script that follows its event stream.
+fn page_html(run: &RunRecord, page: &str, lines: &[String]) -> String {
+    use std::fmt::Write as _;
     let timing = match (run.started_at, run.finished_at) {
         (Some(st), Some(f)) => format!(
             "started {st}, finished {f} ({:.1} s)",
@@ -219,48 +307,65 @@ async fn log_page(
         (None, Some(f)) => format!("finished {f}"),
         (None, None) => format!("received {}", run.received_at),
     };
-    let live = if run.state.is_final() {
-        String::new()
-    } else {
-        format!(
-            r#"<script>
-const es = new EventSource("/deployments/{key}/events?from={n}");
-es.addEventListener("line", e => {{ document.getElementById("log").textContent += e.data + "\n"; }});
-es.addEventListener("state", e => {{ document.getElementById("state").textContent = e.data; }});
-es.addEventListener("end", () => es.close());
-</script>"#,
-            key = esc(&key),
-            n = lines.len()
-        )
-    };
-    let mut log = lines.join("\n");
-    if !log.is_empty() {
-        log.push('\n');
-    }
-    let html = format!(
+    let sha: String = run.sha.chars().take(12).collect();
+    let fields = [
+        &sha,
+        &run.repo,
+        &run.app,
+        &run.environment,
+        &run.description,
+        &run.creator,
+        &run.git_ref,
+        &run.task,
+        &timing,
+    ];
+    let log_bytes: usize = lines.iter().map(|l| escaped_len(l) + 1).sum();
+    let field_bytes: usize = fields.iter().map(|f| escaped_len(f)).sum();
+    let mut html =
+        String::with_capacity(PAGE_FRAME_BYTES + field_bytes + 2 * escaped_len(page) + log_bytes);
+    let _ = write!(
+        html,
         r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>{repo} #{id}</title>
+<html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>{repo} #{id}</title>
 <style>body{{font-family:sans-serif;margin:2em}} pre{{background:#111;color:#ddd;padding:1em;overflow:auto}}</style></head>
 <body><h1>{app} to {env} <small>#{id}</small></h1>
 <p>State: <strong id="state">{state}</strong> — {desc}</p>
 <p>Who: {who} · Ref: <code>{git_ref}@{sha}</code> · Task: {task} · {timing}</p>
-<p><a href="/deployments/{key}/log">plain text</a></p>
-<pre id="log">{log}</pre>{live}</body></html>"#,
-        repo = esc(&run.repo),
+<p><a href="{page}/log">plain text</a></p>
+<pre id="log">"#,
+        repo = Escaped(&run.repo),
         id = run.deployment_id,
-        app = esc(&run.app),
-        env = esc(&run.environment),
+        app = Escaped(&run.app),
+        env = Escaped(&run.environment),
         state = run.state.as_str(),
-        desc = esc(&run.description),
-        who = esc(&run.creator),
-        git_ref = esc(&run.git_ref),
-        sha = esc(&run.sha.chars().take(12).collect::<String>()),
-        task = esc(&run.task),
-        timing = esc(&timing),
-        key = esc(&key),
-        log = esc(&log),
+        desc = Escaped(&run.description),
+        who = Escaped(&run.creator),
+        git_ref = Escaped(&run.git_ref),
+        sha = Escaped(&sha),
+        task = Escaped(&run.task),
+        timing = Escaped(&timing),
+        page = Escaped(page),
     );
-    Html(html).into_response()
+    for line in lines {
+        let _ = write_escaped(&mut html, line);
+        html.push('\n');
+    }
+    html.push_str("</pre>");
+    if !run.state.is_final() {
+        let _ = write!(
+            html,
+            r#"<script>
+const es = new EventSource("{page}/events?from={n}");
+es.addEventListener("line", e => {{ document.getElementById("log").textContent += e.data + "\n"; }});
+es.addEventListener("state", e => {{ document.getElementById("state").textContent = e.data; }});
+es.addEventListener("end", () => es.close());
+</script>"#,
+            page = Escaped(page),
+            n = lines.len()
+        );
+    }
+    html.push_str("</body></html>");
+    html
 }
 
 #[derive(serde::Deserialize)]
@@ -270,54 +375,319 @@ struct From {
 
 async fn log_events(
     State(s): State<WebState>,
-    Path((owner, repo, id)): Path<(String, String, u64)>,
+    run: ReadableRun,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     axum::extract::Query(q): axum::extract::Query<From>,
 ) -> Response {
-    let key = match run_key(&owner, &repo, id) {
-        Ok(k) => k,
-        Err(r) => return *r,
+    match s.store.get_run(&run.key).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(),
+        Err(e) => return store_unavailable(&e),
+    }
+    let slot = match s.streams.take(client.ip()) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let text = match refused {
+                Refused::PerClient(n) => messages::too_many_streams_from_client(n),
+                Refused::Total(n) => messages::too_many_streams(n),
+            };
+            return (StatusCode::TOO_MANY_REQUESTS, text).into_response();
+        }
     };
-    Sse::new(log_stream(s.store.clone(), key, q.from.unwrap_or(0)))
+    let following = Following {
+        store: s.store.clone(),
+        key: run.key,
+        next: q.from.unwrap_or(0),
+        deadline: tokio::time::Instant::now() + STREAM_MAX,
+        ended: false,
+        _slot: slot,
+    };
+    Sse::new(log_stream(following))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
 
-fn log_stream(
+/// How long one live log stream stays open at most.
+const STREAM_MAX: Duration = Duration::from_secs(3600);
+
+/// How often a live log stream looks for new lines.
+const STREAM_POLL: Duration = Duration::from_millis(300);
+
+/// Where a live log stream is; holds the stream's slot while it is open.
+struct Following {
     store: Arc<dyn Store>,
     key: String,
-    from: usize,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(
-        (store, key, from, false),
-        |(store, key, mut next, done)| async move {
-            if done {
-                return None;
+    next: usize,
+    deadline: tokio::time::Instant,
+    ended: bool,
+    _slot: StreamSlot,
+}
+
+/// The log's lines from `next` on as they are written, then the run's final state and
+/// `end` (or that, as far as it got, at the stream's deadline).
+fn log_stream(following: Following) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(following, |mut f| async move {
+        if f.ended {
+            return None;
+        }
+        loop {
+            let lines = f.store.read_log(&f.key, f.next).await.unwrap_or_default();
+            if !lines.is_empty() {
+                f.next += lines.len();
+                let events: Vec<Result<Event, Infallible>> = lines
+                    .into_iter()
+                    .map(|l| Ok(Event::default().event("line").data(l)))
+                    .collect();
+                return Some((futures::stream::iter(events), f));
             }
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
-            loop {
-                let lines = store.read_log(&key, next).await.unwrap_or_default();
-                if !lines.is_empty() {
-                    next += lines.len();
-                    let events: Vec<Result<Event, Infallible>> = lines
-                        .into_iter()
-                        .map(|l| Ok(Event::default().event("line").data(l)))
-                        .collect();
-                    return Some((futures::stream::iter(events), (store, key, next, false)));
-                }
-                let run = store.get_run(&key).await.ok().flatten();
-                if run.as_ref().is_none_or(|r| r.state.is_final())
-                    || tokio::time::Instant::now() > deadline
-                {
-                    let state = run.map_or("unknown", |r| r.state.as_str());
-                    let events = vec![
-                        Ok(Event::default().event("state").data(state)),
-                        Ok(Event::default().event("end").data("")),
-                    ];
-                    return Some((futures::stream::iter(events), (store, key, next, true)));
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
+            let run = f.store.get_run(&f.key).await.ok().flatten();
+            if run.as_ref().is_none_or(|r| r.state.is_final())
+                || tokio::time::Instant::now() >= f.deadline
+            {
+                let state = run.map_or("unknown", |r| r.state.as_str());
+                let events = vec![
+                    Ok(Event::default().event("state").data(state)),
+                    Ok(Event::default().event("end").data("")),
+                ];
+                f.ended = true;
+                return Some((futures::stream::iter(events), f));
             }
-        },
-    )
+            tokio::time::sleep(STREAM_POLL).await;
+        }
+    })
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::queue::{self, QueueUrl};
+    use crate::store::RunState;
+
+    /// Web state over a fresh SQLite store holding finished runs `o/r/1` and `o/r/2` and the
+    /// unfinished run `o/r/3`, each with a two-line log.
+    async fn state(dir: &std::path::Path) -> WebState {
+        let (queue, store) =
+            queue::open(&QueueUrl::Sqlite(dir.join("faseng.db")), Default::default())
+                .await
+                .unwrap();
+        for id in 1..=3 {
+            let mut run = crate::store::contract::run(&format!("o/r/{id}"));
+            run.deployment_id = id;
+            run.state = if id == 3 {
+                RunState::InProgress
+            } else {
+                RunState::Success
+            };
+            store.create_run(&run).await.unwrap();
+            store
+                .append_log(&run.key, &[format!("output of #{id}"), "<b>&</b>".into()])
+                .await
+                .unwrap();
+        }
+        WebState {
+            secret: Secret::new("webhook secret"),
+            intake: Arc::new(Intake::new(store.clone(), queue, Default::default())),
+            store,
+            metrics: Arc::new(Metrics::default()),
+            isolation: "providers share faseng's user (a unit test)".into(),
+            link_key: LinkKey::new(&"link key ".repeat(4)).unwrap(),
+            streams: StreamSlots::new(2, 3),
+        }
+    }
+
+    /// The response to a GET of `path` from `client`, its body not read yet.
+    async fn respond(state: &WebState, path: &str, client: &str) -> Response {
+        let mut request = Request::get(path).body(Body::empty()).unwrap();
+        let client: SocketAddr = client.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(client));
+        router(state.clone()).oneshot(request).await.unwrap()
+    }
+
+    async fn get(state: &WebState, path: &str) -> (StatusCode, String) {
+        let response = respond(state, path, "192.0.2.1:40000").await;
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn secret(s: &WebState, id: u64) -> String {
+        s.link_key.secret(&RepoName::parse("o/r").unwrap(), id)
+    }
+
+    const PARTS: [&str; 3] = ["", "/log", "/events"];
+
+    #[tokio::test]
+    async fn a_log_opens_under_its_link_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path()).await;
+        let own = secret(&s, 1);
+        for part in PARTS {
+            let (code, body) = get(&s, &format!("/deployments/o/r/1/{own}{part}")).await;
+            assert_eq!(code, StatusCode::OK, "{part:?}: {body}");
+            assert!(body.contains("output of #1"), "{part:?}: {body}");
+
+            let refused = [
+                format!("/deployments/o/r/1{part}"),
+                format!("/deployments/o/r/1/{}{part}", "0".repeat(32)),
+                format!("/deployments/o/r/1/{}{part}", &own[..31]),
+                format!("/deployments/o/r/1/{}{part}", secret(&s, 2)),
+                format!("/deployments/o/r/2/{own}{part}"),
+                format!("/deployments/o/r/x/{own}{part}"),
+                format!("/deployments/o/r/4/{}{part}", secret(&s, 4)),
+            ];
+            for path in refused {
+                assert_eq!(
+                    get(&s, &path).await,
+                    (StatusCode::NOT_FOUND, "no such deployment".to_owned()),
+                    "{path}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn health_and_metrics_need_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path()).await;
+        assert_eq!(get(&s, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(get(&s, "/metrics").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_page_links_its_plain_text_and_live_stream_with_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path()).await;
+        let own = secret(&s, 3);
+        let (_, page) = get(&s, &format!("/deployments/o/r/3/{own}")).await;
+        assert!(
+            page.contains(&format!(r#"<a href="/deployments/o/r/3/{own}/log">"#)),
+            "{page}"
+        );
+        assert!(
+            page.contains(&format!(
+                r#"new EventSource("/deployments/o/r/3/{own}/events?from=2")"#
+            )),
+            "{page}"
+        );
+        assert!(
+            page.contains("<pre id=\"log\">output of #3\n&lt;b&gt;&amp;&lt;/b&gt;\n</pre>"),
+            "{page}"
+        );
+        let (_, text) = get(&s, &format!("/deployments/o/r/3/{own}/log")).await;
+        assert_eq!(text, "output of #3\n<b>&</b>\n");
+    }
+
+    #[test]
+    fn the_page_escapes_every_field_and_line() {
+        let mut run = crate::store::contract::run("o/r/1");
+        run.git_ref = "<img src=x onerror=alert(1)>".into();
+        run.creator = "\"'&".into();
+        let html = page_html(
+            &run,
+            "/deployments/o/r/1/s",
+            &["</pre><script>alert(2)</script>".into()],
+        );
+        assert!(
+            html.contains("&lt;img src=x onerror=alert(1)&gt;@"),
+            "{html}"
+        );
+        assert!(html.contains("Who: &quot;&#39;&amp;"), "{html}");
+        assert!(
+            html.contains("&lt;/pre&gt;&lt;script&gt;alert(2)&lt;/script&gt;\n</pre>"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>alert"), "{html}");
+    }
+
+    #[test]
+    fn a_long_log_is_escaped_into_one_buffer_sized_up_front() {
+        let lines: Vec<String> = (0..20_000)
+            .map(|i| format!("line {i}: <a href=\"x\">&</a> 'quoted'"))
+            .collect();
+        let mut run = crate::store::contract::run("o/r/1");
+        run.description = "<&>".repeat(40);
+        let html = page_html(&run, "/deployments/o/r/1/s", &lines);
+        let escaped_log: usize = lines.iter().map(|l| escaped_len(l) + 1).sum();
+        assert!(html.len() > escaped_log, "the whole log is on the page");
+        // A buffer that had to grow would have doubled: far more spare room than the frame.
+        assert!(
+            html.capacity() - html.len() <= PAGE_FRAME_BYTES,
+            "the page outgrew its buffer: {} of {}",
+            html.len(),
+            html.capacity()
+        );
+
+        let text = plain_log(&lines);
+        assert_eq!(
+            text.capacity(),
+            text.len(),
+            "the plain log is sized exactly"
+        );
+        assert_eq!(text, format!("{}\n", lines.join("\n")));
+    }
+
+    #[test]
+    fn escaping_counts_what_it_writes() {
+        let s = "a<b>&\"c'd é";
+        let mut out = String::new();
+        write_escaped(&mut out, s).unwrap();
+        assert_eq!(out, "a&lt;b&gt;&amp;&quot;c&#39;d é");
+        assert_eq!(escaped_len(s), out.len());
+    }
+
+    #[tokio::test]
+    async fn live_streams_over_a_cap_get_429_and_a_closed_one_frees_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path()).await;
+        let events = format!("/deployments/o/r/3/{}/events", secret(&s, 3));
+        // Run 3 goes on, so its streams stay open while their responses are held.
+        let mut open = Vec::new();
+        for client in ["192.0.2.1:1", "192.0.2.1:2", "192.0.2.2:1"] {
+            let response = respond(&s, &events, client).await;
+            assert_eq!(response.status(), StatusCode::OK, "{client}");
+            open.push(response);
+        }
+        let refused = |response: Response| async move {
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        };
+        assert_eq!(
+            refused(respond(&s, &events, "192.0.2.2:2").await).await,
+            (StatusCode::TOO_MANY_REQUESTS, messages::too_many_streams(3))
+        );
+        drop(open.pop());
+        assert_eq!(s.streams.open(), 2);
+        assert_eq!(
+            refused(respond(&s, &events, "192.0.2.1:3").await).await,
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                messages::too_many_streams_from_client(2)
+            )
+        );
+        let again = respond(&s, &events, "192.0.2.2:3").await;
+        assert_eq!(again.status(), StatusCode::OK);
+        // Full, a wrong link is still answered like an unknown deployment, and takes no slot.
+        let wrong = format!("/deployments/o/r/3/{}/events", secret(&s, 2));
+        assert_eq!(
+            refused(respond(&s, &wrong, "192.0.2.3:1").await).await,
+            (
+                StatusCode::NOT_FOUND,
+                messages::no_such_deployment().to_owned()
+            )
+        );
+        assert_eq!(s.streams.open(), 3);
+        drop(open);
+        drop(again);
+        assert_eq!(s.streams.open(), 0);
+    }
 }

@@ -134,4 +134,7 @@ impl Store for FlakyStore {
     async fn queue_depth(&self) -> anyhow::Result<u64> {
         self.inner.queue_depth().await
     }
+    async fn link_key(&self, fresh: &str) -> anyhow::Result<String> {
+        self.inner.link_key(fresh).await
+    }
 }

@@ -1,7 +1,8 @@
 //! Durable state that apalis does not keep for us, behind one trait with a Redis and a
 //! SQLite implementation: delivery dedup, the per-app+environment waiting line, environment
 //! locks (`deploy:lock`), run records and "started" markers, recent durations for the ETA,
-//! and the log store (so any `faseng serve` can show any run's log).
+//! the log store (so any `faseng serve` can show any run's log) and the key log links are
+//! signed with (so every faseng process signs them alike).
 
 #[cfg(test)]
 pub(crate) mod flaky;
@@ -230,6 +231,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<()>;
     /// Jobs waiting in the apalis queue (for `/metrics`).
     async fn queue_depth(&self) -> anyhow::Result<u64>;
+    /// The key log links are signed with: stores `fresh` when there is none yet and returns
+    /// the stored one, atomically (every process that races here gets the same key).
+    async fn link_key(&self, fresh: &str) -> anyhow::Result<String>;
 }
 
 #[cfg(test)]
@@ -418,5 +422,9 @@ pub(crate) mod contract {
             .await
             .unwrap();
         store.queue_depth().await.unwrap();
+
+        // The first key offered is kept; later offers get it back.
+        assert_eq!(store.link_key("first key").await.unwrap(), "first key");
+        assert_eq!(store.link_key("second key").await.unwrap(), "first key");
     }
 }

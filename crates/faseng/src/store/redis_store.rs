@@ -91,6 +91,11 @@ for i = 0, n - 1 do
 end
 return out";
 
+/// KEYS: the link key's key. ARGV: a fresh key, kept when none is stored. Returns the stored key.
+const LINK_KEY: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])";
+
 fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("#!lua\n{JOIN_FN}\n{body}"))
 }
@@ -100,6 +105,7 @@ struct Scripts {
     join: redis::Script,
     leave: redis::Script,
     accept: redis::Script,
+    link_key: redis::Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -108,6 +114,7 @@ fn scripts() -> &'static Scripts {
         join: script(LINE_JOIN),
         leave: script(LINE_LEAVE),
         accept: script(ACCEPT_BATCH),
+        link_key: script(LINK_KEY),
     })
 }
 
@@ -338,6 +345,15 @@ impl Store for RedisStore {
         let cfg = apalis_redis::Config::default().queue(&self.queue);
         let n: u64 = self.conn().llen(cfg.active_jobs_list()).await?;
         Ok(n)
+    }
+
+    async fn link_key(&self, fresh: &str) -> anyhow::Result<String> {
+        Ok(scripts()
+            .link_key
+            .key("faseng:link_key")
+            .arg(fresh)
+            .invoke_async(&mut self.conn())
+            .await?)
     }
 }
 

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS faseng_durations (seq INTEGER PRIMARY KEY AUTOINCREME
 CREATE INDEX IF NOT EXISTS faseng_durations_line ON faseng_durations(line, seq);
 CREATE TABLE IF NOT EXISTS faseng_logs (run TEXT NOT NULL, n INTEGER NOT NULL, text TEXT NOT NULL, PRIMARY KEY(run, n));
 CREATE TABLE IF NOT EXISTS faseng_status_events (run TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS faseng_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
 /// The SQLite-backed [`Store`].
@@ -400,6 +401,19 @@ impl Store for SqliteStore {
             .await?
             .get(0);
         Ok(n.max(0) as u64)
+    }
+
+    async fn link_key(&self, fresh: &str) -> anyhow::Result<String> {
+        sqlx::query("INSERT OR IGNORE INTO faseng_meta (name, value) VALUES ('link_key', ?)")
+            .bind(fresh)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query("SELECT value FROM faseng_meta WHERE name = 'link_key'")
+                .fetch_one(&self.pool)
+                .await?
+                .get(0),
+        )
     }
 }
 
