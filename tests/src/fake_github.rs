@@ -179,6 +179,11 @@ impl FakeGithub {
             )
             .route("/repos/{owner}/{repo}/commits/{*rest}", get(commit_checks))
             .route("/repos/{owner}/{repo}/tarball/{*git_ref}", get(tarball))
+            .route("/repos/{owner}/{repo}/installation", get(repo_installation))
+            .route(
+                "/app/installations/{id}/access_tokens",
+                post(installation_access_token),
+            )
             .fallback(not_found);
         let app = if prefix.is_empty() {
             api
@@ -1045,6 +1050,91 @@ async fn tarball(
         "https://codeload.github.com/{full_name}/legacy.tar.gz/{git_ref}?token=fake-signed"
     );
     (StatusCode::FOUND, [("location", location)]).into_response()
+}
+
+/// A fresh RSA private key (PEM) for a GitHub App, made with `openssl genrsa`.
+pub fn app_private_key() -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "2048"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("openssl genrsa runs");
+    assert!(out.status.success(), "openssl genrsa failed");
+    String::from_utf8(out.stdout).expect("PEM is text")
+}
+
+/// The installation every repository of the fake belongs to, for a GitHub App.
+pub const INSTALLATION_ID: u64 = 4242;
+
+/// The installation access token the fake mints for [`INSTALLATION_ID`].
+pub const INSTALLATION_TOKEN: &str = "ghs_test_installation_token_0123";
+
+/// True when `headers` carry an App's JWT (`Bearer <header>.<claims>.<signature>`): the fake
+/// does not check the signature, only that it is not a token.
+fn app_jwt(headers: &HeaderMap) -> bool {
+    bearer(headers).is_some_and(|t| t.split('.').count() == 3 && t.starts_with("ey"))
+}
+
+/// `GET /repos/{owner}/{repo}/installation`: the App's installation for the repository.
+async fn repo_installation(
+    State(shared): State<Shared>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !app_jwt(&headers) {
+        return message(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        );
+    }
+    let full_name = format!("{owner}/{repo}");
+    if !shared.lock().repos.contains_key(&full_name) {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let account =
+        fixtures::json("github/webhooks/deployment/payload.json")["deployment"]["creator"].clone();
+    axum::Json(json!({
+        "id": INSTALLATION_ID,
+        "account": account,
+        "access_tokens_url": format!("{}/app/installations/{INSTALLATION_ID}/access_tokens", shared.base_url),
+        "repositories_url": format!("{}/installation/repositories", shared.base_url),
+        "html_url": format!("https://github.com/organizations/{owner}/settings/installations/{INSTALLATION_ID}"),
+        "app_id": 7,
+        "target_id": 1,
+        "target_type": "Organization",
+        "permissions": {"contents": "read", "deployments": "write", "statuses": "read"},
+        "events": ["deployment"],
+        "single_file_name": null,
+        "repository_selection": "selected",
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z"
+    }))
+    .into_response()
+}
+
+/// `POST /app/installations/{id}/access_tokens`: an installation token, valid for an hour.
+async fn installation_access_token(Path(id): Path<u64>, headers: HeaderMap) -> Response {
+    if !app_jwt(&headers) {
+        return message(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        );
+    }
+    if id != INSTALLATION_ID {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "token": INSTALLATION_TOKEN,
+            "expires_at": expires,
+            "permissions": {"contents": "read", "deployments": "write", "statuses": "read"},
+            "repository_selection": "selected"
+        })),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -349,3 +349,45 @@ async fn a_heroku_deployment_goes_webhook_to_queue_to_worker_with_statuses_and_c
     assert!(log.contains("Released v7"), "{log}");
     assert!(!log.contains(fake_heroku::API_KEY), "{log}");
 }
+
+/// With a GitHub App (no token), the tarball is asked for with the App's installation token,
+/// which faseng mints for the repository: a private repository deploys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_github_app_the_tarball_is_asked_for_with_an_installation_token() {
+    let heroku = FakeHeroku::start().await;
+    heroku.add_app("trelhub-edge", BuildPlan::default());
+    let opts = provider_support::harness::Options {
+        providers: ProviderConfig {
+            heroku_api_key: Some(Secret::new(fake_heroku::API_KEY)),
+            heroku_api_url: heroku.url().to_owned(),
+            ..ProviderConfig::default()
+        },
+        app: json!({"provider": "heroku", "heroku_edge_name": "trelhub-edge"}),
+        github_app_key: Some(fake_github::app_private_key()),
+        ..provider_support::harness::Options::default()
+    };
+    let env =
+        provider_support::harness::Env::start(provider_support::harness::Backend::Sqlite, opts)
+            .await
+            .expect("sqlite needs nothing");
+    env.gh.require_token(
+        provider_support::harness::REPO,
+        fake_github::INSTALLATION_TOKEN,
+    );
+    let run = deploy_through_webhook(&env, "success").await;
+    assert_eq!(
+        heroku.builds()[0]["source_blob"]["version"],
+        env.sha.as_str()
+    );
+    let tarball = env
+        .gh
+        .requests()
+        .into_iter()
+        .find(|r| r.path.contains("/tarball/"))
+        .expect("the tarball was asked for");
+    assert_eq!(
+        tarball.authorization.as_deref(),
+        Some(format!("Bearer {}", fake_github::INSTALLATION_TOKEN).as_str())
+    );
+    run.chat_says("is done").await;
+}

@@ -48,6 +48,8 @@ pub struct Env {
     pub providers: faseng::providers::ProviderConfig,
     /// The operator's app.json faseng runs with (trelhub, deploying [`REPO`]).
     pub apps_json: Value,
+    /// The GitHub App key faseng authenticates with, if not the token.
+    pub github_app_key: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     http: reqwest::Client,
@@ -68,6 +70,8 @@ pub struct Options {
     pub app: Value,
     /// Further apps of the operator's app.json, by name.
     pub other_apps: Value,
+    /// faseng authenticates as a GitHub App with this private key (PEM) instead of a token.
+    pub github_app_key: Option<String>,
 }
 
 impl Default for Options {
@@ -79,6 +83,7 @@ impl Default for Options {
             providers: faseng::providers::ProviderConfig::default(),
             app: json!({}),
             other_apps: json!({}),
+            github_app_key: None,
         }
     }
 }
@@ -141,6 +146,7 @@ impl Env {
             queue_url,
             backend,
             providers: opts.providers.clone(),
+            github_app_key: opts.github_app_key.clone(),
             apps_json: {
                 let mut apps = json!({"trelhub": trelhub_app(&opts.app)});
                 if let (Some(a), Some(other)) = (apps.as_object_mut(), opts.other_apps.as_object())
@@ -166,7 +172,13 @@ impl Env {
         c.deploy_config_dir = self.dir.path().join("deploy-config");
         c.deployment_timeout = timeout;
         c.github_api_url = self.gh.url().to_owned();
-        c.github_auth = Some(GithubAuth::Token(Secret::new(fake_github::TOKEN)));
+        c.github_auth = Some(match &self.github_app_key {
+            Some(key) => GithubAuth::App {
+                app_id: 7,
+                private_key: Secret::new(key.clone()),
+            },
+            None => GithubAuth::Token(Secret::new(fake_github::TOKEN)),
+        });
         c.slack_token = Some(Secret::new(fake_slack::BOT_TOKEN));
         c.slack_api_url = self.slack.api_url().to_owned();
         c.timing = QueueTiming {
