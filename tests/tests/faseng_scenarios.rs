@@ -61,16 +61,6 @@ async fn expect_final(env: &Env, id: u64, state: &str, description: &str) {
     );
 }
 
-/// The `log_url` of deployment `id`'s `in_progress` status.
-fn log_url(env: &Env, id: u64) -> String {
-    let statuses = env.gh.statuses(id);
-    let running = statuses.iter().find(|s| s["state"] == "in_progress");
-    running.and_then(|s| s["log_url"].as_str()).map_or_else(
-        || panic!("no in_progress status with a log_url for #{id}: {statuses:?}"),
-        str::to_owned,
-    )
-}
-
 /// A file the deploy scripts wrote in the scratch directory.
 fn read_scratch(env: &Env, name: &str) -> String {
     std::fs::read_to_string(scratch(env.dir.path(), name)).unwrap()
@@ -444,7 +434,7 @@ async fn a_timeout_kills_the_whole_process_group(backend: Backend) {
         assert!(scratch(env.dir.path(), &format!("{name}.held")).exists());
         e2e::dirs::wait_released(&scratch_dir, name, Duration::from_secs(5)).await;
     }
-    let (_, log) = env.get(&format!("{}/log", log_url(&env, id))).await;
+    let (_, log) = env.get(&format!("{}/log", env.log_url(id))).await;
     assert!(
         log.contains("timed out after 2 s: killing the process group"),
         "{log}"
@@ -552,7 +542,7 @@ async fn chat_without_a_message_ts_gets_a_new_message_and_rate_limits_are_honour
         .count();
     assert_eq!(posts, 2);
 
-    let (code, events) = env.get(&format!("{}/events", log_url(&env, id))).await;
+    let (code, events) = env.get(&format!("{}/events", env.log_url(id))).await;
     assert_eq!(code, 200);
     assert!(
         events.contains("event: line") && events.contains("deployed edge"),
@@ -675,12 +665,12 @@ async fn a_log_is_served_under_its_link_only(backend: Backend) {
     let (other, _) = deploy_edge(&env).await;
     expect_success(&env, id).await;
     expect_success(&env, other).await;
-    let link = log_url(&env, id);
+    let link = env.log_url(id);
     assert_eq!(env.wait_final(id).await["log_url"], link.as_str());
     env.slack
         .wait_for_text(ROOM, &ts, &format!("<{link}|log>"), WAIT)
         .await;
-    let other_secret = log_url(&env, other).rsplit('/').next().unwrap().to_owned();
+    let other_secret = env.log_url(other).rsplit('/').next().unwrap().to_owned();
     let unknown = (StatusCode::NOT_FOUND, "no such deployment".to_owned());
     for part in ["", "/log", "/events"] {
         let (code, body) = env.get(&format!("{link}{part}")).await;

@@ -16,16 +16,6 @@ fn worker_log(env: &Env, n: usize) -> std::path::PathBuf {
     env.dir.path().join(format!("worker-{n}.log"))
 }
 
-/// The `log_url` of deployment `id`'s `in_progress` status.
-fn log_url(env: &Env, id: u64) -> String {
-    let statuses = env.gh.statuses(id);
-    let running = statuses.iter().find(|s| s["state"] == "in_progress");
-    running.and_then(|s| s["log_url"].as_str()).map_or_else(
-        || panic!("no in_progress status with a log_url for #{id}: {statuses:?}"),
-        str::to_owned,
-    )
-}
-
 /// Starts `faseng worker` number `n`, logging into [`worker_log`] (at info; `WORKER_RUST_LOG`
 /// overrides the filter, e.g. `info,faseng=debug,sqlx=debug` to chase a stall).
 fn spawn_worker(env: &Env, n: usize) -> Child {
@@ -122,9 +112,9 @@ async fn a_killed_worker_is_reported_and_the_line_moves_on(backend: Backend) {
     e2e::dirs::wait_released(&scratch(env.dir.path(), ""), &format!("child-{id}"), WAIT).await;
 
     assert_eq!(env.wait_final(next_id).await["state"], "success");
-    let (_, log) = env.get(&format!("{}/log", log_url(&env, next_id))).await;
+    let (_, log) = env.get(&format!("{}/log", env.log_url(next_id))).await;
     assert!(log.contains("finished"), "{log}");
-    let (_, log) = env.get(&format!("{}/log", log_url(&env, id))).await;
+    let (_, log) = env.get(&format!("{}/log", env.log_url(id))).await;
     assert!(log.contains("the deployer stopped during the run"), "{log}");
     let leader = std::fs::read_to_string(scratch(env.dir.path(), &format!("leader-{id}"))).unwrap();
     assert_eq!(

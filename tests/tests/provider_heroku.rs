@@ -66,11 +66,17 @@ impl World {
                 ..ProviderConfig::default()
             },
             self.gh.url(),
-            Some(fake_github::TOKEN),
         );
+        let token = Secret::new(fake_github::TOKEN);
         // No redaction of the Heroku key here: it must never be printed at all.
         let job = Job::deploy(app, &self.sha, &self.checkout, &settings, timeout);
-        self.d.run(Job { env, ..job }).await
+        self.d
+            .run(Job {
+                env,
+                github_token: Some(&token),
+                ..job
+            })
+            .await
     }
 
     /// Deploys the commit to `env` with the right key and a minute's timeout.

@@ -27,6 +27,17 @@ pub fn mrkdwn_link(url: &str, label: &str) -> String {
     )
 }
 
+/// Mentions, channel pings and links in the forms Slack parses, and an entity: what a
+/// hostile ref, name or output line may carry. Tests of every chat text feed these.
+pub const MARKUP_INJECTIONS: &[&str] = &[
+    "<!channel>",
+    "<!here>",
+    "<@U123>",
+    "<#C1|x>",
+    "<https://evil|click>",
+    "&amp;",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

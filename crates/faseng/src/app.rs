@@ -251,22 +251,25 @@ impl Services {
     /// A deployer for worker tasks in this process.
     pub fn deployer(&self, public_url: &str, worker_name: &str) -> anyhow::Result<Deployer> {
         let c = &self.config;
-        let token = match &c.github_auth {
-            Some(GithubAuth::Token(t)) => Some(t.clone()),
-            _ => None,
-        };
         let mut secrets: Vec<String> = Vec::new();
-        secrets.extend(token.iter().map(|t| t.expose().to_owned()));
+        match &c.github_auth {
+            Some(GithubAuth::Token(t)) => secrets.push(t.expose().to_owned()),
+            Some(GithubAuth::App { private_key, .. }) => secrets.extend(
+                private_key
+                    .expose()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.starts_with("-----") && l.len() >= 8)
+                    .map(str::to_owned),
+            ),
+            None => {}
+        }
         secrets.extend(c.slack_token.iter().map(|t| t.expose().to_owned()));
         secrets.extend(c.webhook_secret.iter().map(|t| t.expose().to_owned()));
         secrets.extend(c.providers.secrets());
         secrets.push(self.link_key.expose().to_owned());
-        let providers = ProviderSettings::new(
-            c.providers.clone(),
-            &c.github_api_url,
-            token.clone(),
-            c.workdir.clone(),
-        );
+        let providers =
+            ProviderSettings::new(c.providers.clone(), &c.github_api_url, c.workdir.clone());
         Ok(Deployer::new(
             self.store.clone(),
             self.sink.clone(),

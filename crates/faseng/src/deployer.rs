@@ -1235,7 +1235,6 @@ mod tests {
                 providers: providers::ProviderSettings::new(
                     Default::default(),
                     "http://github.test",
-                    None,
                     workdir.clone(),
                 ),
                 isolation: Arc::new(Isolation::shared("a unit test")),

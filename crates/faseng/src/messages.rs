@@ -412,16 +412,6 @@ mod tests {
         assert_eq!(tail, "Last 2 log lines:\n```\na\n'''b\n```");
     }
 
-    /// Mentions, channel pings and links in the forms Slack parses, and an entity.
-    const HOSTILE: &[&str] = &[
-        "<!channel>",
-        "<!here>",
-        "<@U123>",
-        "<#C1|x>",
-        "<https://evil|click>",
-        "&amp;",
-    ];
-
     /// `text` without faseng's own link to `log_url`, which must be there exactly once.
     fn without_log_link(text: &str, log_url: &str) -> String {
         let link = mrkdwn_link(log_url, "log");
@@ -438,7 +428,7 @@ mod tests {
     #[test]
     fn every_chat_text_escapes_every_quoted_value() {
         let log_url = "https://faseng.example/deployments/o/r/42?key=a&b";
-        for value in HOSTILE {
+        for value in deploy_core::chat::MARKUP_INJECTIONS {
             let s = ChatSubject {
                 app: value,
                 git_ref: value,

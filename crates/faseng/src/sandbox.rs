@@ -100,7 +100,12 @@ impl Isolation {
                 .as_deref()
                 .map(str::trim)
                 .filter(|n| !n.is_empty())
-                .unwrap_or(DEFAULT_PROVIDER_USER);
+                .unwrap_or_else(|| {
+                    tracing::warn!(
+                        "FASENG_PROVIDER_USER is not set: providers run as {DEFAULT_PROVIDER_USER}; a dedicated user is better (other services' processes may run as {DEFAULT_PROVIDER_USER} too)"
+                    );
+                    DEFAULT_PROVIDER_USER
+                });
             Some(ProviderUser::lookup(name)?)
         } else {
             None
@@ -241,19 +246,7 @@ impl Isolation {
         run_root: &Path,
         visible: &[PathBuf],
     ) -> Vec<OsString> {
-        let mut args: Vec<OsString> = [
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--bind",
-            "/",
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-        ]
-        .map(OsString::from)
-        .to_vec();
+        let mut args: Vec<OsString> = SANDBOX.map(OsString::from).to_vec();
         let mut hidden: Vec<&PathBuf> = self.hidden.iter().collect();
         // Parents first, so a covered directory never hides a later cover inside it.
         hidden.sort_by_key(|p| p.components().count());
@@ -285,6 +278,21 @@ impl Isolation {
     }
 }
 
+/// The sandbox every provider command gets before its covers and binds: its own PID
+/// namespace with its own `/proc` (faseng's processes are not visible), its own IPC, a fresh
+/// `/dev`, and the rest of the file system as it is.
+const SANDBOX: [&str; 9] = [
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--bind",
+    "/",
+    "/",
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+];
+
 fn find_bwrap() -> Option<PathBuf> {
     ["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"]
         .into_iter()
@@ -296,28 +304,13 @@ fn find_bwrap() -> Option<PathBuf> {
 fn probe_bwrap(bwrap: &Path, user: Option<&ProviderUser>) -> Result<(), String> {
     use std::os::unix::process::CommandExt as _;
     let mut cmd = std::process::Command::new(bwrap);
-    cmd.args([
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--bind",
-        "/",
-        "/",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
-        "--",
-        "/bin/sh",
-        "-c",
-        "exit 0",
-    ])
-    .env_clear()
-    .current_dir("/")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    cmd.args(SANDBOX)
+        .args(["--tmpfs", "/tmp", "--", "/bin/sh", "-c", "exit 0"])
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     if let Some(u) = user {
         cmd.uid(u.uid).gid(u.gid);
     }

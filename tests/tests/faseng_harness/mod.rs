@@ -307,15 +307,19 @@ impl Env {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// The `log_url` of deployment `id`'s `in_progress` status.
+    pub fn log_url(&self, id: u64) -> String {
+        let statuses = self.gh.statuses(id);
+        let running = statuses.iter().find(|s| s["state"] == "in_progress");
+        running.and_then(|s| s["log_url"].as_str()).map_or_else(
+            || panic!("no in_progress status with a log_url for #{id}: {statuses:?}"),
+            str::to_owned,
+        )
+    }
+
     /// The log faseng serves for deployment `id`, through the link its statuses carry.
     pub async fn log(&self, id: u64) -> String {
-        let url = self
-            .gh
-            .statuses(id)
-            .iter()
-            .rev()
-            .find_map(|s| s["log_url"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| panic!("no status of #{id} has a log_url"));
+        let url = self.log_url(id);
         let (status, body) = self.get(&format!("{url}/log")).await;
         assert_eq!(status, 200, "{url}/log: {body}");
         body

@@ -190,6 +190,8 @@ pub struct Job<'a> {
     pub settings: &'a Arc<ProviderSettings>,
     /// The run timeout.
     pub timeout: Duration,
+    /// The token for the app's GitHub (tarball links), if the run has one.
+    pub github_token: Option<&'a Secret>,
 }
 
 impl<'a> Job<'a> {
@@ -209,6 +211,7 @@ impl<'a> Job<'a> {
             checkout,
             settings,
             timeout,
+            github_token: None,
         }
     }
 }
@@ -243,23 +246,13 @@ impl Direct {
     }
 
     /// Provider settings over this scratch area.
-    pub fn settings(
-        &self,
-        config: ProviderConfig,
-        github_api: &str,
-        token: Option<&str>,
-    ) -> Arc<ProviderSettings> {
-        ProviderSettings::new(
-            config,
-            github_api,
-            token.map(deploy_core::Secret::new),
-            self.state.clone(),
-        )
+    pub fn settings(&self, config: ProviderConfig, github_api: &str) -> Arc<ProviderSettings> {
+        ProviderSettings::new(config, github_api, self.state.clone())
     }
 
-    /// Provider settings from `config`, with no GitHub API or token behind them.
+    /// Provider settings from `config`, with no GitHub API behind them.
     pub fn settings_without_github(&self, config: ProviderConfig) -> Arc<ProviderSettings> {
-        self.settings(config, NO_GITHUB, None)
+        self.settings(config, NO_GITHUB)
     }
 
     /// Checks out `sha` of `repo` and overlays `overlay` (if any), as faseng does.
@@ -290,6 +283,7 @@ impl Direct {
             checkout,
             settings,
             timeout,
+            github_token,
         } = job;
         let app = AppConfig::from_value("app", app).expect("valid app config");
         let env = EnvName::parse(env).unwrap();
@@ -328,7 +322,7 @@ impl Direct {
             isolation: &isolation,
             timeout,
             deadline: tokio::time::Instant::now() + timeout,
-            github_token: settings.github_token.as_ref(),
+            github_token,
         };
         let pgids = Arc::new(Mutex::new(Vec::new()));
         let progress = Arc::new(Mutex::new(Vec::new()));

@@ -340,21 +340,11 @@ mod tests {
     use crate::chat::{Action, ActionKind};
     use crate::messages;
 
-    /// Mentions, channel pings and links in the forms Slack parses, and an entity.
-    const HOSTILE: &[&str] = &[
-        "<!channel>",
-        "<!here>",
-        "<@U123>",
-        "<#C1|x>",
-        "<https://evil|click>",
-        "&amp;",
-    ];
-
     #[test]
     fn quoted_values_cannot_ping_mention_or_link_in_the_blocks_or_the_fallback() {
         let app = deploy_core::AppName::parse("trelhub").unwrap();
         let env = deploy_core::EnvName::parse("edge").unwrap();
-        for value in HOSTILE {
+        for value in deploy_core::chat::MARKUP_INJECTIONS {
             let replies = [
                 messages::deploy_requested(value, &app, value, &env, value),
                 messages::button_not_yours(value),

@@ -61,6 +61,25 @@ pub struct RunContext<'a> {
 }
 
 impl RunContext<'_> {
+    /// Runs one command of the run, isolated as faseng is configured, within what is left
+    /// of the run's time.
+    pub async fn run_command(
+        &self,
+        cmd: &CommandSpec,
+        log: &RunLog,
+        on_spawn: &(dyn Fn(i32) + Send + Sync),
+    ) -> std::io::Result<Exit> {
+        run_logged(
+            cmd,
+            self.isolation,
+            &self.run.root,
+            log,
+            self.remaining(),
+            on_spawn,
+        )
+        .await
+    }
+
     /// The time left before the deadline (at least 1 ms, so a command past it is stopped at
     /// once rather than never started).
     pub fn remaining(&self) -> Duration {
@@ -123,16 +142,7 @@ pub trait Provider: Send + Sync {
         let mut last = RunResult::Exited(Exit::Code(0));
         for cmd in &plan.commands {
             log.header(self.name(), &cmd.display());
-            match run_logged(
-                cmd,
-                ctx.isolation,
-                &ctx.run.root,
-                log,
-                ctx.remaining(),
-                on_spawn,
-            )
-            .await
-            {
+            match ctx.run_command(cmd, log, on_spawn).await {
                 Ok(Exit::TimedOut { .. }) => {
                     last = RunResult::Exited(Exit::TimedOut {
                         secs: ctx.timeout.as_secs(),

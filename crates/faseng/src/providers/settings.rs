@@ -72,8 +72,6 @@ pub struct ProviderSettings {
     pub config: ProviderConfig,
     /// GitHub API base (for the tarball link Heroku builds from).
     pub github_api_url: String,
-    /// GitHub token, when faseng has a plain token.
-    pub github_token: Option<Secret>,
     /// faseng's work directory: per-run SSH directories and the accept-new known_hosts live
     /// under `<state_dir>/ssh/`.
     pub state_dir: PathBuf,
@@ -84,12 +82,7 @@ pub struct ProviderSettings {
 impl ProviderSettings {
     /// Settings over a config; the HTTP client never follows redirects (GitHub's tarball
     /// link is read from the `Location` header, not downloaded).
-    pub fn new(
-        config: ProviderConfig,
-        github_api_url: &str,
-        github_token: Option<Secret>,
-        state_dir: PathBuf,
-    ) -> Arc<Self> {
+    pub fn new(config: ProviderConfig, github_api_url: &str, state_dir: PathBuf) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
@@ -99,7 +92,6 @@ impl ProviderSettings {
         Arc::new(Self {
             config,
             github_api_url: github_api_url.trim_end_matches('/').to_owned(),
-            github_token,
             state_dir,
             http,
         })

@@ -12,7 +12,7 @@ use super::shell::{deploy_env, resolve_script};
 use super::ssh::explain_failure;
 use super::{Outcome, Provider, RunContext, RunResult};
 use crate::messages;
-use crate::process::{CommandSpec, Exit, run_logged};
+use crate::process::{CommandSpec, Exit};
 use crate::runlog::RunLog;
 
 /// A stage of a run.
@@ -187,16 +187,7 @@ async fn run_scripts(
             visible: Vec::new(),
         };
         log.header(stage.as_str(), name);
-        match run_logged(
-            &cmd,
-            ctx.isolation,
-            &ctx.run.root,
-            log,
-            ctx.remaining(),
-            on_spawn,
-        )
-        .await
-        {
+        match ctx.run_command(&cmd, log, on_spawn).await {
             Ok(Exit::Code(0)) => {}
             Ok(Exit::TimedOut { .. }) => {
                 return Err(Outcome::Failure(messages::timed_out(ctx.timeout.as_secs())));
