@@ -211,3 +211,35 @@ both_backends!(
     chat_goes_only_to_rooms_the_app_allows,
     a_stalled_clone_ends_in_error_and_frees_the_cache,
 );
+
+/// faseng's app.json is validated like chima's: a broken file lists every problem, and
+/// nothing starts.
+#[test]
+fn a_broken_operator_app_json_lists_every_problem_and_faseng_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let apps = dir.path().join("app.json");
+    std::fs::write(
+        &apps,
+        r#"{"a": {"provider": "ansible", "repository": "o/a"},
+            "b": {"provider": "shell", "repository": "o/b", "environments": []}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(e2e::bins::binary("faseng"))
+        .arg("worker")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FASENG_APPS_JSON", &apps)
+        .env(
+            "FASENG_QUEUE_URL",
+            format!("sqlite://{}/f.db", dir.path().display()),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("a.provider"), "{stderr}");
+    assert!(stderr.contains("b.environments"), "{stderr}");
+    assert!(stderr.contains("FASENG_APPS_JSON"), "{stderr}");
+    assert!(!dir.path().join("f.db").exists(), "something was started");
+}
