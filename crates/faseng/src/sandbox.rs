@@ -464,6 +464,36 @@ mod tests {
     }
 
     #[test]
+    fn a_work_directory_the_provider_user_cannot_reach_is_refused_at_start() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: a provider user exists only when faseng runs as root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let isolation = Isolation {
+            user: Some(ProviderUser::lookup("nobody").unwrap()),
+            bwrap: None,
+            hidden: Vec::new(),
+            shared_because: None,
+        };
+        let work = dir.path().join("state/work");
+        let err = isolation.prepare_workdir(&work).unwrap_err().to_string();
+        assert!(err.contains("cannot reach FASENG_WORKDIR"), "{err}");
+        assert!(err.contains("mode 700"), "{err}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("state"),
+            std::fs::Permissions::from_mode(0o711),
+        )
+        .unwrap();
+        isolation.prepare_workdir(&work).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&work), 0o711);
+        assert_eq!(mode(&work.join("runs")), 0o711);
+    }
+
+    #[test]
     fn a_tree_is_handed_over_without_following_links() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIPPED: handing a tree to another user needs root");
