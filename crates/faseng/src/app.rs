@@ -254,14 +254,9 @@ impl Services {
         let mut secrets: Vec<String> = Vec::new();
         match &c.github_auth {
             Some(GithubAuth::Token(t)) => secrets.push(t.expose().to_owned()),
-            Some(GithubAuth::App { private_key, .. }) => secrets.extend(
-                private_key
-                    .expose()
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.starts_with("-----") && l.len() >= 8)
-                    .map(str::to_owned),
-            ),
+            Some(GithubAuth::App { private_key, .. }) => {
+                secrets.extend(crate::runlog::pem_secrets(private_key.expose()));
+            }
             None => {}
         }
         secrets.extend(c.slack_token.iter().map(|t| t.expose().to_owned()));

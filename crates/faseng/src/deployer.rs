@@ -232,10 +232,12 @@ impl std::fmt::Debug for Deployer {
     }
 }
 
-/// What a run may use of faseng's: the token for its GitHub and its deadline.
+/// What a run may use of faseng's: the token for its GitHub and its time.
 #[derive(Clone, Copy)]
 struct RunAccess<'a> {
     token: Option<&'a Secret>,
+    /// The app's timeout (else faseng's): it covers checkout, stages and provider.
+    timeout: Duration,
     deadline: tokio::time::Instant,
 }
 
@@ -547,15 +549,15 @@ impl Deployer {
             chat_reply: None,
         });
 
-        let deadline = tokio::time::Instant::now() + self.run_timeout(&valid.app);
+        let timeout = self.run_timeout(&valid.app);
+        let deadline = tokio::time::Instant::now() + timeout;
         let token = self.github_token(&valid.app).await;
         let redactor = Redactor::new(
             self.settings
                 .secrets
                 .iter()
                 .cloned()
-                .chain(token.iter().map(|t| t.expose().to_owned()))
-                .chain(valid.app.github_token.iter().map(|t| t.expose().to_owned())),
+                .chain(token.iter().map(|t| t.expose().to_owned())),
         )
         .with_config_secrets(&valid.app.raw);
         let (log, writer) = RunLog::start(self.store.clone(), run.key.clone(), redactor);
@@ -572,6 +574,7 @@ impl Deployer {
         );
         let access = RunAccess {
             token: token.as_ref(),
+            timeout,
             deadline,
         };
         let outcome = self
@@ -586,12 +589,16 @@ impl Deployer {
         self.finish(run, outcome, Some(tail)).await
     }
 
+    /// The operator's app for a job (see [`resolve::app_for`]).
+    fn operator_app(&self, job: &DeployJob) -> Result<&AppConfig, resolve::Refusal> {
+        resolve::app_for(&self.apps, &job.repo_name(), job.payload_name())
+    }
+
     /// The chat message to keep up to date: the payload's, when the operator's app for the
     /// deployment allows its room (a deployment that resolves to no app gets no chat).
     async fn chat_target(&self, job: &DeployJob) -> Option<Notify> {
         let notify = job.notify()?;
-        let payload_name = job.payload.get("name").and_then(serde_json::Value::as_str);
-        let app = resolve::app_for(&self.apps, &job.repo_name(), payload_name).ok()?;
+        let app = self.operator_app(job).ok()?;
         if crate::notify::room_allowed(&*self.notifier, app.allowed_rooms.as_deref(), &notify).await
         {
             Some(notify)
@@ -717,7 +724,7 @@ impl Deployer {
             checkout: &dir.checkout,
             run: &dir,
             isolation,
-            timeout: self.run_timeout(&valid.app),
+            timeout: access.timeout,
             deadline: access.deadline,
             github_token: access.token,
         };
@@ -758,9 +765,7 @@ impl Deployer {
     /// Resolves the job against the operator's app.json (the only authority on how it is
     /// deployed; `payload.config` is never read) and validates what reaches processes.
     fn validate(&self, job: &DeployJob) -> Result<Valid, String> {
-        let repo = job.repo_name();
-        let payload_name = job.payload.get("name").and_then(serde_json::Value::as_str);
-        let app = resolve::app_for(&self.apps, &repo, payload_name).map_err(|r| r.description())?;
+        let app = self.operator_app(job).map_err(|r| r.description())?;
         let env = resolve::environment_of(app, &job.environment).map_err(|r| r.description())?;
         let git_ref = GitRef::parse(&job.git_ref)
             .map_err(|e| messages::invalid_input("ref", &job.git_ref, &e.to_string()))?;

@@ -47,6 +47,10 @@ pub struct DeployJob {
     pub received_at: DateTime<Utc>,
 }
 
+fn payload_name(payload: &Value) -> Option<&str> {
+    payload.get("name").and_then(Value::as_str)
+}
+
 /// The waiting-line key for an app and an environment as sent. An environment that is not
 /// a valid name gets a line of its own (the run will fail validation anyway).
 pub fn line_key(app: &str, environment: &str) -> String {
@@ -88,7 +92,7 @@ impl DeployJob {
     ) -> Result<Self, String> {
         let repo = RepoName::parse(&ev.repository.full_name)?;
         let payload = ev.payload_object();
-        let app = crate::resolve::app_for(apps, &repo, payload.get("name").and_then(Value::as_str))
+        let app = crate::resolve::app_for(apps, &repo, payload_name(&payload))
             .map(|a| a.name.to_string())
             .unwrap_or_default();
         let line = if app.is_empty() {
@@ -122,6 +126,12 @@ impl DeployJob {
     /// The repository (validated when the job was built).
     pub fn repo_name(&self) -> RepoName {
         RepoName::parse(&self.repo).expect("validated at intake")
+    }
+
+    /// The app the payload names (`payload.name`): only ever a choice between apps of the
+    /// deployment's repository (see [`crate::resolve::app_for`]).
+    pub fn payload_name(&self) -> Option<&str> {
+        payload_name(&self.payload)
     }
 
     /// The operator's app it resolved to at intake; empty when none did.

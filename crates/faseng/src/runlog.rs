@@ -155,6 +155,19 @@ impl Redactor {
     }
 }
 
+/// The values to redact for a PEM key (`-----BEGIN …-----` blocks): the whole text and each
+/// body line, so a key printed line by line is hidden too.
+pub fn pem_secrets(pem: &str) -> Vec<String> {
+    std::iter::once(pem.trim().to_owned())
+        .chain(
+            pem.lines()
+                .map(str::trim)
+                .filter(|l| !l.starts_with("-----") && l.len() >= 8)
+                .map(str::to_owned),
+        )
+        .collect()
+}
+
 /// True for config keys whose values must never be shown.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
@@ -384,6 +397,24 @@ mod tests {
         writer.finish(log).await;
         let lines = store.read_log("o/r/2", 0).await.unwrap();
         assert!(lines[0].ends_with(&long));
+    }
+
+    #[test]
+    fn a_pem_key_is_redacted_whole_and_line_by_line() {
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA1x\nshort\n-----END RSA PRIVATE KEY-----\n";
+        let r = Redactor::new(pem_secrets(pem));
+        assert_eq!(
+            r.redact("key line MIIEowIBAAKCAQEA1x here"),
+            "key line *** here"
+        );
+        assert_eq!(r.redact(pem.trim()), "***");
+        let secrets = pem_secrets(pem);
+        assert!(
+            !secrets
+                .iter()
+                .any(|s| s == "short" || s == "-----END RSA PRIVATE KEY-----"),
+            "{secrets:?}"
+        );
     }
 
     #[test]

@@ -52,14 +52,7 @@ impl ProviderConfig {
             out.push(k.expose().to_owned());
         }
         if let Some(SshKeySource::Text(t)) = &self.ssh_key {
-            out.push(t.expose().trim().to_owned());
-            out.extend(
-                t.expose()
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.starts_with("-----") && l.len() >= 8)
-                    .map(str::to_owned),
-            );
+            out.extend(crate::runlog::pem_secrets(t.expose()));
         }
         out
     }
