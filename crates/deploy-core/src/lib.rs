@@ -6,12 +6,16 @@
 
 pub mod apps;
 pub mod chat;
+pub mod clock;
+pub mod duration;
 pub mod github;
 pub mod names;
 pub mod payload;
 pub mod server;
 
 pub use apps::{AppConfig, Apps, ConfigError, ConfigProblem, Provider, Secret};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use duration::{Span, SpanError};
 pub use github::{GithubAuth, GithubClients};
 pub use names::{
     AppName, CommitSha, EnvName, GitRef, NameError, RefError, RepoName, ScriptPath, is_invisible,
