@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use deploy_core::{Apps, GithubAuth, GithubClients, Secret};
+use deploy_core::{Apps, Clock, GithubAuth, GithubClients, Secret};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -94,6 +94,8 @@ pub struct Config {
     /// Files of faseng's a provider must never see besides its work directory, store and
     /// deploy-config (app.json, secret files).
     pub private_files: Vec<PathBuf>,
+    /// Where "now" comes from for expiry, windows and retention (tests move it by hand).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Config {
@@ -123,6 +125,7 @@ impl Config {
             provider_user: None,
             isolation: None,
             private_files: Vec::new(),
+            clock: deploy_core::clock::system(),
         }
     }
 
