@@ -15,11 +15,13 @@ use tokio::sync::watch;
 use crate::checkout::Checkouts;
 use crate::deployer::{Deployer, DeployerSettings, LiveRuns};
 use crate::intake::Intake;
+use crate::lease::{LeaseSettings, WorkerIdentity};
 use crate::links::{LinkKey, LogLinks};
 use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::providers::{ProviderConfig, ProviderSettings};
 use crate::queue::{self, Queue, QueueTiming, QueueUrl};
+use crate::repair::{LineRepair, RepairSettings};
 use crate::reporter::RetryPolicy;
 use crate::sandbox::{Isolation, IsolationSettings};
 use crate::status::{DeploymentStatusSink, GithubStatusSink};
@@ -96,6 +98,13 @@ pub struct Config {
     pub private_files: Vec<PathBuf>,
     /// Where "now" comes from for expiry, windows and retention (tests move it by hand).
     pub clock: Arc<dyn Clock>,
+    /// `FASENG_WORKER_ID`: this process's name as the holder of run leases (default: host
+    /// name + boot id + pid).
+    pub worker_id: Option<String>,
+    /// `FASENG_LEASE_SECS`: how long a running deploy's lease lasts without renewal.
+    pub leases: LeaseSettings,
+    /// `FASENG_REPAIR_AFTER`: when a line head nobody takes forward is queued again.
+    pub repair: RepairSettings,
 }
 
 impl Config {
@@ -126,6 +135,9 @@ impl Config {
             isolation: None,
             private_files: Vec::new(),
             clock: deploy_core::clock::system(),
+            worker_id: None,
+            leases: LeaseSettings::default(),
+            repair: RepairSettings::default(),
         }
     }
 
@@ -167,6 +179,8 @@ pub struct Services {
     pub isolation: Arc<Isolation>,
     /// The key log links are signed with, the same in every process of one store.
     pub link_key: LinkKey,
+    /// Who this process is, as the holder of run leases.
+    pub identity: Arc<WorkerIdentity>,
 }
 
 impl std::fmt::Debug for Services {
@@ -220,6 +234,8 @@ impl Services {
             Some(t) => Arc::new(SlackNotifier::new(&config.slack_api_url, t.clone())),
             None => Arc::new(NoChat),
         };
+        let identity = Arc::new(WorkerIdentity::detect(config.worker_id.as_deref()));
+        tracing::info!(worker_id = %identity.id, "worker identity (FASENG_WORKER_ID)");
         Ok(Self {
             config,
             store,
@@ -231,6 +247,7 @@ impl Services {
             github: clients,
             isolation,
             link_key,
+            identity,
         })
     }
 
@@ -289,6 +306,9 @@ impl Services {
                 isolation: self.isolation.clone(),
                 github: self.github.clone(),
                 base_dir: std::env::current_dir().context("reading the working directory")?,
+                identity: self.identity.clone(),
+                leases: c.leases,
+                clock: c.clock.clone(),
             },
         )
         .with_live_runs(self.live_runs.clone())
@@ -333,6 +353,17 @@ impl Services {
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         self.prepare_for_runs()?;
+        let repair = LineRepair::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.config.clock.clone(),
+            self.metrics.clone(),
+            self.config.repair,
+        );
+        let mut repair_stop = shutdown.clone();
+        tokio::spawn(repair.run(async move {
+            let _ = repair_stop.wait_for(|s| *s).await;
+        }));
         let mut backoff = Duration::from_millis(500);
         loop {
             let name = queue::unique_worker_name(&self.config.worker_prefix);
