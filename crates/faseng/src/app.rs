@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::providers::{ProviderConfig, ProviderSettings};
 use crate::queue::{self, Queue, QueueTiming, QueueUrl};
+use crate::reconcile::{OctocrabReader, ReconcileSettings, Reconciler};
 use crate::reporter::RetryPolicy;
 use crate::sandbox::{Isolation, IsolationSettings};
 use crate::status::{DeploymentStatusSink, GithubStatusSink};
@@ -96,6 +97,9 @@ pub struct Config {
     pub private_files: Vec<PathBuf>,
     /// Where "now" comes from for expiry, windows and retention (tests move it by hand).
     pub clock: Arc<dyn Clock>,
+    /// `FASENG_RECONCILE_SECS` and `FASENG_RECONCILE_WINDOW`: how often and how far back
+    /// faseng lists GitHub deployments it was never told about.
+    pub reconcile: ReconcileSettings,
 }
 
 impl Config {
@@ -126,6 +130,7 @@ impl Config {
             isolation: None,
             private_files: Vec::new(),
             clock: deploy_core::clock::system(),
+            reconcile: ReconcileSettings::default(),
         }
     }
 
@@ -244,6 +249,51 @@ impl Services {
     pub fn with_notifier(mut self, notifier: Arc<dyn ChatNotifier>) -> Self {
         self.notifier = notifier;
         self
+    }
+
+    /// A new intake into this process's store and queue.
+    pub fn intake(&self) -> Arc<Intake> {
+        Arc::new(Intake::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.config.apps.clone(),
+        ))
+    }
+
+    /// Starts reconciling with GitHub (see [`crate::reconcile`]) through `intake` until
+    /// `shutdown`: every faseng process runs this, and the one holding the store's
+    /// `reconcile` lease does the passes. `None` when it is turned off
+    /// (`FASENG_RECONCILE_SECS=0`) or faseng has GitHub credentials for no app's repository.
+    pub fn spawn_reconciler(
+        &self,
+        intake: Arc<Intake>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let c = &self.config;
+        if !c.reconcile.is_on() {
+            tracing::info!("not reconciling with GitHub (FASENG_RECONCILE_SECS=0)");
+            return None;
+        }
+        let (targets, unreadable) =
+            crate::reconcile::targets(&c.apps, self.github.has_credentials());
+        if targets.is_empty() {
+            tracing::debug!("not reconciling with GitHub: no credentials for any app's repository");
+            return None;
+        }
+        for t in &unreadable {
+            tracing::info!(repository = %t.repo, "not reconciling {}: no GitHub credentials for it", t.repo);
+        }
+        let reconciler = Arc::new(Reconciler::new(
+            targets,
+            Arc::new(OctocrabReader::new(self.github.clone())),
+            self.store.clone(),
+            intake,
+            self.metrics.clone(),
+            c.clock.clone(),
+            c.reconcile,
+        ));
+        let holder = queue::unique_worker_name(&c.worker_prefix);
+        Some(tokio::spawn(reconciler.run(holder, shutdown)))
     }
 
     /// Log links under `public_url`, signed with this process's link key.
@@ -455,13 +505,11 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
         let s = &self.services;
+        let intake = s.intake();
+        let reconciler = s.spawn_reconciler(intake.clone(), rx.clone());
         let state = WebState {
             secret: s.config.webhook_secret.clone().expect("checked in build"),
-            intake: Arc::new(Intake::new(
-                s.store.clone(),
-                s.queue.clone(),
-                s.config.apps.clone(),
-            )),
+            intake,
             store: s.store.clone(),
             metrics: s.metrics.clone(),
             isolation: s.isolation.describe(),
@@ -492,6 +540,9 @@ impl Application {
         let _ = tx.send(true);
         if let Some(w) = worker {
             w.await.context("worker task")??;
+        }
+        if let Some(r) = reconciler {
+            r.await.context("reconcile task")?;
         }
         server.await.context("http task")?;
         Ok(())

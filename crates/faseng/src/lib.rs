@@ -19,6 +19,7 @@ pub mod notify;
 pub mod process;
 pub mod providers;
 pub mod queue;
+pub mod reconcile;
 pub mod reporter;
 pub mod resolve;
 pub mod runlog;

@@ -29,6 +29,7 @@ pub struct Metrics {
     duration_count: AtomicU64,
     duplicate_jobs: AtomicU64,
     duration_sum_ms: AtomicU64,
+    reconciled: AtomicU64,
 }
 
 impl Metrics {
@@ -59,6 +60,11 @@ impl Metrics {
     /// Counts a queue job dropped because its run was started by another job.
     pub fn duplicate_job(&self) {
         self.duplicate_jobs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a deployment found by reconciling with GitHub (its webhook never came) and queued.
+    pub fn reconciled(&self) {
+        self.reconciled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition; `queue_depth` is sampled by the caller.
@@ -105,6 +111,12 @@ impl Metrics {
             "faseng_duplicate_jobs_total {}",
             self.duplicate_jobs.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP faseng_reconciled_total Deployments found by reconciling with GitHub (their webhook never came) and queued by this process.\n# TYPE faseng_reconciled_total counter\n");
+        let _ = writeln!(
+            out,
+            "faseng_reconciled_total {}",
+            self.reconciled.load(Ordering::Relaxed)
+        );
         if let Some(d) = queue_depth {
             out.push_str("# HELP faseng_queue_depth Jobs waiting in the queue.\n# TYPE faseng_queue_depth gauge\n");
             let _ = writeln!(out, "faseng_queue_depth {d}");
@@ -127,6 +139,7 @@ mod tests {
         m.run("success", Some(4.0));
         m.run("error", None);
         m.duplicate_job();
+        m.reconciled();
         let text = m.render(Some(3));
         assert!(text.contains("faseng_webhooks_total{outcome=\"accepted\"} 2"));
         assert!(text.contains("faseng_webhooks_total{outcome=\"rejected\"} 1"));
@@ -137,5 +150,6 @@ mod tests {
         assert!(text.contains("faseng_run_duration_seconds_count 1"));
         assert!(text.contains("faseng_queue_depth 3"));
         assert!(text.contains("faseng_duplicate_jobs_total 1"));
+        assert!(text.contains("faseng_reconciled_total 1"));
     }
 }

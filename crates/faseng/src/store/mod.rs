@@ -467,7 +467,10 @@ pub(crate) mod contract {
             "a renewed lease runs from its renewal"
         );
         assert!(
-            store.acquire_duty("other", "b", at(100), ttl).await.unwrap(),
+            store
+                .acquire_duty("other", "b", at(100), ttl)
+                .await
+                .unwrap(),
             "duties are independent"
         );
         assert!(
