@@ -1170,10 +1170,11 @@ mod tests {
         // The list is read, the statuses answer fails: the list must not be remembered as
         // dealt with.
         let list = serde_json::to_string(&*f.github.deployments.lock().unwrap()).unwrap();
-        let mut next = f.github.next.lock().unwrap();
-        next.push_back(answer(200, &[("etag", "\"v1\"")], &list));
-        next.push_back(answer(500, &[], "oops"));
-        drop(next);
+        {
+            let mut next = f.github.next.lock().unwrap();
+            next.push_back(answer(200, &[("etag", "\"v1\"")], &list));
+            next.push_back(answer(500, &[], "oops"));
+        }
         let report = f.reconciler.pass().await;
         assert_eq!((report.failed, report.found.len()), (1, 0));
         f.github.calls();
