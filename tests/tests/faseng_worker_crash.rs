@@ -58,6 +58,8 @@ fn spawn_worker_with(env: &Env, n: usize, extra: &[(&str, String)], host: Option
                 .unwrap_or_else(|_| "info,apalis=warn,sqlx=warn".into()),
         )
         .env("FASENG_QUEUE_URL", queue)
+        // The scenarios deliver webhooks by hand; reconciling is tested in `reconcile.rs`.
+        .env("FASENG_RECONCILE_SECS", "0")
         .env("FASENG_WORKDIR", env.dir.path().join("work"))
         .env("FASENG_APPS_JSON", env.write_apps_json())
         .env("DEPLOY_CONFIG_DIR", env.dir.path().join("deploy-config"))

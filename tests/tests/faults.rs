@@ -158,6 +158,8 @@ impl World {
             .env("DEPLOY_CONFIG_DIR", self.dir.path().join("deploy-config"))
             .env("FASENG_HEARTBEAT", "1")
             .env("FASENG_SHUTDOWN_TIMEOUT", "30")
+            // Deliveries are sent by hand, answers counted; reconciling is in `reconcile.rs`.
+            .env("FASENG_RECONCILE_SECS", "0")
             .env("GITHUB_WEBHOOK_SECRET", SECRET)
             .env("GITHUB_TOKEN", fake_github::TOKEN)
             .env("GITHUB_API_URL", self.gh.url())

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::providers::{ProviderConfig, ProviderSettings};
 use crate::queue::{self, Queue, QueueTiming, QueueUrl};
+use crate::reconcile::{OctocrabReader, ReconcileSettings, Reconciler};
 use crate::repair::{LineRepair, RepairSettings};
 use crate::reporter::RetryPolicy;
 use crate::sandbox::{Isolation, IsolationSettings};
@@ -105,6 +106,9 @@ pub struct Config {
     pub leases: LeaseSettings,
     /// `FASENG_REPAIR_AFTER`: when a line head nobody takes forward is queued again.
     pub repair: RepairSettings,
+    /// `FASENG_RECONCILE_SECS` and `FASENG_RECONCILE_WINDOW`: how often and how far back
+    /// faseng lists GitHub deployments it was never told about.
+    pub reconcile: ReconcileSettings,
 }
 
 impl Config {
@@ -138,6 +142,7 @@ impl Config {
             worker_id: None,
             leases: LeaseSettings::default(),
             repair: RepairSettings::default(),
+            reconcile: ReconcileSettings::default(),
         }
     }
 
@@ -263,6 +268,51 @@ impl Services {
         self
     }
 
+    /// A new intake into this process's store and queue.
+    pub fn intake(&self) -> Arc<Intake> {
+        Arc::new(Intake::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.config.apps.clone(),
+        ))
+    }
+
+    /// Starts reconciling with GitHub (see [`crate::reconcile`]) through `intake` until
+    /// `shutdown`: every faseng process runs this, and the one holding the store's
+    /// `reconcile` lease does the passes. `None` when it is turned off
+    /// (`FASENG_RECONCILE_SECS=0`) or faseng has GitHub credentials for no app's repository.
+    pub fn spawn_reconciler(
+        &self,
+        intake: Arc<Intake>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let c = &self.config;
+        if !c.reconcile.is_on() {
+            tracing::info!("not reconciling with GitHub (FASENG_RECONCILE_SECS=0)");
+            return None;
+        }
+        let (targets, unreadable) =
+            crate::reconcile::targets(&c.apps, self.github.has_credentials());
+        if targets.is_empty() {
+            tracing::debug!("not reconciling with GitHub: no credentials for any app's repository");
+            return None;
+        }
+        for t in &unreadable {
+            tracing::info!(repository = %t.repo, "not reconciling {}: no GitHub credentials for it", t.repo);
+        }
+        let reconciler = Arc::new(Reconciler::new(
+            targets,
+            Arc::new(OctocrabReader::new(self.github.clone())),
+            self.store.clone(),
+            intake,
+            self.metrics.clone(),
+            c.clock.clone(),
+            c.reconcile,
+        ));
+        let holder = self.identity.id.clone();
+        Some(tokio::spawn(reconciler.run(holder, shutdown)))
+    }
+
     /// Log links under `public_url`, signed with this process's link key.
     pub fn log_links(&self, public_url: &str) -> LogLinks {
         LogLinks::new(public_url, self.link_key.clone())
@@ -361,9 +411,14 @@ impl Services {
             self.config.repair,
         );
         let mut repair_stop = shutdown.clone();
-        tokio::spawn(repair.run(async move {
-            let _ = repair_stop.wait_for(|s| *s).await;
-        }));
+        let holder = self.identity.id.clone();
+        tokio::spawn(async move {
+            repair
+                .run(&holder, async move {
+                    let _ = repair_stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
         let mut backoff = Duration::from_millis(500);
         loop {
             let name = queue::unique_worker_name(&self.config.worker_prefix);
@@ -486,13 +541,11 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
         let s = &self.services;
+        let intake = s.intake();
+        let reconciler = s.spawn_reconciler(intake.clone(), rx.clone());
         let state = WebState {
             secret: s.config.webhook_secret.clone().expect("checked in build"),
-            intake: Arc::new(Intake::new(
-                s.store.clone(),
-                s.queue.clone(),
-                s.config.apps.clone(),
-            )),
+            intake,
             store: s.store.clone(),
             metrics: s.metrics.clone(),
             isolation: s.isolation.describe(),
@@ -523,6 +576,9 @@ impl Application {
         let _ = tx.send(true);
         if let Some(w) = worker {
             w.await.context("worker task")??;
+        }
+        if let Some(r) = reconciler {
+            r.await.context("reconcile task")?;
         }
         server.await.context("http task")?;
         Ok(())

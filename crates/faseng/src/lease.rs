@@ -37,9 +37,14 @@ impl WorkerIdentity {
         let host = read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into());
         let boot_id = read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default();
         let pid = std::process::id();
+        // Processes are told apart by pid; the faseng instances one process may build (tests,
+        // chima's local mode) by a number after the first.
+        static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let instance = INSTANCES.fetch_add(1, Ordering::SeqCst);
         let id = match explicit.map(str::trim).filter(|s| !s.is_empty()) {
             Some(id) => id.to_owned(),
-            None => default_id(&host, &boot_id, pid),
+            None if instance == 0 => default_id(&host, &boot_id, pid),
+            None => format!("{}#{}", default_id(&host, &boot_id, pid), instance + 1),
         };
         Self {
             id,
@@ -294,9 +299,12 @@ mod tests {
             "web-1:6f1c8a2e0d4b:42"
         );
         let me = WorkerIdentity::detect(None);
-        assert!(
-            me.id.ends_with(&format!(":{}", std::process::id())),
-            "{me:?}"
+        let other = WorkerIdentity::detect(None);
+        let pid = format!(":{}", std::process::id());
+        assert!(me.id.contains(&pid) && other.id.contains(&pid), "{me:?}");
+        assert_ne!(
+            me.id, other.id,
+            "two instances in one process are two holders"
         );
         assert_eq!(WorkerIdentity::detect(Some(" w-7 ")).id, "w-7");
     }

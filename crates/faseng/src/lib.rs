@@ -20,6 +20,7 @@ pub mod notify;
 pub mod process;
 pub mod providers;
 pub mod queue;
+pub mod reconcile;
 pub mod repair;
 pub mod reporter;
 pub mod resolve;

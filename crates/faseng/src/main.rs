@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use deploy_core::{Apps, GithubAuth, Secret};
+use deploy_core::{Apps, GithubAuth, Secret, Span};
 use faseng::links::LinkKey;
 use faseng::providers::{ProviderConfig, SshKeySource};
 use faseng::queue::{QueueTiming, QueueUrl};
@@ -165,6 +165,15 @@ struct Common {
     /// Heroku Platform API base.
     #[arg(long, env = "HEROKU_API_URL", default_value = "https://api.heroku.com")]
     heroku_api_url: String,
+    /// Seconds between passes that list the newest GitHub deployments of every app's
+    /// repository and queue those whose webhook never came (also once at start; 0: never).
+    /// One faseng process of a store does it at a time.
+    #[arg(long, env = "FASENG_RECONCILE_SECS", default_value_t = 30)]
+    reconcile_secs: u64,
+    /// How far back reconciling looks (`30m`, `2h`): deployments created earlier are never
+    /// picked up, nor any with a status.
+    #[arg(long, env = "FASENG_RECONCILE_WINDOW", default_value = "1h")]
+    reconcile_window: Span,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -253,6 +262,10 @@ impl Common {
             lease: Duration::from_secs(self.lease_secs.max(1)),
         };
         c.private_files = private_files;
+        c.reconcile = faseng::reconcile::ReconcileSettings {
+            every: Duration::from_secs(self.reconcile_secs),
+            window: self.reconcile_window,
+        };
         Ok(c)
     }
 }
@@ -337,7 +350,15 @@ async fn main() -> anyhow::Result<()> {
                 shutdown_signal().await;
                 let _ = tx.send(true);
             });
-            services.run_worker(public_url, rx).await
+            let reconciler = services.spawn_reconciler(services.intake(), rx.clone());
+            let result = services.run_worker(public_url, rx).await;
+            if let Some(r) = reconciler {
+                if result.is_err() {
+                    r.abort();
+                }
+                let _ = r.await;
+            }
+            result
         }
     }
 }

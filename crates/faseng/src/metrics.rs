@@ -32,6 +32,7 @@ pub struct Metrics {
     abandoned_runs: AtomicU64,
     requeued_heads: AtomicU64,
     duration_sum_ms: AtomicU64,
+    reconciled: AtomicU64,
 }
 
 impl Metrics {
@@ -77,6 +78,11 @@ impl Metrics {
     /// Counts a line head whose job was lost and was queued again.
     pub fn requeued_head(&self) {
         self.requeued_heads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a deployment found by reconciling with GitHub (its webhook never came) and queued.
+    pub fn reconciled(&self) {
+        self.reconciled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition; `queue_depth` is sampled by the caller.
@@ -146,6 +152,12 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        out.push_str("# HELP faseng_reconciled_total Deployments found by reconciling with GitHub (their webhook never came) and queued by this process.\n# TYPE faseng_reconciled_total counter\n");
+        let _ = writeln!(
+            out,
+            "faseng_reconciled_total {}",
+            self.reconciled.load(Ordering::Relaxed)
+        );
         if let Some(d) = queue_depth {
             out.push_str("# HELP faseng_queue_depth Jobs waiting in the queue.\n# TYPE faseng_queue_depth gauge\n");
             let _ = writeln!(out, "faseng_queue_depth {d}");
@@ -171,6 +183,7 @@ mod tests {
         m.recovered_run();
         m.requeued_head();
         m.requeued_head();
+        m.reconciled();
         let text = m.render(Some(3));
         assert!(text.contains("faseng_webhooks_total{outcome=\"accepted\"} 2"));
         assert!(text.contains("faseng_webhooks_total{outcome=\"rejected\"} 1"));
@@ -184,5 +197,6 @@ mod tests {
         assert!(text.contains("faseng_runs_recovered_total 1"));
         assert!(text.contains("faseng_runs_abandoned_total 0"));
         assert!(text.contains("faseng_line_heads_requeued_total 2"));
+        assert!(text.contains("faseng_reconciled_total 1"));
     }
 }

@@ -5,7 +5,8 @@
 //! taking it over (its job is gone too). The job queued again does the normal thing: the
 //! first runs, the second is taken over and reported `error` (never re-run). A job queued
 //! again while the original still sits in the queue is harmless: the start marker lets one
-//! of them run and the other drops out.
+//! of them run and the other drops out. One process of a store repairs at a time (a duty
+//! lease); if two did, the start marker would still let each run happen once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use crate::job::DeployJob;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::store::Store;
+
+/// The store duty lease of the process that repairs lines.
+const DUTY: &str = "line-repair";
 
 /// When a line head counts as wedged.
 #[derive(Debug, Clone, Copy)]
@@ -88,19 +92,48 @@ impl LineRepair {
         }
     }
 
-    /// Runs passes every [`RepairSettings::every`] until `shutdown` resolves.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+    /// Runs a pass every [`RepairSettings::every`] while this process holds the store's
+    /// `line-repair` duty lease (one process of a store repairs at a time; the lease lapses
+    /// when it stops), until `shutdown` resolves.
+    pub async fn run(mut self, holder: &str, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(self.settings.every());
+        let every = self.settings.every();
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut holding = false;
         loop {
             tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => break,
                 _ = tick.tick() => {}
+            }
+            match self
+                .store
+                .acquire_duty(DUTY, holder, self.clock.now(), every * 3)
+                .await
+            {
+                Ok(true) => {
+                    if !holding {
+                        tracing::info!("this process looks after the waiting lines now");
+                        // What another process saw at the heads is not known here.
+                        self.seen.clear();
+                    }
+                    holding = true;
+                }
+                Ok(false) => {
+                    holding = false;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "could not take the line-repair lease");
+                    continue;
+                }
             }
             if let Err(e) = self.pass().await {
                 tracing::warn!(error = %format!("{e:#}"), "could not look after the waiting lines");
             }
+        }
+        if holding && let Err(e) = self.store.release_duty(DUTY, holder).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not give up the line-repair lease; another process takes it when it lapses");
         }
     }
 

@@ -162,4 +162,16 @@ impl Store for FlakyStore {
     async fn link_key(&self, fresh: &str) -> anyhow::Result<String> {
         self.inner.link_key(fresh).await
     }
+    async fn acquire_duty(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> anyhow::Result<bool> {
+        self.inner.acquire_duty(name, holder, now, ttl).await
+    }
+    async fn release_duty(&self, name: &str, holder: &str) -> anyhow::Result<()> {
+        self.inner.release_duty(name, holder).await
+    }
 }

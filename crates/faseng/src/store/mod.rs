@@ -1,8 +1,9 @@
 //! Durable state that apalis does not keep for us, behind one trait with a Redis and a
 //! SQLite implementation: delivery dedup, the per-app+environment waiting line, environment
 //! locks (`deploy:lock`), run records and "started" markers, recent durations for the ETA,
-//! the log store (so any `faseng serve` can show any run's log) and the key log links are
-//! signed with (so every faseng process signs them alike).
+//! the log store (so any `faseng serve` can show any run's log), the key log links are
+//! signed with (so every faseng process signs them alike) and duty leases (which process does
+//! a periodic job, such as reconciling with GitHub, when several share one store).
 
 #[cfg(test)]
 pub(crate) mod flaky;
@@ -322,6 +323,20 @@ pub trait Store: Send + Sync + 'static {
     /// The key log links are signed with: stores `fresh` when there is none yet and returns
     /// the stored one, atomically (every process that races here gets the same key).
     async fn link_key(&self, fresh: &str) -> anyhow::Result<String>;
+    /// Takes the duty lease `name` (a periodic job that one process of the store does at a
+    /// time) for `holder` until `now + ttl`, atomically: when it is free, has expired (its end
+    /// is not after `now`) or is `holder`'s already (renewed). `false` while another holder's
+    /// lease runs. Time is the caller's (its clock), never the store's.
+    async fn acquire_duty(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> anyhow::Result<bool>;
+    /// Ends `holder`'s lease of duty `name` so another process may take it at once (a stopping
+    /// process); nothing happens when someone else holds it.
+    async fn release_duty(&self, name: &str, holder: &str) -> anyhow::Result<()>;
 }
 
 #[cfg(test)]
@@ -590,5 +605,53 @@ pub(crate) mod contract {
         // The first key offered is kept; later offers get it back.
         assert_eq!(store.link_key("first key").await.unwrap(), "first key");
         assert_eq!(store.link_key("second key").await.unwrap(), "first key");
+
+        exercise_duties(store).await;
+    }
+
+    /// Duty leases, on a time moved by hand.
+    async fn exercise_duties(store: &dyn Store) {
+        let t0 = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        let ttl = Duration::from_secs(90);
+        let duty = "reconcile";
+        assert!(store.acquire_duty(duty, "a", at(0), ttl).await.unwrap());
+        assert!(
+            !store.acquire_duty(duty, "b", at(10), ttl).await.unwrap(),
+            "a running lease is not taken"
+        );
+        assert!(
+            store.acquire_duty(duty, "a", at(60), ttl).await.unwrap(),
+            "the holder renews"
+        );
+        assert!(
+            !store.acquire_duty(duty, "b", at(100), ttl).await.unwrap(),
+            "a renewed lease runs from its renewal"
+        );
+        assert!(
+            store
+                .acquire_duty("other", "b", at(100), ttl)
+                .await
+                .unwrap(),
+            "duties are independent"
+        );
+        assert!(
+            store.acquire_duty(duty, "b", at(150), ttl).await.unwrap(),
+            "a lease not renewed lapses at its end"
+        );
+        assert!(!store.acquire_duty(duty, "a", at(151), ttl).await.unwrap());
+        store.release_duty(duty, "a").await.unwrap();
+        assert!(
+            !store.acquire_duty(duty, "a", at(152), ttl).await.unwrap(),
+            "only the holder releases"
+        );
+        store.release_duty(duty, "b").await.unwrap();
+        assert!(
+            store.acquire_duty(duty, "a", at(152), ttl).await.unwrap(),
+            "a released lease is free at once"
+        );
+        store.release_duty("never-taken", "a").await.unwrap();
     }
 }
