@@ -289,7 +289,8 @@ async fn a_frozen_worker_loses_its_run_without_overlap(backend: Backend) {
     assert_eq!(
         env.states(id),
         ["queued", "in_progress", "error"],
-        "exactly one final status, and it is the taker's"
+        "exactly one final status, and it is the taker's; the woken worker's log:\n{}",
+        log_a()
     );
     assert!(
         !scratch(env.dir.path(), "overlap").exists(),

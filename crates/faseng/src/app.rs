@@ -437,7 +437,10 @@ impl Services {
                 self.config.shutdown_timeout,
                 stop,
             );
-            tokio::pin!(worker);
+            // Boxed so it can be dropped before the drain below: a stopping apalis worker
+            // stops polling its backend, and on SQLite a fetch or heartbeat it froze between
+            // statements keeps the database's write lock for as long as it lives.
+            let mut worker = Box::pin(worker);
             let mut rx = shutdown.clone();
             let result = tokio::select! {
                 result = &mut worker => result,
@@ -451,6 +454,7 @@ impl Services {
                     Ok(())
                 }
             };
+            drop(worker);
             if *shutdown.borrow() {
                 self.drain_live_runs().await;
                 tracing::info!(worker = %name, "worker stopped");

@@ -571,10 +571,17 @@ impl Deployer {
             outcome = self.execute(&job, &valid, provider.as_ref(), &log, &run, access) => Some(outcome),
             () = keeper.lost() => None,
         };
-        let Some(outcome) = outcome.filter(|_| !keeper.is_lost()) else {
-            self.abandon(run, log, writer).await;
+        // A worker that was stopped past its lease may wake to a provider that ended
+        // meanwhile: before it says anything, the store (not this process's last renewal)
+        // decides whether the run is still its own.
+        let Some(outcome) = outcome else {
+            self.abandon(run, log, writer, true).await;
             return Ok(());
         };
+        if !keeper.confirm().await {
+            self.abandon(run, log, writer, false).await;
+            return Ok(());
+        }
         let tail = log.tail();
         match &outcome {
             Outcome::Success => log.header("faseng", "success"),
@@ -1080,9 +1087,17 @@ impl Deployer {
     /// This worker lost the run's lease (it was stopped or cut off for longer than the
     /// lease, and another worker took the run over): stops the provider's process group,
     /// says so for the new holder, and reports nothing (the new holder does).
-    async fn abandon(&self, run: Run<'_>, log: RunLog, writer: RunLogWriter) {
+    /// `provider_running` is false when the provider already ended (and was reaped, so its
+    /// group id may belong to someone else by now).
+    async fn abandon(
+        &self,
+        run: Run<'_>,
+        log: RunLog,
+        writer: RunLogWriter,
+        provider_running: bool,
+    ) {
         let keeper = run.lease.as_ref().expect("a started run holds a lease");
-        if let Some(pgid) = keeper.pgid() {
+        if provider_running && let Some(pgid) = keeper.pgid() {
             crate::process::stop_group(pgid).await;
         }
         let store = &self.store;
@@ -1124,7 +1139,11 @@ impl Deployer {
         tail: Option<Vec<String>>,
         lock_text: Option<String>,
     ) -> anyhow::Result<()> {
-        if run.lease.as_ref().is_some_and(LeaseKeeper::is_lost) {
+        let still_held = match &run.lease {
+            Some(lease) => lease.confirm().await,
+            None => true,
+        };
+        if !still_held {
             tracing::warn!(
                 "the run's lease was lost before its result was written; the worker holding it now reports it"
             );
