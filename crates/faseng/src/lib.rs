@@ -21,6 +21,8 @@ pub mod providers;
 pub mod queue;
 pub mod reporter;
 pub mod resolve;
+pub mod retention;
+pub mod rundir;
 pub mod runlog;
 pub mod sandbox;
 pub mod status;

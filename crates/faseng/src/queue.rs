@@ -102,6 +102,7 @@ pub async fn open(url: &QueueUrl, timing: QueueTiming) -> anyhow::Result<(Queue,
     match url {
         QueueUrl::Redis(u) => {
             let conn = redis_connect(u).await?;
+            crate::store::warn_redis_durability(&conn).await;
             let config = apalis_redis::Config::default()
                 .queue(QUEUE_NAME)
                 .heartbeat_interval(timing.heartbeat)

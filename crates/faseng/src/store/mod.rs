@@ -9,7 +9,9 @@ pub(crate) mod flaky;
 mod redis_store;
 mod sqlite_store;
 
-pub use redis_store::{RedisStore, connect as redis_connect};
+pub use redis_store::{
+    RedisStore, connect as redis_connect, warn_if_not_durable as warn_redis_durability,
+};
 pub use sqlite_store::{SqliteStore, database_files};
 
 use std::time::Duration;

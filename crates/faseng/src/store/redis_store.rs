@@ -56,6 +56,42 @@ pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
         .context("connecting to redis")
 }
 
+/// Says at start whether Redis keeps what it acknowledged (`CONFIG GET appendonly` and
+/// `appendfsync`): a warning naming what a crash could lose when it does not, or that it
+/// could not be checked.
+pub async fn warn_if_not_durable(conn: &ConnectionManager) {
+    match durability_warning(conn).await {
+        Ok(None) => tracing::debug!("Redis persistence: appendonly yes, appendfsync always"),
+        Ok(Some(warning)) => tracing::warn!("{warning}"),
+        Err(e) => tracing::warn!(
+            "{}",
+            crate::messages::redis_durability_unknown(&format!("{e:#}"))
+        ),
+    }
+}
+
+/// The warning [`warn_if_not_durable`] logs, if any.
+async fn durability_warning(conn: &ConnectionManager) -> anyhow::Result<Option<String>> {
+    let mut conn = conn.clone();
+    let mut get = async |name: &str| -> anyhow::Result<String> {
+        let pairs: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut conn)
+            .await?;
+        pairs
+            .get(name)
+            .cloned()
+            .with_context(|| format!("no {name} in the answer"))
+    };
+    let appendonly = get("appendonly").await?;
+    let appendfsync = get("appendfsync").await?;
+    Ok(crate::messages::redis_durability_warning(
+        &appendonly,
+        &appendfsync,
+    ))
+}
+
 /// Joining a waiting line: the line is a list (arrival order) with a companion set of its
 /// members (`faseng:line_members:{line}`), so "already in the line?" is O(1) however long the
 /// line is (LPOS over the list made every intake O(line length)). A line written before the
@@ -835,7 +871,44 @@ mod tests {
         store.line_join("old/edge", "x").await.unwrap();
         assert_eq!(store.line("old/edge").await.unwrap(), ["x", "z"]);
 
-        retention_details(&store, conn).await;
+        retention_details(&store, conn.clone()).await;
+        durability(conn).await;
+    }
+
+    /// The start-up check reads Redis's persistence settings, and says when it cannot.
+    async fn durability(mut conn: ConnectionManager) {
+        let warning = durability_warning(&conn).await.unwrap();
+        assert!(
+            warning
+                .as_ref()
+                .is_some_and(|w| w.contains("appendonly no")),
+            "this test server runs without an append-only file: {warning:?}"
+        );
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("appendonly")
+            .arg("yes")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("appendfsync")
+            .arg("always")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(durability_warning(&conn).await.unwrap(), None);
+        // A Redis that refuses CONFIG (as managed services do).
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg("-config")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let refused = durability_warning(&conn).await.unwrap_err();
+        assert!(format!("{refused:#}").contains("NOPERM"), "{refused:#}");
     }
 
     /// What the contract cannot see: status histories and apalis's records go, and keys
