@@ -480,14 +480,17 @@ mod tests {
     #[test]
     fn stale_run_directories_of_dead_processes_are_removed() {
         let root = tempfile::tempdir().unwrap();
-        let mine = root.path().join(format!("run-{}-abc", std::process::id()));
+        let mine =
+            crate::rundir::OwnedDir::create(root.path(), |d| std::fs::create_dir(d)).unwrap();
         let dead = root.path().join("run-999999999-abc");
         let other = root.path().join("known_hosts");
-        std::fs::create_dir(&mine).unwrap();
         std::fs::create_dir(&dead).unwrap();
         std::fs::write(&other, "").unwrap();
         remove_stale_runs(root.path());
-        assert!(mine.exists() && other.exists());
+        assert!(mine.path().exists() && other.exists());
         assert!(!dead.exists());
+        let path = mine.path().to_owned();
+        drop(mine);
+        assert!(!path.exists(), "removed when the run is done");
     }
 }
