@@ -313,12 +313,16 @@ async fn old_runs_go_and_the_store_stops_growing(backend: Backend) {
         );
         let after = footprint(&env).await;
         // Rows and keys back to the floor: the running run's record, marker and log (its
-        // log has its first lines), no status history, its queue job alone.
+        // log has its first lines), no status history, and of the queue's jobs at most the
+        // running one's. (On a loaded machine a worker heartbeat can come late enough for
+        // the queue to hand the running job out again; the worker drops the copy as its own
+        // live run and the queue records it done, so a sweep may take it.)
         assert_eq!(
-            after.counts,
-            [1, after.counts[1], 0, 1, 1],
+            after.counts[..4],
+            [1, after.counts[1], 0, 1],
             "round {round}: {after:?}"
         );
+        assert!(after.counts[4] <= 1, "round {round}: {after:?}");
         if let QueueUrl::Redis(_) = env.queue_url {
             assert_eq!(after.counts[1], 1, "only the running run's log key");
         }

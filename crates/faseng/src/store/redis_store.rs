@@ -17,7 +17,8 @@ use super::{
 /// Every run key, scored by when it was received (a finished run is re-scored by when it
 /// finished once a sweep has seen it): what retention walks, and `ZCARD` is the run count.
 const RUNS_BY_TIME: &str = "faseng:runs_by_time";
-/// Every key with a status history, scored by its newest event.
+/// Every key with a status history, scored by its newest event (`ZADD GT`, Redis 6.2+ as
+/// apalis needs anyway).
 const STATUS_BY_TIME: &str = "faseng:status_by_time";
 /// The bytes of each run's log (hash: run key → bytes).
 const LOG_SIZES: &str = "faseng:log_sizes";
@@ -513,7 +514,11 @@ impl Store for RedisStore {
             .atomic()
             .rpush(k("status_events", key), entry)
             .ignore()
-            .zadd(STATUS_BY_TIME, key, score(at))
+            .cmd("ZADD")
+            .arg(STATUS_BY_TIME)
+            .arg("GT")
+            .arg(score(at))
+            .arg(key)
             .ignore()
             .query_async(&mut self.conn())
             .await?;
