@@ -15,11 +15,14 @@ use tokio::sync::watch;
 use crate::checkout::Checkouts;
 use crate::deployer::{Deployer, DeployerSettings, LiveRuns};
 use crate::intake::Intake;
+use crate::lease::{LeaseSettings, WorkerIdentity};
 use crate::links::{LinkKey, LogLinks};
 use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::providers::{ProviderConfig, ProviderSettings};
 use crate::queue::{self, Queue, QueueTiming, QueueUrl};
+use crate::reconcile::{OctocrabReader, ReconcileSettings, Reconciler};
+use crate::repair::{LineRepair, RepairSettings};
 use crate::reporter::RetryPolicy;
 use crate::sandbox::{Isolation, IsolationSettings};
 use crate::status::{DeploymentStatusSink, GithubStatusSink};
@@ -100,6 +103,16 @@ pub struct Config {
     pub retention: crate::retention::Retention,
     /// How often the retention sweep runs after the one at start.
     pub sweep_every: Duration,
+    /// `FASENG_WORKER_ID`: this process's name as the holder of run leases (default: host
+    /// name + boot id + pid).
+    pub worker_id: Option<String>,
+    /// `FASENG_LEASE_SECS`: how long a running deploy's lease lasts without renewal.
+    pub leases: LeaseSettings,
+    /// `FASENG_REPAIR_AFTER`: when a line head nobody takes forward is queued again.
+    pub repair: RepairSettings,
+    /// `FASENG_RECONCILE_SECS` and `FASENG_RECONCILE_WINDOW`: how often and how far back
+    /// faseng lists GitHub deployments it was never told about.
+    pub reconcile: ReconcileSettings,
 }
 
 impl Config {
@@ -132,6 +145,10 @@ impl Config {
             clock: deploy_core::clock::system(),
             retention: crate::retention::Retention::default(),
             sweep_every: crate::retention::SWEEP_EVERY,
+            worker_id: None,
+            leases: LeaseSettings::default(),
+            repair: RepairSettings::default(),
+            reconcile: ReconcileSettings::default(),
         }
     }
 
@@ -173,6 +190,8 @@ pub struct Services {
     pub isolation: Arc<Isolation>,
     /// The key log links are signed with, the same in every process of one store.
     pub link_key: LinkKey,
+    /// Who this process is, as the holder of run leases.
+    pub identity: Arc<WorkerIdentity>,
 }
 
 impl std::fmt::Debug for Services {
@@ -226,6 +245,8 @@ impl Services {
             Some(t) => Arc::new(SlackNotifier::new(&config.slack_api_url, t.clone())),
             None => Arc::new(NoChat),
         };
+        let identity = Arc::new(WorkerIdentity::detect(config.worker_id.as_deref()));
+        tracing::info!(worker_id = %identity.id, "worker identity (FASENG_WORKER_ID)");
         Ok(Self {
             config,
             store,
@@ -237,6 +258,7 @@ impl Services {
             github: clients,
             isolation,
             link_key,
+            identity,
         })
     }
 
@@ -250,6 +272,51 @@ impl Services {
     pub fn with_notifier(mut self, notifier: Arc<dyn ChatNotifier>) -> Self {
         self.notifier = notifier;
         self
+    }
+
+    /// A new intake into this process's store and queue.
+    pub fn intake(&self) -> Arc<Intake> {
+        Arc::new(Intake::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.config.apps.clone(),
+        ))
+    }
+
+    /// Starts reconciling with GitHub (see [`crate::reconcile`]) through `intake` until
+    /// `shutdown`: every faseng process runs this, and the one holding the store's
+    /// `reconcile` lease does the passes. `None` when it is turned off
+    /// (`FASENG_RECONCILE_SECS=0`) or faseng has GitHub credentials for no app's repository.
+    pub fn spawn_reconciler(
+        &self,
+        intake: Arc<Intake>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let c = &self.config;
+        if !c.reconcile.is_on() {
+            tracing::info!("not reconciling with GitHub (FASENG_RECONCILE_SECS=0)");
+            return None;
+        }
+        let (targets, unreadable) =
+            crate::reconcile::targets(&c.apps, self.github.has_credentials());
+        if targets.is_empty() {
+            tracing::debug!("not reconciling with GitHub: no credentials for any app's repository");
+            return None;
+        }
+        for t in &unreadable {
+            tracing::info!(repository = %t.repo, "not reconciling {}: no GitHub credentials for it", t.repo);
+        }
+        let reconciler = Arc::new(Reconciler::new(
+            targets,
+            Arc::new(OctocrabReader::new(self.github.clone())),
+            self.store.clone(),
+            intake,
+            self.metrics.clone(),
+            c.clock.clone(),
+            c.reconcile,
+        ));
+        let holder = self.identity.id.clone();
+        Some(tokio::spawn(reconciler.run(holder, shutdown)))
     }
 
     /// Log links under `public_url`, signed with this process's link key.
@@ -295,6 +362,9 @@ impl Services {
                 isolation: self.isolation.clone(),
                 github: self.github.clone(),
                 base_dir: std::env::current_dir().context("reading the working directory")?,
+                identity: self.identity.clone(),
+                leases: c.leases,
+                clock: c.clock.clone(),
             },
         )
         .with_live_runs(self.live_runs.clone())
@@ -377,6 +447,22 @@ impl Services {
     ) -> anyhow::Result<()> {
         self.prepare_for_runs()?;
         let _sweeper = self.spawn_sweeper(shutdown.clone());
+        let repair = LineRepair::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.config.clock.clone(),
+            self.metrics.clone(),
+            self.config.repair,
+        );
+        let mut repair_stop = shutdown.clone();
+        let holder = self.identity.id.clone();
+        tokio::spawn(async move {
+            repair
+                .run(&holder, async move {
+                    let _ = repair_stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
         let mut backoff = Duration::from_millis(500);
         loop {
             let name = queue::unique_worker_name(&self.config.worker_prefix);
@@ -499,13 +585,11 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
         let s = &self.services;
+        let intake = s.intake();
+        let reconciler = s.spawn_reconciler(intake.clone(), rx.clone());
         let state = WebState {
             secret: s.config.webhook_secret.clone().expect("checked in build"),
-            intake: Arc::new(Intake::new(
-                s.store.clone(),
-                s.queue.clone(),
-                s.config.apps.clone(),
-            )),
+            intake,
             store: s.store.clone(),
             metrics: s.metrics.clone(),
             isolation: s.isolation.describe(),
@@ -538,6 +622,9 @@ impl Application {
         let _ = tx.send(true);
         if let Some(w) = worker {
             w.await.context("worker task")??;
+        }
+        if let Some(r) = reconciler {
+            r.await.context("reconcile task")?;
         }
         server.await.context("http task")?;
         Ok(())

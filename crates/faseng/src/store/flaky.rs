@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AcceptItem, Accepted, EnvLock, RunRecord, SqliteStore, StartMarker, Store, StoreSize, Swept,
+    AcceptItem, Accepted, EnvLock, RunRecord, SqliteStore, StartMarker, Store, StoreSize,
+    StoredMarker, Swept,
 };
 
 /// Which store call a [`FlakyStore`] makes fail once, as a store that dies mid-call would.
@@ -86,8 +87,31 @@ impl Store for FlakyStore {
         }
         result
     }
-    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()> {
+    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<bool> {
         self.inner.update_started(key, marker).await
+    }
+    async fn started(&self, key: &str) -> anyhow::Result<Option<StoredMarker>> {
+        self.inner.started(key).await
+    }
+    async fn take_over_started(
+        &self,
+        key: &str,
+        expected: &StoredMarker,
+        new: &StartMarker,
+    ) -> anyhow::Result<bool> {
+        self.inner.take_over_started(key, expected, new).await
+    }
+    async fn note_provider_stopped(&self, key: &str, started_by: &str) -> anyhow::Result<()> {
+        self.inner.note_provider_stopped(key, started_by).await
+    }
+    async fn provider_stopped(&self, key: &str, started_by: &str) -> anyhow::Result<bool> {
+        self.inner.provider_stopped(key, started_by).await
+    }
+    async fn job(&self, key: &str) -> anyhow::Result<Option<String>> {
+        self.inner.job(key).await
+    }
+    async fn line_heads(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.inner.line_heads().await
     }
     async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()> {
         self.inner.line_join(line, key).await
@@ -144,5 +168,17 @@ impl Store for FlakyStore {
     }
     async fn size(&self) -> anyhow::Result<StoreSize> {
         self.inner.size().await
+    }
+    async fn acquire_duty(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> anyhow::Result<bool> {
+        self.inner.acquire_duty(name, holder, now, ttl).await
+    }
+    async fn release_duty(&self, name: &str, holder: &str) -> anyhow::Result<()> {
+        self.inner.release_duty(name, holder).await
     }
 }
