@@ -43,8 +43,9 @@ done
 struct Footprint {
     /// Redis `used_memory`, or SQLite's page count.
     bytes_or_pages: u64,
-    /// Rows / keys per kind, in a fixed order (see [`footprint`]).
-    counts: [u64; 5],
+    /// Rows / keys per kind: runs, logs, status histories, start markers, the queue library's
+    /// jobs, faseng's kept queue jobs.
+    counts: [u64; 6],
 }
 
 async fn footprint(env: &Env) -> Footprint {
@@ -74,6 +75,7 @@ async fn footprint(env: &Env) -> Footprint {
                     count("faseng:status_events:*"),
                     count("faseng:started:*"),
                     redis.cli(&["HLEN", &data_hash]).parse().unwrap(),
+                    count("faseng:job:*"),
                 ],
             }
         }
@@ -96,6 +98,7 @@ async fn footprint(env: &Env) -> Footprint {
                     one("SELECT COUNT(*) FROM faseng_status_events").await,
                     one("SELECT COUNT(*) FROM faseng_started").await,
                     one("SELECT COUNT(*) FROM Jobs").await,
+                    one("SELECT COUNT(*) FROM faseng_jobs").await,
                 ],
             };
             db.close().await;
@@ -366,6 +369,10 @@ async fn old_runs_go_and_the_store_stops_growing(backend: Backend) {
             "round {round}: {after:?}"
         );
         assert!(after.counts[4] <= 1, "round {round}: {after:?}");
+        assert_eq!(
+            after.counts[5], 1,
+            "the queue job kept for the running run alone"
+        );
         if let QueueUrl::Redis(_) = env.queue_url {
             assert_eq!(after.counts[1], 1, "only the running run's log key");
         }
@@ -427,7 +434,7 @@ async fn old_runs_go_and_the_store_stops_growing(backend: Backend) {
     assert_eq!(swept.runs, 1, "{swept:?}");
     assert_eq!(metric(&env, "faseng_store_runs").await, 0);
     assert_eq!(metric(&env, "faseng_store_log_bytes").await, 0);
-    assert_eq!(footprint(&env).await.counts, [0, 0, 0, 0, 0]);
+    assert_eq!(footprint(&env).await.counts, [0, 0, 0, 0, 0, 0]);
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(WAIT, running).await;

@@ -690,6 +690,25 @@ pub(crate) mod contract {
         }
         // A record first written by an overwrite is counted and swept like any other.
         store.put_run(&old_running).await.unwrap();
+        // One accepted at intake (with its kept queue job), finished long ago.
+        let accepted = at(RunState::Success, now - day * 3, Some(now - day * 3))("s/acc/9");
+        let item = AcceptItem {
+            delivery_id: "s-delivery-9".into(),
+            run: RunRecord {
+                state: RunState::Queued,
+                finished_at: None,
+                ..accepted.clone()
+            },
+            line: "app/sweep".into(),
+            job: "{\"job\": 9}".into(),
+        };
+        assert!(store.accept_runs(&[item]).await.unwrap()[0].created);
+        store.line_leave("app/sweep", &accepted.key).await.unwrap();
+        store.put_run(&accepted).await.unwrap();
+        store
+            .note_provider_stopped(&old_done.key, "w")
+            .await
+            .unwrap();
         let marker = StartMarker::sample("w", now);
         for r in [&old_done, &old_failed, &old_running] {
             store.mark_started(&r.key, &marker).await.unwrap();
@@ -718,14 +737,23 @@ pub(crate) mod contract {
             .await
             .unwrap();
         let size = store.size().await.unwrap();
-        assert_eq!(size.runs, before.runs + 6);
+        assert_eq!(size.runs, before.runs + 7);
         assert_eq!(size.log_bytes, before.log_bytes + 3 * bytes);
 
         let swept = store.sweep(cutoff).await.unwrap();
-        assert_eq!(swept.runs, 2, "{swept:?}");
+        assert_eq!(swept.runs, 3, "{swept:?}");
+        assert_eq!(
+            store.job(&accepted.key).await.unwrap(),
+            None,
+            "the kept job goes"
+        );
+        assert!(
+            !store.provider_stopped(&old_done.key, "w").await.unwrap(),
+            "the provider-stopped note goes"
+        );
         assert_eq!(swept.log_bytes, bytes, "{swept:?}");
         assert_eq!(swept.status_histories, 1, "{swept:?}");
-        for gone in [&old_done, &old_failed] {
+        for gone in [&old_done, &old_failed, &accepted] {
             assert_eq!(store.get_run(&gone.key).await.unwrap(), None);
             assert!(store.read_log(&gone.key, 0).await.unwrap().is_empty());
             assert_eq!(
