@@ -7,7 +7,10 @@
 //! only for people: a live run holds an exclusive `flock` on its directory for as long as
 //! the directory is in use. The kernel drops the lock when the holder dies (however it dies)
 //! and every process on the machine sees it, whatever its pid namespace. [`prune`] removes
-//! only directories it can lock itself, holding the lock while it removes them.
+//! only directories it can lock itself, holding the lock while it removes them, and leaves
+//! alone a run directory some process still works in (its current directory is inside):
+//! a provider's supervisor outlives a worker that died, until the run's deadline, and is
+//! stopped by it, not by this.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
@@ -116,8 +119,9 @@ fn libc_flags() -> i32 {
 }
 
 /// Removes the run directories under `parent` that no live process holds (left by a process
-/// that died, or by one from before leases); returns their names. Each is locked while it is
-/// removed, so a process making a directory at the same moment makes another.
+/// that died, or by one from before leases) and none works in; returns their names. Each is
+/// locked while it is removed, so a process making a directory at the same moment makes
+/// another.
 pub fn prune(parent: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return Vec::new();
@@ -133,6 +137,9 @@ pub fn prune(parent: &Path) -> Vec<String> {
         }
         let path = entry.path();
         match try_lease(&path) {
+            Ok(Some(_lease)) if worked_in(&path) => {
+                tracing::info!(dir = %path.display(), "a run directory left by a dead process is still in use (its provider runs until its deadline); kept");
+            }
             Ok(Some(_lease)) => match std::fs::remove_dir_all(&path) {
                 Ok(()) => removed.push(name.to_owned()),
                 Err(e) => {
@@ -146,6 +153,19 @@ pub fn prune(parent: &Path) -> Vec<String> {
         }
     }
     removed
+}
+
+/// True when some process this one can see has its current directory in `dir` (or below).
+fn worked_in(dir: &Path) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        p.file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            && std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
+    })
 }
 
 #[cfg(test)]
@@ -174,6 +194,24 @@ mod tests {
         drop(lease);
         assert_eq!(prune(root.path()), [name.to_owned()]);
         assert!(!mine.exists());
+    }
+
+    #[test]
+    fn a_directory_a_process_still_works_in_is_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let orphan = root.path().join("run-4242-orphan");
+        std::fs::create_dir_all(orphan.join("checkout")).unwrap();
+        // A provider left running by a worker that died (no lease), working in its checkout.
+        let mut provider = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(orphan.join("checkout"))
+            .spawn()
+            .unwrap();
+        assert!(prune(root.path()).is_empty());
+        assert!(orphan.exists());
+        provider.kill().unwrap();
+        provider.wait().unwrap();
+        assert_eq!(prune(root.path()), ["run-4242-orphan"]);
     }
 
     #[test]
