@@ -40,6 +40,11 @@ fn the_compose_file_is_valid_and_wires_redis_chima_faseng_and_two_workers() {
         "FASENG_PROVIDER_USER: faseng-run",
         "user: root",
         "GITHUB_WEBHOOK_SECRET: replace-with-a-long-random-string",
+        // Each worker replica serves /healthz and /metrics, and is health-checked on it.
+        "FASENG_WORKER_BIND: 0.0.0.0:9091",
+        "/dev/tcp/127.0.0.1/9091",
+        "FASENG_RETENTION_DAYS: '90'",
+        "LOG_FORMAT: text",
     ] {
         assert!(
             config.contains(needle),

@@ -48,6 +48,10 @@ pub struct Cli {
         global = true
     )]
     pub github_app_private_key: Option<String>,
+    /// Log format: `text`, or `json` for one JSON object per line on stderr (banners and
+    /// errors included; `chima shell`'s conversation on stdout stays text).
+    #[arg(long, env = deploy_core::logging::ENV, default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,

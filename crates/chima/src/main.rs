@@ -12,38 +12,73 @@ use chima::slack::app::{SlackApp, SlackSettings};
 use chima::slack::web::SlackWeb;
 use clap::Parser;
 use deploy_core::Apps;
+use deploy_core::logging::{self, LogFormat};
+use tracing::Level;
+
+/// How long a stopping `chima serve` waits for the commands it already acknowledged.
+const DRAIN_WITHIN: Duration = Duration::from_secs(30);
+
+/// A line chima shows whatever the log filter (banners, fatal errors); JSON with
+/// `LOG_FORMAT=json`.
+fn say(level: Level, message: &str) {
+    logging::say(level, "chima", message);
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+    logging::init(LogFormat::from_process(), "warn", logging::Stream::Stderr);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !logging::is_json() || !e.use_stderr() => e.exit(),
+        Err(e) => {
+            say(Level::ERROR, &e.render().to_string());
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = deploy_core::server::raise_open_files_limit() {
         tracing::warn!(error = %e, "could not raise the open files limit");
     }
     let apps = match Apps::load(&cli.apps_json) {
         Ok(apps) => apps,
         Err(e) => {
-            eprint!("chima: {e}");
-            eprintln!(
-                "chima: nothing was started; fix {} and try again.",
+            let advice = format!(
+                "nothing was started; fix {} and try again.",
                 cli.apps_json.display()
             );
+            if logging::is_json() {
+                say(Level::ERROR, &format!("{e}{advice}"));
+            } else {
+                eprint!("chima: {e}");
+                eprintln!("chima: {advice}");
+            }
             return ExitCode::from(2);
         }
     };
     match run(cli, apps).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chima: {e:#}");
+            say(Level::ERROR, &format!("chima: {e:#}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("stopping: no new requests; finishing the ones under way");
 }
 
 async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
@@ -70,15 +105,18 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
                 return local_shell(apps, args, &cli, ctx).await;
             };
             let bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name);
-            eprintln!(
-                "{} ready: GitHub mode ({}), {} apps from {}, room #{} as {}. Type `{} help`.",
-                cli.name,
-                cli.github_api_url,
-                bot.apps().len(),
-                cli.apps_json.display(),
-                args.room,
-                args.user,
-                cli.name
+            say(
+                Level::INFO,
+                &format!(
+                    "{} ready: GitHub mode ({}), {} apps from {}, room #{} as {}. Type `{} help`.",
+                    cli.name,
+                    cli.github_api_url,
+                    bot.apps().len(),
+                    cli.apps_json.display(),
+                    args.room,
+                    args.user,
+                    cli.name
+                ),
             );
             chima::shell::run(&bot, &ctx, stdin, std::io::stdout(), None, Duration::ZERO)
                 .await
@@ -102,16 +140,19 @@ async fn local_shell(
     let local = chima::local::LocalMode::start(apps, &args.local_settings(), &cli.name)
         .await
         .context("starting local mode")?;
-    eprintln!(
-        "{} ready: local mode (no GITHUB_TOKEN): deployments recorded in {}, run by an in-process faseng worker, logs at {}. {} apps from {}, room #{} as {}. Try `{} deploy demo to staging`.",
-        cli.name,
-        args.local_db.display(),
-        local.public_url,
-        local.bot.apps().len(),
-        cli.apps_json.display(),
-        args.room,
-        args.user,
-        cli.name
+    say(
+        Level::INFO,
+        &format!(
+            "{} ready: local mode (no GITHUB_TOKEN): deployments recorded in {}, run by an in-process faseng worker, logs at {}. {} apps from {}, room #{} as {}. Try `{} deploy demo to staging`.",
+            cli.name,
+            args.local_db.display(),
+            local.public_url,
+            local.bot.apps().len(),
+            cli.apps_json.display(),
+            args.room,
+            args.user,
+            cli.name
+        ),
     );
     let mut local = local;
     let events = std::mem::replace(&mut local.events, tokio::sync::mpsc::unbounded_channel().1);
@@ -151,45 +192,74 @@ async fn serve(bot: Arc<Bot>, args: &ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // SIGTERM (or Ctrl-C) stops taking requests and events; those under way are finished
+    // (the HTTP requests, then the commands they acknowledged), and chima exits 0.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let stop_signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
     };
     match (&args.slack_app_token, &args.slack_signing_secret) {
         (Some(app_token), _) => {
-            eprintln!(
-                "{} ready: Slack Socket Mode as {bot_user_id}, {} apps, healthz on {}",
-                bot.name(),
-                bot.apps().len(),
-                args.bind
+            say(
+                Level::INFO,
+                &format!(
+                    "{} ready: Slack Socket Mode as {bot_user_id}, {} apps, healthz on {}",
+                    bot.name(),
+                    bot.apps().len(),
+                    args.bind
+                ),
             );
             let health = axum::Router::new()
                 .route("/healthz", axum::routing::get(chima::slack::http::healthz));
-            tokio::spawn(deploy_core::server::run(
+            let health = tokio::spawn(deploy_core::server::run(
                 listener,
                 health,
                 args.http_limits(),
-                std::future::pending(),
+                stop_signal(stopped.clone()),
             ));
-            chima::slack::socket::run(app, &web, app_token).await
+            chima::slack::socket::run(app.clone(), &web, app_token, stop_signal(stopped)).await?;
+            finish(&app).await;
+            let _ = health.await;
+            Ok(())
         }
         (None, Some(secret)) => {
-            eprintln!(
-                "{} ready: Slack Events API on http://{} (/slack/events, /slack/commands, /slack/interactions) as {bot_user_id}, {} apps",
-                bot.name(),
-                listener.local_addr()?,
-                bot.apps().len()
+            say(
+                Level::INFO,
+                &format!(
+                    "{} ready: Slack Events API on http://{} (/slack/events, /slack/commands, /slack/interactions) as {bot_user_id}, {} apps",
+                    bot.name(),
+                    listener.local_addr()?,
+                    bot.apps().len()
+                ),
             );
             deploy_core::server::run(
                 listener,
-                chima::slack::http::router(app, secret),
+                chima::slack::http::router(app.clone(), secret),
                 args.http_limits(),
-                shutdown,
+                stop_signal(stopped),
             )
             .await;
+            finish(&app).await;
             Ok(())
         }
         (None, None) => anyhow::bail!(
             "chima serve needs SLACK_SIGNING_SECRET (Events API over HTTP) or SLACK_APP_TOKEN (Socket Mode)"
         ),
     }
+}
+
+/// Waits for the commands already acknowledged, then says chima stopped.
+async fn finish(app: &SlackApp) {
+    let left = app.drain(DRAIN_WITHIN).await;
+    if left > 0 {
+        tracing::warn!(
+            commands = left,
+            "stopping with commands still being handled after {DRAIN_WITHIN:?}"
+        );
+    }
+    say(Level::INFO, "chima stopped");
 }

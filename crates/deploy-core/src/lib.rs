@@ -1,6 +1,7 @@
 //! Contract types shared by chima (the chat bot) and faseng (the deployer): the app.json
 //! model, validated names and git refs, chat markup escaping, the deployment payload, the
-//! GitHub client factory, and the HTTP serve loop with its limits.
+//! GitHub client factory, the HTTP serve loop with its limits, and process logging
+//! (`LOG_FORMAT`).
 
 #![warn(missing_docs)]
 
@@ -9,6 +10,7 @@ pub mod chat;
 pub mod clock;
 pub mod duration;
 pub mod github;
+pub mod logging;
 pub mod names;
 pub mod payload;
 pub mod server;

@@ -99,6 +99,10 @@ pub struct Config {
     pub private_files: Vec<PathBuf>,
     /// Where "now" comes from for expiry, windows and retention (tests move it by hand).
     pub clock: Arc<dyn Clock>,
+    /// `FASENG_RETENTION_DAYS`: how long finished runs, logs and status history are kept.
+    pub retention: crate::retention::Retention,
+    /// How often the retention sweep runs after the one at start.
+    pub sweep_every: Duration,
     /// `FASENG_WORKER_ID`: this process's name as the holder of run leases (default: host
     /// name + boot id + pid).
     pub worker_id: Option<String>,
@@ -139,6 +143,8 @@ impl Config {
             isolation: None,
             private_files: Vec::new(),
             clock: deploy_core::clock::system(),
+            retention: crate::retention::Retention::default(),
+            sweep_every: crate::retention::SWEEP_EVERY,
             worker_id: None,
             leases: LeaseSettings::default(),
             repair: RepairSettings::default(),
@@ -389,11 +395,48 @@ impl Services {
         }
     }
 
-    /// Makes the work directory ready for provider runs (see [`Isolation::prepare_workdir`]).
+    /// Makes the work directory ready for provider runs (see [`Isolation::prepare_workdir`])
+    /// and removes the run directories dead processes left in it.
     pub fn prepare_for_runs(&self) -> anyhow::Result<()> {
+        let workdir = std::path::absolute(&self.config.workdir)?;
         self.isolation
-            .prepare_workdir(&std::path::absolute(&self.config.workdir)?)
-            .context("preparing the work directory (FASENG_WORKDIR)")
+            .prepare_workdir(&workdir)
+            .context("preparing the work directory (FASENG_WORKDIR)")?;
+        crate::checkout::prune_runs(&workdir);
+        Ok(())
+    }
+
+    /// One retention sweep now, on the configured clock (see [`crate::retention`]); `None`
+    /// when `FASENG_RETENTION_DAYS` is 0.
+    pub async fn sweep_now(&self) -> anyhow::Result<Option<crate::store::Swept>> {
+        crate::retention::sweep_once(
+            self.store.as_ref(),
+            self.config.clock.as_ref(),
+            self.config.retention,
+        )
+        .await
+    }
+
+    /// Starts the retention sweeper of this process (now, then every `sweep_every`) until
+    /// `shutdown` turns true.
+    pub fn spawn_sweeper(&self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::retention::run_sweeper(
+            self.store.clone(),
+            self.config.clock.clone(),
+            self.config.retention,
+            self.config.sweep_every,
+            shutdown,
+        ))
+    }
+
+    /// What `/healthz` and `/metrics` need (also served by `faseng worker` on
+    /// `FASENG_WORKER_BIND`).
+    pub fn ops_state(&self) -> web::OpsState {
+        web::OpsState {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            isolation: self.isolation.describe(),
+        }
     }
 
     /// Runs a worker until `shutdown`; restarts it (new name, backoff) if it stops on its own.
@@ -403,6 +446,7 @@ impl Services {
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         self.prepare_for_runs()?;
+        let _sweeper = self.spawn_sweeper(shutdown.clone());
         let repair = LineRepair::new(
             self.store.clone(),
             self.queue.clone(),
@@ -559,6 +603,8 @@ impl Application {
                 stream_slots::DEFAULT_TOTAL,
             ),
         };
+        // A worker sweeps in `run_worker`; without one, this process does.
+        let _sweeper = (!self.with_worker).then(|| s.spawn_sweeper(rx.clone()));
         let worker = self.with_worker.then(|| {
             tokio::spawn(
                 self.services

@@ -156,6 +156,9 @@ impl GitCredentials {
 /// `HOME` and `TMPDIR`. Handed to the provider user; removed with [`Checkouts::remove`].
 #[derive(Debug)]
 pub struct RunDir {
+    /// Marks the directory as in use by this process until it is removed (see
+    /// [`crate::rundir`]); `None` for one made by hand.
+    pub lease: Option<crate::rundir::DirLease>,
     /// The directory itself.
     pub root: PathBuf,
     /// The repository at the run's sha.
@@ -373,10 +376,13 @@ impl Checkouts {
     fn new_run_dir(&self) -> anyhow::Result<RunDir> {
         let runs = self.workdir.join("runs");
         create_private_dir(&runs)?;
-        remove_stale_runs(&runs);
-        let root = runs.join(format!("run-{}-{}", std::process::id(), random_hex(8)?));
-        create_private_dir(&root)?;
+        prune_runs(&self.workdir);
+        let (root, lease) = crate::rundir::create(&runs, |dir| {
+            create_private_dir(dir).map_err(std::io::Error::other)
+        })
+        .with_context(|| format!("creating a run directory in {}", runs.display()))?;
         let run = RunDir {
+            lease: Some(lease),
             checkout: root.join("checkout"),
             home: root.join("home"),
             tmp: root.join("tmp"),
@@ -387,35 +393,33 @@ impl Checkouts {
         Ok(run)
     }
 
-    /// Removes a run's directory.
+    /// Removes a run's directory (then lets its lease go).
     pub async fn remove(&self, run: RunDir) {
-        let root = run.root;
-        let result = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&root)).await;
+        let (root, lease) = (run.root, run.lease);
+        let result = tokio::task::spawn_blocking(move || {
+            let removed = std::fs::remove_dir_all(&root);
+            drop(lease);
+            removed
+        })
+        .await;
         if let Ok(Err(e)) = result {
             tracing::warn!(error = %e, "could not remove a run directory");
         }
     }
 }
 
-/// Run directories `run-<pid>-*` whose process is gone were left by a worker that died.
-fn remove_stale_runs(runs: &Path) {
-    let Ok(entries) = std::fs::read_dir(runs) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("run-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
+/// Removes the run directories under `workdir` (checkouts in `runs/`, SSH directories in
+/// `ssh/`) that no live process holds: left by a process that died mid-run. Returns how many.
+pub fn prune_runs(workdir: &Path) -> usize {
+    let mut removed = 0;
+    for dir in [workdir.join("runs"), workdir.join("ssh")] {
+        let gone = crate::rundir::prune(&dir);
+        if !gone.is_empty() {
+            tracing::info!(dir = %dir.display(), removed = ?gone, "removed run directories left by dead processes");
         }
+        removed += gone.len();
     }
+    removed
 }
 
 /// `n` random bytes as hex.

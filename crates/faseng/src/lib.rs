@@ -24,6 +24,8 @@ pub mod reconcile;
 pub mod repair;
 pub mod reporter;
 pub mod resolve;
+pub mod retention;
+pub mod rundir;
 pub mod runlog;
 pub mod sandbox;
 pub mod status;

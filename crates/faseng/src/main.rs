@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use deploy_core::logging::{self, LogFormat};
 use deploy_core::{Apps, GithubAuth, Secret, Span};
 use faseng::links::LinkKey;
 use faseng::providers::{ProviderConfig, SshKeySource};
 use faseng::queue::{QueueTiming, QueueUrl};
 use faseng::{Application, Config, Services};
+use tracing::Level;
 
 /// The deployer: GitHub deployment webhooks in, provider runs, statuses and chat updates out.
 #[derive(Debug, Parser)]
@@ -18,6 +20,10 @@ use faseng::{Application, Config, Services};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format: `text`, or `json` for one JSON object per line (everything faseng writes
+    /// on stdout and stderr, start-up messages and errors included).
+    #[arg(long, env = deploy_core::logging::ENV, default_value = "text", value_parser = ["text", "json"], global = true)]
+    log_format: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +63,10 @@ enum Command {
     Worker {
         #[command(flatten)]
         common: Common,
+        /// Address for this worker's `/healthz` (does the store answer?) and `/metrics`;
+        /// unset: no port.
+        #[arg(long, env = "FASENG_WORKER_BIND")]
+        worker_bind: Option<SocketAddr>,
     },
 }
 
@@ -165,6 +175,11 @@ struct Common {
     /// Heroku Platform API base.
     #[arg(long, env = "HEROKU_API_URL", default_value = "https://api.heroku.com")]
     heroku_api_url: String,
+    /// Whole days finished runs are kept, with their logs and status history (and the queue's
+    /// finished jobs); older ones are deleted by a sweep at start and every hour. 0 keeps
+    /// everything.
+    #[arg(long, env = "FASENG_RETENTION_DAYS", default_value_t = faseng::retention::DEFAULT_DAYS)]
+    retention_days: u32,
     /// Seconds between passes that list the newest GitHub deployments of every app's
     /// repository and queue those whose webhook never came (also once at start; 0: never).
     /// One faseng process of a store does it at a time.
@@ -254,6 +269,7 @@ impl Common {
             heroku_api_url: self.heroku_api_url,
         };
         c.provider_user = non_empty(self.provider_user);
+        c.retention = faseng::retention::Retention::days(self.retention_days);
         c.worker_id = non_empty(self.worker_id);
         c.repair = faseng::repair::RepairSettings {
             after: self.repair_after.as_duration().max(Duration::from_secs(1)),
@@ -275,11 +291,16 @@ fn load_apps(path: &std::path::Path) -> Apps {
     match Apps::load(path) {
         Ok(apps) => apps,
         Err(e) => {
-            eprint!("faseng: {e}");
-            eprintln!(
-                "faseng: nothing was started; fix {} (FASENG_APPS_JSON) and try again.",
+            let advice = format!(
+                "nothing was started; fix {} (FASENG_APPS_JSON) and try again.",
                 path.display()
             );
+            if logging::is_json() {
+                logging::say(Level::ERROR, "faseng", &format!("{e}{advice}"));
+            } else {
+                eprint!("faseng: {e}");
+                eprintln!("faseng: {advice}");
+            }
             std::process::exit(2);
         }
     }
@@ -295,16 +316,32 @@ async fn shutdown_signal() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,apalis=warn,sqlx=warn".into()),
-        )
-        .init();
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    logging::init(
+        LogFormat::from_process(),
+        "info,apalis=warn,sqlx=warn",
+        logging::Stream::Stdout,
+    );
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !logging::is_json() || !e.use_stderr() => e.exit(),
+        Err(e) => {
+            logging::say(Level::ERROR, "faseng", &e.render().to_string());
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            logging::say(Level::ERROR, "faseng", &format!("faseng: {e:#}"));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match deploy_core::server::raise_open_files_limit() {
         Ok(limit) => tracing::debug!(limit, "open files limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
@@ -334,7 +371,10 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(addr = %app.local_addr(), worker = !no_worker, "faseng serving");
             app.run(shutdown_signal()).await
         }
-        Command::Worker { common } => {
+        Command::Worker {
+            common,
+            worker_bind,
+        } => {
             let config = common.config()?;
             let public_url = config
                 .public_url
@@ -351,12 +391,38 @@ async fn main() -> anyhow::Result<()> {
                 let _ = tx.send(true);
             });
             let reconciler = services.spawn_reconciler(services.intake(), rx.clone());
+            let ops = match worker_bind {
+                Some(bind) => {
+                    let listener = tokio::net::TcpListener::bind(bind)
+                        .await
+                        .with_context(|| format!("binding {bind} (FASENG_WORKER_BIND)"))?;
+                    tracing::info!(addr = %listener.local_addr()?, "worker /healthz and /metrics");
+                    let mut stop = rx.clone();
+                    Some(tokio::spawn(deploy_core::server::run(
+                        listener,
+                        faseng::web::ops_router(services.ops_state()),
+                        deploy_core::server::Limits::default(),
+                        async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        },
+                    )))
+                }
+                None => None,
+            };
+            let stopping = rx.clone();
             let result = services.run_worker(public_url, rx).await;
             if let Some(r) = reconciler {
                 if result.is_err() {
                     r.abort();
                 }
                 let _ = r.await;
+            }
+            if let Some(ops) = ops {
+                if *stopping.borrow() {
+                    let _ = ops.await;
+                } else {
+                    ops.abort();
+                }
             }
             result
         }

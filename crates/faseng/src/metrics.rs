@@ -166,9 +166,34 @@ impl Metrics {
     }
 }
 
+/// The store gauges (`faseng_store_runs`, `faseng_store_log_bytes`), Prometheus text.
+pub fn render_store_size(size: &crate::store::StoreSize) -> String {
+    format!(
+        "# HELP faseng_store_runs Deployment runs kept in the store (FASENG_RETENTION_DAYS bounds them).\n\
+         # TYPE faseng_store_runs gauge\n\
+         faseng_store_runs {}\n\
+         # HELP faseng_store_log_bytes Bytes of run logs kept in the store.\n\
+         # TYPE faseng_store_log_bytes gauge\n\
+         faseng_store_log_bytes {}\n",
+        size.runs, size.log_bytes
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_gauges_render() {
+        let text = render_store_size(&crate::store::StoreSize {
+            runs: 12,
+            log_bytes: 3456,
+        });
+        assert!(text.contains("# TYPE faseng_store_runs gauge\nfaseng_store_runs 12\n"));
+        assert!(
+            text.contains("# TYPE faseng_store_log_bytes gauge\nfaseng_store_log_bytes 3456\n")
+        );
+    }
 
     #[test]
     fn counters_and_histogram_render() {

@@ -3,8 +3,9 @@
 //!
 //! apalis traps handled here: every job is pushed with `max_attempts(1)` and the handler
 //! never returns a retryable error once a run may have started (Redis ignores
-//! `max_attempts`); each process gets a unique worker name; the SQLite pool is reopened
-//! with WAL and `synchronous = NORMAL` after apalis's setup; the Redis connection has a
+//! `max_attempts`); each process gets a unique worker name; the SQLite pool has WAL and
+//! `synchronous = FULL`, and apalis's migrations run without its `setup` (which turns syncing
+//! off); Redis's persistence is checked at start; the Redis connection has a
 //! long response timeout; the worker polls on a short interval with a timer that is always
 //! armed (apalis' `poll_with_interval` can leave none after an empty fetch).
 
@@ -102,6 +103,7 @@ pub async fn open(url: &QueueUrl, timing: QueueTiming) -> anyhow::Result<(Queue,
     match url {
         QueueUrl::Redis(u) => {
             let conn = redis_connect(u).await?;
+            crate::store::warn_redis_durability(&conn).await;
             let config = apalis_redis::Config::default()
                 .queue(QUEUE_NAME)
                 .heartbeat_interval(timing.heartbeat)

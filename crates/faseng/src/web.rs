@@ -45,6 +45,35 @@ pub struct WebState {
     pub streams: Arc<StreamSlots>,
 }
 
+/// What `/healthz` and `/metrics` need: all a `faseng worker` serves (`FASENG_WORKER_BIND`).
+#[derive(Clone)]
+pub struct OpsState {
+    /// The store (health, queue depth, store size).
+    pub store: Arc<dyn Store>,
+    /// This process's counters.
+    pub metrics: Arc<Metrics>,
+    /// How providers are kept from faseng, as `/healthz` says it.
+    pub isolation: String,
+}
+
+impl axum::extract::FromRef<WebState> for OpsState {
+    fn from_ref(s: &WebState) -> Self {
+        Self {
+            store: s.store.clone(),
+            metrics: s.metrics.clone(),
+            isolation: s.isolation.clone(),
+        }
+    }
+}
+
+/// `/healthz` and `/metrics` alone (`faseng worker` with `FASENG_WORKER_BIND`).
+pub fn ops_router(state: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 /// The router.
 pub fn router(state: WebState) -> Router {
     Router::new()
@@ -154,7 +183,7 @@ async fn handle_event(s: &WebState, event: WebhookEvent) -> Response {
     }
 }
 
-async fn healthz(State(s): State<WebState>) -> Response {
+async fn healthz(State(s): State<OpsState>) -> Response {
     match s.store.ping().await {
         Ok(()) => (StatusCode::OK, format!("ok\n{}\n", s.isolation)).into_response(),
         Err(e) => (
@@ -165,13 +194,16 @@ async fn healthz(State(s): State<WebState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<WebState>) -> Response {
+async fn metrics(State(s): State<OpsState>) -> Response {
     let depth = s.store.queue_depth().await.ok();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(depth),
-    )
-        .into_response()
+    let mut text = s.metrics.render(depth);
+    match s.store.size().await {
+        Ok(size) => text.push_str(&crate::metrics::render_store_size(&size)),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "/metrics: could not read the store's size")
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 fn store_unavailable(e: &anyhow::Error) -> Response {

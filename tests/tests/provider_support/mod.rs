@@ -301,6 +301,7 @@ impl Direct {
             self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
         let run = RunDir {
+            lease: None,
             checkout: checkout.to_owned(),
             home: root.join("home"),
             tmp: root.join("tmp"),

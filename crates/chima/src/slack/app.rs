@@ -66,6 +66,8 @@ pub struct SlackApp {
     settings: SlackSettings,
     seen: Mutex<SeenEvents>,
     watchdog_reports: Option<mpsc::UnboundedSender<WatchdogReport>>,
+    /// The events acknowledged and still being handled (waited for at shutdown).
+    in_flight: tokio_util::task::TaskTracker,
 }
 
 impl SlackApp {
@@ -83,6 +85,7 @@ impl SlackApp {
             settings,
             seen: Mutex::new(SeenEvents::default()),
             watchdog_reports: None,
+            in_flight: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -103,6 +106,26 @@ impl SlackApp {
             .lock()
             .expect("seen lock")
             .insert(event_id, Instant::now())
+    }
+
+    /// Handles an acknowledged event on a task of its own, counted in flight until done.
+    pub fn dispatch(self: &Arc<Self>, inbound: Inbound) {
+        self.in_flight.spawn(self.clone().handle(inbound));
+    }
+
+    /// At shutdown: waits (at most `within`) for the events being handled to be answered;
+    /// returns how many were still going when it gave up (0: all done). Watchdogs, which
+    /// only warn minutes later, are not waited for.
+    pub async fn drain(&self, within: Duration) -> usize {
+        self.in_flight.close();
+        if !self.in_flight.is_empty() {
+            tracing::info!(
+                events = self.in_flight.len(),
+                "waiting for the commands being handled"
+            );
+        }
+        let _ = tokio::time::timeout(within, self.in_flight.wait()).await;
+        self.in_flight.len()
     }
 
     /// Runs the work for an acknowledged event. Never panics on Slack failures.

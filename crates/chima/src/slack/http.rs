@@ -86,7 +86,7 @@ pub async fn healthz() -> &'static str {
 }
 
 fn dispatch(app: &Arc<SlackApp>, inbound: Inbound) {
-    tokio::spawn(app.clone().handle(inbound));
+    app.dispatch(inbound);
 }
 
 async fn on_events(State(state): State<HttpState>, verified: VerifiedBody) -> Response {

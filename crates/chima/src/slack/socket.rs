@@ -44,7 +44,7 @@ pub async fn on_push(
     {
         return Ok(());
     }
-    tokio::spawn(app.handle(inbound));
+    app.dispatch(inbound);
     Ok(())
 }
 
@@ -64,7 +64,7 @@ pub async fn on_command(
             text: event.text.clone().unwrap_or_default(),
             response_url: Some(event.response_url.0.to_string()),
         };
-        tokio::spawn(app.handle(Inbound::Command(command)));
+        app.dispatch(Inbound::Command(command));
     }
     Ok(SlackCommandEventResponse::new(SlackMessageContent::new()))
 }
@@ -77,13 +77,20 @@ pub async fn on_interaction(
 ) -> UserCallbackResult<()> {
     if let Some(app) = app_of(&state).await {
         let body = serde_json::to_value(&event)?;
-        tokio::spawn(app.handle(events::read_interaction(&body)));
+        app.dispatch(events::read_interaction(&body));
     }
     Ok(())
 }
 
-/// Connects with the app-level token and serves until the process is asked to stop.
-pub async fn run(app: Arc<SlackApp>, web: &SlackWeb, app_token: &str) -> anyhow::Result<()> {
+/// Connects with the app-level token and serves until `shutdown` resolves; then closes the
+/// websocket (no more events come) and returns. The events already taken are the caller's
+/// to wait for ([`SlackApp::drain`]).
+pub async fn run(
+    app: Arc<SlackApp>,
+    web: &SlackWeb,
+    app_token: &str,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let callbacks = SlackSocketModeListenerCallbacks::new()
         .with_push_events(on_push)
         .with_command_events(on_command)
@@ -97,6 +104,9 @@ pub async fn run(app: Arc<SlackApp>, web: &SlackWeb, app_token: &str) -> anyhow:
         .listen_for(&SlackApiToken::new(app_token.into()))
         .await
         .map_err(|e| anyhow::anyhow!("Socket Mode connection failed (check SLACK_APP_TOKEN, an xapp- token with connections:write): {e}"))?;
-    listener.serve().await;
+    listener.start().await;
+    shutdown.await;
+    tracing::info!("closing the Socket Mode connection");
+    listener.shutdown().await;
     Ok(())
 }

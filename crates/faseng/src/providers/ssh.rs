@@ -24,7 +24,7 @@ use crate::sandbox::Isolation;
 /// One run's SSH directory; removed on drop.
 #[derive(Debug)]
 pub struct SshRun {
-    dir: Option<tempfile::TempDir>,
+    dir: Option<crate::rundir::OwnedDir>,
     home: PathBuf,
     config_file: PathBuf,
     key_file: Option<PathBuf>,
@@ -74,24 +74,10 @@ pub fn check_key_text(text: &str) -> Result<(), String> {
     }
 }
 
-/// Directories `run-<pid>-*` whose process is gone are left by a worker that died mid-run:
-/// they may hold key text, so they go.
+/// Directories `run-<pid>-*` no live process holds were left by a worker that died mid-run:
+/// they may hold key text, so they go (see [`crate::rundir`]).
 fn remove_stale_runs(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("run-")) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
+    crate::rundir::prune(root);
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -173,10 +159,10 @@ impl SshRun {
             ));
         }
         remove_stale_runs(&root);
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("run-{}-", std::process::id()))
-            .tempdir_in(&root)
-            .map_err(|e| format!("cannot create a private SSH directory: {e}"))?;
+        let dir = crate::rundir::OwnedDir::create(&root, |dir| {
+            std::fs::DirBuilder::new().mode(0o700).create(dir)
+        })
+        .map_err(|e| format!("cannot create a private SSH directory: {e}"))?;
         let home = dir.path().to_owned();
         let dot_ssh = home.join(".ssh");
         std::fs::DirBuilder::new()
@@ -359,7 +345,7 @@ impl SshRun {
             {
                 tracing::warn!(error = %e, "could not remember the host keys this run accepted");
             }
-            let _ = d.close();
+            drop(d);
         }
     }
 }
@@ -494,14 +480,17 @@ mod tests {
     #[test]
     fn stale_run_directories_of_dead_processes_are_removed() {
         let root = tempfile::tempdir().unwrap();
-        let mine = root.path().join(format!("run-{}-abc", std::process::id()));
+        let mine =
+            crate::rundir::OwnedDir::create(root.path(), |d| std::fs::create_dir(d)).unwrap();
         let dead = root.path().join("run-999999999-abc");
         let other = root.path().join("known_hosts");
-        std::fs::create_dir(&mine).unwrap();
         std::fs::create_dir(&dead).unwrap();
         std::fs::write(&other, "").unwrap();
         remove_stale_runs(root.path());
-        assert!(mine.exists() && other.exists());
+        assert!(mine.path().exists() && other.exists());
         assert!(!dead.exists());
+        let path = mine.path().to_owned();
+        drop(mine);
+        assert!(!path.exists(), "removed when the run is done");
     }
 }

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AcceptItem, Accepted, EnvLock, RunRecord, SqliteStore, StartMarker, Store, StoredMarker,
+    AcceptItem, Accepted, EnvLock, RunRecord, SqliteStore, StartMarker, Store, StoreSize,
+    StoredMarker, Swept,
 };
 
 /// Which store call a [`FlakyStore`] makes fail once, as a store that dies mid-call would.
@@ -161,6 +162,12 @@ impl Store for FlakyStore {
     }
     async fn link_key(&self, fresh: &str) -> anyhow::Result<String> {
         self.inner.link_key(fresh).await
+    }
+    async fn sweep(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Swept> {
+        self.inner.sweep(cutoff).await
+    }
+    async fn size(&self) -> anyhow::Result<StoreSize> {
+        self.inner.size().await
     }
     async fn acquire_duty(
         &self,

@@ -10,7 +10,9 @@ pub(crate) mod flaky;
 mod redis_store;
 mod sqlite_store;
 
-pub use redis_store::{RedisStore, connect as redis_connect};
+pub use redis_store::{
+    RedisStore, connect as redis_connect, warn_if_not_durable as warn_redis_durability,
+};
 pub use sqlite_store::{SqliteStore, database_files};
 
 use std::time::Duration;
@@ -237,6 +239,50 @@ pub struct AcceptItem {
     pub job: String,
 }
 
+/// What one retention sweep ([`Store::sweep`]) deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Finished runs, each with its start marker, log and status history.
+    pub runs: u64,
+    /// The bytes of their logs.
+    pub log_bytes: u64,
+    /// Status histories of deployments faseng kept no run for.
+    pub status_histories: u64,
+    /// Finished jobs of the queue library (its own records of them).
+    pub jobs: u64,
+}
+
+impl Swept {
+    /// True when nothing was deleted.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How much the store keeps, for the `faseng_store_*` gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreSize {
+    /// Run records.
+    pub runs: u64,
+    /// Bytes of run logs (each line and its newline, as `/log` serves them).
+    pub log_bytes: u64,
+}
+
+/// The bytes a log line counts for in [`StoreSize::log_bytes`].
+pub fn log_line_bytes(line: &str) -> u64 {
+    line.len() as u64 + 1
+}
+
+/// Whether retention deletes `run` at `cutoff`: it is finished (success, failure or error)
+/// and finished before the cutoff (a finished record without a finish time counts from when
+/// it was received). A queued or running run is never deleted, however old.
+pub fn expired(run: &RunRecord, cutoff: DateTime<Utc>) -> bool {
+    run.state.is_final() && run.finished_at.unwrap_or(run.received_at) < cutoff
+}
+
+/// How many runs a sweep reads and deletes per round trip.
+pub(crate) const SWEEP_BATCH: usize = 200;
+
 /// The operations faseng needs from its durable store. Every method is one round trip and
 /// safe to call from any number of processes at once.
 #[async_trait]
@@ -323,6 +369,13 @@ pub trait Store: Send + Sync + 'static {
     /// The key log links are signed with: stores `fresh` when there is none yet and returns
     /// the stored one, atomically (every process that races here gets the same key).
     async fn link_key(&self, fresh: &str) -> anyhow::Result<String>;
+    /// Retention: deletes every run that is [`expired`] at `cutoff` (record, start marker,
+    /// log, status history), the status history of deployments without a run whose last
+    /// event is older than `cutoff`, and the queue library's finished jobs done before it.
+    /// Never a queued or running run. Idempotent, and safe from many processes at once.
+    async fn sweep(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Swept>;
+    /// How many runs and log bytes the store keeps; constant time (maintained counts).
+    async fn size(&self) -> anyhow::Result<StoreSize>;
     /// Takes the duty lease `name` (a periodic job that one process of the store does at a
     /// time) for `holder` until `now + ttl`, atomically: when it is free, has expired (its end
     /// is not after `now`) or is `holder`'s already (renewed). `false` while another holder's
@@ -606,7 +659,139 @@ pub(crate) mod contract {
         assert_eq!(store.link_key("first key").await.unwrap(), "first key");
         assert_eq!(store.link_key("second key").await.unwrap(), "first key");
 
+        sweeping(store).await;
         exercise_duties(store).await;
+    }
+
+    /// Retention: what a sweep deletes and what it keeps, the gauges' counts, idempotence.
+    async fn sweeping(store: &dyn Store) {
+        let now = Utc::now();
+        let day = chrono::Duration::days(1);
+        let cutoff = now - day;
+        let at = |state: RunState, received: DateTime<Utc>, finished: Option<DateTime<Utc>>| {
+            move |key: &str| RunRecord {
+                state,
+                received_at: received,
+                started_at: finished.map(|_| received),
+                finished_at: finished,
+                ..run(key)
+            }
+        };
+        let before = store.size().await.unwrap();
+        let old_done = at(RunState::Success, now - day * 3, Some(now - day * 3))("s/old/1");
+        let old_failed = at(RunState::Failure, now - day * 3, Some(now - day * 2))("s/old/2");
+        let old_queued = at(RunState::Queued, now - day * 3, None)("s/old/3");
+        let old_running = at(RunState::InProgress, now - day * 3, None)("s/old/4");
+        let fresh_done = at(RunState::Error, now, Some(now))("s/new/5");
+        // Received long ago, finished within retention: kept until it is old itself.
+        let late_done = at(RunState::Success, now - day * 3, Some(now - day / 2))("s/late/6");
+        for r in [&old_done, &old_failed, &old_queued, &fresh_done, &late_done] {
+            assert!(store.create_run(r).await.unwrap());
+        }
+        // A record first written by an overwrite is counted and swept like any other.
+        store.put_run(&old_running).await.unwrap();
+        // One accepted at intake (with its kept queue job), finished long ago.
+        let accepted = at(RunState::Success, now - day * 3, Some(now - day * 3))("s/acc/9");
+        let item = AcceptItem {
+            delivery_id: "s-delivery-9".into(),
+            run: RunRecord {
+                state: RunState::Queued,
+                finished_at: None,
+                ..accepted.clone()
+            },
+            line: "app/sweep".into(),
+            job: "{\"job\": 9}".into(),
+        };
+        assert!(store.accept_runs(&[item]).await.unwrap()[0].created);
+        store.line_leave("app/sweep", &accepted.key).await.unwrap();
+        store.put_run(&accepted).await.unwrap();
+        store
+            .note_provider_stopped(&old_done.key, "w")
+            .await
+            .unwrap();
+        let marker = StartMarker::sample("w", now);
+        for r in [&old_done, &old_failed, &old_running] {
+            store.mark_started(&r.key, &marker).await.unwrap();
+            store
+                .record_status_event(&r.key, "success", r.received_at)
+                .await
+                .unwrap();
+        }
+        let lines: Vec<String> = vec!["héllo".into(), String::new(), "x".repeat(100)];
+        let bytes: u64 = lines.iter().map(|l| log_line_bytes(l)).sum();
+        assert_eq!(
+            bytes,
+            (6 + 1) + 1 + (100 + 1),
+            "bytes, not characters, and a newline each"
+        );
+        for r in [&old_done, &old_queued, &fresh_done] {
+            store.append_log(&r.key, &lines).await.unwrap();
+        }
+        // Histories of deployments faseng never ran: one old, one recent.
+        store
+            .record_status_event("s/none/7", "success", now - day * 2)
+            .await
+            .unwrap();
+        store
+            .record_status_event("s/none/8", "success", now)
+            .await
+            .unwrap();
+        let size = store.size().await.unwrap();
+        assert_eq!(size.runs, before.runs + 7);
+        assert_eq!(size.log_bytes, before.log_bytes + 3 * bytes);
+
+        let swept = store.sweep(cutoff).await.unwrap();
+        assert_eq!(swept.runs, 3, "{swept:?}");
+        assert_eq!(
+            store.job(&accepted.key).await.unwrap(),
+            None,
+            "the kept job goes"
+        );
+        assert!(
+            !store.provider_stopped(&old_done.key, "w").await.unwrap(),
+            "the provider-stopped note goes"
+        );
+        assert_eq!(swept.log_bytes, bytes, "{swept:?}");
+        assert_eq!(swept.status_histories, 1, "{swept:?}");
+        for gone in [&old_done, &old_failed, &accepted] {
+            assert_eq!(store.get_run(&gone.key).await.unwrap(), None);
+            assert!(store.read_log(&gone.key, 0).await.unwrap().is_empty());
+            assert_eq!(
+                store.mark_started(&gone.key, &marker).await.unwrap(),
+                None,
+                "the start marker goes with the run"
+            );
+        }
+        for kept in [&old_queued, &old_running, &fresh_done, &late_done] {
+            assert_eq!(store.get_run(&kept.key).await.unwrap().as_ref(), Some(kept));
+        }
+        assert_eq!(store.read_log(&old_queued.key, 0).await.unwrap(), lines);
+        let size = store.size().await.unwrap();
+        // The two markers written by the probe above belong to no run; the gauges count runs.
+        assert_eq!(size.runs, before.runs + 4);
+        assert_eq!(size.log_bytes, before.log_bytes + 2 * bytes);
+
+        // Again: nothing more to delete (several processes may sweep at once).
+        let again = store.sweep(cutoff).await.unwrap();
+        assert_eq!(again.runs + again.status_histories, 0, "{again:?}");
+        assert_eq!(store.size().await.unwrap(), size);
+
+        // Once retention has passed for them too, the rest of the finished runs go; the
+        // queued and running ones stay.
+        let swept = store.sweep(now + day).await.unwrap();
+        assert_eq!(swept.runs, 2, "{swept:?}");
+        assert_eq!(swept.log_bytes, bytes, "{swept:?}");
+        // s/none/8, and o/r/1's (its run was deleted above).
+        assert_eq!(swept.status_histories, 2, "{swept:?}");
+        assert!(store.get_run(&old_queued.key).await.unwrap().is_some());
+        assert!(store.get_run(&old_running.key).await.unwrap().is_some());
+        // A deleted run's record, log and count: an intake rollback keeps the gauge right.
+        store.delete_run(&old_queued.key).await.unwrap();
+        assert_eq!(
+            store.size().await.unwrap().runs,
+            before.runs + 1,
+            "deleting a run uncounts it"
+        );
     }
 
     /// Duty leases, on a time moved by hand.

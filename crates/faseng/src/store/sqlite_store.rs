@@ -1,5 +1,6 @@
 //! The SQLite store: tables next to apalis's own in the same database file (WAL,
-//! `synchronous = NORMAL`), for one machine.
+//! `synchronous = FULL`: a delivery acknowledged with 202 survives a power cut), for one
+//! machine.
 
 use std::path::Path;
 use std::str::FromStr as _;
@@ -14,8 +15,8 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    AcceptItem, Accepted, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, StartMarker, Store,
-    StoredMarker,
+    AcceptItem, Accepted, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, SWEEP_BATCH,
+    StartMarker, Store, StoreSize, StoredMarker, Swept, expired, log_line_bytes,
 };
 
 const SCHEMA: &str = r"
@@ -33,7 +34,30 @@ CREATE TABLE IF NOT EXISTS faseng_meta (name TEXT PRIMARY KEY, value TEXT NOT NU
 CREATE TABLE IF NOT EXISTS faseng_jobs (key TEXT PRIMARY KEY, job TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS faseng_provider_stopped (key TEXT PRIMARY KEY, started_by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS faseng_duties (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS faseng_runs_received ON faseng_runs(json_extract(record, '$.received_at'));
+CREATE INDEX IF NOT EXISTS faseng_status_events_run ON faseng_status_events(run, at);
+CREATE TABLE IF NOT EXISTS faseng_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO faseng_counters (name, value) SELECT 'runs', COUNT(*) FROM faseng_runs;
+INSERT OR IGNORE INTO faseng_counters (name, value)
+  SELECT 'log_bytes', COALESCE(SUM(length(CAST(text AS BLOB)) + 1), 0) FROM faseng_logs;
+CREATE TRIGGER IF NOT EXISTS faseng_runs_counted AFTER INSERT ON faseng_runs
+  BEGIN UPDATE faseng_counters SET value = value + 1 WHERE name = 'runs'; END;
+CREATE TRIGGER IF NOT EXISTS faseng_runs_uncounted AFTER DELETE ON faseng_runs
+  BEGIN UPDATE faseng_counters SET value = value - 1 WHERE name = 'runs'; END;
 ";
+
+/// A page of runs received before a cutoff (?1), after the (time, key) last seen (?2, ?3),
+/// in the order of `faseng_runs_received` (the expression is spelt as the index has it).
+const SWEEP_PAGE: &str = "SELECT json_extract(record, '$.received_at') AS at, key, record \
+     FROM faseng_runs WHERE json_extract(record, '$.received_at') < ?1 \
+     AND (json_extract(record, '$.received_at'), key) > (?2, ?3) \
+     ORDER BY json_extract(record, '$.received_at'), key LIMIT ?4";
+
+/// A time as the runs index compares it (RFC 3339 as the records hold it, to the second:
+/// a record within the same second compares before it, and is then checked exactly).
+fn index_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
 
 /// The SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
@@ -66,9 +90,10 @@ fn make_private(path: &Path) {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database: runs apalis's migrations on a throwaway pool
-    /// (its `setup` turns durability off), then opens the real pool with WAL and
-    /// `synchronous = NORMAL`, and creates faseng's tables.
+    /// Opens (creating if needed) the database with WAL and `synchronous = FULL` (a commit
+    /// is on disk before it returns, so an acknowledged delivery survives a power cut; apalis's
+    /// own `setup` would turn syncing off, so its migrations are run here instead), runs
+    /// apalis's migrations and creates faseng's tables.
     pub async fn open(path: &Path, queue: &str) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -77,29 +102,26 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .busy_timeout(Duration::from_secs(10));
-        {
-            let setup_pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(base.clone())
-                .await
-                .with_context(|| format!("opening {}", path.display()))?;
-            apalis_sqlite::SqliteStorage::setup(&setup_pool)
-                .await
-                .context("running the queue migrations")?;
-            setup_pool.close().await;
-        }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(
                 base.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal),
+                    .synchronous(SqliteSynchronous::Full),
             )
             .await
             .with_context(|| format!("opening {}", path.display()))?;
+        apalis_sqlite::SqliteStorage::migrations()
+            .run(&pool)
+            .await
+            .context("running the queue migrations")?;
+        // One transaction: the counters start from the rows there are, and their triggers
+        // exist from then on (two processes opening at once cannot count a row twice).
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::raw_sql(SCHEMA)
-            .execute(&pool)
+            .execute(&mut *tx)
             .await
             .context("creating faseng tables")?;
+        tx.commit().await.context("creating faseng tables")?;
         make_private(path);
         Ok(Self {
             pool,
@@ -201,11 +223,16 @@ impl Store for SqliteStore {
     }
 
     async fn put_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        sqlx::query("INSERT OR REPLACE INTO faseng_runs (key, record) VALUES (?, ?)")
-            .bind(&run.key)
-            .bind(to_json(run)?)
-            .execute(&self.pool)
-            .await?;
+        // An upsert, not INSERT OR REPLACE: a replace deletes without firing the delete
+        // trigger, and the run count would drift.
+        sqlx::query(
+            "INSERT INTO faseng_runs (key, record) VALUES (?, ?) \
+             ON CONFLICT(key) DO UPDATE SET record = excluded.record",
+        )
+        .bind(&run.key)
+        .bind(to_json(run)?)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -448,6 +475,11 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        let bytes: u64 = lines.iter().map(|l| log_line_bytes(l)).sum();
+        sqlx::query("UPDATE faseng_counters SET value = value + ? WHERE name = 'log_bytes'")
+            .bind(bytes as i64)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -529,6 +561,151 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn sweep(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Swept> {
+        let mut swept = Swept::default();
+        // Runs received before the cutoff, a page at a time in index order.
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = sqlx::query(SWEEP_PAGE)
+                .bind(index_time(cutoff))
+                .bind(after.as_ref().map_or("", |a| a.0.as_str()))
+                .bind(after.as_ref().map_or("", |a| a.1.as_str()))
+                .bind(SWEEP_BATCH as i64)
+                .fetch_all(&self.pool)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.get::<String, _>(0), last.get::<String, _>(1)));
+            let expired_runs: Vec<(String, String)> = page
+                .iter()
+                .filter_map(|row| {
+                    let (key, text) = (row.get::<String, _>(1), row.get::<String, _>(2));
+                    match from_json::<RunRecord>(&text) {
+                        Ok(run) => expired(&run, cutoff).then_some((key, text)),
+                        Err(e) => {
+                            tracing::warn!(run = %key, error = %format!("{e:#}"), "retention: an unreadable run record is kept");
+                            None
+                        }
+                    }
+                })
+                .collect();
+            self.delete_runs(&expired_runs, &mut swept).await?;
+            if page.len() < SWEEP_BATCH {
+                break;
+            }
+        }
+        // Histories of deployments with no run, whose newest event is older than the cutoff.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let orphans = sqlx::query(
+            "DELETE FROM faseng_status_events WHERE run IN ( \
+               SELECT run FROM faseng_status_events \
+               WHERE NOT EXISTS (SELECT 1 FROM faseng_runs WHERE key = run) \
+               GROUP BY run HAVING MAX(at) < ?) RETURNING run",
+        )
+        .bind(cutoff.to_rfc3339())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut runs: Vec<String> = orphans.iter().map(|r| r.get(0)).collect();
+        runs.sort();
+        runs.dedup();
+        swept.status_histories += runs.len() as u64;
+        // apalis's finished jobs (a failed job with attempts left may still run again).
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM Jobs \
+                 WHERE job_type = ? AND done_at IS NOT NULL AND done_at < ? \
+                 AND (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts)) \
+                 LIMIT ?)",
+            )
+            .bind(&self.queue)
+            .bind(cutoff.timestamp())
+            .bind(SWEEP_BATCH as i64 * 5)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            swept.jobs += n;
+            if n < SWEEP_BATCH as u64 * 5 {
+                break;
+            }
+        }
+        Ok(swept)
+    }
+
+    async fn size(&self) -> anyhow::Result<StoreSize> {
+        let rows = sqlx::query("SELECT name, value FROM faseng_counters")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut size = StoreSize::default();
+        for row in rows {
+            let value = row.get::<i64, _>(1).max(0) as u64;
+            match row.get::<&str, _>(0) {
+                "runs" => size.runs = value,
+                "log_bytes" => size.log_bytes = value,
+                _ => {}
+            }
+        }
+        Ok(size)
+    }
+}
+
+/// How many log bytes one sweep transaction deletes at most (it holds the write lock).
+const SWEEP_TX_BYTES: u64 = 16 << 20;
+
+impl SqliteStore {
+    /// Deletes runs a sweep chose, each only if its record is still as read, a few
+    /// transactions' worth at a time.
+    async fn delete_runs(
+        &self,
+        runs: &[(String, String)],
+        swept: &mut Swept,
+    ) -> anyhow::Result<()> {
+        let mut pending = runs.iter().peekable();
+        while pending.peek().is_some() {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut bytes_in_tx = 0u64;
+            while bytes_in_tx < SWEEP_TX_BYTES
+                && let Some((key, seen)) = pending.next()
+            {
+                let deleted = sqlx::query("DELETE FROM faseng_runs WHERE key = ? AND record = ?")
+                    .bind(key)
+                    .bind(seen)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    continue;
+                }
+                let bytes: i64 = sqlx::query(
+                    "SELECT COALESCE(SUM(length(CAST(text AS BLOB)) + 1), 0) FROM faseng_logs WHERE run = ?",
+                )
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?
+                .get(0);
+                for table in [
+                    "DELETE FROM faseng_logs WHERE run = ?",
+                    "DELETE FROM faseng_started WHERE key = ?",
+                    "DELETE FROM faseng_status_events WHERE run = ?",
+                    "DELETE FROM faseng_jobs WHERE key = ?",
+                    "DELETE FROM faseng_provider_stopped WHERE key = ?",
+                ] {
+                    sqlx::query(table).bind(key).execute(&mut *tx).await?;
+                }
+                sqlx::query(
+                    "UPDATE faseng_counters SET value = value - ? WHERE name = 'log_bytes'",
+                )
+                .bind(bytes)
+                .execute(&mut *tx)
+                .await?;
+                swept.runs += 1;
+                swept.log_bytes += bytes.max(0) as u64;
+                bytes_in_tx += bytes.max(0) as u64;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -553,6 +730,68 @@ mod tests {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(sync, 1, "synchronous must be NORMAL, not OFF");
+        assert_eq!(sync, 2, "synchronous must be FULL");
+
+        // What the contract cannot see: status histories and apalis's finished jobs.
+        let runs: Vec<String> = sqlx::query("SELECT DISTINCT run FROM faseng_status_events")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(runs, ["s/old/4"], "only the running run's history is left");
+        let now = Utc::now();
+        let old = (now - chrono::Duration::days(2)).timestamp();
+        for (id, status, attempts, done_at) in [
+            ("old-done", "Done", 1, Some(old)),
+            ("new-done", "Done", 1, Some(now.timestamp())),
+            ("old-killed", "Killed", 1, Some(old)),
+            ("old-failed-final", "Failed", 25, Some(old)),
+            ("old-failed-retrying", "Failed", 1, Some(old)),
+            ("waiting", "Pending", 0, None),
+        ] {
+            sqlx::query(
+                "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, done_at) \
+                 VALUES (x'7b7d', ?, 'q', ?, ?, 25, ?)",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(attempts)
+            .bind(done_at)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        let swept = store.sweep(now - chrono::Duration::days(1)).await.unwrap();
+        assert_eq!(swept.jobs, 3, "{swept:?}");
+        let left: Vec<String> = sqlx::query("SELECT id FROM Jobs ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, ["new-done", "old-failed-retrying", "waiting"]);
+
+        // The sweep walks the runs by time through the index, not the whole table.
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {SWEEP_PAGE}"
+        )))
+        .bind("2026-01-01T00:00:00Z")
+        .bind("")
+        .bind("")
+        .bind(10)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(3))
+        .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("faseng_runs_received")),
+            "{plan:?}"
+        );
     }
 }
