@@ -4,7 +4,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{AcceptItem, Accepted, EnvLock, RunRecord, SqliteStore, StartMarker, Store};
+use super::{
+    AcceptItem, Accepted, ClaimedLane, EnvLock, LaneKey, OutboxEntry, RunRecord, Settle,
+    SqliteStore, StartMarker, Store,
+};
 
 /// Which store call a [`FlakyStore`] makes fail once, as a store that dies mid-call would.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -136,5 +139,45 @@ impl Store for FlakyStore {
     }
     async fn link_key(&self, fresh: &str) -> anyhow::Result<String> {
         self.inner.link_key(fresh).await
+    }
+    async fn outbox_push(
+        &self,
+        run: &str,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        self.inner.outbox_push(run, fence, entries).await
+    }
+    async fn finish_run(
+        &self,
+        record: &RunRecord,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        self.inner.finish_run(record, fence, entries).await
+    }
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<LaneKey>> {
+        self.inner.outbox_due(now, limit).await
+    }
+    async fn outbox_claim(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Option<ClaimedLane>> {
+        self.inner.outbox_claim(lane, holder, now, until, limit).await
+    }
+    async fn outbox_settle(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        settle: &Settle,
+    ) -> anyhow::Result<Option<u64>> {
+        self.inner.outbox_settle(lane, holder, settle).await
+    }
+    async fn outbox_depth(&self) -> anyhow::Result<u64> {
+        self.inner.outbox_depth().await
     }
 }

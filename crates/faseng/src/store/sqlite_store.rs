@@ -14,7 +14,8 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    AcceptItem, Accepted, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, StartMarker, Store,
+    AcceptItem, Accepted, ClaimedLane, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, LaneKey, OutboxEntry,
+    RunRecord, Settle, StartMarker, Store,
 };
 
 const SCHEMA: &str = r"
@@ -96,6 +97,10 @@ impl SqliteStore {
             .execute(&pool)
             .await
             .context("creating faseng tables")?;
+        sqlx::raw_sql(super::sqlite_outbox::SCHEMA)
+            .execute(&pool)
+            .await
+            .context("creating the outbox tables")?;
         make_private(path);
         Ok(Self {
             pool,
@@ -414,6 +419,52 @@ impl Store for SqliteStore {
                 .await?
                 .get(0),
         )
+    }
+
+    async fn outbox_push(
+        &self,
+        run: &str,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        super::sqlite_outbox::push(&self.pool, run, fence, None, entries).await
+    }
+
+    async fn finish_run(
+        &self,
+        record: &RunRecord,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        super::sqlite_outbox::push(&self.pool, &record.key, fence, Some(record), entries).await
+    }
+
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<LaneKey>> {
+        super::sqlite_outbox::due(&self.pool, now, limit).await
+    }
+
+    async fn outbox_claim(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Option<ClaimedLane>> {
+        super::sqlite_outbox::claim(&self.pool, lane, holder, now, until, limit).await
+    }
+
+    async fn outbox_settle(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        settle: &Settle,
+    ) -> anyhow::Result<Option<u64>> {
+        super::sqlite_outbox::settle(&self.pool, lane, holder, settle).await
+    }
+
+    async fn outbox_depth(&self) -> anyhow::Result<u64> {
+        super::sqlite_outbox::depth(&self.pool).await
     }
 }
 
