@@ -18,6 +18,7 @@ use crate::intake::Intake;
 use crate::links::{LinkKey, LogLinks};
 use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
+use crate::poster::{Outbox, Poster, PosterSettings};
 use crate::providers::{ProviderConfig, ProviderSettings};
 use crate::queue::{self, Queue, QueueTiming, QueueUrl};
 use crate::reporter::RetryPolicy;
@@ -79,7 +80,8 @@ pub struct Config {
     pub timing: QueueTiming,
     /// How long SIGTERM waits for running jobs.
     pub shutdown_timeout: Duration,
-    /// Status post retries.
+    /// Backoff between attempts to deliver statuses and chat updates
+    /// (`FASENG_REPORT_RETRY_MAX` caps it).
     pub status_retry: RetryPolicy,
     /// Worker name prefix.
     pub worker_prefix: String,
@@ -167,6 +169,27 @@ pub struct Services {
     pub isolation: Arc<Isolation>,
     /// The key log links are signed with, the same in every process of one store.
     pub link_key: LinkKey,
+    /// Where runs write their reports; this process's poster delivers them.
+    pub outbox: Outbox,
+    /// Whether this process's poster runs (one per process).
+    poster_running: std::sync::atomic::AtomicBool,
+}
+
+/// This process's running poster (see [`Services::start_poster`]).
+#[derive(Debug)]
+pub struct PosterTask {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PosterTask {
+    /// Stops the poster, letting it finish what it holds (briefly).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "the poster task failed");
+        }
+    }
 }
 
 impl std::fmt::Debug for Services {
@@ -220,6 +243,7 @@ impl Services {
             Some(t) => Arc::new(SlackNotifier::new(&config.slack_api_url, t.clone())),
             None => Arc::new(NoChat),
         };
+        let outbox = Outbox::new(store.clone(), notifier.clone(), config.clock.clone());
         Ok(Self {
             config,
             store,
@@ -231,6 +255,8 @@ impl Services {
             github: clients,
             isolation,
             link_key,
+            outbox,
+            poster_running: Default::default(),
         })
     }
 
@@ -242,8 +268,34 @@ impl Services {
 
     /// Replaces the chat notifier.
     pub fn with_notifier(mut self, notifier: Arc<dyn ChatNotifier>) -> Self {
+        self.outbox = self.outbox.with_notifier(notifier.clone());
         self.notifier = notifier;
         self
+    }
+
+    /// Starts this process's poster, which delivers the outbox's statuses and chat updates
+    /// (this process's at once, other processes' within a scan); `None` when it runs already.
+    pub fn start_poster(&self) -> Option<PosterTask> {
+        if self
+            .poster_running
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return None;
+        }
+        let settings = PosterSettings {
+            retry: self.config.status_retry,
+            ..PosterSettings::default()
+        };
+        let poster = Arc::new(Poster::new(
+            &self.outbox,
+            self.sink.clone(),
+            self.metrics.clone(),
+            settings,
+            &Poster::holder_name(&self.config.worker_prefix),
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(poster.run(stopped));
+        Some(PosterTask { stop, task })
     }
 
     /// Log links under `public_url`, signed with this process's link key.
@@ -292,7 +344,8 @@ impl Services {
             },
         )
         .with_live_runs(self.live_runs.clone())
-        .with_queue(self.queue.clone()))
+        .with_queue(self.queue.clone())
+        .with_outbox(self.outbox.clone()))
     }
 
     /// Waits (up to the shutdown timeout) for runs still going on in this process: the queue's
@@ -327,7 +380,21 @@ impl Services {
     }
 
     /// Runs a worker until `shutdown`; restarts it (new name, backoff) if it stops on its own.
+    /// The process's poster runs with it (unless it runs already), and stops after it.
     pub async fn run_worker(
+        self: Arc<Self>,
+        public_url: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let poster = self.start_poster();
+        let result = self.clone().run_worker_only(public_url, shutdown).await;
+        if let Some(p) = poster {
+            p.stop().await;
+        }
+        result
+    }
+
+    async fn run_worker_only(
         self: Arc<Self>,
         public_url: String,
         shutdown: watch::Receiver<bool>,
@@ -455,6 +522,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
         let s = &self.services;
+        // Started first and stopped last: runs that finish while the worker drains still
+        // have their reports delivered.
+        let poster = s.start_poster();
         let state = WebState {
             secret: s.config.webhook_secret.clone().expect("checked in build"),
             intake: Arc::new(Intake::new(
@@ -490,10 +560,16 @@ impl Application {
         shutdown.await;
         tracing::info!("shutting down");
         let _ = tx.send(true);
-        if let Some(w) = worker {
-            w.await.context("worker task")??;
+        let worker_result = match worker {
+            Some(w) => w.await.context("worker task").and_then(|r| r),
+            None => Ok(()),
+        };
+        let server_result = server.await.context("http task");
+        if let Some(p) = poster {
+            p.stop().await;
         }
-        server.await.context("http task")?;
+        worker_result?;
+        server_result?;
         Ok(())
     }
 }

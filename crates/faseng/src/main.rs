@@ -120,6 +120,11 @@ struct Common {
     /// Seconds SIGTERM waits for running deployments before exiting.
     #[arg(long, env = "FASENG_SHUTDOWN_TIMEOUT", default_value_t = 600)]
     shutdown_timeout: u64,
+    /// The longest wait between attempts to deliver a status or chat update while GitHub or
+    /// the chat service fails (a duration: `30s`, `5m`); attempts back off up to it, with
+    /// jitter, for up to 24 hours. A longer `Retry-After` is honoured.
+    #[arg(long, env = "FASENG_REPORT_RETRY_MAX", default_value = "60s")]
+    report_retry_max: deploy_core::Span,
     /// Deploy key (private key text) fabric and capistrano authenticate with; written 0600
     /// into a per-run directory that is removed after the run.
     #[arg(
@@ -211,6 +216,7 @@ impl Common {
             ..QueueTiming::default()
         };
         c.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);
+        c.status_retry.max_delay = self.report_retry_max.as_duration();
         c.providers = ProviderConfig {
             ssh_key: match (
                 non_empty(self.deploy_ssh_key),

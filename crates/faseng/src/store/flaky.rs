@@ -167,7 +167,9 @@ impl Store for FlakyStore {
         until: DateTime<Utc>,
         limit: usize,
     ) -> anyhow::Result<Option<ClaimedLane>> {
-        self.inner.outbox_claim(lane, holder, now, until, limit).await
+        self.inner
+            .outbox_claim(lane, holder, now, until, limit)
+            .await
     }
     async fn outbox_settle(
         &self,

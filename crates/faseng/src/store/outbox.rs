@@ -372,8 +372,20 @@ pub(crate) mod contract {
                 .is_none(),
             "not due before its next attempt"
         );
-        assert!(!store.outbox_due(at(59), 10).await.unwrap().contains(&status_lane));
-        assert!(store.outbox_due(at(60), 10).await.unwrap().contains(&status_lane));
+        assert!(
+            !store
+                .outbox_due(at(59), 10)
+                .await
+                .unwrap()
+                .contains(&status_lane)
+        );
+        assert!(
+            store
+                .outbox_due(at(60), 10)
+                .await
+                .unwrap()
+                .contains(&status_lane)
+        );
         // A new entry behind a failing one waits for it (the lane keeps its schedule).
         store
             .outbox_push(run, None, &[status(500, RunState::Success, 61)])
@@ -402,7 +414,13 @@ pub(crate) mod contract {
                 .unwrap()
                 .is_none()
         );
-        assert!(store.outbox_due(at(91), 10).await.unwrap().contains(&status_lane));
+        assert!(
+            store
+                .outbox_due(at(91), 10)
+                .await
+                .unwrap()
+                .contains(&status_lane)
+        );
         let taken = store
             .outbox_claim(&status_lane, "p3", at(91), at(121), 10)
             .await
@@ -433,7 +451,13 @@ pub(crate) mod contract {
                 .unwrap(),
             Some(0)
         );
-        assert!(!store.outbox_due(at(200), 10).await.unwrap().contains(&status_lane));
+        assert!(
+            !store
+                .outbox_due(at(200), 10)
+                .await
+                .unwrap()
+                .contains(&status_lane)
+        );
         // Written once means written: a delivered state is not queued again.
         store
             .outbox_push(
@@ -446,7 +470,13 @@ pub(crate) mod contract {
             )
             .await
             .unwrap();
-        assert!(!store.outbox_due(at(201), 10).await.unwrap().contains(&status_lane));
+        assert!(
+            !store
+                .outbox_due(at(201), 10)
+                .await
+                .unwrap()
+                .contains(&status_lane)
+        );
 
         // Chat: the ts faseng posted is kept for later claims (after a restart too).
         let c = store
@@ -501,7 +531,13 @@ pub(crate) mod contract {
                 .unwrap(),
             Some(1)
         );
-        assert!(store.outbox_due(at(302), 10).await.unwrap().contains(&chat_lane));
+        assert!(
+            store
+                .outbox_due(at(302), 10)
+                .await
+                .unwrap()
+                .contains(&chat_lane)
+        );
         let c = store
             .outbox_claim(&chat_lane, "p4", at(302), at(332), 10)
             .await

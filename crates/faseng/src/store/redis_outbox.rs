@@ -9,10 +9,10 @@
 use anyhow::Context as _;
 use redis::aio::ConnectionManager;
 
+use super::RunRecord;
 use super::outbox::{
     ClaimedLane, Lane, LaneKey, OUTBOX_META_TTL, OutboxEntry, Settle, StoredEntry, millis,
 };
-use super::RunRecord;
 
 const DUE: &str = "faseng:outbox:due";
 const DEPTH: &str = "faseng:outbox:depth";

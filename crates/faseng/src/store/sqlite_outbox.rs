@@ -132,13 +132,14 @@ async fn first_of_its_state(tx: &mut Tx, run: &str, state: RunState) -> anyhow::
             return Ok(false);
         }
     }
-    let fresh = sqlx::query("INSERT OR IGNORE INTO faseng_outbox_states (run, state) VALUES (?, ?)")
-        .bind(run)
-        .bind(state.as_str())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-        == 1;
+    let fresh =
+        sqlx::query("INSERT OR IGNORE INTO faseng_outbox_states (run, state) VALUES (?, ?)")
+            .bind(run)
+            .bind(state.as_str())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+            == 1;
     if fresh && state.is_final() {
         sqlx::query("UPDATE faseng_outbox_runs SET final = ? WHERE run = ?")
             .bind(state.as_str())
