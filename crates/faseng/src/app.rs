@@ -83,6 +83,9 @@ pub struct Config {
     /// Backoff between attempts to deliver statuses and chat updates
     /// (`FASENG_REPORT_RETRY_MAX` caps it).
     pub status_retry: RetryPolicy,
+    /// How long a process's claim on a deployment's reports lasts (`FASENG_REPORT_LEASE`):
+    /// a dead process's reports are taken over after this.
+    pub report_lease: Duration,
     /// Worker name prefix.
     pub worker_prefix: String,
     /// Provider settings: `DEPLOY_SSH_KEY` / `DEPLOY_SSH_KEY_FILE`, `DEPLOY_SSH_KNOWN_HOSTS`,
@@ -122,6 +125,7 @@ impl Config {
             timing: QueueTiming::default(),
             shutdown_timeout: Duration::from_secs(60),
             status_retry: RetryPolicy::default(),
+            report_lease: PosterSettings::default().lease,
             worker_prefix: "faseng".to_owned(),
             providers: ProviderConfig::default(),
             provider_user: None,
@@ -285,7 +289,8 @@ impl Services {
         let settings = PosterSettings {
             retry: self.config.status_retry,
             ..PosterSettings::default()
-        };
+        }
+        .with_lease(self.config.report_lease);
         let poster = Arc::new(Poster::new(
             &self.outbox,
             self.sink.clone(),

@@ -41,7 +41,8 @@ pub struct PosterSettings {
     pub scan_every: Duration,
     /// How long an entry is tried before it is abandoned.
     pub give_up_after: Duration,
-    /// The longest one call to GitHub or the chat service may take.
+    /// The longest one call to GitHub or the chat service may take (at most half the lease:
+    /// a claim is renewed before each call when half of it is gone).
     pub send_timeout: Duration,
     /// Entries taken per claim.
     pub batch: usize,
@@ -51,6 +52,19 @@ pub struct PosterSettings {
     pub drain: Duration,
 }
 
+impl PosterSettings {
+    /// These settings with another lease (and a send timeout that fits in half of it).
+    #[must_use]
+    pub fn with_lease(self, lease: Duration) -> Self {
+        let lease = lease.max(Duration::from_secs(2));
+        Self {
+            lease,
+            send_timeout: self.send_timeout.min(lease / 2),
+            ..self
+        }
+    }
+}
+
 impl Default for PosterSettings {
     fn default() -> Self {
         Self {
@@ -58,7 +72,7 @@ impl Default for PosterSettings {
             lease: Duration::from_secs(30),
             scan_every: Duration::from_secs(1),
             give_up_after: OUTBOX_GIVE_UP,
-            send_timeout: Duration::from_secs(12),
+            send_timeout: Duration::from_secs(15),
             batch: 50,
             lanes_at_once: 16,
             drain: Duration::from_secs(5),
