@@ -581,7 +581,7 @@ impl Poster {
                     continue;
                 }
             };
-            if is_text && Some(stored.seq) != last_text {
+            if is_text && Some(stored.seq) != last_text && self.catching_up(claimed, stored) {
                 // A newer text replaces it.
                 settle.done_upto = Some(stored.seq);
                 continue;
@@ -670,6 +670,21 @@ impl Poster {
             }
         }
         settle
+    }
+}
+
+/// How far behind a chat text may be and still be shown when a newer one is waiting.
+const CHAT_BEHIND: Duration = Duration::from_secs(5);
+
+impl Poster {
+    /// True when a chat lane is behind (it failed, it was taken over, or `entry` waited
+    /// longer than [`CHAT_BEHIND`]): then only the latest text is sent. Otherwise each edit is
+    /// shown in turn, as the run goes.
+    fn catching_up(&self, claimed: &ClaimedLane, entry: &crate::store::StoredEntry) -> bool {
+        claimed.attempts > 0
+            || claimed.taken_over
+            || self.now() - entry.entry.written_at
+                > chrono::Duration::from_std(CHAT_BEHIND).unwrap_or_default()
     }
 }
 

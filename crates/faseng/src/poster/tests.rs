@@ -321,10 +321,16 @@ async fn statuses_go_out_in_order_once_each_and_a_second_queued_goes_to_chat_onl
         descriptions[0], "queued now",
         "the first queued is the one written"
     );
-    // The chat message goes straight to its latest text, then the reply.
+    // The chat message shows each step in turn (none is behind), then the reply.
     assert_eq!(
         w.chat.calls(),
-        ["update 1.1: done", "reply 1.1: the log's tail"]
+        [
+            "update 1.1: waiting behind #1",
+            "update 1.1: next",
+            "update 1.1: deploying",
+            "update 1.1: done",
+            "reply 1.1: the log's tail"
+        ]
     );
     assert_eq!(w.gh.lists(), 0, "nothing was in doubt");
     assert_eq!(w.depth().await, 0);
@@ -470,7 +476,7 @@ async fn entries_undelivered_after_a_day_are_abandoned_and_counted() {
 }
 
 #[tokio::test]
-async fn chat_keeps_the_latest_text_replies_in_order_and_its_own_message_across_a_restart() {
+async fn chat_edits_in_turn_catches_up_to_the_latest_and_keeps_its_own_message() {
     let w = World::new().await;
     // No message_ts: faseng posts its own message.
     let r = w.reporter(14, Some(notify(None)));
@@ -482,13 +488,16 @@ async fn chat_keeps_the_latest_text_replies_in_order_and_its_own_message_across_
     assert_eq!(
         w.chat.calls(),
         [
-            "post 1700.0001: deploying",
+            "post 1700.0001: queued",
+            "update 1700.0001: deploying",
             "reply 1700.0001: first",
             "reply 1700.0001: second"
         ]
     );
-    // After a restart: a new reporter (which knows no ts) and a new poster edit that message.
+    // After a restart: a new reporter (which knows no ts) and a new poster edit that
+    // message; texts that waited more than a few seconds give way to the latest.
     let r = w.reporter(14, Some(notify(None)));
+    r.send(report(None, Some("stage 2 of 3"), None));
     assert!(
         r.finish_run(
             &record(14, RunState::Success),
@@ -497,7 +506,9 @@ async fn chat_keeps_the_latest_text_replies_in_order_and_its_own_message_across_
         .await
         .unwrap()
     );
+    w.advance(6);
     w.poster("p2").run_once().await.unwrap();
+    assert_eq!(w.chat.calls().len(), 5, "{:?}", w.chat.calls());
     assert_eq!(w.chat.calls().last().unwrap(), "update 1700.0001: done");
 }
 
