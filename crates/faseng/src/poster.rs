@@ -561,6 +561,16 @@ impl Poster {
         }
     }
 
+    /// True when a chat lane is behind (it failed, it was taken over, or `entry` waited
+    /// longer than [`CHAT_BEHIND`]): then only the latest text is sent. Otherwise each edit is
+    /// shown in turn, as the run goes.
+    fn catching_up(&self, claimed: &ClaimedLane, entry: &crate::store::StoredEntry) -> bool {
+        claimed.attempts > 0
+            || claimed.taken_over
+            || self.now() - entry.entry.written_at
+                > chrono::Duration::from_std(CHAT_BEHIND).unwrap_or_default()
+    }
+
     async fn send_chat(&self, key: &LaneKey, claimed: &ClaimedLane) -> Settle {
         let mut settle = Settle::default();
         let mut until = self.now() + self.lease();
@@ -675,18 +685,6 @@ impl Poster {
 
 /// How far behind a chat text may be and still be shown when a newer one is waiting.
 const CHAT_BEHIND: Duration = Duration::from_secs(5);
-
-impl Poster {
-    /// True when a chat lane is behind (it failed, it was taken over, or `entry` waited
-    /// longer than [`CHAT_BEHIND`]): then only the latest text is sent. Otherwise each edit is
-    /// shown in turn, as the run goes.
-    fn catching_up(&self, claimed: &ClaimedLane, entry: &crate::store::StoredEntry) -> bool {
-        claimed.attempts > 0
-            || claimed.taken_over
-            || self.now() - entry.entry.written_at
-                > chrono::Duration::from_std(CHAT_BEHIND).unwrap_or_default()
-    }
-}
 
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];

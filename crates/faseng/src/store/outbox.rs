@@ -331,7 +331,7 @@ pub(crate) mod contract {
         );
         assert_eq!(
             store.outbox_due(at(4), 10).await.unwrap(),
-            [chat_lane.clone()],
+            std::slice::from_ref(&chat_lane),
             "a held lane is not due"
         );
         // The holder renews its own claim; a limit bounds what it gets.
