@@ -23,6 +23,10 @@
 //!   `faseng_scenarios::{redis,sqlite}::failed_status_posts_are_retried_without_holding_the_run`.
 //! * (e) Slack down → the deployment is unaffected and its chat message is caught up when
 //!   Slack answers again: `faults::slack_down_leaves_the_deploy_alone_and_the_message_catches_up`.
+//! * (f) SIGTERM lets a running deployment finish and report:
+//!   `faseng_worker_crash::sigterm_lets_a_running_deployment_finish` (ignored for a while: it
+//!   stalled about 1 run in 13 under load on SQLite; it passed 55 runs in a row under load
+//!   after the fixes of issue 7's last session, and its failure message prints the worker log).
 //! * (g) Issue #13, the outbox: GitHub answers 500 to statuses while deploys finish and
 //!   faseng is restarted twice (SIGTERM, then `kill -9`); once it recovers every deployment
 //!   shows every status exactly once, in order:
@@ -31,10 +35,6 @@
 //!   `faults::{sqlite,redis}_a_secondary_rate_limit_is_waited_out`; a status GitHub recorded
 //!   whose answer was lost is not posted twice:
 //!   `faults::{sqlite,redis}_a_status_whose_answer_was_lost_is_not_posted_twice`.
-//! * (f) SIGTERM lets a running deployment finish and report:
-//!   `faseng_worker_crash::sigterm_lets_a_running_deployment_finish` (ignored for a while: it
-//!   stalled about 1 run in 13 under load on SQLite; it passed 55 runs in a row under load
-//!   after the fixes of issue 7's last session, and its failure message prints the worker log).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
