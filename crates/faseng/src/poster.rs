@@ -13,7 +13,7 @@
 //! out in order, once; the message faseng posted itself (a payload without `message_ts`) is
 //! kept in the store, so later edits, after a restart too, edit that message.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -221,7 +221,8 @@ impl Poster {
 
     /// Sends until `stop` turns true, then finishes what it holds for up to the drain time.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let busy: Arc<Mutex<HashSet<LaneKey>>> = Arc::default();
+        // Lanes being sent here, and whether they were woken again meanwhile.
+        let busy: Arc<Mutex<HashMap<LaneKey, bool>>> = Arc::default();
         let permits = Arc::new(tokio::sync::Semaphore::new(
             self.settings.lanes_at_once.max(1),
         ));
@@ -252,13 +253,15 @@ impl Poster {
                 }
             }
             for lane in lanes {
-                if !busy
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(lane.clone())
                 {
-                    // Being sent here: its sender goes on while entries come in.
-                    continue;
+                    let mut busy = busy.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(again) = busy.get_mut(&lane) {
+                        // Being sent here: it is looked at again when its sender is done
+                        // (its sender may have just found nothing left).
+                        *again = true;
+                        continue;
+                    }
+                    busy.insert(lane.clone(), false);
                 }
                 let (me, busy, permits) = (self.clone(), busy.clone(), permits.clone());
                 let span =
@@ -267,7 +270,14 @@ impl Poster {
                     async move {
                         let _permit = permits.acquire_owned().await;
                         me.lane(&lane).await;
-                        busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&lane);
+                        let again = busy
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&lane)
+                            .unwrap_or(false);
+                        if again {
+                            me.outbox.wake([lane]);
+                        }
                     }
                     .instrument(span),
                 );
