@@ -27,6 +27,10 @@ pub fn binary(name: &str) -> PathBuf {
         cargo
             .current_dir(workspace_root())
             .args(["build", "--quiet", "-p", name, "--bin", name]);
+        if name == "faseng" {
+            // The crash points of the fault-injection tests (inert unless FAILPOINTS names one).
+            cargo.args(["--features", "faseng/failpoints"]);
+        }
         if release {
             cargo.arg("--release");
         }

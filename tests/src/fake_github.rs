@@ -4,9 +4,13 @@
 //! `../shared/fixtures/github/openapi-subset.json`; a body that fails is answered 422 and
 //! recorded, and the fake panics on drop if any were recorded, so a bad body fails the test.
 //! Like GitHub, it fires a signed `deployment` webhook when a deployment is created (once a
-//! webhook is set with [`FakeGithub::set_webhook`]).
+//! webhook is set with [`FakeGithub::set_webhook`], and unless deliveries are dropped with
+//! [`FakeGithub::drop_deliveries`]). Like GitHub, it answers a repository and its deployments
+//! list with an `ETag` and `304 Not Modified` to a matching `If-None-Match`, sends
+//! `X-RateLimit-*` headers on lists, and can be told to rate-limit lists
+//! ([`FakeGithub::rate_limit_next_list`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +44,8 @@ pub struct RecordedRequest {
     pub authorization: Option<String>,
     /// The JSON body, or `Null`.
     pub body: Value,
+    /// The `If-None-Match` header.
+    pub if_none_match: Option<String>,
     /// When the fake received it.
     pub received_at: std::time::Instant,
 }
@@ -104,6 +110,51 @@ struct Inner {
     lost_status_answers: u32,
     webhook: Option<Webhook>,
     deliveries: Vec<Delivery>,
+    drop_deliveries: bool,
+    rate_limits: VecDeque<RateLimit>,
+    counters: HashMap<String, Counters>,
+    list_answers: Vec<ListAnswer>,
+}
+
+/// One deployments list the fake answered.
+#[derive(Debug, Clone)]
+pub struct ListAnswer {
+    /// `owner/repo`.
+    pub repo: String,
+    /// The HTTP status (200, 304, 403 or 429).
+    pub status: u16,
+    /// The `If-None-Match` it was asked with.
+    pub if_none_match: Option<String>,
+    /// The `ETag` it answered (none when rate-limited).
+    pub etag: Option<String>,
+    /// When it was answered.
+    pub at: std::time::Instant,
+}
+
+/// How the fake refuses a deployments list for GitHub's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// The primary limit is spent: 403 with `X-RateLimit-Remaining: 0` and
+    /// `X-RateLimit-Reset` this far ahead (rounded up to a whole second).
+    Exhausted {
+        /// Time until the reset.
+        reset_in: Duration,
+    },
+    /// A secondary limit: 429 with `Retry-After` of this many whole seconds.
+    RetryAfter(Duration),
+}
+
+/// What the fake counted for one repository.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// `GET …/deployments` calls.
+    pub list_calls: u64,
+    /// Of these, answered 304 Not Modified.
+    pub list_not_modified: u64,
+    /// Of these, refused for the rate limit.
+    pub list_rate_limited: u64,
+    /// `GET /repos/{owner}/{repo}` calls answered 304 Not Modified.
+    pub repo_not_modified: u64,
 }
 
 #[derive(Clone)]
@@ -286,6 +337,78 @@ impl FakeGithub {
             url: url.to_owned(),
             secret: secret.to_owned(),
         });
+    }
+
+    /// While `drop` is true, deployments created fire no webhook (as when the hook is missing
+    /// or misconfigured, or GitHub gave up delivering): nothing is sent and nothing recorded.
+    pub fn drop_deliveries(&self, drop: bool) {
+        self.shared.lock().drop_deliveries = drop;
+    }
+
+    /// Creates a deployment (as [`FakeGithub::create_deployment`]) whose webhook never goes out.
+    pub async fn create_deployment_without_webhook(&self, full_name: &str, body: Value) -> Value {
+        let (status, response) = create(&self.shared, full_name, &body, Some(TOKEN));
+        assert_eq!(status, StatusCode::CREATED, "{response}");
+        self.shared.bump();
+        response
+    }
+
+    /// Dates a deployment's creation (e.g. before faseng's reconcile window).
+    pub fn set_created_at(&self, deployment_id: u64, at: chrono::DateTime<chrono::Utc>) {
+        let mut inner = self.shared.lock();
+        let d = inner
+            .deployments
+            .iter_mut()
+            .find(|d| d["id"] == deployment_id)
+            .expect("known deployment");
+        let at = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        d["created_at"] = at.clone();
+        d["updated_at"] = at;
+    }
+
+    /// Adds a status to a deployment directly, as another deployer would have (not a request
+    /// faseng made; [`FakeGithub::statuses`] shows it like any other).
+    pub fn add_status(&self, deployment_id: u64, state: &str, description: &str) {
+        let mut inner = self.shared.lock();
+        let deployment = inner
+            .deployments
+            .iter()
+            .find(|d| d["id"] == deployment_id)
+            .cloned()
+            .expect("known deployment");
+        push_status(
+            &mut inner,
+            &deployment,
+            &json!({"state": state, "description": description}),
+        );
+        drop(inner);
+        self.shared.bump();
+    }
+
+    /// The next deployments list asked for (of any repository) is refused for the rate limit.
+    pub fn rate_limit_next_list(&self, limit: RateLimit) {
+        self.shared.lock().rate_limits.push_back(limit);
+    }
+
+    /// What the fake counted for a repository (lists, 304s, rate-limited answers).
+    pub fn counters(&self, full_name: &str) -> Counters {
+        self.shared
+            .lock()
+            .counters
+            .get(full_name)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The deployments lists of a repository the fake answered, oldest first.
+    pub fn list_answers(&self, full_name: &str) -> Vec<ListAnswer> {
+        self.shared
+            .lock()
+            .list_answers
+            .iter()
+            .filter(|a| a.repo == full_name)
+            .cloned()
+            .collect()
     }
 
     /// The next `n` status posts answer 500 (and are not recorded); `u32::MAX` until told
@@ -523,6 +646,11 @@ async fn record(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        if_none_match: parts
+            .headers
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         received_at,
     });
     let response = next
@@ -613,8 +741,9 @@ async fn get_repo(
     State(shared): State<Shared>,
     Path((owner, name)): Path<(String, String)>,
     RepoAccess(full_name): RepoAccess,
+    headers: HeaderMap,
 ) -> Response {
-    let inner = shared.lock();
+    let mut inner = shared.lock();
     let repo = &inner.repos[&full_name];
     let mut body = fixtures::github_example("full-repository-default-response");
     body["name"] = json!(name);
@@ -623,7 +752,82 @@ async fn get_repo(
     body["default_branch"] = json!(repo.default_branch);
     body["url"] = json!(repo_url(&shared.base_url, &full_name));
     body["clone_url"] = json!(clone_url(repo));
-    axum::Json(body).into_response()
+    let answer = conditional(&headers, &body, &[]);
+    if answer.status() == StatusCode::NOT_MODIFIED {
+        inner
+            .counters
+            .entry(full_name)
+            .or_default()
+            .repo_not_modified += 1;
+    }
+    answer
+}
+
+/// A weak ETag of a JSON body, as GitHub sends them.
+fn etag(body: &Value) -> String {
+    use sha2::Digest as _;
+    let digest = Sha256::digest(body.to_string().as_bytes());
+    format!("W/\"{}\"", &hex::encode(digest)[..32])
+}
+
+/// `body` with its ETag and `extra` headers, or 304 when `If-None-Match` names that ETag.
+fn conditional(headers: &HeaderMap, body: &Value, extra: &[(&'static str, String)]) -> Response {
+    let tag = etag(body);
+    let matches = headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let mut response = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        axum::Json(body.clone()).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert("etag", tag.parse().unwrap());
+    for (name, value) in extra {
+        h.insert(*name, value.parse().unwrap());
+    }
+    response
+}
+
+/// GitHub's `X-RateLimit-*` headers with `remaining` of 5000 left, resetting in an hour.
+fn rate_headers(remaining: u64, reset_in: Duration) -> Vec<(&'static str, String)> {
+    let reset = chrono::Utc::now().timestamp() + i64::try_from(reset_in.as_secs()).unwrap_or(0);
+    vec![
+        ("x-ratelimit-limit", "5000".to_owned()),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        ("x-ratelimit-used", (5000 - remaining.min(5000)).to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
+        ("x-ratelimit-resource", "core".to_owned()),
+    ]
+}
+
+/// The answer to a list refused for the rate limit.
+fn rate_limited(limit: RateLimit) -> Response {
+    match limit {
+        RateLimit::Exhausted { reset_in } => {
+            let mut response = message(
+                StatusCode::FORBIDDEN,
+                "API rate limit exceeded for user ID 4242.",
+            );
+            let whole =
+                Duration::from_secs(reset_in.as_secs() + u64::from(reset_in.subsec_nanos() > 0));
+            for (name, value) in rate_headers(0, whole) {
+                response.headers_mut().insert(name, value.parse().unwrap());
+            }
+            response
+        }
+        RateLimit::RetryAfter(wait) => {
+            let mut response = message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", wait.as_secs().to_string().parse().unwrap());
+            response
+        }
+    }
 }
 
 async fn get_branch(
@@ -827,6 +1031,9 @@ async fn fire_webhook(shared: &Shared, full_name: &str, deployment: &Value) {
     let target = {
         let inner = shared.lock();
         let Some(hook) = &inner.webhook else { return };
+        if inner.drop_deliveries {
+            return;
+        }
         let body = deployment_event(&inner.repos[full_name], deployment);
         (hook.url.clone(), hook.secret.clone(), body)
     };
@@ -884,9 +1091,35 @@ async fn list_deployments(
     State(shared): State<Shared>,
     Query(q): Query<ListQuery>,
     RepoAccess(full_name): RepoAccess,
+    headers: HeaderMap,
 ) -> Response {
     let url = repo_url(&shared.base_url, &full_name);
-    let inner = shared.lock();
+    let mut inner = shared.lock();
+    inner
+        .counters
+        .entry(full_name.clone())
+        .or_default()
+        .list_calls += 1;
+    let if_none_match = headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(limit) = inner.rate_limits.pop_front() {
+        let answer = rate_limited(limit);
+        inner
+            .counters
+            .entry(full_name.clone())
+            .or_default()
+            .list_rate_limited += 1;
+        inner.list_answers.push(ListAnswer {
+            repo: full_name,
+            status: answer.status().as_u16(),
+            if_none_match,
+            etag: None,
+            at: std::time::Instant::now(),
+        });
+        return answer;
+    }
     let matches = |d: &&Value, field: &str, want: &Option<String>| {
         want.as_ref()
             .is_none_or(|w| d[field].as_str() == Some(w.as_str()))
@@ -903,7 +1136,30 @@ async fn list_deployments(
         .take(q.per_page.unwrap_or(30).min(100))
         .cloned()
         .collect();
-    axum::Json(list).into_response()
+    let answer = conditional(
+        &headers,
+        &Value::Array(list),
+        &rate_headers(4999, Duration::from_secs(3600)),
+    );
+    if answer.status() == StatusCode::NOT_MODIFIED {
+        inner
+            .counters
+            .entry(full_name.clone())
+            .or_default()
+            .list_not_modified += 1;
+    }
+    inner.list_answers.push(ListAnswer {
+        repo: full_name,
+        status: answer.status().as_u16(),
+        if_none_match,
+        etag: answer
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        at: std::time::Instant::now(),
+    });
+    answer
 }
 
 async fn get_deployment(
@@ -957,6 +1213,17 @@ async fn create_status(
     let Some(deployment) = inner.deployments.iter().find(|d| d["id"] == id).cloned() else {
         return message(StatusCode::NOT_FOUND, "Not Found");
     };
+    let status = push_status(&mut inner, &deployment, &body);
+    if inner.lost_status_answers > 0 {
+        inner.lost_status_answers -= 1;
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
+    }
+    (StatusCode::CREATED, axum::Json(status)).into_response()
+}
+
+/// Records a status (a create request's `body`) of `deployment`; returns it as GitHub does.
+fn push_status(inner: &mut Inner, deployment: &Value, body: &Value) -> Value {
+    let id = deployment["id"].as_u64().expect("a deployment id");
     let status_id = inner.next_id;
     inner.next_id += 1;
     let mut status = fixtures::github_example("deployment-status");
@@ -985,21 +1252,27 @@ async fn create_status(
     status["created_at"] = json!(now);
     status["updated_at"] = json!(now);
     inner.statuses.entry(id).or_default().push(status.clone());
-    if inner.lost_status_answers > 0 {
-        inner.lost_status_answers -= 1;
-        return message(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
-    }
-    (StatusCode::CREATED, axum::Json(status)).into_response()
+    status
+}
+
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    per_page: Option<usize>,
 }
 
 async fn list_statuses(
     State(shared): State<Shared>,
     Path((_, _, id)): Path<(String, String, u64)>,
+    Query(q): Query<PageQuery>,
     RepoAccess(_): RepoAccess,
 ) -> Response {
     let inner = shared.lock();
+    if !inner.deployments.iter().any(|d| d["id"] == id) {
+        return message(StatusCode::NOT_FOUND, "Not Found");
+    }
     let mut list = inner.statuses.get(&id).cloned().unwrap_or_default();
     list.reverse();
+    list.truncate(q.per_page.unwrap_or(30).min(100));
     axum::Json(list).into_response()
 }
 

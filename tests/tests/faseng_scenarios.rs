@@ -614,11 +614,7 @@ async fn a_worker_whose_every_slot_waits_hands_a_job_back(backend: Backend) {
     }
     let items: Vec<_> = jobs
         .iter()
-        .map(|j| faseng::store::AcceptItem {
-            delivery_id: j.delivery_id.clone(),
-            run: j.initial_record(),
-            line: j.line.clone(),
-        })
+        .map(faseng::job::DeployJob::accept_item)
         .collect();
     services.store.accept_runs(&items).await.unwrap();
     let (head, later) = (&jobs[0], &jobs[1]);

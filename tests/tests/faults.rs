@@ -23,6 +23,15 @@
 //!   `faseng_scenarios::{redis,sqlite}::failed_status_posts_are_retried_without_holding_the_run`.
 //! * (e) Slack down → the deployment is unaffected and its chat message is caught up when
 //!   Slack answers again: `faults::slack_down_leaves_the_deploy_alone_and_the_message_catches_up`.
+//! * (g) faseng killed between the steps of taking a webhook (store accepted → job queued →
+//!   202 answered) → once it is back, the deployment runs exactly once and its environment
+//!   is not blocked (a head whose job was lost is queued again by the line repair):
+//!   `faults::{sqlite,redis}_killed_after_{the_store_accepted_a_webhook,a_webhook_was_queued,answering_a_webhook}`
+//!   (crash points from faseng's `failpoints` feature).
+//! * (h) a worker frozen (SIGSTOP) past its lease on another host → another worker takes the
+//!   run over, waits for the provider's deadline, reports one `error`; no two runs of the
+//!   environment overlap, and the woken worker reports nothing:
+//!   `faseng_worker_crash::{redis,sqlite}_a_worker_frozen_past_its_lease_loses_its_run_without_overlap`.
 //! * (f) SIGTERM lets a running deployment finish and report:
 //!   `faseng_worker_crash::sigterm_lets_a_running_deployment_finish` (ignored for a while: it
 //!   stalled about 1 run in 13 under load on SQLite; it passed 55 runs in a row under load
@@ -161,6 +170,8 @@ impl World {
             .env("FASENG_REPORT_RETRY_MAX", "2s")
             // A killed process's claim on reports lapses in 4 s, not 30.
             .env("FASENG_REPORT_LEASE", "4s")
+            // Deliveries are sent by hand, answers counted; reconciling is in `reconcile.rs`.
+            .env("FASENG_RECONCILE_SECS", "0")
             .env("GITHUB_WEBHOOK_SECRET", SECRET)
             .env("GITHUB_TOKEN", fake_github::TOKEN)
             .env("GITHUB_API_URL", self.gh.url())
@@ -176,11 +187,20 @@ impl World {
 
     /// Starts `faseng serve` (with or without its worker) and waits for `/healthz`.
     async fn serve(&mut self, with_worker: bool) -> usize {
+        self.serve_with(with_worker, &[]).await
+    }
+
+    /// [`World::serve`] with more environment.
+    async fn serve_with(&mut self, with_worker: bool, extra: &[(&str, &str)]) -> usize {
         let mut args = vec!["serve"];
         if !with_worker {
             args.push("--no-worker");
         }
-        let mut child = self.command(&args).spawn().expect("faseng serve starts");
+        let mut child = self
+            .command(&args)
+            .envs(extra.iter().copied())
+            .spawn()
+            .expect("faseng serve starts");
         e2e::net::wait_healthy(&self.http, &self.url(), &mut child, WAIT, || self.logs()).await;
         self.procs.push(Some(child));
         self.procs.len() - 1
@@ -328,6 +348,109 @@ impl World {
             .map(|l| l.trim().parse().expect("a deployment id"))
             .collect()
     }
+}
+
+/// Where faseng dies in the middle of taking a webhook.
+#[derive(Debug, Clone, Copy)]
+enum CrashAfter {
+    /// The store has the run (and its place in line); no job is queued; no answer.
+    Accept,
+    /// The job is queued too; no answer.
+    Push,
+    /// Answered 202, killed before any worker took the job.
+    Answer,
+}
+
+/// faseng is killed between the steps of taking a webhook (store → queue → 202) and comes
+/// back; GitHub does not redeliver on its own. The deployment runs exactly once, with one
+/// final status, and its environment is not left blocked: the next deployment there runs.
+async fn a_crash_between_intake_steps_loses_nothing(backend: Backend, crash: CrashAfter) {
+    let Some(mut w) = World::start(
+        backend,
+        "echo $DEPLOY_ID >> $SCRATCH/runs\necho deployed $DEPLOY_ID",
+    )
+    .await
+    else {
+        return;
+    };
+    let hook = w.hook("edge").await;
+    let failpoint = match crash {
+        CrashAfter::Accept => Some("intake-after-accept=return"),
+        CrashAfter::Push => Some("intake-after-push=return"),
+        CrashAfter::Answer => None,
+    };
+    let n = match failpoint {
+        Some(fp) => w.serve_with(false, &[("FAILPOINTS", fp)]).await,
+        None => w.serve(false).await,
+    };
+    let code = w.send(&hook).await;
+    let mut dead = w.procs[n].take().expect("faseng runs");
+    match crash {
+        CrashAfter::Answer => {
+            assert_eq!(code, 202, "{}", w.logs());
+            dead.kill().await.unwrap();
+        }
+        _ => {
+            assert_eq!(
+                code,
+                0,
+                "faseng answered before its crash point\n{}",
+                w.logs()
+            );
+            let status = tokio::time::timeout(WAIT, dead.wait())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!status.success(), "{status:?}");
+        }
+    }
+    assert!(w.runs().is_empty());
+
+    w.serve_with(true, &[("FASENG_REPAIR_AFTER", "2s")]).await;
+    let next = w.hook("edge").await;
+    assert_eq!(w.send(&next).await, 202, "{}", w.logs());
+    w.wait_final(hook.id).await;
+    w.wait_final(next.id).await;
+    assert_each_ran_once_with_one_final_status(&w, &[hook.id, next.id]);
+    assert_eq!(
+        w.runs(),
+        [hook.id, next.id],
+        "the first deployment ran first"
+    );
+    // A late redelivery of the first webhook changes nothing.
+    let again = w.send(&hook).await;
+    assert!((200..300).contains(&again), "{again}");
+    assert_each_ran_once_with_one_final_status(&w, &[hook.id, next.id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_killed_after_the_store_accepted_a_webhook() {
+    a_crash_between_intake_steps_loses_nothing(Backend::Sqlite, CrashAfter::Accept).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_after_the_store_accepted_a_webhook() {
+    a_crash_between_intake_steps_loses_nothing(Backend::Redis, CrashAfter::Accept).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_killed_after_a_webhook_was_queued() {
+    a_crash_between_intake_steps_loses_nothing(Backend::Sqlite, CrashAfter::Push).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_after_a_webhook_was_queued() {
+    a_crash_between_intake_steps_loses_nothing(Backend::Redis, CrashAfter::Push).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_killed_after_answering_a_webhook() {
+    a_crash_between_intake_steps_loses_nothing(Backend::Sqlite, CrashAfter::Answer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_after_answering_a_webhook() {
+    a_crash_between_intake_steps_loses_nothing(Backend::Redis, CrashAfter::Answer).await;
 }
 
 /// Waits (polling, bounded) until `f` returns `Some`.

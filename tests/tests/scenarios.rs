@@ -223,6 +223,9 @@ impl World {
             .env("SLACK_BOT_TOKEN", BOT_TOKEN)
             .env("SLACK_API_URL", self.slack.api_url())
             .env("FASENG_HEARTBEAT", "1")
+            // Every delivery must be answered 202 here (a reconcile pass could take a
+            // deployment first); reconciling is tested in `reconcile.rs`.
+            .env("FASENG_RECONCILE_SECS", "0")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

@@ -15,12 +15,15 @@ use tokio::sync::watch;
 use crate::checkout::Checkouts;
 use crate::deployer::{Deployer, DeployerSettings, LiveRuns};
 use crate::intake::Intake;
+use crate::lease::{LeaseSettings, WorkerIdentity};
 use crate::links::{LinkKey, LogLinks};
 use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::poster::{Outbox, Poster, PosterSettings};
 use crate::providers::{ProviderConfig, ProviderSettings};
 use crate::queue::{self, Queue, QueueTiming, QueueUrl};
+use crate::reconcile::{OctocrabReader, ReconcileSettings, Reconciler};
+use crate::repair::{LineRepair, RepairSettings};
 use crate::reporter::RetryPolicy;
 use crate::sandbox::{Isolation, IsolationSettings};
 use crate::status::{DeploymentStatusSink, GithubStatusSink};
@@ -101,6 +104,16 @@ pub struct Config {
     pub private_files: Vec<PathBuf>,
     /// Where "now" comes from for expiry, windows and retention (tests move it by hand).
     pub clock: Arc<dyn Clock>,
+    /// `FASENG_WORKER_ID`: this process's name as the holder of run leases (default: host
+    /// name + boot id + pid).
+    pub worker_id: Option<String>,
+    /// `FASENG_LEASE_SECS`: how long a running deploy's lease lasts without renewal.
+    pub leases: LeaseSettings,
+    /// `FASENG_REPAIR_AFTER`: when a line head nobody takes forward is queued again.
+    pub repair: RepairSettings,
+    /// `FASENG_RECONCILE_SECS` and `FASENG_RECONCILE_WINDOW`: how often and how far back
+    /// faseng lists GitHub deployments it was never told about.
+    pub reconcile: ReconcileSettings,
 }
 
 impl Config {
@@ -132,6 +145,10 @@ impl Config {
             isolation: None,
             private_files: Vec::new(),
             clock: deploy_core::clock::system(),
+            worker_id: None,
+            leases: LeaseSettings::default(),
+            repair: RepairSettings::default(),
+            reconcile: ReconcileSettings::default(),
         }
     }
 
@@ -177,6 +194,8 @@ pub struct Services {
     pub outbox: Outbox,
     /// Whether this process's poster runs (one per process).
     poster_running: std::sync::atomic::AtomicBool,
+    /// Who this process is, as the holder of run leases.
+    pub identity: Arc<WorkerIdentity>,
 }
 
 /// This process's running poster (see [`Services::start_poster`]).
@@ -247,6 +266,8 @@ impl Services {
             Some(t) => Arc::new(SlackNotifier::new(&config.slack_api_url, t.clone())),
             None => Arc::new(NoChat),
         };
+        let identity = Arc::new(WorkerIdentity::detect(config.worker_id.as_deref()));
+        tracing::info!(worker_id = %identity.id, "worker identity (FASENG_WORKER_ID)");
         let outbox = Outbox::new(store.clone(), notifier.clone(), config.clock.clone());
         Ok(Self {
             config,
@@ -261,6 +282,7 @@ impl Services {
             link_key,
             outbox,
             poster_running: Default::default(),
+            identity,
         })
     }
 
@@ -296,11 +318,56 @@ impl Services {
             self.sink.clone(),
             self.metrics.clone(),
             settings,
-            &Poster::holder_name(&self.config.worker_prefix),
+            &Poster::holder_name(&self.identity.id),
         ));
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(poster.run(stopped));
         Some(PosterTask { stop, task })
+    }
+
+    /// A new intake into this process's store and queue.
+    pub fn intake(&self) -> Arc<Intake> {
+        Arc::new(Intake::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.config.apps.clone(),
+        ))
+    }
+
+    /// Starts reconciling with GitHub (see [`crate::reconcile`]) through `intake` until
+    /// `shutdown`: every faseng process runs this, and the one holding the store's
+    /// `reconcile` lease does the passes. `None` when it is turned off
+    /// (`FASENG_RECONCILE_SECS=0`) or faseng has GitHub credentials for no app's repository.
+    pub fn spawn_reconciler(
+        &self,
+        intake: Arc<Intake>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let c = &self.config;
+        if !c.reconcile.is_on() {
+            tracing::info!("not reconciling with GitHub (FASENG_RECONCILE_SECS=0)");
+            return None;
+        }
+        let (targets, unreadable) =
+            crate::reconcile::targets(&c.apps, self.github.has_credentials());
+        if targets.is_empty() {
+            tracing::debug!("not reconciling with GitHub: no credentials for any app's repository");
+            return None;
+        }
+        for t in &unreadable {
+            tracing::info!(repository = %t.repo, "not reconciling {}: no GitHub credentials for it", t.repo);
+        }
+        let reconciler = Arc::new(Reconciler::new(
+            targets,
+            Arc::new(OctocrabReader::new(self.github.clone())),
+            self.store.clone(),
+            intake,
+            self.metrics.clone(),
+            c.clock.clone(),
+            c.reconcile,
+        ));
+        let holder = self.identity.id.clone();
+        Some(tokio::spawn(reconciler.run(holder, shutdown)))
     }
 
     /// Log links under `public_url`, signed with this process's link key.
@@ -346,6 +413,9 @@ impl Services {
                 isolation: self.isolation.clone(),
                 github: self.github.clone(),
                 base_dir: std::env::current_dir().context("reading the working directory")?,
+                identity: self.identity.clone(),
+                leases: c.leases,
+                clock: c.clock.clone(),
             },
         )
         .with_live_runs(self.live_runs.clone())
@@ -405,6 +475,22 @@ impl Services {
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         self.prepare_for_runs()?;
+        let repair = LineRepair::new(
+            self.store.clone(),
+            self.queue.clone(),
+            self.config.clock.clone(),
+            self.metrics.clone(),
+            self.config.repair,
+        );
+        let mut repair_stop = shutdown.clone();
+        let holder = self.identity.id.clone();
+        tokio::spawn(async move {
+            repair
+                .run(&holder, async move {
+                    let _ = repair_stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
         let mut backoff = Duration::from_millis(500);
         loop {
             let name = queue::unique_worker_name(&self.config.worker_prefix);
@@ -530,13 +616,11 @@ impl Application {
         // Started first and stopped last: runs that finish while the worker drains still
         // have their reports delivered.
         let poster = s.start_poster();
+        let intake = s.intake();
+        let reconciler = s.spawn_reconciler(intake.clone(), rx.clone());
         let state = WebState {
             secret: s.config.webhook_secret.clone().expect("checked in build"),
-            intake: Arc::new(Intake::new(
-                s.store.clone(),
-                s.queue.clone(),
-                s.config.apps.clone(),
-            )),
+            intake,
             store: s.store.clone(),
             metrics: s.metrics.clone(),
             isolation: s.isolation.describe(),
@@ -569,12 +653,17 @@ impl Application {
             Some(w) => w.await.context("worker task").and_then(|r| r),
             None => Ok(()),
         };
+        let reconcile_result = match reconciler {
+            Some(r) => r.await.context("reconcile task"),
+            None => Ok(()),
+        };
         let server_result = server.await.context("http task");
         if let Some(p) = poster {
             p.stop().await;
         }
         worker_result?;
         server_result?;
+        reconcile_result?;
         Ok(())
     }
 }

@@ -10,11 +10,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
-use deploy_core::{AppConfig, Apps, CommitSha, EnvName, GitRef, GithubClients, Notify, Secret};
+use deploy_core::{
+    AppConfig, Apps, Clock, CommitSha, EnvName, GitRef, GithubClients, Notify, Secret,
+};
 use tracing::Instrument as _;
 
 use crate::checkout::{Checkouts, CloneSource, GitCredentials, overlay};
 use crate::job::DeployJob;
+use crate::lease::{LeaseKeeper, LeaseSettings, WorkerIdentity};
 use crate::links::LogLinks;
 use crate::messages::{self, ChatSubject};
 use crate::metrics::Metrics;
@@ -23,10 +26,10 @@ use crate::poster::Outbox;
 use crate::providers::{self, Outcome, RunContext};
 use crate::reporter::{Report, Reporter, RetryPolicy};
 use crate::resolve;
-use crate::runlog::{Redactor, RunLog};
+use crate::runlog::{Redactor, RunLog, RunLogWriter};
 use crate::sandbox::Isolation;
 use crate::status::{DeploymentStatusSink, StatusTarget, StatusUpdate};
-use crate::store::{EnvLock, RunRecord, RunState, StartMarker, Store};
+use crate::store::{EnvLock, RunRecord, RunState, StartMarker, Store, StoredMarker};
 use crate::webhook::clean_user_name;
 
 /// The median of the recent durations times the runs ahead; `None` without history.
@@ -81,6 +84,12 @@ pub struct DeployerSettings {
     pub github: Arc<GithubClients>,
     /// Where relative `clone_url`s are taken from (faseng's working directory).
     pub base_dir: PathBuf,
+    /// Who this process is, as the holder of run leases.
+    pub identity: Arc<WorkerIdentity>,
+    /// How long run leases run.
+    pub leases: LeaseSettings,
+    /// Where "now" comes from for leases and deadlines.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The runs going on in this process, shared by every deployer the process builds (a worker
@@ -265,6 +274,8 @@ struct Run<'a> {
     user: String,
     environment_url: Option<String>,
     log_url: String,
+    /// The run's lease, once this worker holds it (it started the run, or took it over).
+    lease: Option<LeaseKeeper>,
 }
 
 impl Run<'_> {
@@ -287,12 +298,6 @@ impl Run<'_> {
         s.environment_url = self.environment_url.clone();
         s
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 impl Deployer {
@@ -485,23 +490,11 @@ impl Deployer {
             user_id,
             user,
             environment_url: None,
+            lease: None,
         };
 
         if run.record.state == RunState::InProgress || run.record.started_at.is_some() {
-            let probe = StartMarker {
-                worker: String::new(),
-                host: String::new(),
-                pgid: None,
-                job: queue_job.clone(),
-                at: Utc::now(),
-            };
-            let previous = self.store.mark_started(&run.key, &probe).await?;
-            if is_duplicate(previous.as_ref(), queue_job.as_deref()) {
-                tracing::info!("the run is going on under another job; dropping this duplicate");
-                self.metrics.duplicate_job();
-                return Ok(());
-            }
-            return self.orphaned(run, previous).await;
+            return self.resume_started(run, queue_job).await;
         }
 
         let valid = match self.validate(&job) {
@@ -532,23 +525,20 @@ impl Deployer {
             return self.finish(run, Outcome::Error(why), None).await;
         }
 
-        let marker = StartMarker {
-            worker: process_identity(&self.settings.worker_name),
-            host: hostname(),
-            pgid: None,
-            job: queue_job.clone(),
-            at: Utc::now(),
-        };
-        if let Some(previous) = self.mark_started(&run.key, &marker).await? {
-            if is_duplicate(Some(&previous), queue_job.as_deref()) {
-                tracing::info!("the run started under another job; dropping this duplicate");
-                self.metrics.duplicate_job();
-                return Ok(());
-            }
-            return self.orphaned(run, Some(previous)).await;
+        let timeout = self.run_timeout(&valid.app);
+        let marker = self.start_marker(queue_job.clone(), timeout);
+        if self.mark_started(&run.key, &marker).await?.is_some() {
+            return self.resume_started(run, queue_job).await;
         }
-        self.live.mark_started(&run.key);
         run.reporter.set_fence(&marker.worker);
+        run.lease = Some(LeaseKeeper::start(
+            self.store.clone(),
+            &run.key,
+            marker,
+            self.settings.clock.clone(),
+            self.settings.leases,
+        ));
+        self.live.mark_started(&run.key);
         run.record.state = RunState::InProgress;
         run.record.started_at = Some(Utc::now());
         run.record.description = messages::running(provider.name());
@@ -565,7 +555,6 @@ impl Deployer {
             chat_reply: None,
         });
 
-        let timeout = self.run_timeout(&valid.app);
         let deadline = tokio::time::Instant::now() + timeout;
         let token = self.github_token(&valid.app).await;
         let redactor = Redactor::new(
@@ -593,9 +582,15 @@ impl Deployer {
             timeout,
             deadline,
         };
-        let outcome = self
-            .execute(&job, &valid, provider.as_ref(), &log, &run, marker, access)
-            .await;
+        let keeper = run.lease.as_ref().expect("held since the start marker");
+        let outcome = tokio::select! {
+            outcome = self.execute(&job, &valid, provider.as_ref(), &log, &run, access) => Some(outcome),
+            () = keeper.lost() => None,
+        };
+        let Some(outcome) = outcome.filter(|_| !keeper.is_lost()) else {
+            self.abandon(run, log, writer).await;
+            return Ok(());
+        };
         let tail = log.tail();
         match &outcome {
             Outcome::Success => log.header("faseng", "success"),
@@ -661,10 +656,8 @@ impl Deployer {
         provider: &dyn providers::Provider,
         log: &RunLog,
         run: &Run<'_>,
-        marker: StartMarker,
         access: RunAccess<'_>,
     ) -> Outcome {
-        let key = run.key.as_str();
         // The operator's clone_url may be relative to faseng's directory; the webhook's is
         // GitHub's (a URL, or a path in tests).
         let parsed = match (&valid.app.clone_url, &job.clone_url) {
@@ -743,24 +736,14 @@ impl Deployer {
             timeout: access.timeout,
             deadline: access.deadline,
             github_token: access.token,
+            lease: run.lease.as_ref(),
         };
-        let store = self.store.clone();
-        let key = key.to_owned();
-        let on_spawn = move |pgid: i32| {
-            let store = store.clone();
-            let key = key.clone();
-            let marker = StartMarker {
-                pgid: Some(pgid),
-                ..marker.clone()
-            };
-            tokio::spawn(
-                async move {
-                    if let Err(e) = store.update_started(&key, &marker).await {
-                        tracing::warn!(error = %e, "could not record the process group");
-                    }
-                }
-                .instrument(tracing::Span::current()),
-            );
+        let lease = run.lease.as_ref();
+        let on_spawn = |pgid: i32| {
+            if let Some(lease) = lease {
+                let lease = lease.pgid_recorder();
+                tokio::spawn(async move { lease.record(pgid).await }.in_current_span());
+            }
         };
         // prepare → before → deploy → after, each stage shown in the chat message.
         let running = messages::chat_running(&run.subject(), &run.log_url);
@@ -961,42 +944,176 @@ impl Deployer {
         }
     }
 
-    async fn orphaned(&self, run: Run<'_>, marker: Option<StartMarker>) -> anyhow::Result<()> {
-        if let Some(m) = &marker
-            && m.host == hostname()
-            && let Some(pid) = live_starter(&m.worker)
-        {
-            // The queue handed the job out again (its worker's heartbeat lapsed while the
-            // worker was restarted or stopping), but the process that started the run is
-            // alive and still runs it on its own task. Wait for that process: if the run
-            // ends there, this job drops out; if the process dies first, it is an orphan.
-            tracing::info!(
-                pid,
-                "the run is going on in another live faseng process; waiting for it"
-            );
-            while live_starter(&m.worker).is_some() {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            if let Ok(Some(r)) = self.store.get_run(&run.key).await
+    /// The start marker of a run this worker is about to start: its lease, and the
+    /// deadline after which its provider is stopped for certain, even if this worker is not
+    /// there to stop it (the provider's supervisor does).
+    fn start_marker(&self, queue_job: Option<String>, timeout: Duration) -> StartMarker {
+        let me = &self.settings.identity;
+        let now = self.settings.clock.now();
+        let until_stopped = timeout + crate::process::SUPERVISOR_SLACK + crate::process::KILL_GRACE;
+        StartMarker {
+            worker: me.id.clone(),
+            started_by: me.id.clone(),
+            host: me.host.clone(),
+            boot_id: me.boot_id.clone(),
+            pid: Some(me.pid),
+            pid_start: me.pid_start,
+            pgid: None,
+            job: queue_job,
+            at: now,
+            lease_until: Some(self.settings.leases.until(now)),
+            renewed_at: Some(now),
+            deadline: Some(now + chrono_span(until_stopped)),
+        }
+    }
+
+    /// A job whose run has started (here or elsewhere). While the run's holder keeps its
+    /// lease the job is a duplicate and drops out (a job the queue handed out again waits
+    /// instead: its holder may yet stop answering). Once the lease lapses the job takes the
+    /// run over to report it; it never runs it again.
+    async fn resume_started(&self, run: Run<'_>, queue_job: Option<String>) -> anyhow::Result<()> {
+        let mut said_waiting = false;
+        loop {
+            if let Some(r) = self.store.get_run(&run.key).await?
                 && r.state.is_final()
             {
-                tracing::info!("the run finished in the other process; dropping this job");
+                tracing::info!("already finished; dropping the repeated job");
                 self.metrics.duplicate_job();
                 return Ok(());
             }
+            let Some(stored) = self.store.started(&run.key).await? else {
+                // Recorded as started, yet nobody holds it (a marker lost with its store).
+                tracing::warn!(
+                    "the run is recorded as started but has no start marker; reporting it"
+                );
+                return self.report_stopped(run, None).await;
+            };
+            let now = self.settings.clock.now();
+            let me = &self.settings.identity;
+            let holder_gone = me.starter_is_dead(&stored.marker)
+                && stored.marker.worker == stored.marker.started_by;
+            if !stored.marker.lease_lapsed(now) && !holder_gone {
+                if is_duplicate(Some(&stored.marker), queue_job.as_deref()) {
+                    tracing::info!(holder = %stored.marker.worker, "the run is going on under another job; dropping this duplicate");
+                    self.metrics.duplicate_job();
+                    return Ok(());
+                }
+                if !said_waiting {
+                    tracing::info!(holder = %stored.marker.worker, "the run's worker still holds its lease; waiting to see whether it finishes");
+                    said_waiting = true;
+                }
+                let _waiting = WaitingGuard::new(&self.waiting);
+                tokio::time::sleep(self.settings.leases.renew_every()).await;
+                continue;
+            }
+            let mine = StartMarker {
+                worker: me.id.clone(),
+                lease_until: Some(self.settings.leases.until(now)),
+                ..stored.marker.clone()
+            };
+            if self
+                .store
+                .take_over_started(&run.key, &stored, &mine)
+                .await?
+            {
+                return self.recover(run, stored, mine).await;
+            }
         }
-        if let Some(m) = &marker {
-            kill_leftover_group(m, run.job.deployment_id);
+    }
+
+    /// Reports a run this worker took over from one that stopped answering: first makes
+    /// sure its provider is stopped (killed here when it ran on this machine and its
+    /// starter is gone, else by waiting out its deadline, unless the starter said it stopped
+    /// it), then ends it `error`, releasing the environment. Never re-runs it.
+    async fn recover(
+        &self,
+        mut run: Run<'_>,
+        old: StoredMarker,
+        mine: StartMarker,
+    ) -> anyhow::Result<()> {
+        let old = old.marker;
+        let stopped_answering = old.renewed_at.unwrap_or(old.at);
+        tracing::warn!(
+            worker = %old.worker,
+            at = %stopped_answering,
+            "the worker running this deployment stopped answering; taking it over to report it (it is never re-run)"
+        );
+        self.metrics.recovered_run();
+        run.reporter.set_fence(&mine.worker);
+        run.lease = Some(LeaseKeeper::start(
+            self.store.clone(),
+            &run.key,
+            mine,
+            self.settings.clock.clone(),
+            self.settings.leases,
+        ));
+        let keeper = run.lease.as_ref().expect("just set");
+        let me = &self.settings.identity;
+        let killed_here =
+            me.starter_is_dead(&old) && kill_leftover_group(&old, run.job.deployment_id).await;
+        if !killed_here {
+            let deadline = old.deadline.unwrap_or(old.at);
+            loop {
+                if self
+                    .store
+                    .provider_stopped(&run.key, &old.started_by)
+                    .await
+                    .unwrap_or(false)
+                {
+                    tracing::info!("its worker says the provider is stopped");
+                    break;
+                }
+                let now = self.settings.clock.now();
+                if now >= deadline {
+                    break;
+                }
+                let left = (deadline - now).to_std().unwrap_or_default();
+                tracing::info!(deadline = %deadline, "waiting for the provider's deadline before releasing the environment");
+                tokio::select! {
+                    () = tokio::time::sleep(left.min(self.settings.leases.renew_every())) => {}
+                    () = keeper.lost() => {
+                        tracing::warn!("another worker took the run over meanwhile; it will report it");
+                        return Ok(());
+                    }
+                }
+            }
         }
-        tracing::warn!(worker = ?marker.as_ref().map(|m| &m.worker), "run orphaned by a dead worker; reporting, not re-running");
+        self.report_stopped(run, Some(stopped_answering)).await
+    }
+
+    /// Ends a run whose worker stopped answering (at `at`, when known) with `error`.
+    async fn report_stopped(
+        &self,
+        run: Run<'_>,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> anyhow::Result<()> {
+        let why = messages::worker_stopped(at);
         let (log, writer) = RunLog::start(self.store.clone(), run.key.clone(), Redactor::default());
+        log.header("faseng", &format!("{why}; this deployment was not re-run"));
+        writer.finish(log).await;
+        self.finish(run, Outcome::Error(why), None).await
+    }
+
+    /// This worker lost the run's lease (it was stopped or cut off for longer than the
+    /// lease, and another worker took the run over): stops the provider's process group,
+    /// says so for the new holder, and reports nothing (the new holder does).
+    async fn abandon(&self, run: Run<'_>, log: RunLog, writer: RunLogWriter) {
+        let keeper = run.lease.as_ref().expect("a started run holds a lease");
+        if let Some(pgid) = keeper.pgid() {
+            crate::process::stop_group(pgid).await;
+        }
+        let store = &self.store;
+        let me = &self.settings.identity.id;
+        let _ = retry_store("note that the provider stopped", STORE_RETRY_FOR, || {
+            store.note_provider_stopped(&run.key, me)
+        })
+        .await;
         log.header(
             "faseng",
-            "the deployer stopped during the run; this deployment was not re-run",
+            "this worker lost the run's lease (another worker took it over while this one was stopped or cut off); its provider was stopped here, and the other worker reports the deployment",
         );
         writer.finish(log).await;
-        self.finish(run, Outcome::Error(messages::orphaned()), None)
-            .await
+        self.metrics.abandoned_run();
     }
 
     async fn leave_line(&self, job: &DeployJob, key: &str) {
@@ -1024,6 +1141,13 @@ impl Deployer {
         tail: Option<Vec<String>>,
         lock_text: Option<String>,
     ) -> anyhow::Result<()> {
+        if run.lease.as_ref().is_some_and(LeaseKeeper::is_lost) {
+            tracing::warn!(
+                "the run's lease was lost before its result was written; the worker holding it now reports it"
+            );
+            self.metrics.abandoned_run();
+            return Ok(());
+        }
         let now = Utc::now();
         run.record.finished_at = Some(now);
         let (state, description) = match &outcome {
@@ -1077,6 +1201,9 @@ impl Deployer {
         // The final record and reports at once, only while this run's start marker is ours.
         let reporter = std::mem::replace(&mut run.reporter, Reporter::closed());
         let _ = reporter.finish_run(&run.record, last).await;
+        if let Some(lease) = run.lease.take() {
+            lease.stop();
+        }
         Ok(())
     }
 
@@ -1138,45 +1265,6 @@ where
     }
 }
 
-/// The start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`):
-/// with the pid, it names one process for good (pids are reused, start times are not).
-fn start_ticks(pid: &str) -> Option<u64> {
-    proc_stat(pid).map(|(_, ticks)| ticks)
-}
-
-/// A process's state letter (`Z` for a zombie) and start time, from `/proc/<pid>/stat`.
-fn proc_stat(pid: &str) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start at field 3.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    Some((state, fields.nth(18)?.parse().ok()?))
-}
-
-/// The name a start marker records: the worker's name and this process's identity, so
-/// another process can tell whether the run's starter is still alive.
-fn process_identity(worker_name: &str) -> String {
-    let pid = std::process::id();
-    match start_ticks(&pid.to_string()) {
-        Some(ticks) => format!("{worker_name} (pid {pid}, start {ticks})"),
-        None => worker_name.to_owned(),
-    }
-}
-
-/// The pid of the process named in a marker's `worker`, when that very process (same start
-/// time, not a reused pid) is alive and is not this one.
-fn live_starter(worker: &str) -> Option<u32> {
-    let inner = worker.rsplit_once(" (pid ")?.1.strip_suffix(')')?;
-    let (pid, ticks) = inner.split_once(", start ")?;
-    let pid_num: u32 = pid.parse().ok()?;
-    if pid_num == std::process::id() {
-        return None;
-    }
-    let ticks: u64 = ticks.parse().ok()?;
-    let alive = matches!(proc_stat(pid), Some((state, t)) if t == ticks && state != 'Z');
-    alive.then_some(pid_num)
-}
-
 impl Run<'_> {
     async fn reporter_finish(&mut self, bound: Duration) -> Option<String> {
         let reporter = std::mem::replace(&mut self.reporter, Reporter::closed());
@@ -1192,13 +1280,14 @@ fn is_duplicate(started: Option<&StartMarker>, mine: Option<&str>) -> bool {
     }
 }
 
-/// Kills what a dead worker's provider left running, when it ran on this host and the
-/// process group still carries this deployment's `DEPLOY_ID` (so a reused pid is never hit).
-fn kill_leftover_group(marker: &StartMarker, deployment_id: u64) {
-    let Some(pgid) = marker.pgid else { return };
-    if marker.host != hostname() || pgid <= 1 {
-        return;
-    }
+/// Kills what a dead worker's provider left running on this machine, when its process group
+/// still carries this deployment's `DEPLOY_ID` (so a reused pid is never hit); true when the
+/// group is gone afterwards (or was never started).
+async fn kill_leftover_group(marker: &StartMarker, deployment_id: u64) -> bool {
+    let Some(pgid) = marker.pgid.filter(|p| *p > 1) else {
+        // The dead worker may have spawned its provider without recording the group.
+        return false;
+    };
     let wanted = format!("DEPLOY_ID={deployment_id}");
     let ours = std::fs::read(format!("/proc/{pgid}/environ"))
         .map(|env| env.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes()))
@@ -1208,11 +1297,15 @@ fn kill_leftover_group(marker: &StartMarker, deployment_id: u64) {
             pgid,
             "killing the process group the dead worker left running"
         );
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        crate::process::stop_group(pgid).await
+    } else {
+        !crate::process::group_alive(pgid)
     }
+}
+
+/// A std duration as a chrono one (saturating).
+fn chrono_span(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 #[cfg(test)]
@@ -1267,6 +1360,9 @@ mod tests {
                 isolation: Arc::new(Isolation::shared("a unit test")),
                 github: Arc::new(GithubClients::new("http://github.test", None)),
                 base_dir: dir.to_owned(),
+                identity: Arc::new(WorkerIdentity::detect(Some("test-worker"))),
+                leases: LeaseSettings::default(),
+                clock: deploy_core::clock::system(),
             },
         )
         .into_shared();
@@ -1324,37 +1420,14 @@ mod tests {
     #[test]
     fn a_run_started_by_another_job_is_a_duplicate_and_by_the_same_job_an_orphan() {
         let m = |job: Option<&str>| StartMarker {
-            worker: "w".into(),
-            host: "h".into(),
-            pgid: None,
             job: job.map(str::to_owned),
-            at: Utc::now(),
+            ..StartMarker::sample("w", Utc::now())
         };
         assert!(is_duplicate(Some(&m(Some("a"))), Some("b")));
         assert!(!is_duplicate(Some(&m(Some("a"))), Some("a")));
         assert!(!is_duplicate(Some(&m(None)), Some("a")));
         assert!(!is_duplicate(Some(&m(Some("a"))), None));
         assert!(!is_duplicate(None, Some("a")));
-    }
-
-    #[test]
-    fn a_marker_names_a_live_starter_only_when_that_very_process_lives() {
-        let me = process_identity("w");
-        assert!(me.starts_with("w (pid "), "{me}");
-        // This process is alive but is not "another" process.
-        assert_eq!(live_starter(&me), None);
-        let parent = std::os::unix::process::parent_id();
-        let ticks = start_ticks(&parent.to_string()).unwrap();
-        assert_eq!(
-            live_starter(&format!("w (pid {parent}, start {ticks})")),
-            Some(parent)
-        );
-        // Same pid, other start time: a reused pid, not the starter.
-        assert_eq!(
-            live_starter(&format!("w (pid {parent}, start {})", ticks + 1)),
-            None
-        );
-        assert_eq!(live_starter("w"), None);
     }
 
     #[test]

@@ -149,14 +149,7 @@ async fn accept_batch(
     unconfirmed: &Mutex<HashSet<String>>,
     batch: Vec<Pending>,
 ) {
-    let items: Vec<AcceptItem> = batch
-        .iter()
-        .map(|p| AcceptItem {
-            delivery_id: p.delivery_id.clone(),
-            run: p.job.initial_record(),
-            line: p.job.line.clone(),
-        })
-        .collect();
+    let items: Vec<AcceptItem> = batch.iter().map(|p| p.job.accept_item()).collect();
     let accepted = match store.accept_runs(&items).await {
         Ok(a) => a,
         Err(e) => {
@@ -174,6 +167,7 @@ async fn accept_batch(
             return;
         }
     };
+    crate::crash_point!("intake-after-accept");
     let mut plans = Vec::with_capacity(batch.len());
     for (p, a) in batch.iter().zip(accepted) {
         plans.push(plan(store, unconfirmed, p, a).await);
@@ -189,6 +183,9 @@ async fn accept_batch(
     } else {
         queue.push_all(to_push).await
     };
+    if pushed.is_ok() {
+        crate::crash_point!("intake-after-push");
+    }
     let failure = pushed.as_ref().err().map(|e| format!("{e:#}"));
     for (p, plan) in batch.into_iter().zip(plans) {
         let answer = match plan {
@@ -333,11 +330,7 @@ mod tests {
             .await
             .unwrap();
         let first = pending("d-1");
-        let item = AcceptItem {
-            delivery_id: first.delivery_id.clone(),
-            run: first.job.initial_record(),
-            line: first.job.line.clone(),
-        };
+        let item = first.job.accept_item();
         assert!(
             store
                 .accept_runs(std::slice::from_ref(&item))

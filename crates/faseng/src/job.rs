@@ -6,7 +6,7 @@ use deploy_core::{Apps, EnvName, Notify, RepoName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{RunRecord, RunState};
+use crate::store::{AcceptItem, RunRecord, RunState};
 use crate::webhook::{DeploymentEvent, clean_user_name};
 
 /// Name of the apalis queue (the same for producers and consumers).
@@ -150,6 +150,17 @@ impl DeployJob {
                 user_name: clean_user_name(&n.user_name),
                 ..n
             })
+    }
+
+    /// What the store keeps when the job is accepted: its delivery, its record, its line and
+    /// the job itself (so a run whose job was lost can be queued again).
+    pub fn accept_item(&self) -> AcceptItem {
+        AcceptItem {
+            delivery_id: self.delivery_id.clone(),
+            run: self.initial_record(),
+            line: self.line.clone(),
+            job: serde_json::to_string(self).expect("a job serialises"),
+        }
     }
 
     /// The record for a job that was just accepted.

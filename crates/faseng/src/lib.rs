@@ -12,6 +12,7 @@ pub mod checkout;
 pub mod deployer;
 pub mod intake;
 pub mod job;
+pub mod lease;
 pub mod links;
 pub mod messages;
 pub mod metrics;
@@ -20,6 +21,8 @@ pub mod poster;
 pub mod process;
 pub mod providers;
 pub mod queue;
+pub mod reconcile;
+pub mod repair;
 pub mod reporter;
 pub mod resolve;
 pub mod runlog;
@@ -31,3 +34,22 @@ pub mod web;
 pub mod webhook;
 
 pub use app::{Application, Config, Services};
+
+/// A crash point for fault-injection tests: built with the `failpoints` feature and run with
+/// `FAILPOINTS=<name>=return`, the process dies here as if killed with SIGKILL. Without the
+/// feature it is nothing.
+macro_rules! crash_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |_| $crate::die_at($name));
+    };
+}
+pub(crate) use crash_point;
+
+/// Dies at crash point `name` (see [`crash_point`]).
+#[cfg(feature = "failpoints")]
+pub(crate) fn die_at(name: &str) -> ! {
+    eprintln!("faseng: crash point {name}: dying");
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    std::process::abort()
+}

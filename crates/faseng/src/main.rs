@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use deploy_core::{Apps, GithubAuth, Secret};
+use deploy_core::{Apps, GithubAuth, Secret, Span};
 use faseng::links::LinkKey;
 use faseng::providers::{ProviderConfig, SshKeySource};
 use faseng::queue::{QueueTiming, QueueUrl};
@@ -117,6 +117,20 @@ struct Common {
     /// Worker heartbeat, seconds; a worker silent for 3 heartbeats is dead and its jobs are recovered.
     #[arg(long, env = "FASENG_HEARTBEAT", default_value_t = 10)]
     heartbeat: u64,
+    /// This process's name as the holder of run leases; must differ between processes.
+    /// Default: host name + boot id + pid (never the host name alone).
+    #[arg(long, env = "FASENG_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Seconds a running deploy's lease lasts; renewed every third of it. A run whose lease
+    /// lapses is taken over by another worker, which reports it once its provider is
+    /// certainly stopped (it is never re-run).
+    #[arg(long, env = "FASENG_LEASE_SECS", default_value_t = 30)]
+    lease_secs: u64,
+    /// A run at the head of its line with no job and no live worker for this long is queued
+    /// again (its job was lost, e.g. faseng died between accepting and queueing it), e.g.
+    /// `2m`, `30s`.
+    #[arg(long, env = "FASENG_REPAIR_AFTER", default_value = "2m")]
+    repair_after: deploy_core::Span,
     /// Seconds SIGTERM waits for running deployments before exiting.
     #[arg(long, env = "FASENG_SHUTDOWN_TIMEOUT", default_value_t = 600)]
     shutdown_timeout: u64,
@@ -161,6 +175,15 @@ struct Common {
     /// Heroku Platform API base.
     #[arg(long, env = "HEROKU_API_URL", default_value = "https://api.heroku.com")]
     heroku_api_url: String,
+    /// Seconds between passes that list the newest GitHub deployments of every app's
+    /// repository and queue those whose webhook never came (also once at start; 0: never).
+    /// One faseng process of a store does it at a time.
+    #[arg(long, env = "FASENG_RECONCILE_SECS", default_value_t = 30)]
+    reconcile_secs: u64,
+    /// How far back reconciling looks (`30m`, `2h`): deployments created earlier are never
+    /// picked up, nor any with a status.
+    #[arg(long, env = "FASENG_RECONCILE_WINDOW", default_value = "1h")]
+    reconcile_window: Span,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -243,7 +266,18 @@ impl Common {
             heroku_api_url: self.heroku_api_url,
         };
         c.provider_user = non_empty(self.provider_user);
+        c.worker_id = non_empty(self.worker_id);
+        c.repair = faseng::repair::RepairSettings {
+            after: self.repair_after.as_duration().max(Duration::from_secs(1)),
+        };
+        c.leases = faseng::lease::LeaseSettings {
+            lease: Duration::from_secs(self.lease_secs.max(1)),
+        };
         c.private_files = private_files;
+        c.reconcile = faseng::reconcile::ReconcileSettings {
+            every: Duration::from_secs(self.reconcile_secs),
+            window: self.reconcile_window,
+        };
         Ok(c)
     }
 }
@@ -281,6 +315,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     match deploy_core::server::raise_open_files_limit() {
         Ok(limit) => tracing::debug!(limit, "open files limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
@@ -326,7 +362,15 @@ async fn main() -> anyhow::Result<()> {
                 shutdown_signal().await;
                 let _ = tx.send(true);
             });
-            services.run_worker(public_url, rx).await
+            let reconciler = services.spawn_reconciler(services.intake(), rx.clone());
+            let result = services.run_worker(public_url, rx).await;
+            if let Some(r) = reconciler {
+                if result.is_err() {
+                    r.abort();
+                }
+                let _ = r.await;
+            }
+            result
         }
     }
 }

@@ -88,8 +88,18 @@ pub fn timeout_log_line(secs: u64) -> String {
 }
 
 /// `error`: a job that had started came back after its worker died.
-pub fn orphaned() -> String {
-    description("Error: the deployer stopped during the run")
+/// `error`: the worker running the deploy stopped answering (at `at`, when known); the run
+/// was taken over to be reported, never re-run.
+pub fn worker_stopped(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    match at {
+        Some(at) => description(&format!(
+            "Error: the worker running this deploy stopped answering at {} UTC; the provider may have partly run",
+            at.format("%H:%M:%S")
+        )),
+        None => description(
+            "Error: the worker running this deploy stopped answering; the provider may have partly run",
+        ),
+    }
 }
 
 /// `error`: locked by someone else (Heaven's text, plus the reason).
@@ -357,7 +367,17 @@ mod tests {
         assert_eq!(failed(None), "Failed");
         assert_eq!(timed_out(5), "Timed out after 5 s");
         assert!(timeout_log_line(5).contains("timed out after 5 s"));
-        assert_eq!(orphaned(), "Error: the deployer stopped during the run");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-06T12:03:41.5Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            worker_stopped(Some(at)),
+            "Error: the worker running this deploy stopped answering at 12:03:41 UTC; the provider may have partly run"
+        );
+        assert!(
+            worker_stopped(None)
+                .starts_with("Error: the worker running this deploy stopped answering;")
+        );
         assert!(failed(Some(&"x".repeat(300))).chars().count() <= DESCRIPTION_MAX);
     }
 

@@ -28,7 +28,11 @@ pub struct Metrics {
     buckets: [AtomicU64; 10],
     duration_count: AtomicU64,
     duplicate_jobs: AtomicU64,
+    recovered_runs: AtomicU64,
+    abandoned_runs: AtomicU64,
+    requeued_heads: AtomicU64,
     duration_sum_ms: AtomicU64,
+    reconciled: AtomicU64,
     outbox: OutboxMetrics,
 }
 
@@ -94,6 +98,26 @@ impl Metrics {
         self.outbox.depth_known.store(true, Ordering::Relaxed);
     }
 
+    /// Counts a run taken over from a worker that stopped answering (to be reported).
+    pub fn recovered_run(&self) {
+        self.recovered_runs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a run this process stopped because another worker took its lease.
+    pub fn abandoned_run(&self) {
+        self.abandoned_runs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a line head whose job was lost and was queued again.
+    pub fn requeued_head(&self) {
+        self.requeued_heads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a deployment found by reconciling with GitHub (its webhook never came) and queued.
+    pub fn reconciled(&self) {
+        self.reconciled.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Prometheus text exposition; `queue_depth` is sampled by the caller.
     pub fn render(&self, queue_depth: Option<u64>) -> String {
         let mut out = String::new();
@@ -137,6 +161,35 @@ impl Metrics {
             out,
             "faseng_duplicate_jobs_total {}",
             self.duplicate_jobs.load(Ordering::Relaxed)
+        );
+        for (name, help, value) in [
+            (
+                "faseng_runs_recovered_total",
+                "Runs taken over from a worker that stopped answering, and reported.",
+                &self.recovered_runs,
+            ),
+            (
+                "faseng_runs_abandoned_total",
+                "Runs this process stopped because another worker took their lease.",
+                &self.abandoned_runs,
+            ),
+            (
+                "faseng_line_heads_requeued_total",
+                "Runs at the head of their line whose queue job was lost, queued again.",
+                &self.requeued_heads,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP faseng_reconciled_total Deployments found by reconciling with GitHub (their webhook never came) and queued by this process.\n# TYPE faseng_reconciled_total counter\n");
+        let _ = writeln!(
+            out,
+            "faseng_reconciled_total {}",
+            self.reconciled.load(Ordering::Relaxed)
         );
         if let Some(d) = queue_depth {
             out.push_str("# HELP faseng_queue_depth Jobs waiting in the queue.\n# TYPE faseng_queue_depth gauge\n");
@@ -191,6 +244,10 @@ mod tests {
         m.run("success", Some(4.0));
         m.run("error", None);
         m.duplicate_job();
+        m.recovered_run();
+        m.requeued_head();
+        m.requeued_head();
+        m.reconciled();
         let text = m.render(Some(3));
         assert!(text.contains("faseng_webhooks_total{outcome=\"accepted\"} 2"));
         assert!(text.contains("faseng_webhooks_total{outcome=\"rejected\"} 1"));
@@ -201,6 +258,10 @@ mod tests {
         assert!(text.contains("faseng_run_duration_seconds_count 1"));
         assert!(text.contains("faseng_queue_depth 3"));
         assert!(text.contains("faseng_duplicate_jobs_total 1"));
+        assert!(text.contains("faseng_runs_recovered_total 1"));
+        assert!(text.contains("faseng_runs_abandoned_total 0"));
+        assert!(text.contains("faseng_line_heads_requeued_total 2"));
+        assert!(text.contains("faseng_reconciled_total 1"));
         assert!(!text.contains("faseng_outbox_depth"), "unknown until read");
     }
 

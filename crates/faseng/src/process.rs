@@ -21,6 +21,10 @@ use crate::sandbox::Isolation;
 /// How long a timed-out group gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// How much later than faseng's own timer a command's supervisor stops it: faseng stops it
+/// first (and says so in the log) unless faseng is stopped or dead.
+pub const SUPERVISOR_SLACK: Duration = Duration::from_secs(2);
+
 /// One command to run.
 #[derive(Debug, Clone)]
 pub struct CommandSpec {
@@ -144,6 +148,54 @@ fn signal_group(pgid: i32, sig: Signal) -> bool {
     killpg(Pid::from_raw(pgid), sig).is_ok()
 }
 
+/// True while process group `pgid` has a member that is not a zombie.
+pub fn group_alive(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return killpg(Pid::from_raw(pgid), None).is_ok();
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // After the command name: state, ppid, pgrp.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next());
+        let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
+        pgrp == Some(pgid) && state != Some('Z')
+    })
+}
+
+/// Kills process group `pgid` and waits (up to 10 s) until none of it is left; true when
+/// it is gone.
+pub async fn stop_group(pgid: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        signal_group(pgid, Signal::SIGKILL);
+        if !group_alive(pgid) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(pgid, "the process group is still there 10 s after SIGKILL");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs `spec` for the run in `run_root`, isolated as `isolation` says, streaming its
 /// output into `log`; `on_spawn` receives the process group id.
 pub async fn run_logged(
@@ -166,7 +218,12 @@ pub async fn run_logged(
         isolation,
         paths: &spec.visible,
     };
-    let mut cmd = isolation.command(spec, run_root, &spec.visible);
+    let mut cmd = isolation.command(
+        spec,
+        run_root,
+        &spec.visible,
+        Some(timeout + SUPERVISOR_SLACK),
+    );
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(write_end))
         .stderr(Stdio::from(write_err))
@@ -219,6 +276,15 @@ pub async fn run_logged(
         abort.abort();
     }
     Ok(exit)
+}
+
+/// A process's state letter (`Z` for a zombie) and start time, from `/proc/<pid>/stat`.
+pub(crate) fn proc_stat(pid: &str) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 #[cfg(test)]

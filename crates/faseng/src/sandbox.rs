@@ -212,26 +212,35 @@ impl Isolation {
 
     /// The command that runs `spec` for a run whose directory is `run_root`, isolated as
     /// configured; `visible` are further paths the command needs (e.g. its SSH directory,
-    /// when that is outside the run directory).
+    /// when that is outside the run directory). With `supervise`, the command runs under a
+    /// supervisor process (coreutils `timeout`) that stops its whole process group after that
+    /// long, with SIGTERM then SIGKILL after [`crate::process::KILL_GRACE`]: the deadline
+    /// holds even when faseng itself is stopped or dead.
     pub fn command(
         &self,
         spec: &CommandSpec,
         run_root: &Path,
         visible: &[PathBuf],
+        supervise: Option<Duration>,
     ) -> tokio::process::Command {
-        let mut cmd = match &self.bwrap {
-            Some(bwrap) => {
-                let mut cmd = tokio::process::Command::new(bwrap);
-                cmd.args(self.bwrap_args(spec, run_root, visible));
-                cmd
-            }
-            None => {
-                let mut cmd = tokio::process::Command::new(&spec.program);
-                cmd.args(&spec.args);
-                cmd
-            }
+        let (program, mut args): (OsString, Vec<OsString>) = match &self.bwrap {
+            Some(bwrap) => (
+                bwrap.clone().into(),
+                self.bwrap_args(spec, run_root, visible),
+            ),
+            None => (spec.program.clone().into(), spec.args.clone()),
         };
-        cmd.current_dir(&spec.cwd)
+        let mut cmd = match (supervise, supervisor()) {
+            (Some(limit), Some(timeout)) => {
+                let mut cmd = tokio::process::Command::new(timeout);
+                cmd.args(supervisor_args(limit));
+                args.insert(0, program);
+                cmd
+            }
+            _ => tokio::process::Command::new(program),
+        };
+        cmd.args(args)
+            .current_dir(&spec.cwd)
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)));
         if let Some(u) = &self.user {
@@ -292,6 +301,37 @@ const SANDBOX: [&str; 9] = [
     "--dev",
     "/dev",
 ];
+
+/// coreutils `timeout`, the per-command supervisor, when this machine has it.
+fn supervisor() -> Option<&'static Path> {
+    static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let found = ["/usr/bin/timeout", "/bin/timeout"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file());
+            if found.is_none() {
+                tracing::warn!(
+                    "coreutils timeout is not installed: a provider outlives its deadline when faseng is stopped"
+                );
+            }
+            found
+        })
+        .as_deref()
+}
+
+/// `timeout`'s arguments before the command: stop the group after `limit` (whole seconds,
+/// rounded up), SIGKILL after the grace.
+fn supervisor_args(limit: Duration) -> Vec<OsString> {
+    let secs = limit.as_secs() + u64::from(limit.subsec_nanos() > 0);
+    vec![
+        format!("--kill-after={}s", crate::process::KILL_GRACE.as_secs()).into(),
+        "--signal=TERM".into(),
+        "--".into(),
+        format!("{}s", secs.max(1)).into(),
+    ]
+}
 
 fn find_bwrap() -> Option<PathBuf> {
     ["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"]

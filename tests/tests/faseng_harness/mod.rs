@@ -187,6 +187,9 @@ impl Env {
             missed_heartbeats: 2,
         };
         c.shutdown_timeout = Duration::from_secs(5);
+        // Scenarios deliver webhooks by hand (some edited); a reconcile pass could take a
+        // deployment first. Reconciling has its own scenarios (`reconcile.rs`).
+        c.reconcile.every = Duration::ZERO;
         c.providers = self.providers.clone();
         c.apps = std::sync::Arc::new(
             deploy_core::Apps::from_json(&self.apps_json.to_string()).expect("a valid app.json"),

@@ -323,6 +323,7 @@ impl Direct {
             timeout,
             deadline: tokio::time::Instant::now() + timeout,
             github_token,
+            lease: None,
         };
         let pgids = Arc::new(Mutex::new(Vec::new()));
         let progress = Arc::new(Mutex::new(Vec::new()));

@@ -552,13 +552,7 @@ async fn a_refused_chat_update_is_dropped() {
 #[tokio::test]
 async fn a_fenced_out_run_writes_nothing_more() {
     let w = World::new().await;
-    let marker = |worker: &str| StartMarker {
-        worker: worker.into(),
-        host: "h".into(),
-        pgid: None,
-        job: None,
-        at: Utc::now(),
-    };
+    let marker = |worker: &str| StartMarker::sample(worker, Utc::now());
     w.store.mark_started("o/r/17", &marker("w1")).await.unwrap();
     let r = w.reporter(17, None);
     r.set_fence("w1");
@@ -566,10 +560,13 @@ async fn a_fenced_out_run_writes_nothing_more() {
     r.send(report(Some(RunState::InProgress), None, None));
     r.flush().await;
     // Another worker takes the run over.
-    w.store
-        .update_started("o/r/17", &marker("w2"))
-        .await
-        .unwrap();
+    let stored = w.store.started("o/r/17").await.unwrap().unwrap();
+    assert!(
+        w.store
+            .take_over_started("o/r/17", &stored, &marker("w2"))
+            .await
+            .unwrap()
+    );
     let written = r
         .finish_run(
             &record(17, RunState::Success),

@@ -452,6 +452,9 @@ impl Provider for HerokuProvider {
         log: &RunLog,
         _on_spawn: &(dyn Fn(i32) + Send + Sync),
     ) -> RunResult {
+        if let Err(e) = ctx.confirm_lease().await {
+            return RunResult::SpawnFailed(e.to_string());
+        }
         match tokio::time::timeout_at(ctx.deadline, self.build(ctx, log)).await {
             Ok(BuildEnd::Succeeded) => RunResult::Exited(Exit::Code(0)),
             Ok(BuildEnd::Failed) => RunResult::Exited(Exit::Code(1)),

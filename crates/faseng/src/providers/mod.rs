@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use deploy_core::{AppConfig, CommitSha, EnvName, GitRef, Secret};
 
 use crate::checkout::RunDir;
+use crate::lease::LeaseKeeper;
 use crate::messages;
 use crate::process::{CommandSpec, Exit, run_logged};
 use crate::runlog::RunLog;
@@ -58,6 +59,9 @@ pub struct RunContext<'a> {
     pub deadline: tokio::time::Instant,
     /// The token for the app's GitHub (tarball links), when faseng has one.
     pub github_token: Option<&'a Secret>,
+    /// The run's lease: checked before anything is spawned (a worker that lost its run
+    /// starts nothing more). `None` in tests of providers alone.
+    pub lease: Option<&'a LeaseKeeper>,
 }
 
 impl RunContext<'_> {
@@ -69,6 +73,7 @@ impl RunContext<'_> {
         log: &RunLog,
         on_spawn: &(dyn Fn(i32) + Send + Sync),
     ) -> std::io::Result<Exit> {
+        self.confirm_lease().await?;
         run_logged(
             cmd,
             self.isolation,
@@ -78,6 +83,17 @@ impl RunContext<'_> {
             on_spawn,
         )
         .await
+    }
+
+    /// Fails when the run's lease is no longer this worker's (checked before anything is
+    /// spawned or started elsewhere).
+    pub async fn confirm_lease(&self) -> std::io::Result<()> {
+        match self.lease {
+            Some(lease) if !lease.confirm().await => Err(std::io::Error::other(
+                "this worker no longer holds the run's lease",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The time left before the deadline (at least 1 ms, so a command past it is stopped at

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     AcceptItem, Accepted, ClaimedLane, EnvLock, LaneKey, OutboxEntry, RunRecord, Settle,
-    SqliteStore, StartMarker, Store,
+    SqliteStore, StartMarker, Store, StoredMarker,
 };
 
 /// Which store call a [`FlakyStore`] makes fail once, as a store that dies mid-call would.
@@ -87,8 +87,31 @@ impl Store for FlakyStore {
         }
         result
     }
-    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()> {
+    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<bool> {
         self.inner.update_started(key, marker).await
+    }
+    async fn started(&self, key: &str) -> anyhow::Result<Option<StoredMarker>> {
+        self.inner.started(key).await
+    }
+    async fn take_over_started(
+        &self,
+        key: &str,
+        expected: &StoredMarker,
+        new: &StartMarker,
+    ) -> anyhow::Result<bool> {
+        self.inner.take_over_started(key, expected, new).await
+    }
+    async fn note_provider_stopped(&self, key: &str, started_by: &str) -> anyhow::Result<()> {
+        self.inner.note_provider_stopped(key, started_by).await
+    }
+    async fn provider_stopped(&self, key: &str, started_by: &str) -> anyhow::Result<bool> {
+        self.inner.provider_stopped(key, started_by).await
+    }
+    async fn job(&self, key: &str) -> anyhow::Result<Option<String>> {
+        self.inner.job(key).await
+    }
+    async fn line_heads(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.inner.line_heads().await
     }
     async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()> {
         self.inner.line_join(line, key).await
@@ -181,5 +204,18 @@ impl Store for FlakyStore {
     }
     async fn outbox_depth(&self) -> anyhow::Result<u64> {
         self.inner.outbox_depth().await
+    }
+
+    async fn acquire_duty(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> anyhow::Result<bool> {
+        self.inner.acquire_duty(name, holder, now, ttl).await
+    }
+    async fn release_duty(&self, name: &str, holder: &str) -> anyhow::Result<()> {
+        self.inner.release_duty(name, holder).await
     }
 }

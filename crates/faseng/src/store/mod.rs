@@ -1,8 +1,9 @@
 //! Durable state that apalis does not keep for us, behind one trait with a Redis and a
 //! SQLite implementation: delivery dedup, the per-app+environment waiting line, environment
 //! locks (`deploy:lock`), run records and "started" markers, recent durations for the ETA,
-//! the log store (so any `faseng serve` can show any run's log) and the key log links are
-//! signed with (so every faseng process signs them alike).
+//! the log store (so any `faseng serve` can show any run's log), the key log links are
+//! signed with (so every faseng process signs them alike) and duty leases (which process does
+//! a periodic job, such as reconciling with GitHub, when several share one store).
 
 #[cfg(test)]
 pub(crate) mod flaky;
@@ -140,21 +141,84 @@ impl EnvLock {
     }
 }
 
-/// Marks a run as begun; if it ever comes back, it is an orphan, never re-run.
+/// Marks a run as begun (a run that comes back after this is never re-run) and holds its
+/// lease: the worker in `worker` renews `lease_until` every third of the lease, and only
+/// that worker may write the run's progress and result. A worker that finds the lease
+/// lapsed may take the run over ([`Store::take_over_started`]) to report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartMarker {
-    /// Worker name that started it.
+    /// The worker holding the run now (its `FASENG_WORKER_ID`): the lease's holder and the
+    /// fence for everything the run writes.
     pub worker: String,
-    /// Host name of that worker.
+    /// The worker that started the provider (stays when another worker takes the run over).
+    #[serde(default)]
+    pub started_by: String,
+    /// Host name of the starter.
     pub host: String,
+    /// Boot id of the starter's machine (with the host name, "the same machine").
+    #[serde(default)]
+    pub boot_id: String,
+    /// The starter's process id and start time (clock ticks since boot): with the boot id,
+    /// they tell whether that very process is gone.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// See `pid`.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     /// Process group of the provider, once spawned.
     pub pgid: Option<i32>,
     /// The queue's id for the job that started it: a job with another id for the same run
     /// is a duplicate (dropped quietly), one with the same id is an orphan (reported).
     #[serde(default)]
     pub job: Option<String>,
-    /// When.
+    /// When the run started.
     pub at: DateTime<Utc>,
+    /// Until when the holder's lease runs.
+    #[serde(default)]
+    pub lease_until: Option<DateTime<Utc>>,
+    /// When the holder last renewed its lease (what "stopped answering at" names).
+    #[serde(default)]
+    pub renewed_at: Option<DateTime<Utc>>,
+    /// After this the starter's provider is stopped for certain, whatever became of the
+    /// starter: start + timeout + the supervisor's slack and kill grace.
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+impl StartMarker {
+    /// A marker held by `worker` since `at`, with a lease of one minute (tests).
+    #[cfg(test)]
+    pub(crate) fn sample(worker: &str, at: DateTime<Utc>) -> Self {
+        Self {
+            worker: worker.into(),
+            started_by: worker.into(),
+            host: "h".into(),
+            boot_id: "b".into(),
+            pid: None,
+            pid_start: None,
+            pgid: None,
+            job: Some("j".into()),
+            at,
+            lease_until: Some(at + chrono::Duration::seconds(60)),
+            renewed_at: Some(at),
+            deadline: Some(at + chrono::Duration::seconds(600)),
+        }
+    }
+
+    /// True when the lease has lapsed at `now` (a marker without a lease has none to keep).
+    pub fn lease_lapsed(&self, now: DateTime<Utc>) -> bool {
+        self.lease_until.is_none_or(|until| until <= now)
+    }
+}
+
+/// A start marker as stored: the parsed marker and the exact stored text, which a
+/// compare-and-set ([`Store::take_over_started`]) compares against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMarker {
+    /// The marker.
+    pub marker: StartMarker,
+    /// Its stored form.
+    pub raw: String,
 }
 
 /// What [`Store::accept_runs`] did with one delivery.
@@ -175,6 +239,8 @@ pub struct AcceptItem {
     pub run: RunRecord,
     /// The waiting line the run joins when its record is new.
     pub line: String,
+    /// The queue job (JSON), kept so a run whose job was lost can be queued again.
+    pub job: String,
 }
 
 /// The operations faseng needs from its durable store. Every method is one round trip and
@@ -205,8 +271,31 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         marker: &StartMarker,
     ) -> anyhow::Result<Option<StartMarker>>;
-    /// Updates the marker (e.g. with the provider's process group).
-    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()>;
+    /// Replaces the marker when `marker.worker` holds it (a lease renewal, the provider's
+    /// process group); `false` when another worker holds it or there is none (the lease is
+    /// lost).
+    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<bool>;
+    /// The marker of a run, as stored.
+    async fn started(&self, key: &str) -> anyhow::Result<Option<StoredMarker>>;
+    /// Replaces the marker with `new` when it is still exactly `expected` (read earlier, its
+    /// lease seen lapsed): the takeover of a run whose worker stopped answering. `false`
+    /// when it changed meanwhile (renewed, or taken over by someone else).
+    async fn take_over_started(
+        &self,
+        key: &str,
+        expected: &StoredMarker,
+        new: &StartMarker,
+    ) -> anyhow::Result<bool>;
+    /// Notes that the provider started by `started_by` is stopped for certain (its starter,
+    /// having lost the lease, stopped it): the run's new holder need not wait for its
+    /// deadline.
+    async fn note_provider_stopped(&self, key: &str, started_by: &str) -> anyhow::Result<()>;
+    /// Whether the provider started by `started_by` was noted stopped.
+    async fn provider_stopped(&self, key: &str, started_by: &str) -> anyhow::Result<bool>;
+    /// The queue job kept for a run at intake (JSON).
+    async fn job(&self, key: &str) -> anyhow::Result<Option<String>>;
+    /// Every non-empty waiting line with its first run: `(line, run key)`.
+    async fn line_heads(&self) -> anyhow::Result<Vec<(String, String)>>;
     /// Appends a run to the end of a waiting line (no-op when already in it).
     async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()>;
     /// Removes a run from a waiting line.
@@ -283,6 +372,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<Option<u64>>;
     /// Entries waiting in the outbox, all lanes (cheap: `/metrics` reads it).
     async fn outbox_depth(&self) -> anyhow::Result<u64>;
+    /// Takes the duty lease `name` (a periodic job that one process of the store does at a
+    /// time) for `holder` until `now + ttl`, atomically: when it is free, has expired (its end
+    /// is not after `now`) or is `holder`'s already (renewed). `false` while another holder's
+    /// lease runs. Time is the caller's (its clock), never the store's.
+    async fn acquire_duty(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> anyhow::Result<bool>;
+    /// Ends `holder`'s lease of duty `name` so another process may take it at once (a stopping
+    /// process); nothing happens when someone else holds it.
+    async fn release_duty(&self, name: &str, holder: &str) -> anyhow::Result<()>;
 }
 
 #[cfg(test)]
@@ -323,21 +426,15 @@ pub(crate) mod contract {
         store.delete_run("o/r/1").await.unwrap();
         assert_eq!(store.get_run("o/r/1").await.unwrap(), None);
 
-        let m = StartMarker {
-            worker: "w".into(),
-            host: "h".into(),
-            pgid: None,
-            job: Some("j".into()),
-            at: Utc::now(),
-        };
+        let m = StartMarker::sample("w", Utc::now());
         assert_eq!(store.mark_started("o/r/1", &m).await.unwrap(), None);
         let again = store.mark_started("o/r/1", &m).await.unwrap();
         assert_eq!(again.as_ref().map(|m| m.worker.as_str()), Some("w"));
         let m2 = StartMarker {
             pgid: Some(42),
-            ..m
+            ..m.clone()
         };
-        store.update_started("o/r/1", &m2).await.unwrap();
+        assert!(store.update_started("o/r/1", &m2).await.unwrap());
         assert_eq!(
             store
                 .mark_started("o/r/1", &m2)
@@ -347,6 +444,60 @@ pub(crate) mod contract {
                 .pgid,
             Some(42)
         );
+        assert!(store.started("o/r/404").await.unwrap().is_none());
+        assert!(
+            !store.update_started("o/r/404", &m2).await.unwrap(),
+            "no marker, no lease to renew"
+        );
+
+        // Leases: only the holder renews; a takeover is a compare-and-set on what was read.
+        let read = store.started("o/r/1").await.unwrap().unwrap();
+        assert_eq!(read.marker, m2);
+        let other = StartMarker {
+            worker: "w2".into(),
+            ..m2.clone()
+        };
+        assert!(
+            !store.update_started("o/r/1", &other).await.unwrap(),
+            "another worker cannot renew the holder's lease"
+        );
+        let renewed = StartMarker {
+            lease_until: Some(m2.at + chrono::Duration::seconds(90)),
+            ..m2.clone()
+        };
+        assert!(store.update_started("o/r/1", &renewed).await.unwrap());
+        assert!(
+            !store
+                .take_over_started("o/r/1", &read, &other)
+                .await
+                .unwrap(),
+            "the marker was renewed after it was read"
+        );
+        let read = store.started("o/r/1").await.unwrap().unwrap();
+        assert_eq!(read.marker, renewed);
+        assert!(
+            store
+                .take_over_started("o/r/1", &read, &other)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .take_over_started("o/r/1", &read, &other)
+                .await
+                .unwrap(),
+            "a takeover happens once"
+        );
+        assert_eq!(store.started("o/r/1").await.unwrap().unwrap().marker, other);
+        assert!(
+            !store.update_started("o/r/1", &renewed).await.unwrap(),
+            "the old holder has lost its lease"
+        );
+        assert!(!store.provider_stopped("o/r/1", "w").await.unwrap());
+        store.note_provider_stopped("o/r/1", "w").await.unwrap();
+        assert!(store.provider_stopped("o/r/1", "w").await.unwrap());
+        assert!(!store.provider_stopped("o/r/1", "w2").await.unwrap());
+        assert!(!store.provider_stopped("o/r/2", "w").await.unwrap());
 
         // A batch behaves as its items one after the other: dedup by delivery and by run
         // within the batch, and the line in arrival order.
@@ -354,6 +505,7 @@ pub(crate) mod contract {
             delivery_id: delivery.into(),
             run: run(key),
             line: "app/batch".into(),
+            job: format!("{{\"job\": \"{key}\"}}"),
         };
         let out = store
             .accept_runs(&[
@@ -382,6 +534,12 @@ pub(crate) mod contract {
             ["o/r/10", "o/r/11", "o/r/12"]
         );
         assert!(store.accept_runs(&[]).await.unwrap().is_empty());
+        assert_eq!(
+            store.job("o/r/11").await.unwrap().as_deref(),
+            Some(r#"{"job": "o/r/11"}"#),
+            "the job of a created run is kept"
+        );
+        assert_eq!(store.job("o/r/99").await.unwrap(), None);
         // A released delivery is new again (the undo of an intake whose push failed).
         assert_eq!(
             store.accept_runs(&[item("b3", "o/r/13")]).await.unwrap(),
@@ -402,6 +560,27 @@ pub(crate) mod contract {
         store.line_join("app/edge", "a").await.unwrap();
         assert_eq!(store.line("app/edge").await.unwrap(), ["b", "a"]);
         assert_eq!(store.line("app/other").await.unwrap(), ["c"]);
+        let mut heads = store.line_heads().await.unwrap();
+        heads.sort();
+        assert_eq!(
+            heads,
+            [
+                ("app/batch".to_owned(), "o/r/10".to_owned()),
+                ("app/edge".to_owned(), "b".to_owned()),
+                ("app/other".to_owned(), "c".to_owned())
+            ]
+        );
+        store.line_leave("app/other", "c").await.unwrap();
+        assert!(
+            store
+                .line_heads()
+                .await
+                .unwrap()
+                .iter()
+                .all(|(line, _)| line != "app/other"),
+            "an empty line has no head"
+        );
+        store.line_join("app/other", "c").await.unwrap();
 
         assert_eq!(store.env_lock("app/edge").await.unwrap(), None);
         let alice = EnvLock {
@@ -477,5 +656,52 @@ pub(crate) mod contract {
         assert_eq!(store.link_key("second key").await.unwrap(), "first key");
 
         outbox::contract::exercise(store).await;
+        exercise_duties(store).await;
+    }
+
+    /// Duty leases, on a time moved by hand.
+    async fn exercise_duties(store: &dyn Store) {
+        let t0 = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        let ttl = Duration::from_secs(90);
+        let duty = "reconcile";
+        assert!(store.acquire_duty(duty, "a", at(0), ttl).await.unwrap());
+        assert!(
+            !store.acquire_duty(duty, "b", at(10), ttl).await.unwrap(),
+            "a running lease is not taken"
+        );
+        assert!(
+            store.acquire_duty(duty, "a", at(60), ttl).await.unwrap(),
+            "the holder renews"
+        );
+        assert!(
+            !store.acquire_duty(duty, "b", at(100), ttl).await.unwrap(),
+            "a renewed lease runs from its renewal"
+        );
+        assert!(
+            store
+                .acquire_duty("other", "b", at(100), ttl)
+                .await
+                .unwrap(),
+            "duties are independent"
+        );
+        assert!(
+            store.acquire_duty(duty, "b", at(150), ttl).await.unwrap(),
+            "a lease not renewed lapses at its end"
+        );
+        assert!(!store.acquire_duty(duty, "a", at(151), ttl).await.unwrap());
+        store.release_duty(duty, "a").await.unwrap();
+        assert!(
+            !store.acquire_duty(duty, "a", at(152), ttl).await.unwrap(),
+            "only the holder releases"
+        );
+        store.release_duty(duty, "b").await.unwrap();
+        assert!(
+            store.acquire_duty(duty, "a", at(152), ttl).await.unwrap(),
+            "a released lease is free at once"
+        );
+        store.release_duty("never-taken", "a").await.unwrap();
     }
 }

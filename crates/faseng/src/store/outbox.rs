@@ -582,13 +582,7 @@ pub(crate) mod contract {
                 .unwrap()
         );
         assert!(store.outbox_due(at(1), 10).await.unwrap().is_empty());
-        let marker = StartMarker {
-            worker: "w1".into(),
-            host: "h".into(),
-            pgid: None,
-            job: None,
-            at: Utc::now(),
-        };
+        let marker = StartMarker::sample("w1", Utc::now());
         store.mark_started(run, &marker).await.unwrap();
         assert!(
             store

@@ -11,7 +11,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{
     AcceptItem, Accepted, ClaimedLane, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, LaneKey, OutboxEntry,
-    RunRecord, Settle, StartMarker, Store,
+    RunRecord, Settle, StartMarker, Store, StoredMarker,
 };
 
 /// The Redis-backed [`Store`].
@@ -47,9 +47,11 @@ pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
 /// Joining a waiting line: the line is a list (arrival order) with a companion set of its
 /// members (`faseng:line_members:{line}`), so "already in the line?" is O(1) however long the
 /// line is (LPOS over the list made every intake O(line length)). A line written before the
-/// set existed is indexed once, on its first join. Defines `join(list, set, key)`, 1 = joined.
+/// set existed is indexed once, on its first join. Every line that has runs is named in
+/// `faseng:lines` (for [`Store::line_heads`]). Defines `join(list, set, key, name)`, 1 = joined.
 const JOIN_FN: &str = r"
-local function join(list, set, key)
+local function join(list, set, key, name)
+  redis.call('SADD', 'faseng:lines', name)
   if redis.call('SISMEMBER', set, key) == 1 then return 0 end
   if redis.call('SCARD', set) == 0 and redis.call('LLEN', list) > 0 then
     local members = redis.call('LRANGE', list, 0, -1)
@@ -64,28 +66,31 @@ local function join(list, set, key)
 end
 ";
 
-/// KEYS: line list, member set. ARGV: run key.
-const LINE_JOIN: &str = "return join(KEYS[1], KEYS[2], ARGV[1])";
+/// KEYS: line list, member set. ARGV: run key, line name.
+const LINE_JOIN: &str = "return join(KEYS[1], KEYS[2], ARGV[1], ARGV[2])";
 
-/// KEYS: line list, member set. ARGV: run key.
+/// KEYS: line list, member set. ARGV: run key, line name.
 const LINE_LEAVE: &str = r"
 redis.call('LREM', KEYS[1], 0, ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('LLEN', KEYS[1]) == 0 then redis.call('SREM', 'faseng:lines', ARGV[2]) end
 return 1";
 
 /// Intake for a batch of deliveries in one atomic script, in arrival order. Per item i
-/// (0-based): KEYS[4i+1..4i+4] = delivery, run, line list, line member set; ARGV[1] = the
-/// delivery TTL, ARGV[2i+2] = the run record, ARGV[2i+3] = the run key. Returns
-/// `fresh_delivery, created` per item. The `#!lua` line makes Redis 7 refuse the whole
-/// script up front when it is out of memory, rather than fail half-way through a batch.
+/// (0-based): KEYS[5i+1..5i+5] = delivery, run, line list, line member set, job;
+/// ARGV[1] = the delivery TTL, ARGV[4i+2..4i+5] = the run record, the run key, the line
+/// name, the job. Returns `fresh_delivery, created` per item. The `#!lua` line makes Redis 7
+/// refuse the whole script up front when it is out of memory, rather than fail half-way
+/// through a batch.
 const ACCEPT_BATCH: &str = r"
 local out = {}
-local n = #KEYS / 4
+local n = #KEYS / 5
 for i = 0, n - 1 do
-  local fresh = redis.call('SET', KEYS[4*i+1], '1', 'NX', 'EX', ARGV[1])
-  local created = redis.call('SET', KEYS[4*i+2], ARGV[2*i+2], 'NX')
+  local fresh = redis.call('SET', KEYS[5*i+1], '1', 'NX', 'EX', ARGV[1])
+  local created = redis.call('SET', KEYS[5*i+2], ARGV[4*i+2], 'NX')
   if created then
-    join(KEYS[4*i+3], KEYS[4*i+4], ARGV[2*i+3])
+    join(KEYS[5*i+3], KEYS[5*i+4], ARGV[4*i+3], ARGV[4*i+4])
+    redis.call('SET', KEYS[5*i+5], ARGV[4*i+5])
   end
   out[2*i+1] = fresh and 1 or 0
   out[2*i+2] = created and 1 or 0
@@ -116,6 +121,46 @@ fn scripts() -> &'static Scripts {
         leave: script(LINE_LEAVE),
         accept: script(ACCEPT_BATCH),
         link_key: script(LINK_KEY),
+    })
+}
+
+/// KEYS: the marker. ARGV: the new marker, its holder. Replaces it when that worker holds it.
+const UPDATE_STARTED: &str = r"
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local ok, marker = pcall(cjson.decode, held)
+if not ok or marker['worker'] ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1";
+
+/// KEYS: the marker. ARGV: the marker as read, the new marker. Compare-and-set.
+const TAKE_OVER_STARTED: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1";
+
+/// KEYS: the duty's hash (`holder`, `until` in ms). ARGV: holder, now (ms), new end (ms).
+/// Returns 1 when `holder` holds the duty after the call.
+const ACQUIRE_DUTY: &str = r"
+local held = redis.call('HMGET', KEYS[1], 'holder', 'until')
+if held[1] and held[1] ~= ARGV[1] and tonumber(held[2]) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'until', ARGV[3])
+return 1";
+
+/// KEYS: the duty's hash. ARGV: holder. Deletes it when `holder` holds it.
+const RELEASE_DUTY: &str = r"
+if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1";
+
+/// The duty lease scripts.
+fn duty_scripts() -> &'static (redis::Script, redis::Script) {
+    static SCRIPTS: std::sync::OnceLock<(redis::Script, redis::Script)> =
+        std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| {
+        (
+            redis::Script::new(ACQUIRE_DUTY),
+            redis::Script::new(RELEASE_DUTY),
+        )
     })
 }
 
@@ -177,8 +222,11 @@ impl Store for RedisStore {
                 .key(k("run", &item.run.key))
                 .key(k("line", &item.line))
                 .key(k("line_members", &item.line))
+                .key(k("job", &item.run.key))
                 .arg(serde_json::to_string(&item.run)?)
-                .arg(&item.run.key);
+                .arg(&item.run.key)
+                .arg(&item.line)
+                .arg(&item.job);
         }
         let flags: Vec<i64> = invocation.invoke_async(&mut self.conn()).await?;
         anyhow::ensure!(
@@ -241,12 +289,74 @@ impl Store for RedisStore {
         Ok(Some(from_json(v.as_deref().unwrap_or(&json))?))
     }
 
-    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()> {
+    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<bool> {
+        let updated: i64 = redis::Script::new(UPDATE_STARTED)
+            .key(k("started", key))
+            .arg(serde_json::to_string(marker)?)
+            .arg(&marker.worker)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(updated == 1)
+    }
+
+    async fn started(&self, key: &str) -> anyhow::Result<Option<StoredMarker>> {
+        let v: Option<String> = self.conn().get(k("started", key)).await?;
+        v.map(|raw| {
+            Ok(StoredMarker {
+                marker: from_json(&raw)?,
+                raw,
+            })
+        })
+        .transpose()
+    }
+
+    async fn take_over_started(
+        &self,
+        key: &str,
+        expected: &StoredMarker,
+        new: &StartMarker,
+    ) -> anyhow::Result<bool> {
+        let taken: i64 = redis::Script::new(TAKE_OVER_STARTED)
+            .key(k("started", key))
+            .arg(&expected.raw)
+            .arg(serde_json::to_string(new)?)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(taken == 1)
+    }
+
+    async fn note_provider_stopped(&self, key: &str, started_by: &str) -> anyhow::Result<()> {
         let _: () = self
             .conn()
-            .set(k("started", key), serde_json::to_string(marker)?)
+            .set(k("provider_stopped", key), started_by)
             .await?;
         Ok(())
+    }
+
+    async fn provider_stopped(&self, key: &str, started_by: &str) -> anyhow::Result<bool> {
+        let v: Option<String> = self.conn().get(k("provider_stopped", key)).await?;
+        Ok(v.as_deref() == Some(started_by))
+    }
+
+    async fn job(&self, key: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.conn().get(k("job", key)).await?)
+    }
+
+    async fn line_heads(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let lines: Vec<String> = self.conn().smembers("faseng:lines").await?;
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for line in &lines {
+            pipe.lindex(k("line", line), 0);
+        }
+        let heads: Vec<Option<String>> = pipe.query_async(&mut self.conn()).await?;
+        Ok(lines
+            .into_iter()
+            .zip(heads)
+            .filter_map(|(line, head)| head.map(|h| (line, h)))
+            .collect())
     }
 
     async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()> {
@@ -255,6 +365,7 @@ impl Store for RedisStore {
             .key(k("line", line))
             .key(k("line_members", line))
             .arg(key)
+            .arg(line)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(())
@@ -266,6 +377,7 @@ impl Store for RedisStore {
             .key(k("line", line))
             .key(k("line_members", line))
             .arg(key)
+            .arg(line)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(())
@@ -401,6 +513,35 @@ impl Store for RedisStore {
 
     async fn outbox_depth(&self) -> anyhow::Result<u64> {
         super::redis_outbox::depth(self.conn()).await
+    }
+
+    async fn acquire_duty(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> anyhow::Result<bool> {
+        let until = now + chrono::Duration::from_std(ttl).context("a duty lease's length")?;
+        let held: i64 = duty_scripts()
+            .0
+            .key(k("duty", name))
+            .arg(holder)
+            .arg(now.timestamp_millis())
+            .arg(until.timestamp_millis())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(held == 1)
+    }
+
+    async fn release_duty(&self, name: &str, holder: &str) -> anyhow::Result<()> {
+        let _: i64 = duty_scripts()
+            .1
+            .key(k("duty", name))
+            .arg(holder)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 }
 

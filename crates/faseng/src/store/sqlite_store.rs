@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 
 use super::{
     AcceptItem, Accepted, ClaimedLane, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, LaneKey, OutboxEntry,
-    RunRecord, Settle, StartMarker, Store,
+    RunRecord, Settle, StartMarker, Store, StoredMarker,
 };
 
 const SCHEMA: &str = r"
@@ -30,6 +30,9 @@ CREATE INDEX IF NOT EXISTS faseng_durations_line ON faseng_durations(line, seq);
 CREATE TABLE IF NOT EXISTS faseng_logs (run TEXT NOT NULL, n INTEGER NOT NULL, text TEXT NOT NULL, PRIMARY KEY(run, n));
 CREATE TABLE IF NOT EXISTS faseng_status_events (run TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS faseng_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS faseng_jobs (key TEXT PRIMARY KEY, job TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS faseng_provider_stopped (key TEXT PRIMARY KEY, started_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS faseng_duties (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until_ms INTEGER NOT NULL);
 ";
 
 /// The SQLite-backed [`Store`].
@@ -169,6 +172,11 @@ impl Store for SqliteStore {
                     .bind(&item.run.key)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("INSERT OR REPLACE INTO faseng_jobs (key, job) VALUES (?, ?)")
+                    .bind(&item.run.key)
+                    .bind(&item.job)
+                    .execute(&mut *tx)
+                    .await?;
             }
             out.push(Accepted {
                 fresh_delivery,
@@ -241,13 +249,86 @@ impl Store for SqliteStore {
         Ok(Some(from_json(row.get::<&str, _>(0))?))
     }
 
-    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<()> {
-        sqlx::query("INSERT OR REPLACE INTO faseng_started (key, marker) VALUES (?, ?)")
+    async fn update_started(&self, key: &str, marker: &StartMarker) -> anyhow::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE faseng_started SET marker = ? WHERE key = ? AND json_extract(marker, '$.worker') = ?",
+        )
+        .bind(to_json(marker)?)
+        .bind(key)
+        .bind(&marker.worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn started(&self, key: &str) -> anyhow::Result<Option<StoredMarker>> {
+        let row = sqlx::query("SELECT marker FROM faseng_started WHERE key = ?")
             .bind(key)
-            .bind(to_json(marker)?)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let raw: String = r.get(0);
+            Ok(StoredMarker {
+                marker: from_json(&raw)?,
+                raw,
+            })
+        })
+        .transpose()
+    }
+
+    async fn take_over_started(
+        &self,
+        key: &str,
+        expected: &StoredMarker,
+        new: &StartMarker,
+    ) -> anyhow::Result<bool> {
+        let r = sqlx::query("UPDATE faseng_started SET marker = ? WHERE key = ? AND marker = ?")
+            .bind(to_json(new)?)
+            .bind(key)
+            .bind(&expected.raw)
             .execute(&self.pool)
             .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn note_provider_stopped(&self, key: &str, started_by: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO faseng_provider_stopped (key, started_by) VALUES (?, ?)",
+        )
+        .bind(key)
+        .bind(started_by)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    async fn provider_stopped(&self, key: &str, started_by: &str) -> anyhow::Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 FROM faseng_provider_stopped WHERE key = ? AND started_by = ?")
+                .bind(key)
+                .bind(started_by)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    async fn job(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query("SELECT job FROM faseng_jobs WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn line_heads(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT l.line, l.run FROM faseng_line l \
+             JOIN (SELECT line, MIN(seq) AS seq FROM faseng_line GROUP BY line) h \
+             ON l.line = h.line AND l.seq = h.seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn line_join(&self, line: &str, key: &str) -> anyhow::Result<()> {
@@ -465,6 +546,38 @@ impl Store for SqliteStore {
 
     async fn outbox_depth(&self) -> anyhow::Result<u64> {
         super::sqlite_outbox::depth(&self.pool).await
+    }
+
+    async fn acquire_duty(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> anyhow::Result<bool> {
+        let until = now + chrono::Duration::from_std(ttl).context("a duty lease's length")?;
+        // One statement: insert, or take over when the lease is ours or has run out.
+        let r = sqlx::query(
+            "INSERT INTO faseng_duties (name, holder, until_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
+             WHERE faseng_duties.holder = excluded.holder OR faseng_duties.until_ms <= ?4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(until.timestamp_millis())
+        .bind(now.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn release_duty(&self, name: &str, holder: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM faseng_duties WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -71,6 +71,8 @@ fn faseng(rig_dir: &Path, redis_url: &str, gh_url: &str, log: &str) -> anyhow::R
         .env("GITHUB_API_URL", gh_url)
         .env("GITHUB_TOKEN", TOKEN)
         .env("FASENG_HEARTBEAT", "2")
+        // Webhooks are posted by hand and must each get their 202.
+        .env("FASENG_RECONCILE_SECS", "0")
         .stdin(Stdio::null());
     // faseng logs to stdout.
     let file = std::fs::File::create(rig_dir.join(log))?;
