@@ -87,8 +87,8 @@ pub struct Config {
     /// (`FASENG_REPORT_RETRY_MAX` caps it).
     pub status_retry: RetryPolicy,
     /// How long a process's claim on a deployment's reports lasts (`FASENG_REPORT_LEASE`):
-    /// a dead process's reports are taken over after this.
-    pub report_lease: Duration,
+    /// a dead process's reports are taken over after this. `None`: the run lease's length.
+    pub report_lease: Option<Duration>,
     /// Worker name prefix.
     pub worker_prefix: String,
     /// Provider settings: `DEPLOY_SSH_KEY` / `DEPLOY_SSH_KEY_FILE`, `DEPLOY_SSH_KNOWN_HOSTS`,
@@ -138,7 +138,7 @@ impl Config {
             timing: QueueTiming::default(),
             shutdown_timeout: Duration::from_secs(60),
             status_retry: RetryPolicy::default(),
-            report_lease: PosterSettings::default().lease,
+            report_lease: None,
             worker_prefix: "faseng".to_owned(),
             providers: ProviderConfig::default(),
             provider_user: None,
@@ -312,7 +312,7 @@ impl Services {
             retry: self.config.status_retry,
             ..PosterSettings::default()
         }
-        .with_lease(self.config.report_lease);
+        .with_lease(self.config.report_lease.unwrap_or(self.config.leases.lease));
         let poster = Arc::new(Poster::new(
             &self.outbox,
             self.sink.clone(),

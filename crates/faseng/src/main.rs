@@ -141,9 +141,10 @@ struct Common {
     report_retry_max: deploy_core::Span,
     /// How long a faseng process's claim on a deployment's pending reports lasts (renewed
     /// while it sends them); the reports of a process that died are taken over by another
-    /// after this, and a status whose delivery it left unknown is checked on GitHub first.
-    #[arg(long, env = "FASENG_REPORT_LEASE", default_value = "30s")]
-    report_lease: deploy_core::Span,
+    /// after this, and a status whose delivery it left unknown is checked on GitHub first
+    /// (a duration; default: the run lease, FASENG_LEASE_SECS).
+    #[arg(long, env = "FASENG_REPORT_LEASE")]
+    report_lease: Option<deploy_core::Span>,
     /// Deploy key (private key text) fabric and capistrano authenticate with; written 0600
     /// into a per-run directory that is removed after the run.
     #[arg(
@@ -245,7 +246,7 @@ impl Common {
         };
         c.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);
         c.status_retry.max_delay = self.report_retry_max.as_duration();
-        c.report_lease = self.report_lease.as_duration();
+        c.report_lease = self.report_lease.map(deploy_core::Span::as_duration);
         c.providers = ProviderConfig {
             ssh_key: match (
                 non_empty(self.deploy_ssh_key),
