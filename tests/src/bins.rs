@@ -34,6 +34,17 @@ pub fn binary(name: &str) -> PathBuf {
         if release {
             cargo.arg("--release");
         }
+        // The variables cargo sets for this test process (CARGO_MANIFEST_DIR, CARGO_PKG_*, …)
+        // are inputs of build scripts that declare them (ring's): passed on, they made this
+        // build and the next `cargo test` rebuild ring and everything above it, each time.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_")
+                && !matches!(key.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR")
+            {
+                cargo.env_remove(key.as_ref());
+            }
+        }
         let status = cargo.status().expect("cargo runs");
         assert!(status.success(), "building {name} failed");
         built.push(name.to_owned());

@@ -105,6 +105,9 @@ struct Inner {
     violations: Vec<String>,
     next_id: u64,
     fail_status_posts: u32,
+    rate_limited_status_posts: u32,
+    rate_limit_retry_after: u64,
+    lost_status_answers: u32,
     webhook: Option<Webhook>,
     deliveries: Vec<Delivery>,
     drop_deliveries: bool,
@@ -408,9 +411,32 @@ impl FakeGithub {
             .collect()
     }
 
-    /// The next `n` status posts answer 500 (and are not recorded).
+    /// The next `n` status posts answer 500 (and are not recorded); `u32::MAX` until told
+    /// otherwise, `0` ends it.
     pub fn fail_status_posts(&self, n: u32) {
         self.shared.lock().fail_status_posts = n;
+    }
+
+    /// The next `n` status posts hit GitHub's secondary rate limit: 403 with `Retry-After:
+    /// retry_after_secs` and GitHub's message, not recorded.
+    pub fn rate_limit_status_posts(&self, n: u32, retry_after_secs: u64) {
+        let mut inner = self.shared.lock();
+        inner.rate_limited_status_posts = n;
+        inner.rate_limit_retry_after = retry_after_secs;
+    }
+
+    /// The next `n` status posts are recorded, but answered 500 (the answer is lost on the
+    /// way back, as when a proxy times out after GitHub wrote the status).
+    pub fn lose_status_answers(&self, n: u32) {
+        self.shared.lock().lost_status_answers = n;
+    }
+
+    /// The status posts received (recorded or not), oldest first, with when they arrived.
+    pub fn status_posts(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/statuses"))
+            .collect()
     }
 
     /// Creates a deployment as GitHub would for another client (CI, `gh`), firing the webhook.
@@ -1160,6 +1186,18 @@ async fn create_status(
             inner.fail_status_posts -= 1;
             return message(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
         }
+        if inner.rate_limited_status_posts > 0 {
+            inner.rate_limited_status_posts -= 1;
+            let mut response = message(
+                StatusCode::FORBIDDEN,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.",
+            );
+            response.headers_mut().insert(
+                "retry-after",
+                inner.rate_limit_retry_after.to_string().parse().unwrap(),
+            );
+            return response;
+        }
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return message(StatusCode::BAD_REQUEST, "Problems parsing JSON");
@@ -1176,6 +1214,10 @@ async fn create_status(
         return message(StatusCode::NOT_FOUND, "Not Found");
     };
     let status = push_status(&mut inner, &deployment, &body);
+    if inner.lost_status_answers > 0 {
+        inner.lost_status_answers -= 1;
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
+    }
     (StatusCode::CREATED, axum::Json(status)).into_response()
 }
 

@@ -36,6 +36,14 @@
 //!   `faseng_worker_crash::sigterm_lets_a_running_deployment_finish` (ignored for a while: it
 //!   stalled about 1 run in 13 under load on SQLite; it passed 55 runs in a row under load
 //!   after the fixes of issue 7's last session, and its failure message prints the worker log).
+//! * (g) Issue #13, the outbox: GitHub answers 500 to statuses while deploys finish and
+//!   faseng is restarted twice (SIGTERM, then `kill -9`); once it recovers every deployment
+//!   shows every status exactly once, in order:
+//!   `faults::{sqlite,redis}_github_down_while_deploys_finish_and_faseng_restarts_twice`;
+//!   a secondary rate limit (403 with `Retry-After`) is waited out, not dropped:
+//!   `faults::{sqlite,redis}_a_secondary_rate_limit_is_waited_out`; a status GitHub recorded
+//!   whose answer was lost is not posted twice:
+//!   `faults::{sqlite,redis}_a_status_whose_answer_was_lost_is_not_posted_twice`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -158,6 +166,10 @@ impl World {
             .env("DEPLOY_CONFIG_DIR", self.dir.path().join("deploy-config"))
             .env("FASENG_HEARTBEAT", "1")
             .env("FASENG_SHUTDOWN_TIMEOUT", "30")
+            // Reports back off up to 2 s (not a minute), so a recovery is seen at once.
+            .env("FASENG_REPORT_RETRY_MAX", "2s")
+            // A killed process's claim on reports lapses in 4 s, not 30.
+            .env("FASENG_REPORT_LEASE", "4s")
             // Deliveries are sent by hand, answers counted; reconciling is in `reconcile.rs`.
             .env("FASENG_RECONCILE_SECS", "0")
             .env("GITHUB_WEBHOOK_SECRET", SECRET)
@@ -208,6 +220,19 @@ impl World {
     async fn kill(&mut self, n: usize) {
         if let Some(mut c) = self.procs[n].take() {
             c.kill().await.unwrap();
+        }
+    }
+
+    /// SIGTERM to one process (a graceful stop), waiting for it to exit.
+    async fn terminate(&mut self, n: usize) {
+        if let Some(mut c) = self.procs[n].take() {
+            let pid = nix::unistd::Pid::from_raw(c.id().expect("running") as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+            let status = tokio::time::timeout(WAIT, c.wait())
+                .await
+                .unwrap_or_else(|_| panic!("faseng-{n} did not stop on SIGTERM\n{}", self.logs()))
+                .unwrap();
+            assert!(status.success(), "faseng-{n}: {status}\n{}", self.logs());
         }
     }
 
@@ -707,8 +732,16 @@ async fn github_failing_status_posts_does_not_hold_the_run() {
     assert_eq!(w.states(first.id), ["queued", "in_progress", "success"]);
     assert_eq!(
         w.states(second.id),
-        ["queued", "queued", "in_progress", "success"],
-        "the second one is told it waits behind the first, then that it is next"
+        ["queued", "in_progress", "success"],
+        "one status per state: that it is next goes to chat only"
+    );
+    assert!(
+        w.gh.statuses(second.id)[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Waiting behind #{}", first.id)),
+        "{:?}",
+        w.gh.statuses(second.id)
     );
     assert_each_ran_once_with_one_final_status(&w, &[first.id, second.id]);
 }
@@ -754,4 +787,199 @@ async fn slack_down_leaves_the_deploy_alone_and_the_message_catches_up() {
         "a new message was posted instead of editing the deploy's own"
     );
     wait_for_logged(&w, "chat message caught up after the chat service failed").await;
+}
+
+/// Waits until GitHub has received more than `n` status posts.
+async fn wait_for_status_posts(w: &World, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while w.gh.status_posts().len() <= n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no status post after the first {n}\n{}",
+            w.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Asserts each deployment shows exactly `queued`, `in_progress`, `success`, in that order.
+fn assert_every_status_once_in_order(w: &World, ids: &[u64]) {
+    for id in ids {
+        assert_eq!(
+            w.states(*id),
+            ["queued", "in_progress", "success"],
+            "#{id}\n{}",
+            w.logs()
+        );
+    }
+}
+
+async fn github_down_while_deploys_finish_and_faseng_restarts_twice(backend: Backend) {
+    let Some(mut w) = World::start(backend, "echo $DEPLOY_ID >> $SCRATCH/runs").await else {
+        return;
+    };
+    let first = w.serve(true).await;
+    w.gh.fail_status_posts(u32::MAX);
+    let hooks = [
+        w.hook("edge").await,
+        w.hook("edge").await,
+        w.hook("staging").await,
+    ];
+    for h in &hooks {
+        assert_eq!(w.send(h).await, 202, "#{}\n{}", h.id, w.logs());
+    }
+    // Every run finishes while GitHub answers 500 to every status post.
+    for h in &hooks {
+        wait_for_log(&w, h.id, "==> faseng: success").await;
+    }
+    let ids: Vec<u64> = hooks.iter().map(|h| h.id).collect();
+    assert!(ids.iter().all(|id| w.gh.statuses(*id).is_empty()));
+
+    // Restart 1: a graceful stop; the next process takes the outbox over.
+    w.terminate(first).await;
+    let tried = w.gh.status_posts().len();
+    let second = w.serve(true).await;
+    wait_for_status_posts(&w, tried).await;
+    // Restart 2: kill -9, right after a post (its claim on that lane is likely still
+    // held: it lapses, and the next process checks what was delivered before going on).
+    let tried = w.gh.status_posts().len();
+    wait_for_status_posts(&w, tried).await;
+    w.kill(second).await;
+    let tried = w.gh.status_posts().len();
+    w.serve(true).await;
+    wait_for_status_posts(&w, tried).await;
+    assert!(ids.iter().all(|id| w.gh.statuses(*id).is_empty()));
+
+    // GitHub recovers.
+    w.gh.fail_status_posts(0);
+    for id in &ids {
+        let s = w.wait_final(*id).await;
+        assert_eq!(s["state"], "success", "#{id}: {s}\n{}", w.logs());
+    }
+    assert_every_status_once_in_order(&w, &ids);
+    assert!(
+        w.gh.statuses(ids[1])[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Waiting behind #{}", ids[0])),
+        "{:?}",
+        w.gh.statuses(ids[1])
+    );
+    assert_each_ran_once_with_one_final_status(&w, &ids);
+    // Nothing is left to send, and the failures were counted.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let metrics = w
+            .http
+            .get(format!("{}/metrics", w.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("faseng_status_posts_failed_total"),
+            "{metrics}"
+        );
+        if metrics.contains("faseng_outbox_depth 0\n") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never emptied:\n{metrics}\n{}",
+            w.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_github_down_while_deploys_finish_and_faseng_restarts_twice() {
+    github_down_while_deploys_finish_and_faseng_restarts_twice(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_github_down_while_deploys_finish_and_faseng_restarts_twice() {
+    github_down_while_deploys_finish_and_faseng_restarts_twice(Backend::Redis).await;
+}
+
+async fn a_secondary_rate_limit_is_waited_out(backend: Backend) {
+    let Some(mut w) = World::start(backend, "echo $DEPLOY_ID >> $SCRATCH/runs").await else {
+        return;
+    };
+    w.serve(true).await;
+    // Longer than the retry cap (2 s): only honouring Retry-After waits this long.
+    w.gh.rate_limit_status_posts(1, 4);
+    let h = w.hook("edge").await;
+    assert_eq!(w.send(&h).await, 202);
+    let s = w.wait_final(h.id).await;
+    assert_eq!(s["state"], "success", "{s}\n{}", w.logs());
+    assert_every_status_once_in_order(&w, &[h.id]);
+    let posts = w.gh.status_posts();
+    let waited = posts[1].received_at - posts[0].received_at;
+    assert!(
+        waited >= Duration::from_secs(4),
+        "posted again {waited:?} after a Retry-After of 4 s\n{}",
+        w.logs()
+    );
+    assert_eq!(posts.len(), 4, "one refused, three recorded");
+    // A rate limited post was not recorded: nothing to check before posting it again.
+    let lists =
+        w.gh.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/statuses"))
+            .count();
+    assert_eq!(lists, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_secondary_rate_limit_is_waited_out() {
+    a_secondary_rate_limit_is_waited_out(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_a_secondary_rate_limit_is_waited_out() {
+    a_secondary_rate_limit_is_waited_out(Backend::Redis).await;
+}
+
+async fn a_status_whose_answer_was_lost_is_not_posted_twice(backend: Backend) {
+    let Some(mut w) = World::start(backend, "echo $DEPLOY_ID >> $SCRATCH/runs").await else {
+        return;
+    };
+    w.serve(true).await;
+    w.gh.lose_status_answers(1);
+    let h = w.hook("edge").await;
+    assert_eq!(w.send(&h).await, 202);
+    let s = w.wait_final(h.id).await;
+    assert_eq!(s["state"], "success", "{s}\n{}", w.logs());
+    assert_every_status_once_in_order(&w, &[h.id]);
+    assert_eq!(
+        w.gh.status_posts().len(),
+        3,
+        "the queued status GitHub recorded was posted again"
+    );
+    let lists =
+        w.gh.requests()
+            .iter()
+            .filter(|r| {
+                r.method == "GET" && r.path.ends_with(&format!("/deployments/{}/statuses", h.id))
+            })
+            .count();
+    assert_eq!(lists, 1, "checked once, before going on");
+    wait_for_logged(
+        &w,
+        "GitHub recorded this status although its answer was lost",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_status_whose_answer_was_lost_is_not_posted_twice() {
+    a_status_whose_answer_was_lost_is_not_posted_twice(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_a_status_whose_answer_was_lost_is_not_posted_twice() {
+    a_status_whose_answer_was_lost_is_not_posted_twice(Backend::Redis).await;
 }

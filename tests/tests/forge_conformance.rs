@@ -89,8 +89,17 @@ async fn conformance(
         (created.id, None)
     );
 
+    let target = StatusTarget {
+        repo: RepoName::parse("oursky/demo").unwrap(),
+        deployment_id: created.id,
+    };
+    assert!(sink.list(&target).await.unwrap().is_empty());
     post(sink, created.id, RunState::Queued).await;
     assert!(forge.has_statuses(app, created.id).await.unwrap());
+    // What the outbox checks before posting a status whose earlier answer was lost.
+    assert_eq!(sink.list(&target).await.unwrap(), ["queued"]);
+    assert!(sink.has_state(&target, "queued").await.unwrap());
+    assert!(!sink.has_state(&target, "success").await.unwrap());
     assert_eq!(
         forge.deployments(app, &staging).await.unwrap()[0]
             .state

@@ -209,6 +209,14 @@ impl DeploymentStatusSink for LocalDeployments {
         }
         Ok(())
     }
+
+    async fn list(&self, target: &StatusTarget) -> Result<Vec<String>, PostError> {
+        sqlx::query_scalar("SELECT state FROM statuses WHERE deployment_id = ? ORDER BY id")
+            .bind(target.deployment_id as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| PostError::Temporary(format!("local status store: {e}")))
+    }
 }
 
 /// Where a local-mode app's repository is: its `clone_url`, made absolute.

@@ -19,6 +19,7 @@ use crate::lease::{LeaseSettings, WorkerIdentity};
 use crate::links::{LinkKey, LogLinks};
 use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
+use crate::poster::{Outbox, Poster, PosterSettings};
 use crate::providers::{ProviderConfig, ProviderSettings};
 use crate::queue::{self, Queue, QueueTiming, QueueUrl};
 use crate::reconcile::{OctocrabReader, ReconcileSettings, Reconciler};
@@ -82,8 +83,12 @@ pub struct Config {
     pub timing: QueueTiming,
     /// How long SIGTERM waits for running jobs.
     pub shutdown_timeout: Duration,
-    /// Status post retries.
+    /// Backoff between attempts to deliver statuses and chat updates
+    /// (`FASENG_REPORT_RETRY_MAX` caps it).
     pub status_retry: RetryPolicy,
+    /// How long a process's claim on a deployment's reports lasts (`FASENG_REPORT_LEASE`):
+    /// a dead process's reports are taken over after this. `None`: the run lease's length.
+    pub report_lease: Option<Duration>,
     /// Worker name prefix.
     pub worker_prefix: String,
     /// Provider settings: `DEPLOY_SSH_KEY` / `DEPLOY_SSH_KEY_FILE`, `DEPLOY_SSH_KNOWN_HOSTS`,
@@ -137,6 +142,7 @@ impl Config {
             timing: QueueTiming::default(),
             shutdown_timeout: Duration::from_secs(60),
             status_retry: RetryPolicy::default(),
+            report_lease: None,
             worker_prefix: "faseng".to_owned(),
             providers: ProviderConfig::default(),
             provider_user: None,
@@ -190,8 +196,29 @@ pub struct Services {
     pub isolation: Arc<Isolation>,
     /// The key log links are signed with, the same in every process of one store.
     pub link_key: LinkKey,
+    /// Where runs write their reports; this process's poster delivers them.
+    pub outbox: Outbox,
+    /// Whether this process's poster runs (one per process).
+    poster_running: std::sync::atomic::AtomicBool,
     /// Who this process is, as the holder of run leases.
     pub identity: Arc<WorkerIdentity>,
+}
+
+/// This process's running poster (see [`Services::start_poster`]).
+#[derive(Debug)]
+pub struct PosterTask {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PosterTask {
+    /// Stops the poster, letting it finish what it holds (briefly).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::warn!(error = %e, "the poster task failed");
+        }
+    }
 }
 
 impl std::fmt::Debug for Services {
@@ -247,6 +274,7 @@ impl Services {
         };
         let identity = Arc::new(WorkerIdentity::detect(config.worker_id.as_deref()));
         tracing::info!(worker_id = %identity.id, "worker identity (FASENG_WORKER_ID)");
+        let outbox = Outbox::new(store.clone(), notifier.clone(), config.clock.clone());
         Ok(Self {
             config,
             store,
@@ -258,6 +286,8 @@ impl Services {
             github: clients,
             isolation,
             link_key,
+            outbox,
+            poster_running: Default::default(),
             identity,
         })
     }
@@ -270,8 +300,35 @@ impl Services {
 
     /// Replaces the chat notifier.
     pub fn with_notifier(mut self, notifier: Arc<dyn ChatNotifier>) -> Self {
+        self.outbox = self.outbox.with_notifier(notifier.clone());
         self.notifier = notifier;
         self
+    }
+
+    /// Starts this process's poster, which delivers the outbox's statuses and chat updates
+    /// (this process's at once, other processes' within a scan); `None` when it runs already.
+    pub fn start_poster(&self) -> Option<PosterTask> {
+        if self
+            .poster_running
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return None;
+        }
+        let settings = PosterSettings {
+            retry: self.config.status_retry,
+            ..PosterSettings::default()
+        }
+        .with_lease(self.config.report_lease.unwrap_or(self.config.leases.lease));
+        let poster = Arc::new(Poster::new(
+            &self.outbox,
+            self.sink.clone(),
+            self.metrics.clone(),
+            settings,
+            &Poster::holder_name(&self.identity.id),
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(poster.run(stopped));
+        Some(PosterTask { stop, task })
     }
 
     /// A new intake into this process's store and queue.
@@ -368,7 +425,8 @@ impl Services {
             },
         )
         .with_live_runs(self.live_runs.clone())
-        .with_queue(self.queue.clone()))
+        .with_queue(self.queue.clone())
+        .with_outbox(self.outbox.clone()))
     }
 
     /// Waits (up to the shutdown timeout) for runs still going on in this process: the queue's
@@ -440,7 +498,21 @@ impl Services {
     }
 
     /// Runs a worker until `shutdown`; restarts it (new name, backoff) if it stops on its own.
+    /// The process's poster runs with it (unless it runs already), and stops after it.
     pub async fn run_worker(
+        self: Arc<Self>,
+        public_url: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let poster = self.start_poster();
+        let result = self.clone().run_worker_only(public_url, shutdown).await;
+        if let Some(p) = poster {
+            p.stop().await;
+        }
+        result
+    }
+
+    async fn run_worker_only(
         self: Arc<Self>,
         public_url: String,
         shutdown: watch::Receiver<bool>,
@@ -589,6 +661,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
         let s = &self.services;
+        // Started first and stopped last: runs that finish while the worker drains still
+        // have their reports delivered.
+        let poster = s.start_poster();
         let intake = s.intake();
         let reconciler = s.spawn_reconciler(intake.clone(), rx.clone());
         let state = WebState {
@@ -624,13 +699,21 @@ impl Application {
         shutdown.await;
         tracing::info!("shutting down");
         let _ = tx.send(true);
-        if let Some(w) = worker {
-            w.await.context("worker task")??;
+        let worker_result = match worker {
+            Some(w) => w.await.context("worker task").and_then(|r| r),
+            None => Ok(()),
+        };
+        let reconcile_result = match reconciler {
+            Some(r) => r.await.context("reconcile task"),
+            None => Ok(()),
+        };
+        let server_result = server.await.context("http task");
+        if let Some(p) = poster {
+            p.stop().await;
         }
-        if let Some(r) = reconciler {
-            r.await.context("reconcile task")?;
-        }
-        server.await.context("http task")?;
+        worker_result?;
+        server_result?;
+        reconcile_result?;
         Ok(())
     }
 }

@@ -22,6 +22,7 @@ use crate::links::LogLinks;
 use crate::messages::{self, ChatSubject};
 use crate::metrics::Metrics;
 use crate::notify::ChatNotifier;
+use crate::poster::Outbox;
 use crate::providers::{self, Outcome, RunContext};
 use crate::reporter::{Report, Reporter, RetryPolicy};
 use crate::resolve;
@@ -202,6 +203,8 @@ pub struct Deployer {
     waiting: AtomicUsize,
     /// Where a waiting run hands its job back when every slot waits (see [`Deployer::with_queue`]).
     queue: Option<crate::queue::Queue>,
+    /// Where runs write their reports (see [`Deployer::with_outbox`]).
+    outbox: Option<Outbox>,
     me: Weak<Deployer>,
 }
 
@@ -320,8 +323,27 @@ impl Deployer {
             live: Arc::new(LiveRuns::default()),
             waiting: Default::default(),
             queue: None,
+            outbox: None,
             me: Weak::new(),
         }
+    }
+
+    /// Writes runs' reports to `outbox`, whose poster delivers them (without this, to an
+    /// outbox over the deployer's store that only another process's poster reads).
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: Outbox) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    fn outbox(&self) -> Outbox {
+        self.outbox.clone().unwrap_or_else(|| {
+            Outbox::new(
+                self.store.clone(),
+                self.notifier.clone(),
+                deploy_core::clock::system(),
+            )
+        })
     }
 
     /// Lets a waiting run hand its job back to `queue` when every job slot of the worker is
@@ -458,14 +480,7 @@ impl Deployer {
             repo: job.repo_name(),
             deployment_id: job.deployment_id,
         };
-        let reporter = Reporter::start(
-            self.sink.clone(),
-            self.notifier.clone(),
-            target,
-            notify,
-            chat_ts,
-            self.settings.status_retry,
-        );
+        let reporter = Reporter::start(&self.outbox(), target, notify, chat_ts);
         let mut run = Run {
             job: &job,
             log_url: self.log_url(&job),
@@ -515,6 +530,7 @@ impl Deployer {
         if self.mark_started(&run.key, &marker).await?.is_some() {
             return self.resume_started(run, queue_job).await;
         }
+        run.reporter.set_fence(&marker.worker);
         run.lease = Some(LeaseKeeper::start(
             self.store.clone(),
             &run.key,
@@ -1030,6 +1046,7 @@ impl Deployer {
             "the worker running this deployment stopped answering; taking it over to report it (it is never re-run)"
         );
         self.metrics.recovered_run();
+        run.reporter.set_fence(&mine.worker);
         run.lease = Some(LeaseKeeper::start(
             self.store.clone(),
             &run.key,
@@ -1190,17 +1207,19 @@ impl Deployer {
             _ => None,
         };
         let with_log = run.record.started_at.is_some();
-        run.reporter.send(Report {
+        let last = Report {
             status: Some(run.status(state, description, with_log)),
             chat: Some(chat),
             chat_reply: reply,
-        });
+        };
         tracing::info!(state = state.as_str(), "deployment finished");
         self.metrics.run(
             state.as_str(),
             if lock_text.is_none() { secs } else { None },
         );
-        self.close_run(&mut run, "record the result").await;
+        // The final record and reports at once, only while this run's start marker is ours.
+        let reporter = std::mem::replace(&mut run.reporter, Reporter::closed());
+        let _ = reporter.finish_run(&run.record, last).await;
         if let Some(lease) = run.lease.take() {
             lease.stop();
         }
@@ -1229,7 +1248,11 @@ const MARK_STARTED_RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// Runs a store call until it succeeds, with backoff, for up to `retry_for`; the last error
 /// when it never did (logged, as are the first failure and a recovery).
-async fn retry_store<T, F, Fut>(what: &str, retry_for: Duration, mut call: F) -> anyhow::Result<T>
+pub(crate) async fn retry_store<T, F, Fut>(
+    what: &str,
+    retry_for: Duration,
+    mut call: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,

@@ -17,6 +17,7 @@ pub mod links;
 pub mod messages;
 pub mod metrics;
 pub mod notify;
+pub mod poster;
 pub mod process;
 pub mod providers;
 pub mod queue;

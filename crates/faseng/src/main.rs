@@ -144,6 +144,17 @@ struct Common {
     /// Seconds SIGTERM waits for running deployments before exiting.
     #[arg(long, env = "FASENG_SHUTDOWN_TIMEOUT", default_value_t = 600)]
     shutdown_timeout: u64,
+    /// The longest wait between attempts to deliver a status or chat update while GitHub or
+    /// the chat service fails (a duration: `30s`, `5m`); attempts back off up to it, with
+    /// jitter, for up to 24 hours. A longer `Retry-After` is honoured.
+    #[arg(long, env = "FASENG_REPORT_RETRY_MAX", default_value = "60s")]
+    report_retry_max: deploy_core::Span,
+    /// How long a faseng process's claim on a deployment's pending reports lasts (renewed
+    /// while it sends them); the reports of a process that died are taken over by another
+    /// after this, and a status whose delivery it left unknown is checked on GitHub first
+    /// (a duration; default: the run lease, FASENG_LEASE_SECS).
+    #[arg(long, env = "FASENG_REPORT_LEASE")]
+    report_lease: Option<deploy_core::Span>,
     /// Deploy key (private key text) fabric and capistrano authenticate with; written 0600
     /// into a per-run directory that is removed after the run.
     #[arg(
@@ -249,6 +260,8 @@ impl Common {
             ..QueueTiming::default()
         };
         c.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);
+        c.status_retry.max_delay = self.report_retry_max.as_duration();
+        c.report_lease = self.report_lease.map(deploy_core::Span::as_duration);
         c.providers = ProviderConfig {
             ssh_key: match (
                 non_empty(self.deploy_ssh_key),

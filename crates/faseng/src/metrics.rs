@@ -33,6 +33,18 @@ pub struct Metrics {
     requeued_heads: AtomicU64,
     duration_sum_ms: AtomicU64,
     reconciled: AtomicU64,
+    outbox: OutboxMetrics,
+}
+
+/// What the outbox's poster counts (see [`crate::poster`]).
+#[derive(Debug, Default)]
+struct OutboxMetrics {
+    status_failures: AtomicU64,
+    chat_failures: AtomicU64,
+    abandoned: AtomicU64,
+    /// Entries waiting, as the poster last read it (shown once `depth_known`).
+    depth: AtomicU64,
+    depth_known: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
@@ -63,6 +75,27 @@ impl Metrics {
     /// Counts a queue job dropped because its run was started by another job.
     pub fn duplicate_job(&self) {
         self.duplicate_jobs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a status post (or check) that failed, for whatever reason.
+    pub fn status_post_failed(&self) {
+        self.outbox.status_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a chat call that failed, for whatever reason.
+    pub fn chat_post_failed(&self) {
+        self.outbox.chat_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an outbox entry given up on (undelivered after its time).
+    pub fn outbox_abandoned(&self) {
+        self.outbox.abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the outbox depth gauge (entries waiting in the store).
+    pub fn set_outbox_depth(&self, depth: u64) {
+        self.outbox.depth.store(depth, Ordering::Relaxed);
+        self.outbox.depth_known.store(true, Ordering::Relaxed);
     }
 
     /// Counts a run taken over from a worker that stopped answering (to be reported).
@@ -162,7 +195,38 @@ impl Metrics {
             out.push_str("# HELP faseng_queue_depth Jobs waiting in the queue.\n# TYPE faseng_queue_depth gauge\n");
             let _ = writeln!(out, "faseng_queue_depth {d}");
         }
+        self.render_outbox(&mut out);
         out
+    }
+
+    fn render_outbox(&self, out: &mut String) {
+        let o = &self.outbox;
+        out.push_str("# HELP faseng_status_posts_failed_total Deployment status posts (and checks) that failed, retried or not.\n# TYPE faseng_status_posts_failed_total counter\n");
+        let _ = writeln!(
+            out,
+            "faseng_status_posts_failed_total {}",
+            o.status_failures.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP faseng_chat_posts_failed_total Chat calls (message edits, replies) that failed, retried or not.\n# TYPE faseng_chat_posts_failed_total counter\n");
+        let _ = writeln!(
+            out,
+            "faseng_chat_posts_failed_total {}",
+            o.chat_failures.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP faseng_outbox_abandoned_total Outbox entries given up on, undelivered after 24 hours.\n# TYPE faseng_outbox_abandoned_total counter\n");
+        let _ = writeln!(
+            out,
+            "faseng_outbox_abandoned_total {}",
+            o.abandoned.load(Ordering::Relaxed)
+        );
+        if o.depth_known.load(Ordering::Relaxed) {
+            out.push_str("# HELP faseng_outbox_depth Statuses and chat updates waiting to be delivered (all processes).\n# TYPE faseng_outbox_depth gauge\n");
+            let _ = writeln!(
+                out,
+                "faseng_outbox_depth {}",
+                o.depth.load(Ordering::Relaxed)
+            );
+        }
     }
 }
 
@@ -223,5 +287,27 @@ mod tests {
         assert!(text.contains("faseng_runs_abandoned_total 0"));
         assert!(text.contains("faseng_line_heads_requeued_total 2"));
         assert!(text.contains("faseng_reconciled_total 1"));
+        assert!(!text.contains("faseng_outbox_depth"), "unknown until read");
+    }
+
+    #[test]
+    fn outbox_counters_and_depth_render() {
+        let m = Metrics::default();
+        m.status_post_failed();
+        m.status_post_failed();
+        m.chat_post_failed();
+        m.outbox_abandoned();
+        m.set_outbox_depth(5);
+        let text = m.render(None);
+        assert!(
+            text.contains("faseng_status_posts_failed_total 2"),
+            "{text}"
+        );
+        assert!(text.contains("faseng_chat_posts_failed_total 1"), "{text}");
+        assert!(text.contains("faseng_outbox_abandoned_total 1"), "{text}");
+        assert!(
+            text.contains("# TYPE faseng_outbox_depth gauge\nfaseng_outbox_depth 5"),
+            "{text}"
+        );
     }
 }

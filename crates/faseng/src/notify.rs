@@ -18,6 +18,25 @@ pub fn is_permanent(e: &anyhow::Error) -> bool {
     e.downcast_ref::<ChatRefused>().is_some()
 }
 
+/// The chat service is rate limiting us: try again after `wait`, not before.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (rate limited for {wait:?})")]
+pub struct ChatRateLimited {
+    /// How long the chat service asks to wait.
+    pub wait: Duration,
+    /// What was refused.
+    pub message: String,
+}
+
+/// How long the chat service asks us to wait, when `e` is a [`ChatRateLimited`].
+pub fn retry_after(e: &anyhow::Error) -> Option<Duration> {
+    e.downcast_ref::<ChatRateLimited>().map(|r| r.wait)
+}
+
+/// The longest `Retry-After` a chat call waits out in place; a longer one is handed back
+/// to the caller as [`ChatRateLimited`] (the outbox reschedules the message).
+const WAIT_IN_PLACE: u64 = 5;
+
 /// Slack error codes that say "try again later" rather than "this call is wrong".
 const SLACK_TEMPORARY: &[&str] = &[
     "ratelimited",
@@ -111,13 +130,22 @@ impl SlackNotifier {
                 .send()
                 .await;
             let retry_after = match resp {
-                Ok(r) if r.status().as_u16() == 429 => r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(1)
-                    .min(30),
+                Ok(r) if r.status().as_u16() == 429 => {
+                    let wait = r
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(1);
+                    if wait > WAIT_IN_PLACE || attempt >= self.max_attempts {
+                        return Err(ChatRateLimited {
+                            wait: Duration::from_secs(wait),
+                            message: format!("slack {method} answered 429"),
+                        }
+                        .into());
+                    }
+                    wait
+                }
                 Ok(r) if r.status().is_server_error() => 1,
                 Ok(r) => {
                     let status = r.status();

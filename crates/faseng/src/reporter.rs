@@ -1,60 +1,60 @@
-//! Reports one run's state changes to GitHub and chat, in order, in the background: a
-//! status post that fails with 5xx is retried with backoff while the run goes on; a 4xx is
-//! logged and dropped. The run never waits for a report, except for a bounded drain at the end.
+//! Reports one run's state changes to GitHub and chat through the outbox (see
+//! [`crate::store::outbox`] and [`crate::poster`]): every status and chat update is written
+//! to the store, in order, before it is sent, so a restart or an outage loses nothing. The
+//! run never waits for GitHub or the chat service; [`Reporter::send`] never blocks (a
+//! background task writes to the store, retrying while the store fails).
 //!
-//! Statuses and chat go out on two separate tasks, so a chat service that is down never
-//! delays a GitHub status. A chat update that fails for a reason that may pass (5xx,
-//! timeout, connection refused) is caught up: the latest text is sent again with backoff
-//! (older texts it replaced are skipped) until the chat service answers, for up to
-//! [`CHAT_CATCH_UP`] after the run ended; giving up is logged at error level with the text
-//! that was not delivered.
+//! Once the run has written its start marker, [`Reporter::set_fence`] makes every later
+//! write conditional on that marker still naming this worker, and [`Reporter::finish_run`]
+//! writes the run's final record and last reports at once, under the same fence.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::Instrument as _;
 
 use deploy_core::Notify;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
-use crate::notify::{ChatNotifier, is_permanent};
-use crate::status::{DeploymentStatusSink, PostError, StatusTarget, StatusUpdate};
+use crate::poster::Outbox;
+use crate::status::{StatusTarget, StatusUpdate};
+use crate::store::{LaneKey, OutboxEntry, OutboxItem, RunRecord, RunState};
 
-/// How long after a run ended its chat message keeps being caught up while the chat service
-/// fails.
-pub const CHAT_CATCH_UP: Duration = Duration::from_secs(15 * 60);
+/// How long writing reports is tried while the store fails before they are given up (a
+/// Redis restart).
+const STORE_RETRY_FOR: Duration = Duration::from_secs(300);
 
-/// How long the end of a run waits for its chat message before leaving the catch-up to the
-/// background (a chat outage must not hold a worker slot).
-pub const CHAT_DRAIN: Duration = Duration::from_secs(10);
-
-/// How status posts are retried.
+/// Backoff between delivery attempts: doubling from `first_delay` up to `max_delay`, with
+/// jitter; a `Retry-After` longer than that is honoured.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
-    /// Attempts in all (first included).
-    pub attempts: u32,
-    /// Delay before the second attempt; doubled each time.
+    /// Delay after the first failure.
     pub first_delay: Duration,
-    /// Cap on one delay.
+    /// Cap on one delay (`FASENG_REPORT_RETRY_MAX`).
     pub max_delay: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            attempts: 8,
-            first_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(10),
+            first_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
         }
     }
 }
 
 impl RetryPolicy {
-    /// The delay after failed attempt `n` (1-based).
+    /// The delay after `n` failures in a row (1-based), before jitter.
     pub fn delay(&self, n: u32) -> Duration {
-        let factor = 2u32.saturating_pow(n.saturating_sub(1));
+        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(31));
         self.first_delay.saturating_mul(factor).min(self.max_delay)
+    }
+
+    /// [`RetryPolicy::delay`] with "equal jitter": half of it, plus up to the other half
+    /// as `unit` (in [0, 1)) says, so processes that failed together do not retry together.
+    pub fn jittered(&self, n: u32, unit: f64) -> Duration {
+        let d = self.delay(n);
+        d / 2 + (d / 2).mul_f64(unit.clamp(0.0, 1.0))
     }
 }
 
@@ -69,91 +69,173 @@ pub struct Report {
     pub chat_reply: Option<String>,
 }
 
-/// A chat change: new text for the message and/or a reply in its thread.
-#[derive(Debug)]
-struct ChatChange {
-    text: Option<String>,
-    reply: Option<String>,
-}
-
-/// Handle to a run's background reporter.
+/// Handle to a run's reports.
 #[derive(Debug)]
 pub struct Reporter {
-    statuses: Option<mpsc::UnboundedSender<StatusUpdate>>,
-    chat: Option<mpsc::UnboundedSender<ChatChange>>,
-    status_task: Option<JoinHandle<()>>,
-    chat_task: Option<JoinHandle<()>>,
-    ts: Arc<Mutex<Option<String>>>,
+    inner: Option<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    outbox: Outbox,
+    run: String,
+    target: StatusTarget,
+    notify: Option<Notify>,
+    ts: Option<String>,
+    fence: Arc<Mutex<Option<String>>>,
+    tx: Option<mpsc::UnboundedSender<Write>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// What the writer task is asked to do.
+#[derive(Debug)]
+enum Write {
+    /// Write these entries.
+    Entries(Vec<OutboxEntry>),
+    /// Say when everything before is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The run state a status's state names.
+fn run_state(state: &str) -> Option<RunState> {
+    [
+        RunState::Queued,
+        RunState::InProgress,
+        RunState::Success,
+        RunState::Failure,
+        RunState::Error,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == state)
+}
+
+fn lanes(entries: &[OutboxEntry], run: &str) -> Vec<LaneKey> {
+    let mut lanes: Vec<LaneKey> = entries
+        .iter()
+        .map(|e| LaneKey::new(run, e.item.lane()))
+        .collect();
+    lanes.sort();
+    lanes.dedup();
+    lanes
 }
 
 impl Reporter {
-    /// Starts a reporter for one deployment. `chat_ts` is the message to edit (none = post
-    /// a new one on the first chat report).
+    /// Starts a reporter for one deployment (run key `owner/repo/id`). `chat_ts` is the
+    /// message to edit (none = post a new one on the first chat report, unless the outbox
+    /// knows one faseng posted). Chat targets the outbox's notifier does not handle get no
+    /// chat reports.
     pub fn start(
-        sink: Arc<dyn DeploymentStatusSink>,
-        notifier: Arc<dyn ChatNotifier>,
+        outbox: &Outbox,
         target: StatusTarget,
         notify: Option<Notify>,
         chat_ts: Option<String>,
-        retry: RetryPolicy,
     ) -> Self {
-        let (status_tx, mut status_rx) = mpsc::unbounded_channel::<StatusUpdate>();
-        let status_task = tokio::spawn(
-            async move {
-                while let Some(status) = status_rx.recv().await {
-                    post_with_retry(sink.as_ref(), &target, &status, retry).await;
-                }
-            }
-            .instrument(tracing::Span::current()),
+        let run = RunRecord::key_for(&target.repo.to_string(), target.deployment_id);
+        let notify = notify.filter(|n| outbox.notifier.handles(n));
+        let fence: Arc<Mutex<Option<String>>> = Arc::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(
+            write(outbox.clone(), run.clone(), fence.clone(), rx)
+                .instrument(tracing::Span::current()),
         );
-        let ts = Arc::new(Mutex::new(chat_ts));
-        let notify = notify.filter(|n| notifier.handles(n));
-        let (chat_tx, chat_task) = match notify {
-            Some(n) => {
-                let (tx, rx) = mpsc::unbounded_channel::<ChatChange>();
-                let chat = ChatCatchUp {
-                    notifier,
-                    notify: n,
-                    ts: ts.clone(),
-                    retry,
-                };
-                let task = tokio::spawn(chat.run(rx).instrument(tracing::Span::current()));
-                (Some(tx), Some(task))
-            }
-            None => (None, None),
-        };
         Self {
-            statuses: Some(status_tx),
-            chat: chat_tx,
-            status_task: Some(status_task),
-            chat_task,
-            ts,
+            inner: Some(Inner {
+                outbox: outbox.clone(),
+                run,
+                target,
+                notify,
+                ts: chat_ts,
+                fence,
+                tx: Some(tx),
+                writer: Some(writer),
+            }),
         }
     }
 
     /// A reporter that reports nothing (what is left after [`Reporter::finish`]).
     pub fn closed() -> Self {
-        Self {
-            statuses: None,
-            chat: None,
-            status_task: None,
-            chat_task: None,
-            ts: Arc::new(Mutex::new(None)),
+        Self { inner: None }
+    }
+
+    /// From now on, reports are written only while the run's start marker names `worker`
+    /// (the marker this run wrote): a run another worker has taken over reports nothing more.
+    pub fn set_fence(&self, worker: &str) {
+        if let Some(inner) = &self.inner {
+            *inner.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker.to_owned());
         }
     }
 
-    /// Queues a report; never blocks.
-    pub fn send(&self, report: Report) {
-        if let (Some(status), Some(tx)) = (report.status, &self.statuses) {
-            let _ = tx.send(status);
+    /// The fence set with [`Reporter::set_fence`].
+    pub fn fence(&self) -> Option<String> {
+        let inner = self.inner.as_ref()?;
+        inner
+            .fence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The outbox entries a report makes, stamped now.
+    pub fn entries(&self, report: &Report) -> Vec<OutboxEntry> {
+        let Some(inner) = &self.inner else {
+            return Vec::new();
+        };
+        let written_at = inner.outbox.clock.now();
+        let mut items = Vec::new();
+        if let Some(status) = &report.status {
+            match run_state(status.state) {
+                Some(state) => items.push(OutboxItem::Status {
+                    repo: inner.target.repo.to_string(),
+                    deployment_id: inner.target.deployment_id,
+                    state,
+                    description: status.description.clone(),
+                    log_url: status.log_url.clone(),
+                    environment_url: status.environment_url.clone(),
+                }),
+                None => tracing::warn!(state = status.state, "not a deployment status state"),
+            }
         }
-        if (report.chat.is_some() || report.chat_reply.is_some())
-            && let Some(tx) = &self.chat
-        {
-            let _ = tx.send(ChatChange {
-                text: report.chat,
-                reply: report.chat_reply,
-            });
+        if let Some(notify) = &inner.notify {
+            if let Some(text) = &report.chat {
+                items.push(OutboxItem::ChatText {
+                    notify: notify.clone(),
+                    ts: inner.ts.clone(),
+                    text: text.clone(),
+                });
+            }
+            if let Some(text) = &report.chat_reply {
+                items.push(OutboxItem::ChatReply {
+                    notify: notify.clone(),
+                    ts: inner.ts.clone(),
+                    text: text.clone(),
+                });
+            }
+        }
+        items
+            .into_iter()
+            .map(|item| OutboxEntry { written_at, item })
+            .collect()
+    }
+
+    /// Queues a report for the outbox; never blocks.
+    pub fn send(&self, report: Report) {
+        let entries = self.entries(&report);
+        if entries.is_empty() {
+            return;
+        }
+        if let Some(tx) = self.inner.as_ref().and_then(|i| i.tx.as_ref()) {
+            let _ = tx.send(Write::Entries(entries));
+        }
+    }
+
+    /// Waits until the reports queued so far are written to the store (or given up).
+    pub async fn flush(&self) {
+        let Some(tx) = self.inner.as_ref().and_then(|i| i.tx.as_ref()) else {
+            return;
+        };
+        let (done, written) = tokio::sync::oneshot::channel();
+        if tx.send(Write::Flush(done)).is_ok() {
+            let _ = written.await;
         }
     }
 
@@ -166,287 +248,131 @@ impl Reporter {
         });
     }
 
-    /// Stops taking reports and waits up to `bound` for the queued statuses to go out, and
-    /// up to [`CHAT_DRAIN`] of that for the chat message (which keeps catching up in the
-    /// background if the chat service is failing); returns the chat message ts when known.
+    /// Stops taking reports and waits up to `bound` for the queued ones to be written to the
+    /// store (the poster delivers them from there); returns the chat message ts given at the
+    /// start.
     pub async fn finish(mut self, bound: Duration) -> Option<String> {
-        self.statuses.take();
-        self.chat.take();
-        let deadline = tokio::time::Instant::now() + bound;
-        if let Some(task) = self.status_task.take() {
-            match tokio::time::timeout_at(deadline, task).await {
+        let mut inner = self.inner.take()?;
+        inner.tx.take();
+        if let Some(writer) = inner.writer.take() {
+            match tokio::time::timeout(bound, writer).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "status reporter task failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the report writer failed"),
                 Err(_) => tracing::warn!(
-                    "statuses still pending after {bound:?}; leaving them to finish in the background"
+                    "reports still being written to the store after {bound:?}; leaving them to finish in the background"
                 ),
             }
         }
-        if let Some(task) = self.chat_task.take() {
-            let chat_deadline = deadline.min(tokio::time::Instant::now() + CHAT_DRAIN);
-            match tokio::time::timeout_at(chat_deadline, task).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "chat reporter task failed"),
-                Err(_) => tracing::warn!(
-                    "the chat message is not up to date yet; catching up in the background"
-                ),
-            }
-        }
-        self.ts.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// Keeps one run's chat message up to date, catching up after chat outages.
-struct ChatCatchUp {
-    notifier: Arc<dyn ChatNotifier>,
-    notify: Notify,
-    ts: Arc<Mutex<Option<String>>>,
-    retry: RetryPolicy,
-}
-
-impl ChatCatchUp {
-    fn ts(&self) -> Option<String> {
-        self.ts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        inner.ts
     }
 
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<ChatChange>) {
-        let mut text: Option<String> = None;
-        let mut replies: VecDeque<String> = VecDeque::new();
-        let mut failures = 0u32;
-        let mut last_error = String::new();
-        let mut open = true;
-        let mut give_up_at: Option<tokio::time::Instant> = None;
-        loop {
-            if text.is_some() || !replies.is_empty() {
-                match self.deliver(&mut text, &mut replies).await {
-                    Ok(()) => {
-                        if failures > 0 {
-                            tracing::info!(
-                                failures,
-                                "chat message caught up after the chat service failed"
-                            );
-                        }
-                        failures = 0;
-                    }
-                    Err(Deliver::Permanent(e)) => {
-                        tracing::warn!(error = %e, "chat update refused; not retrying");
-                        text = None;
-                        replies.clear();
-                        failures = 0;
-                    }
-                    Err(Deliver::Temporary(e)) => {
-                        failures += 1;
-                        if failures == 1 {
-                            tracing::warn!(error = %e, "chat update failed; will catch up when the chat service answers");
-                        }
-                        last_error = e;
-                    }
-                }
-            }
-            let pending = text.is_some() || !replies.is_empty();
-            if !open {
-                if !pending {
-                    return;
-                }
-                let now = tokio::time::Instant::now();
-                let give_up = *give_up_at.get_or_insert(now + CHAT_CATCH_UP);
-                if now >= give_up {
-                    tracing::error!(
-                        text = text.as_deref().unwrap_or(""),
-                        replies = replies.len(),
-                        error = %last_error,
-                        "giving up on the chat message after {CHAT_CATCH_UP:?} of failures; its last update was not delivered"
-                    );
-                    return;
-                }
-                tokio::time::sleep(self.retry.delay(failures).min(give_up - now)).await;
-                continue;
-            }
-            let next = if pending {
-                match tokio::time::timeout(self.retry.delay(failures), rx.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => continue,
-                }
-            } else {
-                rx.recv().await
-            };
-            let Some(first) = next else {
-                open = false;
-                continue;
-            };
-            let mut change = Some(first);
-            while let Some(c) = change {
-                if c.text.is_some() {
-                    text = c.text;
-                }
-                replies.extend(c.reply);
-                change = rx.try_recv().ok();
-            }
+    /// Ends the run: once the queued reports are written, writes its final `record` and
+    /// `last` report at once under the fence (retrying while the store fails), and wakes the
+    /// poster. `Ok(false)`: fenced out (another worker holds the run), nothing written.
+    pub async fn finish_run(mut self, record: &RunRecord, last: Report) -> anyhow::Result<bool> {
+        let entries = self.entries(&last);
+        let fence = self.fence();
+        let Some(mut inner) = self.inner.take() else {
+            anyhow::bail!("the reporter is closed");
+        };
+        inner.tx.take();
+        if let Some(writer) = inner.writer.take()
+            && let Err(e) = writer.await
+        {
+            tracing::warn!(error = %e, "the report writer failed");
         }
-    }
-
-    async fn deliver(
-        &self,
-        text: &mut Option<String>,
-        replies: &mut VecDeque<String>,
-    ) -> Result<(), Deliver> {
-        if let Some(t) = text.as_deref() {
-            let ts = self.ts();
-            let new_ts = self
-                .notifier
-                .upsert(&self.notify, ts.as_deref(), t)
-                .await
-                .map_err(Deliver::from)?;
-            *self.ts.lock().unwrap_or_else(|p| p.into_inner()) = Some(new_ts);
-            *text = None;
-        }
-        while let Some(reply) = replies.front() {
-            let Some(ts) = self.ts() else {
-                tracing::warn!("no chat message to reply to; dropping the thread reply");
-                replies.clear();
-                break;
-            };
-            self.notifier
-                .reply(&self.notify, &ts, reply)
-                .await
-                .map_err(Deliver::from)?;
-            replies.pop_front();
-        }
-        Ok(())
-    }
-}
-
-enum Deliver {
-    Permanent(String),
-    Temporary(String),
-}
-
-impl From<anyhow::Error> for Deliver {
-    fn from(e: anyhow::Error) -> Self {
-        if is_permanent(&e) {
-            Deliver::Permanent(format!("{e:#}"))
+        let store = inner.outbox.store.clone();
+        let written = crate::deployer::retry_store("record the result", STORE_RETRY_FOR, || {
+            store.finish_run(record, fence.as_deref(), &entries)
+        })
+        .await?;
+        if written {
+            inner.outbox.wake(lanes(&entries, &inner.run));
         } else {
-            Deliver::Temporary(format!("{e:#}"))
+            tracing::warn!(
+                fence = fence.as_deref().unwrap_or_default(),
+                "the run's start marker names another worker now; not recording this result"
+            );
+        }
+        Ok(written)
+    }
+}
+
+/// Writes queued reports to the store in order (several at once when they queue up), and
+/// wakes the poster for their lanes.
+async fn write(
+    outbox: Outbox,
+    run: String,
+    fence: Arc<Mutex<Option<String>>>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+) {
+    let mut fenced_out = false;
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(w) = next {
+            match w {
+                Write::Entries(entries) => batch.extend(entries),
+                Write::Flush(done) => flushes.push(done),
+            }
+            next = rx.try_recv().ok();
+        }
+        write_batch(&outbox, &run, &fence, &batch, &mut fenced_out).await;
+        for done in flushes.drain(..) {
+            let _ = done.send(());
         }
     }
 }
 
-async fn post_with_retry(
-    sink: &dyn DeploymentStatusSink,
-    target: &StatusTarget,
-    status: &StatusUpdate,
-    retry: RetryPolicy,
+async fn write_batch(
+    outbox: &Outbox,
+    run: &str,
+    fence: &Mutex<Option<String>>,
+    batch: &[OutboxEntry],
+    fenced_out: &mut bool,
 ) {
-    for attempt in 1..=retry.attempts {
-        match sink.post(target, status).await {
-            Ok(()) => return,
-            Err(PostError::Rejected {
-                status: code,
-                message,
-            }) => {
-                tracing::warn!(code, %message, state = status.state, "deployment status rejected; not retrying");
-                return;
-            }
-            Err(PostError::Temporary(e)) if attempt < retry.attempts => {
-                let delay = retry.delay(attempt);
-                tracing::info!(error = %e, attempt, ?delay, state = status.state, "deployment status post failed; retrying");
-                tokio::time::sleep(delay).await;
-            }
-            Err(PostError::Temporary(e)) => {
-                tracing::error!(error = %e, state = status.state, "deployment status post failed; giving up");
-            }
+    if batch.is_empty() {
+        return;
+    }
+    let fence = fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let store = outbox.store.clone();
+    match crate::deployer::retry_store("write reports to the outbox", STORE_RETRY_FOR, || {
+        store.outbox_push(run, fence.as_deref(), batch)
+    })
+    .await
+    {
+        Ok(true) => outbox.wake(lanes(batch, run)),
+        Ok(false) if !*fenced_out => {
+            *fenced_out = true;
+            tracing::warn!(
+                fence = fence.as_deref().unwrap_or_default(),
+                "the run's start marker names another worker now; its reports are not written"
+            );
         }
+        Ok(false) => {}
+        Err(e) => {
+            let lost: Vec<String> = batch.iter().map(describe).collect();
+            tracing::error!(error = %format!("{e:#}"), ?lost, "reports could not be written to the store; they are lost");
+        }
+    }
+}
+
+fn describe(e: &OutboxEntry) -> String {
+    match &e.item {
+        OutboxItem::Status { state, .. } => format!("status {}", state.as_str()),
+        OutboxItem::ChatText { text, .. } => format!("chat: {text}"),
+        OutboxItem::ChatReply { text, .. } => format!("reply: {text}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::notify::NoChat;
-    use crate::store::RunState;
-
-    #[derive(Default)]
-    struct Flaky {
-        fail_first: AtomicU32,
-        code: u16,
-        calls: AtomicU32,
-        posted: Mutex<Vec<&'static str>>,
-    }
-
-    #[async_trait]
-    impl DeploymentStatusSink for Flaky {
-        async fn post(&self, _: &StatusTarget, u: &StatusUpdate) -> Result<(), PostError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if self.fail_first.load(Ordering::SeqCst) > 0 {
-                self.fail_first.fetch_sub(1, Ordering::SeqCst);
-                return Err(if self.code >= 500 {
-                    PostError::Temporary("503".into())
-                } else {
-                    PostError::Rejected {
-                        status: self.code,
-                        message: "no".into(),
-                    }
-                });
-            }
-            self.posted.lock().unwrap().push(u.state);
-            Ok(())
-        }
-    }
-
-    fn target() -> StatusTarget {
-        StatusTarget {
-            repo: deploy_core::RepoName::parse("o/r").unwrap(),
-            deployment_id: 1,
-        }
-    }
-
-    fn fast() -> RetryPolicy {
-        RetryPolicy {
-            attempts: 5,
-            first_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-        }
-    }
-
-    #[tokio::test]
-    async fn server_errors_are_retried_and_order_is_kept() {
-        let sink = Arc::new(Flaky {
-            fail_first: AtomicU32::new(2),
-            code: 503,
-            ..Default::default()
-        });
-        let r = Reporter::start(sink.clone(), Arc::new(NoChat), target(), None, None, fast());
-        r.status(StatusUpdate::new(RunState::Queued, "q".into()));
-        r.status(StatusUpdate::new(RunState::Success, "s".into()));
-        r.finish(Duration::from_secs(5)).await;
-        assert_eq!(*sink.posted.lock().unwrap(), ["queued", "success"]);
-        assert_eq!(sink.calls.load(Ordering::SeqCst), 4);
-    }
-
-    #[tokio::test]
-    async fn client_errors_are_not_retried() {
-        let sink = Arc::new(Flaky {
-            fail_first: AtomicU32::new(1),
-            code: 422,
-            ..Default::default()
-        });
-        let r = Reporter::start(sink.clone(), Arc::new(NoChat), target(), None, None, fast());
-        r.status(StatusUpdate::new(RunState::Queued, "q".into()));
-        r.status(StatusUpdate::new(RunState::Success, "s".into()));
-        r.finish(Duration::from_secs(5)).await;
-        assert_eq!(*sink.posted.lock().unwrap(), ["success"]);
-        assert_eq!(sink.calls.load(Ordering::SeqCst), 2);
-    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let p = RetryPolicy {
-            attempts: 9,
             first_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(350),
         };
@@ -454,5 +380,43 @@ mod tests {
         assert_eq!(p.delay(2), Duration::from_millis(200));
         assert_eq!(p.delay(3), Duration::from_millis(350));
         assert_eq!(p.delay(30), Duration::from_millis(350));
+        assert_eq!(p.delay(u32::MAX), Duration::from_millis(350));
+    }
+
+    #[test]
+    fn jitter_keeps_between_half_and_the_whole_delay() {
+        let p = RetryPolicy {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+        };
+        assert_eq!(p.jittered(3, 0.0), Duration::from_millis(200));
+        assert_eq!(p.jittered(3, 0.5), Duration::from_millis(300));
+        assert!(p.jittered(3, 0.999_999) <= Duration::from_millis(400));
+        assert_eq!(p.jittered(3, 7.0), Duration::from_millis(400), "clamped");
+        // Over many draws, retries spread over the window.
+        let draws: Vec<Duration> = (0..200)
+            .map(|_| p.jittered(4, crate::poster::unit_random()))
+            .collect();
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d >= Duration::from_millis(400) && *d <= Duration::from_millis(800))
+        );
+        let distinct: std::collections::HashSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 100, "{} distinct delays", distinct.len());
+    }
+
+    #[test]
+    fn status_states_name_run_states() {
+        for s in [
+            RunState::Queued,
+            RunState::InProgress,
+            RunState::Success,
+            RunState::Failure,
+            RunState::Error,
+        ] {
+            assert_eq!(run_state(s.as_str()), Some(s));
+        }
+        assert_eq!(run_state("inactive"), None);
     }
 }

@@ -195,7 +195,6 @@ impl Env {
             deploy_core::Apps::from_json(&self.apps_json.to_string()).expect("a valid app.json"),
         );
         c.status_retry = RetryPolicy {
-            attempts: 6,
             first_delay: Duration::from_millis(50),
             max_delay: Duration::from_millis(400),
         };

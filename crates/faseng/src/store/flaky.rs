@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AcceptItem, Accepted, EnvLock, RunRecord, SqliteStore, StartMarker, Store, StoreSize,
-    StoredMarker, Swept,
+    AcceptItem, Accepted, ClaimedLane, EnvLock, LaneKey, OutboxEntry, RunRecord, Settle,
+    SqliteStore, StartMarker, Store, StoreSize, StoredMarker, Swept,
 };
 
 /// Which store call a [`FlakyStore`] makes fail once, as a store that dies mid-call would.
@@ -169,6 +169,49 @@ impl Store for FlakyStore {
     async fn size(&self) -> anyhow::Result<StoreSize> {
         self.inner.size().await
     }
+    async fn outbox_push(
+        &self,
+        run: &str,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        self.inner.outbox_push(run, fence, entries).await
+    }
+    async fn finish_run(
+        &self,
+        record: &RunRecord,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        self.inner.finish_run(record, fence, entries).await
+    }
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<LaneKey>> {
+        self.inner.outbox_due(now, limit).await
+    }
+    async fn outbox_claim(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Option<ClaimedLane>> {
+        self.inner
+            .outbox_claim(lane, holder, now, until, limit)
+            .await
+    }
+    async fn outbox_settle(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        settle: &Settle,
+    ) -> anyhow::Result<Option<u64>> {
+        self.inner.outbox_settle(lane, holder, settle).await
+    }
+    async fn outbox_depth(&self) -> anyhow::Result<u64> {
+        self.inner.outbox_depth().await
+    }
+
     async fn acquire_duty(
         &self,
         name: &str,

@@ -7,9 +7,15 @@
 
 #[cfg(test)]
 pub(crate) mod flaky;
+pub mod outbox;
+mod redis_outbox;
 mod redis_store;
+mod sqlite_outbox;
 mod sqlite_store;
 
+pub use outbox::{
+    ClaimedLane, Lane, LaneKey, OutboxEntry, OutboxItem, Settle, SettleRetry, StoredEntry,
+};
 pub use redis_store::{
     RedisStore, connect as redis_connect, warn_if_not_durable as warn_redis_durability,
 };
@@ -376,6 +382,49 @@ pub trait Store: Send + Sync + 'static {
     async fn sweep(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Swept>;
     /// How many runs and log bytes the store keeps; constant time (maintained counts).
     async fn size(&self) -> anyhow::Result<StoreSize>;
+
+    /// Outbox (see [`outbox`]): appends `entries` to their lanes of run `run`, in order,
+    /// atomically. A status whose state was already written for the run is left out, as is
+    /// a final state when one was written. With `fence: Some(worker)` nothing is written
+    /// unless the run's start marker names that worker: `false` = fenced out.
+    async fn outbox_push(
+        &self,
+        run: &str,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool>;
+    /// Writes a run's final record and its last outbox entries (as [`Store::outbox_push`])
+    /// at once, when the fence holds; `false` = fenced out, nothing written.
+    async fn finish_run(
+        &self,
+        record: &RunRecord,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool>;
+    /// Up to `limit` lanes with entries that are due at `now` (not held, not waiting for a
+    /// retry), most overdue first.
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<LaneKey>>;
+    /// Claims a lane for `holder` until `until` (a holder renews its own claim this way) and
+    /// returns up to `limit` of its entries, in order; `None` when another holder's claim is
+    /// live or the lane waits for a retry. A claim that lapsed is taken over, in doubt.
+    async fn outbox_claim(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Option<ClaimedLane>>;
+    /// Releases a claimed lane, deleting what is done, keeping the chat ts and rescheduling
+    /// (see [`Settle`]); the number of entries left, or `None` when `holder` no longer held it.
+    async fn outbox_settle(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        settle: &Settle,
+    ) -> anyhow::Result<Option<u64>>;
+    /// Entries waiting in the outbox, all lanes (cheap: `/metrics` reads it).
+    async fn outbox_depth(&self) -> anyhow::Result<u64>;
     /// Takes the duty lease `name` (a periodic job that one process of the store does at a
     /// time) for `holder` until `now + ttl`, atomically: when it is free, has expired (its end
     /// is not after `now`) or is `holder`'s already (renewed). `false` while another holder's
@@ -660,6 +709,7 @@ pub(crate) mod contract {
         assert_eq!(store.link_key("second key").await.unwrap(), "first key");
 
         sweeping(store).await;
+        outbox::contract::exercise(store).await;
         exercise_duties(store).await;
     }
 

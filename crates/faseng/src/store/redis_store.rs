@@ -10,8 +10,9 @@ use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{
-    AcceptItem, Accepted, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, SWEEP_BATCH,
-    StartMarker, Store, StoreSize, StoredMarker, Swept, expired, log_line_bytes,
+    AcceptItem, Accepted, ClaimedLane, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, LaneKey, OutboxEntry,
+    RunRecord, SWEEP_BATCH, Settle, StartMarker, Store, StoreSize, StoredMarker, Swept, expired,
+    log_line_bytes,
 };
 
 /// Every run key, scored by when it was received (a finished run is re-scored by when it
@@ -651,6 +652,52 @@ impl Store for RedisStore {
             .arg(fresh)
             .invoke_async(&mut self.conn())
             .await?)
+    }
+
+    async fn outbox_push(
+        &self,
+        run: &str,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        super::redis_outbox::push(self.conn(), run, fence, None, entries).await
+    }
+
+    async fn finish_run(
+        &self,
+        record: &RunRecord,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        super::redis_outbox::push(self.conn(), &record.key, fence, Some(record), entries).await
+    }
+
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<LaneKey>> {
+        super::redis_outbox::due(self.conn(), now, limit).await
+    }
+
+    async fn outbox_claim(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Option<ClaimedLane>> {
+        super::redis_outbox::claim(self.conn(), lane, holder, now, until, limit).await
+    }
+
+    async fn outbox_settle(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        settle: &Settle,
+    ) -> anyhow::Result<Option<u64>> {
+        super::redis_outbox::settle(self.conn(), lane, holder, settle).await
+    }
+
+    async fn outbox_depth(&self) -> anyhow::Result<u64> {
+        super::redis_outbox::depth(self.conn()).await
     }
 
     async fn acquire_duty(

@@ -15,8 +15,9 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    AcceptItem, Accepted, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, RunRecord, SWEEP_BATCH,
-    StartMarker, Store, StoreSize, StoredMarker, Swept, expired, log_line_bytes,
+    AcceptItem, Accepted, ClaimedLane, DELIVERY_TTL, DURATIONS_KEPT, EnvLock, LaneKey, OutboxEntry,
+    RunRecord, SWEEP_BATCH, Settle, StartMarker, Store, StoreSize, StoredMarker, Swept, expired,
+    log_line_bytes,
 };
 
 const SCHEMA: &str = r"
@@ -121,6 +122,10 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .context("creating faseng tables")?;
+        sqlx::raw_sql(super::sqlite_outbox::SCHEMA)
+            .execute(&mut *tx)
+            .await
+            .context("creating the outbox tables")?;
         tx.commit().await.context("creating faseng tables")?;
         make_private(path);
         Ok(Self {
@@ -528,6 +533,52 @@ impl Store for SqliteStore {
                 .await?
                 .get(0),
         )
+    }
+
+    async fn outbox_push(
+        &self,
+        run: &str,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        super::sqlite_outbox::push(&self.pool, run, fence, None, entries).await
+    }
+
+    async fn finish_run(
+        &self,
+        record: &RunRecord,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        super::sqlite_outbox::push(&self.pool, &record.key, fence, Some(record), entries).await
+    }
+
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<LaneKey>> {
+        super::sqlite_outbox::due(&self.pool, now, limit).await
+    }
+
+    async fn outbox_claim(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Option<ClaimedLane>> {
+        super::sqlite_outbox::claim(&self.pool, lane, holder, now, until, limit).await
+    }
+
+    async fn outbox_settle(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        settle: &Settle,
+    ) -> anyhow::Result<Option<u64>> {
+        super::sqlite_outbox::settle(&self.pool, lane, holder, settle).await
+    }
+
+    async fn outbox_depth(&self) -> anyhow::Result<u64> {
+        super::sqlite_outbox::depth(&self.pool).await
     }
 
     async fn acquire_duty(
