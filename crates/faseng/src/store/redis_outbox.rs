@@ -31,8 +31,9 @@ fn meta_key(run: &str) -> String {
 
 /// Appends entries (and, for `finish_run`, writes the run record) when the fence holds.
 /// KEYS: started marker, run meta, status entries, status lane, chat entries, chat lane,
-/// due index, depth counter, run record. ARGV: fence (`''` = none), now (ms), meta TTL (s),
-/// status member, chat member, run record (`''` = none), then (lane, state, json) per entry.
+/// due index, depth counter, run record, runs index. ARGV: fence (`''` = none), now (ms),
+/// meta TTL (s), status member, chat member, run record (`''` = none), its score in the runs
+/// index (retention finds it there), run key, then (lane, state, json) per entry.
 /// Returns 1 when written, 0 when fenced out.
 const PUSH: &str = r"
 local fence = ARGV[1]
@@ -42,10 +43,13 @@ if fence ~= '' then
   local ok, v = pcall(cjson.decode, m)
   if not ok or type(v) ~= 'table' or v['worker'] ~= fence then return 0 end
 end
-if ARGV[6] ~= '' then redis.call('SET', KEYS[9], ARGV[6]) end
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[9], ARGV[6])
+  redis.call('ZADD', KEYS[10], 'NX', ARGV[7], ARGV[8])
+end
 local finals = {success = true, failure = true, error = true}
 local meta = false
-for i = 7, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   local lane, state, json = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local keep = true
   if lane == 'status' then
@@ -172,6 +176,7 @@ pub(super) async fn push(
         .key(DUE)
         .key(DEPTH)
         .key(format!("faseng:run:{run}"))
+        .key(super::redis_store::RUNS_BY_TIME)
         .arg(fence.unwrap_or(""))
         .arg(millis(OutboxEntry::batch_time(entries)))
         .arg(OUTBOX_META_TTL.as_secs())
@@ -180,7 +185,9 @@ pub(super) async fn push(
         .arg(match record {
             Some(r) => serde_json::to_string(r)?,
             None => String::new(),
-        });
+        })
+        .arg(record.map_or(0.0, |r| super::redis_store::score(r.received_at)))
+        .arg(run);
     for e in entries {
         invocation
             .arg(e.item.lane().as_str())

@@ -17,7 +17,7 @@ use super::{
 
 /// Every run key, scored by when it was received (a finished run is re-scored by when it
 /// finished once a sweep has seen it): what retention walks, and `ZCARD` is the run count.
-const RUNS_BY_TIME: &str = "faseng:runs_by_time";
+pub(super) const RUNS_BY_TIME: &str = "faseng:runs_by_time";
 /// Every key with a status history, scored by its newest event (`ZADD GT`, Redis 6.2+ as
 /// apalis needs anyway).
 const STATUS_BY_TIME: &str = "faseng:status_by_time";
@@ -236,7 +236,7 @@ redis.call('INCRBY', KEYS[3], n)
 return n";
 
 /// A time as an index score: seconds since the epoch, to the millisecond.
-fn score(at: DateTime<Utc>) -> f64 {
+pub(super) fn score(at: DateTime<Utc>) -> f64 {
     at.timestamp_millis() as f64 / 1000.0
 }
 

@@ -55,11 +55,15 @@ pub(super) async fn push(
         }
     }
     if let Some(record) = &record {
-        sqlx::query("INSERT OR REPLACE INTO faseng_runs (key, record) VALUES (?, ?)")
-            .bind(run)
-            .bind(record)
-            .execute(&mut *tx)
-            .await?;
+        // An upsert: INSERT OR REPLACE would delete without firing the run count's trigger.
+        sqlx::query(
+            "INSERT INTO faseng_runs (key, record) VALUES (?, ?) \
+             ON CONFLICT(key) DO UPDATE SET record = excluded.record",
+        )
+        .bind(run)
+        .bind(record)
+        .execute(&mut *tx)
+        .await?;
     }
     forget_idle(&mut tx, now).await?;
     if !entries.is_empty() {
