@@ -22,6 +22,7 @@ use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::poster::{Outbox, Poster, PosterSettings};
 use crate::providers::{ProviderConfig, ProviderSettings};
 use crate::queue::{self, Queue, QueueTiming, QueueUrl};
+use crate::worker::{self, WorkerSettings};
 use crate::reconcile::{OctocrabReader, ReconcileSettings, Reconciler};
 use crate::repair::{LineRepair, RepairSettings};
 use crate::reporter::RetryPolicy;
@@ -30,19 +31,6 @@ use crate::status::{DeploymentStatusSink, GithubStatusSink};
 use crate::store::Store;
 use crate::stream_slots::{self, StreamSlots};
 use crate::web::{self, WebState};
-
-/// How long a stopping worker lets the queue library wind down on its own before dropping it.
-///
-/// While it drains its in-flight jobs, apalis stops polling its backend, and a fetch it had
-/// started stays frozen mid-transaction: on SQLite that transaction holds the database's
-/// write lock, so the very runs being drained could not write their logs and results (each
-/// write failing only after the busy timeout) and their final statuses came tens of seconds
-/// late. The runs do not need apalis (they live on their own tasks, see
-/// [`crate::deployer::LiveRuns`]): after this grace the worker future is dropped, which
-/// rolls the frozen transaction back, and the runs are waited for on their own. Their queue
-/// jobs are not acknowledged; when the queue hands them out again they drop out (finished, or
-/// started and still live in this process; see [`crate::deployer::LiveRuns`]).
-const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// Everything faseng needs to run; built from the command line / environment by `main`,
 /// or directly by tests.
@@ -429,30 +417,6 @@ impl Services {
         .with_outbox(self.outbox.clone()))
     }
 
-    /// Waits (up to the shutdown timeout) for runs still going on in this process: the queue's
-    /// worker has stopped, but a run it handed out lives on its own task and must still post
-    /// its final status and chat message.
-    async fn drain_live_runs(&self) {
-        let live = &self.live_runs;
-        if live.is_empty() {
-            return;
-        }
-        tracing::info!(
-            runs = live.len(),
-            "waiting for running deployments to finish"
-        );
-        if tokio::time::timeout(self.config.shutdown_timeout, live.wait_idle())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                runs = live.len(),
-                "deployments still running after {:?}; exiting (another worker will report them)",
-                self.config.shutdown_timeout
-            );
-        }
-    }
-
     /// Makes the work directory ready for provider runs (see [`Isolation::prepare_workdir`])
     /// and removes the run directories dead processes left in it.
     pub fn prepare_for_runs(&self) -> anyhow::Result<()> {
@@ -535,55 +499,20 @@ impl Services {
                 })
                 .await;
         });
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let name = queue::unique_worker_name(&self.config.worker_prefix);
-            let deployer = self.deployer(&public_url, &name)?.into_shared();
-            tracing::info!(worker = %name, "worker starting");
-            let mut rx = shutdown.clone();
-            let stop = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            let worker = queue::run_worker(
-                &self.queue,
-                deployer,
-                &name,
-                self.config.concurrency,
-                self.config.timing,
-                self.config.shutdown_timeout,
-                stop,
-            );
-            // Boxed so it can be dropped before the drain below: a stopping apalis worker
-            // stops polling its backend, and on SQLite a fetch or heartbeat it froze between
-            // statements keeps the database's write lock for as long as it lives.
-            let mut worker = Box::pin(worker);
-            let mut rx = shutdown.clone();
-            let result = tokio::select! {
-                result = &mut worker => result,
-                () = async {
-                    let _ = rx.wait_for(|s| *s).await;
-                    tokio::time::sleep(STOP_GRACE).await;
-                } => {
-                    // apalis is still draining: drop it (see STOP_GRACE); the runs it handed
-                    // out go on on their own tasks and are waited for below.
-                    tracing::info!(worker = %name, "stopped taking jobs");
-                    Ok(())
-                }
-            };
-            drop(worker);
-            if *shutdown.borrow() {
-                self.drain_live_runs().await;
-                tracing::info!(worker = %name, "worker stopped");
-                return result;
-            }
-            tracing::error!(worker = %name, error = ?result.err(), "worker stopped on its own; restarting in {backoff:?}");
-            let mut rx = shutdown.clone();
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                _ = rx.wait_for(|s| *s) => return Ok(()),
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
+        let settings = WorkerSettings {
+            prefix: self.config.worker_prefix.clone(),
+            concurrency: self.config.concurrency,
+            timing: self.config.timing,
+            shutdown_timeout: self.config.shutdown_timeout,
+        };
+        worker::run(
+            &self.queue,
+            &self.live_runs,
+            &settings,
+            |name| Ok(self.deployer(&public_url, name)?.into_shared()),
+            shutdown,
+        )
+        .await
     }
 }
 

@@ -34,6 +34,7 @@ pub mod store;
 pub mod stream_slots;
 pub mod web;
 pub mod webhook;
+pub mod worker;
 
 pub use app::{Application, Config, Services};
 
