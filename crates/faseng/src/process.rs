@@ -279,6 +279,14 @@ pub async fn run_logged(
 }
 
 /// A process's state letter (`Z` for a zombie) and start time, from `/proc/<pid>/stat`.
+/// True when the environment of process `pid` holds `entry` (`NAME=value`), as
+/// `/proc/<pid>/environ` says; false when it cannot be read.
+pub fn environ_has(pid: i32, entry: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|kv| kv == entry.as_bytes()))
+        .unwrap_or(false)
+}
+
 pub(crate) fn proc_stat(pid: &str) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start at field 3.

@@ -222,8 +222,11 @@ async fn run_apalis(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let name = name.to_owned();
-    let (concurrency, timing, shutdown_timeout) =
-        (settings.concurrency, settings.timing, settings.shutdown_timeout);
+    let (concurrency, timing, shutdown_timeout) = (
+        settings.concurrency,
+        settings.timing,
+        settings.shutdown_timeout,
+    );
     macro_rules! monitor {
         ($storage:expr) => {{
             let storage = $storage.clone();

@@ -25,7 +25,6 @@ use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::poster::{Outbox, Poster, PosterSettings};
 use crate::providers::ProviderSettings;
 use crate::queue::{self, Queue};
-use crate::worker::{self, WorkerSettings};
 use crate::reconcile::{OctocrabReader, Reconciler};
 use crate::repair::LineRepair;
 use crate::sandbox::{Isolation, IsolationSettings};
@@ -33,6 +32,7 @@ use crate::status::{DeploymentStatusSink, GithubStatusSink};
 use crate::store::Store;
 use crate::stream_slots::{self, StreamSlots};
 use crate::web::{self, WebState};
+use crate::worker::{self, WorkerSettings};
 
 /// Shared parts, built once per process.
 pub struct Services {
