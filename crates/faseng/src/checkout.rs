@@ -422,14 +422,6 @@ pub fn prune_runs(workdir: &Path) -> usize {
     removed
 }
 
-/// `n` random bytes as hex.
-pub fn random_hex(n: usize) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut bytes = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Takes the exclusive lock of one clone cache (a `flock` beside it, shared by every faseng
 /// process on this host), giving up at `deadline`.
 async fn lock_cache(mirror: &Path, deadline: Instant) -> anyhow::Result<Flock<std::fs::File>> {

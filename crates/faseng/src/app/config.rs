@@ -10,11 +10,11 @@ use deploy_core::{Apps, Clock, GithubAuth, Secret};
 
 use crate::lease::LeaseSettings;
 use crate::links::LinkKey;
+use crate::poster::RetryPolicy;
 use crate::providers::ProviderConfig;
 use crate::queue::{QueueTiming, QueueUrl};
 use crate::reconcile::ReconcileSettings;
 use crate::repair::RepairSettings;
-use crate::reporter::RetryPolicy;
 use crate::sandbox::Isolation;
 
 /// Everything faseng needs to run; built from the command line / environment by `main`,
