@@ -10,8 +10,8 @@
 //! limit); a rate-limited answer pauses reconciling as long as GitHub says (bounded by
 //! [`MAX_WAIT`]), and passes are spaced out when little of the rate limit is left.
 //!
-//! Transport (`github`: [`GithubReader`], one GET with its status, headers and body) is kept apart from
-//! the pass, so the pass is tested against a scripted GitHub.
+//! Transport (`github`: [`GithubReader`], one GET with its status, headers and body) is kept
+//! apart from the pass, so the pass is tested against a scripted GitHub.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
