@@ -9,6 +9,8 @@
 //! outcome is unknown (timeout, 5xx, a lane taken over from a lapsed claim) is checked
 //! against GitHub's list of the deployment's statuses before it is sent again.
 //!
+//! [`OUTBOX_GIVE_UP`]: crate::store::outbox::OUTBOX_GIVE_UP
+//!
 //! Chat: the latest text wins (older texts still waiting are skipped), thread replies go
 //! out in order, once; the message faseng posted itself (a payload without `message_ts`) is
 //! kept in the store, so later edits, after a restart too, edit that message.

@@ -41,7 +41,7 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Outbox {
-    /// An outbox over `store`; a [`Poster`] built from it is woken by its writes.
+    /// An outbox over `store`; a [`Poster`](super::Poster) built from it is woken by its writes.
     pub fn new(
         store: Arc<dyn Store>,
         notifier: Arc<dyn ChatNotifier>,
