@@ -13,6 +13,7 @@ use crate::store::RunState;
 use super::{Deployer, Run, STORE_RETRY_FOR, retry_store};
 
 impl Deployer {
+    /// Ends the run with `outcome` (`tail`: the last log lines, replied under a failure).
     pub(super) async fn finish(
         &self,
         run: Run<'_>,
@@ -22,6 +23,7 @@ impl Deployer {
         self.finish_with_text(run, outcome, tail, None).await
     }
 
+    /// [`Deployer::finish`], with the text of a lock or unlock in place of the usual one.
     pub(super) async fn finish_with_text(
         &self,
         mut run: Run<'_>,

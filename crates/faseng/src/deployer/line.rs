@@ -63,6 +63,8 @@ pub(super) enum Turn {
 const HAND_BACK_AFTER_POLLS: u32 = 8;
 
 impl Deployer {
+    /// Waits until the run is at the head of its line, saying its place (and ETA) while it
+    /// waits; hands the job back to the queue when every job slot of the worker waits.
     pub(super) async fn wait_for_turn(&self, run: &mut Run<'_>) -> anyhow::Result<Turn> {
         let job = run.job;
         let mut announced: Option<Option<u64>> = None;
@@ -137,7 +139,7 @@ impl Deployer {
 
     /// A head-of-line entry whose run already finished (its worker died after finishing but
     /// before leaving the line) is removed.
-    pub(super) async fn drop_stale_head(&self, line: &str, head: &str) -> bool {
+    async fn drop_stale_head(&self, line: &str, head: &str) -> bool {
         match self.store.get_run(head).await {
             Ok(Some(r)) if r.state.is_final() => {
                 tracing::warn!(head, "removing a finished run from the head of the line");
@@ -153,6 +155,8 @@ impl Deployer {
         }
     }
 
+    /// Takes the run out of its line (retrying while the store fails) and wakes the runs
+    /// waiting in this process.
     pub(super) async fn leave_line(&self, job: &DeployJob, key: &str) {
         let store = &self.store;
         let _ = retry_store("leave the waiting line", STORE_RETRY_FOR, || {

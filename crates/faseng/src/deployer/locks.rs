@@ -27,7 +27,7 @@ impl Deployer {
             .map(|l| self.locked_text(valid, &l)))
     }
 
-    pub(super) fn locked_text(&self, valid: &Valid, lock: &EnvLock) -> String {
+    fn locked_text(&self, valid: &Valid, lock: &EnvLock) -> String {
         messages::locked(
             valid.app.name.as_str(),
             valid.env.as_str(),
@@ -36,6 +36,7 @@ impl Deployer {
         )
     }
 
+    /// `deploy:lock`: takes the lock for the asker unless someone else holds it.
     pub(super) async fn lock(&self, run: Run<'_>, valid: &Valid) -> anyhow::Result<()> {
         let job = run.job;
         let wanted = EnvLock {

@@ -121,7 +121,7 @@ impl Deployer {
     /// sure its provider is stopped (killed here when it ran on this machine and its
     /// starter is gone, else by waiting out its deadline, unless the starter said it stopped
     /// it), then ends it `error`, releasing the environment. Never re-runs it.
-    pub(super) async fn recover(
+    async fn recover(
         &self,
         mut run: Run<'_>,
         old: StoredMarker,
@@ -178,7 +178,7 @@ impl Deployer {
     }
 
     /// Ends a run whose worker stopped answering (at `at`, when known) with `error`.
-    pub(super) async fn report_stopped(
+    async fn report_stopped(
         &self,
         run: Run<'_>,
         at: Option<chrono::DateTime<chrono::Utc>>,

@@ -22,7 +22,7 @@ pub(super) struct Valid {
 
 impl Deployer {
     /// The operator's app for a job (see [`resolve::app_for`]).
-    pub(super) fn operator_app(&self, job: &DeployJob) -> Result<&AppConfig, resolve::Refusal> {
+    fn operator_app(&self, job: &DeployJob) -> Result<&AppConfig, resolve::Refusal> {
         resolve::app_for(&self.apps, &job.repo_name(), job.payload_name())
     }
 
