@@ -224,14 +224,14 @@ impl Bot {
                 }
             },
         };
-        let task = command.task.as_str();
+        let task = command.task.to_string();
         let live = outbox
             .post(messages::deploy_requested(
                 &ctx.user_name,
                 &app.name,
                 &git_ref,
                 &env,
-                task,
+                &task,
             ))
             .await;
         let request = self.new_deployment(app, &env, &git_ref, command, ctx, live.as_ref());
@@ -306,7 +306,7 @@ impl Bot {
     }
 
     fn forced_command(&self, command: &DeployCommand, git_ref: &str, env: &EnvName) -> String {
-        let task = command.task.as_str();
+        let task = command.task.to_string();
         let head = match task.strip_prefix("deploy") {
             Some(rest) => format!("deploy!{rest}"),
             None => format!("{task}!"),
@@ -324,7 +324,7 @@ impl Bot {
         ctx: &ChatContext,
         live: Option<&MessageRef>,
     ) -> NewDeployment {
-        let task = command.task.as_str().to_owned();
+        let task = command.task.to_string();
         NewDeployment {
             git_ref: git_ref.to_owned(),
             description: format!("{task} on {env} from {}", self.name),

@@ -310,12 +310,13 @@ impl Direct {
         std::fs::create_dir_all(&run.home).unwrap();
         std::fs::create_dir_all(&run.tmp).unwrap();
         let isolation = Isolation::shared("a direct provider test");
+        let task: deploy_core::Task = task.parse().expect("a valid task");
         let ctx = RunContext {
             app: &app,
             env: &env,
             git_ref: &git_ref,
             sha: &sha,
-            task,
+            task: &task,
             deployment_id: 4242,
             user: "joyz",
             checkout,

@@ -64,11 +64,11 @@ impl Deployer {
         if state == RunState::Success
             && lock_text.is_none()
             && let Some(s) = secs
-            && let Err(e) = self.store.push_duration(&run.job.line, s).await
+            && let Err(e) = self.store.push_duration(run.job.line.as_str(), s).await
         {
             tracing::warn!(error = %e, "could not record the duration");
         }
-        self.leave_line(run.job, &run.key).await;
+        self.leave_line(run.job, run.key.as_str()).await;
         let chat = match (&outcome, &lock_text) {
             (_, Some(_)) => messages::chat_lock(&description),
             (Outcome::Success, None) => {

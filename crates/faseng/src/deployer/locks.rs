@@ -21,7 +21,7 @@ impl Deployer {
     ) -> anyhow::Result<Option<String>> {
         Ok(self
             .store
-            .env_lock(&job.line)
+            .env_lock(job.line.as_str())
             .await?
             .filter(|l| l.user != user_id)
             .map(|l| self.locked_text(valid, &l)))
@@ -45,7 +45,7 @@ impl Deployer {
             reason: job.description.clone(),
             at: Utc::now(),
         };
-        let held = self.store.set_env_lock(&job.line, &wanted).await?;
+        let held = self.store.set_env_lock(job.line.as_str(), &wanted).await?;
         let outcome = if held.user == wanted.user {
             Outcome::Success
         } else {
@@ -59,7 +59,7 @@ impl Deployer {
     pub(super) async fn unlock(&self, run: Run<'_>, valid: &Valid) -> anyhow::Result<()> {
         let previous = self
             .store
-            .clear_env_lock(&run.job.line, &run.user_id)
+            .clear_env_lock(run.job.line.as_str(), &run.user_id)
             .await?;
         let (app, env) = (valid.app.name.as_str(), valid.env.as_str());
         if let Some(lock) = previous.as_ref().filter(|l| l.user != run.user_id) {

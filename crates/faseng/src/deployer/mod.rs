@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
-use deploy_core::{Apps, Clock, GithubClients, Secret};
+use deploy_core::{Apps, Clock, GithubClients, RunKey, Secret, Task};
 use tracing::Instrument as _;
 
 use crate::checkout::{Checkouts, CloneSource, GitCredentials, overlay};
@@ -132,7 +132,7 @@ struct RunAccess<'a> {
 /// Per-run reporting context.
 struct Run<'a> {
     job: &'a DeployJob,
-    key: String,
+    key: RunKey,
     record: RunRecord,
     reporter: Reporter,
     /// Who asked, by stable id (`notify.user`, else the deployment's creator): what locks and
@@ -264,7 +264,7 @@ impl Deployer {
     /// dropping the returned future does not stop it.
     pub async fn process(&self, job: DeployJob, queue_job: Option<String>) -> anyhow::Result<()> {
         let span = tracing::info_span!("deployment", id = job.deployment_id, repo = %job.repo, env = %job.environment);
-        let Some(guard) = self.claim_live(job.key(), &span).await else {
+        let Some(guard) = self.claim_live(job.key().to_string(), &span).await else {
             return Ok(());
         };
         let Some(me) = self.me.upgrade() else {
@@ -286,7 +286,7 @@ impl Deployer {
 
     async fn process_inner(&self, job: DeployJob, queue_job: Option<String>) -> anyhow::Result<()> {
         let key = job.key();
-        let record = match self.store.get_run(&key).await? {
+        let record = match self.store.get_run(key.as_str()).await? {
             Some(r) => r,
             None => {
                 let r = job.initial_record();
@@ -297,7 +297,7 @@ impl Deployer {
         if record.state.is_final() {
             tracing::info!("already finished; dropping the repeated job");
             self.metrics.duplicate_job();
-            self.leave_line(&job, &key).await;
+            self.leave_line(&job, key.as_str()).await;
             return Ok(());
         }
         let notify = self.chat_target(&job).await;
@@ -342,9 +342,9 @@ impl Deployer {
         };
         run.environment_url = valid.app.environment_url(&valid.env).map(str::to_owned);
 
-        match job.task.as_str() {
-            "deploy:lock" => return self.lock(run, &valid).await,
-            "deploy:unlock" => return self.unlock(run, &valid).await,
+        match job.task {
+            Task::Lock => return self.lock(run, &valid).await,
+            Task::Unlock => return self.unlock(run, &valid).await,
             _ => {}
         }
         if let Some(why) = self.locked_by_other(&job, &run.user_id, &valid).await? {
@@ -366,18 +366,22 @@ impl Deployer {
 
         let timeout = self.run_timeout(&valid.app);
         let marker = self.start_marker(queue_job.clone(), timeout);
-        if self.mark_started(&run.key, &marker).await?.is_some() {
+        if self
+            .mark_started(run.key.as_str(), &marker)
+            .await?
+            .is_some()
+        {
             return self.resume_started(run, queue_job).await;
         }
         run.reporter.set_fence(&marker.worker);
         run.lease = Some(LeaseKeeper::start(
             self.store.clone(),
-            &run.key,
+            run.key.as_str(),
             marker,
             self.settings.clock.clone(),
             self.settings.leases,
         ));
-        self.live.mark_started(&run.key);
+        self.live.mark_started(run.key.as_str());
         run.record.state = RunState::InProgress;
         run.record.started_at = Some(Utc::now());
         run.record.description = messages::running(provider.name());
@@ -404,7 +408,7 @@ impl Deployer {
                 .chain(token.iter().map(|t| t.expose().to_owned())),
         )
         .with_config_secrets(&valid.app.raw);
-        let (log, writer) = RunLog::start(self.store.clone(), run.key.clone(), redactor);
+        let (log, writer) = RunLog::start(self.store.clone(), run.key.to_string(), redactor);
         log.header(
             "faseng",
             &format!(

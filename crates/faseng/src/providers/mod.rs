@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::{AppConfig, CommitSha, EnvName, GitRef, Secret};
+use deploy_core::{AppConfig, CommitSha, EnvName, GitRef, Secret, Task};
 
 use crate::checkout::RunDir;
 use crate::lease::LeaseKeeper;
@@ -44,7 +44,7 @@ pub struct RunContext<'a> {
     /// The exact commit.
     pub sha: &'a CommitSha,
     /// `deploy`, `deploy:migrate`, …
-    pub task: &'a str,
+    pub task: &'a Task,
     /// The GitHub deployment id.
     pub deployment_id: u64,
     /// Who asked.

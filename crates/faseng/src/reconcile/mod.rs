@@ -462,7 +462,7 @@ impl Reconciler {
                     event.deployment.git_ref.escape_debug(),
                     event.deployment.environment.escape_debug(),
                 );
-                report.found.push(key);
+                report.found.push(key.to_string());
             }
             IntakeOutcome::Duplicate => {
                 tracing::debug!(repository = %repo, deployment = id, "its webhook came first");
