@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deploy_core::{AppConfig, GitRef, NewDeployment, RepoName};
+use deploy_core::{AppConfig, GitRef, NewDeployment, RepoName, RunKey};
 use faseng::intake::{Intake, IntakeOutcome};
 use faseng::links::LogLinks;
 use faseng::status::{DeploymentStatusSink, PostError, StatusTarget, StatusUpdate};
@@ -467,8 +467,9 @@ impl Forge for LocalForge {
                 "There is no deployment #{id} on this machine."
             )));
         };
+        let repo = RepoName::parse(&repo).map_err(|e| ForgeError::Unreachable(e.to_string()))?;
         self.runs
-            .read_log(&faseng::store::RunRecord::key_for(&repo, id), 0)
+            .read_log(RunKey::new(&repo, id).as_str(), 0)
             .await
             .map_err(|e| ForgeError::Unreachable(format!("local log store: {e:#}")))
     }
