@@ -9,8 +9,8 @@ use deploy_core::Secret;
 use e2e::fake_github::{self, FakeGithub};
 use e2e::fake_heroku::{self, BuildPlan, BuildResult, FakeHeroku};
 use e2e::git_repo::GitRepo;
-use faseng::providers::{Outcome, ProviderConfig};
-use provider_support::{Direct, Job, Ran, deploy_through_webhook, env_with_providers};
+use faseng::providers::ProviderConfig;
+use provider_support::{Direct, Job, Outcome, Ran, deploy_through_webhook, env_with_providers};
 use serde_json::json;
 
 const REPO: &str = "oursky/project-x";

@@ -5,8 +5,8 @@ mod provider_support;
 
 use std::time::Duration;
 
-use faseng::providers::{Outcome, ProviderConfig};
-use provider_support::{Direct, Job, assert_live, copy_tree, shipped, two_commits};
+use faseng::providers::ProviderConfig;
+use provider_support::{Direct, Job, Outcome, assert_live, copy_tree, shipped, two_commits};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use e2e::git_repo::GitRepo;
-use faseng::providers::{Outcome, ProviderConfig};
+use faseng::providers::ProviderConfig;
 use provider_support::harness::{Backend, Env, Options, scratch};
-use provider_support::{Direct, Job, Ran, deploy_through_webhook};
+use provider_support::{Direct, Job, Outcome, Ran, deploy_through_webhook};
 use serde_json::json;
 
 fn script(dir: &Path, name: &str, body: &str) {

@@ -18,6 +18,7 @@ pub mod links;
 pub mod messages;
 pub mod metrics;
 pub mod notify;
+pub mod outcome;
 pub mod poster;
 pub mod process;
 pub mod providers;

@@ -19,9 +19,7 @@ use e2e::git_repo::GitRepo;
 use e2e::sshd::Sshd;
 use faseng::checkout::RunDir;
 use faseng::providers::stages::{self, Progress};
-use faseng::providers::{
-    self, Outcome, ProviderConfig, ProviderSettings, RunContext, SshKeySource,
-};
+use faseng::providers::{self, ProviderConfig, ProviderSettings, RunContext, SshKeySource};
 use faseng::runlog::{Redactor, RunLog};
 use faseng::sandbox::Isolation;
 use faseng::store::{SqliteStore, Store};
@@ -73,6 +71,28 @@ pub fn recorded_pids(path: &Path) -> Vec<i32> {
         .lines()
         .map(|l| l.parse().unwrap())
         .collect()
+}
+
+/// A run's outcome as GitHub states it: the state with faseng's description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `success`.
+    Success,
+    /// `failure`, with its description.
+    Failure(String),
+    /// `error`, with its description.
+    Error(String),
+}
+
+impl From<faseng::outcome::RunOutcome> for Outcome {
+    fn from(outcome: faseng::outcome::RunOutcome) -> Self {
+        use faseng::outcome::RunOutcome;
+        match outcome {
+            RunOutcome::Success => Outcome::Success,
+            RunOutcome::Failed(f) => Outcome::Failure(faseng::messages::run_failure(&f)),
+            RunOutcome::Error(e) => Outcome::Error(faseng::messages::run_error(&e)),
+        }
+    }
 }
 
 /// What a direct run produced.
@@ -344,7 +364,7 @@ impl Direct {
         let progress = progress.lock().unwrap().clone();
         let pgids = pgids.lock().unwrap().clone();
         Ran {
-            outcome,
+            outcome: outcome.into(),
             log,
             progress,
             pgids,

@@ -24,8 +24,9 @@ use crate::links::LogLinks;
 use crate::messages::{self, ChatSubject};
 use crate::metrics::Metrics;
 use crate::notify::ChatNotifier;
+use crate::outcome::{RunError, RunOutcome};
 use crate::poster::{Outbox, RetryPolicy};
-use crate::providers::{self, Outcome, RunContext};
+use crate::providers::{self, RunContext};
 use crate::reporter::{Report, Reporter};
 use crate::runlog::{Redactor, RunLog};
 use crate::sandbox::Isolation;
@@ -338,7 +339,7 @@ impl Deployer {
 
         let valid = match self.validate(&job) {
             Ok(v) => v,
-            Err(why) => return self.finish(run, Outcome::Error(why), None).await,
+            Err(why) => return self.finish(run, RunOutcome::Error(why), None).await,
         };
         run.environment_url = valid.app.environment_url(&valid.env).map(str::to_owned);
 
@@ -348,12 +349,12 @@ impl Deployer {
             _ => {}
         }
         if let Some(why) = self.locked_by_other(&job, &run.user_id, &valid).await? {
-            return self.finish(run, Outcome::Error(why), None).await;
+            return self.finish(run, RunOutcome::Error(why), None).await;
         }
         let Some(provider) = providers::for_kind(valid.app.provider, &self.settings.providers)
         else {
-            let why = messages::unsupported_provider(valid.app.provider.as_str());
-            return self.finish(run, Outcome::Error(why), None).await;
+            let why = RunError::UnsupportedProvider(valid.app.provider.as_str().to_owned());
+            return self.finish(run, RunOutcome::Error(why), None).await;
         };
 
         if let Turn::HandedBack = self.wait_for_turn(&mut run).await? {
@@ -361,7 +362,7 @@ impl Deployer {
             return Ok(());
         }
         if let Some(why) = self.locked_by_other(&job, &run.user_id, &valid).await? {
-            return self.finish(run, Outcome::Error(why), None).await;
+            return self.finish(run, RunOutcome::Error(why), None).await;
         }
 
         let timeout = self.run_timeout(&valid.app);
@@ -442,9 +443,9 @@ impl Deployer {
             return Ok(());
         }
         let tail = log.tail();
-        match &outcome {
-            Outcome::Success => log.header("faseng", "success"),
-            Outcome::Failure(d) | Outcome::Error(d) => log.header("faseng", d),
+        match outcome.description() {
+            None => log.header("faseng", "success"),
+            Some(d) => log.header("faseng", &d),
         }
         writer.finish(log).await;
         self.finish(run, outcome, Some(tail)).await
@@ -459,21 +460,21 @@ impl Deployer {
         log: &RunLog,
         run: &Run<'_>,
         access: RunAccess<'_>,
-    ) -> Outcome {
+    ) -> RunOutcome {
         // The operator's clone_url may be relative to faseng's directory; the webhook's is
         // GitHub's (a URL, or a path in tests).
         let parsed = match (&valid.app.clone_url, &job.clone_url) {
             (Some(url), _) => CloneSource::parse(url, Some(&self.settings.base_dir)),
             (None, Some(url)) => CloneSource::parse(url, None),
             (None, None) => {
-                return Outcome::Error(messages::could_not_run(
-                    "the webhook has no clone_url and the app sets none",
+                return RunOutcome::Error(RunError::CouldNotRun(
+                    "the webhook has no clone_url and the app sets none".to_owned(),
                 ));
             }
         };
         let source = match parsed {
             Ok(s) => s,
-            Err(e) => return Outcome::Error(messages::could_not_run(&format!("{e:#}"))),
+            Err(e) => return RunOutcome::Error(RunError::CouldNotRun(format!("{e:#}"))),
         };
         let api = valid
             .app
@@ -496,7 +497,7 @@ impl Deployer {
             Ok(dir) => dir,
             Err(e) => {
                 log.header("git", &format!("{e:#}"));
-                return Outcome::Error(messages::could_not_run(&format!("checkout failed: {e:#}")));
+                return RunOutcome::Error(RunError::CheckoutFailed(format!("{e:#}")));
             }
         };
         let overlay_dir = self
@@ -511,7 +512,7 @@ impl Deployer {
                 ),
                 Err(e) => {
                     self.checkouts.remove(dir).await;
-                    return Outcome::Error(messages::could_not_run(&format!(
+                    return RunOutcome::Error(RunError::CouldNotRun(format!(
                         "deploy-config overlay failed: {e}"
                     )));
                 }
@@ -520,7 +521,7 @@ impl Deployer {
         let isolation = self.settings.isolation.as_ref();
         if let Err(e) = isolation.hand_over(&dir.root) {
             self.checkouts.remove(dir).await;
-            return Outcome::Error(messages::could_not_run(&format!(
+            return RunOutcome::Error(RunError::CouldNotRun(format!(
                 "could not hand the checkout to the provider user: {e}"
             )));
         }

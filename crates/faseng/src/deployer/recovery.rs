@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::lease::LeaseKeeper;
 use crate::messages;
-use crate::providers::Outcome;
+use crate::outcome::{RunError, RunOutcome};
 use crate::runlog::{Redactor, RunLog, RunLogWriter};
 use crate::store::{StartMarker, StoredMarker};
 
@@ -183,12 +183,18 @@ impl Deployer {
         run: Run<'_>,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> anyhow::Result<()> {
-        let why = messages::worker_stopped(at);
+        let why = RunError::WorkerStopped { at };
         let (log, writer) =
             RunLog::start(self.store.clone(), run.key.to_string(), Redactor::default());
-        log.header("faseng", &format!("{why}; this deployment was not re-run"));
+        log.header(
+            "faseng",
+            &format!(
+                "{}; this deployment was not re-run",
+                messages::run_error(&why)
+            ),
+        );
         writer.finish(log).await;
-        self.finish(run, Outcome::Error(why), None).await
+        self.finish(run, RunOutcome::Error(why), None).await
     }
 
     /// This worker lost the run's lease (it was stopped or cut off for longer than the

@@ -17,7 +17,8 @@ use super::settings::ProviderSettings;
 use super::shell::deploy_env;
 use super::ssh::SshRun;
 use super::stages::{find_program, ssh_aware_report};
-use super::{Outcome, Plan, Provider, RunContext, RunResult};
+use super::{Plan, Provider, RunContext, RunResult};
+use crate::outcome::RunOutcome;
 use crate::process::CommandSpec;
 use crate::runlog::RunLog;
 
@@ -138,7 +139,7 @@ impl Provider for CapistranoProvider {
         })
     }
 
-    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> Outcome {
+    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> RunOutcome {
         if let Some(mut ssh) = self.ssh.lock().expect("ssh lock").take() {
             ssh.remove();
         }

@@ -12,7 +12,8 @@ use super::settings::ProviderSettings;
 use super::shell::deploy_env;
 use super::ssh::SshRun;
 use super::stages::{find_program, ssh_aware_report};
-use super::{Outcome, Plan, Provider, RunContext, RunResult};
+use super::{Plan, Provider, RunContext, RunResult};
+use crate::outcome::RunOutcome;
 use crate::process::CommandSpec;
 use crate::runlog::RunLog;
 
@@ -125,7 +126,7 @@ impl Provider for FabricProvider {
         })
     }
 
-    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> Outcome {
+    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> RunOutcome {
         if let Some(mut ssh) = self.ssh.lock().expect("ssh lock").take() {
             ssh.remove();
         }
