@@ -30,12 +30,13 @@ pub mod rundir;
 pub mod runlog;
 pub mod sandbox;
 pub mod status;
-pub mod store;
 pub mod stream_slots;
 pub mod web;
 pub mod webhook;
 
 pub use app::{Application, Config, Services};
+/// The durable store, in its own crate (shared with chima).
+pub use deploy_store as store;
 
 /// A crash point for fault-injection tests: built with the `failpoints` feature and run with
 /// `FAILPOINTS=<name>=return`, the process dies here as if killed with SIGKILL. Without the

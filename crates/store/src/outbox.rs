@@ -230,8 +230,8 @@ pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-#[cfg(test)]
-pub(crate) mod contract {
+#[cfg(any(test, feature = "testing"))]
+pub mod contract {
     //! The outbox part of the store contract, run against both stores.
     use super::super::{RunRecord, StartMarker, Store};
     use super::*;

@@ -11,7 +11,7 @@ use super::{
 
 /// Which store call a [`FlakyStore`] makes fail once, as a store that dies mid-call would.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FailOnce {
+pub enum FailOnce {
     /// The first `env_lock` (checked before the run's turn) waits for `release`, then
     /// fails without doing anything.
     EnvLockAfterRelease,
@@ -22,19 +22,19 @@ pub(crate) enum FailOnce {
 }
 
 /// A real SQLite store with one call failing once.
-pub(crate) struct FlakyStore {
+pub struct FlakyStore {
     inner: SqliteStore,
     fail: FailOnce,
     failed: std::sync::atomic::AtomicBool,
     /// Notified when the held call is reached.
-    pub(crate) reached: tokio::sync::Notify,
+    pub reached: tokio::sync::Notify,
     /// Lets the held call go on (and fail).
-    pub(crate) release: tokio::sync::Notify,
+    pub release: tokio::sync::Notify,
 }
 
 impl FlakyStore {
     /// `inner` with `fail` armed.
-    pub(crate) fn new(inner: SqliteStore, fail: FailOnce) -> Self {
+    pub fn new(inner: SqliteStore, fail: FailOnce) -> Self {
         Self {
             inner,
             fail,

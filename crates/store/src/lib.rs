@@ -5,8 +5,10 @@
 //! signed with (so every faseng process signs them alike) and duty leases (which process does
 //! a periodic job, such as reconciling with GitHub, when several share one store).
 
-#[cfg(test)]
-pub(crate) mod flaky;
+#[cfg(any(test, feature = "testing"))]
+pub mod flaky;
+pub mod messages;
+mod retry;
 pub mod outbox;
 mod redis_outbox;
 mod redis_store;
@@ -19,6 +21,7 @@ pub use outbox::{
 pub use redis_store::{
     RedisStore, connect as redis_connect, warn_if_not_durable as warn_redis_durability,
 };
+pub use retry::retry;
 pub use sqlite_store::{SqliteStore, database_files};
 
 use std::time::Duration;
@@ -189,8 +192,8 @@ pub struct StartMarker {
 
 impl StartMarker {
     /// A marker held by `worker` since `at`, with a lease of one minute (tests).
-    #[cfg(test)]
-    pub(crate) fn sample(worker: &str, at: DateTime<Utc>) -> Self {
+    #[cfg(any(test, feature = "testing"))]
+    pub fn sample(worker: &str, at: DateTime<Utc>) -> Self {
         Self {
             worker: worker.into(),
             started_by: worker.into(),
@@ -441,12 +444,13 @@ pub trait Store: Send + Sync + 'static {
     async fn release_duty(&self, name: &str, holder: &str) -> anyhow::Result<()>;
 }
 
-#[cfg(test)]
-pub(crate) mod contract {
+#[cfg(any(test, feature = "testing"))]
+pub mod contract {
     //! One behaviour suite, run against both stores.
     use super::*;
 
-    pub(crate) fn run(key: &str) -> RunRecord {
+    /// A queued run record of app `app` in `edge` under `key` (tests).
+    pub fn run(key: &str) -> RunRecord {
         RunRecord {
             key: key.into(),
             repo: "o/r".into(),
