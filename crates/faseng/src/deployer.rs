@@ -816,6 +816,7 @@ impl Deployer {
             user_name: run.user.clone(),
             reason: job.description.clone(),
             at: Utc::now(),
+            expires_at: None,
         };
         let held = self.store.set_env_lock(&job.line, &wanted).await?;
         let outcome = if held.user == wanted.user {
@@ -1334,6 +1335,7 @@ mod tests {
     use crate::status::NullStatusSink;
     use crate::store::SqliteStore;
     use crate::store::flaky::{FailOnce, FlakyStore};
+    use crate::store::prelude::*;
 
     /// A shared deployer over a [`FlakyStore`], and a shell deployment of `o/r` to edge with
     /// no clone URL (so a run that gets going ends at once with "could not run").

@@ -81,3 +81,12 @@ impl<T> Store for T where
     T: Meta + Deliveries + Runs + Lines + Locks + Logs + Outbox + Duties + Retention + Audit
 {
 }
+
+/// Every role trait (unnamed, so nothing clashes), for code that calls store methods on a concrete store
+/// (`use deploy_store::prelude::*;`); through `dyn Store` they need no import.
+pub mod prelude {
+    pub use crate::{
+        Audit as _, Deliveries as _, Duties as _, Lines as _, Locks as _, Logs as _, Meta as _,
+        Outbox as _, Retention as _, Runs as _,
+    };
+}
