@@ -136,7 +136,11 @@ impl AuditQuery {
 
 /// A requested page size within bounds: 0 means the most.
 pub(crate) fn page_size(limit: usize) -> usize {
-    if limit == 0 { PAGE_MAX } else { limit.min(PAGE_MAX) }
+    if limit == 0 {
+        PAGE_MAX
+    } else {
+        limit.min(PAGE_MAX)
+    }
 }
 
 /// The append-only log of release actions.

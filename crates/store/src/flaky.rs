@@ -48,7 +48,6 @@ impl FlakyStore {
 
 #[async_trait]
 impl Meta for FlakyStore {
-
     async fn ping(&self) -> anyhow::Result<()> {
         self.inner.ping().await
     }
@@ -300,8 +299,6 @@ impl Retention for FlakyStore {
         self.inner.size().await
     }
 }
-
-
 
 #[async_trait]
 impl Audit for FlakyStore {

@@ -314,4 +314,3 @@ pub(crate) fn page_of(mut found: Vec<(i64, RunRecord)>, size: usize) -> Page<Run
         next,
     }
 }
-

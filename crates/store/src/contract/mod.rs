@@ -1,6 +1,19 @@
-    //! The behaviour every store keeps, one suite per role, run against both backends.
 
+//! The behaviour every store keeps, one suite per role, run against both backends.
+
+mod audit;
+mod history;
+mod locks;
 pub mod outbox;
+mod server;
+#[cfg(test)]
+mod tests;
+
+pub use audit::audit;
+pub use history::history;
+pub use locks::lock_expiry;
+pub use outbox::outbox;
+pub use server::RedisServer;
 
 use std::time::Duration;
 
@@ -29,9 +42,17 @@ pub fn run(key: &str) -> RunRecord {
     }
 }
 
-pub(crate) async fn exercise(store: &dyn Store) {
+/// Store-wide facts: reachability, the queue depth, the link key.
+pub async fn meta(store: &dyn Store) {
     store.ping().await.unwrap();
+    store.queue_depth().await.unwrap();
+    // The first key offered is kept; later offers get it back.
+    assert_eq!(store.link_key("first key").await.unwrap(), "first key");
+    assert_eq!(store.link_key("second key").await.unwrap(), "first key");
+}
 
+/// Run records, start markers (leases and takeovers), provider-stopped notes, status events.
+pub async fn runs(store: &dyn Store) {
     let r = run("o/r/1");
     assert!(store.create_run(&r).await.unwrap());
     assert!(!store.create_run(&r).await.unwrap());
@@ -115,6 +136,14 @@ pub(crate) async fn exercise(store: &dyn Store) {
     assert!(!store.provider_stopped("o/r/1", "w2").await.unwrap());
     assert!(!store.provider_stopped("o/r/2", "w").await.unwrap());
 
+    store
+        .record_status_event("o/r/1", "success", Utc::now())
+        .await
+        .unwrap();
+}
+
+/// Intake: delivery dedup, run creation, the line joined, the kept job, a released delivery.
+pub async fn deliveries(store: &dyn Store) {
     // A batch behaves as its items one after the other: dedup by delivery and by run
     // within the batch, and the line in arrival order.
     let item = |delivery: &str, key: &str| AcceptItem {
@@ -166,7 +195,11 @@ pub(crate) async fn exercise(store: &dyn Store) {
         store.accept_runs(&[item("b3", "o/r/14")]).await.unwrap(),
         [acc(true, true)]
     );
+}
 
+/// Waiting lines and recent durations.
+pub async fn lines(store: &dyn Store) {
+    store.line_join("app/batch", "o/r/10").await.unwrap();
     store.line_join("app/edge", "a").await.unwrap();
     store.line_join("app/edge", "b").await.unwrap();
     store.line_join("app/edge", "a").await.unwrap();
@@ -198,6 +231,16 @@ pub(crate) async fn exercise(store: &dyn Store) {
     );
     store.line_join("app/other", "c").await.unwrap();
 
+    for i in 0..12 {
+        store.push_duration("app/edge", f64::from(i)).await.unwrap();
+    }
+    let d = store.durations("app/edge").await.unwrap();
+    assert_eq!(d.len(), DURATIONS_KEPT);
+    assert_eq!(d[0], 11.0);
+}
+
+/// Environment locks: only the holder re-locks and clears, keyed by user id.
+pub async fn locks(store: &dyn Store) {
     assert_eq!(store.env_lock("app/edge").await.unwrap(), None);
     let alice = EnvLock {
         user: "U0ALICE".into(),
@@ -244,13 +287,11 @@ pub(crate) async fn exercise(store: &dyn Store) {
         None
     );
 
-    for i in 0..12 {
-        store.push_duration("app/edge", f64::from(i)).await.unwrap();
-    }
-    let d = store.durations("app/edge").await.unwrap();
-    assert_eq!(d.len(), DURATIONS_KEPT);
-    assert_eq!(d[0], 11.0);
+    lock_expiry(store).await;
+}
 
+/// Run logs.
+pub async fn logs(store: &dyn Store) {
     store
         .append_log("o/r/1", &["one".into(), "two".into()])
         .await
@@ -262,23 +303,16 @@ pub(crate) async fn exercise(store: &dyn Store) {
     );
     assert_eq!(store.read_log("o/r/1", 2).await.unwrap(), ["three"]);
     assert!(store.read_log("o/r/9", 0).await.unwrap().is_empty());
+}
+
+/// Retention: what a sweep deletes and what it keeps, the gauges' counts, idempotence.
+pub async fn retention(store: &dyn Store) {
+    // A history whose run is gone (swept only once retention has passed for it too).
     store
         .record_status_event("o/r/1", "success", Utc::now())
         .await
         .unwrap();
-    store.queue_depth().await.unwrap();
 
-    // The first key offered is kept; later offers get it back.
-    assert_eq!(store.link_key("first key").await.unwrap(), "first key");
-    assert_eq!(store.link_key("second key").await.unwrap(), "first key");
-
-    sweeping(store).await;
-    outbox::exercise(store).await;
-    exercise_duties(store).await;
-}
-
-/// Retention: what a sweep deletes and what it keeps, the gauges' counts, idempotence.
-async fn sweeping(store: &dyn Store) {
     let now = Utc::now();
     let day = chrono::Duration::days(1);
     let cutoff = now - day;
@@ -409,7 +443,7 @@ async fn sweeping(store: &dyn Store) {
 }
 
 /// Duty leases, on a time moved by hand.
-async fn exercise_duties(store: &dyn Store) {
+pub async fn duties(store: &dyn Store) {
     let t0 = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
         .unwrap()
         .with_timezone(&Utc);

@@ -1,4 +1,5 @@
-    //! The outbox part of the store contract, run against both stores.
+
+//! The outbox part of the store contract, run against both stores.
 use chrono::{DateTime, Utc};
 use deploy_core::Notify;
 
@@ -9,7 +10,7 @@ fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
 }
 
-pub(crate) fn status(run_id: u64, state: RunState, secs: i64) -> OutboxEntry {
+pub fn status(run_id: u64, state: RunState, secs: i64) -> OutboxEntry {
     OutboxEntry {
         written_at: at(secs),
         item: OutboxItem::Status {
@@ -23,7 +24,7 @@ pub(crate) fn status(run_id: u64, state: RunState, secs: i64) -> OutboxEntry {
     }
 }
 
-pub(crate) fn chat(text: &str, secs: i64) -> OutboxEntry {
+pub fn chat(text: &str, secs: i64) -> OutboxEntry {
     OutboxEntry {
         written_at: at(secs),
         item: OutboxItem::ChatText {
@@ -45,7 +46,8 @@ fn states(c: &ClaimedLane) -> Vec<RunState> {
         .collect()
 }
 
-pub(crate) async fn exercise(store: &dyn Store) {
+/// The outbox: order, dedup of states, claims, settling, fencing.
+pub async fn outbox(store: &dyn Store) {
     let run = "o/r/500";
     let status_lane = LaneKey::new(run, Lane::Status);
     let chat_lane = LaneKey::new(run, Lane::Chat);

@@ -54,8 +54,13 @@ impl Audit for RedisStore {
                 break;
             }
             offset += ids.len();
+            let last_page = ids.len() < SWEEP_BATCH;
             let texts: Vec<Option<String>> = redis::cmd("MGET")
-                .arg(ids.iter().map(|id| format!("faseng:audit:{id}")).collect::<Vec<_>>())
+                .arg(
+                    ids.iter()
+                        .map(|id| format!("faseng:audit:{id}"))
+                        .collect::<Vec<_>>(),
+                )
                 .query_async(&mut self.conn())
                 .await?;
             for (id, text) in ids.iter().zip(texts) {
@@ -65,7 +70,7 @@ impl Audit for RedisStore {
                     found.push(AuditRecord { id: *id, entry });
                 }
             }
-            if offset % SWEEP_BATCH != 0 {
+            if last_page {
                 break;
             }
         }

@@ -1,8 +1,8 @@
 //! The Redis store: plain keys under `faseng:` next to apalis's queue keys, for any number
 //! of workers on any number of machines.
 
-mod deliveries;
 mod audit;
+mod deliveries;
 mod duties;
 mod lines;
 mod locks;
@@ -249,7 +249,6 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> anyhow::Result<T> {
 
 #[async_trait]
 impl Meta for RedisStore {
-
     async fn ping(&self) -> anyhow::Result<()> {
         let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
         Ok(())
@@ -271,11 +270,15 @@ impl Meta for RedisStore {
     }
 }
 
-
 /// Adds a run to the history indexes (a run already there keeps its place).
 fn index_history(pipe: &mut redis::Pipeline, run: &RunRecord) {
     let ms = run.received_ms();
-    pipe.cmd("ZADD").arg(HISTORY).arg("NX").arg(ms).arg(&run.key).ignore();
+    pipe.cmd("ZADD")
+        .arg(HISTORY)
+        .arg("NX")
+        .arg(ms)
+        .arg(&run.key)
+        .ignore();
     pipe.cmd("ZADD")
         .arg(k("history", &run.app))
         .arg("NX")
@@ -293,4 +296,3 @@ fn index_run(run: &RunRecord) -> redis::Cmd {
         .arg(&run.key);
     cmd
 }
-

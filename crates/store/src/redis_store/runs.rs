@@ -195,7 +195,11 @@ impl Runs for RedisStore {
                 .collect();
             if !page.is_empty() {
                 let records: Vec<Option<String>> = redis::cmd("MGET")
-                    .arg(page.iter().map(|(key, _)| k("run", key)).collect::<Vec<_>>())
+                    .arg(
+                        page.iter()
+                            .map(|(key, _)| k("run", key))
+                            .collect::<Vec<_>>(),
+                    )
                     .query_async(&mut self.conn())
                     .await?;
                 for ((_, ms), text) in page.iter().zip(records) {

@@ -1,68 +1,16 @@
-    use super::*;
+//! What the contract cannot see on Redis: old data indexed, apalis's records swept,
+//! the durability check.
 
-/// A throwaway redis-server on a free port (its data directory lives as long as it
-/// does); `None` (with the reason printed) when the binary is not installed.
-struct Server(
-    std::process::Child,
-    u16,
-    #[allow(dead_code)] tempfile::TempDir,
-);
-
-impl Server {
-    fn start() -> Option<Self> {
-        if !std::path::Path::new("/usr/bin/redis-server").exists() {
-            eprintln!("SKIPPED: /usr/bin/redis-server is not installed");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("/usr/bin/redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Self(child, port, dir))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::*;
 
 #[tokio::test]
-async fn the_store_contract_holds_on_redis() {
-    let Some(server) = Server::start() else {
+async fn what_only_redis_keeps_holds() {
+    let Some(server) = crate::contract::RedisServer::start() else {
         return;
     };
-    let conn = connect(&format!("redis://127.0.0.1:{}", server.1))
-        .await
-        .unwrap();
+    let conn = connect(&server.url()).await.unwrap();
     let store = RedisStore::new(conn.clone(), "q");
-    crate::contract::exercise(&store).await;
+    crate::contract::retention(&store).await;
 
     // A line written before the member set existed is indexed on its first join.
     let _: i64 = conn
@@ -78,7 +26,42 @@ async fn the_store_contract_holds_on_redis() {
     assert_eq!(store.line("old/edge").await.unwrap(), ["x", "z"]);
 
     retention_details(&store, conn.clone()).await;
+    written_before_history(&store, conn.clone()).await;
     durability(conn).await;
+}
+
+/// Runs and locks written before the history and lock indexes existed (by an older
+/// faseng) are found: indexed once, on first use.
+async fn written_before_history(store: &RedisStore, mut conn: ConnectionManager) {
+    let old = RunRecord {
+        app: "legacy".into(),
+        ..crate::contract::run("legacy/h/1")
+    };
+    // A lock as the older faseng wrote it: no expiry.
+    let old_lock = r#"{"user":"U0OLD","user_name":"old","reason":"r","at":"2026-01-01T00:00:00Z"}"#;
+    let _: () = redis::pipe()
+        .del(HISTORY_INDEXED)
+        .ignore()
+        .del("faseng:locks_indexed")
+        .ignore()
+        .set(k("run", &old.key), serde_json::to_string(&old).unwrap())
+        .ignore()
+        .set(k("lock", "legacy/edge"), old_lock)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let legacy = RunQuery {
+        app: Some("legacy".into()),
+        ..RunQuery::default()
+    };
+    assert_eq!(store.history(&legacy).await.unwrap().items, [old]);
+    let locks = store.locks().await.unwrap();
+    let (_, lock) = locks
+        .iter()
+        .find(|(line, _)| line == "legacy/edge")
+        .expect("the old lock is listed");
+    assert_eq!((lock.user.as_str(), lock.expires_at), ("U0OLD", None));
 }
 
 /// The start-up check reads Redis's persistence settings, and says when it cannot.

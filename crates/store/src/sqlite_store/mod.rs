@@ -2,8 +2,8 @@
 //! `synchronous = FULL`: a delivery acknowledged with 202 survives a power cut), for one
 //! machine.
 
-mod deliveries;
 mod audit;
+mod deliveries;
 mod duties;
 mod lines;
 mod locks;
@@ -183,7 +183,6 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> anyhow::Result<T> {
 
 #[async_trait]
 impl Meta for SqliteStore {
-
     async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -211,5 +210,3 @@ impl Meta for SqliteStore {
         )
     }
 }
-
-

@@ -1,12 +1,14 @@
-    use super::*;
+//! What the contract cannot see on SQLite: pragmas, apalis's jobs swept, the index used.
+
+use super::*;
 
 #[tokio::test]
-async fn the_store_contract_holds_on_sqlite() {
+async fn what_only_sqlite_keeps_holds() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("sub/f.db"), "q")
         .await
         .unwrap();
-    crate::contract::exercise(&store).await;
+    crate::contract::retention(&store).await;
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(store.pool())
         .await
@@ -19,6 +21,7 @@ async fn the_store_contract_holds_on_sqlite() {
         .unwrap()
         .get(0);
     assert_eq!(sync, 2, "synchronous must be FULL");
+    written_before_history(&dir.path().join("sub/f.db")).await;
 
     // What the contract cannot see: status histories and apalis's finished jobs.
     let runs: Vec<String> = sqlx::query("SELECT DISTINCT run FROM faseng_status_events")
@@ -64,7 +67,8 @@ async fn the_store_contract_holds_on_sqlite() {
 
     // The sweep walks the runs by time through the index, not the whole table.
     let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN QUERY PLAN {}", super::retention::SWEEP_PAGE
+        "EXPLAIN QUERY PLAN {}",
+        super::retention::SWEEP_PAGE
     )))
     .bind("2026-01-01T00:00:00Z")
     .bind("")
@@ -81,4 +85,29 @@ async fn the_store_contract_holds_on_sqlite() {
             .any(|step| step.contains("faseng_runs_received")),
         "{plan:?}"
     );
+}
+
+/// A database from before the history existed (its table and triggers missing, a run in
+/// it) gets them at open, with the run in the history.
+async fn written_before_history(path: &std::path::Path) {
+    let store = SqliteStore::open(path, "q").await.unwrap();
+    sqlx::raw_sql(
+        "DROP TRIGGER faseng_runs_history_insert; DROP TRIGGER faseng_runs_history_update; \
+         DROP TRIGGER faseng_runs_history_delete; DROP TABLE faseng_run_history;",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let old = RunRecord {
+        app: "legacy".into(),
+        ..crate::contract::run("legacy/h/1")
+    };
+    assert!(store.create_run(&old).await.unwrap());
+    drop(store);
+    let store = SqliteStore::open(path, "q").await.unwrap();
+    let legacy = RunQuery {
+        app: Some("legacy".into()),
+        ..RunQuery::default()
+    };
+    assert_eq!(store.history(&legacy).await.unwrap().items, [old]);
 }
