@@ -14,6 +14,7 @@ pub mod intake;
 pub mod job;
 pub mod lease;
 pub mod links;
+pub mod local;
 pub mod messages;
 pub mod metrics;
 pub mod notify;

@@ -27,6 +27,7 @@ pub mod lines;
 pub mod locks;
 pub mod logs;
 pub mod messages;
+mod open;
 pub mod outbox;
 pub mod page;
 mod redis_store;
@@ -41,6 +42,7 @@ pub use duties::Duties;
 pub use lines::{DURATIONS_KEPT, Lines};
 pub use locks::{EnvLock, Locks};
 pub use logs::{Logs, log_line_bytes};
+pub use open::{DEFAULT_QUEUE, StoreUrl};
 pub use outbox::{
     ClaimedLane, Lane, LaneKey, Outbox, OutboxEntry, OutboxItem, Settle, SettleRetry, StoredEntry,
 };

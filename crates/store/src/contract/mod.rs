@@ -1,4 +1,3 @@
-
 //! The behaviour every store keeps, one suite per role, run against both backends.
 
 mod audit;

@@ -1,4 +1,3 @@
-
 //! The outbox part of the store contract, run against both stores.
 use chrono::{DateTime, Utc};
 use deploy_core::Notify;
