@@ -542,3 +542,69 @@ impl LocalMode {
         self.faseng.stop().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{ChatContext, RecordingOutbox};
+
+    /// chima in local mode reads the in-process faseng's store: a lock faseng holds shows in
+    /// `where can I deploy`.
+    #[tokio::test]
+    async fn local_mode_shows_the_locks_faseng_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let apps = deploy_core::Apps::from_json(
+            r#"{"demo": {"provider": "shell", "repository": "oursky/demo",
+                "environments": ["staging", "production"], "default_environment": "staging",
+                "clone_url": "."}}"#,
+        )
+        .unwrap();
+        let settings = LocalSettings {
+            queue_url: format!("sqlite://{}", dir.path().join("faseng.db").display()),
+            db: dir.path().join("local.db"),
+            workdir: dir.path().join("work"),
+            deploy_config_dir: dir.path().join("deploy-config"),
+            deployment_timeout: std::time::Duration::from_secs(60),
+        };
+        let local = LocalMode::start(apps, &settings, "chima").await.unwrap();
+        let store = local.bot.store().expect("local mode shares faseng's store");
+        assert!(
+            store.describe().starts_with("sqlite://"),
+            "{}",
+            store.describe()
+        );
+        let lock = deploy_store::EnvLock {
+            user: "U0ALICE".into(),
+            user_name: "alice".into(),
+            reason: "testing".into(),
+            at: Utc::now(),
+            expires_at: None,
+        };
+        store
+            .store()
+            .set_env_lock("demo/production", &lock)
+            .await
+            .unwrap();
+        let mut outbox = RecordingOutbox::default();
+        local
+            .bot
+            .handle_line(
+                "where can I deploy demo",
+                &ChatContext::shell("shell", "bob"),
+                &mut outbox,
+            )
+            .await;
+        let text = &outbox.messages[0].text;
+        assert!(
+            text.contains(
+                "• production — nothing deployed yet — locked by alice since just now: `testing`"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("• staging (default) — nothing deployed yet\n"),
+            "{text}"
+        );
+        local.stop().await.unwrap();
+    }
+}
