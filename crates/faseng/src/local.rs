@@ -98,21 +98,7 @@ impl LocalFaseng {
         settings: LocalSettings,
         sink: Arc<dyn DeploymentStatusSink>,
     ) -> anyhow::Result<Self> {
-        let mut config = crate::Config::new(crate::queue::QueueUrl::parse(&settings.queue_url)?);
-        config.bind = "127.0.0.1:0".parse().expect("loopback address");
-        config.workdir = settings.workdir;
-        config.deploy_config_dir = settings.deploy_config_dir;
-        config.deployment_timeout = settings.deployment_timeout;
-        config.apps = Arc::new(settings.apps);
-        // Local mode holds no secrets: providers run as the person at the terminal, who may
-        // deploy onto their own machine (the demo app writes under .faseng/sites).
-        config.isolation = Some(Arc::new(crate::sandbox::Isolation::shared(
-            "local mode holds no secrets",
-        )));
-        // Webhooks never reach the in-process faseng (deployments are handed over here),
-        // but its HTTP side insists on a secret: give it one nobody knows.
-        config.webhook_secret = Some(Secret::new(random_hex()?));
-        let services = crate::Services::connect(config).await?.with_sink(sink);
+        let services = Self::connect(settings).await?.with_sink(sink);
         let intake = services.intake();
         let store = services.store.clone();
         let app = crate::Application::build_with(services, true).await?;
@@ -129,6 +115,38 @@ impl LocalFaseng {
             public_url,
             running: std::sync::Mutex::new(Some(Running { stop, task })),
         })
+    }
+
+    /// A faseng that only queues what it is handed (no worker, no pages; links point at
+    /// `public_url`): for tests of what local mode records.
+    pub async fn queue_only(settings: LocalSettings, public_url: &str) -> anyhow::Result<Self> {
+        let services = Self::connect(settings).await?;
+        Ok(Self {
+            intake: services.intake(),
+            store: services.store.clone(),
+            log_links: services.log_links(public_url),
+            public_url: public_url.to_owned(),
+            running: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// faseng's services for local mode.
+    async fn connect(settings: LocalSettings) -> anyhow::Result<crate::Services> {
+        let mut config = crate::Config::new(crate::queue::QueueUrl::parse(&settings.queue_url)?);
+        config.bind = "127.0.0.1:0".parse().expect("loopback address");
+        config.workdir = settings.workdir;
+        config.deploy_config_dir = settings.deploy_config_dir;
+        config.deployment_timeout = settings.deployment_timeout;
+        config.apps = Arc::new(settings.apps);
+        // Local mode holds no secrets: providers run as the person at the terminal, who may
+        // deploy onto their own machine (the demo app writes under .faseng/sites).
+        config.isolation = Some(Arc::new(crate::sandbox::Isolation::shared(
+            "local mode holds no secrets",
+        )));
+        // Webhooks never reach the in-process faseng (deployments are handed over here),
+        // but its HTTP side insists on a secret: give it one nobody knows.
+        config.webhook_secret = Some(Secret::new(random_hex()?));
+        crate::Services::connect(config).await
     }
 
     /// Queues a deployment through the same intake a webhook takes.
