@@ -16,6 +16,8 @@
 //! [`Store`] is their sum: every backend is all of them. [`RedisStore`] and [`SqliteStore`]
 //! keep one file per role; the contract tests in [`contract`] hold for both.
 
+#![warn(missing_docs)]
+
 pub mod audit;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;

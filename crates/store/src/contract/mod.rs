@@ -412,6 +412,25 @@ pub async fn retention(store: &dyn Store) {
     for kept in [&old_queued, &old_running, &fresh_done, &late_done] {
         assert_eq!(store.get_run(&kept.key).await.unwrap().as_ref(), Some(kept));
     }
+    // The history goes with the runs.
+    let history: Vec<String> = store
+        .history(&RunQuery::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    for gone in [&old_done, &old_failed, &accepted] {
+        assert!(!history.contains(&gone.key), "{} in {history:?}", gone.key);
+    }
+    for kept in [&old_queued, &old_running, &fresh_done, &late_done] {
+        assert!(
+            history.contains(&kept.key),
+            "{} not in {history:?}",
+            kept.key
+        );
+    }
     assert_eq!(store.read_log(&old_queued.key, 0).await.unwrap(), lines);
     let size = store.size().await.unwrap();
     // The two markers written by the probe above belong to no run; the gauges count runs.

@@ -1,4 +1,5 @@
 //! The outbox part of the store contract, run against both stores.
+
 use chrono::{DateTime, Utc};
 use deploy_core::Notify;
 
@@ -9,6 +10,7 @@ fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
 }
 
+/// A status entry of deployment `run_id`, written `secs` after the test epoch.
 pub fn status(run_id: u64, state: RunState, secs: i64) -> OutboxEntry {
     OutboxEntry {
         written_at: at(secs),
@@ -23,6 +25,7 @@ pub fn status(run_id: u64, state: RunState, secs: i64) -> OutboxEntry {
     }
 }
 
+/// A chat text entry, written `secs` after the test epoch.
 pub fn chat(text: &str, secs: i64) -> OutboxEntry {
     OutboxEntry {
         written_at: at(secs),
