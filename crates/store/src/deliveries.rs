@@ -9,7 +9,7 @@ use crate::RunRecord;
 /// How long delivery ids are remembered for dedup (GitHub redelivers for up to a few days).
 pub const DELIVERY_TTL: Duration = Duration::from_secs(8 * 24 * 3600);
 
-/// What [`Store::accept_runs`] did with one delivery.
+/// What [`Deliveries::accept_runs`] did with one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
     /// The delivery id had not been seen.
@@ -18,7 +18,7 @@ pub struct Accepted {
     pub created: bool,
 }
 
-/// One delivery to accept, for [`Store::accept_runs`].
+/// One delivery to accept, for [`Deliveries::accept_runs`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcceptItem {
     /// `X-GitHub-Delivery`.

@@ -14,7 +14,7 @@
 //! * [`Meta`]: reachability, queue depth, the key log links are signed with.
 //!
 //! [`Store`] is their sum: every backend is all of them. [`RedisStore`] and [`SqliteStore`]
-//! keep one file per role; the contract tests in [`contract`] hold for both.
+//! keep one file per role; the contract tests (module `contract`, with the `testing` feature) hold for both.
 
 #![warn(missing_docs)]
 

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-/// The bytes a log line counts for in [`StoreSize::log_bytes`].
+/// The bytes a log line counts for in [`crate::StoreSize::log_bytes`].
 pub fn log_line_bytes(line: &str) -> u64 {
     line.len() as u64 + 1
 }

@@ -234,7 +234,7 @@ pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
 /// The outbox of statuses and chat edits still to send (see the module).
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
-    /// Outbox (see [`outbox`]): appends `entries` to their lanes of run `run`, in order,
+    /// Appends `entries` to their lanes of run `run`, in order,
     /// atomically. A status whose state was already written for the run is left out, as is
     /// a final state when one was written. With `fence: Some(worker)` nothing is written
     /// unless the run's start marker names that worker: `false` = fenced out.
@@ -245,7 +245,7 @@ pub trait Outbox: Send + Sync + 'static {
         entries: &[OutboxEntry],
     ) -> anyhow::Result<bool>;
 
-    /// Writes a run's final record and its last outbox entries (as [`Store::outbox_push`])
+    /// Writes a run's final record and its last outbox entries (as [`Outbox::outbox_push`])
     /// at once, when the fence holds; `false` = fenced out, nothing written.
     async fn finish_run(
         &self,

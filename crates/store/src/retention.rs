@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::RunRecord;
 
-/// What one retention sweep ([`Store::sweep`]) deleted.
+/// What one retention sweep ([`Retention::sweep`]) deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
     /// Finished runs, each with its start marker, log and status history.

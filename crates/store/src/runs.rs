@@ -95,7 +95,7 @@ impl RunRecord {
 /// Marks a run as begun (a run that comes back after this is never re-run) and holds its
 /// lease: the worker in `worker` renews `lease_until` every third of the lease, and only
 /// that worker may write the run's progress and result. A worker that finds the lease
-/// lapsed may take the run over ([`Store::take_over_started`]) to report it.
+/// lapsed may take the run over ([`Runs::take_over_started`]) to report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartMarker {
     /// The worker holding the run now (its `FASENG_WORKER_ID`): the lease's holder and the
@@ -163,7 +163,7 @@ impl StartMarker {
 }
 
 /// A start marker as stored: the parsed marker and the exact stored text, which a
-/// compare-and-set ([`Store::take_over_started`]) compares against.
+/// compare-and-set ([`Runs::take_over_started`]) compares against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMarker {
     /// The marker.

@@ -112,7 +112,7 @@ async fn durability_warning(conn: &ConnectionManager) -> anyhow::Result<Option<S
 /// members (`faseng:line_members:{line}`), so "already in the line?" is O(1) however long the
 /// line is (LPOS over the list made every intake O(line length)). A line written before the
 /// set existed is indexed once, on its first join. Every line that has runs is named in
-/// `faseng:lines` (for [`Store::line_heads`]). Defines `join(list, set, key, name)`, 1 = joined.
+/// `faseng:lines` (for [`crate::Lines::line_heads`]). Defines `join(list, set, key, name)`, 1 = joined.
 const JOIN_FN: &str = r"
 local function join(list, set, key, name)
   redis.call('SADD', 'faseng:lines', name)
