@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 
 use crate::{RunQuery, RunRecord, RunState, Store};
 
-/// Queries by app, environment, ref and time; paging with a cursor; every writer indexes.
+/// The history: queries by app, environment, ref and time, paging with a cursor, every
+/// writer indexing (part of the runs contract; expects no other run records).
 pub async fn history(store: &dyn Store) {
     let t0: DateTime<Utc> = "2026-12-06T10:00:00Z".parse().unwrap();
     let made = |id: u64, app: &str, env: &str, git_ref: &str, mins: i64| RunRecord {
@@ -13,7 +14,7 @@ pub async fn history(store: &dyn Store) {
         environment: env.into(),
         git_ref: git_ref.into(),
         received_at: t0 + chrono::Duration::minutes(mins),
-        ..super::run(&RunRecord::key_for("o/r", id))
+        ..super::run(&RunRecord::key_for("h/r", id))
     };
     // Written every way a run is written: created, overwritten, accepted, finished.
     let runs = [

@@ -50,7 +50,8 @@ pub async fn meta(store: &dyn Store) {
     assert_eq!(store.link_key("second key").await.unwrap(), "first key");
 }
 
-/// Run records, start markers (leases and takeovers), provider-stopped notes, status events.
+/// Run records, start markers (leases and takeovers), provider-stopped notes, status events,
+/// and the history of runs.
 pub async fn runs(store: &dyn Store) {
     let r = run("o/r/1");
     assert!(store.create_run(&r).await.unwrap());
@@ -139,6 +140,7 @@ pub async fn runs(store: &dyn Store) {
         .record_status_event("o/r/1", "success", Utc::now())
         .await
         .unwrap();
+    history(store).await;
 }
 
 /// Intake: delivery dedup, run creation, the line joined, the kept job, a released delivery.
