@@ -203,29 +203,17 @@ async fn local_mode_conforms() {
     let store = LocalDeployments::open(&state.path().join("local.db"))
         .await
         .unwrap();
-    let queue = faseng::queue::QueueUrl::parse(&format!(
-        "sqlite://{}",
-        state.path().join("faseng.db").display()
-    ))
-    .unwrap();
-    let mut config = faseng::Config::new(queue);
-    config.workdir = state.path().join("work");
-    config.isolation = Some(Arc::new(faseng::sandbox::Isolation::shared(
-        "local mode holds no secrets",
-    )));
-    let services = faseng::Services::connect(config).await.unwrap();
-    let intake = Arc::new(faseng::intake::Intake::new(
-        services.store.clone(),
-        services.queue.clone(),
-        services.config.apps.clone(),
-    ));
-    let forge = LocalForge::new(
-        store.clone(),
-        intake,
-        services.store.clone(),
-        state.path(),
-        services.log_links("http://127.0.0.1:9"),
-    );
+    let settings = faseng::local::LocalSettings {
+        queue_url: format!("sqlite://{}", state.path().join("faseng.db").display()),
+        workdir: state.path().join("work"),
+        deploy_config_dir: state.path().join("deploy-config"),
+        deployment_timeout: std::time::Duration::from_secs(900),
+        apps: Default::default(),
+    };
+    let faseng = faseng::local::LocalFaseng::queue_only(settings, "http://127.0.0.1:9")
+        .await
+        .unwrap();
+    let forge = LocalForge::new(store.clone(), Arc::new(faseng), state.path());
     conformance(
         &forge,
         &store,

@@ -6,11 +6,16 @@
 //! last write). One sorted set indexes the lanes with entries by when they are due
 //! (`faseng:outbox:due`), and a counter keeps the number of entries for `/metrics`.
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::RedisStore;
+use crate::Outbox;
 use anyhow::Context as _;
 use redis::aio::ConnectionManager;
 
-use super::RunRecord;
-use super::outbox::{
+use crate::RunRecord;
+use crate::outbox::{
     ClaimedLane, Lane, LaneKey, OUTBOX_META_TTL, OutboxEntry, Settle, StoredEntry, millis,
 };
 
@@ -46,6 +51,7 @@ end
 if ARGV[6] ~= '' then
   redis.call('SET', KEYS[9], ARGV[6])
   redis.call('ZADD', KEYS[10], 'NX', ARGV[7], ARGV[8])
+  index_history(ARGV[8], ARGV[6], math.floor(tonumber(ARGV[7]) * 1000 + 0.5))
 end
 local finals = {success = true, failure = true, error = true}
 local meta = false
@@ -146,7 +152,7 @@ struct Scripts {
 fn scripts() -> &'static Scripts {
     static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        push: redis::Script::new(&format!("#!lua\n{PUSH}")),
+        push: redis::Script::new(&format!("#!lua\n{}\n{PUSH}", super::HISTORY_FN)),
         claim: redis::Script::new(&format!("#!lua\n{CLAIM}")),
         settle: redis::Script::new(&format!("#!lua\n{SETTLE}")),
     })
@@ -176,7 +182,7 @@ pub(super) async fn push(
         .key(DUE)
         .key(DEPTH)
         .key(format!("faseng:run:{run}"))
-        .key(super::redis_store::RUNS_BY_TIME)
+        .key(super::RUNS_BY_TIME)
         .arg(fence.unwrap_or(""))
         .arg(millis(OutboxEntry::batch_time(entries)))
         .arg(OUTBOX_META_TTL.as_secs())
@@ -186,7 +192,7 @@ pub(super) async fn push(
             Some(r) => serde_json::to_string(r)?,
             None => String::new(),
         })
-        .arg(record.map_or(0.0, |r| super::redis_store::score(r.received_at)))
+        .arg(record.map_or(0.0, |r| super::score(r.received_at)))
         .arg(run);
     for e in entries {
         invocation
@@ -311,6 +317,55 @@ pub(super) async fn depth(mut conn: ConnectionManager) -> anyhow::Result<u64> {
 }
 
 /// The states the push script takes for final are the final run states.
+#[async_trait]
+impl Outbox for RedisStore {
+    async fn outbox_push(
+        &self,
+        run: &str,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        push(self.conn(), run, fence, None, entries).await
+    }
+
+    async fn finish_run(
+        &self,
+        record: &RunRecord,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        push(self.conn(), &record.key, fence, Some(record), entries).await
+    }
+
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<LaneKey>> {
+        due(self.conn(), now, limit).await
+    }
+
+    async fn outbox_claim(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Option<ClaimedLane>> {
+        claim(self.conn(), lane, holder, now, until, limit).await
+    }
+
+    async fn outbox_settle(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        settle: &Settle,
+    ) -> anyhow::Result<Option<u64>> {
+        self::settle(self.conn(), lane, holder, settle).await
+    }
+
+    async fn outbox_depth(&self) -> anyhow::Result<u64> {
+        depth(self.conn()).await
+    }
+}
+
 #[cfg(test)]
 #[test]
 fn the_scripts_final_states_are_the_final_run_states() {

@@ -3,14 +3,18 @@
 //! deployment the states written and the chat message faseng posted. Every call is one
 //! `BEGIN IMMEDIATE` transaction.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+
+use super::SqliteStore;
+use crate::Outbox;
 use sqlx::Row as _;
 use sqlx::sqlite::SqlitePool;
 
-use super::outbox::{
+use crate::outbox::{
     ClaimedLane, LaneKey, OUTBOX_META_TTL, OutboxEntry, Settle, StoredEntry, millis,
 };
-use super::{RunRecord, RunState};
+use crate::{RunRecord, RunState};
 
 /// The outbox's tables.
 pub(super) const SCHEMA: &str = r"
@@ -193,7 +197,7 @@ pub(super) async fn due(
     Ok(rows
         .iter()
         .filter_map(|r| {
-            let lane = super::outbox::Lane::parse(r.get::<&str, _>(1))?;
+            let lane = crate::Lane::parse(r.get::<&str, _>(1))?;
             Some(LaneKey::new(r.get::<&str, _>(0), lane))
         })
         .collect())
@@ -376,4 +380,53 @@ pub(super) async fn depth(pool: &SqlitePool) -> anyhow::Result<u64> {
         .fetch_one(pool)
         .await?;
     Ok(n.max(0) as u64)
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn outbox_push(
+        &self,
+        run: &str,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        push(&self.pool, run, fence, None, entries).await
+    }
+
+    async fn finish_run(
+        &self,
+        record: &RunRecord,
+        fence: Option<&str>,
+        entries: &[OutboxEntry],
+    ) -> anyhow::Result<bool> {
+        push(&self.pool, &record.key, fence, Some(record), entries).await
+    }
+
+    async fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<LaneKey>> {
+        due(&self.pool, now, limit).await
+    }
+
+    async fn outbox_claim(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Option<ClaimedLane>> {
+        claim(&self.pool, lane, holder, now, until, limit).await
+    }
+
+    async fn outbox_settle(
+        &self,
+        lane: &LaneKey,
+        holder: &str,
+        settle: &Settle,
+    ) -> anyhow::Result<Option<u64>> {
+        self::settle(&self.pool, lane, holder, settle).await
+    }
+
+    async fn outbox_depth(&self) -> anyhow::Result<u64> {
+        depth(&self.pool).await
+    }
 }
