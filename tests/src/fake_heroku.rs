@@ -433,6 +433,7 @@ async fn create_build(
 /// The build "runs": its lines appear one by one, then it ends as planned.
 async fn run_build(shared: Shared, id: String, plan: BuildPlan) {
     for line in plan.lines {
+        // The pace of a build's output, not a wait.
         tokio::time::sleep(Duration::from_millis(15)).await;
         if let Some(b) = shared.lock().builds.get_mut(&id) {
             if b.done {
