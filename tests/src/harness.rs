@@ -1,7 +1,6 @@
 //! faseng in process on a [`World`]: a fake GitHub and Slack, a real git repository, a real
 //! queue backend (redis-server or a SQLite file) and faseng's `Application` itself.
 
-use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,22 +35,9 @@ pub struct Env {
     pub github_app_key: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    http: reqwest::Client,
 }
 
-impl Deref for Env {
-    type Target = World;
-
-    fn deref(&self) -> &World {
-        &self.world
-    }
-}
-
-impl DerefMut for Env {
-    fn deref_mut(&mut self) -> &mut World {
-        &mut self.world
-    }
-}
+crate::wraps_world!(Env);
 
 /// Options for [`Env::start`].
 #[derive(Debug, Clone)]
@@ -127,7 +113,6 @@ impl Env {
             },
             stop: None,
             task: None,
-            http: reqwest::Client::new(),
         };
         env.launch(opts.with_worker, opts.timeout).await;
         Some(env)

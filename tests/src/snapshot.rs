@@ -1,7 +1,7 @@
 //! What varies from run to run in a chat text, for snapshot tests (`insta`'s filters): commit
 //! shas, loopback ports, log-link secrets, durations and deployment ids.
 //!
-//! ```ignore
+//! ```text
 //! insta::with_settings!({filters => e2e::snapshot::FILTERS.to_vec()}, {
 //!     insta::assert_snapshot!(text);
 //! });

@@ -18,18 +18,7 @@ pub async fn poll<T>(
     mut f: impl FnMut() -> Option<T>,
     context: impl Fn() -> String,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            context()
-        );
-        tokio::time::sleep(EVERY).await;
-    }
+    poll_async(what, timeout, || std::future::ready(f()), context).await
 }
 
 /// [`poll`] of an async check (a store read, an HTTP GET of something with no events).

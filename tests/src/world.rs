@@ -37,6 +37,10 @@ pub struct World {
     pub dir: tempfile::TempDir,
     /// The queue backend.
     pub queue: Queue,
+    /// Real faseng processes started on this world.
+    pub procs: Procs,
+    /// A client for what they serve.
+    pub http: reqwest::Client,
 }
 
 /// What [`World::build`] makes.
@@ -44,6 +48,7 @@ pub struct World {
 pub struct WorldBuilder {
     backend: Backend,
     script: String,
+    shell_app: bool,
 }
 
 impl World {
@@ -52,6 +57,7 @@ impl World {
         WorldBuilder {
             backend,
             script: "env | sort\necho deployed $DEPLOY_ENV".into(),
+            shell_app: false,
         }
     }
 
@@ -63,6 +69,11 @@ impl World {
     /// A file in the scratch directory.
     pub fn scratch(&self, name: &str) -> PathBuf {
         scratch(self.dir.path(), name)
+    }
+
+    /// The operator's app.json in the scenario directory (see [`WorldBuilder::shell_app`]).
+    pub fn apps_json(&self) -> PathBuf {
+        self.dir.path().join("app.json")
     }
 
     /// Writes `apps` as the operator's app.json in the scenario directory; its path.
@@ -159,6 +170,13 @@ impl WorldBuilder {
         self
     }
 
+    /// Writes the operator's app.json of the process scenarios at [`World::apps_json`]:
+    /// trelhub, a shell app of [`REPO`] with edge, staging and production.
+    pub fn shell_app(mut self) -> Self {
+        self.shell_app = true;
+        self
+    }
+
     /// Starts everything; `None` (with a printed reason) when Redis is wanted but absent.
     pub async fn start(self) -> Option<World> {
         let dir = crate::dirs::scenario_dir();
@@ -174,14 +192,22 @@ impl WorldBuilder {
         gh.set_branch(REPO, "main", &sha);
         gh.set_clone_url(REPO, &repo.url());
         let slack = FakeSlack::start().await;
-        Some(World {
+        let world = World {
             gh,
             slack,
             repo,
             sha,
+            procs: Procs::new(dir.path(), "faseng"),
             dir,
             queue,
-        })
+            http: reqwest::Client::new(),
+        };
+        if self.shell_app {
+            let apps = json!({"trelhub": {"provider": "shell", "repository": REPO,
+                                          "environments": ["edge", "staging", "production"]}});
+            world.write_apps(&apps);
+        }
+        Some(world)
     }
 }
 
@@ -338,4 +364,25 @@ fn all_logs(dir: &Path, prefix: &str) -> String {
         out.push_str(&format!("--- {prefix}-{n}.log ---\n{log}"));
     }
     out
+}
+
+/// Lets a scenario's own world type (a struct with a `world: World` field) be used as the
+/// [`World`] it wraps: `w.gh`, `w.procs.kill(n)`, `w.states(id)`.
+#[macro_export]
+macro_rules! wraps_world {
+    ($wrapper:ty) => {
+        impl ::std::ops::Deref for $wrapper {
+            type Target = $crate::world::World;
+
+            fn deref(&self) -> &$crate::world::World {
+                &self.world
+            }
+        }
+
+        impl ::std::ops::DerefMut for $wrapper {
+            fn deref_mut(&mut self) -> &mut $crate::world::World {
+                &mut self.world
+            }
+        }
+    };
 }

@@ -4,7 +4,6 @@
 //! message edited in place. Each scenario runs on both queue backends. The QA scenario
 //! deploys with capistrano over a real sshd on 127.0.0.1.
 
-use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,13 +38,7 @@ struct World {
     next_ts: u64,
 }
 
-impl Deref for World {
-    type Target = e2e::world::World;
-
-    fn deref(&self) -> &Self::Target {
-        &self.world
-    }
-}
+e2e::wraps_world!(World);
 
 /// modmod-web deployed by capistrano: the test sshd it deploys to, its repository and the
 /// server-side deploy directory.

@@ -47,11 +47,10 @@
 //!   `faults::{sqlite,redis}_a_status_whose_answer_was_lost_is_not_posted_twice`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use e2e::backend::Backend;
-use e2e::world::{Procs, REPO, ROOM, SECRET};
+use e2e::world::{REPO, ROOM, SECRET};
 use serde_json::{Value, json};
 
 /// Bound for anything that should take well under a second on an idle machine.
@@ -73,40 +72,21 @@ struct Hook {
 struct World {
     world: e2e::world::World,
     port: u16,
-    procs: Procs,
-    http: reqwest::Client,
 }
 
-impl Deref for World {
-    type Target = e2e::world::World;
-
-    fn deref(&self) -> &Self::Target {
-        &self.world
-    }
-}
-
-impl DerefMut for World {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.world
-    }
-}
+e2e::wraps_world!(World);
 
 impl World {
     /// `script` is the body of `script/deploy`; `$SCRATCH` names a directory it may write.
     async fn start(backend: Backend, script: &str) -> Option<Self> {
         let world = e2e::world::World::build(backend)
             .script(script)
+            .shell_app()
             .start()
             .await?;
-        let apps = json!({"trelhub": {"provider": "shell", "repository": REPO,
-                                      "environments": ["edge", "staging", "production"]}});
-        world.write_apps(&apps);
-        let procs = Procs::new(world.dir.path(), "faseng");
         Some(Self {
             world,
             port: e2e::net::free_port("127.0.0.1"),
-            procs,
-            http: reqwest::Client::new(),
         })
     }
 
@@ -118,7 +98,7 @@ impl World {
     /// minute) so a recovery is seen at once, and a killed process's claim on reports
     /// lapsing in 4 s, not 30.
     fn command(&self, args: &[&str], extra: &[(&str, &str)]) -> tokio::process::Command {
-        let mut env = self.faseng_env(&self.dir.path().join("app.json"));
+        let mut env = self.faseng_env(&self.apps_json());
         env.bind(self.port)
             .set("FASENG_REPORT_RETRY_MAX", "2s")
             .set("FASENG_REPORT_LEASE", "4s");

@@ -3,19 +3,18 @@
 //! old ones never; webhook and reconciler racing run a deployment once; processes sharing a
 //! store reconcile one at a time; unchanged lists cost a 304; a rate limit is waited out.
 
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_core::{Apps, GithubAuth, GithubClients, Secret};
 use e2e::backend::Backend;
 use e2e::fake_github::{self, RateLimit};
-use e2e::world::{Procs, REPO, SECRET};
+use e2e::world::{REPO, SECRET};
 use faseng::intake::Intake;
 use faseng::metrics::Metrics;
 use faseng::queue::QueueTiming;
 use faseng::reconcile::{OctocrabReader, PassReport, ReconcileSettings, Reconciler};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Bound for anything that should take a few seconds on an idle machine.
 const WAIT: Duration = Duration::from_secs(60);
@@ -30,35 +29,22 @@ const PASS_DONE: &str = "reconcile pass done";
 /// a work directory of its own.
 struct World {
     world: e2e::world::World,
-    procs: Procs,
     /// For each process: `Some(base URL)` for `faseng serve`.
     urls: Vec<Option<String>>,
-    http: reqwest::Client,
 }
 
-impl Deref for World {
-    type Target = e2e::world::World;
-
-    fn deref(&self) -> &Self::Target {
-        &self.world
-    }
-}
+e2e::wraps_world!(World);
 
 impl World {
     async fn start(backend: Backend) -> Option<Self> {
         let world = e2e::world::World::build(backend)
             .script("echo $DEPLOY_ID >> $SCRATCH/runs")
+            .shell_app()
             .start()
             .await?;
-        let apps = json!({"trelhub": {"provider": "shell", "repository": REPO,
-                                      "environments": ["edge", "staging", "production"]}});
-        world.write_apps(&apps);
-        let procs = Procs::new(world.dir.path(), "faseng");
         Some(Self {
             world,
-            procs,
             urls: Vec::new(),
-            http: reqwest::Client::new(),
         })
     }
 
@@ -72,7 +58,7 @@ impl World {
         extra: &[(&str, &str)],
     ) -> tokio::process::Command {
         let n = self.procs.len();
-        let mut env = self.faseng_env(&self.dir.path().join("app.json"));
+        let mut env = self.faseng_env(&self.apps_json());
         env.set(
             "RUST_LOG",
             "info,apalis=warn,sqlx=warn,faseng::reconcile=debug",
