@@ -56,6 +56,8 @@ pub struct Options {
     pub other_apps: Value,
     /// faseng authenticates as a GitHub App with this private key (PEM) instead of a token.
     pub github_app_key: Option<String>,
+    /// A fake Heroku (`env.heroku`) that faseng's provider settings point at.
+    pub heroku: bool,
 }
 
 impl Default for Options {
@@ -68,6 +70,7 @@ impl Default for Options {
             app: json!({}),
             other_apps: json!({}),
             github_app_key: None,
+            heroku: false,
         }
     }
 }
@@ -94,14 +97,22 @@ impl Env {
             )
             .with_test_writer()
             .try_init();
-        let world = World::build(backend).script(&opts.script).start().await?;
+        let mut build = World::build(backend).script(&opts.script);
+        if opts.heroku {
+            build = build.heroku();
+        }
+        let world = build.start().await?;
+        let providers = match &world.heroku {
+            Some(heroku) => heroku.provider_config(opts.providers.clone()),
+            None => opts.providers.clone(),
+        };
         let queue_url = world.queue.queue_url();
         let mut env = Self {
             world,
             url: String::new(),
             queue_url,
             backend,
-            providers: opts.providers.clone(),
+            providers,
             github_app_key: opts.github_app_key.clone(),
             apps_json: {
                 let mut apps = json!({"trelhub": trelhub_app(&opts.app)});

@@ -1,4 +1,4 @@
-//! The one place a scenario's world is built: the fake GitHub and Slack, a real git
+//! The one place a scenario's world is built: the fake GitHub, Slack (and Heroku), a real git
 //! repository whose `script/deploy` the scenario writes, a scratch directory, a queue
 //! backend, and on top of them faseng (in process: [`crate::harness`]; as real processes:
 //! [`World::faseng_env`] and [`Procs`]) and chima ([`World::chima_serve`]).
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::backend::{Backend, Queue};
 use crate::fake_github::FakeGithub;
+use crate::fake_heroku::FakeHeroku;
 use crate::fake_slack::FakeSlack;
 use crate::git_repo::GitRepo;
 use crate::procs::{PROCESS_WAIT, Proc, ProcessEnv};
@@ -25,10 +26,14 @@ pub const JOYZ: &str = "U2147483697";
 
 /// Fakes, a repository, a scratch directory and a queue backend.
 pub struct World {
+    /// Real faseng processes started on this world (first, so they are killed first).
+    pub procs: Procs,
     /// The fake GitHub, with [`REPO`] whose `main` is [`World::sha`].
     pub gh: FakeGithub,
     /// The fake Slack.
     pub slack: FakeSlack,
+    /// The fake Heroku Platform API, when asked for ([`WorldBuilder::heroku`]).
+    pub heroku: Option<FakeHeroku>,
     /// The repository deployed.
     pub repo: GitRepo,
     /// Its one commit.
@@ -37,8 +42,6 @@ pub struct World {
     pub dir: tempfile::TempDir,
     /// The queue backend.
     pub queue: Queue,
-    /// Real faseng processes started on this world.
-    pub procs: Procs,
     /// A client for what they serve.
     pub http: reqwest::Client,
 }
@@ -49,6 +52,7 @@ pub struct WorldBuilder {
     backend: Backend,
     script: String,
     shell_app: bool,
+    heroku: bool,
 }
 
 impl World {
@@ -58,12 +62,8 @@ impl World {
             backend,
             script: "env | sort\necho deployed $DEPLOY_ENV".into(),
             shell_app: false,
+            heroku: false,
         }
-    }
-
-    /// The scenario's scratch directory.
-    pub fn scratch_dir(&self) -> PathBuf {
-        self.dir.path().join("scratch")
     }
 
     /// A file in the scratch directory.
@@ -177,6 +177,12 @@ impl WorldBuilder {
         self
     }
 
+    /// Starts a fake Heroku too.
+    pub fn heroku(mut self) -> Self {
+        self.heroku = true;
+        self
+    }
+
     /// Starts everything; `None` (with a printed reason) when Redis is wanted but absent.
     pub async fn start(self) -> Option<World> {
         let dir = crate::dirs::scenario_dir();
@@ -192,9 +198,14 @@ impl WorldBuilder {
         gh.set_branch(REPO, "main", &sha);
         gh.set_clone_url(REPO, &repo.url());
         let slack = FakeSlack::start().await;
+        let heroku = match self.heroku {
+            true => Some(FakeHeroku::start().await),
+            false => None,
+        };
         let world = World {
             gh,
             slack,
+            heroku,
             repo,
             sha,
             procs: Procs::new(dir.path(), "faseng"),
@@ -277,18 +288,13 @@ impl Procs {
         self.procs.is_empty()
     }
 
-    /// The log file the next process writes.
-    pub fn next_log(&self) -> PathBuf {
-        self.log_path(self.procs.len())
-    }
-
     fn log_path(&self, n: usize) -> PathBuf {
         self.dir.join(format!("{}-{n}.log", self.prefix))
     }
 
     /// Spawns `cmd`, logging into [`Procs::next_log`]; its number.
     pub fn spawn(&mut self, cmd: tokio::process::Command) -> usize {
-        let proc = Proc::spawn_logged(cmd, &self.next_log());
+        let proc = Proc::spawn_logged(cmd, &self.log_path(self.procs.len()));
         self.procs.push(proc);
         self.procs.len() - 1
     }
@@ -304,11 +310,6 @@ impl Procs {
         })
         .await;
         n
-    }
-
-    /// Process `n`.
-    pub fn get(&self, n: usize) -> &Proc {
-        &self.procs[n]
     }
 
     /// Process `n`, to signal or wait for.

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use deploy_core::Secret;
-use e2e::direct::{Direct, Job, Ran, deploy_through_webhook, env_with_providers};
+use e2e::direct::{Direct, Job, Ran, deploy_through_webhook};
 use e2e::fake_github::{self, FakeGithub};
 use e2e::fake_heroku::{self, BuildPlan, BuildResult, FakeHeroku};
 use e2e::git_repo::GitRepo;
+use e2e::harness::{Backend, Env, Options, REPO as REPO_TRELHUB};
 use faseng::providers::{Outcome, ProviderConfig};
 use serde_json::json;
 
@@ -328,20 +329,16 @@ async fn the_timeout_cancels_the_build_and_is_a_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_heroku_deployment_goes_webhook_to_queue_to_worker_with_statuses_and_chat() {
-    let heroku = FakeHeroku::start().await;
-    heroku.add_app("trelhub-edge", BuildPlan::default());
-    let Some(env) = env_with_providers(
-        ProviderConfig {
-            heroku_api_key: Some(Secret::new(fake_heroku::API_KEY)),
-            heroku_api_url: heroku.url().to_owned(),
-            ..ProviderConfig::default()
-        },
-        json!({"provider": "heroku", "heroku_edge_name": "trelhub-edge"}),
-    )
-    .await
-    else {
-        return;
+    let opts = Options {
+        app: json!({"provider": "heroku", "heroku_edge_name": "trelhub-edge"}),
+        heroku: true,
+        ..Options::default()
     };
+    let env = Env::start(Backend::Sqlite, opts)
+        .await
+        .expect("sqlite needs nothing");
+    let heroku = env.heroku.as_ref().unwrap();
+    heroku.add_app("trelhub-edge", BuildPlan::default());
     let run = deploy_through_webhook(&env, "success").await;
     assert_eq!(
         heroku.builds()[0]["source_blob"]["version"],
@@ -358,23 +355,19 @@ async fn a_heroku_deployment_goes_webhook_to_queue_to_worker_with_statuses_and_c
 /// which faseng mints for the repository: a private repository deploys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_a_github_app_the_tarball_is_asked_for_with_an_installation_token() {
-    let heroku = FakeHeroku::start().await;
-    heroku.add_app("trelhub-edge", BuildPlan::default());
-    let opts = e2e::harness::Options {
-        providers: ProviderConfig {
-            heroku_api_key: Some(Secret::new(fake_heroku::API_KEY)),
-            heroku_api_url: heroku.url().to_owned(),
-            ..ProviderConfig::default()
-        },
+    let opts = Options {
         app: json!({"provider": "heroku", "heroku_edge_name": "trelhub-edge"}),
         github_app_key: Some(fake_github::app_private_key()),
-        ..e2e::harness::Options::default()
+        heroku: true,
+        ..Options::default()
     };
-    let env = e2e::harness::Env::start(e2e::harness::Backend::Sqlite, opts)
+    let env = Env::start(Backend::Sqlite, opts)
         .await
         .expect("sqlite needs nothing");
+    let heroku = env.heroku.as_ref().unwrap();
+    heroku.add_app("trelhub-edge", BuildPlan::default());
     env.gh
-        .require_token(e2e::harness::REPO, fake_github::INSTALLATION_TOKEN);
+        .require_token(REPO_TRELHUB, fake_github::INSTALLATION_TOKEN);
     let run = deploy_through_webhook(&env, "success").await;
     assert_eq!(
         heroku.builds()[0]["source_blob"]["version"],
