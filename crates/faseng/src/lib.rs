@@ -3,7 +3,8 @@
 //! provider runs in a per-run worktree, statuses to GitHub and live chat message edits out.
 //!
 //! Entry points: [`app::Application`] (HTTP + optional worker), [`app::Services::run_worker`]
-//! (worker only), [`deployer::Deployer::process`] (one job, for tests).
+//! (worker only, through [`worker::run`]), [`deployer::Deployer::process`] (one job, for
+//! tests). Dependencies run one way: app → worker → deployer → queue.
 
 #![warn(missing_docs)]
 
@@ -34,6 +35,7 @@ pub mod store;
 pub mod stream_slots;
 pub mod web;
 pub mod webhook;
+pub mod worker;
 
 pub use app::{Application, Config, Services};
 

@@ -24,39 +24,7 @@ use crate::store::{LaneKey, OutboxEntry, OutboxItem, RunRecord, RunState};
 /// Redis restart).
 const STORE_RETRY_FOR: Duration = Duration::from_secs(300);
 
-/// Backoff between delivery attempts: doubling from `first_delay` up to `max_delay`, with
-/// jitter; a `Retry-After` longer than that is honoured.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Delay after the first failure.
-    pub first_delay: Duration,
-    /// Cap on one delay (`FASENG_REPORT_RETRY_MAX`).
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            first_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay after `n` failures in a row (1-based), before jitter.
-    pub fn delay(&self, n: u32) -> Duration {
-        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(31));
-        self.first_delay.saturating_mul(factor).min(self.max_delay)
-    }
-
-    /// [`RetryPolicy::delay`] with "equal jitter": half of it, plus up to the other half
-    /// as `unit` (in [0, 1)) says, so processes that failed together do not retry together.
-    pub fn jittered(&self, n: u32, unit: f64) -> Duration {
-        let d = self.delay(n);
-        d / 2 + (d / 2).mul_f64(unit.clamp(0.0, 1.0))
-    }
-}
+pub use crate::poster::RetryPolicy;
 
 /// One thing to tell the world.
 #[derive(Debug, Clone)]
@@ -369,42 +337,6 @@ fn describe(e: &OutboxEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let p = RetryPolicy {
-            first_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(350),
-        };
-        assert_eq!(p.delay(1), Duration::from_millis(100));
-        assert_eq!(p.delay(2), Duration::from_millis(200));
-        assert_eq!(p.delay(3), Duration::from_millis(350));
-        assert_eq!(p.delay(30), Duration::from_millis(350));
-        assert_eq!(p.delay(u32::MAX), Duration::from_millis(350));
-    }
-
-    #[test]
-    fn jitter_keeps_between_half_and_the_whole_delay() {
-        let p = RetryPolicy {
-            first_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(10),
-        };
-        assert_eq!(p.jittered(3, 0.0), Duration::from_millis(200));
-        assert_eq!(p.jittered(3, 0.5), Duration::from_millis(300));
-        assert!(p.jittered(3, 0.999_999) <= Duration::from_millis(400));
-        assert_eq!(p.jittered(3, 7.0), Duration::from_millis(400), "clamped");
-        // Over many draws, retries spread over the window.
-        let draws: Vec<Duration> = (0..200)
-            .map(|_| p.jittered(4, crate::poster::unit_random()))
-            .collect();
-        assert!(
-            draws
-                .iter()
-                .all(|d| *d >= Duration::from_millis(400) && *d <= Duration::from_millis(800))
-        );
-        let distinct: std::collections::HashSet<_> = draws.iter().collect();
-        assert!(distinct.len() > 100, "{} distinct delays", distinct.len());
-    }
 
     #[test]
     fn status_states_name_run_states() {

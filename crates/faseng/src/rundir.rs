@@ -35,11 +35,7 @@ pub fn create(
     make: impl Fn(&Path) -> std::io::Result<()>,
 ) -> std::io::Result<(PathBuf, DirLease)> {
     loop {
-        let name = format!(
-            "{PREFIX}{}-{}",
-            std::process::id(),
-            crate::checkout::random_hex(8)?
-        );
+        let name = format!("{PREFIX}{}-{}", std::process::id(), random_hex(8)?);
         let path = parent.join(name);
         make(&path)?;
         let Some(lease) = try_lease(&path)? else {
@@ -166,6 +162,14 @@ fn worked_in(dir: &Path) -> bool {
             .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
             && std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(dir))
     })
+}
+
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

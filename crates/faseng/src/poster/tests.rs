@@ -6,10 +6,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::TimeZone as _;
-use deploy_core::{ManualClock, Notify};
+use deploy_core::{Clock, ManualClock, Notify};
 
 use super::*;
-use crate::notify::{ChatRateLimited, ChatRefused};
+use crate::notify::{ChatNotifier, ChatRateLimited, ChatRefused};
 use crate::reporter::{Report, Reporter};
 use crate::store::{RunRecord, RunState, SqliteStore, StartMarker};
 

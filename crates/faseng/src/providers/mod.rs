@@ -4,6 +4,7 @@
 //! line in [`for_kind`].
 
 mod capistrano;
+pub mod command;
 mod fabric;
 mod heroku;
 pub mod settings;
@@ -26,9 +27,10 @@ use deploy_core::{AppConfig, CommitSha, EnvName, GitRef, Secret};
 use crate::checkout::RunDir;
 use crate::lease::LeaseKeeper;
 use crate::messages;
-use crate::process::{CommandSpec, Exit, run_logged};
+use crate::process::{CommandSpec, Exit};
 use crate::runlog::RunLog;
 use crate::sandbox::Isolation;
+use command::run_logged;
 
 /// Everything a provider may use about one run; every field is already validated.
 #[derive(Debug, Clone, Copy)]

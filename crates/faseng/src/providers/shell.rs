@@ -6,8 +6,9 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
+use super::command::provider_env;
 use super::{Plan, Provider, RunContext};
-use crate::process::{CommandSpec, provider_env};
+use crate::process::CommandSpec;
 use crate::runlog::RunLog;
 
 /// Runs a script from the repository.

@@ -9,143 +9,33 @@
 //! outcome is unknown (timeout, 5xx, a lane taken over from a lapsed claim) is checked
 //! against GitHub's list of the deployment's statuses before it is sent again.
 //!
+//! [`OUTBOX_GIVE_UP`]: crate::store::outbox::OUTBOX_GIVE_UP
+//!
 //! Chat: the latest text wins (older texts still waiting are skipped), thread replies go
 //! out in order, once; the message faseng posted itself (a payload without `message_ts`) is
 //! kept in the store, so later edits, after a restart too, edit that message.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deploy_core::{Clock, RepoName};
+use deploy_core::RepoName;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
+mod outbox;
+mod settings;
+
+pub use outbox::Outbox;
+use settings::random_u64;
+pub(crate) use settings::unit_random;
+pub use settings::{PosterSettings, RetryPolicy};
+
 use crate::metrics::Metrics;
-use crate::notify::{ChatNotifier, is_permanent, retry_after};
-use crate::reporter::RetryPolicy;
+use crate::notify::{is_permanent, retry_after};
 use crate::status::{DeploymentStatusSink, PostError, StatusTarget, StatusUpdate};
-use crate::store::outbox::OUTBOX_GIVE_UP;
 use crate::store::{ClaimedLane, Lane, LaneKey, OutboxItem, Settle, SettleRetry, Store};
-
-/// How a poster works.
-#[derive(Debug, Clone, Copy)]
-pub struct PosterSettings {
-    /// Backoff between attempts.
-    pub retry: RetryPolicy,
-    /// How long a claim on a lane lasts (renewed while sending); a dead process's lanes are
-    /// taken over this long after it last renewed.
-    pub lease: Duration,
-    /// How often the store is scanned for lanes left by other processes.
-    pub scan_every: Duration,
-    /// How long an entry is tried before it is abandoned.
-    pub give_up_after: Duration,
-    /// The longest one call to GitHub or the chat service may take (at most half the lease:
-    /// a claim is renewed before each call when half of it is gone).
-    pub send_timeout: Duration,
-    /// Entries taken per claim.
-    pub batch: usize,
-    /// Lanes sent at once.
-    pub lanes_at_once: usize,
-    /// How long a stopping poster may finish what it holds.
-    pub drain: Duration,
-}
-
-impl PosterSettings {
-    /// These settings with another lease (and a send timeout that fits in half of it).
-    #[must_use]
-    pub fn with_lease(self, lease: Duration) -> Self {
-        let lease = lease.max(Duration::from_secs(2));
-        Self {
-            lease,
-            send_timeout: self.send_timeout.min(lease / 2),
-            ..self
-        }
-    }
-}
-
-impl Default for PosterSettings {
-    fn default() -> Self {
-        Self {
-            retry: RetryPolicy::default(),
-            lease: Duration::from_secs(30),
-            scan_every: Duration::from_secs(1),
-            give_up_after: OUTBOX_GIVE_UP,
-            send_timeout: Duration::from_secs(15),
-            batch: 50,
-            lanes_at_once: 16,
-            drain: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Lanes written in this process, for its poster to send at once.
-#[derive(Debug, Default)]
-struct Waker {
-    notify: tokio::sync::Notify,
-    hinted: Mutex<BTreeSet<LaneKey>>,
-}
-
-impl Waker {
-    fn take(&self) -> BTreeSet<LaneKey> {
-        std::mem::take(&mut *self.hinted.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-/// The writing side of the outbox: the store, the clock entries are stamped with, the chat
-/// notifier (to know which chat targets it handles) and the wake-up of this process's poster.
-#[derive(Clone)]
-pub struct Outbox {
-    /// Where entries are written.
-    pub store: Arc<dyn Store>,
-    /// The chat service (entries are written only for chat targets it handles).
-    pub notifier: Arc<dyn ChatNotifier>,
-    /// Where `written_at` comes from.
-    pub clock: Arc<dyn Clock>,
-    waker: Arc<Waker>,
-}
-
-impl std::fmt::Debug for Outbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbox").finish_non_exhaustive()
-    }
-}
-
-impl Outbox {
-    /// An outbox over `store`; a [`Poster`] built from it is woken by its writes.
-    pub fn new(
-        store: Arc<dyn Store>,
-        notifier: Arc<dyn ChatNotifier>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self {
-            store,
-            notifier,
-            clock,
-            waker: Arc::default(),
-        }
-    }
-
-    /// The same outbox with another notifier (the wake-up stays shared).
-    #[must_use]
-    pub fn with_notifier(&self, notifier: Arc<dyn ChatNotifier>) -> Self {
-        Self {
-            notifier,
-            ..self.clone()
-        }
-    }
-
-    /// Tells this process's poster that `lanes` have new entries.
-    pub fn wake(&self, lanes: impl IntoIterator<Item = LaneKey>) {
-        self.waker
-            .hinted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(lanes);
-        self.waker.notify.notify_one();
-    }
-}
 
 /// Delivers the outbox's entries (see the module docs).
 pub struct Poster {
@@ -695,20 +585,6 @@ impl Poster {
 
 /// How far behind a chat text may be and still be shown when a newer one is waiting.
 const CHAT_BEHIND: Duration = Duration::from_secs(5);
-
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No randomness: the clock's nanoseconds are jitter enough.
-        return u64::from(Utc::now().timestamp_subsec_nanos());
-    }
-    u64::from_le_bytes(bytes)
-}
-
-/// A random number in [0, 1).
-pub(crate) fn unit_random() -> f64 {
-    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
-}
 
 #[cfg(test)]
 mod tests;

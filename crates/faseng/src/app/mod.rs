@@ -3,176 +3,36 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use deploy_core::{Apps, Clock, GithubAuth, GithubClients, Secret};
+use deploy_core::{GithubAuth, GithubClients};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+mod config;
+
+pub use config::Config;
 
 use crate::checkout::Checkouts;
 use crate::deployer::{Deployer, DeployerSettings, LiveRuns};
 use crate::intake::Intake;
-use crate::lease::{LeaseSettings, WorkerIdentity};
+use crate::lease::WorkerIdentity;
 use crate::links::{LinkKey, LogLinks};
 use crate::metrics::Metrics;
 use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
 use crate::poster::{Outbox, Poster, PosterSettings};
-use crate::providers::{ProviderConfig, ProviderSettings};
-use crate::queue::{self, Queue, QueueTiming, QueueUrl};
-use crate::reconcile::{OctocrabReader, ReconcileSettings, Reconciler};
-use crate::repair::{LineRepair, RepairSettings};
-use crate::reporter::RetryPolicy;
+use crate::providers::ProviderSettings;
+use crate::queue::{self, Queue};
+use crate::reconcile::{OctocrabReader, Reconciler};
+use crate::repair::LineRepair;
 use crate::sandbox::{Isolation, IsolationSettings};
 use crate::status::{DeploymentStatusSink, GithubStatusSink};
 use crate::store::Store;
 use crate::stream_slots::{self, StreamSlots};
 use crate::web::{self, WebState};
-
-/// How long a stopping worker lets the queue library wind down on its own before dropping it.
-///
-/// While it drains its in-flight jobs, apalis stops polling its backend, and a fetch it had
-/// started stays frozen mid-transaction: on SQLite that transaction holds the database's
-/// write lock, so the very runs being drained could not write their logs and results (each
-/// write failing only after the busy timeout) and their final statuses came tens of seconds
-/// late. The runs do not need apalis (they live on their own tasks, see
-/// [`crate::deployer::LiveRuns`]): after this grace the worker future is dropped, which
-/// rolls the frozen transaction back, and the runs are waited for on their own. Their queue
-/// jobs are not acknowledged; when the queue hands them out again they drop out (finished, or
-/// started and still live in this process; see [`crate::deployer::LiveRuns`]).
-const STOP_GRACE: Duration = Duration::from_millis(500);
-
-/// Everything faseng needs to run; built from the command line / environment by `main`,
-/// or directly by tests.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// `FASENG_QUEUE_URL`.
-    pub queue_url: QueueUrl,
-    /// `GITHUB_WEBHOOK_SECRET` (required to serve).
-    pub webhook_secret: Option<Secret>,
-    /// `FASENG_BIND`.
-    pub bind: SocketAddr,
-    /// What one client can hold of the HTTP server (`FASENG_MAX_CONNECTIONS` and timeouts).
-    pub http_limits: deploy_core::server::Limits,
-    /// `FASENG_PUBLIC_URL`; `None` = `http://{bound address}`.
-    pub public_url: Option<String>,
-    /// `FASENG_LINK_KEY`; `None` = the key kept in the store (made by the first process).
-    pub link_key: Option<LinkKey>,
-    /// `FASENG_WORKDIR`.
-    pub workdir: PathBuf,
-    /// `DEPLOY_CONFIG_DIR`.
-    pub deploy_config_dir: PathBuf,
-    /// `DEPLOYMENT_TIMEOUT`.
-    pub deployment_timeout: Duration,
-    /// `GITHUB_API_URL`.
-    pub github_api_url: String,
-    /// `GITHUB_TOKEN` or a GitHub App.
-    pub github_auth: Option<GithubAuth>,
-    /// `SLACK_BOT_TOKEN`.
-    pub slack_token: Option<Secret>,
-    /// `SLACK_API_URL`.
-    pub slack_api_url: String,
-    /// The operator's app.json (`FASENG_APPS_JSON`): the only authority on how each app is
-    /// deployed; a deployment of a repository no app deploys is refused.
-    pub apps: Arc<Apps>,
-    /// Jobs one worker runs at once (waiting ones included).
-    pub concurrency: usize,
-    /// Queue timing.
-    pub timing: QueueTiming,
-    /// How long SIGTERM waits for running jobs.
-    pub shutdown_timeout: Duration,
-    /// Backoff between attempts to deliver statuses and chat updates
-    /// (`FASENG_REPORT_RETRY_MAX` caps it).
-    pub status_retry: RetryPolicy,
-    /// How long a process's claim on a deployment's reports lasts (`FASENG_REPORT_LEASE`):
-    /// a dead process's reports are taken over after this. `None`: the run lease's length.
-    pub report_lease: Option<Duration>,
-    /// Worker name prefix.
-    pub worker_prefix: String,
-    /// Provider settings: `DEPLOY_SSH_KEY` / `DEPLOY_SSH_KEY_FILE`, `DEPLOY_SSH_KNOWN_HOSTS`,
-    /// `HEROKU_API_KEY`, `HEROKU_API_URL`.
-    pub providers: ProviderConfig,
-    /// `FASENG_PROVIDER_USER`: who providers run as when faseng runs as root.
-    pub provider_user: Option<String>,
-    /// How providers are kept from faseng; `None` = the strongest this machine allows
-    /// ([`Isolation::detect`]). Local mode, which holds no secrets, shares its user.
-    pub isolation: Option<Arc<Isolation>>,
-    /// Files of faseng's a provider must never see besides its work directory, store and
-    /// deploy-config (app.json, secret files).
-    pub private_files: Vec<PathBuf>,
-    /// Where "now" comes from for expiry, windows and retention (tests move it by hand).
-    pub clock: Arc<dyn Clock>,
-    /// `FASENG_RETENTION_DAYS`: how long finished runs, logs and status history are kept.
-    pub retention: crate::retention::Retention,
-    /// How often the retention sweep runs after the one at start.
-    pub sweep_every: Duration,
-    /// `FASENG_WORKER_ID`: this process's name as the holder of run leases (default: host
-    /// name + boot id + pid).
-    pub worker_id: Option<String>,
-    /// `FASENG_LEASE_SECS`: how long a running deploy's lease lasts without renewal.
-    pub leases: LeaseSettings,
-    /// `FASENG_REPAIR_AFTER`: when a line head nobody takes forward is queued again.
-    pub repair: RepairSettings,
-    /// `FASENG_RECONCILE_SECS` and `FASENG_RECONCILE_WINDOW`: how often and how far back
-    /// faseng lists GitHub deployments it was never told about.
-    pub reconcile: ReconcileSettings,
-}
-
-impl Config {
-    /// Defaults as DESIGN.md lists them, for a queue URL.
-    pub fn new(queue_url: QueueUrl) -> Self {
-        Self {
-            queue_url,
-            webhook_secret: None,
-            bind: "127.0.0.1:8081".parse().expect("valid address"),
-            http_limits: deploy_core::server::Limits::default(),
-            public_url: None,
-            link_key: None,
-            workdir: PathBuf::from(".faseng/work"),
-            deploy_config_dir: PathBuf::from("deploy-config"),
-            deployment_timeout: Duration::from_secs(900),
-            github_api_url: deploy_core::github::DEFAULT_API_URL.to_owned(),
-            github_auth: None,
-            slack_token: None,
-            slack_api_url: "https://slack.com/api".to_owned(),
-            apps: Arc::new(Apps::default()),
-            concurrency: 32,
-            timing: QueueTiming::default(),
-            shutdown_timeout: Duration::from_secs(60),
-            status_retry: RetryPolicy::default(),
-            report_lease: None,
-            worker_prefix: "faseng".to_owned(),
-            providers: ProviderConfig::default(),
-            provider_user: None,
-            isolation: None,
-            private_files: Vec::new(),
-            clock: deploy_core::clock::system(),
-            retention: crate::retention::Retention::default(),
-            sweep_every: crate::retention::SWEEP_EVERY,
-            worker_id: None,
-            leases: LeaseSettings::default(),
-            repair: RepairSettings::default(),
-            reconcile: ReconcileSettings::default(),
-        }
-    }
-
-    /// faseng's own paths a provider must never see.
-    fn hidden_paths(&self) -> Vec<PathBuf> {
-        let absolute =
-            |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-        let mut hidden = vec![absolute(&self.workdir), absolute(&self.deploy_config_dir)];
-        if let QueueUrl::Sqlite(db) = &self.queue_url {
-            hidden.extend(crate::store::database_files(&absolute(db)));
-        }
-        if let Some(crate::providers::SshKeySource::File(key)) = &self.providers.ssh_key {
-            hidden.push(absolute(key));
-        }
-        hidden.extend(self.private_files.iter().map(|p| absolute(p)));
-        hidden
-    }
-}
+use crate::worker::{self, WorkerSettings};
 
 /// Shared parts, built once per process.
 pub struct Services {
@@ -429,30 +289,6 @@ impl Services {
         .with_outbox(self.outbox.clone()))
     }
 
-    /// Waits (up to the shutdown timeout) for runs still going on in this process: the queue's
-    /// worker has stopped, but a run it handed out lives on its own task and must still post
-    /// its final status and chat message.
-    async fn drain_live_runs(&self) {
-        let live = &self.live_runs;
-        if live.is_empty() {
-            return;
-        }
-        tracing::info!(
-            runs = live.len(),
-            "waiting for running deployments to finish"
-        );
-        if tokio::time::timeout(self.config.shutdown_timeout, live.wait_idle())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                runs = live.len(),
-                "deployments still running after {:?}; exiting (another worker will report them)",
-                self.config.shutdown_timeout
-            );
-        }
-    }
-
     /// Makes the work directory ready for provider runs (see [`Isolation::prepare_workdir`])
     /// and removes the run directories dead processes left in it.
     pub fn prepare_for_runs(&self) -> anyhow::Result<()> {
@@ -535,55 +371,20 @@ impl Services {
                 })
                 .await;
         });
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let name = queue::unique_worker_name(&self.config.worker_prefix);
-            let deployer = self.deployer(&public_url, &name)?.into_shared();
-            tracing::info!(worker = %name, "worker starting");
-            let mut rx = shutdown.clone();
-            let stop = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            let worker = queue::run_worker(
-                &self.queue,
-                deployer,
-                &name,
-                self.config.concurrency,
-                self.config.timing,
-                self.config.shutdown_timeout,
-                stop,
-            );
-            // Boxed so it can be dropped before the drain below: a stopping apalis worker
-            // stops polling its backend, and on SQLite a fetch or heartbeat it froze between
-            // statements keeps the database's write lock for as long as it lives.
-            let mut worker = Box::pin(worker);
-            let mut rx = shutdown.clone();
-            let result = tokio::select! {
-                result = &mut worker => result,
-                () = async {
-                    let _ = rx.wait_for(|s| *s).await;
-                    tokio::time::sleep(STOP_GRACE).await;
-                } => {
-                    // apalis is still draining: drop it (see STOP_GRACE); the runs it handed
-                    // out go on on their own tasks and are waited for below.
-                    tracing::info!(worker = %name, "stopped taking jobs");
-                    Ok(())
-                }
-            };
-            drop(worker);
-            if *shutdown.borrow() {
-                self.drain_live_runs().await;
-                tracing::info!(worker = %name, "worker stopped");
-                return result;
-            }
-            tracing::error!(worker = %name, error = ?result.err(), "worker stopped on its own; restarting in {backoff:?}");
-            let mut rx = shutdown.clone();
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                _ = rx.wait_for(|s| *s) => return Ok(()),
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
+        let settings = WorkerSettings {
+            prefix: self.config.worker_prefix.clone(),
+            concurrency: self.config.concurrency,
+            timing: self.config.timing,
+            shutdown_timeout: self.config.shutdown_timeout,
+        };
+        worker::run(
+            &self.queue,
+            &self.live_runs,
+            &settings,
+            |name| Ok(self.deployer(&public_url, name)?.into_shared()),
+            shutdown,
+        )
+        .await
     }
 }
 

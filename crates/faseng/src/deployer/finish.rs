@@ -1,0 +1,122 @@
+//! Finishing a run: its final record, status and chat message at once (while its start
+//! marker is still this worker's), the line left, and the reports let out.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::messages;
+use crate::providers::Outcome;
+use crate::reporter::{Report, Reporter};
+use crate::store::RunState;
+
+use super::{Deployer, Run, STORE_RETRY_FOR, retry_store};
+
+impl Deployer {
+    /// Ends the run with `outcome` (`tail`: the last log lines, replied under a failure).
+    pub(super) async fn finish(
+        &self,
+        run: Run<'_>,
+        outcome: Outcome,
+        tail: Option<Vec<String>>,
+    ) -> anyhow::Result<()> {
+        self.finish_with_text(run, outcome, tail, None).await
+    }
+
+    /// [`Deployer::finish`], with the text of a lock or unlock in place of the usual one.
+    pub(super) async fn finish_with_text(
+        &self,
+        mut run: Run<'_>,
+        outcome: Outcome,
+        tail: Option<Vec<String>>,
+        lock_text: Option<String>,
+    ) -> anyhow::Result<()> {
+        let still_held = match &run.lease {
+            Some(lease) => lease.confirm().await,
+            None => true,
+        };
+        if !still_held {
+            tracing::warn!(
+                "the run's lease was lost before its result was written; the worker holding it now reports it"
+            );
+            self.metrics.abandoned_run();
+            return Ok(());
+        }
+        let now = Utc::now();
+        run.record.finished_at = Some(now);
+        let (state, description) = match &outcome {
+            Outcome::Success => (
+                RunState::Success,
+                lock_text.clone().unwrap_or_else(|| {
+                    messages::succeeded(
+                        run.record
+                            .started_at
+                            .map_or(0.0, |s| (now - s).num_milliseconds() as f64 / 1000.0),
+                    )
+                }),
+            ),
+            Outcome::Failure(d) => (RunState::Failure, d.clone()),
+            Outcome::Error(d) => (RunState::Error, d.clone()),
+        };
+        run.record.state = state;
+        run.record.description = description.clone();
+        let secs = run.record.duration_secs();
+        if state == RunState::Success
+            && lock_text.is_none()
+            && let Some(s) = secs
+            && let Err(e) = self.store.push_duration(&run.job.line, s).await
+        {
+            tracing::warn!(error = %e, "could not record the duration");
+        }
+        self.leave_line(run.job, &run.key).await;
+        let chat = match (&outcome, &lock_text) {
+            (_, Some(_)) => messages::chat_lock(&description),
+            (Outcome::Success, None) => {
+                messages::chat_succeeded(&run.subject(), secs.unwrap_or(0.0), &run.log_url)
+            }
+            (Outcome::Failure(d), None) => messages::chat_failed(&run.subject(), d, &run.log_url),
+            (Outcome::Error(d), None) => messages::chat_error(&run.subject(), d),
+        };
+        let reply = match (&outcome, tail) {
+            (Outcome::Failure(_), Some(t)) if !t.is_empty() => Some(messages::chat_log_tail(&t)),
+            _ => None,
+        };
+        let with_log = run.record.started_at.is_some();
+        let last = Report {
+            status: Some(run.status(state, description, with_log)),
+            chat: Some(chat),
+            chat_reply: reply,
+        };
+        tracing::info!(state = state.as_str(), "deployment finished");
+        self.metrics.run(
+            state.as_str(),
+            if lock_text.is_none() { secs } else { None },
+        );
+        // The final record and reports at once, only while this run's start marker is ours.
+        let reporter = std::mem::replace(&mut run.reporter, Reporter::closed());
+        let _ = reporter.finish_run(&run.record, last).await;
+        if let Some(lease) = run.lease.take() {
+            lease.stop();
+        }
+        Ok(())
+    }
+
+    /// Lets the run's reports go out (up to the drain bound), then writes its record with
+    /// the chat message it ended up on.
+    pub(super) async fn close_run(&self, run: &mut Run<'_>, what: &str) {
+        run.record.chat_ts = run
+            .reporter_finish(self.settings.report_drain)
+            .await
+            .or(run.record.chat_ts.clone());
+        let store = &self.store;
+        let record = &run.record;
+        let _ = retry_store(what, STORE_RETRY_FOR, || store.put_run(record)).await;
+    }
+}
+
+impl Run<'_> {
+    async fn reporter_finish(&mut self, bound: Duration) -> Option<String> {
+        let reporter = std::mem::replace(&mut self.reporter, Reporter::closed());
+        reporter.finish(bound).await
+    }
+}
