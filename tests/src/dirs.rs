@@ -44,6 +44,7 @@ pub async fn wait_released(scratch: &Path, name: &str, timeout: std::time::Durat
             tokio::time::Instant::now() < deadline,
             "{name}'s process still holds its lock after {timeout:?}"
         );
+        // Polls: a lock held by another process has no event to wait on.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

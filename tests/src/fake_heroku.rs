@@ -224,6 +224,19 @@ impl FakeHeroku {
         &self.shared.base
     }
 
+    /// faseng's provider settings against this fake: its URL and [`API_KEY`] on top of
+    /// `base`.
+    pub fn provider_config(
+        &self,
+        base: faseng::providers::ProviderConfig,
+    ) -> faseng::providers::ProviderConfig {
+        faseng::providers::ProviderConfig {
+            heroku_api_key: Some(deploy_core::Secret::new(API_KEY)),
+            heroku_api_url: self.url().to_owned(),
+            ..base
+        }
+    }
+
     /// Adds an app whose builds follow `plan`.
     pub fn add_app(&self, name: &str, plan: BuildPlan) {
         let mut inner = self.shared.lock();
@@ -433,6 +446,7 @@ async fn create_build(
 /// The build "runs": its lines appear one by one, then it ends as planned.
 async fn run_build(shared: Shared, id: String, plan: BuildPlan) {
     for line in plan.lines {
+        // The pace of a build's output, not a wait.
         tokio::time::sleep(Duration::from_millis(15)).await;
         if let Some(b) = shared.lock().builds.get_mut(&id) {
             if b.done {

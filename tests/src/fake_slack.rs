@@ -359,6 +359,32 @@ impl FakeSlack {
         .await
     }
 
+    /// Waits until a message posted through the API in the thread of `thread` contains
+    /// `needle`; returns it.
+    pub async fn wait_for_reply(
+        &self,
+        channel: &str,
+        thread: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> Message {
+        let what = format!("a reply in {thread} saying {needle:?}");
+        self.wait_until(timeout, &what, |s| {
+            s.replies_in_thread(channel, thread)
+                .into_iter()
+                .find(|m| m.from_api && m.text.contains(needle))
+        })
+        .await
+    }
+
+    /// Waits until the fake was called with API method `method` (even while failing).
+    pub async fn wait_for_call(&self, method: &str, timeout: Duration) {
+        self.wait_until(timeout, &format!("a {method} call"), |s| {
+            s.calls().iter().any(|c| c.method == method).then_some(())
+        })
+        .await;
+    }
+
     /// Waits until `n` messages posted through the API exist; returns them.
     pub async fn wait_for_posts(&self, n: usize, timeout: Duration) -> Vec<Message> {
         self.wait_until(timeout, &format!("{n} posted messages"), |s| {

@@ -38,6 +38,12 @@ pub async fn wait_healthy(
             "{url} never became healthy\n{}",
             context()
         );
+        // Polls: a starting process has no event to wait on.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The body of a GET of `url` (whatever its status).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
 }

@@ -91,6 +91,7 @@ impl RedisServer {
                 "redis-server did not come up on port {}",
                 self.port
             );
+            // Polls: a starting redis-server has no event to wait on.
             std::thread::sleep(Duration::from_millis(20));
         }
     }

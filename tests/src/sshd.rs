@@ -129,6 +129,7 @@ impl Sshd {
                 self.port,
                 self.log()
             );
+            // Polls: a starting sshd has no event to wait on.
             std::thread::sleep(Duration::from_millis(20));
         }
     }

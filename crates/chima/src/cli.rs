@@ -52,10 +52,19 @@ pub struct Cli {
     /// errors included; `chima shell`'s conversation on stdout stays text).
     #[arg(long, env = deploy_core::logging::ENV, default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
+    /// faseng's queue and store (`redis://…` or `sqlite://path`), which chima reads locks,
+    /// lines and history from. Local mode: the in-process faseng's
+    /// (default `sqlite://.faseng/faseng.db`). GitHub mode: read only when set (give chima
+    /// the URL faseng has).
+    #[arg(long, env = "FASENG_QUEUE_URL", global = true)]
+    pub queue_url: Option<String>,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Local mode's store when `FASENG_QUEUE_URL` is not set.
+pub const LOCAL_QUEUE_URL: &str = "sqlite://.faseng/faseng.db";
 
 /// chima's subcommands.
 #[derive(Debug, Subcommand)]
@@ -112,13 +121,6 @@ pub struct ShellArgs {
     /// Who is typing (default: $USER).
     #[arg(long, env = "USER", default_value = "shell-user")]
     pub user: String,
-    /// Local mode (no GitHub token): the queue of the in-process faseng worker.
-    #[arg(
-        long,
-        env = "FASENG_QUEUE_URL",
-        default_value = "sqlite://.faseng/faseng.db"
-    )]
-    pub queue_url: String,
     /// Local mode: where deployments and their statuses are recorded.
     #[arg(long, env = "CHIMA_LOCAL_DB", default_value = ".faseng/local.db")]
     pub local_db: PathBuf,
@@ -134,10 +136,10 @@ pub struct ShellArgs {
 }
 
 impl ShellArgs {
-    /// Local mode's settings.
-    pub fn local_settings(&self) -> crate::local::LocalSettings {
+    /// Local mode's settings; `queue_url` is `FASENG_QUEUE_URL`, if set.
+    pub fn local_settings(&self, queue_url: Option<&str>) -> crate::local::LocalSettings {
         crate::local::LocalSettings {
-            queue_url: self.queue_url.clone(),
+            queue_url: queue_url.unwrap_or(LOCAL_QUEUE_URL).to_owned(),
             db: self.local_db.clone(),
             workdir: self.workdir.clone(),
             deploy_config_dir: self.deploy_config_dir.clone(),
@@ -147,6 +149,18 @@ impl ShellArgs {
 }
 
 impl Cli {
+    /// GitHub mode: the store shared with faseng, when `FASENG_QUEUE_URL` is set.
+    pub async fn shared_store(&self) -> anyhow::Result<Option<crate::store::StoreHandle>> {
+        use anyhow::Context as _;
+        match self.queue_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            None => Ok(None),
+            Some(url) => crate::store::StoreHandle::open(url)
+                .await
+                .context("opening faseng's store (FASENG_QUEUE_URL)")
+                .map(Some),
+        }
+    }
+
     /// The GitHub credential from the flags, if any.
     pub fn github_auth(&self) -> anyhow::Result<Option<GithubAuth>> {
         let non_empty = |s: &Option<String>| s.as_ref().filter(|v| !v.trim().is_empty()).cloned();

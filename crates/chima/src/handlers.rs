@@ -18,6 +18,7 @@ pub struct Bot {
     apps: Apps,
     forge: Arc<dyn Forge>,
     name: String,
+    store: Option<crate::store::StoreHandle>,
 }
 
 /// What happened to a deploy command, for transports that follow up (buttons, watchdog).
@@ -43,7 +44,19 @@ impl Bot {
             apps,
             forge,
             name: name.to_owned(),
+            store: None,
         }
+    }
+
+    /// The bot reading locks, lines and history from the store it shares with faseng.
+    pub fn with_store(mut self, store: crate::store::StoreHandle) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The store shared with faseng, when there is one.
+    pub fn store(&self) -> Option<&crate::store::StoreHandle> {
+        self.store.as_ref()
     }
 
     /// The name that addresses the bot.
@@ -390,7 +403,18 @@ impl Bot {
                 Err(e) => return messages::forge_failed(app, "read deployments", &e),
             }
         }
-        messages::environments(app, &current, chrono::Utc::now())
+        let now = chrono::Utc::now();
+        let locks = match &self.store {
+            None => messages::Locks::Unknown,
+            Some(store) => match store.locks_of(&app.name, &app.environments, now).await {
+                Ok(locks) => messages::Locks::Read(locks),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), store = store.describe(), "could not read locks");
+                    messages::Locks::Unreadable(format!("{e:#}"))
+                }
+            },
+        };
+        messages::environments(app, &current, &locks, now)
     }
 
     async fn ci(&self, app: &AppName, git_ref: Option<GitRef>) -> Reply {

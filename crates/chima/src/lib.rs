@@ -16,5 +16,6 @@ pub mod local;
 pub mod messages;
 pub mod shell;
 pub mod slack;
+pub mod store;
 
 pub use handlers::Bot;

@@ -9,17 +9,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deploy_core::{AppConfig, EnvName, GitRef, NewDeployment, RepoName, RunKey};
-use faseng::intake::{Intake, IntakeOutcome};
-use faseng::links::LogLinks;
-use faseng::status::{DeploymentStatusSink, PostError, StatusTarget, StatusUpdate};
-use serde_json::{Value, json};
+use deploy_core::{AppConfig, EnvName, GitRef, NewDeployment};
+use faseng::local::{
+    DeploymentStatusSink, LocalDeployment, LocalFaseng, PostError, StatusTarget, StatusUpdate,
+    SubmitError,
+};
+use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio::sync::mpsc;
 
 use crate::forge::{CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, Forge, ForgeError};
 use crate::messages;
+use crate::store::StoreHandle;
 
 /// A status change, as local mode reports it to the terminal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,37 +305,22 @@ async fn resolve(repository: &str, git_ref: &GitRef) -> Result<Option<String>, F
     Ok(None)
 }
 
-/// The local forge: deployments in SQLite, handed to faseng's intake (the same path a
-/// webhook takes).
+/// The local forge: deployments in SQLite, handed to the in-process faseng (through the
+/// same intake a webhook takes).
 pub struct LocalForge {
     store: LocalDeployments,
-    intake: Arc<Intake>,
-    runs: Arc<dyn faseng::store::Store>,
+    faseng: Arc<LocalFaseng>,
     base: PathBuf,
-    log_links: LogLinks,
 }
 
 impl LocalForge {
-    /// A forge over `store` feeding `intake` (whose run store `runs` keeps the logs, served
-    /// at `log_links`); relative `clone_url`s are taken from `base`.
-    pub fn new(
-        store: LocalDeployments,
-        intake: Arc<Intake>,
-        runs: Arc<dyn faseng::store::Store>,
-        base: &Path,
-        log_links: LogLinks,
-    ) -> Self {
+    /// A forge over `store` feeding `faseng`; relative `clone_url`s are taken from `base`.
+    pub fn new(store: LocalDeployments, faseng: Arc<LocalFaseng>, base: &Path) -> Self {
         Self {
             store,
-            intake,
-            runs,
+            faseng,
             base: base.to_owned(),
-            log_links,
         }
-    }
-
-    fn link(&self, repo: &RepoName, id: u64) -> String {
-        self.log_links.page(repo, id)
     }
 }
 
@@ -385,25 +372,27 @@ impl Forge for LocalForge {
             .insert_deployment(app, request, &sha, &payload)
             .await?;
         let creator = creator_of(&payload);
-        let event: faseng::webhook::DeploymentEvent = serde_json::from_value(json!({
-            "action": "created",
-            "deployment": {"id": id, "sha": sha, "ref": request.git_ref, "task": request.task,
-                           "environment": request.environment, "description": request.description,
-                           "creator": {"login": creator}, "payload": payload},
-            "repository": {"full_name": app.repository.to_string(), "clone_url": repository},
-        }))
-        .map_err(|e| ForgeError::Unreachable(format!("building the local event: {e}")))?;
-        match self.intake.accept(&format!("local-{id}"), &event).await {
-            Ok(IntakeOutcome::Accepted { .. }) => {}
-            Ok(other) => {
+        let deployment = LocalDeployment {
+            id,
+            repo: app.repository.clone(),
+            clone_url: repository,
+            sha: sha.clone(),
+            git_ref: request.git_ref.clone(),
+            task: request.task.clone(),
+            environment: request.environment.clone(),
+            description: request.description.clone(),
+            creator: creator.clone(),
+            payload,
+        };
+        match self.faseng.submit(&deployment).await {
+            Ok(()) => {}
+            Err(SubmitError::Refused(why)) => {
                 return Err(ForgeError::Unreachable(format!(
-                    "the local queue did not take it: {other:?}"
+                    "the local queue did not take it: {why}"
                 )));
             }
-            Err(e) => {
-                return Err(ForgeError::Unreachable(format!(
-                    "the local queue is unavailable: {e:#}"
-                )));
+            Err(e @ SubmitError::Unavailable(_)) => {
+                return Err(ForgeError::Unreachable(e.to_string()));
             }
         }
         Ok(CreateOutcome::Created(DeploymentInfo {
@@ -415,7 +404,7 @@ impl Forge for LocalForge {
             creator,
             created_at,
             state: None,
-            url: self.link(&app.repository, id),
+            url: self.faseng.log_page(&app.repository, id),
         }))
     }
 
@@ -426,7 +415,7 @@ impl Forge for LocalForge {
     ) -> Result<Vec<DeploymentInfo>, ForgeError> {
         let mut list = self.store.list(app, filter).await?;
         for d in &mut list {
-            d.url = self.link(&app.repository, d.id);
+            d.url = self.faseng.log_page(&app.repository, d.id);
         }
         Ok(list)
     }
@@ -468,9 +457,10 @@ impl Forge for LocalForge {
                 "There is no deployment #{id} on this machine."
             )));
         };
-        let repo = RepoName::parse(&repo).map_err(|e| ForgeError::Unreachable(e.to_string()))?;
-        self.runs
-            .read_log(RunKey::new(&repo, id).as_str(), 0)
+        let repo = deploy_core::RepoName::parse(&repo)
+            .map_err(|e| ForgeError::Unreachable(format!("local deployment store: {e}")))?;
+        self.faseng
+            .follow(&repo, id, 0)
             .await
             .map_err(|e| ForgeError::Unreachable(format!("local log store: {e:#}")))
     }
@@ -503,8 +493,7 @@ pub struct LocalMode {
     pub events: mpsc::UnboundedReceiver<StatusEvent>,
     /// Where faseng's log pages are served while the shell runs.
     pub public_url: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    faseng: tokio::task::JoinHandle<anyhow::Result<()>>,
+    faseng: Arc<LocalFaseng>,
 }
 
 impl LocalMode {
@@ -521,59 +510,102 @@ impl LocalMode {
             .await
             .with_context(|| format!("opening {}", settings.db.display()))?
             .with_events(tx);
-        let mut config = faseng::Config::new(faseng::queue::QueueUrl::parse(&settings.queue_url)?);
-        config.bind = "127.0.0.1:0".parse().expect("loopback address");
-        config.workdir = settings.workdir.clone();
-        config.deploy_config_dir = settings.deploy_config_dir.clone();
-        config.deployment_timeout = settings.deployment_timeout;
-        // The same app.json decides how faseng deploys (relative clone URLs are taken from
-        // the current directory, as the forge does).
-        config.apps = Arc::new(apps.clone());
-        // Local mode holds no secrets: providers run as the person at the terminal, who may
-        // deploy onto their own machine (the demo app writes under .faseng/sites).
-        config.isolation = Some(Arc::new(faseng::sandbox::Isolation::shared(
-            "local mode holds no secrets",
-        )));
-        // Webhooks never reach the in-process faseng (chima hands it deployments directly),
-        // but its HTTP side insists on a secret: give it one nobody knows.
-        config.webhook_secret = Some(deploy_core::Secret::new(random_hex()?));
-        let services = faseng::Services::connect(config)
-            .await?
-            .with_sink(Arc::new(store.clone()));
-        let intake = Arc::new(Intake::new(
-            services.store.clone(),
-            services.queue.clone(),
-            services.config.apps.clone(),
-        ));
-        let runs = services.store.clone();
-        let app = faseng::Application::build_with(services, true).await?;
-        let public_url = app.public_url().to_owned();
-        let log_links = app.log_links();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let faseng = tokio::spawn(app.run(async {
-            let _ = stopped.await;
-        }));
+        let faseng = Arc::new(
+            LocalFaseng::start(
+                faseng::local::LocalSettings {
+                    queue_url: settings.queue_url.clone(),
+                    workdir: settings.workdir.clone(),
+                    deploy_config_dir: settings.deploy_config_dir.clone(),
+                    deployment_timeout: settings.deployment_timeout,
+                    // The same app.json decides how faseng deploys (relative clone URLs are
+                    // taken from the current directory, as the forge does).
+                    apps: apps.clone(),
+                },
+                Arc::new(store.clone()),
+            )
+            .await?,
+        );
+        let public_url = faseng.public_url().to_owned();
+        let shown = deploy_store::StoreUrl::parse(&settings.queue_url)?.describe();
+        let shared = StoreHandle::new(faseng.store(), &shown);
         let base = std::env::current_dir()?;
-        let forge = LocalForge::new(store, intake, runs, &base, log_links);
+        let forge = LocalForge::new(store, faseng.clone(), &base);
         Ok(Self {
-            bot: crate::Bot::new(apps, Arc::new(forge), name),
+            bot: crate::Bot::new(apps, Arc::new(forge), name).with_store(shared),
             events,
             public_url,
-            stop,
             faseng,
         })
     }
 
     /// Stops the in-process faseng (waiting for running deploys up to its shutdown timeout).
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.faseng.await?
+        self.faseng.stop().await
     }
 }
 
-fn random_hex() -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{ChatContext, RecordingOutbox};
+
+    /// chima in local mode reads the in-process faseng's store: a lock faseng holds shows in
+    /// `where can I deploy`.
+    #[tokio::test]
+    async fn local_mode_shows_the_locks_faseng_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let apps = deploy_core::Apps::from_json(
+            r#"{"demo": {"provider": "shell", "repository": "oursky/demo",
+                "environments": ["staging", "production"], "default_environment": "staging",
+                "clone_url": "."}}"#,
+        )
+        .unwrap();
+        let settings = LocalSettings {
+            queue_url: format!("sqlite://{}", dir.path().join("faseng.db").display()),
+            db: dir.path().join("local.db"),
+            workdir: dir.path().join("work"),
+            deploy_config_dir: dir.path().join("deploy-config"),
+            deployment_timeout: std::time::Duration::from_secs(60),
+        };
+        let local = LocalMode::start(apps, &settings, "chima").await.unwrap();
+        let store = local.bot.store().expect("local mode shares faseng's store");
+        assert!(
+            store.describe().starts_with("sqlite://"),
+            "{}",
+            store.describe()
+        );
+        let lock = deploy_store::EnvLock {
+            user: "U0ALICE".into(),
+            user_name: "alice".into(),
+            reason: "testing".into(),
+            at: Utc::now(),
+            expires_at: None,
+        };
+        store
+            .store()
+            .set_env_lock("demo/production", &lock)
+            .await
+            .unwrap();
+        let mut outbox = RecordingOutbox::default();
+        local
+            .bot
+            .handle_line(
+                "where can I deploy demo",
+                &ChatContext::shell("shell", "bob"),
+                &mut outbox,
+            )
+            .await;
+        let text = &outbox.messages[0].text;
+        assert!(
+            text.contains(
+                "• production — nothing deployed yet — locked by alice since just now: `testing`"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("• staging (default) — nothing deployed yet\n"),
+            "{text}"
+        );
+        local.stop().await.unwrap();
+    }
 }

@@ -90,13 +90,15 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
                     "chima serve needs GITHUB_TOKEN (or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY)"
                 );
             };
-            let bot = Arc::new(chima::cli::github_bot(
-                apps,
-                &cli.github_api_url,
-                auth,
-                &cli.name,
-            ));
-            serve(bot, args).await
+            let mut bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name);
+            if let Some(store) = cli.shared_store().await? {
+                tracing::info!(
+                    store = store.describe(),
+                    "reading locks from faseng's store"
+                );
+                bot = bot.with_store(store);
+            }
+            serve(Arc::new(bot), args).await
         }
         Command::Shell(args) => {
             let ctx = ChatContext::shell(&args.room, &args.user);
@@ -104,11 +106,19 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
             let Some(auth) = auth else {
                 return local_shell(apps, args, &cli, ctx).await;
             };
-            let bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name);
+            let mut bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name);
+            let store = match cli.shared_store().await? {
+                Some(store) => {
+                    let shown = format!("faseng's store at {}", store.describe());
+                    bot = bot.with_store(store);
+                    shown
+                }
+                None => "no faseng store (FASENG_QUEUE_URL unset: locks are not shown)".to_owned(),
+            };
             say(
                 Level::INFO,
                 &format!(
-                    "{} ready: GitHub mode ({}), {} apps from {}, room #{} as {}. Type `{} help`.",
+                    "{} ready: GitHub mode ({}, {store}), {} apps from {}, room #{} as {}. Type `{} help`.",
                     cli.name,
                     cli.github_api_url,
                     bot.apps().len(),
@@ -137,9 +147,13 @@ async fn local_shell(
         .max()
         .unwrap_or(0)
         .max(args.deployment_timeout);
-    let local = chima::local::LocalMode::start(apps, &args.local_settings(), &cli.name)
-        .await
-        .context("starting local mode")?;
+    let local = chima::local::LocalMode::start(
+        apps,
+        &args.local_settings(cli.queue_url.as_deref()),
+        &cli.name,
+    )
+    .await
+    .context("starting local mode")?;
     say(
         Level::INFO,
         &format!(

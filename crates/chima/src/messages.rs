@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use deploy_core::{AppConfig, AppName, EnvName};
+use deploy_store::EnvLock;
 
 use crate::chat::{Action, ActionKind, Reply, Tone};
 use crate::forge::{CheckInfo, CiReport, CiVerdict, DeploymentFilter, DeploymentInfo, ForgeError};
@@ -370,6 +371,7 @@ pub fn recent_deployments(
 pub fn environments(
     app: &AppConfig,
     current: &[(EnvName, Option<DeploymentInfo>)],
+    locks: &Locks,
     now: DateTime<Utc>,
 ) -> Reply {
     let mut text = format!("{} can be deployed to:", app.name);
@@ -391,6 +393,14 @@ pub fn environments(
             None => "nothing deployed yet".to_owned(),
         };
         text.push_str(&format!("\n• {env}{default} — {what}"));
+        if let Locks::Read(locks) = locks
+            && let Some((_, lock)) = locks.iter().find(|(e, _)| e == env)
+        {
+            text.push_str(&format!(" — {}", lock_held(lock, now)));
+        }
+    }
+    if let Locks::Unreadable(why) = locks {
+        text.push_str(&format!("\nLocks could not be read: {why}"));
     }
     if let Some(rooms) = &app.allowed_rooms {
         let rooms: Vec<String> = rooms
@@ -400,6 +410,31 @@ pub fn environments(
         text.push_str(&format!("\nFrom: {}", rooms.join(", ")));
     }
     Reply::info(text)
+}
+
+/// What the `where can I deploy` answer knows of locks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Locks {
+    /// No store to read them from (nothing is said).
+    Unknown,
+    /// The live locks, by environment.
+    Read(Vec<(EnvName, EnvLock)>),
+    /// The store did not answer (why).
+    Unreadable(String),
+}
+
+/// A held lock, as one phrase: who, why, since and until when.
+pub fn lock_held(lock: &EnvLock, now: DateTime<Utc>) -> String {
+    let until = match lock.expires_at {
+        Some(end) => format!(", until {}", end.format("%Y-%m-%d %H:%M UTC")),
+        None => String::new(),
+    };
+    format!(
+        "locked by {} since {}{until}: {}",
+        lock.shown_name(),
+        age(lock.since(), now),
+        code(&lock.reason)
+    )
 }
 
 fn check_line(c: &CheckInfo) -> String {
@@ -903,8 +938,26 @@ mod tests {
             ),
         ];
         assert_eq!(
-            environments(&x, &current, now()).text,
+            environments(&x, &current, &Locks::Unknown, now()).text,
             "project-x can be deployed to:\n• live — nothing deployed yet\n• edge (default) — feature@abc1234 (#1001, by joyz, 5 min ago)\nFrom: #deployment"
+        );
+        let lock = EnvLock {
+            user: "U0ALICE".into(),
+            user_name: "alice".into(),
+            reason: "testing the migration".into(),
+            at: now() - chrono::Duration::minutes(5),
+            expires_at: Some("2026-12-24T18:00:00Z".parse().unwrap()),
+        };
+        let locked = Locks::Read(vec![(EnvName::parse("live").unwrap(), lock)]);
+        assert_eq!(
+            environments(&x, &current, &locked, now()).text,
+            "project-x can be deployed to:\n• live — nothing deployed yet — locked by alice since 5 min ago, until 2026-12-24 18:00 UTC: `testing the migration`\n• edge (default) — feature@abc1234 (#1001, by joyz, 5 min ago)\nFrom: #deployment"
+        );
+        let unreadable = Locks::Unreadable("connection refused".into());
+        assert!(
+            environments(&x, &current, &unreadable, now())
+                .text
+                .ends_with("Locks could not be read: connection refused\nFrom: #deployment")
         );
     }
 

@@ -267,6 +267,7 @@ mod tests {
     use crate::queue::{self, QueueTiming, QueueUrl};
     use crate::store::SqliteStore;
     use crate::store::flaky::{FailOnce, FlakyStore};
+    use crate::store::prelude::*;
 
     /// The store recorded the delivery and the run but its answer was lost, so the delivery
     /// was answered 503: GitHub's redelivery must be queued, not called a duplicate.

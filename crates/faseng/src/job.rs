@@ -10,7 +10,7 @@ use crate::store::{AcceptItem, RunRecord, RunState};
 use crate::webhook::{DeploymentEvent, clean_user_name};
 
 /// Name of the apalis queue (the same for producers and consumers).
-pub const QUEUE_NAME: &str = "faseng:deployments";
+pub const QUEUE_NAME: &str = deploy_store::DEFAULT_QUEUE;
 
 /// One deployment to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ pub mod intake;
 pub mod job;
 pub mod lease;
 pub mod links;
+pub mod local;
 pub mod messages;
 pub mod metrics;
 pub mod notify;
@@ -32,13 +33,14 @@ pub mod rundir;
 pub mod runlog;
 pub mod sandbox;
 pub mod status;
-pub mod store;
 pub mod stream_slots;
 pub mod web;
 pub mod webhook;
 pub mod worker;
 
 pub use app::{Application, Config, Services};
+/// The durable store, in its own crate (shared with chima).
+pub use deploy_store as store;
 
 /// A crash point for fault-injection tests: built with the `failpoints` feature and run with
 /// `FAILPOINTS=<name>=return`, the process dies here as if killed with SIGKILL. Without the

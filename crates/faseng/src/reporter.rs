@@ -250,7 +250,7 @@ impl Reporter {
             tracing::warn!(error = %e, "the report writer failed");
         }
         let store = inner.outbox.store.clone();
-        let written = crate::deployer::retry_store("record the result", STORE_RETRY_FOR, || {
+        let written = crate::store::retry("record the result", STORE_RETRY_FOR, || {
             store.finish_run(record, fence.as_deref(), &entries)
         })
         .await?;
@@ -305,7 +305,7 @@ async fn write_batch(
     }
     let fence = fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let store = outbox.store.clone();
-    match crate::deployer::retry_store("write reports to the outbox", STORE_RETRY_FOR, || {
+    match crate::store::retry("write reports to the outbox", STORE_RETRY_FOR, || {
         store.outbox_push(run, fence.as_deref(), batch)
     })
     .await

@@ -105,6 +105,7 @@ pub async fn run_sweeper(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::prelude::*;
     use crate::store::{RunRecord, RunState, expired};
 
     fn at(s: &str) -> DateTime<Utc> {

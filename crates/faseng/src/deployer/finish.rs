@@ -10,7 +10,8 @@ use crate::outcome::RunOutcome;
 use crate::reporter::{Report, Reporter};
 use crate::store::RunState;
 
-use super::{Deployer, Run, STORE_RETRY_FOR, retry_store};
+use super::{Deployer, Run, STORE_RETRY_FOR};
+use crate::store::retry as retry_store;
 
 impl Deployer {
     /// Ends the run with `outcome` (`tail`: the last log lines, replied under a failure).

@@ -9,7 +9,8 @@ use crate::messages;
 use crate::reporter::Report;
 use crate::store::RunState;
 
-use super::{Deployer, Run, STORE_RETRY_FOR, retry_store};
+use super::{Deployer, Run, STORE_RETRY_FOR};
+use crate::store::retry as retry_store;
 
 /// The median of the recent durations times the runs ahead; `None` without history.
 pub fn eta_secs(recent: &[f64], ahead: usize) -> Option<f64> {

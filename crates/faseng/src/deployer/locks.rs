@@ -44,6 +44,7 @@ impl Deployer {
             user_name: run.user.clone(),
             reason: job.description.clone(),
             at: Utc::now(),
+            expires_at: None,
         };
         let held = self.store.set_env_lock(job.line.as_str(), &wanted).await?;
         let outcome = if held.user == wanted.user {

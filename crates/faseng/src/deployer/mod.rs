@@ -567,42 +567,4 @@ impl Deployer {
 
 /// How long the end of a run keeps trying to write its result to a store that fails (a
 /// Redis restart): a run whose result is not recorded would hold its environment's line.
-const STORE_RETRY_FOR: Duration = Duration::from_secs(300);
-
-/// Runs a store call until it succeeds, with backoff, for up to `retry_for`; the last error
-/// when it never did (logged, as are the first failure and a recovery).
-pub(crate) async fn retry_store<T, F, Fut>(
-    what: &str,
-    retry_for: Duration,
-    mut call: F,
-) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
-{
-    let deadline = tokio::time::Instant::now() + retry_for;
-    let mut delay = Duration::from_millis(100);
-    let mut failures = 0u32;
-    loop {
-        match call().await {
-            Ok(value) => {
-                if failures > 0 {
-                    tracing::info!(failures, "could {what} after the store came back");
-                }
-                return Ok(value);
-            }
-            Err(e) if tokio::time::Instant::now() + delay < deadline => {
-                failures += 1;
-                if failures == 1 {
-                    tracing::warn!(error = %format!("{e:#}"), "could not {what}; trying again");
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "could not {what}; giving up after {retry_for:?}");
-                return Err(e.context(format!("could not {what}")));
-            }
-        }
-    }
-}
+pub(crate) const STORE_RETRY_FOR: Duration = Duration::from_secs(300);

@@ -12,7 +12,8 @@ use crate::runlog::{Redactor, RunLog, RunLogWriter};
 use crate::store::{StartMarker, StoredMarker};
 
 use super::line::WaitingGuard;
-use super::{Deployer, Run, STORE_RETRY_FOR, retry_store};
+use super::{Deployer, Run, STORE_RETRY_FOR};
+use crate::store::retry as retry_store;
 
 /// How long writing a start marker is tried in place before the attempt gives up.
 const MARK_STARTED_RETRY_FOR: Duration = Duration::from_secs(60);

@@ -5,6 +5,7 @@ use super::*;
 use crate::notify::NoChat;
 use crate::status::NullStatusSink;
 use crate::store::flaky::{FailOnce, FlakyStore};
+use crate::store::prelude::*;
 use crate::store::{SqliteStore, StartMarker};
 
 /// A shared deployer over a [`FlakyStore`], and a shell deployment of `o/r` to edge with

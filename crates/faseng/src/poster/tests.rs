@@ -11,6 +11,7 @@ use deploy_core::{Clock, ManualClock, Notify};
 use super::*;
 use crate::notify::{ChatNotifier, ChatRateLimited, ChatRefused};
 use crate::reporter::{Report, Reporter};
+use crate::store::prelude::*;
 use crate::store::{RunRecord, RunState, SqliteStore, StartMarker};
 
 /// What the fake GitHub does with the next status post.

@@ -1,0 +1,104 @@
+//! Locks with an expiry, judged against the caller's clock.
+
+use chrono::{DateTime, Utc};
+
+use crate::{EnvLock, Store};
+
+/// Expiry, takeover and the list of locks, on a time moved by hand.
+pub async fn lock_expiry(store: &dyn Store) {
+    let t0: DateTime<Utc> = "2026-12-06T10:00:00Z".parse().unwrap();
+    let at = |mins: i64| t0 + chrono::Duration::minutes(mins);
+    let lock = |user: &str, reason: &str, since: i64, mins: Option<i64>| EnvLock {
+        user: user.into(),
+        user_name: user.to_lowercase(),
+        reason: reason.into(),
+        at: at(since),
+        expires_at: mins.map(|m| at(since + m)),
+    };
+    let alice = lock("U0ALICE", "testing", 0, Some(60));
+    assert_eq!(
+        store
+            .acquire_lock("demo/staging", &alice, at(0))
+            .await
+            .unwrap(),
+        alice
+    );
+    assert_eq!(
+        store.env_lock("demo/staging").await.unwrap().as_ref(),
+        Some(&alice),
+        "holder, reason, since and expiry are kept"
+    );
+    assert_eq!(
+        store.lock_at("demo/staging", at(59)).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.lock_at("demo/staging", at(60)).await.unwrap(),
+        None,
+        "a lock is over at its expiry"
+    );
+    let bob = lock("U0BOB", "hotfix", 30, Some(30));
+    assert_eq!(
+        store
+            .acquire_lock("demo/staging", &bob, at(30))
+            .await
+            .unwrap(),
+        alice,
+        "a live lock of someone else is not taken"
+    );
+    let alice_longer = lock("U0ALICE", "testing more", 0, Some(120));
+    assert_eq!(
+        store
+            .acquire_lock("demo/staging", &alice_longer, at(30))
+            .await
+            .unwrap(),
+        alice_longer,
+        "the holder extends"
+    );
+    let bob = lock("U0BOB", "hotfix", 121, Some(30));
+    assert_eq!(
+        store
+            .acquire_lock("demo/staging", &bob, at(121))
+            .await
+            .unwrap(),
+        bob,
+        "an expired lock is replaced"
+    );
+    let carol = lock("U0CAROL", "release", 125, None);
+    assert_eq!(
+        store.take_over_lock("demo/staging", &carol).await.unwrap(),
+        Some(bob.clone()),
+        "a takeover answers whom it took the lock from"
+    );
+    assert_eq!(
+        store.lock_at("demo/staging", at(10_000)).await.unwrap(),
+        Some(carol.clone()),
+        "a lock without an expiry is held until unlocked"
+    );
+    assert_eq!(store.take_over_lock("demo/edge", &bob).await.unwrap(), None);
+    let old = lock("U0OLD", "old", 0, Some(1));
+    assert_eq!(
+        store.acquire_lock("web/edge", &old, at(0)).await.unwrap(),
+        old
+    );
+    assert_eq!(
+        store.locks().await.unwrap(),
+        [
+            ("demo/edge".to_owned(), bob.clone()),
+            ("demo/staging".to_owned(), carol.clone()),
+            ("web/edge".to_owned(), old.clone()),
+        ],
+        "every lock, expired ones too, by line"
+    );
+    assert!(old.expired(at(1)) && !old.expired(at(0)));
+    assert_eq!(
+        store.clear_env_lock("web/edge", "U0OLD").await.unwrap(),
+        Some(old)
+    );
+    store.clear_env_lock("demo/edge", "U0BOB").await.unwrap();
+    assert_eq!(
+        store.locks().await.unwrap(),
+        [("demo/staging".to_owned(), carol)],
+        "a cleared lock leaves the list"
+    );
+}

@@ -1,0 +1,96 @@
+//! The durable store shared by faseng and chima: what apalis does not keep for us, on Redis
+//! or SQLite, split by role, one trait each:
+//!
+//! * [`Deliveries`]: webhook dedup and intake,
+//! * [`Runs`]: run records, start markers (leases), kept jobs, status histories, and the
+//!   history of runs by app, environment, ref and time,
+//! * [`Lines`]: the per-app+environment waiting lines and recent durations for the ETA,
+//! * [`Locks`]: environment locks (holder, reason, since, expiry),
+//! * [`Logs`]: run logs (so any `faseng serve` can show any run's log),
+//! * [`Outbox`]: statuses and chat edits still to be sent,
+//! * [`Duties`]: leases of periodic jobs (which process reconciles when several share a store),
+//! * [`Retention`]: deleting what is past its time, and the gauges,
+//! * [`Audit`]: the append-only log of release actions,
+//! * [`Meta`]: reachability, queue depth, the key log links are signed with.
+//!
+//! [`Store`] is their sum: every backend is all of them. [`RedisStore`] and [`SqliteStore`]
+//! keep one file per role; the contract tests (module `contract`, with the `testing` feature) hold for both.
+
+#![warn(missing_docs)]
+
+pub mod audit;
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
+pub mod deliveries;
+pub mod duties;
+#[cfg(any(test, feature = "testing"))]
+pub mod flaky;
+pub mod lines;
+pub mod locks;
+pub mod logs;
+pub mod messages;
+mod open;
+pub mod outbox;
+pub mod page;
+mod redis_store;
+pub mod retention;
+mod retry;
+pub mod runs;
+mod sqlite_store;
+
+pub use audit::{Audit, AuditAction, AuditEntry, AuditQuery, AuditRecord};
+pub use deliveries::{AcceptItem, Accepted, DELIVERY_TTL, Deliveries};
+pub use duties::Duties;
+pub use lines::{DURATIONS_KEPT, Lines};
+pub use locks::{EnvLock, Locks};
+pub use logs::{Logs, log_line_bytes};
+pub use open::{DEFAULT_QUEUE, StoreUrl};
+pub use outbox::{
+    ClaimedLane, Lane, LaneKey, Outbox, OutboxEntry, OutboxItem, Settle, SettleRetry, StoredEntry,
+};
+pub use page::{Cursor, Page};
+pub use redis_store::{
+    RedisStore, connect as redis_connect, warn_if_not_durable as warn_redis_durability,
+};
+pub(crate) use retention::SWEEP_BATCH;
+pub use retention::{Retention, StoreSize, Swept, expired};
+pub use retry::retry;
+pub use runs::{RunQuery, RunRecord, RunState, Runs, StartMarker, StoredMarker};
+pub use sqlite_store::{SqliteStore, database_files};
+
+use async_trait::async_trait;
+
+/// Store-wide facts that belong to no one role.
+#[async_trait]
+pub trait Meta: Send + Sync + 'static {
+    /// Cheap reachability check (`/healthz`).
+    async fn ping(&self) -> anyhow::Result<()>;
+
+    /// Jobs waiting in the apalis queue (for `/metrics`).
+    async fn queue_depth(&self) -> anyhow::Result<u64>;
+
+    /// The key log links are signed with: stores `fresh` when there is none yet and returns
+    /// the stored one, atomically (every process that races here gets the same key).
+    async fn link_key(&self, fresh: &str) -> anyhow::Result<String>;
+}
+
+/// Everything faseng and chima need from the durable store: the sum of the roles. Every
+/// method is one round trip and safe to call from any number of processes at once.
+pub trait Store:
+    Meta + Deliveries + Runs + Lines + Locks + Logs + Outbox + Duties + Retention + Audit
+{
+}
+
+impl<T> Store for T where
+    T: Meta + Deliveries + Runs + Lines + Locks + Logs + Outbox + Duties + Retention + Audit
+{
+}
+
+/// Every role trait (unnamed, so nothing clashes), for code that calls store methods on a concrete store
+/// (`use deploy_store::prelude::*;`); through `dyn Store` they need no import.
+pub mod prelude {
+    pub use crate::{
+        Audit as _, Deliveries as _, Duties as _, Lines as _, Locks as _, Logs as _, Meta as _,
+        Outbox as _, Retention as _, Runs as _,
+    };
+}

@@ -1,0 +1,103 @@
+//! Environment locks on SQLite.
+
+use super::*;
+
+#[async_trait]
+impl Locks for SqliteStore {
+    async fn env_lock(&self, line: &str) -> anyhow::Result<Option<EnvLock>> {
+        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
+            .bind(line)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| from_json(r.get::<&str, _>(0))).transpose()
+    }
+
+    async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
+            .bind(line)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = row {
+            let held: EnvLock = from_json(row.get::<&str, _>(0))?;
+            if held.user != lock.user {
+                return Ok(held);
+            }
+        }
+        sqlx::query("INSERT OR REPLACE INTO faseng_locks (line, lock) VALUES (?, ?)")
+            .bind(line)
+            .bind(to_json(lock)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(lock.clone())
+    }
+
+    async fn clear_env_lock(&self, line: &str, holder: &str) -> anyhow::Result<Option<EnvLock>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
+            .bind(line)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let held: Option<EnvLock> = row.map(|r| from_json(r.get::<&str, _>(0))).transpose()?;
+        if held.as_ref().is_some_and(|l| l.user == holder) {
+            sqlx::query("DELETE FROM faseng_locks WHERE line = ?")
+                .bind(line)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn acquire_lock(
+        &self,
+        line: &str,
+        lock: &EnvLock,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<EnvLock> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
+            .bind(line)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = row {
+            let held: EnvLock = from_json(row.get::<&str, _>(0))?;
+            if held.user != lock.user && !held.expired(now) {
+                return Ok(held);
+            }
+        }
+        sqlx::query("INSERT OR REPLACE INTO faseng_locks (line, lock) VALUES (?, ?)")
+            .bind(line)
+            .bind(to_json(lock)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(lock.clone())
+    }
+
+    async fn take_over_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<Option<EnvLock>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
+            .bind(line)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let held: Option<EnvLock> = row.map(|r| from_json(r.get::<&str, _>(0))).transpose()?;
+        sqlx::query("INSERT OR REPLACE INTO faseng_locks (line, lock) VALUES (?, ?)")
+            .bind(line)
+            .bind(to_json(lock)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn locks(&self) -> anyhow::Result<Vec<(String, EnvLock)>> {
+        let rows = sqlx::query("SELECT line, lock FROM faseng_locks ORDER BY line")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), from_json(r.get::<&str, _>(1))?)))
+            .collect()
+    }
+}
