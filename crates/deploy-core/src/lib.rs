@@ -23,7 +23,8 @@ pub use duration::{Span, SpanError};
 pub use github::{GithubAuth, GithubClients};
 pub use keys::{LineKey, RunKey};
 pub use names::{
-    AppName, CommitSha, EnvName, GitRef, NameError, RefError, RepoName, ScriptPath, is_invisible,
+    AppName, CommitSha, EnvName, GitRef, NameError, RefError, RepoName, RepoNameError, ScriptPath,
+    ScriptPathError, ShaError, is_invisible,
 };
 pub use payload::{DeploymentPayload, NewDeployment, Notify};
 pub use task::{Task, TaskError, TaskWord};

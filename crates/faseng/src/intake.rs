@@ -94,9 +94,9 @@ impl Intake {
         let job = match DeployJob::from_event(delivery_id, ev, &self.apps) {
             Ok(j) => j,
             Err(why) => {
-                return Ok(IntakeOutcome::Refused(format!(
-                    "unusable repository: {why}"
-                )));
+                return Ok(IntakeOutcome::Refused(
+                    crate::messages::unusable_repository(&why),
+                ));
             }
         };
         let batcher = self.batcher.get_or_init(|| {

@@ -2,7 +2,7 @@
 //! as sent (refs and shas are validated by the worker before any process sees them).
 
 use chrono::{DateTime, Utc};
-use deploy_core::{Apps, LineKey, Notify, RepoName, RunKey, Task};
+use deploy_core::{Apps, LineKey, Notify, RepoName, RepoNameError, RunKey, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -82,7 +82,7 @@ impl DeployJob {
         delivery_id: &str,
         ev: &DeploymentEvent,
         apps: &Apps,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RepoNameError> {
         let repo = RepoName::parse(&ev.repository.full_name)?;
         let payload = ev.payload_object();
         let app = crate::resolve::app_for(apps, &repo, payload_name(&payload))

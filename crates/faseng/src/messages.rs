@@ -238,6 +238,11 @@ pub fn run_error(error: &RunError) -> String {
     }
 }
 
+/// The answer to a webhook whose repository name faseng cannot use (nothing was queued).
+pub fn unusable_repository(why: &deploy_core::RepoNameError) -> String {
+    format!("unusable repository: {why}")
+}
+
 /// What a chat message says about one deployment. The values are as received; the chat
 /// constructors escape every one of them for Slack's mrkdwn.
 #[derive(Debug, Clone)]
