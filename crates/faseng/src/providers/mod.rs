@@ -81,7 +81,10 @@ impl RunContext<'_> {
             self.isolation,
             &self.run.root,
             log,
-            self.remaining(),
+            command::TimeLimit {
+                left: self.remaining(),
+                of_run: self.timeout,
+            },
             on_spawn,
         )
         .await
