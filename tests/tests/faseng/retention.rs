@@ -409,8 +409,11 @@ async fn old_runs_go_and_the_store_stops_growing(backend: Backend) {
             );
         }
         Backend::Sqlite => {
+            // A round's logs alone take about 40 pages (4 runs × 400 lines), so a store that
+            // kept them would grow by that much each round; an index's B-tree split can take a
+            // few pages at once (seen: 134 pages for five sweeps, then 137).
             assert!(
-                late.bytes_or_pages <= early.bytes_or_pages + 2,
+                late.bytes_or_pages <= early.bytes_or_pages + 8,
                 "the database grew from {} to {} pages",
                 early.bytes_or_pages,
                 late.bytes_or_pages
