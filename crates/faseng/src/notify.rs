@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deploy_core::chat::Message;
 use deploy_core::{Notify, Secret};
 use serde_json::{Value, json};
 
@@ -51,6 +52,11 @@ const SLACK_TEMPORARY: &[&str] = &[
 pub trait ChatNotifier: Send + Sync + 'static {
     /// True when this notifier handles `notify` (adapter and credentials present).
     fn handles(&self, notify: &Notify) -> bool;
+    /// `message` as this chat service takes it (what the outbox stores and `upsert` and
+    /// `reply` are given); plain text unless the service has markup of its own.
+    fn render(&self, message: &Message) -> String {
+        deploy_core::chat::plain::render(message)
+    }
     /// Replaces the text of message `ts` in `notify.room`, or posts a new message when `ts`
     /// is `None`; returns the message's ts.
     async fn upsert(&self, notify: &Notify, ts: Option<&str>, text: &str)
@@ -178,6 +184,10 @@ impl SlackNotifier {
 impl ChatNotifier for SlackNotifier {
     fn handles(&self, notify: &Notify) -> bool {
         notify.adapter.eq_ignore_ascii_case("slack") && !notify.room.is_empty()
+    }
+
+    fn render(&self, message: &Message) -> String {
+        deploy_core::chat::slack::mrkdwn(message)
     }
 
     async fn upsert(
