@@ -170,14 +170,14 @@ impl Reporter {
                 items.push(OutboxItem::ChatText {
                     notify: notify.clone(),
                     ts: inner.ts.clone(),
-                    text: notifier.render(message),
+                    text: notifier.render(notify, message),
                 });
             }
             if let Some(message) = &report.chat_reply {
                 items.push(OutboxItem::ChatReply {
                     notify: notify.clone(),
                     ts: inner.ts.clone(),
-                    text: notifier.render(message),
+                    text: notifier.render(notify, message),
                 });
             }
         }
