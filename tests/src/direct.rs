@@ -16,9 +16,7 @@ use crate::sshd::Sshd;
 use deploy_core::{AppConfig, CommitSha, EnvName, GitRef, Secret};
 use faseng::checkout::RunDir;
 use faseng::providers::stages::{self, Progress};
-use faseng::providers::{
-    self, Outcome, ProviderConfig, ProviderSettings, RunContext, SshKeySource,
-};
+use faseng::providers::{self, ProviderConfig, ProviderSettings, RunContext, SshKeySource};
 use faseng::runlog::{Redactor, RunLog};
 use faseng::sandbox::Isolation;
 use faseng::store::{SqliteStore, Store};
@@ -69,6 +67,28 @@ pub fn recorded_pids(path: &Path) -> Vec<i32> {
         .lines()
         .map(|l| l.parse().unwrap())
         .collect()
+}
+
+/// A run's outcome as GitHub states it: the state with faseng's description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `success`.
+    Success,
+    /// `failure`, with its description.
+    Failure(String),
+    /// `error`, with its description.
+    Error(String),
+}
+
+impl From<faseng::outcome::RunOutcome> for Outcome {
+    fn from(outcome: faseng::outcome::RunOutcome) -> Self {
+        use faseng::outcome::RunOutcome;
+        match outcome {
+            RunOutcome::Success => Outcome::Success,
+            RunOutcome::Failed(f) => Outcome::Failure(faseng::messages::run_failure(&f)),
+            RunOutcome::Error(e) => Outcome::Error(faseng::messages::run_error(&e)),
+        }
+    }
 }
 
 /// What a direct run produced.
@@ -307,12 +327,13 @@ impl Direct {
         std::fs::create_dir_all(&run.home).unwrap();
         std::fs::create_dir_all(&run.tmp).unwrap();
         let isolation = Isolation::shared("a direct provider test");
+        let task: deploy_core::Task = task.parse().expect("a valid task");
         let ctx = RunContext {
             app: &app,
             env: &env,
             git_ref: &git_ref,
             sha: &sha,
-            task,
+            task: &task,
             deployment_id: 4242,
             user: "joyz",
             checkout,
@@ -340,7 +361,7 @@ impl Direct {
         let progress = progress.lock().unwrap().clone();
         let pgids = pgids.lock().unwrap().clone();
         Ran {
-            outcome,
+            outcome: outcome.into(),
             log,
             progress,
             pgids,

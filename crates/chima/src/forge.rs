@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deploy_core::{AppConfig, NewDeployment};
+use deploy_core::{AppConfig, EnvName, GitRef, NewDeployment};
 
 /// A deployment as the chat shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,9 +66,9 @@ pub enum CreateOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeploymentFilter {
     /// Only this ref.
-    pub git_ref: Option<String>,
+    pub git_ref: Option<GitRef>,
     /// Only this environment.
-    pub environment: Option<String>,
+    pub environment: Option<EnvName>,
     /// At most this many (newest first).
     pub limit: usize,
 }
@@ -186,7 +186,7 @@ pub trait Forge: Send + Sync {
     /// A short name for banners: `GitHub (https://api.github.com)`, `local`.
     fn describe(&self) -> String;
     /// The repository's default branch.
-    async fn default_branch(&self, app: &AppConfig) -> Result<String, ForgeError>;
+    async fn default_branch(&self, app: &AppConfig) -> Result<GitRef, ForgeError>;
     /// Creates a deployment.
     async fn create_deployment(
         &self,
@@ -203,12 +203,12 @@ pub trait Forge: Send + Sync {
     async fn current_deployment(
         &self,
         app: &AppConfig,
-        environment: &str,
+        environment: &EnvName,
     ) -> Result<Option<DeploymentInfo>, ForgeError>;
     /// True when the deployment has at least one status (a deployer picked it up).
     async fn has_statuses(&self, app: &AppConfig, id: u64) -> Result<bool, ForgeError>;
     /// CI state of a ref.
-    async fn ci_report(&self, app: &AppConfig, git_ref: &str) -> Result<CiReport, ForgeError>;
+    async fn ci_report(&self, app: &AppConfig, git_ref: &GitRef) -> Result<CiReport, ForgeError>;
     /// The output of a deployment run, line by line.
     async fn log(&self, id: u64) -> Result<Vec<String>, ForgeError>;
     /// Where people can see the repository's webhooks (for "nobody picked it up").

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deploy_core::{AppConfig, GithubClients, NewDeployment};
+use deploy_core::{AppConfig, EnvName, GitRef, GithubClients, NewDeployment};
 use futures::future::join_all;
 use octocrab::Octocrab;
 use serde::Deserialize;
@@ -22,7 +22,7 @@ const DEFAULT_BRANCH_TTL: Duration = Duration::from_secs(600);
 /// Deployments on GitHub (or GitHub Enterprise).
 pub struct GithubForge {
     clients: Arc<GithubClients>,
-    default_branches: Mutex<HashMap<String, (String, Instant)>>,
+    default_branches: Mutex<HashMap<String, (GitRef, Instant)>>,
 }
 
 impl GithubForge {
@@ -247,7 +247,7 @@ impl Forge for GithubForge {
         format!("GitHub ({})", self.clients.api_url())
     }
 
-    async fn default_branch(&self, app: &AppConfig) -> Result<String, ForgeError> {
+    async fn default_branch(&self, app: &AppConfig) -> Result<GitRef, ForgeError> {
         let key = format!("{}|{}", self.api_url(app), app.repository);
         if let Some((branch, at)) = self.default_branches.lock().expect("cache lock").get(&key)
             && at.elapsed() < DEFAULT_BRANCH_TTL
@@ -259,11 +259,17 @@ impl Forge for GithubForge {
             .get(format!("/repos/{}", app.repository), None::<&()>)
             .await
             .map_err(map_error)?;
+        let branch = GitRef::parse(&repo.default_branch).map_err(|e| {
+            ForgeError::Unreachable(format!(
+                "unreadable default branch {:?}: {e}",
+                repo.default_branch
+            ))
+        })?;
         self.default_branches
             .lock()
             .expect("cache lock")
-            .insert(key, (repo.default_branch.clone(), Instant::now()));
-        Ok(repo.default_branch)
+            .insert(key, (branch.clone(), Instant::now()));
+        Ok(branch)
     }
 
     async fn create_deployment(
@@ -329,10 +335,10 @@ impl Forge for GithubForge {
             filter.limit.clamp(1, 100)
         );
         if let Some(r) = &filter.git_ref {
-            route.push_str(&format!("&ref={}", query_value(r)));
+            route.push_str(&format!("&ref={}", query_value(r.as_str())));
         }
         if let Some(e) = &filter.environment {
-            route.push_str(&format!("&environment={}", query_value(e)));
+            route.push_str(&format!("&environment={}", query_value(e.as_str())));
         }
         let list: Vec<DeploymentJson> = gh.get(route, None::<&()>).await.map_err(map_error)?;
         let states = join_all(list.iter().map(|d| self.latest_state(&gh, app, d.id))).await;
@@ -345,13 +351,13 @@ impl Forge for GithubForge {
     async fn current_deployment(
         &self,
         app: &AppConfig,
-        environment: &str,
+        environment: &EnvName,
     ) -> Result<Option<DeploymentInfo>, ForgeError> {
         let gh = self.client(app).await?;
         let route = format!(
             "/repos/{}/deployments?per_page=20&environment={}",
             app.repository,
-            query_value(environment)
+            query_value(environment.as_str())
         );
         let list: Vec<DeploymentJson> = gh.get(route, None::<&()>).await.map_err(map_error)?;
         for d in list {
@@ -371,9 +377,13 @@ impl Forge for GithubForge {
         Ok(self.latest_state(&gh, app, id).await?.is_some())
     }
 
-    async fn ci_report(&self, app: &AppConfig, git_ref: &str) -> Result<CiReport, ForgeError> {
+    async fn ci_report(&self, app: &AppConfig, git_ref: &GitRef) -> Result<CiReport, ForgeError> {
         let gh = self.client(app).await?;
-        let base = format!("/repos/{}/commits/{}", app.repository, encode_ref(git_ref));
+        let base = format!(
+            "/repos/{}/commits/{}",
+            app.repository,
+            encode_ref(git_ref.as_str())
+        );
         let (combined, runs) = futures::join!(
             gh.get::<CombinedStatusJson, _, _>(format!("{base}/status"), None::<&()>),
             gh.get::<CheckRunsJson, _, _>(format!("{base}/check-runs?per_page=100"), None::<&()>)

@@ -97,34 +97,7 @@ fn spec_named(name: &str) -> &'static CommandSpec {
     spec(name).expect("command is in the table")
 }
 
-/// What a deployment runs: `deploy` or `deploy:<word>[:<word>…]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Task(String);
-
-impl Task {
-    /// Parses `deploy` or `deploy:word`, where words are `[a-z0-9_-]+` and never start with
-    /// `-` (so a task can never read as an option to `cap` or `fab`).
-    pub fn parse(s: &str) -> Option<Self> {
-        let s = s.to_ascii_lowercase();
-        let mut parts = s.split(':');
-        let head_ok = parts.next() == Some("deploy");
-        let rest_ok = parts.all(|p| {
-            !p.is_empty()
-                && !p.starts_with('-')
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        });
-        (head_ok && rest_ok && s.len() <= 64).then_some(Self(s))
-    }
-    /// Plain `deploy`.
-    pub fn deploy() -> Self {
-        Self("deploy".to_owned())
-    }
-    /// The task as GitHub stores it.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use deploy_core::Task;
 
 /// A parsed `deploy` command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,7 +411,7 @@ fn parse_deploy(first: &str, rest: &[&str]) -> Result<Command, ParseError> {
         return Err(bad(spec, Problem::BadTask(first.to_owned())));
     }
     let task_word = lower.replace('!', "");
-    let Some(task) = Task::parse(&task_word) else {
+    let Some(task) = Task::parse_command(&task_word) else {
         if task_word.starts_with("deploy:") || task_word == "deploy" {
             return Err(bad(spec, Problem::BadTask(first.to_owned())));
         }
@@ -607,13 +580,13 @@ mod tests {
     #[test]
     fn task_words_never_start_with_a_dash() {
         for bad in ["deploy:--upload-pack", "deploy:-x", "deploy:migrate:-f"] {
-            assert_eq!(Task::parse(bad), None, "{bad}");
+            assert_eq!(Task::parse_command(bad), None, "{bad}");
             assert!(
                 matches!(problem(&format!("{bad} trelhub")), Problem::BadTask(_)),
                 "{bad}"
             );
         }
-        assert!(Task::parse("deploy:db-migrate_2").is_some());
+        assert!(Task::parse_command("deploy:db-migrate_2").is_some());
     }
 
     #[test]
@@ -647,7 +620,7 @@ mod tests {
         assert_eq!(
             deploy("deploy project-x"),
             DeployCommand {
-                task: Task::deploy(),
+                task: Task::Deploy,
                 force: false,
                 app: app("project-x"),
                 git_ref: None,
@@ -696,14 +669,14 @@ mod tests {
     fn deploy_force_and_tasks() {
         let forced = deploy("deploy! trelhub to edge");
         assert!(forced.force);
-        assert_eq!(forced.task, Task::deploy());
+        assert_eq!(forced.task, Task::Deploy);
         let task = deploy("deploy:migrate modmod-web to staging");
-        assert_eq!(task.task.as_str(), "deploy:migrate");
+        assert_eq!(task.task.to_string(), "deploy:migrate");
         assert!(!task.force);
         assert!(deploy("deploy:migrate! modmod-web").force);
         assert!(deploy("deploy!:migrate modmod-web").force);
         assert_eq!(
-            deploy("deploy:lock x to production").task.as_str(),
+            deploy("deploy:lock x to production").task.to_string(),
             "deploy:lock"
         );
     }

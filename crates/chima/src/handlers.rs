@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use deploy_core::{AppConfig, AppName, Apps, DeploymentPayload, EnvName, NewDeployment, Notify};
+use deploy_core::{
+    AppConfig, AppName, Apps, DeploymentPayload, EnvName, GitRef, NewDeployment, Notify,
+};
 use futures::future::join_all;
 
 use crate::chat::{Action, ActionKind, ChatContext, MessageRef, Outbox, Reply};
@@ -128,9 +130,7 @@ impl Bot {
         match command {
             Command::Deploy(deploy) => Some(self.deploy(&deploy, ctx, outbox).await),
             Command::Deploys { app, git_ref, env } => {
-                let reply = self
-                    .deploys(&app, git_ref.map(|r| r.to_string()), env)
-                    .await;
+                let reply = self.deploys(&app, git_ref, env).await;
                 outbox.post(reply).await;
                 None
             }
@@ -139,9 +139,7 @@ impl Bot {
                 None
             }
             Command::Ci { app, git_ref } => {
-                outbox
-                    .post(self.ci(&app, git_ref.map(|r| r.to_string())).await)
-                    .await;
+                outbox.post(self.ci(&app, git_ref).await).await;
                 None
             }
             Command::Help { topic } => {
@@ -224,7 +222,7 @@ impl Bot {
             }
         };
         let git_ref = match &command.git_ref {
-            Some(r) => r.to_string(),
+            Some(r) => r.clone(),
             None => match self.forge.default_branch(app).await {
                 Ok(branch) => branch,
                 Err(e) => {
@@ -235,14 +233,14 @@ impl Bot {
                 }
             },
         };
-        let task = command.task.as_str();
+        let task = command.task.to_string();
         let live = outbox
             .post(messages::deploy_requested(
                 &ctx.user_name,
                 &app.name,
-                &git_ref,
+                git_ref.as_str(),
                 &env,
-                task,
+                &task,
             ))
             .await;
         let request = self.new_deployment(app, &env, &git_ref, command, ctx, live.as_ref());
@@ -265,22 +263,22 @@ impl Bot {
                 (reply, result)
             }
             Ok(CreateOutcome::AutoMerged { message }) => (
-                messages::auto_merged(&app.name, &git_ref, &message),
+                messages::auto_merged(&app.name, git_ref.as_str(), &message),
                 DeployResult::Refused,
             ),
             Ok(CreateOutcome::ChecksFailed { contexts }) => {
-                let forced = self.forced_command(command, &git_ref, &env);
+                let forced = self.forced_command(command, git_ref.as_str(), &env);
                 (
                     messages::checks_failed(&app.name, &contexts, &forced, &ctx.user_id),
                     DeployResult::Refused,
                 )
             }
             Ok(CreateOutcome::MergeConflict { message }) => (
-                messages::merge_conflict(&app.name, &git_ref, &message),
+                messages::merge_conflict(&app.name, git_ref.as_str(), &message),
                 DeployResult::Refused,
             ),
             Ok(CreateOutcome::Unprocessable { message }) => (
-                messages::unprocessable(app, &git_ref, &message),
+                messages::unprocessable(app, git_ref.as_str(), &message),
                 DeployResult::Refused,
             ),
             Err(e) => (
@@ -306,7 +304,7 @@ impl Bot {
         deployed_ref: &str,
     ) -> Reply {
         match self.forge.default_branch(app).await {
-            Ok(default) if default != deployed_ref => reply.with_action(Action {
+            Ok(default) if default.as_str() != deployed_ref => reply.with_action(Action {
                 kind: ActionKind::DeployDefaultBranch,
                 label: format!("Deploy {default}"),
                 command: format!("{} deploy {}/{default} to {env}", self.name, app.name),
@@ -317,7 +315,7 @@ impl Bot {
     }
 
     fn forced_command(&self, command: &DeployCommand, git_ref: &str, env: &EnvName) -> String {
-        let task = command.task.as_str();
+        let task = command.task.to_string();
         let head = match task.strip_prefix("deploy") {
             Some(rest) => format!("deploy!{rest}"),
             None => format!("{task}!"),
@@ -330,17 +328,16 @@ impl Bot {
         &self,
         app: &AppConfig,
         env: &EnvName,
-        git_ref: &str,
+        git_ref: &GitRef,
         command: &DeployCommand,
         ctx: &ChatContext,
         live: Option<&MessageRef>,
     ) -> NewDeployment {
-        let task = command.task.as_str().to_owned();
         NewDeployment {
-            git_ref: git_ref.to_owned(),
-            description: format!("{task} on {env} from {}", self.name),
-            task,
-            environment: env.to_string(),
+            git_ref: git_ref.clone(),
+            description: format!("{} on {env} from {}", command.task, self.name),
+            task: command.task.clone(),
+            environment: env.clone(),
             auto_merge: !command.force && app.auto_merge,
             required_contexts: if command.force {
                 Some(Vec::new())
@@ -367,7 +364,7 @@ impl Bot {
         }
     }
 
-    async fn deploys(&self, app: &AppName, git_ref: Option<String>, env: Option<EnvName>) -> Reply {
+    async fn deploys(&self, app: &AppName, git_ref: Option<GitRef>, env: Option<EnvName>) -> Reply {
         let app = match self.app(app) {
             Ok(a) => a,
             Err(reply) => return reply,
@@ -379,7 +376,7 @@ impl Bot {
         }
         let filter = DeploymentFilter {
             git_ref,
-            environment: env.map(|e| e.to_string()),
+            environment: env,
             limit: 10,
         };
         match self.forge.deployments(app, &filter).await {
@@ -396,7 +393,7 @@ impl Bot {
         let lookups = app
             .environments
             .iter()
-            .map(|env| self.forge.current_deployment(app, env.as_str()));
+            .map(|env| self.forge.current_deployment(app, env));
         let mut current = Vec::new();
         for (env, found) in app.environments.iter().zip(join_all(lookups).await) {
             match found {
@@ -418,7 +415,7 @@ impl Bot {
         messages::environments(app, &current, &locks, now)
     }
 
-    async fn ci(&self, app: &AppName, git_ref: Option<String>) -> Reply {
+    async fn ci(&self, app: &AppName, git_ref: Option<GitRef>) -> Reply {
         let app = match self.app(app) {
             Ok(a) => a,
             Err(reply) => return reply,
@@ -431,7 +428,7 @@ impl Bot {
             },
         };
         match self.forge.ci_report(app, &git_ref).await {
-            Ok(report) => messages::ci_report(&app.name, &git_ref, &report),
+            Ok(report) => messages::ci_report(&app.name, git_ref.as_str(), &report),
             Err(crate::forge::ForgeError::Unsupported(what)) => Reply::info(what),
             Err(e) => messages::forge_failed(app, "read commit statuses", &e),
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deploy_core::{AppConfig, GitRef, NewDeployment};
+use deploy_core::{AppConfig, EnvName, GitRef, NewDeployment};
 use faseng::local::{
     DeploymentStatusSink, LocalDeployment, LocalFaseng, PostError, StatusTarget, StatusUpdate,
     SubmitError,
@@ -110,10 +110,10 @@ impl LocalDeployments {
         )
         .bind(app.repository.to_string())
         .bind(app.name.as_str())
-        .bind(&request.git_ref)
+        .bind(request.git_ref.as_str())
         .bind(sha)
-        .bind(&request.task)
-        .bind(&request.environment)
+        .bind(request.task.to_string())
+        .bind(request.environment.as_str())
         .bind(&request.description)
         .bind(creator_of(payload))
         .bind(payload.to_string())
@@ -146,10 +146,10 @@ impl LocalDeployments {
              ORDER BY id DESC LIMIT ?",
         )
         .bind(app.name.as_str())
-        .bind(&filter.git_ref)
-        .bind(&filter.git_ref)
-        .bind(&filter.environment)
-        .bind(&filter.environment)
+        .bind(filter.git_ref.as_ref().map(GitRef::as_str))
+        .bind(filter.git_ref.as_ref().map(GitRef::as_str))
+        .bind(filter.environment.as_ref().map(EnvName::as_str))
+        .bind(filter.environment.as_ref().map(EnvName::as_str))
         .bind(filter.limit.max(1) as i64)
         .fetch_all(&self.pool)
         .await
@@ -330,7 +330,7 @@ impl Forge for LocalForge {
         "local mode (SQLite on this machine)".to_owned()
     }
 
-    async fn default_branch(&self, app: &AppConfig) -> Result<String, ForgeError> {
+    async fn default_branch(&self, app: &AppConfig) -> Result<GitRef, ForgeError> {
         let repository = local_repository(app, &self.base)?;
         let head = git(&["ls-remote", "--symref", &repository, "HEAD"])
             .await
@@ -339,12 +339,14 @@ impl Forge for LocalForge {
             l.strip_prefix("ref: refs/heads/")?
                 .split('\t')
                 .next()
-                .map(str::to_owned)
+                .and_then(|b| GitRef::parse(b).ok())
         });
         match branch {
             Some(b) => Ok(b),
             // A detached HEAD (as some CI checkouts leave it) is still a commit to deploy.
-            None if head.lines().any(|l| l.ends_with("\tHEAD")) => Ok("HEAD".to_owned()),
+            None if head.lines().any(|l| l.ends_with("\tHEAD")) => {
+                Ok(GitRef::parse("HEAD").expect("HEAD is a valid ref"))
+            }
             None => Err(ForgeError::Unreachable(format!(
                 "{repository} has no commits"
             ))),
@@ -357,9 +359,8 @@ impl Forge for LocalForge {
         request: &NewDeployment,
     ) -> Result<CreateOutcome, ForgeError> {
         let repository = local_repository(app, &self.base)?;
-        let git_ref = GitRef::parse(&request.git_ref)
-            .map_err(|e| ForgeError::Unsupported(format!("bad ref: {e}")))?;
-        let Some(sha) = resolve(&repository, &git_ref).await? else {
+        let git_ref = &request.git_ref;
+        let Some(sha) = resolve(&repository, git_ref).await? else {
             return Ok(CreateOutcome::Unprocessable {
                 message: format!("No ref found for: {git_ref}"),
             });
@@ -396,10 +397,10 @@ impl Forge for LocalForge {
         }
         Ok(CreateOutcome::Created(DeploymentInfo {
             id,
-            git_ref: request.git_ref.clone(),
+            git_ref: request.git_ref.to_string(),
             sha,
-            environment: request.environment.clone(),
-            task: request.task.clone(),
+            environment: request.environment.to_string(),
+            task: request.task.to_string(),
             creator,
             created_at,
             state: None,
@@ -422,11 +423,11 @@ impl Forge for LocalForge {
     async fn current_deployment(
         &self,
         app: &AppConfig,
-        environment: &str,
+        environment: &EnvName,
     ) -> Result<Option<DeploymentInfo>, ForgeError> {
         let filter = DeploymentFilter {
             git_ref: None,
-            environment: Some(environment.to_owned()),
+            environment: Some(environment.clone()),
             limit: 50,
         };
         Ok(self
@@ -441,7 +442,7 @@ impl Forge for LocalForge {
         Ok(self.store.latest_state(id).await?.is_some())
     }
 
-    async fn ci_report(&self, _app: &AppConfig, _git_ref: &str) -> Result<CiReport, ForgeError> {
+    async fn ci_report(&self, _app: &AppConfig, _git_ref: &GitRef) -> Result<CiReport, ForgeError> {
         Err(ForgeError::Unsupported(messages::no_ci_in_local_mode()))
     }
 

@@ -338,7 +338,7 @@ pub fn recent_deployments(
 ) -> Reply {
     let mut scope = String::new();
     if let Some(r) = &filter.git_ref {
-        scope.push_str(&format!(" of {}", code(r)));
+        scope.push_str(&format!(" of {}", code(r.as_str())));
     }
     if let Some(e) = &filter.environment {
         scope.push_str(&format!(" in {e}"));
@@ -534,7 +534,7 @@ mod tests {
     use super::*;
     use crate::grammar::parse;
     use chrono::TimeZone;
-    use deploy_core::Apps;
+    use deploy_core::{Apps, GitRef};
 
     const BOT: &str = "chima";
 
@@ -908,7 +908,7 @@ mod tests {
     fn recent_deployments_list() {
         let x = AppName::parse("project-x").unwrap();
         let filter = DeploymentFilter {
-            environment: Some("edge".into()),
+            environment: Some(EnvName::parse("edge").unwrap()),
             ..DeploymentFilter::default()
         };
         let mut migrate = info(1002, None);
@@ -918,7 +918,7 @@ mod tests {
             "Recent deployments of project-x in edge:\n• #1002 feature@abc1234 to edge (deploy:migrate) by joyz, 5 min ago — no status yet\n• #1001 feature@abc1234 to edge by joyz, 5 min ago — success"
         );
         let by_ref = DeploymentFilter {
-            git_ref: Some("main".into()),
+            git_ref: Some(GitRef::parse("main").unwrap()),
             ..DeploymentFilter::default()
         };
         assert_eq!(

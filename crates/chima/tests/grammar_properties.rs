@@ -50,7 +50,7 @@ proptest! {
         if let Some(r) = &r { line.push('/'); line.push_str(r); }
         if let Some(e) = &env { line.push_str(&format!(" {keyword} {e}")); }
         let expected = DeployCommand {
-            task: Task::parse(&task.as_ref().map_or("deploy".to_owned(), |t| format!("deploy:{t}"))).unwrap(),
+            task: Task::parse_command(&task.as_ref().map_or("deploy".to_owned(), |t| format!("deploy:{t}"))).unwrap(),
             force,
             app: AppName::parse(&app).unwrap(),
             git_ref: r.as_deref().map(|r| GitRef::parse(r).unwrap()),

@@ -393,7 +393,7 @@ impl Checker<'_> {
         for s in self.string_list(field).unwrap_or_default() {
             match ScriptPath::parse(&s) {
                 Ok(p) => scripts.push(p),
-                Err(e) => self.problem(field, e),
+                Err(e) => self.problem(field, e.to_string()),
             }
         }
         scripts
@@ -464,7 +464,7 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
             None
         }
         Some(Value::String(r)) => RepoName::parse(r)
-            .map_err(|e| c.problem("repository", e))
+            .map_err(|e| c.problem("repository", e.to_string()))
             .ok(),
         Some(_) => {
             c.problem("repository", "must be a string of the form owner/name");
@@ -544,7 +544,7 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
     let deploy_script = match c.string("deploy_script") {
         None => ScriptPath::parse("script/deploy").expect("default script path is valid"),
         Some(s) => ScriptPath::parse(&s).unwrap_or_else(|e| {
-            c.problem("deploy_script", e);
+            c.problem("deploy_script", e.to_string());
             ScriptPath::parse("script/deploy").expect("default script path is valid")
         }),
     };

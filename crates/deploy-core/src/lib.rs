@@ -10,16 +10,21 @@ pub mod chat;
 pub mod clock;
 pub mod duration;
 pub mod github;
+pub mod keys;
 pub mod logging;
 pub mod names;
 pub mod payload;
 pub mod server;
+pub mod task;
 
 pub use apps::{AppConfig, Apps, ConfigError, ConfigProblem, Provider, Secret};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use duration::{Span, SpanError};
 pub use github::{GithubAuth, GithubClients};
+pub use keys::{LineKey, RunKey};
 pub use names::{
-    AppName, CommitSha, EnvName, GitRef, NameError, RefError, RepoName, ScriptPath, is_invisible,
+    AppName, CommitSha, EnvName, GitRef, NameError, RefError, RepoName, RepoNameError, ScriptPath,
+    ScriptPathError, ShaError, is_invisible,
 };
 pub use payload::{DeploymentPayload, NewDeployment, Notify};
+pub use task::{Task, TaskError, TaskWord};

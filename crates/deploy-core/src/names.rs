@@ -303,16 +303,21 @@ impl<'de> Deserialize<'de> for GitRef {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct CommitSha(String);
 
+/// A string that is not a full lower-case commit sha.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0:?} is not a full lower-case commit sha")]
+pub struct ShaError(String);
+
 impl CommitSha {
     /// Parses a full commit sha; anything else is refused.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ShaError> {
         let ok = (s.len() == 40 || s.len() == 64)
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!("{s:?} is not a full lower-case commit sha"))
+            Err(ShaError(s.to_owned()))
         }
     }
     /// The sha as a string.
@@ -345,10 +350,15 @@ pub struct RepoName {
     name: String,
 }
 
+/// A string that is not a repository name `owner/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("must be of the form owner/name, got {0:?}")]
+pub struct RepoNameError(String);
+
 impl RepoName {
     /// Parses `owner/name` (GitHub's character rules: letters, digits, `-`, `_`, `.`).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("must be of the form owner/name, got {s:?}");
+    pub fn parse(s: &str) -> Result<Self, RepoNameError> {
+        let bad = || RepoNameError(s.to_owned());
         let (owner, name) = s.split_once('/').ok_or_else(bad)?;
         let part_ok = |p: &str| {
             !p.is_empty()
@@ -400,9 +410,16 @@ impl<'de> Deserialize<'de> for RepoName {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct ScriptPath(String);
 
+/// A string that is not a script path inside the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "must be a relative path inside the repository (letters, digits, '_', '.', '-', '/'; no '..'), got {0:?}"
+)]
+pub struct ScriptPathError(String);
+
 impl ScriptPath {
     /// Parses a repository-relative script path.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ScriptPathError> {
         let ok = !s.is_empty()
             && s.len() <= 255
             && !s.starts_with(['/', '-'])
@@ -412,9 +429,7 @@ impl ScriptPath {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!(
-                "must be a relative path inside the repository (letters, digits, '_', '.', '-', '/'; no '..'), got {s:?}"
-            ))
+            Err(ScriptPathError(s.to_owned()))
         }
     }
     /// The path as a string.

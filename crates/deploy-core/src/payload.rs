@@ -2,6 +2,9 @@
 //! request body around it. faseng reads the same types back out of the webhook.
 
 use serde::{Deserialize, Serialize};
+
+use crate::names::{EnvName, GitRef};
+use crate::task::Task;
 use serde_json::{Map, Value};
 
 /// Where the chat message that started a deployment lives, so faseng can edit it.
@@ -55,11 +58,11 @@ pub struct DeploymentPayload {
 pub struct NewDeployment {
     /// Branch, tag or sha.
     #[serde(rename = "ref")]
-    pub git_ref: String,
+    pub git_ref: GitRef,
     /// `deploy`, `deploy:migrate`, …
-    pub task: String,
+    pub task: Task,
     /// Target environment.
-    pub environment: String,
+    pub environment: EnvName,
     /// Whether GitHub merges the default branch into the ref first.
     pub auto_merge: bool,
     /// Contexts that must be green; omitted = all; `[]` = none (forced).
@@ -106,9 +109,9 @@ mod tests {
     #[test]
     fn required_contexts_are_omitted_unless_set() {
         let body = NewDeployment {
-            git_ref: "main".into(),
-            task: "deploy".into(),
-            environment: "edge".into(),
+            git_ref: GitRef::parse("main").unwrap(),
+            task: Task::Deploy,
+            environment: EnvName::parse("edge").unwrap(),
             auto_merge: true,
             required_contexts: None,
             description: "deploy on edge from chima".into(),

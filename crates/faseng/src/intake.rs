@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
 use chrono::Utc;
-use deploy_core::Apps;
+use deploy_core::{Apps, RunKey};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::job::DeployJob;
@@ -25,7 +25,7 @@ pub enum IntakeOutcome {
     /// Durably queued under this run key.
     Accepted {
         /// `owner/repo/id`.
-        key: String,
+        key: RunKey,
     },
     /// Seen before (same delivery, or same deployment): nothing done.
     Duplicate,
@@ -40,7 +40,7 @@ pub const MAX_BATCH: usize = 256;
 /// undo may have failed too, or a store call whose answer was lost): a redelivery of such a
 /// run is enqueued again at once instead of being taken for a duplicate of an acknowledged
 /// delivery.
-type Unconfirmed = Arc<Mutex<HashSet<String>>>;
+type Unconfirmed = Arc<Mutex<HashSet<RunKey>>>;
 
 /// One delivery waiting for the batcher.
 struct Pending {
@@ -94,9 +94,9 @@ impl Intake {
         let job = match DeployJob::from_event(delivery_id, ev, &self.apps) {
             Ok(j) => j,
             Err(why) => {
-                return Ok(IntakeOutcome::Refused(format!(
-                    "unusable repository: {why}"
-                )));
+                return Ok(IntakeOutcome::Refused(
+                    crate::messages::unusable_repository(&why),
+                ));
             }
         };
         let batcher = self.batcher.get_or_init(|| {
@@ -146,7 +146,7 @@ enum Plan {
 async fn accept_batch(
     store: &dyn Store,
     queue: &Queue,
-    unconfirmed: &Mutex<HashSet<String>>,
+    unconfirmed: &Mutex<HashSet<RunKey>>,
     batch: Vec<Pending>,
 ) {
     let items: Vec<AcceptItem> = batch.iter().map(|p| p.job.accept_item()).collect();
@@ -196,8 +196,8 @@ async fn accept_batch(
                 // even if the undo below fails and leaves the delivery marked as seen.
                 unconfirmed.lock().unwrap().insert(key.clone());
                 if created {
-                    let _ = store.line_leave(&p.job.line, &key).await;
-                    let _ = store.delete_run(&key).await;
+                    let _ = store.line_leave(p.job.line.as_str(), key.as_str()).await;
+                    let _ = store.delete_run(key.as_str()).await;
                 }
                 let _ = store.release_delivery(&p.delivery_id).await;
                 Err(anyhow::anyhow!(
@@ -222,7 +222,7 @@ async fn accept_batch(
 /// Decides what to do with one delivery after the store accepted (or knew) it.
 async fn plan(
     store: &dyn Store,
-    unconfirmed: &Mutex<HashSet<String>>,
+    unconfirmed: &Mutex<HashSet<RunKey>>,
     p: &Pending,
     a: Accepted,
 ) -> Plan {
@@ -238,7 +238,7 @@ async fn plan(
     // one of them run.
     let key = p.job.key();
     let push_failed = unconfirmed.lock().unwrap().contains(&key);
-    let existing = match store.get_run(&key).await {
+    let existing = match store.get_run(key.as_str()).await {
         Ok(r) => r,
         Err(e) => return Plan::Done(Err(e)),
     };
@@ -251,7 +251,7 @@ async fn plan(
         return Plan::Done(Ok(IntakeOutcome::Duplicate));
     }
     tracing::warn!(%key, delivery_id = %p.delivery_id, "re-enqueueing a deployment that never started");
-    if let Err(e) = store.line_join(&p.job.line, &key).await {
+    if let Err(e) = store.line_join(p.job.line.as_str(), key.as_str()).await {
         let _ = store.release_delivery(&p.delivery_id).await;
         return Plan::Done(Err(e));
     }
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(
             answer.await.unwrap().unwrap(),
             IntakeOutcome::Accepted {
-                key: "oursky/trelhub/7".into()
+                key: RunKey::new(&deploy_core::RepoName::parse("oursky/trelhub").unwrap(), 7)
             }
         );
         assert_eq!(plain.queue_depth().await.unwrap(), 1, "the job is queued");

@@ -2,7 +2,7 @@
 //! as sent (refs and shas are validated by the worker before any process sees them).
 
 use chrono::{DateTime, Utc};
-use deploy_core::{Apps, EnvName, Notify, RepoName};
+use deploy_core::{Apps, LineKey, Notify, RepoName, RepoNameError, RunKey, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ pub struct DeployJob {
     /// The sha as sent.
     pub sha: String,
     /// The task as sent.
-    pub task: String,
+    pub task: Task,
     /// The environment as sent.
     pub environment: String,
     /// The deployment description (the lock reason for `deploy:lock`).
@@ -38,7 +38,7 @@ pub struct DeployJob {
     /// `repository.clone_url` of the webhook.
     pub clone_url: Option<String>,
     /// The waiting line (`app/env`) it belongs to.
-    pub line: String,
+    pub line: LineKey,
     /// The operator's app it resolved to at intake (empty when none did: the worker reports
     /// why and runs nothing).
     #[serde(default)]
@@ -51,33 +51,26 @@ fn payload_name(payload: &Value) -> Option<&str> {
     payload.get("name").and_then(Value::as_str)
 }
 
-/// The waiting-line key for an app and an environment as sent. An environment that is not
-/// a valid name gets a line of its own (the run will fail validation anyway).
-pub fn line_key(app: &str, environment: &str) -> String {
-    match EnvName::parse(environment) {
-        Ok(env) => format!("{app}/{env}"),
-        Err(_) => format!("{app}/invalid:{}", environment.escape_default()),
-    }
-}
-
 impl DeployJob {
     /// A deploy of `main` to edge as deployment 7 of `repo` in `line`, with an empty payload.
     #[cfg(test)]
     pub(crate) fn sample(delivery_id: &str, repo: &str, line: &str) -> Self {
+        let (app, env) = line.split_once('/').expect("line is app/env");
+        let app = deploy_core::AppName::parse(app).expect("a valid app name");
         Self {
             delivery_id: delivery_id.into(),
             repo: repo.into(),
             deployment_id: 7,
             git_ref: "main".into(),
             sha: "a".repeat(40),
-            task: "deploy".into(),
+            task: Task::Deploy,
             environment: "edge".into(),
             description: String::new(),
             creator: "joyz".into(),
             payload: serde_json::json!({}),
             clone_url: None,
-            app: line.split('/').next().unwrap_or_default().into(),
-            line: line.into(),
+            line: LineKey::new(&app, env),
+            app: app.to_string(),
             received_at: Utc::now(),
         }
     }
@@ -89,17 +82,17 @@ impl DeployJob {
         delivery_id: &str,
         ev: &DeploymentEvent,
         apps: &Apps,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RepoNameError> {
         let repo = RepoName::parse(&ev.repository.full_name)?;
         let payload = ev.payload_object();
         let app = crate::resolve::app_for(apps, &repo, payload_name(&payload))
-            .map(|a| a.name.to_string())
-            .unwrap_or_default();
-        let line = if app.is_empty() {
-            line_key(&format!("?{repo}"), &ev.deployment.environment)
-        } else {
-            line_key(&app, &ev.deployment.environment)
+            .ok()
+            .map(|a| &a.name);
+        let line = match app {
+            Some(app) => LineKey::new(app, &ev.deployment.environment),
+            None => LineKey::unresolved(&repo, &ev.deployment.environment),
         };
+        let app = app.map(ToString::to_string).unwrap_or_default();
         Ok(Self {
             delivery_id: delivery_id.to_owned(),
             repo: repo.to_string(),
@@ -119,8 +112,8 @@ impl DeployJob {
     }
 
     /// The run key, `owner/repo/id`.
-    pub fn key(&self) -> String {
-        RunRecord::key_for(&self.repo, self.deployment_id)
+    pub fn key(&self) -> RunKey {
+        RunKey::new(&self.repo_name(), self.deployment_id)
     }
 
     /// The repository (validated when the job was built).
@@ -158,7 +151,7 @@ impl DeployJob {
         AcceptItem {
             delivery_id: self.delivery_id.clone(),
             run: self.initial_record(),
-            line: self.line.clone(),
+            line: self.line.to_string(),
             job: serde_json::to_string(self).expect("a job serialises"),
         }
     }
@@ -166,12 +159,12 @@ impl DeployJob {
     /// The record for a job that was just accepted.
     pub fn initial_record(&self) -> RunRecord {
         RunRecord {
-            key: self.key(),
+            key: self.key().to_string(),
             repo: self.repo.clone(),
             deployment_id: self.deployment_id,
             app: self.app().to_owned(),
             environment: self.environment.clone(),
-            task: self.task.clone(),
+            task: self.task.to_string(),
             git_ref: self.git_ref.clone(),
             sha: self.sha.clone(),
             creator: self.creator.clone(),
@@ -211,8 +204,6 @@ mod tests {
         let job =
             DeployJob::from_event("d", &event("mallory/x", "trelhub", "edge"), &apps).unwrap();
         assert_eq!((job.app(), job.line.as_str()), ("", "?mallory/x/edge"));
-        assert_eq!(line_key("a", "Production"), "a/production");
-        assert_eq!(line_key("a", "bad env"), "a/invalid:bad env");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod local;
 pub mod messages;
 pub mod metrics;
 pub mod notify;
+pub mod outcome;
 pub mod poster;
 pub mod process;
 pub mod providers;

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use deploy_core::{Apps, RepoName, Secret};
+use deploy_core::{Apps, EnvName, GitRef, RepoName, RunKey, Secret, Task};
 use serde_json::Value;
 
 pub use crate::status::{DeploymentStatusSink, PostError, StatusTarget, StatusUpdate};
 
 use crate::intake::{Intake, IntakeOutcome};
 use crate::links::LogLinks;
-use crate::store::{RunRecord, Store};
+use crate::store::Store;
 use crate::webhook::{DeploymentEvent, WebhookDeployment, WebhookRepository, WebhookUser};
 
 /// Where and how the in-process faseng works.
@@ -45,11 +45,11 @@ pub struct LocalDeployment {
     /// The commit.
     pub sha: String,
     /// The ref asked for.
-    pub git_ref: String,
+    pub git_ref: GitRef,
     /// `deploy`, `deploy:lock`, …
-    pub task: String,
+    pub task: Task,
     /// The environment.
-    pub environment: String,
+    pub environment: EnvName,
     /// The description (the lock reason for `deploy:lock`).
     pub description: String,
     /// Who asked.
@@ -151,15 +151,14 @@ impl LocalFaseng {
 
     /// Queues a deployment through the same intake a webhook takes.
     pub async fn submit(&self, deployment: &LocalDeployment) -> Result<(), SubmitError> {
-        crate::webhook::check_task(&deployment.task).map_err(SubmitError::Refused)?;
         let event = DeploymentEvent {
             action: Some("created".to_owned()),
             deployment: WebhookDeployment {
                 id: deployment.id,
                 sha: deployment.sha.clone(),
-                git_ref: deployment.git_ref.clone(),
+                git_ref: deployment.git_ref.to_string(),
                 task: deployment.task.clone(),
-                environment: deployment.environment.clone(),
+                environment: deployment.environment.to_string(),
                 description: Some(deployment.description.clone()),
                 creator: Some(WebhookUser {
                     login: deployment.creator.clone(),
@@ -195,7 +194,7 @@ impl LocalFaseng {
         from: usize,
     ) -> anyhow::Result<Vec<String>> {
         self.store
-            .read_log(&RunRecord::key_for(&repo.to_string(), id), from)
+            .read_log(RunKey::new(repo, id).as_str(), from)
             .await
             .context("reading the local log")
     }

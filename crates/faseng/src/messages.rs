@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 use deploy_core::chat::{Message, Tone};
 
+use crate::outcome::{RunError, RunFailure};
+
 /// GitHub's limit for a deployment status `description`.
 pub const DESCRIPTION_MAX: usize = 140;
 
@@ -180,6 +182,65 @@ pub fn unsupported_provider(provider: &str) -> String {
 /// `error`: anything else that stopped the run before the provider could run.
 pub fn could_not_run(why: &str) -> String {
     description(&format!("Error: {why}"))
+}
+
+/// The status description of a failed run.
+pub fn run_failure(failure: &RunFailure) -> String {
+    match failure {
+        RunFailure::TimedOut { secs } => timed_out(*secs),
+        RunFailure::Stage {
+            stage,
+            script,
+            failure,
+        } => stage_failed(stage.as_str(), script, &failure_detail(failure)),
+        other => failed(Some(&failure_detail(other))),
+    }
+}
+
+/// What a failure says after `Failed: `.
+fn failure_detail(failure: &RunFailure) -> String {
+    match failure {
+        RunFailure::Exited { code, last_line } => last_line
+            .clone()
+            .unwrap_or_else(|| format!("exit status {code}")),
+        RunFailure::Killed { signal } => format!("killed by signal {signal}"),
+        RunFailure::TimedOut { secs } => format!("timed out after {secs} s"),
+        RunFailure::Explained(why) => why.clone(),
+        RunFailure::HerokuBuild { last_line } => match last_line {
+            Some(l) => format!("Heroku build failed: {l}"),
+            None => "Heroku build failed".to_owned(),
+        },
+        RunFailure::Stage { failure, .. } => failure_detail(failure),
+    }
+}
+
+/// `failure` of a before / after stage.
+pub fn stage_failed(stage: &str, script: &str, detail: &str) -> String {
+    description(&format!("Failed in the {stage} stage: {script}: {detail}"))
+}
+
+/// The status description of a run that could not run.
+pub fn run_error(error: &RunError) -> String {
+    match error {
+        RunError::Refused(refusal) => refusal.description(),
+        RunError::InvalidInput { what, value, why } => invalid_input(what, value, why),
+        RunError::Locked {
+            app,
+            env,
+            holder,
+            reason,
+        } => locked(app, env, holder, reason),
+        RunError::UnlockRefused { app, env, holder } => unlock_refused(app, env, holder),
+        RunError::UnsupportedProvider(provider) => unsupported_provider(provider),
+        RunError::CheckoutFailed(why) => could_not_run(&format!("checkout failed: {why}")),
+        RunError::WorkerStopped { at } => worker_stopped(*at),
+        RunError::CouldNotRun(why) => could_not_run(why),
+    }
+}
+
+/// The answer to a webhook whose repository name faseng cannot use (nothing was queued).
+pub fn unusable_repository(why: &deploy_core::RepoNameError) -> String {
+    format!("unusable repository: {why}")
 }
 
 /// What a chat message says about one deployment. The values are as received; the chat

@@ -8,7 +8,6 @@
 //! `setup` (which turns syncing off); Redis's persistence is checked at start; the Redis
 //! connection has a long response timeout.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,35 +18,8 @@ use apalis_sqlite::SqliteStorage;
 use crate::job::{DeployJob, QUEUE_NAME};
 use crate::store::{RedisStore, SqliteStore, Store, redis_connect};
 
-/// Where the queue lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueueUrl {
-    /// `redis://…` or `rediss://…`.
-    Redis(String),
-    /// `sqlite://PATH`.
-    Sqlite(PathBuf),
-}
-
-impl QueueUrl {
-    /// Parses `FASENG_QUEUE_URL`.
-    pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let url = url.trim();
-        if url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("redis+unix://")
-        {
-            Ok(Self::Redis(url.to_owned()))
-        } else if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            anyhow::ensure!(!path.is_empty(), "FASENG_QUEUE_URL sqlite:// needs a path");
-            Ok(Self::Sqlite(PathBuf::from(path)))
-        } else {
-            anyhow::bail!("FASENG_QUEUE_URL must start with redis:// or sqlite://, got {url:?}")
-        }
-    }
-}
+/// Where the queue lives: the store's URL (`FASENG_QUEUE_URL`); the queue shares it.
+pub use crate::store::StoreUrl as QueueUrl;
 
 /// Worker timing knobs.
 #[derive(Debug, Clone, Copy)]

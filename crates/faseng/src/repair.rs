@@ -254,7 +254,7 @@ mod tests {
         let j = job(1);
         store.accept_runs(&[j.accept_item()]).await.unwrap();
         let marker = StartMarker::sample("w", clock.now());
-        store.mark_started(&j.key(), &marker).await.unwrap();
+        store.mark_started(j.key().as_str(), &marker).await.unwrap();
         clock.advance(chrono::Duration::seconds(100));
         assert_eq!(
             repair.pass().await.unwrap(),
@@ -279,6 +279,9 @@ mod tests {
         store.put_run(&done).await.unwrap();
         let pass = repair.pass().await.unwrap();
         assert_eq!(pass.cleared, [first.key()]);
-        assert_eq!(store.line(&first.line).await.unwrap(), [second.key()]);
+        assert_eq!(
+            store.line(first.line.as_str()).await.unwrap(),
+            [second.key()]
+        );
     }
 }

@@ -11,8 +11,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deploy_core::Notify;
 use deploy_core::chat::Message;
+use deploy_core::{Notify, RunKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
@@ -99,7 +99,7 @@ impl Reporter {
         notify: Option<Notify>,
         chat_ts: Option<String>,
     ) -> Self {
-        let run = RunRecord::key_for(&target.repo.to_string(), target.deployment_id);
+        let run = RunKey::new(&target.repo, target.deployment_id).to_string();
         let notify = notify.filter(|n| outbox.notifier.handles(n));
         let fence: Arc<Mutex<Option<String>>> = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();

@@ -151,22 +151,30 @@ impl GithubStatusSink {
     pub fn new(clients: Arc<GithubClients>) -> Self {
         Self { clients }
     }
+
+    async fn client(&self, target: &StatusTarget) -> Result<octocrab::Octocrab, PostError> {
+        self.clients
+            .for_repo(&target.repo, None, None)
+            .await
+            .map_err(|e| PostError::Temporary(format!("{e:#}")))
+    }
+}
+
+/// The REST route of a deployment's statuses.
+fn statuses_route(target: &StatusTarget) -> String {
+    format!(
+        "/repos/{}/{}/deployments/{}/statuses",
+        target.repo.owner(),
+        target.repo.name(),
+        target.deployment_id
+    )
 }
 
 #[async_trait]
 impl DeploymentStatusSink for GithubStatusSink {
     async fn post(&self, target: &StatusTarget, update: &StatusUpdate) -> Result<(), PostError> {
-        let gh = self
-            .clients
-            .for_repo(&target.repo, None, None)
-            .await
-            .map_err(|e| PostError::Temporary(format!("{e:#}")))?;
-        let route = format!(
-            "/repos/{}/{}/deployments/{}/statuses",
-            target.repo.owner(),
-            target.repo.name(),
-            target.deployment_id
-        );
+        let gh = self.client(target).await?;
+        let route = statuses_route(target);
         // The raw call: a typed one would fail on any response shape it does not expect,
         // and a status that was recorded must not be posted again.
         let resp = gh
@@ -183,18 +191,9 @@ impl DeploymentStatusSink for GithubStatusSink {
     }
 
     async fn list(&self, target: &StatusTarget) -> Result<Vec<String>, PostError> {
-        let gh = self
-            .clients
-            .for_repo(&target.repo, None, None)
-            .await
-            .map_err(|e| PostError::Temporary(format!("{e:#}")))?;
+        let gh = self.client(target).await?;
         // GitHub lists newest first; faseng writes a handful per deployment.
-        let route = format!(
-            "/repos/{}/{}/deployments/{}/statuses?per_page=100",
-            target.repo.owner(),
-            target.repo.name(),
-            target.deployment_id
-        );
+        let route = format!("{}?per_page=100", statuses_route(target));
         let resp = gh
             ._get(route.as_str())
             .await

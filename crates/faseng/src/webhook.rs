@@ -1,6 +1,7 @@
 //! GitHub webhook intake, transport side: signature verification over the raw body and
 //! decoding into a typed domain event. Nothing here knows about queues or HTTP responses.
 
+use deploy_core::Task;
 use hmac::{Hmac, Mac as _};
 use serde::Deserialize;
 use serde_json::Value;
@@ -52,10 +53,10 @@ pub struct WebhookDeployment {
     /// The ref (validated later, before use).
     #[serde(rename = "ref")]
     pub git_ref: String,
-    /// `deploy`, `deploy:lock`, …; at most [`MAX_TASK_BYTES`], no control or invisible
-    /// characters (it reaches providers as `DEPLOY_TASK` or an argument).
-    #[serde(default = "default_task", deserialize_with = "task")]
-    pub task: String,
+    /// `deploy`, `deploy:lock`, …; at most [`deploy_core::task::MAX_TASK_BYTES`], no control
+    /// or invisible characters (it reaches providers as `DEPLOY_TASK` or an argument).
+    #[serde(default)]
+    pub task: Task,
     /// Target environment.
     pub environment: String,
     /// Free text; the lock reason for `deploy:lock`.
@@ -67,38 +68,6 @@ pub struct WebhookDeployment {
     /// The payload: an object, or (hubot-deploy era) a JSON string.
     #[serde(default)]
     pub payload: Value,
-}
-
-fn default_task() -> String {
-    "deploy".to_owned()
-}
-
-/// The longest task faseng takes. GitHub sets no limit, but a task travels to providers as an
-/// environment value or an argument, where a megabyte would fail the exec.
-pub const MAX_TASK_BYTES: usize = 255;
-
-/// Why a task can never be run: `Err` names the rule it breaks.
-pub fn check_task(task: &str) -> Result<(), String> {
-    if task.is_empty() {
-        Err("deployment.task must not be empty".to_owned())
-    } else if task.len() > MAX_TASK_BYTES {
-        Err(format!(
-            "deployment.task is longer than {MAX_TASK_BYTES} bytes"
-        ))
-    } else if task
-        .chars()
-        .any(|c| c.is_control() || deploy_core::is_invisible(c))
-    {
-        Err("deployment.task contains a control or invisible character".to_owned())
-    } else {
-        Ok(())
-    }
-}
-
-fn task<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let task = String::deserialize(d)?;
-    check_task(&task).map_err(serde::de::Error::custom)?;
-    Ok(task)
 }
 
 /// The most characters of a user name faseng passes on (GitHub logins have at most 39).
@@ -428,7 +397,10 @@ mod tests {
             ("deploy\0x", "control"),
             ("deploy\u{202e}", "invisible"),
             ("", "empty"),
-            (&"a".repeat(MAX_TASK_BYTES + 1), "longer than 255 bytes"),
+            (
+                &"a".repeat(deploy_core::task::MAX_TASK_BYTES + 1),
+                "longer than 255 bytes",
+            ),
         ] {
             let b = body(task);
             let err = decode(secret, &headers("deployment", &sign(secret, &b)), &b).unwrap_err();
@@ -463,6 +435,6 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(ev.payload_object()["name"], "x");
-        assert_eq!(ev.deployment.task, "deploy");
+        assert_eq!(ev.deployment.task, Task::Deploy);
     }
 }

@@ -8,7 +8,7 @@ use chima::forge::{CreateOutcome, DeploymentFilter, Forge};
 use chima::github::GithubForge;
 use chima::local::{LocalDeployments, LocalForge};
 use deploy_core::{
-    AppConfig, DeploymentPayload, GithubAuth, GithubClients, NewDeployment, RepoName, Secret,
+    AppConfig, DeploymentPayload, GithubAuth, GithubClients, NewDeployment, RepoName, Secret, Task,
 };
 use e2e::fake_github::{FakeGithub, TOKEN};
 use e2e::git_repo::GitRepo;
@@ -27,9 +27,9 @@ fn app(clone_url: &str) -> AppConfig {
 
 fn request(git_ref: &str, environment: &str) -> NewDeployment {
     NewDeployment {
-        git_ref: git_ref.into(),
-        task: "deploy".into(),
-        environment: environment.into(),
+        git_ref: git_ref.parse().unwrap(),
+        task: Task::Deploy,
+        environment: environment.parse().unwrap(),
         auto_merge: false,
         required_contexts: Some(vec![]),
         description: format!("deploy on {environment} from chima"),
@@ -62,7 +62,7 @@ async fn conformance(
     app: &AppConfig,
     feature_sha: &str,
 ) {
-    assert_eq!(forge.default_branch(app).await.unwrap(), "main");
+    assert_eq!(forge.default_branch(app).await.unwrap().as_str(), "main");
 
     let created = match forge
         .create_deployment(app, &request("feature", "staging"))
@@ -78,7 +78,7 @@ async fn conformance(
     assert!(!forge.has_statuses(app, created.id).await.unwrap());
 
     let staging = DeploymentFilter {
-        environment: Some("staging".into()),
+        environment: Some("staging".parse().unwrap()),
         limit: 10,
         ..DeploymentFilter::default()
     };
@@ -107,13 +107,16 @@ async fn conformance(
         Some("queued")
     );
     assert_eq!(
-        forge.current_deployment(app, "staging").await.unwrap(),
+        forge
+            .current_deployment(app, &"staging".parse().unwrap())
+            .await
+            .unwrap(),
         None
     );
 
     post(sink, created.id, RunState::Success).await;
     let current = forge
-        .current_deployment(app, "staging")
+        .current_deployment(app, &"staging".parse().unwrap())
         .await
         .unwrap()
         .expect("deployed");
@@ -122,7 +125,10 @@ async fn conformance(
         (created.id, Some("success"))
     );
     assert_eq!(
-        forge.current_deployment(app, "production").await.unwrap(),
+        forge
+            .current_deployment(app, &"production".parse().unwrap())
+            .await
+            .unwrap(),
         None
     );
 
@@ -135,7 +141,7 @@ async fn conformance(
         other => panic!("{other:?}"),
     };
     let by_ref = DeploymentFilter {
-        git_ref: Some("main".into()),
+        git_ref: Some("main".parse().unwrap()),
         limit: 10,
         ..DeploymentFilter::default()
     };

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use deploy_core::Secret;
+use e2e::direct::Outcome;
 use e2e::direct::{Direct, Job, Ran, deploy_through_webhook};
 use e2e::fake_github::{self, FakeGithub};
 use e2e::fake_heroku::{self, BuildPlan, BuildResult, FakeHeroku};
 use e2e::git_repo::GitRepo;
 use e2e::harness::{Backend, Env, Options, REPO as REPO_TRELHUB};
-use faseng::providers::{Outcome, ProviderConfig};
+use faseng::providers::ProviderConfig;
 use serde_json::json;
 
 const REPO: &str = "oursky/project-x";

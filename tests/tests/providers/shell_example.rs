@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use e2e::direct::{Direct, Job, assert_live, copy_tree, shipped, two_commits};
-use faseng::providers::{Outcome, ProviderConfig};
+use e2e::direct::{Direct, Job, Outcome, assert_live, copy_tree, shipped, two_commits};
+use faseng::providers::ProviderConfig;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

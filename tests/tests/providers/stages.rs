@@ -6,10 +6,11 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
+use e2e::direct::Outcome;
 use e2e::direct::{Direct, Job, Ran, deploy_through_webhook};
 use e2e::git_repo::GitRepo;
 use e2e::harness::{Backend, Env, Options, scratch};
-use faseng::providers::{Outcome, ProviderConfig};
+use faseng::providers::ProviderConfig;
 use serde_json::json;
 
 fn script(dir: &Path, name: &str, body: &str) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::messages;
-use crate::providers::Outcome;
+use crate::outcome::RunOutcome;
 use crate::reporter::{Report, Reporter};
 use crate::store::RunState;
 
@@ -18,7 +18,7 @@ impl Deployer {
     pub(super) async fn finish(
         &self,
         run: Run<'_>,
-        outcome: Outcome,
+        outcome: RunOutcome,
         tail: Option<Vec<String>>,
     ) -> anyhow::Result<()> {
         self.finish_with_text(run, outcome, tail, None).await
@@ -28,7 +28,7 @@ impl Deployer {
     pub(super) async fn finish_with_text(
         &self,
         mut run: Run<'_>,
-        outcome: Outcome,
+        outcome: RunOutcome,
         tail: Option<Vec<String>>,
         lock_text: Option<String>,
     ) -> anyhow::Result<()> {
@@ -46,7 +46,7 @@ impl Deployer {
         let now = Utc::now();
         run.record.finished_at = Some(now);
         let (state, description) = match &outcome {
-            Outcome::Success => (
+            RunOutcome::Success => (
                 RunState::Success,
                 lock_text.clone().unwrap_or_else(|| {
                     messages::succeeded(
@@ -56,8 +56,8 @@ impl Deployer {
                     )
                 }),
             ),
-            Outcome::Failure(d) => (RunState::Failure, d.clone()),
-            Outcome::Error(d) => (RunState::Error, d.clone()),
+            RunOutcome::Failed(f) => (RunState::Failure, messages::run_failure(f)),
+            RunOutcome::Error(e) => (RunState::Error, messages::run_error(e)),
         };
         run.record.state = state;
         run.record.description = description.clone();
@@ -65,21 +65,23 @@ impl Deployer {
         if state == RunState::Success
             && lock_text.is_none()
             && let Some(s) = secs
-            && let Err(e) = self.store.push_duration(&run.job.line, s).await
+            && let Err(e) = self.store.push_duration(run.job.line.as_str(), s).await
         {
             tracing::warn!(error = %e, "could not record the duration");
         }
-        self.leave_line(run.job, &run.key).await;
+        self.leave_line(run.job, run.key.as_str()).await;
         let chat = match (&outcome, &lock_text) {
             (_, Some(_)) => messages::chat_lock(&description),
-            (Outcome::Success, None) => {
+            (RunOutcome::Success, None) => {
                 messages::chat_succeeded(&run.subject(), secs.unwrap_or(0.0), &run.log_url)
             }
-            (Outcome::Failure(d), None) => messages::chat_failed(&run.subject(), d, &run.log_url),
-            (Outcome::Error(d), None) => messages::chat_error(&run.subject(), d),
+            (RunOutcome::Failed(_), None) => {
+                messages::chat_failed(&run.subject(), &description, &run.log_url)
+            }
+            (RunOutcome::Error(_), None) => messages::chat_error(&run.subject(), &description),
         };
         let reply = match (&outcome, tail) {
-            (Outcome::Failure(_), Some(t)) if !t.is_empty() => Some(messages::chat_log_tail(&t)),
+            (RunOutcome::Failed(_), Some(t)) if !t.is_empty() => Some(messages::chat_log_tail(&t)),
             _ => None,
         };
         let with_log = run.record.started_at.is_some();

@@ -72,12 +72,14 @@ impl Deployer {
         let _waiting = WaitingGuard::new(&self.waiting);
         let mut polls_all_waiting = 0u32;
         loop {
-            let line = self.store.line(&job.line).await?;
+            let line = self.store.line(job.line.as_str()).await?;
             let Some(pos) = line.iter().position(|k| *k == run.key) else {
-                self.store.line_join(&job.line, &run.key).await?;
+                self.store
+                    .line_join(job.line.as_str(), run.key.as_str())
+                    .await?;
                 continue;
             };
-            if pos > 0 && self.drop_stale_head(&job.line, &line[0]).await {
+            if pos > 0 && self.drop_stale_head(job.line.as_str(), &line[0]).await {
                 continue;
             }
             let ahead = if pos == 0 {
@@ -92,7 +94,11 @@ impl Deployer {
                 let text = match ahead {
                     None => messages::queued(),
                     Some(id) => {
-                        let recent = self.store.durations(&job.line).await.unwrap_or_default();
+                        let recent = self
+                            .store
+                            .durations(job.line.as_str())
+                            .await
+                            .unwrap_or_default();
                         messages::waiting(id, pos, eta_secs(&recent, pos))
                     }
                 };
@@ -161,7 +167,7 @@ impl Deployer {
     pub(super) async fn leave_line(&self, job: &DeployJob, key: &str) {
         let store = &self.store;
         let _ = retry_store("leave the waiting line", STORE_RETRY_FOR, || {
-            store.line_leave(&job.line, key)
+            store.line_leave(job.line.as_str(), key)
         })
         .await;
         self.line_changed.notify_waiters();

@@ -5,7 +5,7 @@ use chrono::Utc;
 
 use crate::job::DeployJob;
 use crate::messages;
-use crate::providers::Outcome;
+use crate::outcome::{RunError, RunOutcome};
 use crate::store::EnvLock;
 
 use super::resolution::Valid;
@@ -18,22 +18,22 @@ impl Deployer {
         job: &DeployJob,
         user_id: &str,
         valid: &Valid,
-    ) -> anyhow::Result<Option<String>> {
+    ) -> anyhow::Result<Option<RunError>> {
         Ok(self
             .store
-            .env_lock(&job.line)
+            .env_lock(job.line.as_str())
             .await?
             .filter(|l| l.user != user_id)
             .map(|l| self.locked_text(valid, &l)))
     }
 
-    fn locked_text(&self, valid: &Valid, lock: &EnvLock) -> String {
-        messages::locked(
-            valid.app.name.as_str(),
-            valid.env.as_str(),
-            lock.shown_name(),
-            &lock.reason,
-        )
+    fn locked_text(&self, valid: &Valid, lock: &EnvLock) -> RunError {
+        RunError::Locked {
+            app: valid.app.name.to_string(),
+            env: valid.env.to_string(),
+            holder: lock.shown_name().to_owned(),
+            reason: lock.reason.clone(),
+        }
     }
 
     /// `deploy:lock`: takes the lock for the asker unless someone else holds it.
@@ -46,11 +46,11 @@ impl Deployer {
             at: Utc::now(),
             expires_at: None,
         };
-        let held = self.store.set_env_lock(&job.line, &wanted).await?;
+        let held = self.store.set_env_lock(job.line.as_str(), &wanted).await?;
         let outcome = if held.user == wanted.user {
-            Outcome::Success
+            RunOutcome::Success
         } else {
-            Outcome::Error(self.locked_text(valid, &held))
+            RunOutcome::Error(self.locked_text(valid, &held))
         };
         let text = messages::lock_taken(valid.app.name.as_str(), valid.env.as_str(), &run.user);
         self.finish_with_text(run, outcome, None, Some(text)).await
@@ -60,15 +60,19 @@ impl Deployer {
     pub(super) async fn unlock(&self, run: Run<'_>, valid: &Valid) -> anyhow::Result<()> {
         let previous = self
             .store
-            .clear_env_lock(&run.job.line, &run.user_id)
+            .clear_env_lock(run.job.line.as_str(), &run.user_id)
             .await?;
         let (app, env) = (valid.app.name.as_str(), valid.env.as_str());
         if let Some(lock) = previous.as_ref().filter(|l| l.user != run.user_id) {
-            let why = messages::unlock_refused(app, env, lock.shown_name());
-            return self.finish(run, Outcome::Error(why), None).await;
+            let why = RunError::UnlockRefused {
+                app: app.to_owned(),
+                env: env.to_owned(),
+                holder: lock.shown_name().to_owned(),
+            };
+            return self.finish(run, RunOutcome::Error(why), None).await;
         }
         let text = messages::lock_released(app, env, previous.as_ref().map(EnvLock::shown_name));
-        self.finish_with_text(run, Outcome::Success, None, Some(text))
+        self.finish_with_text(run, RunOutcome::Success, None, Some(text))
             .await
     }
 }

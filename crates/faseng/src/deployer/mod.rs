@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
-use deploy_core::{Apps, Clock, GithubClients, Secret};
+use deploy_core::{Apps, Clock, GithubClients, RunKey, Secret, Task};
 use tracing::Instrument as _;
 
 use crate::checkout::{Checkouts, CloneSource, GitCredentials, overlay};
@@ -24,8 +24,9 @@ use crate::links::LogLinks;
 use crate::messages::{self, ChatSubject};
 use crate::metrics::Metrics;
 use crate::notify::ChatNotifier;
+use crate::outcome::{RunError, RunOutcome};
 use crate::poster::{Outbox, RetryPolicy};
-use crate::providers::{self, Outcome, RunContext};
+use crate::providers::{self, RunContext};
 use crate::reporter::{Report, Reporter};
 use crate::runlog::{Redactor, RunLog};
 use crate::sandbox::Isolation;
@@ -132,7 +133,7 @@ struct RunAccess<'a> {
 /// Per-run reporting context.
 struct Run<'a> {
     job: &'a DeployJob,
-    key: String,
+    key: RunKey,
     record: RunRecord,
     reporter: Reporter,
     /// Who asked, by stable id (`notify.user`, else the deployment's creator): what locks and
@@ -264,7 +265,7 @@ impl Deployer {
     /// dropping the returned future does not stop it.
     pub async fn process(&self, job: DeployJob, queue_job: Option<String>) -> anyhow::Result<()> {
         let span = tracing::info_span!("deployment", id = job.deployment_id, repo = %job.repo, env = %job.environment);
-        let Some(guard) = self.claim_live(job.key(), &span).await else {
+        let Some(guard) = self.claim_live(job.key().to_string(), &span).await else {
             return Ok(());
         };
         let Some(me) = self.me.upgrade() else {
@@ -286,7 +287,7 @@ impl Deployer {
 
     async fn process_inner(&self, job: DeployJob, queue_job: Option<String>) -> anyhow::Result<()> {
         let key = job.key();
-        let record = match self.store.get_run(&key).await? {
+        let record = match self.store.get_run(key.as_str()).await? {
             Some(r) => r,
             None => {
                 let r = job.initial_record();
@@ -297,7 +298,7 @@ impl Deployer {
         if record.state.is_final() {
             tracing::info!("already finished; dropping the repeated job");
             self.metrics.duplicate_job();
-            self.leave_line(&job, &key).await;
+            self.leave_line(&job, key.as_str()).await;
             return Ok(());
         }
         let notify = self.chat_target(&job).await;
@@ -338,22 +339,22 @@ impl Deployer {
 
         let valid = match self.validate(&job) {
             Ok(v) => v,
-            Err(why) => return self.finish(run, Outcome::Error(why), None).await,
+            Err(why) => return self.finish(run, RunOutcome::Error(why), None).await,
         };
         run.environment_url = valid.app.environment_url(&valid.env).map(str::to_owned);
 
-        match job.task.as_str() {
-            "deploy:lock" => return self.lock(run, &valid).await,
-            "deploy:unlock" => return self.unlock(run, &valid).await,
+        match job.task {
+            Task::Lock => return self.lock(run, &valid).await,
+            Task::Unlock => return self.unlock(run, &valid).await,
             _ => {}
         }
         if let Some(why) = self.locked_by_other(&job, &run.user_id, &valid).await? {
-            return self.finish(run, Outcome::Error(why), None).await;
+            return self.finish(run, RunOutcome::Error(why), None).await;
         }
         let Some(provider) = providers::for_kind(valid.app.provider, &self.settings.providers)
         else {
-            let why = messages::unsupported_provider(valid.app.provider.as_str());
-            return self.finish(run, Outcome::Error(why), None).await;
+            let why = RunError::UnsupportedProvider(valid.app.provider.as_str().to_owned());
+            return self.finish(run, RunOutcome::Error(why), None).await;
         };
 
         if let Turn::HandedBack = self.wait_for_turn(&mut run).await? {
@@ -361,23 +362,27 @@ impl Deployer {
             return Ok(());
         }
         if let Some(why) = self.locked_by_other(&job, &run.user_id, &valid).await? {
-            return self.finish(run, Outcome::Error(why), None).await;
+            return self.finish(run, RunOutcome::Error(why), None).await;
         }
 
         let timeout = self.run_timeout(&valid.app);
         let marker = self.start_marker(queue_job.clone(), timeout);
-        if self.mark_started(&run.key, &marker).await?.is_some() {
+        if self
+            .mark_started(run.key.as_str(), &marker)
+            .await?
+            .is_some()
+        {
             return self.resume_started(run, queue_job).await;
         }
         run.reporter.set_fence(&marker.worker);
         run.lease = Some(LeaseKeeper::start(
             self.store.clone(),
-            &run.key,
+            run.key.as_str(),
             marker,
             self.settings.clock.clone(),
             self.settings.leases,
         ));
-        self.live.mark_started(&run.key);
+        self.live.mark_started(run.key.as_str());
         run.record.state = RunState::InProgress;
         run.record.started_at = Some(Utc::now());
         run.record.description = messages::running(provider.name());
@@ -404,7 +409,7 @@ impl Deployer {
                 .chain(token.iter().map(|t| t.expose().to_owned())),
         )
         .with_config_secrets(&valid.app.raw);
-        let (log, writer) = RunLog::start(self.store.clone(), run.key.clone(), redactor);
+        let (log, writer) = RunLog::start(self.store.clone(), run.key.to_string(), redactor);
         log.header(
             "faseng",
             &format!(
@@ -438,9 +443,9 @@ impl Deployer {
             return Ok(());
         }
         let tail = log.tail();
-        match &outcome {
-            Outcome::Success => log.header("faseng", "success"),
-            Outcome::Failure(d) | Outcome::Error(d) => log.header("faseng", d),
+        match outcome.description() {
+            None => log.header("faseng", "success"),
+            Some(d) => log.header("faseng", &d),
         }
         writer.finish(log).await;
         self.finish(run, outcome, Some(tail)).await
@@ -455,21 +460,21 @@ impl Deployer {
         log: &RunLog,
         run: &Run<'_>,
         access: RunAccess<'_>,
-    ) -> Outcome {
+    ) -> RunOutcome {
         // The operator's clone_url may be relative to faseng's directory; the webhook's is
         // GitHub's (a URL, or a path in tests).
         let parsed = match (&valid.app.clone_url, &job.clone_url) {
             (Some(url), _) => CloneSource::parse(url, Some(&self.settings.base_dir)),
             (None, Some(url)) => CloneSource::parse(url, None),
             (None, None) => {
-                return Outcome::Error(messages::could_not_run(
-                    "the webhook has no clone_url and the app sets none",
+                return RunOutcome::Error(RunError::CouldNotRun(
+                    "the webhook has no clone_url and the app sets none".to_owned(),
                 ));
             }
         };
         let source = match parsed {
             Ok(s) => s,
-            Err(e) => return Outcome::Error(messages::could_not_run(&format!("{e:#}"))),
+            Err(e) => return RunOutcome::Error(RunError::CouldNotRun(format!("{e:#}"))),
         };
         let api = valid
             .app
@@ -492,7 +497,7 @@ impl Deployer {
             Ok(dir) => dir,
             Err(e) => {
                 log.header("git", &format!("{e:#}"));
-                return Outcome::Error(messages::could_not_run(&format!("checkout failed: {e:#}")));
+                return RunOutcome::Error(RunError::CheckoutFailed(format!("{e:#}")));
             }
         };
         let overlay_dir = self
@@ -507,7 +512,7 @@ impl Deployer {
                 ),
                 Err(e) => {
                     self.checkouts.remove(dir).await;
-                    return Outcome::Error(messages::could_not_run(&format!(
+                    return RunOutcome::Error(RunError::CouldNotRun(format!(
                         "deploy-config overlay failed: {e}"
                     )));
                 }
@@ -516,7 +521,7 @@ impl Deployer {
         let isolation = self.settings.isolation.as_ref();
         if let Err(e) = isolation.hand_over(&dir.root) {
             self.checkouts.remove(dir).await;
-            return Outcome::Error(messages::could_not_run(&format!(
+            return RunOutcome::Error(RunError::CouldNotRun(format!(
                 "could not hand the checkout to the provider user: {e}"
             )));
         }

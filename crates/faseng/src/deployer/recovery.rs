@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::lease::LeaseKeeper;
 use crate::messages;
-use crate::providers::Outcome;
+use crate::outcome::{RunError, RunOutcome};
 use crate::runlog::{Redactor, RunLog, RunLogWriter};
 use crate::store::{StartMarker, StoredMarker};
 
@@ -71,14 +71,14 @@ impl Deployer {
     ) -> anyhow::Result<()> {
         let mut said_waiting = false;
         loop {
-            if let Some(r) = self.store.get_run(&run.key).await?
+            if let Some(r) = self.store.get_run(run.key.as_str()).await?
                 && r.state.is_final()
             {
                 tracing::info!("already finished; dropping the repeated job");
                 self.metrics.duplicate_job();
                 return Ok(());
             }
-            let Some(stored) = self.store.started(&run.key).await? else {
+            let Some(stored) = self.store.started(run.key.as_str()).await? else {
                 // Recorded as started, yet nobody holds it (a marker lost with its store).
                 tracing::warn!(
                     "the run is recorded as started but has no start marker; reporting it"
@@ -110,7 +110,7 @@ impl Deployer {
             };
             if self
                 .store
-                .take_over_started(&run.key, &stored, &mine)
+                .take_over_started(run.key.as_str(), &stored, &mine)
                 .await?
             {
                 return self.recover(run, stored, mine).await;
@@ -139,7 +139,7 @@ impl Deployer {
         run.reporter.set_fence(&mine.worker);
         run.lease = Some(LeaseKeeper::start(
             self.store.clone(),
-            &run.key,
+            run.key.as_str(),
             mine,
             self.settings.clock.clone(),
             self.settings.leases,
@@ -153,7 +153,7 @@ impl Deployer {
             loop {
                 if self
                     .store
-                    .provider_stopped(&run.key, &old.started_by)
+                    .provider_stopped(run.key.as_str(), &old.started_by)
                     .await
                     .unwrap_or(false)
                 {
@@ -184,11 +184,18 @@ impl Deployer {
         run: Run<'_>,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> anyhow::Result<()> {
-        let why = messages::worker_stopped(at);
-        let (log, writer) = RunLog::start(self.store.clone(), run.key.clone(), Redactor::default());
-        log.header("faseng", &format!("{why}; this deployment was not re-run"));
+        let why = RunError::WorkerStopped { at };
+        let (log, writer) =
+            RunLog::start(self.store.clone(), run.key.to_string(), Redactor::default());
+        log.header(
+            "faseng",
+            &format!(
+                "{}; this deployment was not re-run",
+                messages::run_error(&why)
+            ),
+        );
         writer.finish(log).await;
-        self.finish(run, Outcome::Error(why), None).await
+        self.finish(run, RunOutcome::Error(why), None).await
     }
 
     /// This worker lost the run's lease (it was stopped or cut off for longer than the
@@ -210,7 +217,7 @@ impl Deployer {
         let store = &self.store;
         let me = &self.settings.identity.id;
         let _ = retry_store("note that the provider stopped", STORE_RETRY_FOR, || {
-            store.note_provider_stopped(&run.key, me)
+            store.note_provider_stopped(run.key.as_str(), me)
         })
         .await;
         log.header(

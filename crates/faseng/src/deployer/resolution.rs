@@ -7,7 +7,7 @@ use std::time::Duration;
 use deploy_core::{AppConfig, CommitSha, EnvName, GitRef, Notify, Secret};
 
 use crate::job::DeployJob;
-use crate::messages;
+use crate::outcome::RunError;
 use crate::resolve;
 
 use super::Deployer;
@@ -28,13 +28,19 @@ impl Deployer {
 
     /// Resolves the job against the operator's app.json (the only authority on how it is
     /// deployed; `payload.config` is never read) and validates what reaches processes.
-    pub(super) fn validate(&self, job: &DeployJob) -> Result<Valid, String> {
-        let app = self.operator_app(job).map_err(|r| r.description())?;
-        let env = resolve::environment_of(app, &job.environment).map_err(|r| r.description())?;
-        let git_ref = GitRef::parse(&job.git_ref)
-            .map_err(|e| messages::invalid_input("ref", &job.git_ref, &e.to_string()))?;
-        let sha = CommitSha::parse(&job.sha)
-            .map_err(|_| messages::invalid_input("sha", &job.sha, "not a full commit sha"))?;
+    pub(super) fn validate(&self, job: &DeployJob) -> Result<Valid, RunError> {
+        let app = self.operator_app(job).map_err(RunError::Refused)?;
+        let env = resolve::environment_of(app, &job.environment).map_err(RunError::Refused)?;
+        let git_ref = GitRef::parse(&job.git_ref).map_err(|e| RunError::InvalidInput {
+            what: "ref",
+            value: job.git_ref.clone(),
+            why: e.to_string(),
+        })?;
+        let sha = CommitSha::parse(&job.sha).map_err(|_| RunError::InvalidInput {
+            what: "sha",
+            value: job.sha.clone(),
+            why: "not a full commit sha".to_owned(),
+        })?;
         Ok(Valid {
             app: app.clone(),
             env,

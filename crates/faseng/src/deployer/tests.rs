@@ -86,7 +86,7 @@ async fn a_repeated_job_waits_for_a_live_attempt_that_has_not_started_and_takes_
     assert!(first.await.unwrap().is_err());
     again.await.unwrap();
 
-    let run = store.get_run(&job.key()).await.unwrap().unwrap();
+    let run = store.get_run(job.key().as_str()).await.unwrap().unwrap();
     assert_eq!(run.state, RunState::Error, "{run:?}");
     assert!(run.description.contains("clone_url"), "{run:?}");
     assert!(deployer.live_runs().is_empty());
@@ -100,7 +100,7 @@ async fn a_start_marker_whose_answer_was_lost_is_taken_for_our_own() {
         .process(job.clone(), Some("q-1".into()))
         .await
         .unwrap();
-    let run = store.get_run(&job.key()).await.unwrap().unwrap();
+    let run = store.get_run(job.key().as_str()).await.unwrap().unwrap();
     assert_eq!(run.state, RunState::Error, "{run:?}");
     assert!(
         run.description.contains("clone_url"),

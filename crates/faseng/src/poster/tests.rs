@@ -280,7 +280,9 @@ fn report(state: Option<RunState>, chat: Option<&str>, reply: Option<&str>) -> R
 }
 
 fn record(id: u64, state: RunState) -> RunRecord {
-    let mut r = crate::store::contract::run(&format!("o/r/{id}"));
+    let mut r = crate::store::contract::run(
+        deploy_core::RunKey::new(&deploy_core::RepoName::parse("o/r").unwrap(), id).as_str(),
+    );
     r.deployment_id = id;
     r.state = state;
     r

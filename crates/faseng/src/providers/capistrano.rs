@@ -11,12 +11,14 @@ use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use deploy_core::Task;
 
 use super::settings::ProviderSettings;
 use super::shell::deploy_env;
 use super::ssh::SshRun;
 use super::stages::{find_program, ssh_aware_report};
-use super::{Outcome, Plan, Provider, RunContext, RunResult};
+use super::{Plan, Provider, RunContext, RunResult};
+use crate::outcome::RunOutcome;
 use crate::process::CommandSpec;
 use crate::runlog::RunLog;
 
@@ -37,17 +39,16 @@ impl CapistranoProvider {
     }
 }
 
-/// True when `task` matches `deploy(:[a-z_]+)*`.
-pub fn valid_task(task: &str) -> bool {
-    let Some(rest) = task.strip_prefix("deploy") else {
-        return false;
-    };
-    rest.is_empty()
-        || rest.strip_prefix(':').is_some_and(|r| {
-            r.split(':').all(|part| {
-                !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-            })
-        })
+/// True when `task` reads `deploy(:[a-z_]+)*`.
+pub fn valid_task(task: &Task) -> bool {
+    match task {
+        Task::Deploy | Task::Lock | Task::Unlock => true,
+        Task::DeployWith(word) => word
+            .as_str()
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c == ':'),
+        Task::Other(_) => false,
+    }
 }
 
 /// Ruby loaded before cap (through `RUBYOPT`): unbuffered output, so the log is live and
@@ -77,7 +78,7 @@ impl Provider for CapistranoProvider {
         if !valid_task(ctx.task) {
             return Err(format!(
                 "task {:?} is not a Capistrano deploy task (deploy or deploy:<name>, lower-case)",
-                ctx.task
+                ctx.task.to_string()
             ));
         }
         if !["Capfile", "capfile", "Capfile.rb", "capfile.rb"]
@@ -127,7 +128,10 @@ impl Provider for CapistranoProvider {
         Ok(Plan {
             commands: vec![CommandSpec {
                 program: "cap".into(),
-                args: vec![OsString::from(ctx.env.as_str()), OsString::from(ctx.task)],
+                args: vec![
+                    OsString::from(ctx.env.as_str()),
+                    OsString::from(ctx.task.to_string()),
+                ],
                 cwd: ctx.checkout.to_owned(),
                 env,
                 visible,
@@ -135,7 +139,7 @@ impl Provider for CapistranoProvider {
         })
     }
 
-    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> Outcome {
+    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> RunOutcome {
         if let Some(mut ssh) = self.ssh.lock().expect("ssh lock").take() {
             ssh.remove();
         }
@@ -149,6 +153,7 @@ mod tests {
 
     #[test]
     fn only_deploy_tasks_are_accepted() {
+        let valid_task = |s: &str| s.parse::<Task>().is_ok_and(|t| valid_task(&t));
         for ok in [
             "deploy",
             "deploy:migrate",

@@ -77,6 +77,26 @@ impl Drop for TakeBack<'_> {
     }
 }
 
+/// How long a command may take: what is left of its run's time, and the run's whole timeout
+/// (which the log names when the command is stopped: the run's, not the remainder).
+#[derive(Debug, Clone, Copy)]
+pub struct TimeLimit {
+    /// Time left before the run's deadline.
+    pub left: Duration,
+    /// The run's whole timeout.
+    pub of_run: Duration,
+}
+
+impl TimeLimit {
+    /// A command that has its run's whole time.
+    pub fn whole(timeout: Duration) -> Self {
+        Self {
+            left: timeout,
+            of_run: timeout,
+        }
+    }
+}
+
 /// Runs `spec` for the run in `run_root`, isolated as `isolation` says, streaming its
 /// output into `log`; `on_spawn` receives the process group id.
 pub async fn run_logged(
@@ -84,9 +104,10 @@ pub async fn run_logged(
     isolation: &Isolation,
     run_root: &Path,
     log: &RunLog,
-    timeout: Duration,
+    limit: TimeLimit,
     on_spawn: impl FnOnce(i32),
 ) -> std::io::Result<Exit> {
+    let timeout = limit.left;
     // One pipe for stdout and stderr, so the log keeps the order the command wrote in.
     let (read_end, write_end) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
@@ -131,7 +152,7 @@ pub async fn run_logged(
             }
         }
         () = tokio::time::sleep(timeout) => {
-            let secs = timeout.as_secs_f64().round() as u64;
+            let secs = limit.of_run.as_secs_f64().round() as u64;
             log.line(&messages::timeout_log_line(secs));
             signal_group(pgid, Signal::SIGTERM);
             if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
@@ -212,7 +233,7 @@ mod tests {
             &shared(),
             dir.path(),
             &log,
-            Duration::from_secs(10),
+            TimeLimit::whole(Duration::from_secs(10)),
             |p| pg = p,
         )
         .await
@@ -247,7 +268,7 @@ mod tests {
             &shared(),
             dir.path(),
             &log,
-            Duration::from_millis(700),
+            TimeLimit::whole(Duration::from_millis(700)),
             |_| {},
         )
         .await
@@ -275,7 +296,7 @@ mod tests {
             &shared(),
             dir.path(),
             &log,
-            Duration::from_secs(60),
+            TimeLimit::whole(Duration::from_secs(60)),
             |_| {},
         )
         .await

@@ -6,12 +6,14 @@ use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use deploy_core::Task;
 
 use super::settings::ProviderSettings;
 use super::shell::deploy_env;
 use super::ssh::SshRun;
 use super::stages::{find_program, ssh_aware_report};
-use super::{Outcome, Plan, Provider, RunContext, RunResult};
+use super::{Plan, Provider, RunContext, RunResult};
+use crate::outcome::RunOutcome;
 use crate::process::CommandSpec;
 use crate::runlog::RunLog;
 
@@ -48,10 +50,13 @@ pub fn valid_task(name: &str) -> bool {
 
 /// The Fabric task for a run: app.json `fabric_task`, else the deployment task with `:`
 /// turned into Fabric's namespace separator `.`.
-pub fn task_for(fabric_task: Option<&str>, deployment_task: &str) -> Result<String, String> {
+pub fn task_for(fabric_task: Option<&str>, deployment_task: &Task) -> Result<String, String> {
     let (name, origin) = match fabric_task {
         Some(t) => (t.trim().to_owned(), "app.json fabric_task"),
-        None => (deployment_task.replace(':', "."), "deployment task"),
+        None => (
+            deployment_task.to_string().replace(':', "."),
+            "deployment task",
+        ),
     };
     if valid_task(&name) {
         Ok(name)
@@ -121,7 +126,7 @@ impl Provider for FabricProvider {
         })
     }
 
-    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> Outcome {
+    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> RunOutcome {
         if let Some(mut ssh) = self.ssh.lock().expect("ssh lock").take() {
             ssh.remove();
         }
@@ -133,21 +138,31 @@ impl Provider for FabricProvider {
 mod tests {
     use super::*;
 
+    fn t(s: &str) -> Task {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn tasks_map_to_fabric_names_and_bad_names_are_refused() {
-        assert_eq!(task_for(None, "deploy").unwrap(), "deploy");
-        assert_eq!(task_for(None, "deploy:migrate").unwrap(), "deploy.migrate");
-        assert_eq!(task_for(Some("ship"), "deploy:migrate").unwrap(), "ship");
+        assert_eq!(task_for(None, &t("deploy")).unwrap(), "deploy");
         assert_eq!(
-            task_for(Some("db.load-fixtures"), "deploy").unwrap(),
+            task_for(None, &t("deploy:migrate")).unwrap(),
+            "deploy.migrate"
+        );
+        assert_eq!(
+            task_for(Some("ship"), &t("deploy:migrate")).unwrap(),
+            "ship"
+        );
+        assert_eq!(
+            task_for(Some("db.load-fixtures"), &t("deploy")).unwrap(),
             "db.load-fixtures"
         );
         for bad in ["", "-x", "deploy;rm", "deploy --help", "a..b", "deploy:"] {
-            assert!(task_for(Some(bad), "deploy").is_err(), "{bad:?}");
+            assert!(task_for(Some(bad), &t("deploy")).is_err(), "{bad:?}");
         }
-        assert!(task_for(None, "deploy:--list").is_err());
+        assert!(task_for(None, &t("deploy:--list")).is_err());
         assert!(
-            task_for(Some("x y"), "deploy")
+            task_for(Some("x y"), &t("deploy"))
                 .unwrap_err()
                 .contains("app.json fabric_task")
         );

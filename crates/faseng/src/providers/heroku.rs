@@ -13,8 +13,9 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use super::settings::ProviderSettings;
-use super::{Outcome, Plan, Provider, RunContext, RunResult};
+use super::{Plan, Provider, RunContext, RunResult};
 use crate::messages;
+use crate::outcome::{RunError, RunFailure, RunOutcome};
 use crate::process::Exit;
 use crate::runlog::{LINE_MAX_BYTES, LineSplitter, RunLog};
 
@@ -470,22 +471,18 @@ impl Provider for HerokuProvider {
         }
     }
 
-    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> Outcome {
+    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> RunOutcome {
         match result {
-            RunResult::Exited(Exit::Code(0)) => Outcome::Success,
+            RunResult::Exited(Exit::Code(0)) => RunOutcome::Success,
             RunResult::Exited(Exit::TimedOut { secs }) => {
-                Outcome::Failure(messages::timed_out(*secs))
+                RunOutcome::Failed(RunFailure::TimedOut { secs: *secs })
             }
-            RunResult::Exited(_) => {
-                let detail = log
-                    .last_output_line()
-                    .map(|l| format!("Heroku build failed: {l}"))
-                    .unwrap_or_else(|| "Heroku build failed".to_owned());
-                Outcome::Failure(messages::failed(Some(&detail)))
-            }
+            RunResult::Exited(_) => RunOutcome::Failed(RunFailure::HerokuBuild {
+                last_line: log.last_output_line(),
+            }),
             RunResult::SpawnFailed(why) => {
                 log.header(self.name(), why);
-                Outcome::Error(messages::could_not_run(why))
+                RunOutcome::Error(RunError::CouldNotRun(why.clone()))
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Providers: the tools that deploy. Each implements [`Provider`] — prepare (check inputs,
 //! build argv), run (each command's output in the log under a `==> name: command` header),
-//! report (turn what happened into an [`Outcome`]). Adding one means one file here plus a
+//! report (turn what happened into an [`RunOutcome`]). Adding one means one file here plus a
 //! line in [`for_kind`].
 
 mod capistrano;
@@ -22,11 +22,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploy_core::{AppConfig, CommitSha, EnvName, GitRef, Secret};
+use deploy_core::{AppConfig, CommitSha, EnvName, GitRef, Secret, Task};
 
 use crate::checkout::RunDir;
 use crate::lease::LeaseKeeper;
-use crate::messages;
+use crate::outcome::RunOutcome;
 use crate::process::{CommandSpec, Exit};
 use crate::runlog::RunLog;
 use crate::sandbox::Isolation;
@@ -44,7 +44,7 @@ pub struct RunContext<'a> {
     /// The exact commit.
     pub sha: &'a CommitSha,
     /// `deploy`, `deploy:migrate`, …
-    pub task: &'a str,
+    pub task: &'a Task,
     /// The GitHub deployment id.
     pub deployment_id: u64,
     /// Who asked.
@@ -81,7 +81,10 @@ impl RunContext<'_> {
             self.isolation,
             &self.run.root,
             log,
-            self.remaining(),
+            command::TimeLimit {
+                left: self.remaining(),
+                of_run: self.timeout,
+            },
             on_spawn,
         )
         .await
@@ -126,17 +129,6 @@ pub enum RunResult {
     Exited(Exit),
     /// A command could not be started.
     SpawnFailed(String),
-}
-
-/// The result of a run, as GitHub states it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// `success`.
-    Success,
-    /// `failure`: the provider ran and failed; the description.
-    Failure(String),
-    /// `error`: it could not run; the description.
-    Error(String),
 }
 
 /// A deploy tool.
@@ -186,28 +178,8 @@ pub trait Provider: Send + Sync {
     }
 
     /// Turns the result into an outcome (writing the verdict to the log).
-    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> Outcome {
-        let last_line = log.last_output_line();
-        match result {
-            RunResult::Exited(Exit::Code(0)) => Outcome::Success,
-            RunResult::Exited(Exit::Code(c)) => {
-                log.header(self.name(), &format!("exited with status {c}"));
-                Outcome::Failure(messages::failed(
-                    last_line.as_deref().or(Some(&format!("exit status {c}"))),
-                ))
-            }
-            RunResult::Exited(Exit::Signal(s)) => {
-                log.header(self.name(), &format!("killed by signal {s}"));
-                Outcome::Failure(messages::failed(Some(&format!("killed by signal {s}"))))
-            }
-            RunResult::Exited(Exit::TimedOut { secs }) => {
-                Outcome::Failure(messages::timed_out(*secs))
-            }
-            RunResult::SpawnFailed(why) => {
-                log.header(self.name(), why);
-                Outcome::Error(messages::could_not_run(why))
-            }
-        }
+    fn report(&self, _ctx: &RunContext<'_>, result: &RunResult, log: &RunLog) -> RunOutcome {
+        stages::plain_report(self.name(), result, log)
     }
 }
 

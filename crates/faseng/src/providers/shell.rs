@@ -47,7 +47,7 @@ pub fn deploy_env(ctx: &RunContext<'_>) -> Vec<(String, String)> {
             ("DEPLOY_ENV", ctx.env.as_str().to_owned()),
             ("DEPLOY_REF", ctx.git_ref.as_str().to_owned()),
             ("DEPLOY_SHA", ctx.sha.as_str().to_owned()),
-            ("DEPLOY_TASK", ctx.task.to_owned()),
+            ("DEPLOY_TASK", ctx.task.to_string()),
             ("DEPLOY_APP", ctx.app.name.as_str().to_owned()),
             ("DEPLOY_ID", ctx.deployment_id.to_string()),
             ("DEPLOY_USER", ctx.user.to_owned()),

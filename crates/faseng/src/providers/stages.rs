@@ -11,8 +11,8 @@ use deploy_core::chat::Message;
 
 use super::shell::{deploy_env, resolve_script};
 use super::ssh::explain_failure;
-use super::{Outcome, Provider, RunContext, RunResult};
-use crate::messages;
+use super::{Provider, RunContext, RunResult};
+use crate::outcome::{RunError, RunFailure, RunOutcome};
 use crate::process::{CommandSpec, Exit};
 use crate::runlog::RunLog;
 
@@ -111,14 +111,6 @@ pub fn chat_running_with_stages(running: &Message, progress: &Progress) -> Messa
     running.clone().text(format!("\n{}", progress.line()))
 }
 
-/// `failure` of a before / after stage.
-pub fn stage_failed(stage: Stage, script: &str, detail: &str) -> String {
-    messages::description(&format!(
-        "Failed in the {} stage: {script}: {detail}",
-        stage.as_str()
-    ))
-}
-
 /// Finds `name` on the `PATH` of `env` (what the command will run with).
 pub fn find_program(name: &str, env: &[(String, String)]) -> Option<PathBuf> {
     let path = env
@@ -135,38 +127,41 @@ pub fn find_program(name: &str, env: &[(String, String)]) -> Option<PathBuf> {
 }
 
 /// The outcome of a provider's commands, as the trait's default `report` states it.
-pub fn plain_report(name: &str, result: &RunResult, log: &RunLog) -> Outcome {
+pub fn plain_report(name: &str, result: &RunResult, log: &RunLog) -> RunOutcome {
     let last_line = log.last_output_line();
     match result {
-        RunResult::Exited(Exit::Code(0)) => Outcome::Success,
+        RunResult::Exited(Exit::Code(0)) => RunOutcome::Success,
         RunResult::Exited(Exit::Code(c)) => {
             log.header(name, &format!("exited with status {c}"));
-            Outcome::Failure(messages::failed(
-                last_line.as_deref().or(Some(&format!("exit status {c}"))),
-            ))
+            RunOutcome::Failed(RunFailure::Exited {
+                code: *c,
+                last_line,
+            })
         }
         RunResult::Exited(Exit::Signal(s)) => {
             log.header(name, &format!("killed by signal {s}"));
-            Outcome::Failure(messages::failed(Some(&format!("killed by signal {s}"))))
+            RunOutcome::Failed(RunFailure::Killed { signal: *s })
         }
-        RunResult::Exited(Exit::TimedOut { secs }) => Outcome::Failure(messages::timed_out(*secs)),
+        RunResult::Exited(Exit::TimedOut { secs }) => {
+            RunOutcome::Failed(RunFailure::TimedOut { secs: *secs })
+        }
         RunResult::SpawnFailed(why) => {
             log.header(name, why);
-            Outcome::Error(messages::could_not_run(why))
+            RunOutcome::Error(RunError::CouldNotRun(why.clone()))
         }
     }
 }
 
 /// [`plain_report`], but an SSH failure in the output (rejected key, host key mismatch) is
 /// named in the log and the status instead of the tool's last line.
-pub fn ssh_aware_report(name: &str, result: &RunResult, log: &RunLog) -> Outcome {
+pub fn ssh_aware_report(name: &str, result: &RunResult, log: &RunLog) -> RunOutcome {
     if let RunResult::Exited(Exit::Code(c)) = result
         && *c != 0
         && let Some(why) = explain_failure(&log.tail())
     {
         log.header(name, &format!("exited with status {c}"));
         log.header("ssh", &why);
-        return Outcome::Failure(messages::failed(Some(&why)));
+        return RunOutcome::Failed(RunFailure::Explained(why));
     }
     plain_report(name, result, log)
 }
@@ -178,7 +173,7 @@ async fn run_scripts(
     ctx: &RunContext<'_>,
     log: &RunLog,
     on_spawn: &(dyn Fn(i32) + Send + Sync),
-) -> Result<(), Outcome> {
+) -> Result<(), RunOutcome> {
     for (name, path) in scripts {
         let cmd = CommandSpec {
             program: path.clone(),
@@ -191,27 +186,33 @@ async fn run_scripts(
         match ctx.run_command(&cmd, log, on_spawn).await {
             Ok(Exit::Code(0)) => {}
             Ok(Exit::TimedOut { .. }) => {
-                return Err(Outcome::Failure(messages::timed_out(ctx.timeout.as_secs())));
+                return Err(RunOutcome::Failed(RunFailure::TimedOut {
+                    secs: ctx.timeout.as_secs(),
+                }));
             }
             Ok(Exit::Code(c)) => {
                 log.header(stage.as_str(), &format!("{name} exited with status {c}"));
-                let last = log
-                    .last_output_line()
-                    .unwrap_or_else(|| format!("exit status {c}"));
-                return Err(Outcome::Failure(stage_failed(stage, name, &last)));
+                return Err(RunOutcome::Failed(RunFailure::Stage {
+                    stage,
+                    script: name.clone(),
+                    failure: Box::new(RunFailure::Exited {
+                        code: c,
+                        last_line: log.last_output_line(),
+                    }),
+                }));
             }
             Ok(Exit::Signal(s)) => {
                 log.header(stage.as_str(), &format!("{name} killed by signal {s}"));
-                return Err(Outcome::Failure(stage_failed(
+                return Err(RunOutcome::Failed(RunFailure::Stage {
                     stage,
-                    name,
-                    &format!("killed by signal {s}"),
-                )));
+                    script: name.clone(),
+                    failure: Box::new(RunFailure::Killed { signal: s }),
+                }));
             }
             Err(e) => {
                 let why = format!("could not start {name}: {e}");
                 log.header(stage.as_str(), &why);
-                return Err(Outcome::Error(messages::could_not_run(&why)));
+                return Err(RunOutcome::Error(RunError::CouldNotRun(why)));
             }
         }
     }
@@ -225,7 +226,7 @@ pub async fn run(
     log: &RunLog,
     on_spawn: &(dyn Fn(i32) + Send + Sync),
     on_progress: &(dyn Fn(&Progress) + Send + Sync),
-) -> Outcome {
+) -> RunOutcome {
     let mut progress = Progress::for_app(ctx.app);
     let step = |stage: Stage, state: StageState, progress: &mut Progress| {
         progress.set(stage, state);
@@ -253,7 +254,7 @@ pub async fn run(
         Err(why) => {
             log.header(provider.name(), &why);
             step(Stage::Prepare, StageState::Failed, &mut progress);
-            return Outcome::Error(messages::could_not_run(&why));
+            return RunOutcome::Error(RunError::CouldNotRun(why));
         }
     };
     step(Stage::Prepare, StageState::Done, &mut progress);
@@ -271,12 +272,14 @@ pub async fn run(
     step(Stage::Deploy, StageState::Running, &mut progress);
     let result = provider.run(ctx, plan, log, on_spawn).await;
     let outcome = match provider.report(ctx, &result, log) {
-        Outcome::Failure(_) if matches!(result, RunResult::Exited(Exit::TimedOut { .. })) => {
-            Outcome::Failure(messages::timed_out(ctx.timeout.as_secs()))
+        RunOutcome::Failed(_) if matches!(result, RunResult::Exited(Exit::TimedOut { .. })) => {
+            RunOutcome::Failed(RunFailure::TimedOut {
+                secs: ctx.timeout.as_secs(),
+            })
         }
         other => other,
     };
-    if outcome != Outcome::Success {
+    if outcome != RunOutcome::Success {
         step(Stage::Deploy, StageState::Failed, &mut progress);
         return outcome;
     }
@@ -290,7 +293,7 @@ pub async fn run(
         }
         step(Stage::After, StageState::Done, &mut progress);
     }
-    Outcome::Success
+    RunOutcome::Success
 }
 
 #[cfg(test)]
@@ -331,9 +334,27 @@ mod tests {
 
     #[test]
     fn stage_failures_name_the_stage_and_script() {
+        let stage_failed = |stage, script: &str, detail: &str| {
+            crate::messages::run_failure(&RunFailure::Stage {
+                stage,
+                script: script.to_owned(),
+                failure: Box::new(RunFailure::Exited {
+                    code: 1,
+                    last_line: Some(detail.to_owned()),
+                }),
+            })
+        };
         assert_eq!(
             stage_failed(Stage::Before, "script/migrate", "db down"),
             "Failed in the before stage: script/migrate: db down"
+        );
+        assert_eq!(
+            crate::messages::run_failure(&RunFailure::Stage {
+                stage: Stage::After,
+                script: "s".to_owned(),
+                failure: Box::new(RunFailure::Killed { signal: 9 }),
+            }),
+            "Failed in the after stage: s: killed by signal 9"
         );
         assert!(
             stage_failed(Stage::After, "s", &"x".repeat(300))

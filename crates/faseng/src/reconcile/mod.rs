@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use deploy_core::{Clock, RepoName, Span};
+use deploy_core::{Clock, RepoName, RunKey, Span};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -34,7 +34,7 @@ use github::header;
 
 use crate::intake::{Intake, IntakeOutcome};
 use crate::metrics::Metrics;
-use crate::store::{RunRecord, Store};
+use crate::store::Store;
 use crate::webhook::{DeploymentEvent, WebhookRepository};
 
 /// The store duty lease only whose holder reconciles.
@@ -360,8 +360,8 @@ impl Reconciler {
         let list: Vec<Value> = parse(&answer, &format!("the deployments of {repo}"))?;
         let window = self.settings.window.as_chrono();
         for (id, deployment) in in_window(&list, now, window) {
-            let run_key = RunRecord::key_for(&repo.to_string(), id);
-            if self.store.get_run(&run_key).await?.is_some() {
+            let run_key = RunKey::new(repo, id);
+            if self.store.get_run(run_key.as_str()).await?.is_some() {
                 continue;
             }
             let statuses_route = format!(
@@ -462,7 +462,7 @@ impl Reconciler {
                     event.deployment.git_ref.escape_debug(),
                     event.deployment.environment.escape_debug(),
                 );
-                report.found.push(key);
+                report.found.push(key.to_string());
             }
             IntakeOutcome::Duplicate => {
                 tracing::debug!(repository = %repo, deployment = id, "its webhook came first");

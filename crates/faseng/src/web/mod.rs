@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use deploy_core::{RepoName, Secret};
+use deploy_core::{RepoName, RunKey, Secret};
 use futures::{Stream, StreamExt as _};
 
 use crate::intake::{Intake, IntakeOutcome};
@@ -134,10 +134,18 @@ async fn handle_event(s: &WebState, event: WebhookEvent) -> Response {
             (StatusCode::ACCEPTED, format!("ignored: {name}")).into_response()
         }
         WebhookEvent::DeploymentStatus { event, .. } => {
-            let key = RunRecord::key_for(&event.repository.full_name, event.deployment.id);
+            let Ok(repo) = RepoName::parse(&event.repository.full_name) else {
+                s.metrics.webhook("ignored");
+                return (StatusCode::ACCEPTED, "ignored: deployment_status").into_response();
+            };
+            let key = RunKey::new(&repo, event.deployment.id);
             match s
                 .store
-                .record_status_event(&key, &event.deployment_status.state, chrono::Utc::now())
+                .record_status_event(
+                    key.as_str(),
+                    &event.deployment_status.state,
+                    chrono::Utc::now(),
+                )
                 .await
             {
                 Ok(()) => {
@@ -223,7 +231,7 @@ fn not_found() -> Response {
 /// before the store is asked anything.
 struct ReadableRun {
     /// The run key, `owner/repo/id`.
-    key: String,
+    key: RunKey,
     /// The run's page path, secret included.
     page: String,
 }
@@ -244,7 +252,7 @@ impl FromRequestParts<WebState> for ReadableRun {
             return Err(not_found());
         }
         Ok(Self {
-            key: RunRecord::key_for(&repo.to_string(), id),
+            key: RunKey::new(&repo, id),
             page: links::page_path(&repo, id, &secret),
         })
     }
@@ -252,7 +260,10 @@ impl FromRequestParts<WebState> for ReadableRun {
 
 async fn log_text(State(s): State<WebState>, run: ReadableRun) -> Response {
     let key = run.key;
-    match (s.store.get_run(&key).await, s.store.read_log(&key, 0).await) {
+    match (
+        s.store.get_run(key.as_str()).await,
+        s.store.read_log(key.as_str(), 0).await,
+    ) {
         (Ok(None), _) => not_found(),
         (Ok(Some(_)), Ok(lines)) => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -317,12 +328,12 @@ const PAGE_FRAME_BYTES: usize = 2048;
 
 async fn log_page(State(s): State<WebState>, readable: ReadableRun) -> Response {
     let key = readable.key;
-    let run = match s.store.get_run(&key).await {
+    let run = match s.store.get_run(key.as_str()).await {
         Ok(Some(r)) => r,
         Ok(None) => return not_found(),
         Err(e) => return store_unavailable(&e),
     };
-    let lines = s.store.read_log(&key, 0).await.unwrap_or_default();
+    let lines = s.store.read_log(key.as_str(), 0).await.unwrap_or_default();
     Html(page_html(&run, &readable.page, &lines)).into_response()
 }
 
@@ -411,7 +422,7 @@ async fn log_events(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     axum::extract::Query(q): axum::extract::Query<From>,
 ) -> Response {
-    match s.store.get_run(&run.key).await {
+    match s.store.get_run(run.key.as_str()).await {
         Ok(Some(_)) => {}
         Ok(None) => return not_found(),
         Err(e) => return store_unavailable(&e),
@@ -428,7 +439,7 @@ async fn log_events(
     };
     let following = Following {
         store: s.store.clone(),
-        key: run.key,
+        key: run.key.to_string(),
         next: q.from.unwrap_or(0),
         deadline: tokio::time::Instant::now() + STREAM_MAX,
         ended: false,

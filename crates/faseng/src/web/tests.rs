@@ -15,7 +15,9 @@ async fn state(dir: &std::path::Path) -> WebState {
         .await
         .unwrap();
     for id in 1..=3 {
-        let mut run = crate::store::contract::run(&format!("o/r/{id}"));
+        let mut run = crate::store::contract::run(
+            deploy_core::RunKey::new(&deploy_core::RepoName::parse("o/r").unwrap(), id).as_str(),
+        );
         run.deployment_id = id;
         run.state = if id == 3 {
             RunState::InProgress

@@ -185,9 +185,8 @@ async fn bench_chima() -> anyhow::Result<Value> {
             .map_err(|r| anyhow::anyhow!(r.text))?;
         let git_ref = command
             .git_ref
-            .as_ref()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("{line} names no ref"))?;
         let request = bot.new_deployment(app, &env, &git_ref, &command, &ctx, None);
         let body = serde_json::to_vec(&request)?;
         std::hint::black_box(body);
