@@ -78,7 +78,7 @@ impl Chat {
     pub async fn handle(&self, ctx: &ChatContext, line: &str, direct: bool) -> Vec<Reply> {
         let mut outbox = RecordingOutbox::default();
         self.bot
-            .handle_message(line, None, direct, ctx, &mut outbox)
+            .handle_message(line, direct, ctx, &mut outbox)
             .await;
         outbox.messages
     }

@@ -219,8 +219,6 @@ pub enum ParseError {
 pub struct Addressing<'a> {
     /// The word that addresses the bot (`CHIMA_NAME`).
     pub bot_name: &'a str,
-    /// The bot's chat user id, for mentions like `<@U123>`.
-    pub bot_user_id: Option<&'a str>,
     /// Every line is for chima (slash command, DM, shell).
     pub implicit: bool,
 }
@@ -239,7 +237,7 @@ pub fn addressed_lines(text: &str, addressing: &Addressing<'_>) -> Vec<String> {
             }
             continue;
         }
-        if trimmed.starts_with('>') || trimmed.starts_with("&gt;") || trimmed.starts_with('`') {
+        if trimmed.starts_with('>') || trimmed.starts_with('`') {
             continue;
         }
         match strip_address(trimmed, addressing) {
@@ -253,12 +251,6 @@ pub fn addressed_lines(text: &str, addressing: &Addressing<'_>) -> Vec<String> {
 
 /// The rest of `line` after the bot's address, or `None` when the line does not address it.
 fn strip_address<'l>(line: &'l str, addressing: &Addressing<'_>) -> Option<&'l str> {
-    if let Some(id) = addressing.bot_user_id {
-        let mention = format!("<@{id}>");
-        if let Some(rest) = line.strip_prefix(mention.as_str()) {
-            return after_separator(rest);
-        }
-    }
     let name = addressing.bot_name;
     let body = line.strip_prefix('@').unwrap_or(line);
     let head = body.get(..name.len())?;
@@ -936,7 +928,6 @@ mod tests {
     fn addressing(implicit: bool) -> Addressing<'static> {
         Addressing {
             bot_name: "chima",
-            bot_user_id: Some("UCHIMA"),
             implicit,
         }
     }
@@ -950,8 +941,6 @@ mod tests {
             "@chima deploy x",
             "chima: deploy x",
             "chima, deploy x",
-            "<@UCHIMA> deploy x",
-            "<@UCHIMA>: deploy x",
             "  chima   deploy x  ",
         ] {
             assert_eq!(addressed_lines(line, &a), vec!["deploy x"], "{line:?}");
@@ -989,7 +978,7 @@ mod tests {
     #[test]
     fn code_blocks_and_quotes_are_ignored() {
         let a = addressing(false);
-        let text = "```\nchima deploy x to production\n```\n> chima deploy y\n&gt; chima deploy z\n`chima deploy w`\nchima deploy v";
+        let text = "```\nchima deploy x to production\n```\n> chima deploy y\n`chima deploy w`\nchima deploy v";
         assert_eq!(addressed_lines(text, &a), vec!["deploy v"]);
         let inline_fence = "```chima deploy x```\nchima ci y";
         assert_eq!(addressed_lines(inline_fence, &a), vec!["ci y"]);

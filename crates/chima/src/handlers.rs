@@ -81,14 +81,12 @@ impl Bot {
     pub async fn handle_message(
         &self,
         text: &str,
-        bot_user_id: Option<&str>,
         implicit: bool,
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
     ) -> Vec<DeployResult> {
         let addressing = Addressing {
             bot_name: &self.name,
-            bot_user_id,
             implicit,
         };
         let lines = grammar::addressed_lines(text, &addressing);

@@ -156,9 +156,7 @@ where
         if line.trim().is_empty() {
             continue;
         }
-        let results = bot
-            .handle_message(&line, None, true, ctx, &mut outbox)
-            .await;
+        let results = bot.handle_message(&line, true, ctx, &mut outbox).await;
         for result in results {
             if let DeployResult::Created { id, app, .. } = result {
                 pending

@@ -27,7 +27,7 @@ proptest! {
 
     #[test]
     fn addressing_never_panics(text in "\\PC{0,300}", implicit in any::<bool>()) {
-        let a = Addressing { bot_name: "chima", bot_user_id: Some("U1"), implicit };
+        let a = Addressing { bot_name: "chima", implicit };
         for line in grammar::addressed_lines(&text, &a) {
             let _ = grammar::parse(&line);
         }

@@ -1,6 +1,6 @@
 //! Contract types shared by chima (the chat bot) and faseng (the deployer): the app.json
-//! model, validated names and git refs, chat markup escaping, the deployment payload, the
-//! GitHub client factory, the HTTP serve loop with its limits, and process logging
+//! model, validated names and git refs, the neutral chat message and its renderings, the
+//! deployment payload, the GitHub client factory, the HTTP serve loop with its limits, and process logging
 //! (`LOG_FORMAT`).
 
 #![warn(missing_docs)]

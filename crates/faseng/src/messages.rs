@@ -1,11 +1,11 @@
 //! Every user-facing text faseng produces: GitHub status descriptions, chat texts and the
 //! answers of its log pages. Small constructors, each tested; status descriptions are plain
-//! text cut to GitHub's 140 characters; chat texts are Slack mrkdwn in which every quoted
-//! value is escaped.
+//! text cut to GitHub's 140 characters; chat texts are neutral [`Message`]s in which every
+//! value a user or repository controls is quoted (each platform's renderer escapes it).
 
 use std::fmt::Write as _;
 
-use deploy_core::chat::{escape_mrkdwn, mrkdwn_link};
+use deploy_core::chat::{Message, Tone};
 
 use crate::outcome::{RunError, RunFailure};
 
@@ -244,7 +244,7 @@ pub fn unusable_repository(why: &deploy_core::RepoNameError) -> String {
 }
 
 /// What a chat message says about one deployment. The values are as received; the chat
-/// constructors escape every one of them for Slack's mrkdwn.
+/// constructors quote every one of them, so each platform's renderer escapes them.
 #[derive(Debug, Clone)]
 pub struct ChatSubject<'a> {
     /// App name.
@@ -262,79 +262,70 @@ pub struct ChatSubject<'a> {
 }
 
 impl ChatSubject<'_> {
-    fn user(&self) -> String {
-        escape_mrkdwn(self.user)
-    }
-
-    fn head(&self) -> String {
+    /// `message` followed by `app/ref (sha) to env (#id)`.
+    fn head(&self, message: Message) -> Message {
         let short: String = self.sha.chars().take(7).collect();
-        escape_mrkdwn(&format!(
-            "{}/{} ({short}) to {} (#{})",
-            self.app, self.git_ref, self.env, self.id
-        ))
+        message
+            .quoted(self.app)
+            .text("/")
+            .quoted(self.git_ref)
+            .text(" (")
+            .quoted(short)
+            .text(") to ")
+            .quoted(self.env)
+            .text(format!(" (#{})", self.id))
     }
-}
-
-/// The link to a run's log page.
-fn log_link(log_url: &str) -> String {
-    mrkdwn_link(log_url, "log")
 }
 
 /// Chat: queued, with the waiting-line position when not first.
-pub fn chat_queued(s: &ChatSubject<'_>, waiting_text: Option<&str>) -> String {
-    format!(
-        ":hourglass: {} wants to deploy {}: {}",
-        s.user(),
-        s.head(),
-        escape_mrkdwn(waiting_text.unwrap_or("queued"))
-    )
+pub fn chat_queued(s: &ChatSubject<'_>, waiting_text: Option<&str>) -> Message {
+    let m = Message::new(Tone::Waiting)
+        .quoted(s.user)
+        .text(" wants to deploy ");
+    s.head(m).text(": ").text(waiting_text.unwrap_or("queued"))
 }
 
 /// Chat: running, with the log link.
-pub fn chat_running(s: &ChatSubject<'_>, log_url: &str) -> String {
-    format!(
-        ":rocket: {} is deploying {} — {}",
-        s.user(),
-        s.head(),
-        log_link(log_url)
-    )
+pub fn chat_running(s: &ChatSubject<'_>, log_url: &str) -> Message {
+    let m = Message::new(Tone::Started)
+        .quoted(s.user)
+        .text(" is deploying ");
+    s.head(m).text(" — ").link(log_url, "log")
 }
 
 /// Chat: success, with the duration.
-pub fn chat_succeeded(s: &ChatSubject<'_>, secs: f64, log_url: &str) -> String {
-    format!(
-        ":white_check_mark: {}'s deployment of {} is done in {} — {}",
-        s.user(),
-        s.head(),
-        duration(secs),
-        log_link(log_url)
-    )
+pub fn chat_succeeded(s: &ChatSubject<'_>, secs: f64, log_url: &str) -> Message {
+    let m = Message::new(Tone::Success)
+        .quoted(s.user)
+        .text("'s deployment of ");
+    s.head(m)
+        .text(format!(" is done in {} — ", duration(secs)))
+        .link(log_url, "log")
 }
 
 /// Chat: failure, with the reason (it may quote the provider's output).
-pub fn chat_failed(s: &ChatSubject<'_>, reason: &str, log_url: &str) -> String {
-    format!(
-        ":x: {}'s deployment of {} failed: {} — {}",
-        s.user(),
-        s.head(),
-        escape_mrkdwn(reason),
-        log_link(log_url)
-    )
+pub fn chat_failed(s: &ChatSubject<'_>, reason: &str, log_url: &str) -> Message {
+    let m = Message::new(Tone::Failure)
+        .quoted(s.user)
+        .text("'s deployment of ");
+    s.head(m)
+        .text(" failed: ")
+        .quoted(reason)
+        .text(" — ")
+        .link(log_url, "log")
 }
 
 /// Chat: error (could not run), with the reason (it may quote the bad input).
-pub fn chat_error(s: &ChatSubject<'_>, reason: &str) -> String {
-    format!(
-        ":warning: {}'s deployment of {} has errors: {}",
-        s.user(),
-        s.head(),
-        escape_mrkdwn(reason)
-    )
+pub fn chat_error(s: &ChatSubject<'_>, reason: &str) -> Message {
+    let m = Message::new(Tone::Warning)
+        .quoted(s.user)
+        .text("'s deployment of ");
+    s.head(m).text(" has errors: ").quoted(reason)
 }
 
 /// Chat: a lock/unlock result (it names the holder and quotes the reason).
-pub fn chat_lock(text: &str) -> String {
-    format!(":lock: {}", escape_mrkdwn(text))
+pub fn chat_lock(text: &str) -> Message {
+    Message::new(Tone::Lock).quoted(text)
 }
 
 /// Characters of log output quoted into a failure reply at most (before escaping), so the
@@ -343,7 +334,7 @@ pub const CHAT_TAIL_MAX_CHARS: usize = 3000;
 
 /// Chat thread reply on failure: the last log lines in a code block, the newest ones that
 /// fit in [`CHAT_TAIL_MAX_CHARS`] (the newest one cut when it alone is longer).
-pub fn chat_log_tail(lines: &[String]) -> String {
+pub fn chat_log_tail(lines: &[String]) -> Message {
     let mut budget = CHAT_TAIL_MAX_CHARS;
     let mut shown: Vec<String> = Vec::new();
     for line in lines.iter().rev() {
@@ -359,8 +350,9 @@ pub fn chat_log_tail(lines: &[String]) -> String {
         }
     }
     shown.reverse();
-    let body = escape_mrkdwn(&shown.join("\n").replace("```", "'''"));
-    format!("Last {} log lines:\n```\n{body}\n```", shown.len())
+    Message::new(Tone::Info)
+        .text(format!("Last {} log lines:\n", shown.len()))
+        .code_block(shown.join("\n"))
 }
 
 /// Web: the answer to a log link that is unknown, lacks its secret or carries a wrong one
@@ -382,6 +374,63 @@ pub fn too_many_streams(limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deploy_core::chat::{escape_mrkdwn, mrkdwn_link};
+    use rendered::{
+        chat_error, chat_failed, chat_lock, chat_log_tail, chat_queued, chat_running,
+        chat_succeeded,
+    };
+
+    /// The chat texts as the Slack notifier renders them.
+    mod rendered {
+        use super::super::{self as m, ChatSubject};
+        use deploy_core::chat::slack::mrkdwn;
+
+        pub fn chat_queued(s: &ChatSubject<'_>, waiting: Option<&str>) -> String {
+            mrkdwn(&m::chat_queued(s, waiting))
+        }
+        pub fn chat_running(s: &ChatSubject<'_>, log_url: &str) -> String {
+            mrkdwn(&m::chat_running(s, log_url))
+        }
+        pub fn chat_succeeded(s: &ChatSubject<'_>, secs: f64, log_url: &str) -> String {
+            mrkdwn(&m::chat_succeeded(s, secs, log_url))
+        }
+        pub fn chat_failed(s: &ChatSubject<'_>, reason: &str, log_url: &str) -> String {
+            mrkdwn(&m::chat_failed(s, reason, log_url))
+        }
+        pub fn chat_error(s: &ChatSubject<'_>, reason: &str) -> String {
+            mrkdwn(&m::chat_error(s, reason))
+        }
+        pub fn chat_lock(text: &str) -> String {
+            mrkdwn(&m::chat_lock(text))
+        }
+        pub fn chat_log_tail(lines: &[String]) -> String {
+            mrkdwn(&m::chat_log_tail(lines))
+        }
+    }
+
+    #[test]
+    fn chat_texts_read_plainly_in_a_terminal() {
+        use deploy_core::chat::plain::render;
+        let s = subject();
+        assert_eq!(
+            render(&super::chat_running(&s, "http://l")),
+            "▶ joyz is deploying project-x/main (0123456) to production (#42) — log (http://l)"
+        );
+        assert_eq!(
+            render(&super::chat_log_tail(&["a".into(), "b".into()])),
+            "Last 2 log lines:\n    a\n    b"
+        );
+    }
+
+    #[test]
+    fn broadcasts_and_newlines_in_quoted_values_ping_nobody_and_stay_on_one_line() {
+        let s = ChatSubject {
+            user: "@here",
+            ..subject()
+        };
+        assert!(chat_error(&s, "bad\nref @channel").ends_with("has errors: bad ref ＠channel"));
+        assert!(chat_queued(&s, None).starts_with(":hourglass: ＠here wants"));
+    }
 
     fn subject() -> ChatSubject<'static> {
         ChatSubject {

@@ -11,6 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deploy_core::chat::Message;
 use deploy_core::{Notify, RunKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -31,10 +32,10 @@ pub use crate::poster::RetryPolicy;
 pub struct Report {
     /// A deployment status to post.
     pub status: Option<StatusUpdate>,
-    /// New text for the chat message.
-    pub chat: Option<String>,
+    /// New content for the chat message.
+    pub chat: Option<Message>,
     /// A reply in the chat message's thread (after `chat`).
-    pub chat_reply: Option<String>,
+    pub chat_reply: Option<Message>,
 }
 
 /// Handle to a run's reports.
@@ -164,18 +165,19 @@ impl Reporter {
             }
         }
         if let Some(notify) = &inner.notify {
-            if let Some(text) = &report.chat {
+            let notifier = &inner.outbox.notifier;
+            if let Some(message) = &report.chat {
                 items.push(OutboxItem::ChatText {
                     notify: notify.clone(),
                     ts: inner.ts.clone(),
-                    text: text.clone(),
+                    text: notifier.render(notify, message),
                 });
             }
-            if let Some(text) = &report.chat_reply {
+            if let Some(message) = &report.chat_reply {
                 items.push(OutboxItem::ChatReply {
                     notify: notify.clone(),
                     ts: inner.ts.clone(),
-                    text: text.clone(),
+                    text: notifier.render(notify, message),
                 });
             }
         }

@@ -10,7 +10,6 @@ fuzz_target!(|text: &str| {
     for implicit in [false, true] {
         let addressing = Addressing {
             bot_name: "chima",
-            bot_user_id: Some("U0CHIMA"),
             implicit,
         };
         for line in grammar::addressed_lines(text, &addressing) {

@@ -395,7 +395,6 @@ async fn an_unreachable_github_is_reported() {
     let mut outbox = RecordingOutbox::default();
     bot.handle_message(
         "chima deploy trelhub/main",
-        None,
         false,
         &room("random"),
         &mut outbox,

@@ -79,7 +79,6 @@ async fn chima_refuses_every_hostile_command_clearly_and_github_hears_nothing() 
         let results = bot
             .handle_message(
                 &case.text,
-                None,
                 false,
                 &e2e::fake_slack::deployment_room_context(),
                 &mut outbox,
@@ -132,7 +131,6 @@ async fn chima_refuses_every_hostile_command_clearly_and_github_hears_nothing() 
     let results = bot
         .handle_message(
             "chima deploy trelhub/main to pandawork",
-            None,
             false,
             &e2e::fake_slack::deployment_room_context(),
             &mut outbox,

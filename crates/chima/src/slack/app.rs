@@ -176,18 +176,12 @@ impl SlackApp {
         } else {
             Some(m.thread_ts.clone().unwrap_or_else(|| m.ts.clone()))
         };
-        let text = decode_markup(&m.text);
+        let text = decode_markup(&m.text, &self.bot_user_id, self.bot.name());
         let mut outbox =
             SlackOutbox::new(self.web.clone(), &m.channel, reply_thread.clone(), &m.user);
         let results = self
             .bot
-            .handle_message(
-                &text,
-                Some(&self.bot_user_id),
-                ctx.direct,
-                &ctx,
-                &mut outbox,
-            )
+            .handle_message(&text, ctx.direct, &ctx, &mut outbox)
             .await;
         self.follow_up(results, &m.channel, reply_thread);
     }
@@ -199,7 +193,7 @@ impl SlackApp {
         if c.channel_name.as_deref() == Some("directmessage") {
             ctx.direct = true;
         }
-        let text = decode_markup(&c.text);
+        let text = decode_markup(&c.text, &self.bot_user_id, self.bot.name());
         let mut outbox = SlackOutbox::new(self.web.clone(), &c.channel_id, None, &c.user_id);
         let results = if text.trim().is_empty() {
             self.bot
@@ -209,7 +203,7 @@ impl SlackApp {
                 .collect()
         } else {
             self.bot
-                .handle_message(&text, Some(&self.bot_user_id), true, &ctx, &mut outbox)
+                .handle_message(&text, true, &ctx, &mut outbox)
                 .await
         };
         self.follow_up(results, &c.channel_id, None);
@@ -270,13 +264,7 @@ impl SlackApp {
         // The same checks as a typed command: room, app, environment, ref.
         let results = self
             .bot
-            .handle_message(
-                &value.command,
-                Some(&self.bot_user_id),
-                true,
-                &ctx,
-                &mut outbox,
-            )
+            .handle_message(&value.command, true, &ctx, &mut outbox)
             .await;
         self.follow_up(results, &press.channel, thread);
     }

@@ -211,8 +211,9 @@ pub fn read_interaction(v: &Value) -> Inbound {
 
 /// Decodes Slack's message markup into what the user typed: `<url|label>` → label,
 /// `<#C1|name>` → `#name`, `<@U1|name>` → `@name`, `<!here>` → `@here`, `&lt;` → `<`.
-/// A bare user mention `<@U1>` is kept so the bot can recognise mentions of itself.
-pub fn decode_markup(text: &str) -> String {
+/// A bare user mention becomes the plain id (`<@U1>` → `@U1`), and a mention of the bot
+/// itself its name (`@chima`), so the grammar never sees Slack's syntax.
+pub fn decode_markup(text: &str, bot_user_id: &str, bot_name: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find('<') {
@@ -229,7 +230,10 @@ pub fn decode_markup(text: &str) -> String {
             None => (inner, None),
         };
         match (target.chars().next(), label) {
-            (Some('@'), None) => out.push_str(&format!("<{target}>")),
+            (Some('@'), None) if &target[1..] == bot_user_id => {
+                out.push_str(&format!("@{bot_name}"))
+            }
+            (Some('@'), None) => out.push_str(target),
             (Some('@'), Some(name)) => out.push_str(&format!("@{name}")),
             (Some('#'), Some(name)) => out.push_str(&format!("#{name}")),
             (Some('#'), None) => out.push_str(target),
@@ -396,13 +400,17 @@ mod tests {
                 "deploy x/release.v1.com",
             ),
             ("see <https://example.com>", "see https://example.com"),
-            ("<@UBOT> deploy x", "<@UBOT> deploy x"),
+            ("<@UBOT> deploy x", "@chima deploy x"),
+            ("<@UBOT>: deploy x", "@chima: deploy x"),
+            ("deploy x for <@U2>", "deploy x for @U2"),
+            ("&lt;@UBOT&gt; deploy x", "<@UBOT> deploy x"),
+            ("&gt; chima deploy z", "> chima deploy z"),
             ("ping <@U1|joyz>", "ping @joyz"),
             ("<!here> &lt;b&gt; &amp;", "@here <b> &"),
             ("<!subteam^S1|@team>", "@subteam"),
             ("unclosed < bracket", "unclosed < bracket"),
         ] {
-            assert_eq!(decode_markup(slack), typed, "{slack}");
+            assert_eq!(decode_markup(slack, "UBOT", "chima"), typed, "{slack}");
         }
     }
 

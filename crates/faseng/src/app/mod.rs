@@ -21,7 +21,7 @@ use crate::intake::Intake;
 use crate::lease::WorkerIdentity;
 use crate::links::{LinkKey, LogLinks};
 use crate::metrics::Metrics;
-use crate::notify::{ChatNotifier, NoChat, SlackNotifier};
+use crate::notify::{ChatNotifier, Notifiers, SlackNotifier};
 use crate::poster::{Outbox, Poster, PosterSettings};
 use crate::providers::ProviderSettings;
 use crate::queue::{self, Queue};
@@ -128,10 +128,13 @@ impl Services {
         } else {
             tracing::info!("{}", isolation.describe());
         }
-        let notifier: Arc<dyn ChatNotifier> = match &config.slack_token {
-            Some(t) => Arc::new(SlackNotifier::new(&config.slack_api_url, t.clone())),
-            None => Arc::new(NoChat),
-        };
+        let mut notifiers = Notifiers::new();
+        if let Some(token) = &config.slack_token {
+            let slack = SlackNotifier::new(&config.slack_api_url, token.clone())
+                .context("setting up the Slack client (SLACK_API_URL)")?;
+            notifiers = notifiers.with("slack", Arc::new(slack));
+        }
+        let notifier: Arc<dyn ChatNotifier> = Arc::new(notifiers);
         let identity = Arc::new(WorkerIdentity::detect(config.worker_id.as_deref()));
         tracing::info!(worker_id = %identity.id, "worker identity (FASENG_WORKER_ID)");
         let outbox = Outbox::new(store.clone(), notifier.clone(), config.clock.clone());

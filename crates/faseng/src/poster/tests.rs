@@ -9,6 +9,8 @@ use chrono::TimeZone as _;
 use deploy_core::{Clock, ManualClock, Notify};
 
 use super::*;
+use deploy_core::chat::{Message, Tone};
+
 use crate::notify::{ChatNotifier, ChatRateLimited, ChatRefused};
 use crate::reporter::{Report, Reporter};
 use crate::store::prelude::*;
@@ -271,8 +273,9 @@ fn notify(message_ts: Option<&str>) -> Notify {
 fn report(state: Option<RunState>, chat: Option<&str>, reply: Option<&str>) -> Report {
     Report {
         status: state.map(|s| StatusUpdate::new(s, format!("{} now", s.as_str()))),
-        chat: chat.map(str::to_owned),
-        chat_reply: reply.map(str::to_owned),
+        // The fake chat renders plain text, so an info message of our own words is `text`.
+        chat: chat.map(|t| Message::new(Tone::Info).text(t)),
+        chat_reply: reply.map(|t| Message::new(Tone::Info).text(t)),
     }
 }
 

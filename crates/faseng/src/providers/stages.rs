@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use deploy_core::AppConfig;
+use deploy_core::chat::Message;
 
 use super::shell::{deploy_env, resolve_script};
 use super::ssh::explain_failure;
@@ -104,10 +105,10 @@ impl Progress {
     }
 }
 
-/// Chat text while a run is in progress: the running message (mrkdwn from
-/// [`messages::chat_running`], values already escaped) and the stage line (stage names only).
-pub fn chat_running_with_stages(running_text: &str, progress: &Progress) -> String {
-    format!("{running_text}\n{}", progress.line())
+/// Chat message while a run is in progress: the running message (from
+/// [`messages::chat_running`]) and the stage line (stage names only).
+pub fn chat_running_with_stages(running: &Message, progress: &Progress) -> Message {
+    running.clone().text(format!("\n{}", progress.line()))
 }
 
 /// Finds `name` on the `PATH` of `env` (what the command will run with).
@@ -298,6 +299,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deploy_core::chat::Tone;
 
     fn app(extra: serde_json::Value) -> AppConfig {
         let mut v = serde_json::json!({"provider": "shell", "repository": "o/r"});
@@ -319,7 +321,10 @@ mod tests {
         p.set(Stage::Deploy, StageState::Failed);
         assert_eq!(p.line(), "prepare ✓ → before ✓ → deploy ✗ → after");
         assert_eq!(
-            chat_running_with_stages(":rocket: x", &p),
+            deploy_core::chat::slack::mrkdwn(&chat_running_with_stages(
+                &Message::new(Tone::Started).text("x"),
+                &p
+            )),
             ":rocket: x\nprepare ✓ → before ✓ → deploy ✗ → after"
         );
         let plain = Progress::for_app(&app(serde_json::json!({})));
