@@ -14,32 +14,19 @@ impl Locks for SqliteStore {
 
     async fn set_env_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<EnvLock> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
-            .bind(line)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = row {
-            let held: EnvLock = from_json(row.get::<&str, _>(0))?;
-            if held.user != lock.user {
-                return Ok(held);
-            }
+        if let Some(held) = held_lock(&mut tx, line).await?
+            && held.user != lock.user
+        {
+            return Ok(held);
         }
-        sqlx::query("INSERT OR REPLACE INTO faseng_locks (line, lock) VALUES (?, ?)")
-            .bind(line)
-            .bind(to_json(lock)?)
-            .execute(&mut *tx)
-            .await?;
+        write_lock(&mut tx, line, lock).await?;
         tx.commit().await?;
         Ok(lock.clone())
     }
 
     async fn clear_env_lock(&self, line: &str, holder: &str) -> anyhow::Result<Option<EnvLock>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
-            .bind(line)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let held: Option<EnvLock> = row.map(|r| from_json(r.get::<&str, _>(0))).transpose()?;
+        let held = held_lock(&mut tx, line).await?;
         if held.as_ref().is_some_and(|l| l.user == holder) {
             sqlx::query("DELETE FROM faseng_locks WHERE line = ?")
                 .bind(line)
@@ -57,37 +44,21 @@ impl Locks for SqliteStore {
         now: DateTime<Utc>,
     ) -> anyhow::Result<EnvLock> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
-            .bind(line)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = row {
-            let held: EnvLock = from_json(row.get::<&str, _>(0))?;
-            if held.user != lock.user && !held.expired(now) {
-                return Ok(held);
-            }
+        if let Some(held) = held_lock(&mut tx, line).await?
+            && held.user != lock.user
+            && !held.expired(now)
+        {
+            return Ok(held);
         }
-        sqlx::query("INSERT OR REPLACE INTO faseng_locks (line, lock) VALUES (?, ?)")
-            .bind(line)
-            .bind(to_json(lock)?)
-            .execute(&mut *tx)
-            .await?;
+        write_lock(&mut tx, line, lock).await?;
         tx.commit().await?;
         Ok(lock.clone())
     }
 
     async fn take_over_lock(&self, line: &str, lock: &EnvLock) -> anyhow::Result<Option<EnvLock>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
-            .bind(line)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let held: Option<EnvLock> = row.map(|r| from_json(r.get::<&str, _>(0))).transpose()?;
-        sqlx::query("INSERT OR REPLACE INTO faseng_locks (line, lock) VALUES (?, ?)")
-            .bind(line)
-            .bind(to_json(lock)?)
-            .execute(&mut *tx)
-            .await?;
+        let held = held_lock(&mut tx, line).await?;
+        write_lock(&mut tx, line, lock).await?;
         tx.commit().await?;
         Ok(held)
     }
@@ -100,4 +71,30 @@ impl Locks for SqliteStore {
             .map(|r| Ok((r.get(0), from_json(r.get::<&str, _>(1))?)))
             .collect()
     }
+}
+
+/// The lock on `line`, read inside a write transaction.
+async fn held_lock(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    line: &str,
+) -> anyhow::Result<Option<EnvLock>> {
+    let row = sqlx::query("SELECT lock FROM faseng_locks WHERE line = ?")
+        .bind(line)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| from_json(r.get::<&str, _>(0))).transpose()
+}
+
+/// Writes `lock` on `line` (whatever was there), inside a write transaction.
+async fn write_lock(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    line: &str,
+    lock: &EnvLock,
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT OR REPLACE INTO faseng_locks (line, lock) VALUES (?, ?)")
+        .bind(line)
+        .bind(to_json(lock)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
