@@ -94,3 +94,9 @@ pub mod prelude {
         Outbox as _, Retention as _, Runs as _,
     };
 }
+
+/// Parses a record the store wrote.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> anyhow::Result<T> {
+    use anyhow::Context as _;
+    serde_json::from_str(s).context("reading a stored record")
+}

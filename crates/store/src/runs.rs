@@ -172,6 +172,16 @@ pub struct StoredMarker {
     pub raw: String,
 }
 
+impl StoredMarker {
+    /// Parses a marker as it was stored, keeping the text for a compare-and-set.
+    pub fn from_raw(raw: String) -> anyhow::Result<Self> {
+        Ok(Self {
+            marker: crate::from_json(&raw)?,
+            raw,
+        })
+    }
+}
+
 /// A history query: runs newest first (by when they were received), filtered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunQuery {

@@ -243,9 +243,7 @@ fn k(kind: &str, id: &str) -> String {
     format!("faseng:{kind}:{id}")
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> anyhow::Result<T> {
-    serde_json::from_str(s).context("reading a stored record")
-}
+use crate::from_json;
 
 #[async_trait]
 impl Meta for RedisStore {

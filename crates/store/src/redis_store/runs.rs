@@ -92,13 +92,7 @@ impl Runs for RedisStore {
 
     async fn started(&self, key: &str) -> anyhow::Result<Option<StoredMarker>> {
         let v: Option<String> = self.conn().get(k("started", key)).await?;
-        v.map(|raw| {
-            Ok(StoredMarker {
-                marker: from_json(&raw)?,
-                raw,
-            })
-        })
-        .transpose()
+        v.map(StoredMarker::from_raw).transpose()
     }
 
     async fn take_over_started(

@@ -177,9 +177,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string(v)?)
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> anyhow::Result<T> {
-    serde_json::from_str(s).context("reading a stored record")
-}
+use crate::from_json;
 
 #[async_trait]
 impl Meta for SqliteStore {

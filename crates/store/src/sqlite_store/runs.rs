@@ -80,14 +80,7 @@ impl Runs for SqliteStore {
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            let raw: String = r.get(0);
-            Ok(StoredMarker {
-                marker: from_json(&raw)?,
-                raw,
-            })
-        })
-        .transpose()
+        row.map(|r| StoredMarker::from_raw(r.get(0))).transpose()
     }
 
     async fn take_over_started(
