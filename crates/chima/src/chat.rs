@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 pub use deploy_core::chat::Tone;
 use deploy_core::chat::{Message, plain};
+use deploy_store::ChatThread;
 
 /// Who said a command, where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,32 @@ impl ChatContext {
         }
     }
 
+    /// Where this command was said, as the store keeps it: the room, and the thread that
+    /// follow-ups (reminders, hand-offs, expiry) go to — the command's thread, else a new
+    /// thread under the command's message.
+    pub fn chat_thread(&self) -> ChatThread {
+        ChatThread {
+            adapter: self.adapter.clone(),
+            room: self.room_id.clone(),
+            room_name: self.room_name.clone(),
+            thread: self.thread_id.clone().or_else(|| self.message_id.clone()),
+        }
+    }
+
+    /// `user` speaking in `thread` (a request handed off from the line, a pressed reminder).
+    pub fn in_thread(thread: &ChatThread, user_id: &str, user_name: &str) -> Self {
+        Self {
+            adapter: thread.adapter.clone(),
+            room_id: thread.room.clone(),
+            room_name: thread.room_name.clone(),
+            user_id: user_id.to_owned(),
+            user_name: user_name.to_owned(),
+            message_id: None,
+            thread_id: thread.thread.clone(),
+            direct: false,
+        }
+    }
+
     /// How the room is shown in replies: `#name`, or "a direct message".
     pub fn room_label(&self) -> String {
         if self.direct {
@@ -70,6 +97,12 @@ pub enum ActionKind {
     DeployAnyway,
     /// Deploy the repository's default branch to the same environment.
     DeployDefaultBranch,
+    /// Join the line behind the lock or freeze that refused a deploy.
+    DeployWhenFree,
+    /// Extend a lock (its reminder).
+    ExtendLock,
+    /// Release a lock (its reminder).
+    Unlock,
 }
 
 impl ActionKind {
@@ -78,6 +111,20 @@ impl ActionKind {
         match self {
             ActionKind::DeployAnyway => "deploy-anyway",
             ActionKind::DeployDefaultBranch => "deploy-default-branch",
+            ActionKind::DeployWhenFree => "deploy-when-free",
+            ActionKind::ExtendLock => "extend-lock",
+            ActionKind::Unlock => "unlock",
+        }
+    }
+
+    /// What a message says the pressed button did.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ActionKind::DeployAnyway => "Deploy anyway",
+            ActionKind::DeployDefaultBranch => "Deploy default branch",
+            ActionKind::DeployWhenFree => "Deploy when free",
+            ActionKind::ExtendLock => "Extend",
+            ActionKind::Unlock => "Unlock",
         }
     }
 
@@ -86,6 +133,9 @@ impl ActionKind {
         match id {
             "deploy-anyway" => Some(ActionKind::DeployAnyway),
             "deploy-default-branch" => Some(ActionKind::DeployDefaultBranch),
+            "deploy-when-free" => Some(ActionKind::DeployWhenFree),
+            "extend-lock" => Some(ActionKind::ExtendLock),
+            "unlock" => Some(ActionKind::Unlock),
             _ => None,
         }
     }
@@ -169,6 +219,86 @@ pub trait Outbox: Send {
     async fn post(&mut self, reply: Reply) -> Option<MessageRef>;
     /// Replaces a posted message.
     async fn edit(&mut self, message: &MessageRef, reply: Reply);
+}
+
+/// How the bot speaks when no command is being answered (a reminder, an expired lock, a
+/// hand-off from the line, the old holder of a lock taken over): into a thread it kept, and
+/// directly to a person. Each transport has one.
+#[async_trait]
+pub trait Poster: Send + Sync {
+    /// An outbox posting into `thread`, on behalf of `user_id` (who may see what only the
+    /// asker sees).
+    fn outbox(&self, thread: &ChatThread, user_id: &str) -> Box<dyn Outbox>;
+
+    /// Tells `user_id` directly (a DM); said nowhere when the transport has no such thing.
+    async fn direct(&self, user_id: &str, reply: Reply);
+}
+
+/// A poster that keeps what it was given, for tests: `(where, reply)` in order, where is the
+/// thread's room and thread, or `dm:<user>`.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingPoster {
+    said: std::sync::Arc<std::sync::Mutex<Vec<(String, Reply)>>>,
+}
+
+impl RecordingPoster {
+    /// Everything said so far, as `(where, text)`.
+    pub fn said(&self) -> Vec<(String, String)> {
+        self.lock().iter().map(|(w, r)| (w.clone(), r.text())).collect()
+    }
+
+    /// Everything said so far, with the replies.
+    pub fn replies(&self) -> Vec<(String, Reply)> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Reply)>> {
+        self.said.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct RecordingThread {
+    place: String,
+    said: std::sync::Arc<std::sync::Mutex<Vec<(String, Reply)>>>,
+}
+
+#[async_trait]
+impl Outbox for RecordingThread {
+    async fn post(&mut self, reply: Reply) -> Option<MessageRef> {
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        said.push((self.place.clone(), reply));
+        Some(MessageRef {
+            channel: self.place.clone(),
+            id: (said.len() - 1).to_string(),
+        })
+    }
+
+    async fn edit(&mut self, message: &MessageRef, reply: Reply) {
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(i) = message.id.parse::<usize>()
+            && i < said.len()
+        {
+            said[i].1 = reply;
+        }
+    }
+}
+
+#[async_trait]
+impl Poster for RecordingPoster {
+    fn outbox(&self, thread: &ChatThread, _user_id: &str) -> Box<dyn Outbox> {
+        let place = match &thread.thread {
+            Some(t) => format!("{}/{t}", thread.room),
+            None => thread.room.clone(),
+        };
+        Box::new(RecordingThread {
+            place,
+            said: self.said.clone(),
+        })
+    }
+
+    async fn direct(&self, user_id: &str, reply: Reply) {
+        self.lock().push((format!("dm:{user_id}"), reply));
+    }
 }
 
 /// An outbox that keeps replies in memory, for tests and benchmarks.

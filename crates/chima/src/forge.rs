@@ -207,6 +207,13 @@ pub trait Forge: Send + Sync {
     ) -> Result<Option<DeploymentInfo>, ForgeError>;
     /// True when the deployment has at least one status (a deployer picked it up).
     async fn has_statuses(&self, app: &AppConfig, id: u64) -> Result<bool, ForgeError>;
+    /// The commit `git_ref` points at now; `None` when there is no such ref (the deployment
+    /// request then gets the forge's own answer for it).
+    async fn resolve_sha(
+        &self,
+        app: &AppConfig,
+        git_ref: &GitRef,
+    ) -> Result<Option<String>, ForgeError>;
     /// CI state of a ref.
     async fn ci_report(&self, app: &AppConfig, git_ref: &GitRef) -> Result<CiReport, ForgeError>;
     /// The output of a deployment run, line by line.

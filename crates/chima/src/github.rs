@@ -377,6 +377,28 @@ impl Forge for GithubForge {
         Ok(self.latest_state(&gh, app, id).await?.is_some())
     }
 
+    async fn resolve_sha(
+        &self,
+        app: &AppConfig,
+        git_ref: &GitRef,
+    ) -> Result<Option<String>, ForgeError> {
+        let gh = self.client(app).await?;
+        // The combined status names the commit the ref points at; GitHub answers 422 for a
+        // ref that does not exist.
+        let path = format!(
+            "/repos/{}/commits/{}/status?per_page=1",
+            app.repository,
+            encode_ref(git_ref.as_str())
+        );
+        match gh.get::<CombinedStatusJson, _, _>(path, None::<&()>).await {
+            Ok(combined) => Ok(Some(combined.sha)),
+            Err(e) => match map_error(e) {
+                ForgeError::Unexpected { status: 422, .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn ci_report(&self, app: &AppConfig, git_ref: &GitRef) -> Result<CiReport, ForgeError> {
         let gh = self.client(app).await?;
         let base = format!(

@@ -8,6 +8,7 @@
 
 pub mod chat;
 pub mod cli;
+pub mod desk;
 pub mod forge;
 pub mod github;
 pub mod grammar;

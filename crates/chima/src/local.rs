@@ -442,6 +442,15 @@ impl Forge for LocalForge {
         Ok(self.store.latest_state(id).await?.is_some())
     }
 
+    async fn resolve_sha(
+        &self,
+        app: &AppConfig,
+        git_ref: &GitRef,
+    ) -> Result<Option<String>, ForgeError> {
+        let repository = local_repository(app, &self.base)?;
+        resolve(&repository, git_ref).await
+    }
+
     async fn ci_report(&self, _app: &AppConfig, _git_ref: &GitRef) -> Result<CiReport, ForgeError> {
         Err(ForgeError::Unsupported(messages::no_ci_in_local_mode()))
     }

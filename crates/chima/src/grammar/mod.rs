@@ -4,7 +4,11 @@
 //! compatible. Help and "did you mean" are generated from [`COMMANDS`], so they cannot drift
 //! from what the parser accepts.
 
-use deploy_core::{AppName, EnvName, GitRef, NameError, RefError};
+mod desk;
+
+pub use desk::{DeskCommand, FreezeScope, MAX_REASON_CHARS};
+
+use deploy_core::{AppName, EnvName, GitRef, NameError, RefError, SpanError};
 
 /// Longest line chima will read; longer lines are refused before any parsing.
 pub const MAX_LINE_BYTES: usize = 1000;
@@ -33,12 +37,13 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "deploy",
         aliases: &[],
-        usage: "deploy[!][:task] <app>[/<ref>] [to <env>[/<hosts>]]",
-        summary: "deploy a branch, tag or sha of an app (default: the repository's default branch to the app's default environment); `!` skips the CI checks, `:task` runs another task (e.g. `deploy:migrate`, `deploy:lock`, `deploy:unlock`)",
+        usage: "deploy[!][:task] <app>[/<ref>] [to <env>[/<hosts>]] [when free]",
+        summary: "deploy a branch, tag or sha of an app (default: the repository's default branch to the app's default environment); `!` skips the CI checks (never a lock or freeze), `:task` runs another task (e.g. `deploy:migrate`, `deploy:lock`, `deploy:unlock`); `when free` waits in line behind a lock or freeze and deploys by itself when it is released",
         examples: &[
             "deploy project-x/feature/login to edge",
             "deploy! trelhub to pandawork",
             "deploy:migrate modmod-web/v1.2.0 to staging",
+            "deploy demo/feature to staging when free",
         ],
     },
     CommandSpec {
@@ -68,6 +73,75 @@ pub const COMMANDS: &[CommandSpec] = &[
         usage: "log <id>",
         summary: "the output of a deployment run (local mode; with GitHub, follow the log link in the deployment status)",
         examples: &["log 3"],
+    },
+    CommandSpec {
+        name: "lock",
+        aliases: &[],
+        usage: "lock <app> in <env> [for <duration>]: <reason>",
+        summary: "hold an environment: only you may deploy there until you unlock it or it expires (default: the app's lock_ttl, 4h; at most 7d); you are reminded every lock_reminder (2h)",
+        examples: &[
+            "lock demo in staging for 1h: testing the migration",
+            "lock project-x on live: release 1.4",
+        ],
+    },
+    CommandSpec {
+        name: "unlock",
+        aliases: &[],
+        usage: "unlock[!] <app> in <env>[: <reason>]",
+        summary: "release your lock (the line behind it moves); `unlock!` takes someone else's lock for yourself (they are told why; audited)",
+        examples: &["unlock demo in staging", "unlock! demo in staging: hotfix"],
+    },
+    CommandSpec {
+        name: "locks",
+        aliases: &[],
+        usage: "locks [<app>]",
+        summary: "every lock: holder, reason, since and until when",
+        examples: &["locks", "locks demo"],
+    },
+    CommandSpec {
+        name: "cancel",
+        aliases: &[],
+        usage: "cancel <app> in <env>",
+        summary: "leave the line you joined with `deploy … when free`",
+        examples: &["cancel demo in staging"],
+    },
+    CommandSpec {
+        name: "queue",
+        aliases: &[],
+        usage: "queue [<app> [in <env>]]",
+        summary: "for each environment: the lock, the line of waiting requests and faseng's waiting runs, with position, who, ref and ETA",
+        examples: &["queue", "queue demo in staging"],
+    },
+    CommandSpec {
+        name: "freeze",
+        aliases: &[],
+        usage: "freeze <app>|all [in <env>] for <duration>: <reason>",
+        summary: "stop deploys of an app (or all apps), in one environment or all, for a while",
+        examples: &[
+            "freeze demo in production for 2h: release train",
+            "freeze all for 1d: datacenter move",
+        ],
+    },
+    CommandSpec {
+        name: "unfreeze",
+        aliases: &[],
+        usage: "unfreeze <app> in <env> [for <duration>]: <reason>",
+        summary: "lift a freeze for yourself only, for at most 1h (default 30m); announced and audited",
+        examples: &["unfreeze demo in production for 30m: hotfix for the login bug"],
+    },
+    CommandSpec {
+        name: "freezes",
+        aliases: &[],
+        usage: "freezes [<app>]",
+        summary: "the freeze windows that are on now and those coming",
+        examples: &["freezes", "freezes demo"],
+    },
+    CommandSpec {
+        name: "audit",
+        aliases: &[],
+        usage: "audit <app> [in <env>] [since <duration>]",
+        summary: "the newest release actions (locks, line, freezes, deploys): who, what, when, from where",
+        examples: &["audit demo", "audit demo in staging since 2d"],
     },
     CommandSpec {
         name: "help",
@@ -116,6 +190,8 @@ pub struct DeployCommand {
     pub hosts: Option<String>,
     /// A trailing one-time code (hubot-deploy compatibility), when given.
     pub otp: Option<String>,
+    /// `when free`: wait in line behind a lock or freeze instead of being refused.
+    pub when_free: bool,
 }
 
 /// A parsed command.
@@ -156,6 +232,8 @@ pub enum Command {
         /// Deployment id.
         id: u64,
     },
+    /// A release-desk command (locks, the line, freezes, the audit).
+    Desk(DeskCommand),
 }
 
 /// What exactly was wrong with a command's arguments.
@@ -179,6 +257,14 @@ pub enum Problem {
     MissingId,
     /// A deployment id is not a number.
     BadId(String),
+    /// A command that needs a reason after `:` got none.
+    MissingReason,
+    /// A reason longer than [`MAX_REASON_CHARS`] (its length).
+    ReasonTooLong(usize),
+    /// `for` / `since` without a duration after it.
+    MissingDuration(&'static str),
+    /// A duration that does not read.
+    BadDuration(String, SpanError),
     /// A word that does not belong, with a close keyword when there is one.
     Unexpected {
         /// The word.
@@ -280,6 +366,10 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     let lower = first.to_ascii_lowercase();
     if lower.starts_with("deploy") && lower != "deploys" {
         return parse_deploy(first, rest);
+    }
+    let after_first = line.trim_start()[first.len()..].trim_start();
+    if let Some(desk) = desk::parse(&lower, after_first) {
+        return desk.map(Command::Desk);
     }
     match spec(&lower).map(|s| s.name) {
         Some("deploys") => parse_deploys(rest),
@@ -442,6 +532,14 @@ fn parse_deploy(first: &str, rest: &[&str]) -> Result<Command, ParseError> {
         otp = Some((*word).to_owned());
         cursor += 1;
     }
+    let mut when_free = false;
+    if let (Some(when), Some(free)) = (rest.get(cursor), rest.get(cursor + 1))
+        && when.eq_ignore_ascii_case("when")
+        && free.trim_end_matches(['.', '!']).eq_ignore_ascii_case("free")
+    {
+        when_free = true;
+        cursor += 2;
+    }
     if let Some(word) = rest.get(cursor) {
         let suggestion = if env.is_none() {
             closest_keyword(word, ENV_KEYWORDS)
@@ -464,6 +562,7 @@ fn parse_deploy(first: &str, rest: &[&str]) -> Result<Command, ParseError> {
         env,
         hosts,
         otp,
+        when_free,
     }))
 }
 
@@ -627,6 +726,7 @@ mod tests {
                 env: None,
                 hosts: None,
                 otp: None,
+                when_free: false,
             }
         );
     }

@@ -1,24 +1,31 @@
 //! Command handlers: a parsed command and a chat context in, replies out. Independent of the
 //! chat transport and of where deployments live.
 
-use std::sync::Arc;
+mod desk;
+
+use std::sync::{Arc, OnceLock};
 
 use deploy_core::{
-    AppConfig, AppName, Apps, DeploymentPayload, EnvName, GitRef, NewDeployment, Notify,
+    AppConfig, AppName, Apps, Clock, DeploymentPayload, EnvName, GitRef, NewDeployment, Notify,
 };
 use futures::future::join_all;
 
-use crate::chat::{Action, ActionKind, ChatContext, MessageRef, Outbox, Reply};
+use crate::chat::{Action, ActionKind, ChatContext, MessageRef, Outbox, Poster, Reply};
+use crate::desk::{Desk, Gate, Record};
+use deploy_store::{AuditAction, NewLineRequest};
 use crate::forge::{CreateOutcome, DeploymentFilter, Forge};
 use crate::grammar::{self, Addressing, Command, DeployCommand, ParseError};
 use crate::messages;
 
-/// The bot: app.json, the forge, and its name.
+/// The bot: app.json, the forge, its name, the store it shares with faseng (the release
+/// desk), the clock the desk tells time by, and how it speaks unprompted.
 pub struct Bot {
     apps: Apps,
     forge: Arc<dyn Forge>,
     name: String,
     store: Option<crate::store::StoreHandle>,
+    clock: Arc<dyn Clock>,
+    poster: OnceLock<Arc<dyn Poster>>,
 }
 
 /// What happened to a deploy command, for transports that follow up (buttons, watchdog).
@@ -45,7 +52,32 @@ impl Bot {
             forge,
             name: name.to_owned(),
             store: None,
+            clock: deploy_core::clock::system(),
+            poster: OnceLock::new(),
         }
+    }
+
+    /// The bot telling time by `clock` (tests move it by hand).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How the bot speaks when no command is being answered (set once by the transport).
+    pub fn set_poster(&self, poster: Arc<dyn Poster>) {
+        let _ = self.poster.set(poster);
+    }
+
+    /// The poster, once the transport set one.
+    pub fn poster(&self) -> Option<Arc<dyn Poster>> {
+        self.poster.get().cloned()
+    }
+
+    /// The release desk, when the bot has a store.
+    pub fn desk(&self) -> Option<Desk> {
+        self.store
+            .as_ref()
+            .map(|s| Desk::new(s.store().clone(), self.clock.clone()))
     }
 
     /// The bot reading locks, lines and history from the store it shares with faseng.
@@ -128,6 +160,10 @@ impl Bot {
             }
         };
         match command {
+            Command::Desk(command) => {
+                self.desk_command(command, ctx, outbox).await;
+                None
+            }
             Command::Deploy(deploy) => Some(self.deploy(&deploy, ctx, outbox).await),
             Command::Deploys { app, git_ref, env } => {
                 let reply = self.deploys(&app, git_ref, env).await;
@@ -195,15 +231,22 @@ impl Bot {
         if !app.has_environment(&env) {
             return Err(messages::unknown_environment(app, &env));
         }
+        self.check_room(app, ctx)?;
+        Ok((app, env))
+    }
+
+    /// Whether `app` may be deployed (locked, frozen) from the command's room.
+    fn check_room(&self, app: &AppConfig, ctx: &ChatContext) -> Result<(), Reply> {
         let room_ok = if ctx.direct {
             app.allowed_rooms.is_none()
         } else {
             app.allows_room(&ctx.room_id, &ctx.room_name)
         };
-        if !room_ok {
-            return Err(messages::room_not_allowed(app, &ctx.room_label()));
+        if room_ok {
+            Ok(())
+        } else {
+            Err(messages::room_not_allowed(app, &ctx.room_label()))
         }
-        Ok((app, env))
     }
 
     /// Runs a deploy command end to end: checks, the live message, the GitHub request, and
@@ -233,6 +276,13 @@ impl Bot {
                 }
             },
         };
+        let ticket = match self.pass_desk(app, &env, &git_ref, command, ctx).await {
+            Ok(ticket) => ticket,
+            Err(reply) => {
+                outbox.post(reply).await;
+                return DeployResult::Refused;
+            }
+        };
         let task = command.task.to_string();
         let live = outbox
             .post(messages::deploy_requested(
@@ -243,7 +293,8 @@ impl Bot {
                 &task,
             ))
             .await;
-        let request = self.new_deployment(app, &env, &git_ref, command, ctx, live.as_ref());
+        let mut request = self.new_deployment(app, &env, &git_ref, command, ctx, live.as_ref());
+        request.payload.desk_ticket = ticket;
         let outcome = self.forge.create_deployment(app, &request).await;
         let (reply, result) = match outcome {
             Ok(CreateOutcome::Created(info)) => {
@@ -254,6 +305,20 @@ impl Bot {
                     reply = self
                         .offer_default_branch(reply, app, &env, &info.git_ref)
                         .await;
+                }
+                if let Some(desk) = self.desk() {
+                    desk.record(
+                        Record::new(
+                            (&ctx.user_id, &ctx.user_name),
+                            AuditAction::Deploy,
+                            app.name.as_str(),
+                            Some(&ctx.chat_thread()),
+                        )
+                        .env(env.as_str())
+                        .git(&info.git_ref, Some(&info.sha))
+                        .detail(format!("deployment #{} ({task})", info.id)),
+                    )
+                    .await;
                 }
                 let result = DeployResult::Created {
                     id: info.id,
@@ -293,6 +358,136 @@ impl Bot {
             }
         }
         result
+    }
+
+    /// The release desk's word on a deploy: refused (a lock, a freeze: the reply), joined
+    /// to the line (`when free`: the reply says where), or let through with the id of the
+    /// desk ticket that tells faseng who asked and what allowed it (`None` without a store).
+    async fn pass_desk(
+        &self,
+        app: &AppConfig,
+        env: &EnvName,
+        git_ref: &GitRef,
+        command: &DeployCommand,
+        ctx: &ChatContext,
+    ) -> Result<Option<String>, Reply> {
+        let Some(desk) = self.desk() else {
+            return Ok(None);
+        };
+        let failed = |e: anyhow::Error| {
+            tracing::warn!(error = %format!("{e:#}"), "release desk unreadable");
+            messages::desk::store_failed(&format!("{e:#}"))
+        };
+        let allowed = match command.task {
+            // Heaven's lock tasks act on the locks themselves; faseng decides them.
+            deploy_core::Task::Lock | deploy_core::Task::Unlock => Vec::new(),
+            _ => match desk.gate(app, env, &ctx.user_id).await.map_err(failed)? {
+                Gate::Free => Vec::new(),
+                Gate::Allowed(allowed) => allowed,
+                Gate::Blocked(blocked) if command.when_free => {
+                    return Err(self
+                        .join_line(&desk, app, env, git_ref, command, ctx, &blocked)
+                        .await
+                        .unwrap_or_else(failed));
+                }
+                Gate::Blocked(blocked) => {
+                    return Err(messages::desk::deploy_refused(
+                        app,
+                        env,
+                        git_ref,
+                        &blocked,
+                        desk.now(),
+                        &self.when_free_command(command, git_ref, env),
+                        &ctx.user_id,
+                    ));
+                }
+            },
+        };
+        let sha = match self.forge.resolve_sha(app, git_ref).await {
+            Ok(Some(sha)) => sha,
+            // No such ref: the deployment request gets the forge's own answer for it.
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(messages::forge_failed(app, "read the ref", &e)),
+        };
+        desk.issue_ticket(
+            &app.name,
+            env,
+            &sha,
+            (&ctx.user_id, &ctx.user_name),
+            allowed,
+        )
+        .await
+        .map(Some)
+        .map_err(failed)
+    }
+
+    /// `deploy … when free`: joins the line behind what blocks it.
+    #[allow(clippy::too_many_arguments)]
+    async fn join_line(
+        &self,
+        desk: &Desk,
+        app: &AppConfig,
+        env: &EnvName,
+        git_ref: &GitRef,
+        command: &DeployCommand,
+        ctx: &ChatContext,
+        blocked: &deploy_core::desk::Blocked,
+    ) -> anyhow::Result<Reply> {
+        let now = desk.now();
+        let line = crate::desk::line_of(&app.name, env);
+        let (request, position) = desk
+            .store()
+            .join_line(&NewLineRequest {
+                line: line.to_string(),
+                user: ctx.user_id.clone(),
+                user_name: ctx.user_name.clone(),
+                git_ref: git_ref.to_string(),
+                command: self.deploy_line(command, git_ref, env),
+                chat: ctx.chat_thread(),
+                at: now,
+                expires_at: now + app.lock_ttl().as_chrono(),
+            })
+            .await?;
+        desk.record(
+            Record::new(
+                (&ctx.user_id, &ctx.user_name),
+                AuditAction::LineJoin,
+                app.name.as_str(),
+                Some(&ctx.chat_thread()),
+            )
+            .env(env.as_str())
+            .git(git_ref.as_str(), None)
+            .detail(format!("position {position}")),
+        )
+        .await;
+        Ok(messages::desk::joined_line(
+            app, env, &request, position, blocked, now, &self.name,
+        ))
+    }
+
+    /// The deploy command a request in line runs when released (`when free` left out).
+    fn deploy_line(&self, command: &DeployCommand, git_ref: &GitRef, env: &EnvName) -> String {
+        let bang = if command.force { "!" } else { "" };
+        let task = command.task.to_string();
+        let head = match task.strip_prefix("deploy") {
+            Some(rest) => format!("deploy{bang}{rest}"),
+            None => format!("{task}{bang}"),
+        };
+        let hosts = command
+            .hosts
+            .as_ref()
+            .map(|h| format!("/{h}"))
+            .unwrap_or_default();
+        format!("{head} {}/{git_ref} to {env}{hosts}", command.app)
+    }
+
+    /// The command that joins the line, as a button runs it.
+    fn when_free_command(&self, command: &DeployCommand, git_ref: &GitRef, env: &EnvName) -> String {
+        format!(
+            "{} {} when free",
+            self.name,
+            self.deploy_line(command, git_ref, env)
+        )
     }
 
     /// After deploying a branch other than the default one, offer to put the default back.

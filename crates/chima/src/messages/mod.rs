@@ -5,6 +5,8 @@
 //! transports render it (Slack: mrkdwn and Block Kit; the shell: plain text) and escape every
 //! quoted value for the chat it goes to.
 
+pub mod desk;
+
 use chrono::{DateTime, Utc};
 use deploy_core::chat::{Message, Tone};
 use deploy_core::{AppConfig, AppName, EnvName};
@@ -57,6 +59,17 @@ fn with_problem(m: Message, problem: &Problem) -> Message {
             .code(clip(t))
             .text(" is not a task; use `deploy`, `deploy!` or `deploy:<task>`"),
         Problem::MissingId => m.text("which deployment? Give its number"),
+        Problem::MissingReason => m.text("a reason is needed after `:`"),
+        Problem::ReasonTooLong(chars) => m.text(format!(
+            "the reason is {chars} characters long; keep it under {}",
+            crate::grammar::MAX_REASON_CHARS + 1
+        )),
+        Problem::MissingDuration(keyword) => m
+            .code(*keyword)
+            .text(" needs a duration after it, like 30m, 4h or 1d"),
+        Problem::BadDuration(word, _) => m
+            .code(clip(word))
+            .text(" is not a duration: write it like 90s, 30m, 4h, 1d or 1h30m"),
         Problem::BadId(id) => m.code(clip(id)).text(" is not a deployment number"),
         Problem::Unexpected {
             word,
@@ -755,7 +768,7 @@ mod tests {
     fn unknown_command_with_suggestion() {
         assert_eq!(
             not_understood_text("deplyo x"),
-            "I don't know the command `deplyo`. Did you mean `deploy`? Usage: `chima deploy[!][:task] <app>[/<ref>] [to <env>[/<hosts>]]`"
+            "I don't know the command `deplyo`. Did you mean `deploy`? Usage: `chima deploy[!][:task] <app>[/<ref>] [to <env>[/<hosts>]] [when free]`"
         );
     }
 
@@ -769,7 +782,7 @@ mod tests {
 
     #[test]
     fn bad_arguments_name_the_problem_and_usage() {
-        let usage = "Usage: `chima deploy[!][:task] <app>[/<ref>] [to <env>[/<hosts>]]`";
+        let usage = "Usage: `chima deploy[!][:task] <app>[/<ref>] [to <env>[/<hosts>]] [when free]`";
         for (line, problem) in [
             ("deploy", "which app? Name one"),
             (
@@ -839,7 +852,7 @@ mod tests {
     fn help_for_unknown_topic() {
         assert_eq!(
             help_unknown_topic("dance", BOT).text(),
-            "There is no command `dance`. Commands: `deploy`, `deploys`, `where`, `ci`, `log`, `help`, `version`. Say `chima help` for the list."
+            "There is no command `dance`. Commands: `deploy`, `deploys`, `where`, `ci`, `log`, `lock`, `unlock`, `locks`, `cancel`, `queue`, `freeze`, `unfreeze`, `freezes`, `audit`, `help`, `version`. Say `chima help` for the list."
         );
     }
 

@@ -242,10 +242,7 @@ impl SlackApp {
             outbox.post(messages::button_not_yours(&owner_name)).await;
             return;
         }
-        let label = match kind {
-            ActionKind::DeployAnyway => "Deploy anyway",
-            ActionKind::DeployDefaultBranch => "Deploy default branch",
-        };
+        let label = kind.label();
         let pressed = messages::button_pressed(&value.command, &ctx.user_name, label);
         outbox
             .edit(

@@ -1,0 +1,262 @@
+//! The release desk's rules over the store chima shares with faseng: whether a deploy may go
+//! ahead now (a lock, a freeze, the speaker's own lock or unfreeze), what a request in line
+//! waits for, desk tickets and the audit. No chat here: handlers say what happened.
+//!
+//! Every time is read from one injectable [`Clock`], so expiry, reminders and windows are
+//! tested by moving a clock, never by sleeping.
+
+pub mod tick;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deploy_core::desk::{Blocked, frozen};
+use deploy_core::{AppConfig, AppName, Clock, EnvName, LineKey};
+use deploy_store::{
+    Allowance, AuditAction, AuditEntry, ChatThread, DeskTicket, EnvLock, Freeze, Store,
+};
+
+/// How long a desk ticket may wait for its deployment's webhook.
+pub const TICKET_TTL: chrono::Duration = chrono::Duration::hours(1);
+
+/// Whether a deploy by one person may go ahead in an environment now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Nothing stands in the way.
+    Free,
+    /// Something would, but the person holds what lets them through (their lock, an
+    /// unfreeze); faseng learns it from a desk ticket.
+    Allowed(Vec<Allowance>),
+    /// Refused: someone else's lock, or a freeze.
+    Blocked(Blocked),
+}
+
+/// The desk: the shared store, the clock.
+#[derive(Clone)]
+pub struct Desk {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Desk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desk").finish_non_exhaustive()
+    }
+}
+
+/// An app's line key for `env`.
+pub fn line_of(app: &AppName, env: &EnvName) -> LineKey {
+    LineKey::new(app, env.as_str())
+}
+
+impl Desk {
+    /// A desk over `store`, telling time by `clock`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Now, by the desk's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The lock on `app` in `env` unless it has run out.
+    pub async fn lock(&self, app: &AppName, env: &EnvName) -> anyhow::Result<Option<EnvLock>> {
+        self.store
+            .lock_at(line_of(app, env).as_str(), self.now())
+            .await
+    }
+
+    /// The freeze in force on `app` in `env` now (an app.json window or one made in chat),
+    /// the one lasting longest when several are.
+    pub async fn freeze(&self, app: &AppConfig, env: &EnvName) -> anyhow::Result<Option<Blocked>> {
+        let now = self.now();
+        let configured = frozen(app.freezes(), env, now);
+        let ad_hoc = self
+            .store
+            .freezes(now)
+            .await?
+            .into_iter()
+            .filter(|f| f.active(now) && f.covers(app.name.as_str(), env.as_str()))
+            .max_by_key(|f| f.until)
+            .map(|f| freeze_blocked(&f));
+        Ok([configured, ad_hoc]
+            .into_iter()
+            .flatten()
+            .max_by_key(|b| match b {
+                Blocked::Frozen { until, .. } => Some(*until),
+                Blocked::Locked { .. } => None,
+            }))
+    }
+
+    /// Whether `user` (a chat user id) may deploy `app` to `env` now.
+    pub async fn gate(&self, app: &AppConfig, env: &EnvName, user: &str) -> anyhow::Result<Gate> {
+        let mut allowed = Vec::new();
+        if let Some(lock) = self.lock(&app.name, env).await? {
+            if lock.user != user {
+                return Ok(Gate::Blocked(lock_blocked(&lock)));
+            }
+            allowed.push(Allowance::Lock);
+        }
+        if let Some(freeze) = self.freeze(app, env).await? {
+            let unfrozen = self
+                .store
+                .unfreeze_of(app.name.as_str(), env.as_str(), user, self.now())
+                .await?;
+            if unfrozen.is_none() {
+                return Ok(Gate::Blocked(freeze));
+            }
+            allowed.push(Allowance::Unfreeze);
+        }
+        Ok(if allowed.is_empty() {
+            Gate::Free
+        } else {
+            Gate::Allowed(allowed)
+        })
+    }
+
+    /// Writes a single-use ticket for a deployment of `sha` by `user`, allowed by `allowed_by`
+    /// (empty: only who asked); its id goes into `payload.desk_ticket`.
+    pub async fn issue_ticket(
+        &self,
+        app: &AppName,
+        env: &EnvName,
+        sha: &str,
+        (user, user_name): (&str, &str),
+        allowed_by: Vec<Allowance>,
+    ) -> anyhow::Result<String> {
+        let now = self.now();
+        let ticket = DeskTicket {
+            id: DeskTicket::new_id()?,
+            app: app.to_string(),
+            environment: env.to_string(),
+            sha: sha.to_owned(),
+            user: user.to_owned(),
+            user_name: user_name.to_owned(),
+            allowed_by,
+            at: now,
+            expires_at: now + TICKET_TTL,
+        };
+        self.store.issue_ticket(&ticket).await?;
+        Ok(ticket.id)
+    }
+
+    /// Appends a release action to the audit; a store failure is logged, never fatal to the
+    /// action it records (which has happened already).
+    pub async fn record(&self, entry: Record<'_>) {
+        let entry = AuditEntry {
+            at: self.now(),
+            actor: entry.actor.0.to_owned(),
+            actor_name: entry.actor.1.to_owned(),
+            action: entry.action,
+            app: entry.app.to_owned(),
+            environment: entry.env.map(str::to_owned),
+            git_ref: entry.git_ref.map(str::to_owned),
+            sha: entry.sha.map(str::to_owned),
+            room: entry.chat.map(|c| {
+                if c.room_name.is_empty() {
+                    c.room.clone()
+                } else {
+                    format!("#{}", c.room_name)
+                }
+            }),
+            adapter: entry.chat.map(|c| c.adapter.clone()),
+            detail: entry.detail,
+        };
+        if let Err(e) = self.store.audit_append(&entry).await {
+            tracing::warn!(error = %format!("{e:#}"), action = entry.action.as_str(), "could not write the audit entry");
+        }
+    }
+}
+
+/// What [`Desk::record`] writes: who, what, where.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    /// Who (stable id, shown name).
+    pub actor: (&'a str, &'a str),
+    /// What.
+    pub action: AuditAction,
+    /// The app (`all` for a freeze of every app).
+    pub app: &'a str,
+    /// The environment, when there is one.
+    pub env: Option<&'a str>,
+    /// The ref, when there is one.
+    pub git_ref: Option<&'a str>,
+    /// The commit, when known.
+    pub sha: Option<&'a str>,
+    /// Where in chat.
+    pub chat: Option<&'a ChatThread>,
+    /// The reason, the duration, the deployment.
+    pub detail: String,
+}
+
+impl<'a> Record<'a> {
+    /// `actor` did `action` to `app`, from `chat`.
+    pub fn new(
+        actor: (&'a str, &'a str),
+        action: AuditAction,
+        app: &'a str,
+        chat: Option<&'a ChatThread>,
+    ) -> Self {
+        Self {
+            actor,
+            action,
+            app,
+            env: None,
+            git_ref: None,
+            sha: None,
+            chat,
+            detail: String::new(),
+        }
+    }
+
+    /// In `env`.
+    pub fn env(mut self, env: &'a str) -> Self {
+        self.env = Some(env);
+        self
+    }
+
+    /// Of `git_ref` (and `sha`, when known).
+    pub fn git(mut self, git_ref: &'a str, sha: Option<&'a str>) -> Self {
+        self.git_ref = Some(git_ref);
+        self.sha = sha;
+        self
+    }
+
+    /// With `detail`.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// A lock held by someone else, as a refusal.
+pub fn lock_blocked(lock: &EnvLock) -> Blocked {
+    Blocked::Locked {
+        holder_name: lock.shown_name().to_owned(),
+        reason: lock.reason.clone(),
+        since: lock.at,
+        until: lock.expires_at,
+    }
+}
+
+/// A freeze made in chat, as a refusal.
+pub fn freeze_blocked(freeze: &Freeze) -> Blocked {
+    Blocked::Frozen {
+        reason: freeze.reason.clone(),
+        until: freeze.until,
+        by: Some(if freeze.by_name.is_empty() {
+            freeze.by.clone()
+        } else {
+            freeze.by_name.clone()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
