@@ -208,6 +208,29 @@ impl Locks for FlakyStore {
     async fn clear_env_lock(&self, line: &str, holder: &str) -> anyhow::Result<Option<EnvLock>> {
         self.inner.clear_env_lock(line, holder).await
     }
+
+    async fn update_lock_if(
+        &self,
+        line: &str,
+        holder: &str,
+        since: DateTime<Utc>,
+        new: &EnvLock,
+    ) -> anyhow::Result<bool> {
+        self.inner.update_lock_if(line, holder, since, new).await
+    }
+
+    async fn release_lock_if(
+        &self,
+        line: &str,
+        holder: &str,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Option<EnvLock>> {
+        self.inner.release_lock_if(line, holder, since).await
+    }
+
+    async fn expire_lock(&self, line: &str, now: DateTime<Utc>) -> anyhow::Result<Option<EnvLock>> {
+        self.inner.expire_lock(line, now).await
+    }
 }
 
 #[async_trait]

@@ -22,6 +22,7 @@ pub mod audit;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod deliveries;
+pub mod desk;
 pub mod duties;
 #[cfg(any(test, feature = "testing"))]
 pub mod flaky;
@@ -40,6 +41,7 @@ mod sqlite_store;
 
 pub use audit::{Audit, AuditAction, AuditEntry, AuditQuery, AuditRecord};
 pub use deliveries::{AcceptItem, Accepted, DELIVERY_TTL, Deliveries};
+pub use desk::ChatThread;
 pub use duties::Duties;
 pub use lines::{DURATIONS_KEPT, Lines};
 pub use locks::{EnvLock, Locks};

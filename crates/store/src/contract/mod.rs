@@ -10,7 +10,7 @@ mod tests;
 
 pub use audit::audit;
 pub use history::history;
-pub use locks::lock_expiry;
+pub use locks::{lock_expiry, lock_fences};
 pub use outbox::outbox;
 pub use server::RedisServer;
 
@@ -249,6 +249,8 @@ pub async fn locks(store: &dyn Store) {
         reason: "testing".into(),
         at: Utc::now(),
         expires_at: None,
+        thread: None,
+        reminded_at: None,
     };
     assert_eq!(store.set_env_lock("app/edge", &alice).await.unwrap(), alice);
     let alice_again = EnvLock {
@@ -289,6 +291,7 @@ pub async fn locks(store: &dyn Store) {
     );
 
     lock_expiry(store).await;
+    lock_fences(store).await;
 }
 
 /// Run logs.
