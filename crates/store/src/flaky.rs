@@ -332,3 +332,26 @@ impl Audit for FlakyStore {
         self.inner.audit(query).await
     }
 }
+
+#[async_trait]
+impl DeskLine for FlakyStore {
+    async fn join_line(&self, r: &NewLineRequest) -> anyhow::Result<(LineRequest, usize)> {
+        self.inner.join_line(r).await
+    }
+
+    async fn line_requests(&self, line: &str) -> anyhow::Result<Vec<LineRequest>> {
+        self.inner.line_requests(line).await
+    }
+
+    async fn waiting_lines(&self) -> anyhow::Result<Vec<String>> {
+        self.inner.waiting_lines().await
+    }
+
+    async fn leave_line(&self, line: &str, user: &str) -> anyhow::Result<Option<LineRequest>> {
+        self.inner.leave_line(line, user).await
+    }
+
+    async fn take_line_request(&self, line: &str, id: u64) -> anyhow::Result<Option<LineRequest>> {
+        self.inner.take_line_request(line, id).await
+    }
+}

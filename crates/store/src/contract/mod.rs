@@ -1,6 +1,7 @@
 //! The behaviour every store keeps, one suite per role, run against both backends.
 
 mod audit;
+mod desk;
 mod history;
 mod locks;
 pub mod outbox;
@@ -9,6 +10,7 @@ mod server;
 mod tests;
 
 pub use audit::audit;
+pub use desk::{desk_line, line_request, thread};
 pub use history::history;
 pub use locks::{lock_expiry, lock_fences};
 pub use outbox::outbox;

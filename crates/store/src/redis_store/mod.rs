@@ -3,6 +3,7 @@
 
 mod audit;
 mod deliveries;
+mod desk_line;
 mod duties;
 mod lines;
 mod locks;

@@ -4,6 +4,7 @@
 
 mod audit;
 mod deliveries;
+mod desk_line;
 mod duties;
 mod lines;
 mod locks;
@@ -89,6 +90,16 @@ CREATE TABLE IF NOT EXISTS faseng_audit (id INTEGER PRIMARY KEY AUTOINCREMENT,
 CREATE INDEX IF NOT EXISTS faseng_audit_app ON faseng_audit(app, environment, id);
 ";
 
+/// The release desk: requests in line, freezes made in chat, unfreeze grants, tickets.
+/// Times compared in SQL are kept as [`crate::instant`] text.
+const DESK_SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS faseng_desk_line (id INTEGER PRIMARY KEY AUTOINCREMENT,
+  line TEXT NOT NULL, user TEXT NOT NULL, expires_at TEXT NOT NULL, request TEXT NOT NULL,
+  UNIQUE(line, user));
+CREATE INDEX IF NOT EXISTS faseng_desk_line_order ON faseng_desk_line(line, id);
+CREATE INDEX IF NOT EXISTS faseng_desk_line_expires ON faseng_desk_line(expires_at);
+";
+
 /// The SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -159,6 +170,10 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .context("creating the history and audit tables")?;
+        sqlx::raw_sql(DESK_SCHEMA)
+            .execute(&mut *tx)
+            .await
+            .context("creating the release desk's tables")?;
         tx.commit().await.context("creating faseng tables")?;
         make_private(path);
         Ok(Self {
