@@ -147,7 +147,10 @@ pub async fn desk_line(store: &dyn Store) {
     );
     assert_eq!(store.take_line_request(line, b.id).await.unwrap(), None);
     assert_eq!(store.take_line_request(line, a.id).await.unwrap(), Some(a));
-    assert_eq!(store.line_requests(line).await.unwrap(), [d.clone()]);
+    assert_eq!(
+        store.line_requests(line).await.unwrap(),
+        std::slice::from_ref(&d)
+    );
     // Back in line after leaving: a new request, at the end.
     let (b3, place) = store.join_line(&bob).await.unwrap();
     assert!(b3.id > e.id && place == 2, "{b3:?} at {place}");
