@@ -355,3 +355,32 @@ impl DeskLine for FlakyStore {
         self.inner.take_line_request(line, id).await
     }
 }
+
+#[async_trait]
+impl Freezes for FlakyStore {
+    async fn add_freeze(&self, f: &NewFreeze) -> anyhow::Result<Freeze> {
+        self.inner.add_freeze(f).await
+    }
+
+    async fn freezes(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<Freeze>> {
+        self.inner.freezes(now).await
+    }
+
+    async fn grant_unfreeze(&self, g: &UnfreezeGrant) -> anyhow::Result<()> {
+        self.inner.grant_unfreeze(g).await
+    }
+
+    async fn unfreeze_of(
+        &self,
+        app: &str,
+        environment: &str,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<UnfreezeGrant>> {
+        self.inner.unfreeze_of(app, environment, user, now).await
+    }
+
+    async fn unfreezes(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<UnfreezeGrant>> {
+        self.inner.unfreezes(now).await
+    }
+}

@@ -12,6 +12,7 @@
 //! * [`Retention`]: deleting what is past its time, and the gauges,
 //! * [`Audit`]: the append-only log of release actions,
 //! * [`DeskLine`]: chat requests waiting for an environment to be free,
+//! * [`Freezes`]: freezes made in chat, and unfreezes granted,
 //! * [`Meta`]: reachability, queue depth, the key log links are signed with.
 //!
 //! [`Store`] is their sum: every backend is all of them. [`RedisStore`] and [`SqliteStore`]
@@ -28,6 +29,7 @@ pub mod desk_line;
 pub mod duties;
 #[cfg(any(test, feature = "testing"))]
 pub mod flaky;
+pub mod freezes;
 pub mod lines;
 pub mod locks;
 pub mod logs;
@@ -46,6 +48,7 @@ pub use deliveries::{AcceptItem, Accepted, DELIVERY_TTL, Deliveries};
 pub use desk::ChatThread;
 pub use desk_line::{DeskLine, LineRequest, NewLineRequest};
 pub use duties::Duties;
+pub use freezes::{Freeze, Freezes, NewFreeze, UnfreezeGrant};
 pub use lines::{DURATIONS_KEPT, Lines};
 pub use locks::{EnvLock, Locks};
 pub use logs::{Logs, log_line_bytes};
@@ -82,7 +85,18 @@ pub trait Meta: Send + Sync + 'static {
 /// Everything faseng and chima need from the durable store: the sum of the roles. Every
 /// method is one round trip and safe to call from any number of processes at once.
 pub trait Store:
-    Meta + Deliveries + Runs + Lines + Locks + Logs + Outbox + Duties + Retention + Audit + DeskLine
+    Meta
+    + Deliveries
+    + Runs
+    + Lines
+    + Locks
+    + Logs
+    + Outbox
+    + Duties
+    + Retention
+    + Audit
+    + DeskLine
+    + Freezes
 {
 }
 
@@ -98,6 +112,7 @@ impl<T> Store for T where
         + Retention
         + Audit
         + DeskLine
+        + Freezes
 {
 }
 
@@ -105,8 +120,8 @@ impl<T> Store for T where
 /// (`use deploy_store::prelude::*;`); through `dyn Store` they need no import.
 pub mod prelude {
     pub use crate::{
-        Audit as _, Deliveries as _, DeskLine as _, Duties as _, Lines as _, Locks as _, Logs as _,
-        Meta as _, Outbox as _, Retention as _, Runs as _,
+        Audit as _, Deliveries as _, DeskLine as _, Duties as _, Freezes as _, Lines as _,
+        Locks as _, Logs as _, Meta as _, Outbox as _, Retention as _, Runs as _,
     };
 }
 

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{ChatThread, LineRequest, NewLineRequest, Store};
+use crate::{ChatThread, Freeze, LineRequest, NewFreeze, NewLineRequest, Store, UnfreezeGrant};
 
 /// 10:00 on a Sunday in December 2026: the desk tests' time zero.
 fn t0() -> DateTime<Utc> {
@@ -168,4 +168,127 @@ pub async fn desk_line(store: &dyn Store) {
         .await
         .unwrap();
     assert!(store.waiting_lines().await.unwrap().is_empty());
+}
+
+/// Freezes made in chat (listed while not ended, by start) and unfreeze grants (one per
+/// user, app and environment; over at their end).
+pub async fn freezes(store: &dyn Store) {
+    assert!(store.freezes(at(0)).await.unwrap().is_empty());
+    let freeze = |app: Option<&str>, env: Option<&str>, from: i64, until: i64| NewFreeze {
+        app: app.map(Into::into),
+        environment: env.map(Into::into),
+        from: at(from),
+        until: at(until),
+        reason: format!("freeze from {from}"),
+        by: "U0ALICE".into(),
+        by_name: "alice".into(),
+        chat: Some(thread("1765015200.000001")),
+    };
+    let everything = freeze(None, None, 0, 60);
+    let live = NewFreeze {
+        chat: None,
+        ..freeze(Some("demo"), Some("live"), 30, 90)
+    };
+    let ended = freeze(Some("web"), None, -120, -60);
+    let coming = freeze(Some("demo"), Some("staging"), 120, 180);
+    let also_at_30 = freeze(None, Some("live"), 30, 45);
+    let mut kept = Vec::new();
+    for f in [&everything, &live, &ended, &coming, &also_at_30] {
+        let made = store.add_freeze(f).await.unwrap();
+        assert_eq!(made, Freeze::new(made.id, f.clone()), "kept as made");
+        kept.push(made);
+    }
+    assert!(kept.windows(2).all(|w| w[0].id < w[1].id), "ids grow");
+    let [everything, live, _ended, coming, also_at_30] = <[Freeze; 5]>::try_from(kept).unwrap();
+    assert_eq!(
+        store.freezes(at(0)).await.unwrap(),
+        [
+            everything.clone(),
+            live.clone(),
+            also_at_30.clone(),
+            coming.clone()
+        ],
+        "in force and coming, by start; the ended one is not listed"
+    );
+    assert_eq!(
+        store.freezes(at(60)).await.unwrap(),
+        [live.clone(), coming.clone()],
+        "a freeze is over at its end"
+    );
+    // To the nanosecond, whatever the backend indexes by.
+    let brief = NewFreeze {
+        until: at(200) + chrono::Duration::microseconds(500),
+        ..freeze(Some("api"), None, 199, 0)
+    };
+    let brief = store.add_freeze(&brief).await.unwrap();
+    let ends = |now| async move {
+        store
+            .freezes(now)
+            .await
+            .unwrap()
+            .iter()
+            .any(|f| f.id == brief.id)
+    };
+    assert!(ends(at(200) + chrono::Duration::microseconds(499)).await);
+    assert!(!ends(at(200) + chrono::Duration::microseconds(500)).await);
+    assert_eq!(store.freezes(at(181)).await.unwrap().len(), 1);
+
+    // Unfreezes: one per user, app and environment.
+    let grant = |app: &str, env: &str, user: &str, until: i64| UnfreezeGrant {
+        app: app.into(),
+        environment: env.into(),
+        user: user.into(),
+        user_name: user.to_lowercase(),
+        reason: "hotfix".into(),
+        at: at(0),
+        until: at(until),
+    };
+    assert_eq!(
+        store
+            .unfreeze_of("demo", "live", "U0ALICE", at(0))
+            .await
+            .unwrap(),
+        None
+    );
+    let alice = grant("demo", "live", "U0ALICE", 30);
+    store.grant_unfreeze(&alice).await.unwrap();
+    let of = |app: &'static str, env: &'static str, user: &'static str, mins: i64| async move {
+        store.unfreeze_of(app, env, user, at(mins)).await.unwrap()
+    };
+    assert_eq!(of("demo", "live", "U0ALICE", 29).await, Some(alice.clone()));
+    assert_eq!(
+        of("demo", "live", "U0ALICE", 30).await,
+        None,
+        "over at its end"
+    );
+    assert_eq!(of("demo", "live", "U0BOB", 0).await, None, "for one person");
+    assert_eq!(of("demo", "staging", "U0ALICE", 0).await, None);
+    assert_eq!(of("web", "live", "U0ALICE", 0).await, None);
+    let alice_again = UnfreezeGrant {
+        reason: "second hotfix".into(),
+        at: at(40),
+        ..grant("demo", "live", "U0ALICE", 70)
+    };
+    store.grant_unfreeze(&alice_again).await.unwrap();
+    assert_eq!(
+        of("demo", "live", "U0ALICE", 69).await,
+        Some(alice_again.clone()),
+        "a new grant replaces the old"
+    );
+    let bob = grant("demo", "live", "U0BOB", 50);
+    let carol = grant("api", "live", "U0CAROL", 60);
+    let dave = grant("api", "edge", "U0DAVE", 10);
+    for g in [&bob, &carol, &dave] {
+        store.grant_unfreeze(g).await.unwrap();
+    }
+    assert_eq!(
+        store.unfreezes(at(45)).await.unwrap(),
+        [carol.clone(), alice_again.clone(), bob.clone()],
+        "by app, environment and user; ended ones left out"
+    );
+    assert_eq!(
+        store.unfreezes(at(60)).await.unwrap(),
+        [alice_again.clone()]
+    );
+    assert!(store.unfreezes(at(70)).await.unwrap().is_empty());
 }

@@ -5,6 +5,7 @@ mod audit;
 mod deliveries;
 mod desk_line;
 mod duties;
+mod freezes;
 mod lines;
 mod locks;
 mod logs;

@@ -6,6 +6,7 @@ mod audit;
 mod deliveries;
 mod desk_line;
 mod duties;
+mod freezes;
 mod lines;
 mod locks;
 mod logs;
@@ -98,6 +99,13 @@ CREATE TABLE IF NOT EXISTS faseng_desk_line (id INTEGER PRIMARY KEY AUTOINCREMEN
   UNIQUE(line, user));
 CREATE INDEX IF NOT EXISTS faseng_desk_line_order ON faseng_desk_line(line, id);
 CREATE INDEX IF NOT EXISTS faseng_desk_line_expires ON faseng_desk_line(expires_at);
+CREATE TABLE IF NOT EXISTS faseng_freezes (id INTEGER PRIMARY KEY AUTOINCREMENT,
+  until_at TEXT NOT NULL, freeze TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS faseng_freezes_until ON faseng_freezes(until_at);
+CREATE TABLE IF NOT EXISTS faseng_unfreezes (app TEXT NOT NULL, environment TEXT NOT NULL,
+  user TEXT NOT NULL, until_at TEXT NOT NULL, grant_record TEXT NOT NULL,
+  PRIMARY KEY(app, environment, user));
+CREATE INDEX IF NOT EXISTS faseng_unfreezes_until ON faseng_unfreezes(until_at);
 ";
 
 /// The SQLite-backed [`Store`].
