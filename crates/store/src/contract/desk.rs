@@ -286,9 +286,6 @@ pub async fn freezes(store: &dyn Store) {
         [carol.clone(), alice_again.clone(), bob.clone()],
         "by app, environment and user; ended ones left out"
     );
-    assert_eq!(
-        store.unfreezes(at(60)).await.unwrap(),
-        [alice_again.clone()]
-    );
+    assert_eq!(store.unfreezes(at(60)).await.unwrap(), [alice_again]);
     assert!(store.unfreezes(at(70)).await.unwrap().is_empty());
 }
