@@ -384,3 +384,23 @@ impl Freezes for FlakyStore {
         self.inner.unfreezes(now).await
     }
 }
+
+#[async_trait]
+impl Tickets for FlakyStore {
+    async fn issue_ticket(&self, t: &DeskTicket) -> anyhow::Result<()> {
+        self.inner.issue_ticket(t).await
+    }
+
+    async fn redeem_ticket(
+        &self,
+        id: &str,
+        app: &str,
+        environment: &str,
+        sha: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<DeskTicket>> {
+        self.inner
+            .redeem_ticket(id, app, environment, sha, now)
+            .await
+    }
+}

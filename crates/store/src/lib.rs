@@ -13,6 +13,7 @@
 //! * [`Audit`]: the append-only log of release actions,
 //! * [`DeskLine`]: chat requests waiting for an environment to be free,
 //! * [`Freezes`]: freezes made in chat, and unfreezes granted,
+//! * [`Tickets`]: single-use desk tickets, how faseng learns what chat allowed,
 //! * [`Meta`]: reachability, queue depth, the key log links are signed with.
 //!
 //! [`Store`] is their sum: every backend is all of them. [`RedisStore`] and [`SqliteStore`]
@@ -42,6 +43,7 @@ pub mod retention;
 mod retry;
 pub mod runs;
 mod sqlite_store;
+pub mod tickets;
 
 pub use audit::{Audit, AuditAction, AuditEntry, AuditQuery, AuditRecord};
 pub use deliveries::{AcceptItem, Accepted, DELIVERY_TTL, Deliveries};
@@ -65,6 +67,7 @@ pub use retention::{Retention, StoreSize, Swept, expired};
 pub use retry::retry;
 pub use runs::{RunQuery, RunRecord, RunState, Runs, StartMarker, StoredMarker};
 pub use sqlite_store::{SqliteStore, database_files};
+pub use tickets::{Allowance, DeskTicket, Tickets};
 
 use async_trait::async_trait;
 
@@ -97,6 +100,7 @@ pub trait Store:
     + Audit
     + DeskLine
     + Freezes
+    + Tickets
 {
 }
 
@@ -113,6 +117,7 @@ impl<T> Store for T where
         + Audit
         + DeskLine
         + Freezes
+        + Tickets
 {
 }
 
@@ -121,7 +126,7 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         Audit as _, Deliveries as _, DeskLine as _, Duties as _, Freezes as _, Lines as _,
-        Locks as _, Logs as _, Meta as _, Outbox as _, Retention as _, Runs as _,
+        Locks as _, Logs as _, Meta as _, Outbox as _, Retention as _, Runs as _, Tickets as _,
     };
 }
 

@@ -2,7 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{ChatThread, Freeze, LineRequest, NewFreeze, NewLineRequest, Store, UnfreezeGrant};
+use crate::{
+    Allowance, ChatThread, DeskTicket, Freeze, LineRequest, NewFreeze, NewLineRequest, Store,
+    UnfreezeGrant,
+};
 
 /// 10:00 on a Sunday in December 2026: the desk tests' time zero.
 fn t0() -> DateTime<Utc> {
@@ -288,4 +291,102 @@ pub async fn freezes(store: &dyn Store) {
     );
     assert_eq!(store.unfreezes(at(60)).await.unwrap(), [alice_again]);
     assert!(store.unfreezes(at(70)).await.unwrap().is_empty());
+}
+
+/// A ticket for `user` to deploy `sha` of `app` to `environment`, issued at minute `mins`
+/// for ten minutes.
+pub fn ticket(app: &str, environment: &str, sha: &str, user: &str, mins: i64) -> DeskTicket {
+    DeskTicket {
+        id: DeskTicket::new_id().unwrap(),
+        app: app.into(),
+        environment: environment.into(),
+        sha: sha.into(),
+        user: user.into(),
+        user_name: user.to_lowercase(),
+        allowed_by: vec![Allowance::Lock, Allowance::Request(7)],
+        at: at(mins),
+        expires_at: at(mins + 10),
+    }
+}
+
+/// Desk tickets: redeemed once, only for their app, environment and sha, only before
+/// they run out; a ticket that does not match stays unused.
+pub async fn tickets(store: &dyn Store) {
+    let sha = "a".repeat(40);
+    let t = DeskTicket {
+        expires_at: at(10) + chrono::Duration::microseconds(500),
+        ..ticket("demo", "live", &sha, "U0ALICE", 0)
+    };
+    store.issue_ticket(&t).await.unwrap();
+    let redeem = |id: String, app: &'static str, env: &'static str, sha: String, now| async move {
+        store.redeem_ticket(&id, app, env, &sha, now).await.unwrap()
+    };
+    let other_sha = "b".repeat(40);
+    for (id, app, env, sha, why) in [
+        (t.id.clone(), "web", "live", sha.clone(), "another app"),
+        (
+            t.id.clone(),
+            "demo",
+            "staging",
+            sha.clone(),
+            "another environment",
+        ),
+        (
+            t.id.clone(),
+            "demo",
+            "live",
+            other_sha.clone(),
+            "another sha",
+        ),
+        (
+            t.id.to_uppercase(),
+            "demo",
+            "live",
+            sha.clone(),
+            "another id",
+        ),
+        (String::new(), "demo", "live", sha.clone(), "no id"),
+    ] {
+        assert_eq!(redeem(id, app, env, sha, at(1)).await, None, "{why}");
+    }
+    assert_eq!(
+        redeem(t.id.clone(), "demo", "live", sha.clone(), t.expires_at).await,
+        None,
+        "a ticket is over at its expiry, to the nanosecond"
+    );
+    assert_eq!(
+        redeem(
+            t.id.clone(),
+            "demo",
+            "live",
+            sha.clone(),
+            t.expires_at - chrono::Duration::nanoseconds(1)
+        )
+        .await,
+        Some(t.clone()),
+        "what did not match left it unused; redeemed as issued"
+    );
+    assert_eq!(
+        redeem(t.id.clone(), "demo", "live", sha.clone(), at(1)).await,
+        None,
+        "single use"
+    );
+
+    // Issuing again under the same id replaces the ticket.
+    let first = ticket("demo", "live", &sha, "U0ALICE", 20);
+    store.issue_ticket(&first).await.unwrap();
+    let second = DeskTicket {
+        sha: other_sha.clone(),
+        allowed_by: vec![Allowance::Unfreeze],
+        ..first.clone()
+    };
+    store.issue_ticket(&second).await.unwrap();
+    assert_eq!(
+        redeem(first.id.clone(), "demo", "live", sha.clone(), at(21)).await,
+        None
+    );
+    assert_eq!(
+        redeem(first.id.clone(), "demo", "live", other_sha, at(21)).await,
+        Some(second)
+    );
 }

@@ -10,7 +10,7 @@ mod server;
 mod tests;
 
 pub use audit::audit;
-pub use desk::{desk_line, freezes, line_request, thread};
+pub use desk::{desk_line, freezes, line_request, thread, ticket, tickets};
 pub use history::history;
 pub use locks::{lock_expiry, lock_fences};
 pub use outbox::outbox;

@@ -45,5 +45,5 @@ macro_rules! contract_tests {
 
 contract_tests!(
     meta, deliveries, runs, lines, locks, logs, outbox, duties, retention, audit, desk_line,
-    freezes,
+    freezes, tickets,
 );

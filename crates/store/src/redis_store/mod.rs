@@ -14,6 +14,7 @@ mod retention;
 mod runs;
 #[cfg(test)]
 mod tests;
+mod tickets;
 
 use std::time::Duration;
 

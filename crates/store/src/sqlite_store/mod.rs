@@ -15,6 +15,7 @@ mod retention;
 mod runs;
 #[cfg(test)]
 mod tests;
+mod tickets;
 
 use std::path::Path;
 use std::str::FromStr as _;
@@ -106,6 +107,9 @@ CREATE TABLE IF NOT EXISTS faseng_unfreezes (app TEXT NOT NULL, environment TEXT
   user TEXT NOT NULL, until_at TEXT NOT NULL, grant_record TEXT NOT NULL,
   PRIMARY KEY(app, environment, user));
 CREATE INDEX IF NOT EXISTS faseng_unfreezes_until ON faseng_unfreezes(until_at);
+CREATE TABLE IF NOT EXISTS faseng_tickets (id TEXT PRIMARY KEY, app TEXT NOT NULL,
+  environment TEXT NOT NULL, sha TEXT NOT NULL, expires_at TEXT NOT NULL, ticket TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS faseng_tickets_expires ON faseng_tickets(expires_at);
 ";
 
 /// The SQLite-backed [`Store`].
