@@ -339,7 +339,7 @@ pub async fn tickets(store: &dyn Store) {
             "another sha",
         ),
         (
-            t.id.to_uppercase(),
+            format!("{}0", t.id),
             "demo",
             "live",
             sha.clone(),
