@@ -390,3 +390,119 @@ pub async fn tickets(store: &dyn Store) {
         Some(second)
     );
 }
+
+/// Retention of the desk's records: what ended or ran out before the cutoff goes, the rest
+/// stays. `cutoff` is later than anything else the store holds ends.
+pub async fn desk_retention(store: &dyn Store, cutoff: DateTime<Utc>) {
+    let min = chrono::Duration::minutes(1);
+    let (before, after) = (cutoff - min, cutoff + min);
+    let freeze = |until| NewFreeze {
+        app: Some("demo".into()),
+        environment: None,
+        from: cutoff - min * 60,
+        until,
+        reason: "retention".into(),
+        by: "U0ALICE".into(),
+        by_name: "alice".into(),
+        chat: None,
+    };
+    store.add_freeze(&freeze(before)).await.unwrap();
+    let kept_freeze = store.add_freeze(&freeze(after)).await.unwrap();
+    let grant = |user: &str, until| UnfreezeGrant {
+        app: "demo".into(),
+        environment: "live".into(),
+        user: user.into(),
+        user_name: user.to_lowercase(),
+        reason: "retention".into(),
+        at: cutoff - min * 60,
+        until,
+    };
+    store
+        .grant_unfreeze(&grant("U0ALICE", before))
+        .await
+        .unwrap();
+    let kept_grant = grant("U0BOB", after);
+    store.grant_unfreeze(&kept_grant).await.unwrap();
+    let sha = "c".repeat(40);
+    let old_ticket = DeskTicket {
+        expires_at: before,
+        ..ticket("demo", "live", &sha, "U0ALICE", 0)
+    };
+    let kept_ticket = DeskTicket {
+        expires_at: after,
+        ..ticket("demo", "live", &sha, "U0ALICE", 0)
+    };
+    for t in [&old_ticket, &kept_ticket] {
+        store.issue_ticket(t).await.unwrap();
+    }
+    let request = |line: &str, user: &str, expires_at| NewLineRequest {
+        at: cutoff - min * 60,
+        expires_at,
+        ..line_request(line, user, "main", 0)
+    };
+    store
+        .join_line(&request("sweep/staging", "U0ALICE", before))
+        .await
+        .unwrap();
+    let (kept_request, _) = store
+        .join_line(&request("sweep/staging", "U0BOB", after))
+        .await
+        .unwrap();
+    store
+        .join_line(&request("sweep/live", "U0ALICE", before))
+        .await
+        .unwrap();
+
+    let swept = store.sweep(cutoff).await.unwrap();
+    assert_eq!(
+        (
+            swept.freezes,
+            swept.unfreezes,
+            swept.tickets,
+            swept.line_requests
+        ),
+        (1, 1, 1, 2),
+        "{swept:?}"
+    );
+    // Asked about a time before they ended, the deleted ones are not there any more.
+    let earlier = cutoff - min * 2;
+    assert_eq!(store.freezes(earlier).await.unwrap(), [kept_freeze]);
+    assert_eq!(store.unfreezes(earlier).await.unwrap(), [kept_grant]);
+    assert_eq!(
+        store
+            .redeem_ticket(&old_ticket.id, "demo", "live", &sha, earlier)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.line_requests("sweep/staging").await.unwrap(),
+        [kept_request]
+    );
+    assert!(
+        !store
+            .waiting_lines()
+            .await
+            .unwrap()
+            .contains(&"sweep/live".to_owned()),
+        "a line whose requests all went is not waiting"
+    );
+    let again = store.sweep(cutoff).await.unwrap();
+    assert_eq!(
+        (
+            again.freezes,
+            again.unfreezes,
+            again.tickets,
+            again.line_requests
+        ),
+        (0, 0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(
+        store
+            .redeem_ticket(&kept_ticket.id, "demo", "live", &sha, earlier)
+            .await
+            .unwrap(),
+        Some(kept_ticket)
+    );
+}

@@ -12,7 +12,7 @@ pub(super) const DESK_LINES: &str = "faseng:desk_lines";
 
 /// Defines `desk_remove(line, user)`: takes the user's request out of the line; returns
 /// `{id, request}`, or nothing when there is none.
-pub(super) const DESK_REMOVE_FN: &str = r"
+const DESK_REMOVE_FN: &str = r"
 local function desk_remove(line, user)
   local order = 'faseng:desk_line:' .. line
   local requests = 'faseng:desk_requests:' .. line
@@ -72,8 +72,10 @@ local users = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], ARGV[2])
 if #users == 0 then return nil end
 return desk_remove(ARGV[1], users[1])";
 
-fn desk_script(body: &str) -> redis::Script {
-    redis::Script::new(&format!("{DESK_REMOVE_FN}\n{LINE_OF_FN}\n{body}"))
+/// A script with the desk line's functions (`#!lua`: Redis refuses it up front when out of
+/// memory rather than fail half-way).
+pub(super) fn desk_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("#!lua\n{DESK_REMOVE_FN}\n{LINE_OF_FN}\n{body}"))
 }
 
 /// The compiled scripts.

@@ -45,7 +45,7 @@ struct FreezeScripts {
 fn freeze_scripts() -> &'static FreezeScripts {
     static SCRIPTS: std::sync::OnceLock<FreezeScripts> = std::sync::OnceLock::new();
     SCRIPTS.get_or_init(|| FreezeScripts {
-        add: redis::Script::new(ADD_FREEZE),
+        add: redis::Script::new(&format!("#!lua\n{ADD_FREEZE}")),
         ending_from: redis::Script::new(ENDING_FROM),
     })
 }

@@ -212,6 +212,8 @@ struct Scripts {
     sweep_status: redis::Script,
     sweep_jobs: redis::Script,
     count_log: redis::Script,
+    sweep_ended: redis::Script,
+    sweep_line_requests: redis::Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -225,6 +227,8 @@ fn scripts() -> &'static Scripts {
         sweep_status: script(retention::SWEEP_STATUS),
         sweep_jobs: script(retention::SWEEP_JOBS),
         count_log: script(retention::COUNT_LOG),
+        sweep_ended: script(retention::SWEEP_ENDED),
+        sweep_line_requests: desk_line::desk_script(retention::SWEEP_LINE_REQUESTS),
     })
 }
 

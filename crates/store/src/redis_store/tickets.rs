@@ -28,7 +28,7 @@ return text";
 
 fn redeem_script() -> &'static redis::Script {
     static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| redis::Script::new(REDEEM))
+    SCRIPT.get_or_init(|| redis::Script::new(&format!("#!lua\n{REDEEM}")))
 }
 
 #[async_trait]
