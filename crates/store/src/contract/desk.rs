@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::{
-    Allowance, ChatThread, DeskTicket, Freeze, LineRequest, NewFreeze, NewLineRequest, Store,
-    UnfreezeGrant,
+    Allowance, ChatThread, DeskTicket, EnvLock, Freeze, LineRequest, NewFreeze, NewLineRequest,
+    Store, UnfreezeGrant,
 };
 
 /// 10:00 on a Sunday in December 2026: the desk tests' time zero.
@@ -505,4 +505,120 @@ pub async fn desk_retention(store: &dyn Store, cutoff: DateTime<Utc>) {
             .unwrap(),
         Some(kept_ticket)
     );
+}
+
+/// `call` eight times at once, alternately on `a` and `b` (two processes sharing a store).
+async fn race<'s, T, F, Fut>(a: &'s dyn Store, b: &'s dyn Store, call: F) -> Vec<T>
+where
+    F: Fn(&'s dyn Store, usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let on = |i: usize| call(if i % 2 == 0 { a } else { b }, i);
+    let (r0, r1, r2, r3, r4, r5, r6, r7) =
+        tokio::join!(on(0), on(1), on(2), on(3), on(4), on(5), on(6), on(7));
+    vec![r0, r1, r2, r3, r4, r5, r6, r7]
+}
+
+/// How many of `results` won (are `Some`).
+fn winners<T>(results: Vec<anyhow::Result<Option<T>>>) -> usize {
+    results
+        .into_iter()
+        .map(|r| r.unwrap())
+        .filter(Option::is_some)
+        .count()
+}
+
+/// What two processes race on has exactly one winner: taking a request from the line,
+/// redeeming a ticket, releasing or expiring a lock; and joins at once keep one request per
+/// user and distinct places.
+pub async fn desk_races(a: &dyn Store, b: &dyn Store) {
+    let sha = "d".repeat(40);
+    let t = ticket("race", "live", &sha, "U0ALICE", 0);
+    a.issue_ticket(&t).await.unwrap();
+    let redeemed = race(a, b, |s, _| {
+        s.redeem_ticket(&t.id, "race", "live", &sha, at(1))
+    })
+    .await;
+    assert_eq!(winners(redeemed), 1, "a ticket is redeemed once");
+
+    let line = "race/staging";
+    let (r, _) = a
+        .join_line(&line_request(line, "U0ALICE", "main", 0))
+        .await
+        .unwrap();
+    let taken = race(a, b, |s, _| s.take_line_request(line, r.id)).await;
+    assert_eq!(winners(taken), 1, "a request is handed off once");
+    let (r, _) = a
+        .join_line(&line_request(line, "U0ALICE", "main", 0))
+        .await
+        .unwrap();
+    let taken = race(a, b, |s, i| async move {
+        if i % 2 == 0 {
+            s.take_line_request(line, r.id).await
+        } else {
+            s.leave_line(line, "U0ALICE").await
+        }
+    })
+    .await;
+    assert_eq!(winners(taken), 1, "taken or cancelled, once");
+
+    // Eight users join at once: eight requests, eight places.
+    let users: Vec<String> = (0..8).map(|i| format!("U0RACER{i}")).collect();
+    let joined = race(a, b, |s, i| {
+        let r = line_request(line, &users[i], "main", 1);
+        async move { s.join_line(&r).await.unwrap() }
+    })
+    .await;
+    let mut places: Vec<usize> = joined.iter().map(|(_, place)| *place).collect();
+    places.sort();
+    assert_eq!(places, (1..=8).collect::<Vec<_>>());
+    let order: Vec<String> = a
+        .line_requests(line)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.user)
+        .collect();
+    let mut by_place = joined.clone();
+    by_place.sort_by_key(|(_, place)| *place);
+    assert_eq!(
+        order,
+        by_place
+            .into_iter()
+            .map(|(r, _)| r.user)
+            .collect::<Vec<_>>(),
+        "the places said are the line's order"
+    );
+    // One user joining eight times at once: one request.
+    let again = race(a, b, |s, i| {
+        let r = NewLineRequest {
+            git_ref: format!("v{i}"),
+            ..line_request(line, "U0TWICE", "main", 2)
+        };
+        async move { s.join_line(&r).await.unwrap() }
+    })
+    .await;
+    assert!(
+        again
+            .iter()
+            .all(|(r, place)| r.id == again[0].0.id && *place == 9)
+    );
+    assert_eq!(a.line_requests(line).await.unwrap().len(), 9);
+
+    let lock = EnvLock {
+        user: "U0ALICE".into(),
+        user_name: "alice".into(),
+        reason: "race".into(),
+        at: at(0),
+        expires_at: Some(at(60)),
+        thread: Some(thread("1765015200.000009")),
+        reminded_at: None,
+    };
+    a.acquire_lock(line, &lock, at(0)).await.unwrap();
+    let released = race(a, b, |s, _| s.release_lock_if(line, "U0ALICE", at(0))).await;
+    assert_eq!(winners(released), 1, "a lock is released once");
+    a.acquire_lock(line, &lock, at(0)).await.unwrap();
+    let expired = race(a, b, |s, _| s.expire_lock(line, at(60))).await;
+    assert_eq!(winners(expired), 1, "a lock expires once");
+    assert_eq!(b.env_lock(line).await.unwrap(), None);
 }

@@ -10,7 +10,9 @@ mod server;
 mod tests;
 
 pub use audit::audit;
-pub use desk::{desk_line, desk_retention, freezes, line_request, thread, ticket, tickets};
+pub use desk::{
+    desk_line, desk_races, desk_retention, freezes, line_request, thread, ticket, tickets,
+};
 pub use history::history;
 pub use locks::{lock_expiry, lock_fences};
 pub use outbox::outbox;
