@@ -513,7 +513,7 @@ where
     F: Fn(&'s dyn Store, usize) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
-    let on = |i: usize| call(if i % 2 == 0 { a } else { b }, i);
+    let on = |i: usize| call(if i.is_multiple_of(2) { a } else { b }, i);
     let (r0, r1, r2, r3, r4, r5, r6, r7) =
         tokio::join!(on(0), on(1), on(2), on(3), on(4), on(5), on(6), on(7));
     vec![r0, r1, r2, r3, r4, r5, r6, r7]
@@ -553,7 +553,7 @@ pub async fn desk_races(a: &dyn Store, b: &dyn Store) {
         .await
         .unwrap();
     let taken = race(a, b, |s, i| async move {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             s.take_line_request(line, r.id).await
         } else {
             s.leave_line(line, "U0ALICE").await
