@@ -589,6 +589,8 @@ mod tests {
             reason: "testing".into(),
             at: Utc::now(),
             expires_at: None,
+            thread: None,
+            reminded_at: None,
         };
         store
             .store()

@@ -81,6 +81,8 @@ mod tests {
             reason: "testing".into(),
             at: now,
             expires_at: Some(now + chrono::Duration::hours(1)),
+            thread: None,
+            reminded_at: None,
         };
         // Written through another handle, as faseng would.
         let faseng = StoreUrl::parse(url).unwrap().open().await.unwrap();

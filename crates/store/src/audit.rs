@@ -21,10 +21,14 @@ pub enum AuditAction {
     Takeover,
     /// A lock ran out.
     LockExpired,
+    /// Its holder extended a lock.
+    Extend,
     /// A request joined the line behind a lock.
     LineJoin,
     /// A request in line was cancelled.
     LineCancel,
+    /// A request in line ran out before its turn.
+    LineExpired,
     /// The first request in line was deployed when the lock was released.
     HandOff,
     /// A freeze began.
@@ -34,6 +38,22 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
+    /// Every action.
+    pub const ALL: [AuditAction; 12] = [
+        AuditAction::Deploy,
+        AuditAction::Lock,
+        AuditAction::Unlock,
+        AuditAction::Takeover,
+        AuditAction::LockExpired,
+        AuditAction::Extend,
+        AuditAction::LineJoin,
+        AuditAction::LineCancel,
+        AuditAction::LineExpired,
+        AuditAction::HandOff,
+        AuditAction::Freeze,
+        AuditAction::Unfreeze,
+    ];
+
     /// The action's name as stored (`lock_expired`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,8 +62,10 @@ impl AuditAction {
             AuditAction::Unlock => "unlock",
             AuditAction::Takeover => "takeover",
             AuditAction::LockExpired => "lock_expired",
+            AuditAction::Extend => "extend",
             AuditAction::LineJoin => "line_join",
             AuditAction::LineCancel => "line_cancel",
+            AuditAction::LineExpired => "line_expired",
             AuditAction::HandOff => "hand_off",
             AuditAction::Freeze => "freeze",
             AuditAction::Unfreeze => "unfreeze",
@@ -158,4 +180,23 @@ pub(crate) fn page_of(mut found: Vec<AuditRecord>, size: usize) -> Page<AuditRec
     let next = (found.len() > size).then(|| Cursor::after(found[size - 1].id as i64, ""));
     found.truncate(size);
     Page { items: found, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_stored_by_their_snake_case_names() {
+        for action in AuditAction::ALL {
+            let json = serde_json::to_string(&action).unwrap();
+            assert_eq!(json, format!("\"{}\"", action.as_str()));
+            assert_eq!(serde_json::from_str::<AuditAction>(&json).unwrap(), action);
+        }
+        let names: std::collections::HashSet<_> =
+            AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(names.len(), AuditAction::ALL.len(), "names are distinct");
+        assert_eq!(AuditAction::Extend.as_str(), "extend");
+        assert_eq!(AuditAction::LineExpired.as_str(), "line_expired");
+    }
 }

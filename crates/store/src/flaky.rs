@@ -208,6 +208,29 @@ impl Locks for FlakyStore {
     async fn clear_env_lock(&self, line: &str, holder: &str) -> anyhow::Result<Option<EnvLock>> {
         self.inner.clear_env_lock(line, holder).await
     }
+
+    async fn update_lock_if(
+        &self,
+        line: &str,
+        holder: &str,
+        since: DateTime<Utc>,
+        new: &EnvLock,
+    ) -> anyhow::Result<bool> {
+        self.inner.update_lock_if(line, holder, since, new).await
+    }
+
+    async fn release_lock_if(
+        &self,
+        line: &str,
+        holder: &str,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Option<EnvLock>> {
+        self.inner.release_lock_if(line, holder, since).await
+    }
+
+    async fn expire_lock(&self, line: &str, now: DateTime<Utc>) -> anyhow::Result<Option<EnvLock>> {
+        self.inner.expire_lock(line, now).await
+    }
 }
 
 #[async_trait]
@@ -307,5 +330,77 @@ impl Audit for FlakyStore {
     }
     async fn audit(&self, query: &AuditQuery) -> anyhow::Result<Page<AuditRecord>> {
         self.inner.audit(query).await
+    }
+}
+
+#[async_trait]
+impl DeskLine for FlakyStore {
+    async fn join_line(&self, r: &NewLineRequest) -> anyhow::Result<(LineRequest, usize)> {
+        self.inner.join_line(r).await
+    }
+
+    async fn line_requests(&self, line: &str) -> anyhow::Result<Vec<LineRequest>> {
+        self.inner.line_requests(line).await
+    }
+
+    async fn waiting_lines(&self) -> anyhow::Result<Vec<String>> {
+        self.inner.waiting_lines().await
+    }
+
+    async fn leave_line(&self, line: &str, user: &str) -> anyhow::Result<Option<LineRequest>> {
+        self.inner.leave_line(line, user).await
+    }
+
+    async fn take_line_request(&self, line: &str, id: u64) -> anyhow::Result<Option<LineRequest>> {
+        self.inner.take_line_request(line, id).await
+    }
+}
+
+#[async_trait]
+impl Freezes for FlakyStore {
+    async fn add_freeze(&self, f: &NewFreeze) -> anyhow::Result<Freeze> {
+        self.inner.add_freeze(f).await
+    }
+
+    async fn freezes(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<Freeze>> {
+        self.inner.freezes(now).await
+    }
+
+    async fn grant_unfreeze(&self, g: &UnfreezeGrant) -> anyhow::Result<()> {
+        self.inner.grant_unfreeze(g).await
+    }
+
+    async fn unfreeze_of(
+        &self,
+        app: &str,
+        environment: &str,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<UnfreezeGrant>> {
+        self.inner.unfreeze_of(app, environment, user, now).await
+    }
+
+    async fn unfreezes(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<UnfreezeGrant>> {
+        self.inner.unfreezes(now).await
+    }
+}
+
+#[async_trait]
+impl Tickets for FlakyStore {
+    async fn issue_ticket(&self, t: &DeskTicket) -> anyhow::Result<()> {
+        self.inner.issue_ticket(t).await
+    }
+
+    async fn redeem_ticket(
+        &self,
+        id: &str,
+        app: &str,
+        environment: &str,
+        sha: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<DeskTicket>> {
+        self.inner
+            .redeem_ticket(id, app, environment, sha, now)
+            .await
     }
 }

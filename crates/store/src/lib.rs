@@ -11,6 +11,9 @@
 //! * [`Duties`]: leases of periodic jobs (which process reconciles when several share a store),
 //! * [`Retention`]: deleting what is past its time, and the gauges,
 //! * [`Audit`]: the append-only log of release actions,
+//! * [`DeskLine`]: chat requests waiting for an environment to be free,
+//! * [`Freezes`]: freezes made in chat, and unfreezes granted,
+//! * [`Tickets`]: single-use desk tickets, how faseng learns what chat allowed,
 //! * [`Meta`]: reachability, queue depth, the key log links are signed with.
 //!
 //! [`Store`] is their sum: every backend is all of them. [`RedisStore`] and [`SqliteStore`]
@@ -22,9 +25,12 @@ pub mod audit;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod deliveries;
+pub mod desk;
+pub mod desk_line;
 pub mod duties;
 #[cfg(any(test, feature = "testing"))]
 pub mod flaky;
+pub mod freezes;
 pub mod lines;
 pub mod locks;
 pub mod logs;
@@ -37,10 +43,14 @@ pub mod retention;
 mod retry;
 pub mod runs;
 mod sqlite_store;
+pub mod tickets;
 
 pub use audit::{Audit, AuditAction, AuditEntry, AuditQuery, AuditRecord};
 pub use deliveries::{AcceptItem, Accepted, DELIVERY_TTL, Deliveries};
+pub use desk::ChatThread;
+pub use desk_line::{DeskLine, LineRequest, NewLineRequest};
 pub use duties::Duties;
+pub use freezes::{Freeze, Freezes, NewFreeze, UnfreezeGrant};
 pub use lines::{DURATIONS_KEPT, Lines};
 pub use locks::{EnvLock, Locks};
 pub use logs::{Logs, log_line_bytes};
@@ -57,6 +67,7 @@ pub use retention::{Retention, StoreSize, Swept, expired};
 pub use retry::retry;
 pub use runs::{RunQuery, RunRecord, RunState, Runs, StartMarker, StoredMarker};
 pub use sqlite_store::{SqliteStore, database_files};
+pub use tickets::{Allowance, DeskTicket, Tickets};
 
 use async_trait::async_trait;
 
@@ -77,12 +88,36 @@ pub trait Meta: Send + Sync + 'static {
 /// Everything faseng and chima need from the durable store: the sum of the roles. Every
 /// method is one round trip and safe to call from any number of processes at once.
 pub trait Store:
-    Meta + Deliveries + Runs + Lines + Locks + Logs + Outbox + Duties + Retention + Audit
+    Meta
+    + Deliveries
+    + Runs
+    + Lines
+    + Locks
+    + Logs
+    + Outbox
+    + Duties
+    + Retention
+    + Audit
+    + DeskLine
+    + Freezes
+    + Tickets
 {
 }
 
 impl<T> Store for T where
-    T: Meta + Deliveries + Runs + Lines + Locks + Logs + Outbox + Duties + Retention + Audit
+    T: Meta
+        + Deliveries
+        + Runs
+        + Lines
+        + Locks
+        + Logs
+        + Outbox
+        + Duties
+        + Retention
+        + Audit
+        + DeskLine
+        + Freezes
+        + Tickets
 {
 }
 
@@ -90,8 +125,8 @@ impl<T> Store for T where
 /// (`use deploy_store::prelude::*;`); through `dyn Store` they need no import.
 pub mod prelude {
     pub use crate::{
-        Audit as _, Deliveries as _, Duties as _, Lines as _, Locks as _, Logs as _, Meta as _,
-        Outbox as _, Retention as _, Runs as _,
+        Audit as _, Deliveries as _, DeskLine as _, Duties as _, Freezes as _, Lines as _,
+        Locks as _, Logs as _, Meta as _, Outbox as _, Retention as _, Runs as _, Tickets as _,
     };
 }
 
@@ -99,4 +134,10 @@ pub mod prelude {
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> anyhow::Result<T> {
     use anyhow::Context as _;
     serde_json::from_str(s).context("reading a stored record")
+}
+
+/// A time as text that sorts as the time does (RFC 3339 in UTC to the nanosecond, fixed
+/// width): what the backends compare times by where they cannot parse them.
+pub(crate) fn instant(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }

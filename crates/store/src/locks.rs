@@ -4,6 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ChatThread;
+
 /// Who holds a `deploy:lock` on an app+environment, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvLock {
@@ -19,6 +21,13 @@ pub struct EnvLock {
     /// When it runs out by itself (`None`: held until unlocked, as Heaven's `deploy:lock`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The chat thread it was taken in (reminders and the expiry notice go there); `None`
+    /// when taken outside chat (`deploy:lock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<ChatThread>,
+    /// When its holder was last reminded of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminded_at: Option<DateTime<Utc>>,
 }
 
 impl EnvLock {
@@ -79,4 +88,51 @@ pub trait Locks: Send + Sync + 'static {
 
     /// Every lock, expired ones included (for reminders and expiry), by line.
     async fn locks(&self) -> anyhow::Result<Vec<(String, EnvLock)>>;
+
+    /// Replaces the lock with `new` only if it is still held by `holder` since `since`
+    /// (extending it, marking it reminded); whether it did. Atomic: a lock released, taken
+    /// over or taken again in between is left alone.
+    async fn update_lock_if(
+        &self,
+        line: &str,
+        holder: &str,
+        since: DateTime<Utc>,
+        new: &EnvLock,
+    ) -> anyhow::Result<bool>;
+
+    /// Removes the lock only if it is still held by `holder` since `since`; returns it to
+    /// the one caller that removed it (`None` to every other).
+    async fn release_lock_if(
+        &self,
+        line: &str,
+        holder: &str,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Option<EnvLock>>;
+
+    /// Removes the lock only if it has run out at `now`; returns it to the one caller that
+    /// removed it. What expiry should use: unlike [`Locks::release_lock_if`], it leaves a
+    /// lock that was extended after the caller saw it run out.
+    async fn expire_lock(&self, line: &str, now: DateTime<Utc>) -> anyhow::Result<Option<EnvLock>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_stored_before_threads_and_reminders_still_reads() {
+        let old = r#"{"user":"U0OLD","user_name":"old","reason":"r","at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T04:00:00Z"}"#;
+        let lock: EnvLock = serde_json::from_str(old).unwrap();
+        assert_eq!((lock.thread, lock.reminded_at), (None, None));
+        // And a lock without them is written as before.
+        assert_eq!(
+            serde_json::to_string(&EnvLock {
+                thread: None,
+                reminded_at: None,
+                ..serde_json::from_str(old).unwrap()
+            })
+            .unwrap(),
+            old
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! Retention: deleting finished runs past their time, and the gauges of what is kept.
+//! Retention: deleting finished runs and the desk's records past their time, and the
+//! gauges of what is kept.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -16,6 +17,14 @@ pub struct Swept {
     pub status_histories: u64,
     /// Finished jobs of the queue library (its own records of them).
     pub jobs: u64,
+    /// Freezes made in chat that had ended.
+    pub freezes: u64,
+    /// Unfreeze grants that had ended.
+    pub unfreezes: u64,
+    /// Desk tickets that had run out unredeemed.
+    pub tickets: u64,
+    /// Requests in line that had run out and were never taken.
+    pub line_requests: u64,
 }
 
 impl Swept {
@@ -49,8 +58,10 @@ pub(crate) const SWEEP_BATCH: usize = 200;
 pub trait Retention: Send + Sync + 'static {
     /// Retention: deletes every run that is [`expired`] at `cutoff` (record, start marker,
     /// log, status history), the status history of deployments without a run whose last
-    /// event is older than `cutoff`, and the queue library's finished jobs done before it.
-    /// Never a queued or running run. Idempotent, and safe from many processes at once.
+    /// event is older than `cutoff`, and the queue library's finished jobs done before it;
+    /// and the release desk's freezes and unfreeze grants that ended, and tickets and
+    /// requests in line that ran out, before it. Never a queued or running run.
+    /// Idempotent, and safe from many processes at once.
     async fn sweep(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Swept>;
 
     /// How many runs and log bytes the store keeps; constant time (maintained counts).

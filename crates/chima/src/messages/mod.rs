@@ -1097,6 +1097,8 @@ mod tests {
             reason: "testing the migration".into(),
             at: now() - chrono::Duration::minutes(5),
             expires_at: Some("2026-12-24T18:00:00Z".parse().unwrap()),
+            thread: None,
+            reminded_at: None,
         };
         let locked = Locks::Read(vec![(EnvName::parse("live").unwrap(), lock)]);
         assert_eq!(

@@ -45,6 +45,8 @@ impl Deployer {
             reason: job.description.clone(),
             at: Utc::now(),
             expires_at: None,
+            thread: None,
+            reminded_at: None,
         };
         let held = self.store.set_env_lock(job.line.as_str(), &wanted).await?;
         let outcome = if held.user == wanted.user {

@@ -91,4 +91,20 @@ pub async fn audit(store: &dyn Store) {
             .items
             .is_empty()
     );
+    // The desk's own actions are kept by name.
+    for action in [Extend, LineExpired] {
+        store
+            .audit_append(&entry(6, action, "desk", Some("staging")))
+            .await
+            .unwrap();
+    }
+    let desk = store
+        .audit(&AuditQuery {
+            app: Some("desk".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(actions(&desk), [LineExpired, Extend]);
+    assert_eq!(desk.items[0].entry.detail, "line_expired at 6");
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{EnvLock, Store};
+use crate::{ChatThread, EnvLock, Store};
 
 /// Expiry, takeover and the list of locks, on a time moved by hand.
 pub async fn lock_expiry(store: &dyn Store) {
@@ -14,6 +14,8 @@ pub async fn lock_expiry(store: &dyn Store) {
         reason: reason.into(),
         at: at(since),
         expires_at: mins.map(|m| at(since + m)),
+        thread: None,
+        reminded_at: None,
     };
     let alice = lock("U0ALICE", "testing", 0, Some(60));
     assert_eq!(
@@ -101,4 +103,148 @@ pub async fn lock_expiry(store: &dyn Store) {
         [("demo/staging".to_owned(), carol)],
         "a cleared lock leaves the list"
     );
+}
+
+/// Fenced updates and releases (a reminder, an extension, expiry) and the chat thread a
+/// lock remembers.
+pub async fn lock_fences(store: &dyn Store) {
+    let t0: DateTime<Utc> = "2026-12-06T10:00:00.123456789Z".parse().unwrap();
+    let at = |mins: i64| t0 + chrono::Duration::minutes(mins);
+    let line = "fence/staging";
+    let thread = ChatThread {
+        adapter: "slack".into(),
+        room: "C0RELEASE".into(),
+        room_name: "#release".into(),
+        thread: Some("1765015200.000100".into()),
+    };
+    let alice = EnvLock {
+        user: "U0ALICE".into(),
+        user_name: "alice".into(),
+        reason: "testing".into(),
+        at: at(0),
+        expires_at: Some(at(60)),
+        thread: Some(thread.clone()),
+        reminded_at: None,
+    };
+    assert_eq!(
+        store.acquire_lock(line, &alice, at(0)).await.unwrap(),
+        alice
+    );
+    assert_eq!(
+        store.env_lock(line).await.unwrap().as_ref(),
+        Some(&alice),
+        "the thread is kept, to the nanosecond of its time"
+    );
+
+    // Reminded, then extended: each only while it is still that lock.
+    let reminded = EnvLock {
+        reminded_at: Some(at(30)),
+        ..alice.clone()
+    };
+    assert!(
+        !store
+            .update_lock_if(line, "U0BOB", at(0), &reminded)
+            .await
+            .unwrap(),
+        "another holder's lock is not touched"
+    );
+    assert!(
+        !store
+            .update_lock_if(line, "U0ALICE", at(1), &reminded)
+            .await
+            .unwrap(),
+        "a lock held since another time is another lock"
+    );
+    assert!(
+        !store
+            .update_lock_if("fence/none", "U0ALICE", at(0), &reminded)
+            .await
+            .unwrap(),
+        "no lock, nothing to update"
+    );
+    assert_eq!(store.env_lock("fence/none").await.unwrap(), None);
+    assert_eq!(store.env_lock(line).await.unwrap().as_ref(), Some(&alice));
+    assert!(
+        store
+            .update_lock_if(line, "U0ALICE", at(0), &reminded)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.env_lock(line).await.unwrap().as_ref(),
+        Some(&reminded)
+    );
+    let extended = EnvLock {
+        expires_at: Some(at(120)),
+        ..reminded.clone()
+    };
+    assert!(
+        store
+            .update_lock_if(line, "U0ALICE", at(0), &extended)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.lock_at(line, at(90)).await.unwrap().as_ref(),
+        Some(&extended)
+    );
+
+    // Expiry takes only a lock that has run out, whatever was seen before.
+    assert_eq!(
+        store.expire_lock(line, at(90)).await.unwrap(),
+        None,
+        "an extended lock is not expired on its old expiry"
+    );
+    assert_eq!(store.expire_lock("fence/none", at(90)).await.unwrap(), None);
+    assert_eq!(
+        store.expire_lock(line, at(120)).await.unwrap(),
+        Some(extended.clone())
+    );
+    assert_eq!(
+        store.expire_lock(line, at(121)).await.unwrap(),
+        None,
+        "once"
+    );
+    assert_eq!(store.env_lock(line).await.unwrap(), None);
+    assert!(
+        store.locks().await.unwrap().iter().all(|(l, _)| l != line),
+        "an expired lock leaves the list"
+    );
+    let forever = EnvLock {
+        expires_at: None,
+        ..alice.clone()
+    };
+    store.acquire_lock(line, &forever, at(0)).await.unwrap();
+    assert_eq!(
+        store.expire_lock(line, at(1_000_000)).await.unwrap(),
+        None,
+        "a lock without an expiry never runs out"
+    );
+
+    // A fenced release: only that holder's lock since then, and only once.
+    assert_eq!(
+        store.release_lock_if(line, "U0BOB", at(0)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.release_lock_if(line, "U0ALICE", at(5)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.release_lock_if(line, "U0ALICE", at(0)).await.unwrap(),
+        Some(forever)
+    );
+    assert_eq!(
+        store.release_lock_if(line, "U0ALICE", at(0)).await.unwrap(),
+        None
+    );
+    assert!(store.locks().await.unwrap().iter().all(|(l, _)| l != line));
+    assert!(
+        !store
+            .update_lock_if(line, "U0ALICE", at(0), &extended)
+            .await
+            .unwrap(),
+        "a released lock is not brought back by an update"
+    );
+    assert_eq!(store.env_lock(line).await.unwrap(), None);
 }

@@ -1,6 +1,7 @@
 //! The behaviour every store keeps, one suite per role, run against both backends.
 
 mod audit;
+mod desk;
 mod history;
 mod locks;
 pub mod outbox;
@@ -9,8 +10,11 @@ mod server;
 mod tests;
 
 pub use audit::audit;
+pub use desk::{
+    desk_line, desk_races, desk_retention, freezes, line_request, thread, ticket, tickets,
+};
 pub use history::history;
-pub use locks::lock_expiry;
+pub use locks::{lock_expiry, lock_fences};
 pub use outbox::outbox;
 pub use server::RedisServer;
 
@@ -249,6 +253,8 @@ pub async fn locks(store: &dyn Store) {
         reason: "testing".into(),
         at: Utc::now(),
         expires_at: None,
+        thread: None,
+        reminded_at: None,
     };
     assert_eq!(store.set_env_lock("app/edge", &alice).await.unwrap(), alice);
     let alice_again = EnvLock {
@@ -289,6 +295,7 @@ pub async fn locks(store: &dyn Store) {
     );
 
     lock_expiry(store).await;
+    lock_fences(store).await;
 }
 
 /// Run logs.
@@ -460,6 +467,10 @@ pub async fn retention(store: &dyn Store) {
         before.runs + 1,
         "deleting a run uncounts it"
     );
+
+    // The release desk's records: placed after everything above, swept in a later round.
+    desk_retention(store, now + day * 10).await;
+    assert_eq!(store.size().await.unwrap().runs, before.runs + 1);
 }
 
 /// Duty leases, on a time moved by hand.

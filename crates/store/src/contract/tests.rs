@@ -44,5 +44,29 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
-    meta, deliveries, runs, lines, locks, logs, outbox, duties, retention, audit,
+    meta, deliveries, runs, lines, locks, logs, outbox, duties, retention, audit, desk_line,
+    freezes, tickets,
 );
+
+/// Two processes on one store: what they race on has one winner.
+mod races {
+    use crate::{RedisStore, SqliteStore};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis() {
+        let Some((server, a)) = super::on_redis().await else {
+            return;
+        };
+        let b = RedisStore::new(crate::redis_connect(&server.url()).await.unwrap(), "q");
+        crate::contract::desk_races(&a, &b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let (dir, a) = super::on_sqlite().await;
+        let b = SqliteStore::open(&dir.path().join("store.db"), "q")
+            .await
+            .unwrap();
+        crate::contract::desk_races(&a, &b).await;
+    }
+}

@@ -31,6 +31,35 @@ redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SADD', 'faseng:locks', ARGV[3])
 return 1";
 
+/// KEYS: the lock. ARGV: the holder, since when (as the lock's JSON has it), the new lock.
+/// Sets it when it is still that holder's since then; 1 when it did.
+const UPDATE_LOCK_IF: &str = r"
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local ok, lock = pcall(cjson.decode, held)
+if not ok or lock['user'] ~= ARGV[1] or lock['at'] ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[3])
+return 1";
+
+/// KEYS: the lock. ARGV: the holder, since when (as the lock's JSON has it), the line.
+/// Removes it when it is still that holder's since then; returns it when it did.
+const RELEASE_LOCK_IF: &str = r"
+local held = redis.call('GET', KEYS[1])
+if not held then return false end
+local ok, lock = pcall(cjson.decode, held)
+if not ok or lock['user'] ~= ARGV[1] or lock['at'] ~= ARGV[2] then return false end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', 'faseng:locks', ARGV[3])
+return held";
+
+/// KEYS: the lock. ARGV: the lock as read, the line. Removes it when it is still as read;
+/// 1 when it did.
+const DELETE_LOCK_IF_SAME: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', 'faseng:locks', ARGV[2])
+return 1";
+
 /// Every line with a lock (kept by the scripts above; see [`RedisStore::index_locks_once`]).
 const LOCKS: &str = "faseng:locks";
 /// Set once the locks written before [`LOCKS`] existed are in it.
@@ -113,6 +142,69 @@ impl Locks for RedisStore {
             .filter_map(|(line, text)| Some((line, text?)))
             .map(|(line, text)| Ok((line, from_json(&text)?)))
             .collect()
+    }
+
+    async fn update_lock_if(
+        &self,
+        line: &str,
+        holder: &str,
+        since: DateTime<Utc>,
+        new: &EnvLock,
+    ) -> anyhow::Result<bool> {
+        let updated: i64 = redis::Script::new(UPDATE_LOCK_IF)
+            .key(k("lock", line))
+            .arg(holder)
+            .arg(json_time(since)?)
+            .arg(serde_json::to_string(new)?)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(updated == 1)
+    }
+
+    async fn release_lock_if(
+        &self,
+        line: &str,
+        holder: &str,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Option<EnvLock>> {
+        let held: Option<String> = redis::Script::new(RELEASE_LOCK_IF)
+            .key(k("lock", line))
+            .arg(holder)
+            .arg(json_time(since)?)
+            .arg(line)
+            .invoke_async(&mut self.conn())
+            .await?;
+        held.as_deref().map(from_json).transpose()
+    }
+
+    async fn expire_lock(&self, line: &str, now: DateTime<Utc>) -> anyhow::Result<Option<EnvLock>> {
+        // Read, decide, delete if unchanged; again when the lock changed in between.
+        loop {
+            let Some(text): Option<String> = self.conn().get(k("lock", line)).await? else {
+                return Ok(None);
+            };
+            let held: EnvLock = from_json(&text)?;
+            if !held.expired(now) {
+                return Ok(None);
+            }
+            let deleted: i64 = redis::Script::new(DELETE_LOCK_IF_SAME)
+                .key(k("lock", line))
+                .arg(&text)
+                .arg(line)
+                .invoke_async(&mut self.conn())
+                .await?;
+            if deleted == 1 {
+                return Ok(Some(held));
+            }
+        }
+    }
+}
+
+/// A time as a lock's JSON has it (how `at` is compared inside a script).
+fn json_time(at: DateTime<Utc>) -> anyhow::Result<String> {
+    match serde_json::to_value(at)? {
+        serde_json::Value::String(text) => Ok(text),
+        other => anyhow::bail!("a time serialized as {other}"),
     }
 }
 

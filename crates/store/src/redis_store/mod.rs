@@ -3,7 +3,9 @@
 
 mod audit;
 mod deliveries;
+mod desk_line;
 mod duties;
+mod freezes;
 mod lines;
 mod locks;
 mod logs;
@@ -12,6 +14,7 @@ mod retention;
 mod runs;
 #[cfg(test)]
 mod tests;
+mod tickets;
 
 use std::time::Duration;
 
@@ -209,6 +212,8 @@ struct Scripts {
     sweep_status: redis::Script,
     sweep_jobs: redis::Script,
     count_log: redis::Script,
+    sweep_ended: redis::Script,
+    sweep_line_requests: redis::Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -222,6 +227,8 @@ fn scripts() -> &'static Scripts {
         sweep_status: script(retention::SWEEP_STATUS),
         sweep_jobs: script(retention::SWEEP_JOBS),
         count_log: script(retention::COUNT_LOG),
+        sweep_ended: script(retention::SWEEP_ENDED),
+        sweep_line_requests: desk_line::desk_script(retention::SWEEP_LINE_REQUESTS),
     })
 }
 

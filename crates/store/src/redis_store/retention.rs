@@ -75,6 +75,29 @@ for i = 2, #ARGV do
 end
 return deleted";
 
+/// Deletes what ended before a cutoff from an index by end and the hashes it indexes (a
+/// batch at a time). KEYS[1]: the index, KEYS[2..]: the hashes. ARGV: the cutoff score, the
+/// batch size. Returns how many it deleted.
+pub(super) const SWEEP_ENDED: &str = r"
+local ended = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(ended) do
+  for i = 2, #KEYS do redis.call('HDEL', KEYS[i], member) end
+  redis.call('ZREM', KEYS[1], member)
+end
+return #ended";
+
+/// Deletes the requests in line that ran out before a cutoff. ARGV: the cutoff score.
+/// Returns how many it deleted.
+pub(super) const SWEEP_LINE_REQUESTS: &str = r"
+local deleted = 0
+for _, line in ipairs(redis.call('SMEMBERS', 'faseng:desk_lines')) do
+  local ended = redis.call('ZRANGEBYSCORE', 'faseng:desk_line_expiry:' .. line, '-inf', '(' .. ARGV[1])
+  for _, user in ipairs(ended) do
+    if desk_remove(line, user) then deleted = deleted + 1 end
+  end
+end
+return deleted";
+
 /// Counts a log written before its size was tracked. KEYS: the log, log sizes, log bytes.
 /// ARGV: the run key.
 pub(super) const COUNT_LOG: &str = r"
@@ -116,6 +139,9 @@ impl Retention for RedisStore {
                 .await
                 .with_context(|| format!("sweeping the queue's {set}"))?;
         }
+        self.sweep_desk(cutoff, &mut swept)
+            .await
+            .context("sweeping the release desk")?;
         Ok(swept)
     }
 
@@ -133,6 +159,46 @@ impl Retention for RedisStore {
 }
 
 impl RedisStore {
+    /// Deletes the desk's freezes and grants that ended, and tickets and requests in line
+    /// that ran out, before `cutoff`.
+    async fn sweep_desk(&self, cutoff: DateTime<Utc>, swept: &mut Swept) -> anyhow::Result<()> {
+        use super::freezes::{FREEZES, FREEZES_BY_END, UNFREEZES, UNFREEZES_BY_END};
+        use super::tickets::{TICKET_ENDS, TICKETS, TICKETS_BY_END};
+        for (index, hashes, count) in [
+            (FREEZES_BY_END, &[FREEZES][..], &mut swept.freezes),
+            (UNFREEZES_BY_END, &[UNFREEZES][..], &mut swept.unfreezes),
+            (
+                TICKETS_BY_END,
+                &[TICKETS, TICKET_ENDS][..],
+                &mut swept.tickets,
+            ),
+        ] {
+            loop {
+                let mut sweep = scripts().sweep_ended.prepare_invoke();
+                sweep.key(index);
+                for hash in hashes {
+                    sweep.key(*hash);
+                }
+                let n: u64 = sweep
+                    .arg(score(cutoff))
+                    .arg(SWEEP_BATCH)
+                    .invoke_async(&mut self.conn())
+                    .await?;
+                *count += n;
+                if n < SWEEP_BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        let n: u64 = scripts()
+            .sweep_line_requests
+            .arg(score(cutoff))
+            .invoke_async(&mut self.conn())
+            .await?;
+        swept.line_requests += n;
+        Ok(())
+    }
+
     /// Walks the runs index up to `cutoff` a page at a time: expired runs are deleted, runs
     /// finished since are re-scored by their finish time (so later sweeps skip them until
     /// then), and unfinished ones are stepped over.

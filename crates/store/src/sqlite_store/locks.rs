@@ -71,6 +71,58 @@ impl Locks for SqliteStore {
             .map(|r| Ok((r.get(0), from_json(r.get::<&str, _>(1))?)))
             .collect()
     }
+
+    async fn update_lock_if(
+        &self,
+        line: &str,
+        holder: &str,
+        since: DateTime<Utc>,
+        new: &EnvLock,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let held = held_lock(&mut tx, line).await?;
+        if !held.is_some_and(|l| l.user == holder && l.at == since) {
+            return Ok(false);
+        }
+        write_lock(&mut tx, line, new).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_lock_if(
+        &self,
+        line: &str,
+        holder: &str,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<Option<EnvLock>> {
+        self.delete_lock_when(line, |l| l.user == holder && l.at == since)
+            .await
+    }
+
+    async fn expire_lock(&self, line: &str, now: DateTime<Utc>) -> anyhow::Result<Option<EnvLock>> {
+        self.delete_lock_when(line, |l| l.expired(now)).await
+    }
+}
+
+impl SqliteStore {
+    /// Removes the lock on `line` when `when` holds for it, in one transaction; returns it
+    /// when it did.
+    async fn delete_lock_when(
+        &self,
+        line: &str,
+        when: impl FnOnce(&EnvLock) -> bool + Send,
+    ) -> anyhow::Result<Option<EnvLock>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(held) = held_lock(&mut tx, line).await?.filter(when) else {
+            return Ok(None);
+        };
+        sqlx::query("DELETE FROM faseng_locks WHERE line = ?")
+            .bind(line)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(held))
+    }
 }
 
 /// The lock on `line`, read inside a write transaction.

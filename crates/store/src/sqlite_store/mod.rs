@@ -4,7 +4,9 @@
 
 mod audit;
 mod deliveries;
+mod desk_line;
 mod duties;
+mod freezes;
 mod lines;
 mod locks;
 mod logs;
@@ -13,6 +15,7 @@ mod retention;
 mod runs;
 #[cfg(test)]
 mod tests;
+mod tickets;
 
 use std::path::Path;
 use std::str::FromStr as _;
@@ -89,6 +92,26 @@ CREATE TABLE IF NOT EXISTS faseng_audit (id INTEGER PRIMARY KEY AUTOINCREMENT,
 CREATE INDEX IF NOT EXISTS faseng_audit_app ON faseng_audit(app, environment, id);
 ";
 
+/// The release desk: requests in line, freezes made in chat, unfreeze grants, tickets.
+/// Times compared in SQL are kept as [`crate::instant`] text.
+const DESK_SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS faseng_desk_line (id INTEGER PRIMARY KEY AUTOINCREMENT,
+  line TEXT NOT NULL, user TEXT NOT NULL, expires_at TEXT NOT NULL, request TEXT NOT NULL,
+  UNIQUE(line, user));
+CREATE INDEX IF NOT EXISTS faseng_desk_line_order ON faseng_desk_line(line, id);
+CREATE INDEX IF NOT EXISTS faseng_desk_line_expires ON faseng_desk_line(expires_at);
+CREATE TABLE IF NOT EXISTS faseng_freezes (id INTEGER PRIMARY KEY AUTOINCREMENT,
+  until_at TEXT NOT NULL, freeze TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS faseng_freezes_until ON faseng_freezes(until_at);
+CREATE TABLE IF NOT EXISTS faseng_unfreezes (app TEXT NOT NULL, environment TEXT NOT NULL,
+  user TEXT NOT NULL, until_at TEXT NOT NULL, grant_record TEXT NOT NULL,
+  PRIMARY KEY(app, environment, user));
+CREATE INDEX IF NOT EXISTS faseng_unfreezes_until ON faseng_unfreezes(until_at);
+CREATE TABLE IF NOT EXISTS faseng_tickets (id TEXT PRIMARY KEY, app TEXT NOT NULL,
+  environment TEXT NOT NULL, sha TEXT NOT NULL, expires_at TEXT NOT NULL, ticket TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS faseng_tickets_expires ON faseng_tickets(expires_at);
+";
+
 /// The SQLite-backed [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -159,6 +182,10 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .context("creating the history and audit tables")?;
+        sqlx::raw_sql(DESK_SCHEMA)
+            .execute(&mut *tx)
+            .await
+            .context("creating the release desk's tables")?;
         tx.commit().await.context("creating faseng tables")?;
         make_private(path);
         Ok(Self {

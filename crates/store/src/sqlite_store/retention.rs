@@ -85,6 +85,7 @@ impl Retention for SqliteStore {
                 break;
             }
         }
+        self.sweep_desk(cutoff, &mut swept).await?;
         Ok(swept)
     }
 
@@ -105,10 +106,38 @@ impl Retention for SqliteStore {
     }
 }
 
+/// What ran out or ended before a cutoff (?) on the desk, and where `Swept` counts it.
+const DESK_SWEEPS: [&str; 4] = [
+    "DELETE FROM faseng_freezes WHERE until_at < ?",
+    "DELETE FROM faseng_unfreezes WHERE until_at < ?",
+    "DELETE FROM faseng_tickets WHERE expires_at < ?",
+    "DELETE FROM faseng_desk_line WHERE expires_at < ?",
+];
+
 /// How many log bytes one sweep transaction deletes at most (it holds the write lock).
 const SWEEP_TX_BYTES: u64 = 16 << 20;
 
 impl SqliteStore {
+    /// Deletes the desk's freezes and grants that ended, and tickets and requests in line
+    /// that ran out, before `cutoff`.
+    async fn sweep_desk(&self, cutoff: DateTime<Utc>, swept: &mut Swept) -> anyhow::Result<()> {
+        let cutoff = instant(cutoff);
+        let mut counts = [0u64; DESK_SWEEPS.len()];
+        for (sql, count) in DESK_SWEEPS.iter().zip(&mut counts) {
+            *count = sqlx::query(*sql)
+                .bind(&cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        let [freezes, unfreezes, tickets, line_requests] = counts;
+        swept.freezes += freezes;
+        swept.unfreezes += unfreezes;
+        swept.tickets += tickets;
+        swept.line_requests += line_requests;
+        Ok(())
+    }
+
     /// Deletes runs a sweep chose, each only if its record is still as read, a few
     /// transactions' worth at a time.
     async fn delete_runs(
