@@ -51,7 +51,7 @@ pub use desk::ChatThread;
 pub use desk_line::{DeskLine, LineRequest, NewLineRequest};
 pub use duties::Duties;
 pub use freezes::{Freeze, Freezes, NewFreeze, UnfreezeGrant};
-pub use lines::{DURATIONS_KEPT, Lines};
+pub use lines::{DURATIONS_KEPT, Lines, eta_secs};
 pub use locks::{EnvLock, Locks};
 pub use logs::{Logs, log_line_bytes};
 pub use open::{DEFAULT_QUEUE, StoreUrl};

@@ -7,33 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::job::DeployJob;
 use crate::messages;
 use crate::reporter::Report;
-use crate::store::RunState;
+use crate::store::{RunState, eta_secs};
 
 use super::{Deployer, Run, STORE_RETRY_FOR};
 use crate::store::retry as retry_store;
-
-/// The median of the recent durations times the runs ahead; `None` without history.
-pub fn eta_secs(recent: &[f64], ahead: usize) -> Option<f64> {
-    if recent.is_empty() || ahead == 0 {
-        return None;
-    }
-    let mut v: Vec<f64> = recent
-        .iter()
-        .copied()
-        .filter(|d| d.is_finite() && *d >= 0.0)
-        .collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    let median = if v.len().is_multiple_of(2) {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    };
-    Some(median * ahead as f64)
-}
 
 /// Counts a run as waiting for as long as it lives.
 pub(super) struct WaitingGuard<'a>(&'a AtomicUsize);

@@ -43,7 +43,7 @@ mod resolution;
 #[cfg(test)]
 mod tests;
 
-pub use line::eta_secs;
+pub use crate::store::eta_secs;
 pub use live::LiveRuns;
 
 use line::Turn;
