@@ -8,6 +8,7 @@
 pub mod apps;
 pub mod chat;
 pub mod clock;
+pub mod desk;
 pub mod duration;
 pub mod github;
 pub mod keys;
