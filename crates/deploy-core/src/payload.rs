@@ -113,7 +113,10 @@ mod tests {
     #[test]
     fn a_desk_ticket_round_trips_and_is_left_out_when_there_is_none() {
         let mut payload: DeploymentPayload = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
-        assert_eq!(payload.desk_ticket, None, "a payload without one still parses");
+        assert_eq!(
+            payload.desk_ticket, None,
+            "a payload without one still parses"
+        );
         assert!(
             serde_json::to_value(&payload)
                 .unwrap()
