@@ -13,8 +13,11 @@ use super::Blocked;
 /// The longest a repeating window's `duration` may be.
 pub const MAX_FREEZE_DURATION: Span = Span::from_secs(31 * 86_400);
 
-/// At most this many overlapping occurrences of a repeating window are joined into one.
-const MAX_JOINED: usize = 1_000;
+/// At most this many steps join overlapping occurrences of a repeating window into one.
+const MAX_JOINS: usize = 1_000;
+
+/// Overlapping occurrences are joined until the freeze has lasted this long.
+const MAX_JOINED_SPAN: Span = Span::from_secs(90 * 86_400);
 
 /// A stretch of time, from `start` (included) to `end` (excluded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -279,7 +282,8 @@ impl FreezeWindow {
 }
 
 /// The occurrence of a repeating window that starts at `start`, its end carried over the
-/// occurrences that begin before it is over.
+/// occurrences that begin before it is over. A window that never lets up (a daily schedule
+/// lasting two days) is carried at most [`MAX_JOINED_SPAN`] and [`MAX_JOINS`] steps ahead.
 fn joined(schedule: &CronSchedule, duration: Span, tz: Tz, start: DateTime<Utc>) -> Interval {
     let end_of = |firing: DateTime<Utc>| add_on_clock(firing, duration, tz);
     let mut interval = Interval {
@@ -287,11 +291,15 @@ fn joined(schedule: &CronSchedule, duration: Span, tz: Tz, start: DateTime<Utc>)
         end: end_of(start),
     };
     let mut last = start;
-    for _ in 0..MAX_JOINED {
-        match schedule.first_after(last, tz) {
-            Some(next) if next <= interval.end => {
-                interval.end = interval.end.max(end_of(next));
-                last = next;
+    for _ in 0..MAX_JOINS {
+        if interval.end - interval.start > MAX_JOINED_SPAN.as_chrono() {
+            break;
+        }
+        // The latest firing before the end reaches furthest; the ones between add nothing.
+        match schedule.latest_at_or_before(interval.end, tz) {
+            Some(firing) if firing > last => {
+                interval.end = interval.end.max(end_of(firing));
+                last = firing;
             }
             _ => break,
         }
@@ -652,15 +660,20 @@ mod tests {
     }
 
     #[test]
-    fn a_window_that_never_stops_is_joined_a_bounded_number_of_times() {
-        let always = cron("* * * * *", "2m", "UTC");
+    fn a_window_that_never_lets_up_is_joined_only_so_far() {
         let now = t("2026-12-05T10:00:30Z");
-        let active = always.active_at(now).unwrap();
-        assert_eq!(active.start, t("2026-12-05T10:00:00Z"));
+        let start = t("2026-12-05T10:00:00Z");
+        // Each minute's occurrence reaches two minutes on: a step per two minutes, capped.
+        let every_minute = cron("* * * * *", "2m", "UTC").active_at(now).unwrap();
+        assert_eq!(every_minute.start, start);
         assert_eq!(
-            active.end,
-            t("2026-12-05T10:00:00Z") + chrono::Duration::minutes(MAX_JOINED as i64 + 2)
+            every_minute.end,
+            start + chrono::Duration::minutes(2 * (MAX_JOINS as i64 + 1))
         );
+        // Daily for ten days: joined in ten-day steps until it has lasted 90 days.
+        let daily = cron("0 10 * * *", "10d", "UTC").active_at(now).unwrap();
+        assert_eq!(daily.start, start);
+        assert_eq!(daily.end, start + chrono::Duration::days(100));
     }
 
     #[test]

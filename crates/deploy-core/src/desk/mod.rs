@@ -8,6 +8,9 @@ mod freeze;
 mod when;
 
 pub use blocked::Blocked;
+/// The IANA time zone type desk times are shown in (`AppConfig::tz`), re-exported so callers
+/// need not depend on chrono-tz themselves.
+pub use chrono_tz::Tz;
 pub(crate) use freeze::parse_tz;
 pub use freeze::{
     CronSchedule, FreezeOccurrence, FreezeRule, FreezeWindow, Interval, MAX_FREEZE_DURATION,
