@@ -88,7 +88,7 @@ impl Chat {
         self.say_in(&room(room_name), line)
             .await
             .into_iter()
-            .map(|r| r.text)
+            .map(|r| r.text())
             .collect()
     }
 

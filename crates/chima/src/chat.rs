@@ -1,8 +1,10 @@
 //! What handlers know about the chat they answer in, and how they answer: a [`ChatContext`]
-//! in, [`Reply`] values out through an [`Outbox`]. Transports (Slack, the shell) implement
+//! in, [`Reply`] values (deploy-core's neutral chat message) out through an [`Outbox`]. Transports (Slack, the shell) implement
 //! the outbox; handlers never see a transport.
 
 use async_trait::async_trait;
+pub use deploy_core::chat::Tone;
+use deploy_core::chat::{Message, plain};
 
 /// Who said a command, where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,19 +52,6 @@ impl ChatContext {
             format!("#{}", self.room_name)
         }
     }
-}
-
-/// How a reply should look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tone {
-    /// Neutral information.
-    Info,
-    /// Something is under way.
-    Progress,
-    /// It worked.
-    Success,
-    /// It did not happen, and why.
-    Error,
 }
 
 /// Who sees a reply.
@@ -115,13 +104,12 @@ pub struct Action {
     pub only_user: Option<String>,
 }
 
-/// One answer to the chat.
+/// One answer to the chat: a neutral [`Message`] each transport renders, who sees it, and
+/// buttons that run a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
-    /// Text, with `backticks` for code and bare URLs for links.
-    pub text: String,
-    /// How it should look.
-    pub tone: Tone,
+    /// What it says.
+    pub message: Message,
     /// Who sees it.
     pub visibility: Visibility,
     /// Buttons.
@@ -129,28 +117,34 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A reply with the given tone, visible to the room, without buttons.
-    pub fn new(tone: Tone, text: impl Into<String>) -> Self {
+    /// A reply saying `message`, visible to the room, without buttons.
+    pub fn new(message: Message) -> Self {
         Self {
-            text: text.into(),
-            tone,
+            message,
             visibility: Visibility::Room,
             actions: Vec::new(),
         }
     }
-    /// Neutral information.
-    pub fn info(text: impl Into<String>) -> Self {
-        Self::new(Tone::Info, text)
+
+    /// How it should look.
+    pub fn tone(&self) -> Tone {
+        self.message.tone
     }
-    /// An error the user caused or can act on.
-    pub fn error(text: impl Into<String>) -> Self {
-        Self::new(Tone::Error, text)
+
+    /// Its text as plain text, without the tone's marker (tests and logs).
+    pub fn text(&self) -> String {
+        plain::render(&Message {
+            tone: Tone::Info,
+            ..self.message.clone()
+        })
     }
+
     /// Shown only to the asker.
     pub fn only_to_asker(mut self) -> Self {
         self.visibility = Visibility::OnlyAsker;
         self
     }
+
     /// Adds a button.
     pub fn with_action(mut self, action: Action) -> Self {
         self.actions.push(action);

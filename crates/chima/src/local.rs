@@ -595,7 +595,7 @@ mod tests {
                 &mut outbox,
             )
             .await;
-        let text = &outbox.messages[0].text;
+        let text = &outbox.messages[0].text();
         assert!(
             text.contains(
                 "• production — nothing deployed yet — locked by alice since just now: `testing`"

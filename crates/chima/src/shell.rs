@@ -9,19 +9,16 @@ use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 
-use crate::chat::{ChatContext, MessageRef, Outbox, Reply, Tone};
+use deploy_core::chat::plain;
+
+use crate::chat::{ChatContext, MessageRef, Outbox, Reply};
 use crate::handlers::{Bot, DeployResult};
 use crate::local::StatusEvent;
 
-/// Renders a reply for a terminal: a tone marker, the text, and buttons as commands to type.
+/// Renders a reply for a terminal: the message as plain text (a tone marker, the text, every
+/// quoted value shown as typed), and buttons as commands to type.
 pub fn render(reply: &Reply) -> String {
-    let marker = match reply.tone {
-        Tone::Info => "",
-        Tone::Progress => "… ",
-        Tone::Success => "✔ ",
-        Tone::Error => "✖ ",
-    };
-    let mut text = format!("{marker}{}", reply.text);
+    let mut text = plain::render(&reply.message);
     for action in &reply.actions {
         text.push_str(&format!("\n  [{}] type: {}", action.label, action.command));
     }

@@ -21,7 +21,7 @@ proptest! {
     fn no_line_panics_and_every_refusal_is_answered(line in "\\PC{0,200}|(deploy|deploys|ci|where|help)[!:a-z ]{0,5} \\PC{0,60}") {
         match grammar::parse(&line) {
             Ok(_) => {}
-            Err(e) => prop_assert!(!messages::not_understood(&e, "chima").text.is_empty()),
+            Err(e) => prop_assert!(!messages::not_understood(&e, "chima").text().is_empty()),
         }
     }
 

@@ -34,7 +34,7 @@ fn check(line: &str) {
         Ok(_) => {}
         Err(e) => {
             let reply = messages::not_understood(&e, "chima");
-            assert!(!reply.text.trim().is_empty());
+            assert!(!reply.text().trim().is_empty());
             assert!(
                 !reply
                     .text

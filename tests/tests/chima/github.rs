@@ -101,7 +101,7 @@ async fn rooms_may_be_allowed_by_id() {
     let replies = chat
         .say_in(&renamed, "chima deploy project-x/feature to edge")
         .await;
-    assert!(replies[0].text.starts_with("Deployment #"), "{replies:?}");
+    assert!(replies[0].text().starts_with("Deployment #"), "{replies:?}");
 }
 
 #[tokio::test]
@@ -113,11 +113,11 @@ async fn direct_messages_may_deploy_only_apps_without_allowed_rooms() {
     dm.direct = true;
     let replies = chat.say_direct(&dm, "deploy project-x to edge").await;
     assert_eq!(
-        replies[0].text,
+        replies[0].text(),
         "project-x is not allowed to be deployed from a direct message. Deploy it from #deployment."
     );
     let replies = chat.say_direct(&dm, "deploy trelhub to edge").await;
-    assert!(replies[0].text.starts_with("Deployment #"), "{replies:?}");
+    assert!(replies[0].text().starts_with("Deployment #"), "{replies:?}");
 }
 
 #[tokio::test]
@@ -230,7 +230,7 @@ async fn failing_contexts_are_named_and_deploy_anyway_is_offered() {
         .await;
     assert_eq!(replies.len(), 1);
     assert_eq!(
-        replies[0].text,
+        replies[0].text(),
         "Unmet required commit status contexts for project-x: ci/travis (failure). Nothing was deployed. Fix them, or deploy anyway with `chima deploy! project-x/feature to edge`."
     );
     let action = &replies[0].actions[0];
@@ -402,7 +402,7 @@ async fn an_unreachable_github_is_reported() {
     .await;
     assert_eq!(outbox.messages.len(), 1);
     assert!(
-        outbox.messages[0].text.starts_with(
+        outbox.messages[0].text().starts_with(
             "Unable to create deployments for oursky/trelhub: I could not reach GitHub ("
         ),
         "{:?}",

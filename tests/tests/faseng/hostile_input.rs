@@ -92,8 +92,8 @@ async fn chima_refuses_every_hostile_command_clearly_and_github_hears_nothing() 
         let replies = outbox.messages;
         assert!(!replies.is_empty(), "{name}: no reply");
         for reply in &replies {
-            let text = &reply.text;
-            assert_eq!(reply.tone, Tone::Error, "{name}: not a refusal: {text}");
+            let text = &reply.text();
+            assert_eq!(reply.tone(), Tone::Error, "{name}: not a refusal: {text}");
             assert!(
                 !text.trim().is_empty() && text.len() < 4096,
                 "{name}: empty or huge reply ({} bytes)",
@@ -108,10 +108,10 @@ async fn chima_refuses_every_hostile_command_clearly_and_github_hears_nothing() 
             );
         }
         assert!(
-            replies.iter().any(|r| r.text.contains(case.says)),
+            replies.iter().any(|r| r.text().contains(case.says)),
             "{name}: the refusal does not say {:?}: {:?}",
             case.says,
-            replies.iter().map(|r| &r.text).collect::<Vec<_>>()
+            replies.iter().map(|r| r.text()).collect::<Vec<_>>()
         );
         let requests = gh.requests();
         assert!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use deploy_core::AppName;
 use tokio::sync::mpsc;
 
-use crate::chat::{ActionKind, ChatContext, MessageRef, Outbox, Reply};
+use crate::chat::{ActionKind, ChatContext, MessageRef, Outbox};
 use crate::handlers::{Bot, DeployResult};
 use crate::messages;
 use crate::slack::events::{ButtonPress, Inbound, IncomingCommand, IncomingMessage, decode_markup};
@@ -227,9 +227,7 @@ impl SlackApp {
             &press.user,
         );
         let Ok(value) = serde_json::from_str::<ButtonValue>(&press.value) else {
-            outbox
-                .post(Reply::error("That button is from an older chima and no longer works; type the command instead.").only_to_asker())
-                .await;
+            outbox.post(messages::button_outdated()).await;
             return;
         };
         let mut ctx = self.context(&press.channel, &press.user, None).await;
@@ -248,8 +246,7 @@ impl SlackApp {
             ActionKind::DeployAnyway => "Deploy anyway",
             ActionKind::DeployDefaultBranch => "Deploy default branch",
         };
-        let pressed =
-            messages::button_pressed(&format!("`{}`", value.command), &ctx.user_name, label);
+        let pressed = messages::button_pressed(&value.command, &ctx.user_name, label);
         outbox
             .edit(
                 &MessageRef {

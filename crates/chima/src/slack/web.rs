@@ -6,20 +6,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deploy_core::chat::escape_mrkdwn;
+use deploy_core::chat;
 use serde_json::json;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
-use crate::chat::{MessageRef, Outbox, Reply, Tone, Visibility};
+use crate::chat::{MessageRef, Outbox, Reply, Visibility};
 
 /// How long channel and user names are remembered.
 const DIRECTORY_TTL: Duration = Duration::from_secs(600);
 /// Attempts for one Web API call that fails with a 5xx or a transport error.
 const ATTEMPTS: u32 = 3;
-/// Slack's limit for a section block's text; the fallback is cut the same (a `log` reply
-/// can be far longer than any message Slack takes).
-const BLOCK_TEXT_MAX: usize = 3000;
 /// The longest `Retry-After` chima waits out before giving up on a call.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -40,15 +37,6 @@ pub struct SlackWeb {
     users: Mutex<HashMap<String, (String, Instant)>>,
 }
 
-fn emoji(tone: Tone) -> &'static str {
-    match tone {
-        Tone::Info => "",
-        Tone::Progress => ":hourglass_flowing_sand: ",
-        Tone::Success => ":white_check_mark: ",
-        Tone::Error => ":x: ",
-    }
-}
-
 /// The value carried by a button: the command it runs and who may press it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ButtonValue {
@@ -60,18 +48,22 @@ pub struct ButtonValue {
     pub only_user: Option<String>,
 }
 
-/// Renders a reply as Block Kit with a plain-text fallback. A reply's text is plain text
-/// (every value in it quoted as it is), so all of it is escaped for mrkdwn, in the blocks
-/// and in the fallback alike: nothing in it pings, mentions or links.
+/// Renders a reply as Block Kit (deploy-core's Slack rendering of its message: every quoted
+/// value escaped, nothing in it pings, mentions or links) with the section's text as the
+/// notification fallback, and the reply's buttons in an actions block.
 pub fn render(reply: &Reply) -> SlackMessageContent {
-    let text: String = format!("{}{}", emoji(reply.tone), escape_mrkdwn(&reply.text))
-        .chars()
-        .take(BLOCK_TEXT_MAX)
-        .collect();
-    let mut blocks: Vec<SlackBlock> =
-        vec![SlackBlock::Section(SlackSectionBlock::new().with_text(
-            SlackBlockText::MarkDown(SlackBlockMarkDownText::new(text.clone())),
-        ))];
+    let rendered = chat::slack::blocks(&reply.message);
+    let mut blocks: Vec<SlackBlock> = serde_json::from_value(rendered).unwrap_or_default();
+    let text = blocks
+        .iter()
+        .find_map(|b| match b {
+            SlackBlock::Section(s) => match &s.text {
+                Some(SlackBlockText::MarkDown(t)) => Some(t.text.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .unwrap_or_else(|| chat::slack::mrkdwn(&reply.message));
     if !reply.actions.is_empty() {
         let buttons = reply
             .actions
@@ -350,14 +342,17 @@ mod tests {
                 messages::button_not_yours(value),
                 messages::button_pressed(value, value, value),
                 messages::log(7, &[(*value).to_owned()]),
-                Reply::error(*value),
+                Reply::new(chat::Message::new(chat::Tone::Error).quoted(*value)),
             ];
             for reply in &replies {
                 let v = serde_json::to_value(render(reply)).unwrap();
                 for shown in [&v["text"], &v["blocks"][0]["text"]["text"]] {
                     let shown = shown.as_str().unwrap();
                     assert!(!shown.contains(['<', '>']), "{value}: {shown}");
-                    assert!(shown.contains(&escape_mrkdwn(value)), "{value}: {shown}");
+                    assert!(
+                        shown.contains(&chat::escape_mrkdwn(value)),
+                        "{value}: {shown}"
+                    );
                 }
             }
         }
@@ -365,19 +360,27 @@ mod tests {
 
     #[test]
     fn a_long_reply_is_cut_alike_in_the_blocks_and_the_fallback() {
-        let v = serde_json::to_value(render(&Reply::info("<".repeat(5000)))).unwrap();
+        let v = serde_json::to_value(render(&Reply::new(
+            chat::Message::new(chat::Tone::Info).quoted("<".repeat(5000)),
+        )))
+        .unwrap();
         assert_eq!(v["text"], v["blocks"][0]["text"]["text"]);
-        assert_eq!(v["text"].as_str().unwrap().chars().count(), BLOCK_TEXT_MAX);
+        assert_eq!(
+            v["text"].as_str().unwrap().chars().count(),
+            chat::slack::SECTION_TEXT_MAX
+        );
     }
 
     #[test]
     fn replies_render_as_blocks_with_a_plain_fallback() {
-        let reply = Reply::error("no <b>").with_action(Action {
-            kind: ActionKind::DeployAnyway,
-            label: "Deploy anyway".into(),
-            command: "chima deploy! x".into(),
-            only_user: Some("U1".into()),
-        });
+        let reply = Reply::new(chat::Message::new(chat::Tone::Error).quoted("no <b>")).with_action(
+            Action {
+                kind: ActionKind::DeployAnyway,
+                label: "Deploy anyway".into(),
+                command: "chima deploy! x".into(),
+                only_user: Some("U1".into()),
+            },
+        );
         let v = serde_json::to_value(render(&reply)).unwrap();
         assert_eq!(v["text"], ":x: no &lt;b&gt;");
         assert_eq!(v["blocks"][0]["type"], "section");

@@ -74,6 +74,10 @@ fn parts(message: &Message) -> String {
         match part {
             Part::Text(text) => out.push_str(&escape_mrkdwn(text)),
             Part::Quoted(value) => out.push_str(&quote(value)),
+            // A bare URL: Slack links it by itself, and the text reads the same everywhere.
+            Part::Link { url, label } if one_line(label) == *url => {
+                out.push_str(&escape_mrkdwn(url))
+            }
             Part::Link { url, label } => out.push_str(&mrkdwn_link(url, &one_line(label))),
             Part::Code(code) => out.push_str(&inline_code(code)),
             Part::CodeBlock(code) => out.push_str(&code_block(code)),

@@ -182,7 +182,7 @@ async fn bench_chima() -> anyhow::Result<Value> {
         };
         let (app, env) = bot
             .check_deploy(&command, &ctx)
-            .map_err(|r| anyhow::anyhow!(r.text))?;
+            .map_err(|r| anyhow::anyhow!(r.text()))?;
         let git_ref = command
             .git_ref
             .clone()

@@ -1,192 +1,244 @@
 //! Every text chima says, as small constructor functions. Each is covered by a test below.
 //!
-//! Texts use `backticks` for code and bare URLs for links; transports render them. Anything a
-//! user typed is passed through [`code`] so it cannot break out of its code span.
+//! Each builds a neutral [`Message`] (deploy-core's chat model): our own words as text, every
+//! value a user or a repository controls as a quoted value or code, links as links. The
+//! transports render it (Slack: mrkdwn and Block Kit; the shell: plain text) and escape every
+//! quoted value for the chat it goes to.
 
 use chrono::{DateTime, Utc};
+use deploy_core::chat::{Message, Tone};
 use deploy_core::{AppConfig, AppName, EnvName};
 use deploy_store::EnvLock;
 
-use crate::chat::{Action, ActionKind, Reply, Tone};
+use crate::chat::{Action, ActionKind, Reply};
 use crate::forge::{CheckInfo, CiReport, CiVerdict, DeploymentFilter, DeploymentInfo, ForgeError};
 use crate::grammar::{
     COMMANDS, CommandSpec, MAX_COMMANDS_PER_MESSAGE, MAX_LINE_BYTES, ParseError, Problem,
 };
 
-/// Wraps user-supplied text in a code span, neutralising backticks and newlines inside it,
-/// and showing invisible or text-direction characters (zero-width joiners, RTL overrides) as
-/// `\u{…}` escapes so a reply can never be made to read as something else.
-pub fn code(s: &str) -> String {
-    let mut clean = String::new();
-    for c in s.chars().take(120) {
-        match c {
-            '`' => clean.push('\''),
-            c if c.is_control() => clean.push(' '),
-            c if deploy_core::is_invisible(c) => clean.push_str(&c.escape_unicode().to_string()),
-            c => clean.push(c),
-        }
-    }
-    format!("`{clean}`")
+/// The most characters of a typed value shown back (the rest is cut).
+pub const SHOWN_VALUE_CHARS: usize = 120;
+
+/// A typed value as shown back in code: at most [`SHOWN_VALUE_CHARS`] characters. The
+/// renderers neutralise backticks, newlines and invisible characters in it.
+pub fn clip(s: &str) -> String {
+    s.chars().take(SHOWN_VALUE_CHARS).collect()
 }
 
-fn usage(spec: &CommandSpec, bot: &str) -> String {
-    format!("Usage: `{bot} {}`", spec.usage)
+fn say(tone: Tone) -> Message {
+    Message::new(tone)
 }
 
-fn problem_text(problem: &Problem) -> String {
+fn with_usage(message: Message, spec: &CommandSpec, bot: &str) -> Message {
+    message
+        .text("Usage: ")
+        .code(format!("{bot} {}", spec.usage))
+}
+
+fn with_problem(m: Message, problem: &Problem) -> Message {
     match problem {
-        Problem::MissingApp => "which app? Name one".to_owned(),
-        Problem::BadApp(app, e) => format!("{} is not an app name: it {e}", code(app)),
-        Problem::BadRef(r, e) => format!("{} is not a valid git ref: it {e}", code(r)),
-        Problem::BadEnv(env, e) => format!("{} is not an environment name: it {e}", code(env)),
-        Problem::MissingEnv(keyword) => format!("{} needs an environment after it", code(keyword)),
-        Problem::BadHosts(h) => format!(
-            "{} is not a host list (letters, digits, '-', '_', '.', ',' and ':')",
-            code(h)
-        ),
-        Problem::BadTask(t) => format!(
-            "{} is not a task; use `deploy`, `deploy!` or `deploy:<task>`",
-            code(t)
-        ),
-        Problem::MissingId => "which deployment? Give its number".to_owned(),
-        Problem::BadId(id) => format!("{} is not a deployment number", code(id)),
+        Problem::MissingApp => m.text("which app? Name one"),
+        Problem::BadApp(app, e) => m
+            .code(clip(app))
+            .text(format!(" is not an app name: it {e}")),
+        Problem::BadRef(r, e) => m
+            .code(clip(r))
+            .text(format!(" is not a valid git ref: it {e}")),
+        Problem::BadEnv(env, e) => m
+            .code(clip(env))
+            .text(format!(" is not an environment name: it {e}")),
+        Problem::MissingEnv(keyword) => {
+            m.code(clip(keyword)).text(" needs an environment after it")
+        }
+        Problem::BadHosts(h) => m
+            .code(clip(h))
+            .text(" is not a host list (letters, digits, '-', '_', '.', ',' and ':')"),
+        Problem::BadTask(t) => m
+            .code(clip(t))
+            .text(" is not a task; use `deploy`, `deploy!` or `deploy:<task>`"),
+        Problem::MissingId => m.text("which deployment? Give its number"),
+        Problem::BadId(id) => m.code(clip(id)).text(" is not a deployment number"),
         Problem::Unexpected {
             word,
             suggestion: Some(s),
-        } => format!("I didn't expect {} there. Did you mean `{s}`?", code(word)),
+        } => m
+            .text("I didn't expect ")
+            .code(clip(word))
+            .text(" there. Did you mean ")
+            .code(*s)
+            .text("?"),
         Problem::Unexpected {
             word,
             suggestion: None,
-        } => format!("I didn't expect {} there", code(word)),
+        } => m.text("I didn't expect ").code(clip(word)).text(" there"),
     }
 }
 
 /// The answer to a line addressed to chima that it could not understand.
 pub fn not_understood(error: &ParseError, bot: &str) -> Reply {
-    match error {
-        ParseError::Empty => Reply::info(format!(
+    Reply::new(match error {
+        ParseError::Empty => say(Tone::Info).text(format!(
             "Hi! I'm {bot}, I deploy things. Say `{bot} help` to see what I can do."
         )),
-        ParseError::TooLong { len } => Reply::error(format!(
+        ParseError::TooLong { len } => say(Tone::Error).text(format!(
             "That command is {len} bytes long; I read at most {MAX_LINE_BYTES}. Nothing was done."
         )),
         ParseError::UnknownCommand {
             word,
             suggestion: Some(spec),
-        } => Reply::error(format!(
-            "I don't know the command {}. Did you mean `{}`? {}",
-            code(word),
-            spec.name,
-            usage(spec, bot)
-        )),
+        } => with_usage(
+            say(Tone::Error)
+                .text("I don't know the command ")
+                .code(clip(word))
+                .text(". Did you mean ")
+                .code(spec.name)
+                .text("? "),
+            spec,
+            bot,
+        ),
         ParseError::UnknownCommand {
             word,
             suggestion: None,
-        } => Reply::error(format!(
-            "I don't know the command {}. Say `{bot} help` to see what I can do.",
-            code(word)
-        )),
-        ParseError::BadArguments { spec, problem } => Reply::error(format!(
-            "I couldn't read that `{}` command: {}. {}",
-            spec.name,
-            problem_text(problem),
-            usage(spec, bot)
-        )),
-    }
+        } => say(Tone::Error)
+            .text("I don't know the command ")
+            .code(clip(word))
+            .text(format!(". Say `{bot} help` to see what I can do.")),
+        ParseError::BadArguments { spec, problem } => {
+            let m =
+                say(Tone::Error).text(format!("I couldn't read that `{}` command: ", spec.name));
+            with_usage(with_problem(m, problem).text(". "), spec, bot)
+        }
+    })
 }
 
 /// A message with more command lines than chima takes at once.
 pub fn too_many_commands(count: usize) -> Reply {
-    Reply::error(format!(
+    Reply::new(say(Tone::Error).text(format!(
         "That message has {count} commands for me; I take at most {MAX_COMMANDS_PER_MESSAGE} at a time. Nothing was done."
-    ))
+    )))
 }
 
 /// Every command, from the grammar's own table.
 pub fn help(bot: &str) -> Reply {
-    let mut text = format!("Here is what I can do (say `{bot} help <command>` for details):");
+    let mut m = say(Tone::Info).text(format!(
+        "Here is what I can do (say `{bot} help <command>` for details):"
+    ));
     for spec in COMMANDS {
-        text.push_str(&format!("\n• `{bot} {}` — {}", spec.usage, spec.summary));
+        m = m
+            .text("\n• ")
+            .code(format!("{bot} {}", spec.usage))
+            .text(format!(" — {}", spec.summary));
     }
-    Reply::info(text).only_to_asker()
+    Reply::new(m).only_to_asker()
 }
 
 /// Details of one command.
 pub fn help_for(spec: &CommandSpec, bot: &str) -> Reply {
-    let mut text = format!("`{bot} {}` — {}", spec.usage, spec.summary);
+    let mut m = say(Tone::Info)
+        .code(format!("{bot} {}", spec.usage))
+        .text(format!(" — {}", spec.summary));
     if !spec.aliases.is_empty() {
-        let aliases: Vec<String> = spec.aliases.iter().map(|a| format!("`{a}`")).collect();
-        text.push_str(&format!("\nAlso: {}", aliases.join(", ")));
+        m = m.text("\nAlso: ");
+        for (i, alias) in spec.aliases.iter().enumerate() {
+            if i > 0 {
+                m = m.text(", ");
+            }
+            m = m.code(*alias);
+        }
     }
-    text.push_str("\nExamples:");
+    m = m.text("\nExamples:");
     for example in spec.examples {
-        text.push_str(&format!("\n• `{bot} {example}`"));
+        m = m.text("\n• ").code(format!("{bot} {example}"));
     }
-    Reply::info(text).only_to_asker()
+    Reply::new(m).only_to_asker()
 }
 
 /// Help for a topic that is no command.
 pub fn help_unknown_topic(topic: &str, bot: &str) -> Reply {
-    let names: Vec<String> = COMMANDS.iter().map(|c| format!("`{}`", c.name)).collect();
-    Reply::error(format!(
-        "There is no command {}. Commands: {}. Say `{bot} help` for the list.",
-        code(topic),
-        names.join(", ")
-    ))
-    .only_to_asker()
+    let mut m = say(Tone::Error)
+        .text("There is no command ")
+        .code(clip(topic))
+        .text(". Commands: ");
+    for (i, spec) in COMMANDS.iter().enumerate() {
+        if i > 0 {
+            m = m.text(", ");
+        }
+        m = m.code(spec.name);
+    }
+    Reply::new(m.text(format!(". Say `{bot} help` for the list."))).only_to_asker()
 }
 
 /// Which chima answers.
 pub fn version(bot: &str, forge: &str) -> Reply {
-    Reply::info(format!(
+    Reply::new(say(Tone::Info).text(format!(
         "{bot} {} (chima, deployments via {forge})",
         env!("CARGO_PKG_VERSION")
-    ))
+    )))
+}
+
+/// Names joined with ", ", each quoted.
+fn quoted_list<'a>(mut m: Message, names: impl IntoIterator<Item = &'a str>, sep: &str) -> Message {
+    for (i, name) in names.into_iter().enumerate() {
+        if i > 0 {
+            m = m.text(sep.to_owned());
+        }
+        m = m.quoted(name);
+    }
+    m
 }
 
 /// The app is not in app.json.
 pub fn unknown_app(app: &AppName, known: &[&AppName]) -> Reply {
-    let close = known
+    let mut m = say(Tone::Error)
+        .quoted(app.as_str())
+        .text("? Never heard of it.");
+    if let Some(close) = known
         .iter()
         .map(|k| (k, strsim::damerau_levenshtein(app.as_str(), k.as_str())))
         .filter(|(_, d)| *d <= 2)
         .min_by_key(|(_, d)| *d)
-        .map(|(k, _)| format!(" Did you mean `{k}`?"))
-        .unwrap_or_default();
-    let list: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
-    Reply::error(format!(
-        "{app}? Never heard of it.{close} Apps I know: {}.",
-        if list.is_empty() {
-            "none (app.json is empty)".to_owned()
-        } else {
-            list.join(", ")
-        }
-    ))
+        .map(|(k, _)| k)
+    {
+        m = m.text(" Did you mean ").code(close.as_str()).text("?");
+    }
+    m = m.text(" Apps I know: ");
+    m = if known.is_empty() {
+        m.text("none (app.json is empty)")
+    } else {
+        quoted_list(m, known.iter().map(|k| k.as_str()), ", ")
+    };
+    Reply::new(m.text("."))
 }
 
 /// The app has no such environment.
 pub fn unknown_environment(app: &AppConfig, env: &EnvName) -> Reply {
-    let envs: Vec<&str> = app.environments.iter().map(EnvName::as_str).collect();
-    Reply::error(format!(
-        "{} doesn't seem to have a {env} environment. It has: {}.",
-        app.name,
-        envs.join(", ")
-    ))
+    let m = say(Tone::Error)
+        .quoted(app.name.as_str())
+        .text(" doesn't seem to have a ")
+        .quoted(env.as_str())
+        .text(" environment. It has: ");
+    let m = quoted_list(m, app.environments.iter().map(EnvName::as_str), ", ");
+    Reply::new(m.text("."))
+}
+
+fn room_names(app: &AppConfig) -> Vec<String> {
+    app.allowed_rooms
+        .iter()
+        .flatten()
+        .map(|r| format!("#{}", r.trim_start_matches('#')))
+        .collect()
 }
 
 /// The app may not be deployed from this room.
 pub fn room_not_allowed(app: &AppConfig, room: &str) -> Reply {
-    let rooms: Vec<String> = app
-        .allowed_rooms
-        .iter()
-        .flatten()
-        .map(|r| format!("#{}", r.trim_start_matches('#')))
-        .collect();
-    Reply::error(format!(
-        "{} is not allowed to be deployed from {room}. Deploy it from {}.",
-        app.name,
-        rooms.join(" or ")
-    ))
+    let rooms = room_names(app);
+    let m = say(Tone::Error)
+        .quoted(app.name.as_str())
+        .text(" is not allowed to be deployed from ")
+        .quoted(room)
+        .text(". Deploy it from ");
+    let m = quoted_list(m, rooms.iter().map(String::as_str), " or ");
+    Reply::new(m.text("."))
 }
 
 /// Said when a one-time code was typed: chima does not check them.
@@ -202,14 +254,17 @@ pub fn deploy_requested(
     env: &EnvName,
     task: &str,
 ) -> Reply {
-    let what = if task == "deploy" {
-        "deploying".to_owned()
+    let m = say(Tone::Progress).quoted(user);
+    let m = if task == "deploy" {
+        m.text(" is deploying ")
     } else {
-        format!("running {task} for")
+        m.text(" is running ").quoted(task).text(" for ")
     };
     Reply::new(
-        Tone::Progress,
-        format!("{user} is {what} {app}/{git_ref} to {env}: creating the deployment…"),
+        m.quoted(format!("{app}/{git_ref}"))
+            .text(" to ")
+            .quoted(env.as_str())
+            .text(": creating the deployment…"),
     )
 }
 
@@ -220,27 +275,35 @@ pub fn deployment_created(
     user: &str,
     note: Option<&str>,
 ) -> Reply {
-    let mut text = format!(
-        "Deployment #{} of {app} {}@{} to {} for {user}: created, waiting for a deployer. {}",
-        info.id,
-        info.git_ref,
-        info.short_sha(),
-        info.environment,
-        info.url
-    );
+    let mut m = say(Tone::Progress)
+        .text(format!("Deployment #{} of ", info.id))
+        .quoted(app.as_str())
+        .text(" ")
+        .quoted(format!("{}@{}", info.git_ref, info.short_sha()))
+        .text(" to ")
+        .quoted(info.environment.as_str())
+        .text(" for ")
+        .quoted(user)
+        .text(": created, waiting for a deployer. ")
+        .link(info.url.as_str(), info.url.as_str());
     if let Some(note) = note {
-        text.push(' ');
-        text.push_str(note);
+        m = m.text(format!(" {note}"));
     }
-    Reply::new(Tone::Progress, text)
+    Reply::new(m)
 }
 
 /// 202: GitHub merged the default branch into the ref instead of deploying.
 pub fn auto_merged(app: &AppName, git_ref: &str, github_message: &str) -> Reply {
-    Reply::info(format!(
-        "GitHub merged the default branch into {} first ({github_message:?}), so no deployment of {app} was made yet. Wait for CI on the merge commit, then deploy again.",
-        code(git_ref)
-    ))
+    Reply::new(
+        say(Tone::Info)
+            .text("GitHub merged the default branch into ")
+            .code(clip(git_ref))
+            .text(" first (")
+            .quoted(format!("{github_message:?}"))
+            .text("), so no deployment of ")
+            .quoted(app.as_str())
+            .text(" was made yet. Wait for CI on the merge commit, then deploy again."),
+    )
 }
 
 /// 409: required contexts are not green. Offers "Deploy anyway" to the asker.
@@ -251,11 +314,15 @@ pub fn checks_failed(
     user_id: &str,
 ) -> Reply {
     let list: Vec<String> = contexts.iter().map(|(c, s)| format!("{c} ({s})")).collect();
-    Reply::error(format!(
-        "Unmet required commit status contexts for {app}: {}. Nothing was deployed. Fix them, or deploy anyway with `{forced_command}`.",
-        list.join(", ")
-    ))
-    .with_action(Action {
+    let m = say(Tone::Error)
+        .text("Unmet required commit status contexts for ")
+        .quoted(app.as_str())
+        .text(": ");
+    let m = quoted_list(m, list.iter().map(String::as_str), ", ")
+        .text(". Nothing was deployed. Fix them, or deploy anyway with ")
+        .code(forced_command)
+        .text(".");
+    Reply::new(m).with_action(Action {
         kind: ActionKind::DeployAnyway,
         label: "Deploy anyway".to_owned(),
         command: forced_command.to_owned(),
@@ -265,53 +332,73 @@ pub fn checks_failed(
 
 /// 409: the default branch does not merge into the ref.
 pub fn merge_conflict(app: &AppName, git_ref: &str, github_message: &str) -> Reply {
-    Reply::error(format!(
-        "GitHub could not merge the default branch into {} for {app}: {github_message} Nothing was deployed. Merge it yourself, or deploy without merging using `deploy!`.",
-        code(git_ref)
-    ))
+    Reply::new(
+        say(Tone::Error)
+            .text("GitHub could not merge the default branch into ")
+            .code(clip(git_ref))
+            .text(" for ")
+            .quoted(app.as_str())
+            .text(": ")
+            .quoted(github_message)
+            .text(" Nothing was deployed. Merge it yourself, or deploy without merging using `deploy!`."),
+    )
 }
 
 /// 422: usually the ref does not exist.
 pub fn unprocessable(app: &AppConfig, git_ref: &str, github_message: &str) -> Reply {
-    if github_message.starts_with("No ref found") {
-        Reply::error(format!(
-            "There is no {} in {} ({github_message:?}). Nothing was deployed.",
-            code(git_ref),
-            app.repository
-        ))
+    let m = say(Tone::Error);
+    Reply::new(if github_message.starts_with("No ref found") {
+        m.text("There is no ")
+            .code(clip(git_ref))
+            .text(" in ")
+            .quoted(app.repository.to_string())
+            .text(" (")
+            .quoted(format!("{github_message:?}"))
+            .text("). Nothing was deployed.")
     } else {
-        Reply::error(format!(
-            "GitHub refused the deployment of {} to {}: {github_message}. Nothing was deployed.",
-            app.name, app.repository
-        ))
-    }
+        m.text("GitHub refused the deployment of ")
+            .quoted(app.name.as_str())
+            .text(" to ")
+            .quoted(app.repository.to_string())
+            .text(": ")
+            .quoted(github_message)
+            .text(". Nothing was deployed.")
+    })
 }
 
 /// A GitHub failure while doing `action` ("create deployments", "read deployments", …).
 pub fn forge_failed(app: &AppConfig, action: &str, error: &ForgeError) -> Reply {
-    let repo = &app.repository;
     let token = if app.github_token.is_some() {
         "the app's github_token in app.json"
     } else {
         "GITHUB_TOKEN"
     };
-    Reply::error(match error {
-        ForgeError::BadCredentials => format!(
-            "Unable to {action} for {repo}: GitHub rejected the token (401 Bad credentials). Check {token}."
-        ),
-        ForgeError::Forbidden { message } => format!(
-            "Unable to {action} for {repo}: GitHub answered 403 ({message}). The token needs the `repo_deployment` scope (classic token) or \"Deployments: read and write\" on this repository (fine-grained token or GitHub App)."
-        ),
-        ForgeError::NotFound => format!(
-            "Unable to {action} for {repo}: GitHub answered 404. The repository does not exist or {token} cannot see it; check the token's scopes (`repo` for a private repository)."
-        ),
-        ForgeError::Unreachable(detail) => format!(
-            "Unable to {action} for {repo}: I could not reach GitHub ({detail}). Nothing was changed; try again in a moment."
-        ),
-        ForgeError::Unexpected { status, message } => format!(
-            "Unable to {action} for {repo}: GitHub answered {status} ({message}). Nothing was changed."
-        ),
-        ForgeError::Unsupported(what) => what.clone(),
+    let unable = || {
+        say(Tone::Error)
+            .text(format!("Unable to {action} for "))
+            .quoted(app.repository.to_string())
+            .text(": ")
+    };
+    Reply::new(match error {
+        ForgeError::BadCredentials => unable().text(format!(
+            "GitHub rejected the token (401 Bad credentials). Check {token}."
+        )),
+        ForgeError::Forbidden { message } => unable()
+            .text("GitHub answered 403 (")
+            .quoted(message)
+            .text("). The token needs the `repo_deployment` scope (classic token) or \"Deployments: read and write\" on this repository (fine-grained token or GitHub App)."),
+        ForgeError::NotFound => unable().text(format!(
+            "GitHub answered 404. The repository does not exist or {token} cannot see it; check the token's scopes (`repo` for a private repository)."
+        )),
+        ForgeError::Unreachable(detail) => unable()
+            .text("I could not reach GitHub (")
+            .quoted(detail)
+            .text("). Nothing was changed; try again in a moment."),
+        ForgeError::Unexpected { status, message } => unable()
+            .text(format!("GitHub answered {status} ("))
+            .quoted(message)
+            .text("). Nothing was changed."),
+        ForgeError::Unsupported(what) => say(Tone::Error).text(what.clone()),
     })
 }
 
@@ -336,35 +423,41 @@ pub fn recent_deployments(
     list: &[DeploymentInfo],
     now: DateTime<Utc>,
 ) -> Reply {
-    let mut scope = String::new();
-    if let Some(r) = &filter.git_ref {
-        scope.push_str(&format!(" of {}", code(r.as_str())));
-    }
-    if let Some(e) = &filter.environment {
-        scope.push_str(&format!(" in {e}"));
-    }
+    let scope = |mut m: Message| {
+        if let Some(r) = &filter.git_ref {
+            m = m.text(" of ").code(clip(r.as_str()));
+        }
+        if let Some(e) = &filter.environment {
+            m = m.text(" in ").quoted(e.as_str());
+        }
+        m
+    };
     if list.is_empty() {
-        return Reply::info(format!("No deployments of {app}{scope} yet."));
+        let m = say(Tone::Info)
+            .text("No deployments of ")
+            .quoted(app.as_str());
+        return Reply::new(scope(m).text(" yet."));
     }
-    let mut text = format!("Recent deployments of {app}{scope}:");
+    let m = say(Tone::Info)
+        .text("Recent deployments of ")
+        .quoted(app.as_str());
+    let mut m = scope(m).text(":");
     for d in list {
-        let task = if d.task == "deploy" {
-            String::new()
-        } else {
-            format!(" ({})", d.task)
-        };
-        text.push_str(&format!(
-            "\n• #{} {}@{} to {}{task} by {}, {} — {}",
-            d.id,
-            d.git_ref,
-            d.short_sha(),
-            d.environment,
-            d.creator,
-            age(d.created_at, now),
-            d.state.as_deref().unwrap_or("no status yet")
-        ));
+        m = m
+            .text(format!("\n• #{} ", d.id))
+            .quoted(format!("{}@{}", d.git_ref, d.short_sha()))
+            .text(" to ")
+            .quoted(d.environment.as_str());
+        if d.task != "deploy" {
+            m = m.text(" (").quoted(d.task.as_str()).text(")");
+        }
+        m = m
+            .text(" by ")
+            .quoted(d.creator.as_str())
+            .text(format!(", {} — ", age(d.created_at, now)))
+            .quoted(d.state.as_deref().unwrap_or("no status yet"));
     }
-    Reply::info(text)
+    Reply::new(m)
 }
 
 /// The `where can I deploy` answer.
@@ -374,42 +467,37 @@ pub fn environments(
     locks: &Locks,
     now: DateTime<Utc>,
 ) -> Reply {
-    let mut text = format!("{} can be deployed to:", app.name);
+    let mut m = say(Tone::Info)
+        .quoted(app.name.as_str())
+        .text(" can be deployed to:");
     for (env, deployed) in current {
-        let default = if *env == app.default_environment {
-            " (default)"
-        } else {
-            ""
+        m = m.text("\n• ").quoted(env.as_str());
+        if *env == app.default_environment {
+            m = m.text(" (default)");
+        }
+        m = m.text(" — ");
+        m = match deployed {
+            Some(d) => m
+                .quoted(format!("{}@{}", d.git_ref, d.short_sha()))
+                .text(format!(" (#{}, by ", d.id))
+                .quoted(d.creator.as_str())
+                .text(format!(", {})", age(d.created_at, now))),
+            None => m.text("nothing deployed yet"),
         };
-        let what = match deployed {
-            Some(d) => format!(
-                "{}@{} (#{}, by {}, {})",
-                d.git_ref,
-                d.short_sha(),
-                d.id,
-                d.creator,
-                age(d.created_at, now)
-            ),
-            None => "nothing deployed yet".to_owned(),
-        };
-        text.push_str(&format!("\n• {env}{default} — {what}"));
         if let Locks::Read(locks) = locks
             && let Some((_, lock)) = locks.iter().find(|(e, _)| e == env)
         {
-            text.push_str(&format!(" — {}", lock_held(lock, now)));
+            m = lock_held(m.text(" — "), lock, now);
         }
     }
     if let Locks::Unreadable(why) = locks {
-        text.push_str(&format!("\nLocks could not be read: {why}"));
+        m = m.text("\nLocks could not be read: ").quoted(why);
     }
-    if let Some(rooms) = &app.allowed_rooms {
-        let rooms: Vec<String> = rooms
-            .iter()
-            .map(|r| format!("#{}", r.trim_start_matches('#')))
-            .collect();
-        text.push_str(&format!("\nFrom: {}", rooms.join(", ")));
+    if app.allowed_rooms.is_some() {
+        let rooms = room_names(app);
+        m = quoted_list(m.text("\nFrom: "), rooms.iter().map(String::as_str), ", ");
     }
-    Reply::info(text)
+    Reply::new(m)
 }
 
 /// What the `where can I deploy` answer knows of locks.
@@ -423,80 +511,111 @@ pub enum Locks {
     Unreadable(String),
 }
 
-/// A held lock, as one phrase: who, why, since and until when.
-pub fn lock_held(lock: &EnvLock, now: DateTime<Utc>) -> String {
-    let until = match lock.expires_at {
-        Some(end) => format!(", until {}", end.format("%Y-%m-%d %H:%M UTC")),
-        None => String::new(),
+/// `m` and a held lock, as one phrase: who, why, since and until when.
+pub fn lock_held(m: Message, lock: &EnvLock, now: DateTime<Utc>) -> Message {
+    let m = m
+        .text("locked by ")
+        .quoted(lock.shown_name())
+        .text(format!(" since {}", age(lock.since(), now)));
+    let m = match lock.expires_at {
+        Some(end) => m.text(format!(", until {}", end.format("%Y-%m-%d %H:%M UTC"))),
+        None => m,
     };
-    format!(
-        "locked by {} since {}{until}: {}",
-        lock.shown_name(),
-        age(lock.since(), now),
-        code(&lock.reason)
-    )
+    m.text(": ").code(clip(&lock.reason))
 }
 
-fn check_line(c: &CheckInfo) -> String {
+fn check_line(m: Message, c: &CheckInfo) -> Message {
+    let m = m
+        .quoted(c.name.as_str())
+        .text(" (")
+        .quoted(c.state.as_str())
+        .text(")");
     match &c.url {
-        Some(url) if !url.is_empty() => format!("{} ({}) {url}", c.name, c.state),
-        _ => format!("{} ({})", c.name, c.state),
+        Some(url) if !url.is_empty() => m.text(" ").link(url.as_str(), url.as_str()),
+        _ => m,
     }
+}
+
+fn check_list<'a>(
+    mut m: Message,
+    label: &str,
+    checks: impl Iterator<Item = &'a CheckInfo>,
+) -> Message {
+    for (i, c) in checks.enumerate() {
+        m = m.text(if i == 0 {
+            format!("\n{label}: ")
+        } else {
+            "; ".to_owned()
+        });
+        m = check_line(m, c);
+    }
+    m
 }
 
 /// The `ci` answer: one verdict, then what failed and what still runs.
 pub fn ci_report(app: &AppName, git_ref: &str, report: &CiReport) -> Reply {
     let short = report.sha.get(..7).unwrap_or(&report.sha);
-    let subject = format!("{app}/{git_ref} ({short})");
-    let (tone, head) = match report.verdict() {
-        CiVerdict::Green => (
-            Tone::Success,
-            format!(
-                "CI is green for {subject}: {} checks passed.",
-                report.checks.len()
-            ),
-        ),
-        CiVerdict::Red => (Tone::Error, format!("CI is red for {subject}.")),
-        CiVerdict::Pending => (
-            Tone::Progress,
-            format!("CI is still running for {subject}."),
-        ),
-        CiVerdict::NoCi => (
-            Tone::Info,
-            format!("{subject} has no CI configured: no commit statuses and no check runs."),
-        ),
+    let subject = |m: Message| m.quoted(format!("{app}/{git_ref} ({short})"));
+    let m = match report.verdict() {
+        CiVerdict::Green => subject(say(Tone::Success).text("CI is green for "))
+            .text(format!(": {} checks passed.", report.checks.len())),
+        CiVerdict::Red => subject(say(Tone::Error).text("CI is red for ")).text("."),
+        CiVerdict::Pending => {
+            subject(say(Tone::Progress).text("CI is still running for ")).text(".")
+        }
+        CiVerdict::NoCi => subject(say(Tone::Info))
+            .text(" has no CI configured: no commit statuses and no check runs."),
     };
-    let mut text = head;
-    let failing: Vec<String> = report.failing().map(check_line).collect();
-    if !failing.is_empty() {
-        text.push_str(&format!("\nFailing: {}", failing.join("; ")));
-    }
-    let pending: Vec<String> = report.pending().map(check_line).collect();
-    if !pending.is_empty() {
-        text.push_str(&format!("\nPending: {}", pending.join("; ")));
-    }
-    Reply::new(tone, text)
+    let m = check_list(m, "Failing", report.failing());
+    Reply::new(check_list(m, "Pending", report.pending()))
 }
 
 /// A button pressed by someone other than the user it is for.
 pub fn button_not_yours(owner: &str) -> Reply {
-    Reply::error(format!(
-        "Only {owner} can press this button: it repeats their command. Type the command yourself if you want it."
-    ))
+    Reply::new(
+        say(Tone::Error)
+            .text("Only ")
+            .quoted(owner)
+            .text(" can press this button: it repeats their command. Type the command yourself if you want it."),
+    )
     .only_to_asker()
 }
 
-/// What a button message says once its button was pressed.
-pub fn button_pressed(original: &str, presser: &str, label: &str) -> Reply {
-    Reply::info(format!("{original}\n{presser} pressed \"{label}\"."))
+/// What a button message says once its button was pressed: the command it ran, who pressed
+/// it and what it said.
+pub fn button_pressed(command: &str, presser: &str, label: &str) -> Reply {
+    Reply::new(
+        say(Tone::Info)
+            .code(clip(command))
+            .text("\n")
+            .quoted(presser)
+            .text(" pressed \"")
+            .quoted(label)
+            .text("\"."),
+    )
+}
+
+/// A button from an older chima whose value no longer reads.
+pub fn button_outdated() -> Reply {
+    Reply::new(
+        say(Tone::Error).text(
+            "That button is from an older chima and no longer works; type the command instead.",
+        ),
+    )
+    .only_to_asker()
 }
 
 /// The watchdog: no deployer has picked a deployment up.
 pub fn nobody_picked_up(app: &AppConfig, id: u64, waited_secs: u64, hooks_url: &str) -> Reply {
-    Reply::error(format!(
-        "No deployer has picked up deployment #{id} of {} after {waited_secs} s: GitHub has no status for it. Check that {} has a webhook sending `deployment` events to faseng (`/webhooks/github`), that its secret matches GITHUB_WEBHOOK_SECRET, and that faseng is running: {hooks_url}",
-        app.name, app.repository
-    ))
+    Reply::new(
+        say(Tone::Error)
+            .text(format!("No deployer has picked up deployment #{id} of "))
+            .quoted(app.name.as_str())
+            .text(format!(" after {waited_secs} s: GitHub has no status for it. Check that "))
+            .quoted(app.repository.to_string())
+            .text(" has a webhook sending `deployment` events to faseng (`/webhooks/github`), that its secret matches GITHUB_WEBHOOK_SECRET, and that faseng is running: ")
+            .link(hooks_url, hooks_url),
+    )
 }
 
 /// Lines shown by `log` at most (the end of the log).
@@ -505,22 +624,35 @@ pub const LOG_LINES: usize = 200;
 /// A deployment's log (the last [`LOG_LINES`] lines).
 pub fn log(id: u64, lines: &[String]) -> Reply {
     if lines.is_empty() {
-        return Reply::info(format!("Deployment #{id} has no log yet."));
+        return Reply::new(say(Tone::Info).text(format!("Deployment #{id} has no log yet.")));
     }
     let skipped = lines.len().saturating_sub(LOG_LINES);
-    let mut text = format!("Log of deployment #{id}");
+    let mut head = format!("Log of deployment #{id}");
     if skipped > 0 {
-        text.push_str(&format!(
+        head.push_str(&format!(
             " (last {LOG_LINES} lines; {skipped} earlier lines not shown)"
         ));
     }
-    text.push_str(":\n```\n");
-    for line in &lines[skipped..] {
-        text.push_str(&line.replace("```", "` ` `"));
-        text.push('\n');
-    }
-    text.push_str("```");
-    Reply::info(text)
+    head.push_str(":\n");
+    Reply::new(
+        say(Tone::Info)
+            .text(head)
+            .code_block(lines[skipped..].join("\n")),
+    )
+}
+
+/// A log that could not be read.
+pub fn log_unreadable(id: u64, error: &str) -> Reply {
+    Reply::new(
+        say(Tone::Error)
+            .text(format!("I could not read the log of deployment #{id}: "))
+            .quoted(error),
+    )
+}
+
+/// What the forge cannot do here, said as it is (local mode has no CI).
+pub fn unsupported(what: &str) -> Reply {
+    Reply::new(say(Tone::Info).text(what.to_owned()))
 }
 
 /// Local mode has no CI to ask.
@@ -537,6 +669,11 @@ mod tests {
     use deploy_core::{Apps, GitRef};
 
     const BOT: &str = "chima";
+
+    /// A typed value as the shell shows it in code.
+    fn code(s: &str) -> String {
+        Reply::new(Message::new(Tone::Info).code(clip(s))).text()
+    }
 
     fn apps() -> Apps {
         Apps::from_json(
@@ -563,9 +700,9 @@ mod tests {
     #[test]
     fn too_many_commands_says_nothing_was_done() {
         let r = too_many_commands(11);
-        assert_eq!(r.tone, Tone::Error);
+        assert_eq!(r.tone(), Tone::Error);
         assert_eq!(
-            r.text,
+            r.text(),
             "That message has 11 commands for me; I take at most 10 at a time. Nothing was done."
         );
     }
@@ -589,7 +726,7 @@ mod tests {
     }
 
     fn not_understood_text(line: &str) -> String {
-        not_understood(&parse(line).unwrap_err(), BOT).text
+        not_understood(&parse(line).unwrap_err(), BOT).text()
     }
 
     #[test]
@@ -679,7 +816,7 @@ mod tests {
         assert_eq!(reply.visibility, crate::chat::Visibility::OnlyAsker);
         for spec in COMMANDS {
             assert!(
-                reply.text.contains(&format!("`chima {}`", spec.usage)),
+                reply.text().contains(&format!("`chima {}`", spec.usage)),
                 "{}",
                 spec.name
             );
@@ -690,7 +827,7 @@ mod tests {
     fn help_for_one_command() {
         let spec = crate::grammar::spec("ci").unwrap();
         assert_eq!(
-            help_for(spec, BOT).text,
+            help_for(spec, BOT).text(),
             format!(
                 "`chima ci <app>[/<ref>]` — {}\nAlso: `status`\nExamples:\n• `chima ci project-x/feature`\n• `chima status trelhub`",
                 spec.summary
@@ -701,7 +838,7 @@ mod tests {
     #[test]
     fn help_for_unknown_topic() {
         assert_eq!(
-            help_unknown_topic("dance", BOT).text,
+            help_unknown_topic("dance", BOT).text(),
             "There is no command `dance`. Commands: `deploy`, `deploys`, `where`, `ci`, `log`, `help`, `version`. Say `chima help` for the list."
         );
     }
@@ -709,7 +846,7 @@ mod tests {
     #[test]
     fn version_names_the_forge() {
         assert_eq!(
-            version(BOT, "GitHub").text,
+            version(BOT, "GitHub").text(),
             format!(
                 "chima {} (chima, deployments via GitHub)",
                 env!("CARGO_PKG_VERSION")
@@ -722,11 +859,11 @@ mod tests {
         let apps = apps();
         let known: Vec<&AppName> = apps.names().collect();
         assert_eq!(
-            unknown_app(&AppName::parse("project-y").unwrap(), &known).text,
+            unknown_app(&AppName::parse("project-y").unwrap(), &known).text(),
             "project-y? Never heard of it. Did you mean `project-x`? Apps I know: project-x, trelhub."
         );
         assert_eq!(
-            unknown_app(&AppName::parse("zzz").unwrap(), &[]).text,
+            unknown_app(&AppName::parse("zzz").unwrap(), &[]).text(),
             "zzz? Never heard of it. Apps I know: none (app.json is empty)."
         );
     }
@@ -734,7 +871,7 @@ mod tests {
     #[test]
     fn unknown_environment_lists_the_real_ones() {
         assert_eq!(
-            unknown_environment(&app("project-x"), &EnvName::parse("staging").unwrap()).text,
+            unknown_environment(&app("project-x"), &EnvName::parse("staging").unwrap()).text(),
             "project-x doesn't seem to have a staging environment. It has: live, edge."
         );
     }
@@ -742,7 +879,7 @@ mod tests {
     #[test]
     fn room_not_allowed_names_the_allowed_rooms() {
         assert_eq!(
-            room_not_allowed(&app("project-x"), "#random").text,
+            room_not_allowed(&app("project-x"), "#random").text(),
             "project-x is not allowed to be deployed from #random. Deploy it from #deployment."
         );
     }
@@ -757,11 +894,11 @@ mod tests {
         let app_name = AppName::parse("project-x").unwrap();
         let edge = EnvName::parse("edge").unwrap();
         assert_eq!(
-            deploy_requested("joyz", &app_name, "feature/login", &edge, "deploy").text,
+            deploy_requested("joyz", &app_name, "feature/login", &edge, "deploy").text(),
             "joyz is deploying project-x/feature/login to edge: creating the deployment…"
         );
         assert_eq!(
-            deploy_requested("joyz", &app_name, "main", &edge, "deploy:migrate").text,
+            deploy_requested("joyz", &app_name, "main", &edge, "deploy:migrate").text(),
             "joyz is running deploy:migrate for project-x/main to edge: creating the deployment…"
         );
     }
@@ -775,10 +912,10 @@ mod tests {
             None,
         );
         assert_eq!(
-            reply.text,
+            reply.text(),
             "Deployment #1001 of project-x feature@abc1234 to edge for joyz: created, waiting for a deployer. https://github.com/oursky/project-x/deployments"
         );
-        assert_eq!(reply.tone, Tone::Progress);
+        assert_eq!(reply.tone(), Tone::Progress);
     }
 
     #[test]
@@ -789,7 +926,7 @@ mod tests {
                 "topic",
                 "Auto-merged main into topic on deployment."
             )
-            .text,
+            .text(),
             "GitHub merged the default branch into `topic` first (\"Auto-merged main into topic on deployment.\"), so no deployment of x was made yet. Wait for CI on the merge commit, then deploy again."
         );
     }
@@ -806,7 +943,7 @@ mod tests {
             "U1",
         );
         assert_eq!(
-            reply.text,
+            reply.text(),
             "Unmet required commit status contexts for project-x: ci/travis (failure), lint (missing). Nothing was deployed. Fix them, or deploy anyway with `chima deploy! project-x/feature to edge`."
         );
         assert_eq!(reply.actions[0].kind, ActionKind::DeployAnyway);
@@ -821,7 +958,7 @@ mod tests {
                 "topic",
                 "Conflict merging main into topic."
             )
-            .text,
+            .text(),
             "GitHub could not merge the default branch into `topic` for x: Conflict merging main into topic. Nothing was deployed. Merge it yourself, or deploy without merging using `deploy!`."
         );
     }
@@ -829,11 +966,11 @@ mod tests {
     #[test]
     fn unknown_ref_and_other_422s() {
         assert_eq!(
-            unprocessable(&app("project-x"), "nope", "No ref found for: nope").text,
+            unprocessable(&app("project-x"), "nope", "No ref found for: nope").text(),
             "There is no `nope` in oursky/project-x (\"No ref found for: nope\"). Nothing was deployed."
         );
         assert_eq!(
-            unprocessable(&app("project-x"), "x", "Validation Failed").text,
+            unprocessable(&app("project-x"), "x", "Validation Failed").text(),
             "GitHub refused the deployment of project-x to oursky/project-x: Validation Failed. Nothing was deployed."
         );
     }
@@ -844,11 +981,11 @@ mod tests {
         let t = app("trelhub");
         let action = "create deployments";
         assert_eq!(
-            forge_failed(&x, action, &ForgeError::BadCredentials).text,
+            forge_failed(&x, action, &ForgeError::BadCredentials).text(),
             "Unable to create deployments for oursky/project-x: GitHub rejected the token (401 Bad credentials). Check GITHUB_TOKEN."
         );
         assert_eq!(
-            forge_failed(&t, action, &ForgeError::BadCredentials).text,
+            forge_failed(&t, action, &ForgeError::BadCredentials).text(),
             "Unable to create deployments for oursky/trelhub: GitHub rejected the token (401 Bad credentials). Check the app's github_token in app.json."
         );
         assert_eq!(
@@ -859,11 +996,11 @@ mod tests {
                     message: "Resource not accessible".into()
                 }
             )
-            .text,
+            .text(),
             "Unable to create deployments for oursky/project-x: GitHub answered 403 (Resource not accessible). The token needs the `repo_deployment` scope (classic token) or \"Deployments: read and write\" on this repository (fine-grained token or GitHub App)."
         );
         assert_eq!(
-            forge_failed(&x, action, &ForgeError::NotFound).text,
+            forge_failed(&x, action, &ForgeError::NotFound).text(),
             "Unable to create deployments for oursky/project-x: GitHub answered 404. The repository does not exist or GITHUB_TOKEN cannot see it; check the token's scopes (`repo` for a private repository)."
         );
         assert_eq!(
@@ -872,7 +1009,7 @@ mod tests {
                 action,
                 &ForgeError::Unreachable("connection refused".into())
             )
-            .text,
+            .text(),
             "Unable to create deployments for oursky/project-x: I could not reach GitHub (connection refused). Nothing was changed; try again in a moment."
         );
         assert_eq!(
@@ -884,11 +1021,11 @@ mod tests {
                     message: "boom".into()
                 }
             )
-            .text,
+            .text(),
             "Unable to create deployments for oursky/project-x: GitHub answered 500 (boom). Nothing was changed."
         );
         assert_eq!(
-            forge_failed(&x, action, &ForgeError::Unsupported("no".into())).text,
+            forge_failed(&x, action, &ForgeError::Unsupported("no".into())).text(),
             "no"
         );
     }
@@ -914,7 +1051,7 @@ mod tests {
         let mut migrate = info(1002, None);
         migrate.task = "deploy:migrate".into();
         assert_eq!(
-            recent_deployments(&x, &filter, &[migrate, info(1001, Some("success"))], now()).text,
+            recent_deployments(&x, &filter, &[migrate, info(1001, Some("success"))], now()).text(),
             "Recent deployments of project-x in edge:\n• #1002 feature@abc1234 to edge (deploy:migrate) by joyz, 5 min ago — no status yet\n• #1001 feature@abc1234 to edge by joyz, 5 min ago — success"
         );
         let by_ref = DeploymentFilter {
@@ -922,7 +1059,7 @@ mod tests {
             ..DeploymentFilter::default()
         };
         assert_eq!(
-            recent_deployments(&x, &by_ref, &[], now()).text,
+            recent_deployments(&x, &by_ref, &[], now()).text(),
             "No deployments of project-x of `main` yet."
         );
     }
@@ -938,7 +1075,7 @@ mod tests {
             ),
         ];
         assert_eq!(
-            environments(&x, &current, &Locks::Unknown, now()).text,
+            environments(&x, &current, &Locks::Unknown, now()).text(),
             "project-x can be deployed to:\n• live — nothing deployed yet\n• edge (default) — feature@abc1234 (#1001, by joyz, 5 min ago)\nFrom: #deployment"
         );
         let lock = EnvLock {
@@ -950,13 +1087,13 @@ mod tests {
         };
         let locked = Locks::Read(vec![(EnvName::parse("live").unwrap(), lock)]);
         assert_eq!(
-            environments(&x, &current, &locked, now()).text,
+            environments(&x, &current, &locked, now()).text(),
             "project-x can be deployed to:\n• live — nothing deployed yet — locked by alice since 5 min ago, until 2026-12-24 18:00 UTC: `testing the migration`\n• edge (default) — feature@abc1234 (#1001, by joyz, 5 min ago)\nFrom: #deployment"
         );
         let unreadable = Locks::Unreadable("connection refused".into());
         assert!(
             environments(&x, &current, &unreadable, now())
-                .text
+                .text()
                 .ends_with("Locks could not be read: connection refused\nFrom: #deployment")
         );
     }
@@ -986,7 +1123,7 @@ mod tests {
                     check("unit", "success", None),
                 ])
             )
-            .text,
+            .text(),
             "CI is red for project-x/feature (abc1234).\nFailing: build (failure) https://ci/1\nPending: lint (pending)"
         );
         assert_eq!(
@@ -995,7 +1132,7 @@ mod tests {
                 "main",
                 &report(vec![check("lint", "in_progress", None)])
             )
-            .text,
+            .text(),
             "CI is still running for project-x/main (abc1234).\nPending: lint (in_progress)"
         );
         assert_eq!(
@@ -1007,11 +1144,11 @@ mod tests {
                     check("b", "neutral", None)
                 ])
             )
-            .text,
+            .text(),
             "CI is green for project-x/main (abc1234): 2 checks passed."
         );
         assert_eq!(
-            ci_report(&x, "main", &report(vec![])).text,
+            ci_report(&x, "main", &report(vec![])).text(),
             "project-x/main (abc1234) has no CI configured: no commit statuses and no check runs."
         );
     }
@@ -1020,13 +1157,13 @@ mod tests {
     fn buttons_for_someone_else() {
         let reply = button_not_yours("joyz");
         assert_eq!(
-            reply.text,
+            reply.text(),
             "Only joyz can press this button: it repeats their command. Type the command yourself if you want it."
         );
         assert_eq!(reply.visibility, crate::chat::Visibility::OnlyAsker);
         assert_eq!(
-            button_pressed("Unmet contexts.", "joyz", "Deploy anyway").text,
-            "Unmet contexts.\njoyz pressed \"Deploy anyway\"."
+            button_pressed("chima deploy! x", "joyz", "Deploy anyway").text(),
+            "`chima deploy! x`\njoyz pressed \"Deploy anyway\"."
         );
     }
 
@@ -1039,24 +1176,26 @@ mod tests {
                 60,
                 "https://github.com/oursky/project-x/settings/hooks"
             )
-            .text,
+            .text(),
             "No deployer has picked up deployment #1001 of project-x after 60 s: GitHub has no status for it. Check that oursky/project-x has a webhook sending `deployment` events to faseng (`/webhooks/github`), that its secret matches GITHUB_WEBHOOK_SECRET, and that faseng is running: https://github.com/oursky/project-x/settings/hooks"
         );
     }
 
     #[test]
     fn logs_show_their_end() {
-        assert_eq!(log(3, &[]).text, "Deployment #3 has no log yet.");
+        assert_eq!(log(3, &[]).text(), "Deployment #3 has no log yet.");
         assert_eq!(
-            log(3, &["==> shell: script/deploy".into(), "done".into()]).text,
-            "Log of deployment #3:\n```\n==> shell: script/deploy\ndone\n```"
+            log(3, &["==> shell: script/deploy".into(), "done".into()]).text(),
+            "Log of deployment #3:\n    ==> shell: script/deploy\n    done"
         );
         let many: Vec<String> = (0..250).map(|i| format!("line {i}")).collect();
-        let text = log(4, &many).text;
+        let text = log(4, &many).text();
         assert!(text.starts_with(
-            "Log of deployment #4 (last 200 lines; 50 earlier lines not shown):\n```\nline 50\n"
+            "Log of deployment #4 (last 200 lines; 50 earlier lines not shown):\n    line 50\n"
         ));
-        assert!(text.ends_with("line 249\n```"));
+        assert!(text.ends_with("    line 249"));
+        let slack = deploy_core::chat::slack::mrkdwn(&log(3, &["a <!here>".into()]).message);
+        assert_eq!(slack, "Log of deployment #3:\n```\na &lt;!here&gt;\n```");
     }
 
     #[test]

@@ -156,10 +156,10 @@ impl Bot {
             Command::Log { id } => {
                 let reply = match self.forge.log(id).await {
                     Ok(lines) => messages::log(id, &lines),
-                    Err(crate::forge::ForgeError::Unsupported(what)) => Reply::info(what),
-                    Err(e) => {
-                        Reply::error(format!("I could not read the log of deployment #{id}: {e}"))
+                    Err(crate::forge::ForgeError::Unsupported(what)) => {
+                        messages::unsupported(&what)
                     }
+                    Err(e) => messages::log_unreadable(id, &e.to_string()),
                 };
                 outbox.post(reply).await;
                 None
@@ -430,7 +430,7 @@ impl Bot {
         };
         match self.forge.ci_report(app, &git_ref).await {
             Ok(report) => messages::ci_report(&app.name, git_ref.as_str(), &report),
-            Err(crate::forge::ForgeError::Unsupported(what)) => Reply::info(what),
+            Err(crate::forge::ForgeError::Unsupported(what)) => messages::unsupported(&what),
             Err(e) => messages::forge_failed(app, "read commit statuses", &e),
         }
     }
