@@ -9,8 +9,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
+use crate::desk::{self, FreezeWindow};
+use crate::duration::Span;
 use crate::names::{AppName, EnvName, RepoName, ScriptPath};
 
 /// Which tool deploys an app.
@@ -118,6 +121,11 @@ pub struct AppConfig {
     pub after_deploy: Vec<ScriptPath>,
     /// The entry as written, unknown keys included, minus `github_api` and `github_token`.
     pub raw: Map<String, Value>,
+    lock_ttl: Span,
+    lock_reminder: Span,
+    branch_lock: bool,
+    tz: Tz,
+    freeze: Vec<FreezeWindow>,
 }
 
 impl AppConfig {
@@ -129,6 +137,34 @@ impl AppConfig {
             Some(app) if problems.is_empty() => Ok(app),
             _ => Err(problems),
         }
+    }
+
+    /// How long a lock lasts when no duration is given (`lock_ttl`, default 4h, at most 7d);
+    /// also how long a request waits in the line.
+    pub fn lock_ttl(&self) -> Span {
+        self.lock_ttl
+    }
+
+    /// How often a lock's holder is reminded of it (`lock_reminder`, default 2h).
+    pub fn lock_reminder(&self) -> Span {
+        self.lock_reminder
+    }
+
+    /// Whether a deploy of a non-default ref locks the environment for its deployer
+    /// (`branch_lock`, default false).
+    pub fn branch_lock(&self) -> bool {
+        self.branch_lock
+    }
+
+    /// The time zone desk texts show times in, and repeating freeze windows default to
+    /// (`tz`, default UTC).
+    pub fn tz(&self) -> Tz {
+        self.tz
+    }
+
+    /// The freeze windows (`freeze`), in the order written.
+    pub fn freezes(&self) -> &[FreezeWindow] {
+        &self.freeze
     }
 
     /// True when `env` is one of this app's environments.
@@ -388,6 +424,70 @@ impl Checker<'_> {
         }
     }
 
+    /// A duration field: more than 0 and at most `max`, else `default`.
+    fn span(&mut self, field: &str, default: Span, max: Option<Span>) -> Span {
+        let text = match self.entry.get(field) {
+            None | Some(Value::Null) => return default,
+            Some(Value::String(s)) => s,
+            Some(_) => {
+                self.problem(
+                    field,
+                    "must be a duration such as \"30m\", \"4h\" or \"1d\"",
+                );
+                return default;
+            }
+        };
+        match text.parse::<Span>() {
+            Ok(span) if span.as_secs() == 0 => self.problem(field, "must be more than 0"),
+            Ok(span) => match max {
+                Some(max) if span > max => {
+                    self.problem(field, format!("{text} is too long: at most {max}"))
+                }
+                _ => return span,
+            },
+            Err(e) => self.problem(field, e.to_string()),
+        }
+        default
+    }
+
+    fn bool(&mut self, field: &str, default: bool) -> bool {
+        match self.entry.get(field) {
+            None | Some(Value::Null) => default,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                self.problem(field, "must be true or false");
+                default
+            }
+        }
+    }
+
+    fn freeze(&mut self, tz: Tz, environments: &[EnvName]) -> Vec<FreezeWindow> {
+        let items = match self.entry.get("freeze") {
+            None | Some(Value::Null) => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                self.problem("freeze", "must be a list of windows");
+                return Vec::new();
+            }
+        };
+        let mut windows = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match FreezeWindow::from_value(item, tz, environments) {
+                Ok(window) => windows.push(window),
+                Err(problems) => {
+                    for (key, message) in problems {
+                        let field = match key {
+                            "" => format!("freeze[{i}]"),
+                            key => format!("freeze[{i}].{key}"),
+                        };
+                        self.problem(&field, message);
+                    }
+                }
+            }
+        }
+        windows
+    }
+
     fn script_list(&mut self, field: &str) -> Vec<ScriptPath> {
         let mut scripts = Vec::new();
         for s in self.string_list(field).unwrap_or_default() {
@@ -523,14 +623,7 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
         );
     }
 
-    let auto_merge = match entry.get("auto_merge") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            c.problem("auto_merge", "must be true or false");
-            true
-        }
-    };
+    let auto_merge = c.bool("auto_merge", true);
 
     let required_contexts = c.string_list("required_contexts");
     let github_api = c.string("github_api");
@@ -584,6 +677,18 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
     let before_deploy = c.script_list("before_deploy");
     let after_deploy = c.script_list("after_deploy");
 
+    let lock_ttl = c.span("lock_ttl", desk::DEFAULT_LOCK_TTL, Some(desk::MAX_LOCK));
+    let lock_reminder = c.span("lock_reminder", desk::DEFAULT_LOCK_REMINDER, None);
+    let branch_lock = c.bool("branch_lock", false);
+    let tz = match entry.get("tz") {
+        None | Some(Value::Null) => Tz::UTC,
+        Some(value) => desk::parse_tz(value).unwrap_or_else(|e| {
+            c.problem("tz", e);
+            Tz::UTC
+        }),
+    };
+    let freeze = c.freeze(tz, &environments);
+
     for (key, value) in entry {
         if let Some(env) = key.strip_suffix("_url").filter(|_| key != "clone_url")
             && !value.is_string()
@@ -620,6 +725,11 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
             .filter(|(k, _)| !PRIVATE_KEYS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        lock_ttl,
+        lock_reminder,
+        branch_lock,
+        tz,
+        freeze,
     })
 }
 
@@ -786,5 +896,172 @@ mod tests {
             err.to_string(),
             "app.json has 2 problems:\n  app.json: a.provider: is required (shell, fabric, capistrano or heroku)\n  app.json: a.repository: is required (owner/name)\n"
         );
+    }
+
+    fn one(extra: Value) -> Result<AppConfig, Vec<String>> {
+        let mut v = serde_json::json!({"provider": "shell", "repository": "o/demo",
+                                       "environments": ["staging", "live"]});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        AppConfig::from_value("demo", &v).map_err(|ps| ps.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn desk_fields_default_and_parse() {
+        let plain = one(serde_json::json!({})).unwrap();
+        assert_eq!(plain.lock_ttl().to_string(), "4h");
+        assert_eq!(plain.lock_reminder().to_string(), "2h");
+        assert!(!plain.branch_lock());
+        assert_eq!(plain.tz(), Tz::UTC);
+        assert!(plain.freezes().is_empty());
+
+        let set = one(serde_json::json!({
+            "lock_ttl": "1h30m", "lock_reminder": "45m", "branch_lock": true,
+            "tz": "Asia/Hong_Kong",
+            "freeze": [
+                {"cron": "0 18 * * FRI", "duration": "64h", "reason": "weekend",
+                 "environments": ["live"]},
+                {"cron": "0 9 * * MON", "duration": "1h", "tz": "Europe/London",
+                 "reason": "standup"},
+                {"from": "2026-12-24T00:00:00+08:00", "until": "2026-12-27T00:00:00+08:00",
+                 "reason": "holidays"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(set.lock_ttl().as_secs(), 5_400);
+        assert_eq!(set.lock_reminder().as_secs(), 2_700);
+        assert!(set.branch_lock());
+        assert_eq!(set.tz().name(), "Asia/Hong_Kong");
+        let [weekend, standup, holidays] = set.freezes() else {
+            panic!("three windows: {:?}", set.freezes())
+        };
+        let live = EnvName::parse("live").unwrap();
+        let staging = EnvName::parse("staging").unwrap();
+        assert!(weekend.covers(&live) && !weekend.covers(&staging));
+        assert!(standup.covers(&live) && standup.covers(&staging));
+        match (&weekend.rule, &standup.rule, &holidays.rule) {
+            (
+                desk::FreezeRule::Cron {
+                    schedule,
+                    duration,
+                    tz,
+                },
+                desk::FreezeRule::Cron { tz: london, .. },
+                desk::FreezeRule::Fixed { from, until },
+            ) => {
+                assert_eq!(schedule.as_str(), "0 18 * * FRI");
+                assert_eq!(duration.to_string(), "2d16h");
+                assert_eq!(tz.name(), "Asia/Hong_Kong", "the app's tz is the default");
+                assert_eq!(london.name(), "Europe/London");
+                assert_eq!(from.to_rfc3339(), "2026-12-23T16:00:00+00:00");
+                assert_eq!(until.to_rfc3339(), "2026-12-26T16:00:00+00:00");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(holidays.reason, "holidays");
+        let config = set.payload_config();
+        assert_eq!(
+            config["lock_ttl"], "1h30m",
+            "desk fields stay in the payload's config"
+        );
+        assert_eq!(config["freeze"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn desk_field_problems_name_the_field() {
+        for (extra, want) in [
+            (
+                serde_json::json!({"lock_ttl": "8d"}),
+                vec!["app.json: demo.lock_ttl: 8d is too long: at most 7d"],
+            ),
+            (
+                serde_json::json!({"lock_ttl": "0m", "lock_reminder": 30}),
+                vec![
+                    "app.json: demo.lock_ttl: must be more than 0",
+                    "app.json: demo.lock_reminder: must be a duration such as \"30m\", \"4h\" or \"1d\"",
+                ],
+            ),
+            (
+                serde_json::json!({"lock_reminder": "2 hours", "branch_lock": "yes"}),
+                vec![
+                    "app.json: demo.lock_reminder: \"2 hours\" is not a duration: write it like 90s, 30m, 4h, 1d or 1h30m",
+                    "app.json: demo.branch_lock: must be true or false",
+                ],
+            ),
+            (
+                serde_json::json!({"tz": "Asia/HongKong"}),
+                vec![
+                    "app.json: demo.tz: \"Asia/HongKong\" is not an IANA time zone name such as \"Asia/Hong_Kong\" (did you mean Asia/Hong_Kong?)",
+                ],
+            ),
+            (
+                serde_json::json!({"tz": "HKT", "freeze": {"cron": "0 18 * * FRI"}}),
+                vec![
+                    "app.json: demo.tz: \"HKT\" is not an IANA time zone name such as \"Asia/Hong_Kong\"",
+                    "app.json: demo.freeze: must be a list of windows",
+                ],
+            ),
+        ] {
+            assert_eq!(one(extra.clone()).unwrap_err(), want, "{extra}");
+        }
+    }
+
+    #[test]
+    fn freeze_window_problems_are_all_reported_with_the_window_named() {
+        let err = one(serde_json::json!({"freeze": [
+            {"cron": "0 18 * * FRY", "duration": "0h", "tz": "Mars/Olympus", "reason": ""},
+            {"cron": "0 18 * * FRI", "duration": "32d", "reason": "r", "environment": ["live"]},
+            {"cron": "0 18 * *", "reason": "r", "environments": ["production", "live"]},
+            {"from": "2026-12-27T00:00:00+08:00", "until": "2026-12-24T00:00:00+08:00",
+             "reason": "backwards"},
+            {"from": "2026-12-24", "reason": "no end", "duration": "1d"},
+            {"reason": "neither"},
+            {"cron": "0 0 30 2 *", "duration": "1h", "reason": "never"},
+            {"cron": "0 18 * * FRI", "duration": "1h", "reason": "empty", "environments": []},
+            "weekend"
+        ]}))
+        .unwrap_err();
+        let cron_help =
+            "is not a cron schedule (minute hour day month weekday, e.g. \"0 18 * * FRI\")";
+        assert_eq!(
+            err,
+            vec![
+                format!("app.json: demo.freeze[0].reason: must be a non-empty string"),
+                format!("app.json: demo.freeze[0].cron: \"0 18 * * FRY\" {cron_help}: Pattern contains illegal characters: CronPattern contains illegal character 'F' in part 'FRY'"),
+                "app.json: demo.freeze[0].duration: must be more than 0".to_owned(),
+                "app.json: demo.freeze[0].tz: \"Mars/Olympus\" is not an IANA time zone name such as \"Asia/Hong_Kong\"".to_owned(),
+                "app.json: demo.freeze[1]: unknown key \"environment\" (known: cron, duration, tz, reason, environments)".to_owned(),
+                "app.json: demo.freeze[1].duration: 32d is too long: a window lasts at most 31d".to_owned(),
+                "app.json: demo.freeze[2].environments: production is not one of the app's environments".to_owned(),
+                format!("app.json: demo.freeze[2].cron: \"0 18 * *\" {cron_help}: Invalid pattern: Pattern must have 5 fields when seconds are disallowed."),
+                "app.json: demo.freeze[2].duration: is required with cron (e.g. \"64h\")".to_owned(),
+                "app.json: demo.freeze[3].until: must be later than from".to_owned(),
+                "app.json: demo.freeze[4]: unknown key \"duration\" (known: from, until, reason, environments)".to_owned(),
+                "app.json: demo.freeze[4].from: \"2026-12-24\" is not an RFC 3339 time such as \"2026-12-24T00:00:00+08:00\": premature end of input".to_owned(),
+                "app.json: demo.freeze[4].until: is required (an RFC 3339 time such as \"2026-12-24T00:00:00+08:00\")".to_owned(),
+                "app.json: demo.freeze[5]: needs cron + duration (a repeating window) or from + until (a fixed one)".to_owned(),
+                format!("app.json: demo.freeze[6].cron: \"0 0 30 2 *\" {cron_help}: it never fires"),
+                "app.json: demo.freeze[7].environments: must be a non-empty list of the app's environments (leave it out for all)".to_owned(),
+                "app.json: demo.freeze[8]: must be an object with cron + duration, or from + until".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_loads_and_freezes_only_an_example_environment() {
+        let apps = Apps::from_json(include_str!("../../../app.json")).unwrap();
+        let demo = apps.get(&AppName::parse("demo").unwrap()).unwrap();
+        assert_eq!(demo.lock_ttl().to_string(), "4h");
+        assert!(
+            demo.freezes().is_empty(),
+            "the quick start must never be frozen"
+        );
+        let modmod = apps.get(&AppName::parse("modmod-web").unwrap()).unwrap();
+        assert_eq!(modmod.freezes().len(), 2);
+        for window in modmod.freezes() {
+            assert!(window.covers(&EnvName::production()));
+            assert!(!window.covers(&EnvName::parse("staging").unwrap()));
+        }
     }
 }

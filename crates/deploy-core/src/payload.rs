@@ -48,6 +48,10 @@ pub struct DeploymentPayload {
     /// The app.json entry, without `github_api` / `github_token`.
     #[serde(default)]
     pub config: Value,
+    /// The id of the single-use desk ticket chima wrote before creating a deployment that a
+    /// lock, an unfreeze or an approved request allows; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desk_ticket: Option<String>,
     /// Anything else another creator put there, passed through untouched.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -104,6 +108,27 @@ mod tests {
         assert_eq!(parsed.extra["web_url"], "https://ci");
         let back = serde_json::to_value(&parsed).unwrap();
         assert_eq!(back["deep"], original["deep"]);
+    }
+
+    #[test]
+    fn a_desk_ticket_round_trips_and_is_left_out_when_there_is_none() {
+        let mut payload: DeploymentPayload = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(
+            payload.desk_ticket, None,
+            "a payload without one still parses"
+        );
+        assert!(
+            serde_json::to_value(&payload)
+                .unwrap()
+                .get("desk_ticket")
+                .is_none()
+        );
+        payload.desk_ticket = Some("t-8f2c".into());
+        let v = serde_json::to_value(&payload).unwrap();
+        assert_eq!(v["desk_ticket"], "t-8f2c");
+        let back: DeploymentPayload = serde_json::from_value(v).unwrap();
+        assert_eq!(back, payload);
+        assert!(!back.extra.contains_key("desk_ticket"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Property tests: no input makes the name and app.json parsers panic, and what they accept
-//! always satisfies the rules.
+//! always satisfies the rules; freeze windows answer consistently at any time in any zone.
 
-use deploy_core::{AppName, Apps, EnvName, GitRef};
+use chrono::{DateTime, Utc};
+use deploy_core::desk::{CronSchedule, FreezeRule, FreezeWindow, when};
+use deploy_core::{AppName, Apps, EnvName, GitRef, Span};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -12,6 +14,13 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         "[a-z_]{0,12}".prop_map(Value::String),
         ".{0,20}".prop_map(Value::String),
+        prop_oneof![
+            Just("4h"),
+            Just("0 18 * * FRI"),
+            Just("Asia/Hong_Kong"),
+            Just("2026-12-24T00:00:00+08:00"),
+        ]
+        .prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
@@ -25,6 +34,14 @@ fn json_value() -> impl Strategy<Value = Value> {
                     Just("default_environment".to_owned()),
                     Just("timeout".to_owned()),
                     Just("deploy_script".to_owned()),
+                    Just("lock_ttl".to_owned()),
+                    Just("tz".to_owned()),
+                    Just("freeze".to_owned()),
+                    Just("cron".to_owned()),
+                    Just("duration".to_owned()),
+                    Just("from".to_owned()),
+                    Just("until".to_owned()),
+                    Just("reason".to_owned()),
                     "[a-z_]{1,10}",
                 ],
                 inner,
@@ -77,6 +94,64 @@ proptest! {
             }
             Err(e) => prop_assert!(!e.problems.is_empty()),
         }
+    }
+}
+
+/// Zones with and without daylight saving time, on both sides of UTC.
+const ZONES: [&str; 6] = [
+    "UTC",
+    "Asia/Hong_Kong",
+    "America/New_York",
+    "Europe/London",
+    "Australia/Sydney",
+    "Pacific/Chatham",
+];
+
+fn cron_window() -> impl Strategy<Value = FreezeWindow> {
+    (
+        0..60u32,
+        0..24u32,
+        prop_oneof![Just("*"), Just("FRI"), Just("MON-FRI"), Just("SUN,WED")],
+        1..(31 * 24 * 60u64),
+        prop::sample::select(&ZONES[..]),
+    )
+        .prop_map(|(minute, hour, days, minutes, tz)| FreezeWindow {
+            rule: FreezeRule::Cron {
+                schedule: CronSchedule::parse(&format!("{minute} {hour} * * {days}")).unwrap(),
+                duration: Span::from_secs(minutes * 60),
+                tz: tz.parse().unwrap(),
+            },
+            reason: "r".into(),
+            environments: None,
+        })
+}
+
+fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+    // 2020 to 2035.
+    (1_577_836_800..2_082_758_400i64).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn freeze_windows_answer_consistently(window in cron_window(), now in instant()) {
+        if let Some(active) = window.active_at(now) {
+            prop_assert!(active.contains(now), "{active:?} at {now}");
+            // The freeze is over at its end: the window is not in force again until later.
+            if let Some(again) = window.active_at(active.end) {
+                prop_assert!(again.start > active.start, "{again:?} after {active:?}");
+            }
+        }
+        let next = window.next_after(now).expect("a weekly schedule always fires again");
+        prop_assert!(next.start > now && next.end > next.start, "{next:?} after {now}");
+        prop_assert!(window.active_at(next.start).is_some(), "{next:?} is in force at its start");
+    }
+
+    #[test]
+    fn times_show_in_any_zone(at in instant(), now in instant(), tz in prop::sample::select(&ZONES[..])) {
+        let shown = when(at, now, tz.parse().unwrap());
+        prop_assert!(shown.ends_with(')') && shown.contains(" ("), "{shown}");
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::job::DeployJob;
 use crate::queue::Queue;
 use crate::store::{AcceptItem, Accepted, RunState, Store};
-use crate::webhook::DeploymentEvent;
+use deploy_core::event::DeploymentEvent;
 
 /// A known deployment that has not started this long after arrival is enqueued again when
 /// GitHub redelivers it.

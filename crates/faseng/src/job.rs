@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::store::{AcceptItem, RunRecord, RunState};
-use crate::webhook::{DeploymentEvent, clean_user_name};
+use deploy_core::event::{DeploymentEvent, clean_user_name};
 
 /// Name of the apalis queue (the same for producers and consumers).
 pub const QUEUE_NAME: &str = deploy_store::DEFAULT_QUEUE;

@@ -16,7 +16,7 @@ pub use crate::status::{DeploymentStatusSink, PostError, StatusTarget, StatusUpd
 use crate::intake::{Intake, IntakeOutcome};
 use crate::links::LogLinks;
 use crate::store::Store;
-use crate::webhook::{DeploymentEvent, WebhookDeployment, WebhookRepository, WebhookUser};
+use deploy_core::event::{DeploymentEvent, WebhookDeployment, WebhookRepository, WebhookUser};
 
 /// Where and how the in-process faseng works.
 #[derive(Debug, Clone)]

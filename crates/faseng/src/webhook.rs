@@ -1,10 +1,9 @@
-//! GitHub webhook intake, transport side: signature verification over the raw body and
-//! decoding into a typed domain event. Nothing here knows about queues or HTTP responses.
+//! GitHub webhook intake, transport side: signature verification over the raw body, then
+//! decoding into the typed events of [`deploy_core::event`]. Nothing here knows about queues or
+//! HTTP responses.
 
-use deploy_core::Task;
+use deploy_core::event::{DeploymentEvent, DeploymentStatusEvent};
 use hmac::{Hmac, Mac as _};
-use serde::Deserialize;
-use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 use thiserror::Error;
@@ -34,130 +33,6 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// A GitHub user as it appears in webhook payloads.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct WebhookUser {
-    /// Login name.
-    pub login: String,
-}
-
-/// The `deployment` object of a webhook.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct WebhookDeployment {
-    /// Deployment id.
-    pub id: u64,
-    /// The commit sha (validated later, before use).
-    pub sha: String,
-    /// The ref (validated later, before use).
-    #[serde(rename = "ref")]
-    pub git_ref: String,
-    /// `deploy`, `deploy:lock`, …; at most [`deploy_core::task::MAX_TASK_BYTES`], no control
-    /// or invisible characters (it reaches providers as `DEPLOY_TASK` or an argument).
-    #[serde(default)]
-    pub task: Task,
-    /// Target environment.
-    pub environment: String,
-    /// Free text; the lock reason for `deploy:lock`.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Who created it.
-    #[serde(default)]
-    pub creator: Option<WebhookUser>,
-    /// The payload: an object, or (hubot-deploy era) a JSON string.
-    #[serde(default)]
-    pub payload: Value,
-}
-
-/// The most characters of a user name faseng passes on (GitHub logins have at most 39).
-pub const MAX_USER_CHARS: usize = 100;
-
-/// A user name (a GitHub login or a chat display name) made safe to show and to hand a
-/// provider as `DEPLOY_USER`: control and invisible characters become U+FFFD and it is cut to
-/// [`MAX_USER_CHARS`] characters. A NUL or a megabyte would otherwise fail the exec.
-pub fn clean_user_name(name: &str) -> String {
-    name.chars()
-        .take(MAX_USER_CHARS)
-        .map(|c| {
-            if c.is_control() || deploy_core::is_invisible(c) {
-                char::REPLACEMENT_CHARACTER
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
-/// The `repository` object of a webhook.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct WebhookRepository {
-    /// `owner/name`.
-    pub full_name: String,
-    /// HTTPS clone URL.
-    #[serde(default)]
-    pub clone_url: Option<String>,
-}
-
-/// A `deployment` webhook body.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct DeploymentEvent {
-    /// `created`.
-    #[serde(default)]
-    pub action: Option<String>,
-    /// The deployment.
-    pub deployment: WebhookDeployment,
-    /// Its repository.
-    pub repository: WebhookRepository,
-    /// Who triggered the event.
-    #[serde(default)]
-    pub sender: Option<WebhookUser>,
-}
-
-impl DeploymentEvent {
-    /// The payload as an object: a JSON-string payload is decoded, anything else is `{}`.
-    pub fn payload_object(&self) -> Value {
-        match &self.deployment.payload {
-            Value::Object(_) => self.deployment.payload.clone(),
-            Value::String(s) => serde_json::from_str::<Value>(s)
-                .ok()
-                .filter(Value::is_object)
-                .unwrap_or_else(|| Value::Object(Default::default())),
-            _ => Value::Object(Default::default()),
-        }
-    }
-
-    /// Who asked: the deployment's creator, else the sender (cleaned with
-    /// [`clean_user_name`]).
-    pub fn creator(&self) -> String {
-        self.deployment
-            .creator
-            .as_ref()
-            .or(self.sender.as_ref())
-            .map(|u| clean_user_name(&u.login))
-            .unwrap_or_default()
-    }
-}
-
-/// The `deployment_status` object of a webhook.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct WebhookDeploymentStatus {
-    /// `success`, `failure`, …
-    pub state: String,
-    /// When it was created.
-    #[serde(default)]
-    pub created_at: Option<String>,
-}
-
-/// A `deployment_status` webhook body (recorded, not acted on).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct DeploymentStatusEvent {
-    /// The status.
-    pub deployment_status: WebhookDeploymentStatus,
-    /// The deployment it belongs to.
-    pub deployment: WebhookDeployment,
-    /// Its repository.
-    pub repository: WebhookRepository,
 }
 
 /// A verified webhook, decoded.
@@ -246,11 +121,11 @@ pub fn decode(
         "ping" => Ok(WebhookEvent::Ping),
         "deployment" => Ok(WebhookEvent::Deployment {
             delivery_id: delivery()?,
-            event: Box::new(serde_json::from_slice(body).map_err(malformed)?),
+            event: Box::new(DeploymentEvent::from_json(body).map_err(malformed)?),
         }),
         "deployment_status" => Ok(WebhookEvent::DeploymentStatus {
             delivery_id: delivery()?,
-            event: Box::new(serde_json::from_slice(body).map_err(malformed)?),
+            event: Box::new(DeploymentStatusEvent::from_json(body).map_err(malformed)?),
         }),
         other => Ok(WebhookEvent::Ignored(other.chars().take(64).collect())),
     }
@@ -411,30 +286,5 @@ mod tests {
         }
         let b = body("deploy:migrate");
         assert!(decode(secret, &headers("deployment", &sign(secret, &b)), &b).is_ok());
-    }
-
-    #[test]
-    fn user_names_lose_control_characters_and_length() {
-        assert_eq!(clean_user_name("joyz"), "joyz");
-        assert_eq!(
-            clean_user_name("jo\0y\nz\u{202e}"),
-            "jo\u{fffd}y\u{fffd}z\u{fffd}"
-        );
-        assert_eq!(
-            clean_user_name(&"é".repeat(1000)),
-            "é".repeat(MAX_USER_CHARS)
-        );
-    }
-
-    #[test]
-    fn string_payloads_from_hubot_deploy_are_decoded() {
-        let ev: DeploymentEvent = serde_json::from_value(serde_json::json!({
-            "deployment": {"id": 1, "sha": "a", "ref": "main", "environment": "production",
-                           "payload": "{\"name\":\"x\"}"},
-            "repository": {"full_name": "o/r"}
-        }))
-        .unwrap();
-        assert_eq!(ev.payload_object()["name"], "x");
-        assert_eq!(ev.deployment.task, Task::Deploy);
     }
 }

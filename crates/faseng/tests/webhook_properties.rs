@@ -77,7 +77,7 @@ fn check_decoded(event: &WebhookEvent) -> Result<(), TestCaseError> {
                 .is_ok()
         );
         let creator = event.creator();
-        prop_assert!(creator.chars().count() <= webhook::MAX_USER_CHARS);
+        prop_assert!(creator.chars().count() <= deploy_core::event::MAX_USER_CHARS);
         prop_assert!(!creator.chars().any(char::is_control));
         if let Ok(job) = DeployJob::from_event(delivery_id, event, &Apps::default()) {
             prop_assert_eq!(job.app(), "", "no app of an empty app.json");

@@ -40,6 +40,7 @@ fn request(git_ref: &str, environment: &str) -> NewDeployment {
             hosts: String::new(),
             notify: None,
             config: json!({"provider": "shell"}),
+            desk_ticket: None,
             extra: Default::default(),
         },
     }

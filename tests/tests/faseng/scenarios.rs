@@ -569,7 +569,7 @@ async fn a_second_job_for_a_started_deployment_drops_out(backend: Backend) {
     let services = faseng::Services::connect(env.config(Duration::from_secs(60)))
         .await
         .unwrap();
-    let event: faseng::webhook::DeploymentEvent = serde_json::from_slice(&body).unwrap();
+    let event: deploy_core::event::DeploymentEvent = serde_json::from_slice(&body).unwrap();
     let job = faseng::job::DeployJob::from_event("another-delivery", &event, &services.config.apps)
         .unwrap();
     services.queue.push(job.clone()).await.unwrap();
@@ -603,7 +603,7 @@ async fn a_worker_whose_every_slot_waits_hands_a_job_back(backend: Backend) {
     let mut jobs = Vec::new();
     for n in 0..2 {
         let (_, _, body) = env.deployment_and_webhook("edge", "deploy", "joyz").await;
-        let event: faseng::webhook::DeploymentEvent = serde_json::from_slice(&body).unwrap();
+        let event: deploy_core::event::DeploymentEvent = serde_json::from_slice(&body).unwrap();
         jobs.push(
             faseng::job::DeployJob::from_event(
                 &format!("delivery-{n}"),

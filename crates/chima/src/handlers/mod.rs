@@ -554,6 +554,7 @@ impl Bot {
                     thread_ts: ctx.thread_id.clone().or_else(|| ctx.message_id.clone()),
                 }),
                 config: app.payload_config(),
+                desk_ticket: None,
                 extra: Default::default(),
             },
         }

@@ -32,7 +32,7 @@ use crate::runlog::{Redactor, RunLog};
 use crate::sandbox::Isolation;
 use crate::status::{DeploymentStatusSink, StatusTarget, StatusUpdate};
 use crate::store::{RunRecord, RunState, Store};
-use crate::webhook::clean_user_name;
+use deploy_core::event::clean_user_name;
 
 mod finish;
 mod line;

@@ -35,7 +35,7 @@ use github::header;
 use crate::intake::{Intake, IntakeOutcome};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::webhook::{DeploymentEvent, WebhookRepository};
+use deploy_core::event::{DeploymentEvent, WebhookRepository};
 
 /// The store duty lease only whose holder reconciles.
 pub const DUTY: &str = "reconcile";
