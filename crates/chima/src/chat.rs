@@ -244,7 +244,10 @@ pub struct RecordingPoster {
 impl RecordingPoster {
     /// Everything said so far, as `(where, text)`.
     pub fn said(&self) -> Vec<(String, String)> {
-        self.lock().iter().map(|(w, r)| (w.clone(), r.text())).collect()
+        self.lock()
+            .iter()
+            .map(|(w, r)| (w.clone(), r.text()))
+            .collect()
     }
 
     /// Everything said so far, with the replies.

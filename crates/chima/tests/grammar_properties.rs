@@ -18,7 +18,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(3_000))]
 
     #[test]
-    fn no_line_panics_and_every_refusal_is_answered(line in "\\PC{0,200}|(deploy|deploys|ci|where|help)[!:a-z ]{0,5} \\PC{0,60}") {
+    fn no_line_panics_and_every_refusal_is_answered(line in "\\PC{0,200}|(deploy|deploys|ci|where|help|lock|unlock!?|locks|cancel|queue|freeze|unfreeze|freezes|audit)[!:a-z ]{0,5} \\PC{0,60}") {
         match grammar::parse(&line) {
             Ok(_) => {}
             Err(e) => prop_assert!(!messages::not_understood(&e, "chima").text().is_empty()),
@@ -39,6 +39,7 @@ proptest! {
         r in proptest::option::of(git_ref()),
         env in proptest::option::of(name()),
         force in any::<bool>(),
+        when_free in any::<bool>(),
         task in proptest::option::of("[a-z_]{1,8}"),
         keyword in prop_oneof![Just("to"), Just("in"), Just("on")],
     ) {
@@ -49,6 +50,7 @@ proptest! {
         line.push_str(&app);
         if let Some(r) = &r { line.push('/'); line.push_str(r); }
         if let Some(e) = &env { line.push_str(&format!(" {keyword} {e}")); }
+        if when_free { line.push_str(" when free"); }
         let expected = DeployCommand {
             task: Task::parse_command(&task.as_ref().map_or("deploy".to_owned(), |t| format!("deploy:{t}"))).unwrap(),
             force,
@@ -57,6 +59,7 @@ proptest! {
             env: env.as_deref().map(|e| EnvName::parse_with_aliases(e).unwrap()),
             hosts: None,
             otp: None,
+            when_free,
         };
         prop_assert_eq!(grammar::parse(&line), Ok(Command::Deploy(expected)));
     }

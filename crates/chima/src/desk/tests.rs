@@ -224,7 +224,13 @@ async fn a_ticket_is_redeemed_once_for_its_app_environment_and_sha() {
     let env = EnvName::parse("staging").unwrap();
     let id = w
         .desk
-        .issue_ticket(&app, &env, "abc123", ("U0ALICE", "alice"), vec![Allowance::Lock])
+        .issue_ticket(
+            &app,
+            &env,
+            "abc123",
+            ("U0ALICE", "alice"),
+            vec![Allowance::Lock],
+        )
         .await
         .unwrap();
     let now = w.desk.now();

@@ -77,9 +77,14 @@ impl Bot {
             };
             report.expired += 1;
             desk.record(
-                Record::new(DESK_ACTOR, AuditAction::LockExpired, app_name, gone.thread.as_ref())
-                    .env(env_name)
-                    .detail(format!("{}: {}", gone.shown_name(), gone.reason)),
+                Record::new(
+                    DESK_ACTOR,
+                    AuditAction::LockExpired,
+                    app_name,
+                    gone.thread.as_ref(),
+                )
+                .env(env_name)
+                .detail(format!("{}: {}", gone.shown_name(), gone.reason)),
             )
             .await;
             let told = say::lock_expired(app_name, env_name, &gone, now, tz);
@@ -172,10 +177,7 @@ impl Bot {
         if report.handed_off > 0 {
             for (i, request) in waiting.iter().enumerate() {
                 let told = say::moved_up(&request.git_ref, line, i + 1);
-                poster
-                    .outbox(&request.chat, &request.user)
-                    .post(told)
-                    .await;
+                poster.outbox(&request.chat, &request.user).post(told).await;
             }
         }
         Ok(report)
@@ -211,7 +213,12 @@ impl Bot {
         .await;
         let mut outbox = poster.outbox(&request.chat, &request.user);
         outbox
-            .post(say::your_turn(app, env, &request.git_ref, &request.user_name))
+            .post(say::your_turn(
+                app,
+                env,
+                &request.git_ref,
+                &request.user_name,
+            ))
             .await;
         let ctx = ChatContext::in_thread(&request.chat, &request.user, &request.user_name);
         Box::pin(self.handle_line(&request.command, &ctx, outbox.as_mut())).await;

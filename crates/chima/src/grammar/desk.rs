@@ -145,11 +145,7 @@ struct Words<'a> {
 
 impl<'a> Words<'a> {
     fn new(spec: &'static CommandSpec, words: Vec<&'a str>) -> Self {
-        Self {
-            spec,
-            words,
-            at: 0,
-        }
+        Self { spec, words, at: 0 }
     }
 
     fn peek(&self) -> Option<&'a str> {
@@ -633,7 +629,10 @@ mod tests {
                 },
             ),
             ("lock demo in", Problem::MissingEnv("in".into())),
-            ("lock demo in staging for: x", Problem::MissingDuration("for")),
+            (
+                "lock demo in staging for: x",
+                Problem::MissingDuration("for"),
+            ),
             (
                 "lock demo in staging for soon: x",
                 Problem::BadDuration(
@@ -683,10 +682,7 @@ mod tests {
             assert_eq!(&problem(line), want, "{line}");
         }
         let long = format!("lock demo in staging: {}", "x".repeat(MAX_REASON_CHARS + 1));
-        assert_eq!(
-            problem(&long),
-            Problem::ReasonTooLong(MAX_REASON_CHARS + 1)
-        );
+        assert_eq!(problem(&long), Problem::ReasonTooLong(MAX_REASON_CHARS + 1));
     }
 
     #[test]

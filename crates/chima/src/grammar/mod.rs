@@ -535,7 +535,9 @@ fn parse_deploy(first: &str, rest: &[&str]) -> Result<Command, ParseError> {
     let mut when_free = false;
     if let (Some(when), Some(free)) = (rest.get(cursor), rest.get(cursor + 1))
         && when.eq_ignore_ascii_case("when")
-        && free.trim_end_matches(['.', '!']).eq_ignore_ascii_case("free")
+        && free
+            .trim_end_matches(['.', '!'])
+            .eq_ignore_ascii_case("free")
     {
         when_free = true;
         cursor += 2;

@@ -68,7 +68,10 @@ impl Bot {
                 env,
                 span,
                 reason,
-            } => self.freeze(desk, ctx, &scope, env.as_ref(), span, &reason).await,
+            } => {
+                self.freeze(desk, ctx, &scope, env.as_ref(), span, &reason)
+                    .await
+            }
             DeskCommand::Unfreeze {
                 app,
                 env,
@@ -260,10 +263,7 @@ impl Bot {
         if let Some(poster) = self.poster() {
             let told = say::lock_taken_from_you(app, env, &ctx.user_name, reason);
             if let Some(thread) = &old.thread {
-                poster
-                    .outbox(thread, &old.user)
-                    .post(told.clone())
-                    .await;
+                poster.outbox(thread, &old.user).post(told.clone()).await;
             }
             poster.direct(&old.user, told).await;
         }
@@ -284,7 +284,8 @@ impl Bot {
             .into_iter()
             .filter(|(line, lock)| {
                 !lock.expired(now)
-                    && app.is_none_or(|a| line.split_once('/').is_some_and(|(l, _)| l == a.as_str()))
+                    && app
+                        .is_none_or(|a| line.split_once('/').is_some_and(|(l, _)| l == a.as_str()))
             })
             .collect();
         held.sort_by(|a, b| a.0.cmp(&b.0));
@@ -302,11 +303,7 @@ impl Bot {
             return Ok(reply);
         }
         let line = line_of(app, env);
-        let Some(left) = desk
-            .store()
-            .leave_line(line.as_str(), &ctx.user_id)
-            .await?
-        else {
+        let Some(left) = desk.store().leave_line(line.as_str(), &ctx.user_id).await? else {
             return Ok(say::not_in_line(app, env));
         };
         desk.record(
@@ -344,7 +341,11 @@ impl Bot {
         let now = desk.now();
         let mut rows = Vec::new();
         for app in apps {
-            for e in app.environments.iter().filter(|e| env.is_none_or(|w| w == *e)) {
+            for e in app
+                .environments
+                .iter()
+                .filter(|e| env.is_none_or(|w| w == *e))
+            {
                 let row = crate::desk::tick::queue_row(desk, app, e).await?;
                 if app_is_named(app, env, &row) {
                     rows.push(row);
@@ -400,18 +401,19 @@ impl Bot {
             })
             .await?;
         let app_label = app.map_or("all", |a| a.name.as_str());
+        let chat = ctx.chat_thread();
         let mut record = Record::new(
             (&ctx.user_id, &ctx.user_name),
             AuditAction::Freeze,
             app_label,
-            Some(&ctx.chat_thread()),
+            Some(&chat),
         )
         .detail(format!("for {span}: {reason}"));
         if let Some(env) = env {
             record = record.env(env.as_str());
         }
         desk.record(record).await;
-        let tz = app.map_or(chrono_tz::UTC, |a| a.tz());
+        let tz = app.map_or(deploy_core::desk::Tz::UTC, |a| a.tz());
         Ok(say::frozen_now(&freeze, &ctx.user_name, now, tz))
     }
 
@@ -487,9 +489,7 @@ impl Bot {
             .freezes(now)
             .await?
             .into_iter()
-            .filter(|f| {
-                app.is_none_or(|a| f.app.as_deref().is_none_or(|fa| fa == a.as_str()))
-            })
+            .filter(|f| app.is_none_or(|a| f.app.as_deref().is_none_or(|fa| fa == a.as_str())))
             .collect();
         let unfreezes: Vec<_> = desk
             .store()
@@ -500,7 +500,7 @@ impl Bot {
             .collect();
         let tz = match apps.as_slice() {
             [one] => one.tz(),
-            _ => chrono_tz::UTC,
+            _ => deploy_core::desk::Tz::UTC,
         };
         Ok(say::freezes(app, &configured, &ad_hoc, &unfreezes, now, tz))
     }
@@ -536,11 +536,11 @@ impl Bot {
     }
 
     /// The time zone of the app a line (`app/env`) belongs to (UTC when unknown).
-    pub(crate) fn tz_of_line(&self, line: &str) -> chrono_tz::Tz {
+    pub(crate) fn tz_of_line(&self, line: &str) -> deploy_core::desk::Tz {
         line.split_once('/')
             .and_then(|(app, _)| AppName::parse(app).ok())
             .and_then(|app| self.apps.get(&app).map(AppConfig::tz))
-            .unwrap_or(chrono_tz::UTC)
+            .unwrap_or(deploy_core::desk::Tz::UTC)
     }
 
     /// After a lock or freeze stopped standing in a line's way: the line moves at once

@@ -12,10 +12,10 @@ use futures::future::join_all;
 
 use crate::chat::{Action, ActionKind, ChatContext, MessageRef, Outbox, Poster, Reply};
 use crate::desk::{Desk, Gate, Record};
-use deploy_store::{AuditAction, NewLineRequest};
 use crate::forge::{CreateOutcome, DeploymentFilter, Forge};
 use crate::grammar::{self, Addressing, Command, DeployCommand, ParseError};
 use crate::messages;
+use deploy_store::{AuditAction, NewLineRequest};
 
 /// The bot: app.json, the forge, its name, the store it shares with faseng (the release
 /// desk), the clock the desk tells time by, and how it speaks unprompted.
@@ -482,7 +482,12 @@ impl Bot {
     }
 
     /// The command that joins the line, as a button runs it.
-    fn when_free_command(&self, command: &DeployCommand, git_ref: &GitRef, env: &EnvName) -> String {
+    fn when_free_command(
+        &self,
+        command: &DeployCommand,
+        git_ref: &GitRef,
+        env: &EnvName,
+    ) -> String {
         format!(
             "{} {} when free",
             self.name,

@@ -2,8 +2,8 @@
 //! app's time zone and relative to now (`18:09 UTC (in 59 min)`), by [`when`].
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use deploy_core::chat::{Message, Tone};
+use deploy_core::desk::Tz;
 use deploy_core::desk::{Blocked, FreezeOccurrence, when};
 use deploy_core::{AppConfig, AppName, EnvName, Span};
 use deploy_store::{AuditRecord, EnvLock, Freeze, LineRequest, UnfreezeGrant};
@@ -54,10 +54,13 @@ pub fn lock_refused(
 ) -> Reply {
     let m = holder.message(&app.name, env, now, app.tz());
     Reply::new(
-        Message { tone: Tone::Error, ..m }
-            .text(" It stays theirs; to take it, say ")
-            .code(format!("{bot} unlock! {} in {env}: <reason>", app.name))
-            .text(" (they are told)."),
+        Message {
+            tone: Tone::Error,
+            ..m
+        }
+        .text(" It stays theirs; to take it, say ")
+        .code(format!("{bot} unlock! {} in {env}: <reason>", app.name))
+        .text(" (they are told)."),
     )
 }
 
@@ -83,8 +86,13 @@ pub fn locked(
         .quoted(lock.shown_name())
         .text(": ")
         .quoted(lock.reason.as_str())
-        .text(format!(", until {until}. Only they may deploy there; others can say "))
-        .code(format!("{bot} deploy {}/<ref> to {env} when free", app.name))
+        .text(format!(
+            ", until {until}. Only they may deploy there; others can say "
+        ))
+        .code(format!(
+            "{bot} deploy {}/<ref> to {env} when free",
+            app.name
+        ))
         .text(" to wait in line. Release it with ")
         .code(format!("{bot} unlock {} in {env}", app.name))
         .text(".");
@@ -94,7 +102,8 @@ pub fn locked(
 /// Nothing to unlock.
 pub fn not_locked(app: &AppName, env: &EnvName) -> Reply {
     Reply::new(
-        place(say(Tone::Info), app.as_str(), env.as_str()).text(" is not locked. Nothing was done."),
+        place(say(Tone::Info), app.as_str(), env.as_str())
+            .text(" is not locked. Nothing was done."),
     )
 }
 
@@ -109,12 +118,15 @@ pub fn not_your_lock(
     let blocked = crate::desk::lock_blocked(held);
     let m = blocked.message(&app.name, env, now, app.tz());
     Reply::new(
-        Message { tone: Tone::Error, ..m }
-            .text(" Only ")
-            .quoted(held.shown_name())
-            .text(" can unlock it; to take it, say ")
-            .code(format!("{bot} unlock! {} in {env}: <reason>", app.name))
-            .text(". Nothing was done."),
+        Message {
+            tone: Tone::Error,
+            ..m
+        }
+        .text(" Only ")
+        .quoted(held.shown_name())
+        .text(" can unlock it; to take it, say ")
+        .code(format!("{bot} unlock! {} in {env}: <reason>", app.name))
+        .text(". Nothing was done."),
     )
 }
 
@@ -226,12 +238,15 @@ pub fn deploy_refused(
     user_id: &str,
 ) -> Reply {
     let m = blocked.message(&app.name, env, now, app.tz());
-    let m = Message { tone: Tone::Error, ..m }
-        .text(" Nothing was deployed. To deploy ")
-        .quoted(git_ref.as_str())
-        .text(" by itself as soon as it is free, say ")
-        .code(when_free)
-        .text(".");
+    let m = Message {
+        tone: Tone::Error,
+        ..m
+    }
+    .text(" Nothing was deployed. To deploy ")
+    .quoted(git_ref.as_str())
+    .text(" by itself as soon as it is free, say ")
+    .code(when_free)
+    .text(".");
     Reply::new(m).with_action(Action {
         kind: ActionKind::DeployWhenFree,
         label: "Deploy when free".to_owned(),
@@ -468,10 +483,7 @@ pub fn freezes(
     let mut m = say(Tone::Warning).text("Freezes:");
     for (a, o) in configured {
         let state = if o.is_active(now) { "on now" } else { "coming" };
-        m = m
-            .text("\n• ")
-            .quoted(a.name.as_str())
-            .text(" in ");
+        m = m.text("\n• ").quoted(a.name.as_str()).text(" in ");
         m = match &o.environments {
             Some(envs) => {
                 let names: Vec<&str> = envs.iter().map(EnvName::as_str).collect();
@@ -504,7 +516,11 @@ pub fn freezes(
             .text(format!(" — {state}, until {}: ", when(f.until, now, tz)))
             .quoted(f.reason.as_str())
             .text(" (by ")
-            .quoted(if f.by_name.is_empty() { &f.by } else { &f.by_name })
+            .quoted(if f.by_name.is_empty() {
+                &f.by
+            } else {
+                &f.by_name
+            })
             .text(")");
     }
     for g in unfreezes {
@@ -549,7 +565,11 @@ pub fn audit(
         let e = &record.entry;
         m = m
             .text(format!("\n• {} — ", when(e.at, now, tz)))
-            .quoted(if e.actor_name.is_empty() { &e.actor } else { &e.actor_name })
+            .quoted(if e.actor_name.is_empty() {
+                &e.actor
+            } else {
+                &e.actor_name
+            })
             .text(format!(" {}", e.action.as_str()));
         if let Some(env) = &e.environment {
             m = m.text(" ").quoted(env.as_str());
@@ -580,7 +600,9 @@ pub fn lock_expired(app: &str, env: &str, lock: &EnvLock, now: DateTime<Utc>, tz
             .quoted(lock.reason.as_str())
             .text(format!(
                 ") ran out at {}.",
-                lock.expires_at.map(|e| when(e, now, tz)).unwrap_or_default()
+                lock.expires_at
+                    .map(|e| when(e, now, tz))
+                    .unwrap_or_default()
             )),
     )
 }
@@ -673,7 +695,9 @@ pub fn line_request_expired(request: &LineRequest, bot: &str) -> Reply {
             .quoted(app)
             .text(" in ")
             .quoted(env)
-            .text(": it waited as long as the app's lock_ttl. Nothing was deployed; ask again with ")
+            .text(
+                ": it waited as long as the app's lock_ttl. Nothing was deployed; ask again with ",
+            )
             .code(format!("{bot} {} when free", request.command))
             .text("."),
     )

@@ -782,7 +782,8 @@ mod tests {
 
     #[test]
     fn bad_arguments_name_the_problem_and_usage() {
-        let usage = "Usage: `chima deploy[!][:task] <app>[/<ref>] [to <env>[/<hosts>]] [when free]`";
+        let usage =
+            "Usage: `chima deploy[!][:task] <app>[/<ref>] [to <env>[/<hosts>]] [when free]`";
         for (line, problem) in [
             ("deploy", "which app? Name one"),
             (

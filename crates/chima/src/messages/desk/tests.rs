@@ -22,7 +22,10 @@ fn apps() -> Apps {
 }
 
 fn demo() -> AppConfig {
-    apps().get(&AppName::parse("demo").unwrap()).unwrap().clone()
+    apps()
+        .get(&AppName::parse("demo").unwrap())
+        .unwrap()
+        .clone()
 }
 
 fn staging() -> EnvName {
@@ -58,7 +61,15 @@ fn request(git_ref: &str) -> LineRequest {
 #[test]
 fn a_lock_says_who_why_and_until_when_and_how_to_wait() {
     assert_eq!(
-        locked(&demo(), &staging(), &lock("alice", "testing"), false, now(), "chima").text(),
+        locked(
+            &demo(),
+            &staging(),
+            &lock("alice", "testing"),
+            false,
+            now(),
+            "chima"
+        )
+        .text(),
         "demo in staging is locked by alice: testing, until 10:59 UTC (in 59 min). Only they may deploy there; others can say `chima deploy demo/<ref> to staging when free` to wait in line. Release it with `chima unlock demo in staging`."
     );
 }
@@ -88,24 +99,57 @@ fn a_refused_deploy_names_the_holder_and_offers_the_line() {
 fn joining_the_line_says_the_place_and_what_it_waits_for() {
     let blocked = crate::desk::lock_blocked(&lock("alice", "testing"));
     assert_eq!(
-        joined_line(&demo(), &staging(), &request("feature"), 2, &blocked, now(), "chima").text(),
+        joined_line(
+            &demo(),
+            &staging(),
+            &request("feature"),
+            2,
+            &blocked,
+            now(),
+            "chima"
+        )
+        .text(),
         "feature is #2 in line for demo in staging: it deploys by itself when the environment is free for you (until 12:00 UTC (in 2 h)). demo in staging is locked by alice: testing, until 10:59 UTC (in 59 min). Leave the line with `chima cancel demo in staging`."
     );
 }
 
 #[test]
 fn reminders_offer_extend_and_unlock_to_the_holder_only() {
-    let reply = lock_reminder(&demo(), &staging(), &lock("alice", "testing"), now(), "chima");
-    assert!(reply.text().starts_with("Reminder: alice, you hold demo in staging (testing) until 10:59 UTC (in 59 min)."), "{}", reply.text());
-    let kinds: Vec<_> = reply.actions.iter().map(|a| (a.kind.clone(), a.command.as_str())).collect();
+    let reply = lock_reminder(
+        &demo(),
+        &staging(),
+        &lock("alice", "testing"),
+        now(),
+        "chima",
+    );
+    assert!(
+        reply.text().starts_with(
+            "Reminder: alice, you hold demo in staging (testing) until 10:59 UTC (in 59 min)."
+        ),
+        "{}",
+        reply.text()
+    );
+    let kinds: Vec<_> = reply
+        .actions
+        .iter()
+        .map(|a| (a.kind.clone(), a.command.as_str()))
+        .collect();
     assert_eq!(
         kinds,
         [
-            (ActionKind::ExtendLock, "chima lock demo in staging for 2h: testing"),
+            (
+                ActionKind::ExtendLock,
+                "chima lock demo in staging for 2h: testing"
+            ),
             (ActionKind::Unlock, "chima unlock demo in staging"),
         ]
     );
-    assert!(reply.actions.iter().all(|a| a.only_user.as_deref() == Some("U0ALICE")));
+    assert!(
+        reply
+            .actions
+            .iter()
+            .all(|a| a.only_user.as_deref() == Some("U0ALICE"))
+    );
 }
 
 #[test]
@@ -125,11 +169,27 @@ fn the_audit_lists_newest_first_with_who_what_and_where() {
     };
     let records = [deploy_store::AuditRecord { id: 1, entry }];
     assert_eq!(
-        audit(&AppName::parse("demo").unwrap(), None, None, &records, now(), chrono_tz::UTC).text(),
+        audit(
+            &AppName::parse("demo").unwrap(),
+            None,
+            None,
+            &records,
+            now(),
+            deploy_core::desk::Tz::UTC
+        )
+        .text(),
         "Release actions for demo, newest first:\n• 09:57 UTC (3 min ago) — alice lock staging: for 1h: testing (from #deploys)"
     );
     assert_eq!(
-        audit(&AppName::parse("demo").unwrap(), Some(&staging()), Some("2d".parse().unwrap()), &[], now(), chrono_tz::UTC).text(),
+        audit(
+            &AppName::parse("demo").unwrap(),
+            Some(&staging()),
+            Some("2d".parse().unwrap()),
+            &[],
+            now(),
+            deploy_core::desk::Tz::UTC
+        )
+        .text(),
         "No release actions for demo in staging in the last 2d yet."
     );
 }
@@ -142,9 +202,22 @@ fn values_people_typed_never_become_markup_in_slack() {
         let replies = [
             locked(&demo(), &staging(), &l, false, now(), "chima"),
             lock_refused(&demo(), &staging(), &blocked, now(), "chima"),
-            lock_taken_from_you(&AppName::parse("demo").unwrap(), &staging(), value, Some(value)),
-            joined_line(&demo(), &staging(), &request("main"), 1, &blocked, now(), "chima"),
-            lock_expired("demo", "staging", &l, now(), chrono_tz::UTC),
+            lock_taken_from_you(
+                &AppName::parse("demo").unwrap(),
+                &staging(),
+                value,
+                Some(value),
+            ),
+            joined_line(
+                &demo(),
+                &staging(),
+                &request("main"),
+                1,
+                &blocked,
+                now(),
+                "chima",
+            ),
+            lock_expired("demo", "staging", &l, now(), deploy_core::desk::Tz::UTC),
             lock_reminder(&demo(), &staging(), &l, now(), "chima"),
         ];
         for reply in replies {
