@@ -31,6 +31,7 @@ pub mod duties;
 #[cfg(any(test, feature = "testing"))]
 pub mod flaky;
 pub mod freezes;
+pub mod gate;
 pub mod lines;
 pub mod locks;
 pub mod logs;
@@ -51,6 +52,7 @@ pub use desk::ChatThread;
 pub use desk_line::{DeskLine, LineRequest, NewLineRequest};
 pub use duties::Duties;
 pub use freezes::{Freeze, Freezes, NewFreeze, UnfreezeGrant};
+pub use gate::{Gate, freeze_blocked, freeze_in_force, gate, lock_blocked};
 pub use lines::{DURATIONS_KEPT, Lines, eta_secs};
 pub use locks::{EnvLock, Locks};
 pub use logs::{Logs, log_line_bytes};

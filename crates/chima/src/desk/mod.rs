@@ -10,26 +10,16 @@ pub mod tick;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deploy_core::desk::{Blocked, frozen};
+use deploy_core::desk::Blocked;
 use deploy_core::{AppConfig, AppName, Clock, EnvName, LineKey};
 use deploy_store::{
-    Allowance, AuditAction, AuditEntry, ChatThread, DeskTicket, EnvLock, Freeze, Store,
+    Allowance, AuditAction, AuditEntry, ChatThread, DeskTicket, EnvLock, Store, freeze_in_force,
+    gate,
 };
+pub use deploy_store::{Gate, lock_blocked};
 
 /// How long a desk ticket may wait for its deployment's webhook.
 pub const TICKET_TTL: chrono::Duration = chrono::Duration::hours(1);
-
-/// Whether a deploy by one person may go ahead in an environment now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Gate {
-    /// Nothing stands in the way.
-    Free,
-    /// Something would, but the person holds what lets them through (their lock, an
-    /// unfreeze); faseng learns it from a desk ticket.
-    Allowed(Vec<Allowance>),
-    /// Refused: someone else's lock, or a freeze.
-    Blocked(Blocked),
-}
 
 /// The desk: the shared store, the clock.
 #[derive(Clone)]
@@ -75,49 +65,12 @@ impl Desk {
     /// The freeze in force on `app` in `env` now (an app.json window or one made in chat),
     /// the one lasting longest when several are.
     pub async fn freeze(&self, app: &AppConfig, env: &EnvName) -> anyhow::Result<Option<Blocked>> {
-        let now = self.now();
-        let configured = frozen(app.freezes(), env, now);
-        let ad_hoc = self
-            .store
-            .freezes(now)
-            .await?
-            .into_iter()
-            .filter(|f| f.active(now) && f.covers(app.name.as_str(), env.as_str()))
-            .max_by_key(|f| f.until)
-            .map(|f| freeze_blocked(&f));
-        Ok([configured, ad_hoc]
-            .into_iter()
-            .flatten()
-            .max_by_key(|b| match b {
-                Blocked::Frozen { until, .. } => Some(*until),
-                Blocked::Locked { .. } => None,
-            }))
+        freeze_in_force(self.store.as_ref(), app, env, self.now()).await
     }
 
     /// Whether `user` (a chat user id) may deploy `app` to `env` now.
     pub async fn gate(&self, app: &AppConfig, env: &EnvName, user: &str) -> anyhow::Result<Gate> {
-        let mut allowed = Vec::new();
-        if let Some(lock) = self.lock(&app.name, env).await? {
-            if lock.user != user {
-                return Ok(Gate::Blocked(lock_blocked(&lock)));
-            }
-            allowed.push(Allowance::Lock);
-        }
-        if let Some(freeze) = self.freeze(app, env).await? {
-            let unfrozen = self
-                .store
-                .unfreeze_of(app.name.as_str(), env.as_str(), user, self.now())
-                .await?;
-            if unfrozen.is_none() {
-                return Ok(Gate::Blocked(freeze));
-            }
-            allowed.push(Allowance::Unfreeze);
-        }
-        Ok(if allowed.is_empty() {
-            Gate::Free
-        } else {
-            Gate::Allowed(allowed)
-        })
+        gate(self.store.as_ref(), app, env, user, self.now()).await
     }
 
     /// Writes a single-use ticket for a deployment of `sha` by `user`, allowed by `allowed_by`
@@ -232,29 +185,6 @@ impl<'a> Record<'a> {
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();
         self
-    }
-}
-
-/// A lock held by someone else, as a refusal.
-pub fn lock_blocked(lock: &EnvLock) -> Blocked {
-    Blocked::Locked {
-        holder_name: lock.shown_name().to_owned(),
-        reason: lock.reason.clone(),
-        since: lock.at,
-        until: lock.expires_at,
-    }
-}
-
-/// A freeze made in chat, as a refusal.
-pub fn freeze_blocked(freeze: &Freeze) -> Blocked {
-    Blocked::Frozen {
-        reason: freeze.reason.clone(),
-        until: freeze.until,
-        by: Some(if freeze.by_name.is_empty() {
-            freeze.by.clone()
-        } else {
-            freeze.by_name.clone()
-        }),
     }
 }
 
