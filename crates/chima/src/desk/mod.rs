@@ -6,6 +6,7 @@
 //! tested by moving a clock, never by sleeping.
 
 pub mod tick;
+pub mod ticker;
 
 use std::sync::Arc;
 

@@ -128,9 +128,7 @@ impl Bot {
         }
         let mut results = Vec::new();
         for line in lines {
-            if let Some(result) = self.handle_line(&line, ctx, outbox).await {
-                results.push(result);
-            }
+            results.extend(self.handle_line(&line, ctx, outbox).await);
         }
         results
     }
@@ -141,7 +139,7 @@ impl Bot {
         line: &str,
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
-    ) -> Option<DeployResult> {
+    ) -> Vec<DeployResult> {
         self.handle(grammar::parse(line), ctx, outbox).await
     }
 
@@ -151,32 +149,29 @@ impl Bot {
         command: Result<Command, ParseError>,
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
-    ) -> Option<DeployResult> {
+    ) -> Vec<DeployResult> {
         let command = match command {
             Ok(c) => c,
             Err(e) => {
                 outbox.post(messages::not_understood(&e, &self.name)).await;
-                return None;
+                return Vec::new();
             }
         };
         match command {
-            Command::Desk(command) => {
-                self.desk_command(command, ctx, outbox).await;
-                None
-            }
-            Command::Deploy(deploy) => Some(self.deploy(&deploy, ctx, outbox).await),
+            Command::Desk(command) => self.desk_command(command, ctx, outbox).await,
+            Command::Deploy(deploy) => vec![self.deploy(&deploy, ctx, outbox).await],
             Command::Deploys { app, git_ref, env } => {
                 let reply = self.deploys(&app, git_ref, env).await;
                 outbox.post(reply).await;
-                None
+                Vec::new()
             }
             Command::WhereCanIDeploy { app } => {
                 outbox.post(self.where_can_i_deploy(&app).await).await;
-                None
+                Vec::new()
             }
             Command::Ci { app, git_ref } => {
                 outbox.post(self.ci(&app, git_ref).await).await;
-                None
+                Vec::new()
             }
             Command::Help { topic } => {
                 let reply = match topic {
@@ -187,7 +182,7 @@ impl Bot {
                     },
                 };
                 outbox.post(reply).await;
-                None
+                Vec::new()
             }
             Command::Log { id } => {
                 let reply = match self.forge.log(id).await {
@@ -198,13 +193,13 @@ impl Bot {
                     Err(e) => messages::log_unreadable(id, &e.to_string()),
                 };
                 outbox.post(reply).await;
-                None
+                Vec::new()
             }
             Command::Version => {
                 outbox
                     .post(messages::version(&self.name, &self.forge.describe()))
                     .await;
-                None
+                Vec::new()
             }
         }
     }

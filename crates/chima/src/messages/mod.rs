@@ -668,6 +668,16 @@ pub fn unsupported(what: &str) -> Reply {
     Reply::new(say(Tone::Info).text(what.to_owned()))
 }
 
+/// `as <user>` in the shell.
+pub fn speaking_as(user: &str) -> Reply {
+    Reply::new(
+        say(Tone::Info)
+            .text("Now speaking as ")
+            .quoted(user)
+            .text(" (for the lines that follow)."),
+    )
+}
+
 /// Local mode has no CI to ask.
 pub fn no_ci_in_local_mode() -> String {
     "There is no CI in local mode: deployments are recorded on this machine, not on GitHub."
