@@ -81,6 +81,30 @@ pub enum Command {
     Shell(ShellArgs),
     /// Slack: Events API over HTTP (or Socket Mode when SLACK_APP_TOKEN is set).
     Serve(ServeArgs),
+    /// The release desk's audit (locks, the line, freezes, deploys), newest first, from the
+    /// store shared with faseng: one line per action, or JSON lines for other tools.
+    Audit(AuditArgs),
+}
+
+/// Flags of `chima audit`.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only this app's actions.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Only this environment's actions.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Only actions this recent (`30m`, `2h`, `7d`).
+    #[arg(long)]
+    pub since: Option<deploy_core::Span>,
+    /// At most this many (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    /// One JSON object per line (`at`, `actor`, `actor_name`, `action`, `app`,
+    /// `environment`, `git_ref`, `sha`, `room`, `adapter`, `detail`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `chima serve`.

@@ -96,6 +96,14 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
                 .with_store(store);
             serve(Arc::new(bot), args, cli.desk_tick()).await
         }
+        Command::Audit(args) => {
+            let (store, _) = cli.shared_store().await?;
+            let mut out = std::io::stdout().lock();
+            chima::desk::export::write(store.store().as_ref(), args, chrono::Utc::now(), &mut out)
+                .await
+                .context("reading the audit")?;
+            Ok(())
+        }
         Command::Shell(args) => {
             let ctx = ChatContext::shell(&args.room, &args.user);
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
