@@ -499,3 +499,129 @@ e2e::both_backends!(
     an_app_json_window_freezes_on_its_schedule_in_its_zone,
     locks_lists_every_lock_and_the_desk_checks_names,
 );
+
+mod slack {
+    //! The desk over Slack: a refusal's "Deploy when free" button joins the line, the
+    //! hand-off is said in the requester's thread, reminders come with an Extend button, and
+    //! the holder of a lock taken over hears it in the lock's thread and by direct message.
+
+    use std::time::Duration;
+
+    use e2e::backend::{Backend, Queue};
+    use e2e::slack_app::{BOB, DEPLOYMENT, DeskSetup, JOYZ, SlackHarness, WAIT};
+
+    use super::t;
+
+    async fn harness(
+        backend: Backend,
+    ) -> Option<(
+        SlackHarness,
+        deploy_core::ManualClock,
+        Queue,
+        tempfile::TempDir,
+    )> {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::start(backend, dir.path())?;
+        let clock = deploy_core::ManualClock::new(t("2026-12-07T09:00:00Z"));
+        let h = SlackHarness::start_with(
+            Duration::from_secs(3600),
+            Some(DeskSetup {
+                store_url: queue.url.clone(),
+                clock: clock.clone(),
+            }),
+        )
+        .await;
+        h.slack.add_user(BOB, "bob");
+        Some((h, clock, queue, dir))
+    }
+
+    async fn the_refusal_button_joins_the_line_and_the_unlock_hands_off(backend: Backend) {
+        let Some((h, _clock, _queue, _dir)) = harness(backend).await else {
+            return;
+        };
+        let lock = h
+            .mention(DEPLOYMENT, BOB, "lock trelhub in edge: testing")
+            .await;
+        h.reply_in_thread(DEPLOYMENT, &lock, "is locked by bob")
+            .await;
+        let ask = h.mention(DEPLOYMENT, JOYZ, "deploy trelhub to edge").await;
+        let refusal = h
+            .reply_in_thread(DEPLOYMENT, &ask, "is locked by bob: testing")
+            .await;
+        assert_eq!(
+            refusal.blocks[1]["elements"][0]["action_id"],
+            "deploy-when-free"
+        );
+        assert!(h.gh.deployments("oursky/trelhub").is_empty());
+        assert_eq!(h.press(BOB, &refusal).await, 200);
+        h.slack
+            .wait_until(WAIT, "the button refused to bob", |s| {
+                s.messages()
+                    .into_iter()
+                    .find(|m| m.text.contains("Only joyz can press this button"))
+            })
+            .await;
+        assert_eq!(h.press(JOYZ, &refusal).await, 200);
+        h.reply_in_thread(DEPLOYMENT, &ask, "is #1 in line for trelhub in edge")
+            .await;
+        let unlock = h.mention(DEPLOYMENT, BOB, "unlock trelhub in edge").await;
+        h.reply_in_thread(DEPLOYMENT, &unlock, "is unlocked").await;
+        h.reply_in_thread(
+            DEPLOYMENT,
+            &ask,
+            "joyz, trelhub in edge is free: deploying main",
+        )
+        .await;
+        h.reply_in_thread(DEPLOYMENT, &ask, "Deployment #").await;
+        let deployed = h.gh.deployments("oursky/trelhub");
+        assert_eq!(deployed.len(), 1);
+        assert_eq!(deployed[0]["payload"]["notify"]["user"], JOYZ);
+    }
+
+    async fn reminders_and_takeovers_reach_the_holder(backend: Backend) {
+        let Some((h, clock, _queue, _dir)) = harness(backend).await else {
+            return;
+        };
+        let lock = h
+            .mention(DEPLOYMENT, BOB, "lock trelhub in edge for 3h: testing")
+            .await;
+        h.reply_in_thread(DEPLOYMENT, &lock, "is locked by bob")
+            .await;
+        clock.advance(chrono::Duration::hours(2));
+        assert_eq!(h.tick().await.reminded, 1);
+        let reminder = h
+            .reply_in_thread(DEPLOYMENT, &lock, "Reminder: bob, you hold trelhub in edge")
+            .await;
+        assert_eq!(
+            reminder.blocks[1]["elements"][0]["action_id"],
+            "extend-lock"
+        );
+        assert_eq!(h.press(BOB, &reminder).await, 200);
+        h.reply_in_thread(DEPLOYMENT, &lock, "stays locked by bob")
+            .await;
+
+        let take = h
+            .mention(DEPLOYMENT, JOYZ, "unlock! trelhub in edge: prod is down")
+            .await;
+        h.reply_in_thread(DEPLOYMENT, &take, "taken over from bob")
+            .await;
+        h.reply_in_thread(
+            DEPLOYMENT,
+            &lock,
+            "joyz took your lock on trelhub in edge: prod is down",
+        )
+        .await;
+        let dm = h
+            .slack
+            .messages()
+            .into_iter()
+            .find(|m| m.channel == BOB)
+            .expect("a direct message to bob");
+        assert!(dm.text.contains("joyz took your lock"), "{}", dm.text);
+    }
+
+    e2e::both_backends!(
+        the_refusal_button_joins_the_line_and_the_unlock_hands_off,
+        reminders_and_takeovers_reach_the_holder,
+    );
+}
