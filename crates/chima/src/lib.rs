@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod chat;
+pub mod checks;
 pub mod cli;
 pub mod desk;
 pub mod forge;
