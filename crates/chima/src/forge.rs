@@ -283,6 +283,9 @@ pub trait Forge: Send + Sync {
 }
 
 #[cfg(test)]
+pub(crate) mod memory;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -19,5 +19,6 @@ pub mod messages;
 pub mod shell;
 pub mod slack;
 pub mod store;
+pub mod tickets;
 
 pub use handlers::Bot;

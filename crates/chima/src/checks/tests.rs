@@ -1,14 +1,12 @@
 //! Table-driven tests of the checks, and `evaluate` over an in-memory forge.
 
-use std::sync::Mutex;
-
-use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use deploy_core::{AppConfig, EnvName, GitRef, NewDeployment};
+use deploy_core::{AppConfig, GitRef};
 use serde_json::json;
 
 use super::*;
-use crate::forge::{CheckInfo, CreateOutcome, DeploymentFilter, DeploymentInfo};
+use crate::forge::CheckInfo;
+use crate::forge::memory::MemoryForge;
 
 fn at(minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, minute, 0).unwrap()
@@ -28,17 +26,19 @@ fn report(checks: &[(&str, &str)]) -> CiReport {
     }
 }
 
+/// (checks, required contexts, verdict, summary, name of the check linked as evidence)
+type CiCase = (
+    Vec<(&'static str, &'static str)>,
+    Option<Vec<String>>,
+    Verdict,
+    &'static str,
+    Option<&'static str>,
+);
+
 #[test]
 fn ci_verdicts() {
     let required = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
-    // (checks, required contexts, verdict, summary, evidence link)
-    let cases: Vec<(
-        Vec<(&str, &str)>,
-        Option<Vec<String>>,
-        Verdict,
-        &str,
-        Option<&str>,
-    )> = vec![
+    let cases: Vec<CiCase> = vec![
         (vec![], None, Verdict::Pass, "no CI configured", None),
         (
             vec![("build", "success"), ("lint", "success")],
@@ -386,85 +386,17 @@ fn verdicts_that_block() {
     );
 }
 
-/// A forge with canned answers for the calls `evaluate` makes; any other call panics.
-struct Canned {
+/// A forge answering `evaluate`'s calls.
+fn canned(
     ci: Result<CiReport, ForgeError>,
     pulls: Result<Vec<PullInfo>, ForgeError>,
     reviews: Result<Vec<ReviewInfo>, ForgeError>,
-    asked: Mutex<Vec<String>>,
-}
-
-impl Canned {
-    fn note(&self, what: String) {
-        self.asked.lock().unwrap().push(what);
-    }
-}
-
-#[async_trait]
-impl Forge for Canned {
-    fn describe(&self) -> String {
-        "canned".to_owned()
-    }
-    async fn default_branch(&self, _: &AppConfig) -> Result<GitRef, ForgeError> {
-        unreachable!()
-    }
-    async fn create_deployment(
-        &self,
-        _: &AppConfig,
-        _: &NewDeployment,
-    ) -> Result<CreateOutcome, ForgeError> {
-        unreachable!()
-    }
-    async fn deployments(
-        &self,
-        _: &AppConfig,
-        _: &DeploymentFilter,
-    ) -> Result<Vec<DeploymentInfo>, ForgeError> {
-        unreachable!()
-    }
-    async fn current_deployment(
-        &self,
-        _: &AppConfig,
-        _: &EnvName,
-    ) -> Result<Option<DeploymentInfo>, ForgeError> {
-        unreachable!()
-    }
-    async fn has_statuses(&self, _: &AppConfig, _: u64) -> Result<bool, ForgeError> {
-        unreachable!()
-    }
-    async fn resolve_sha(&self, _: &AppConfig, _: &GitRef) -> Result<Option<String>, ForgeError> {
-        unreachable!()
-    }
-    async fn ci_report(&self, _: &AppConfig, git_ref: &GitRef) -> Result<CiReport, ForgeError> {
-        self.note(format!("ci {git_ref}"));
-        self.ci.clone()
-    }
-    async fn pulls_for_commit(
-        &self,
-        _: &AppConfig,
-        sha: &str,
-    ) -> Result<Vec<PullInfo>, ForgeError> {
-        self.note(format!("pulls {sha}"));
-        self.pulls.clone()
-    }
-    async fn pull_reviews(&self, _: &AppConfig, n: u64) -> Result<Vec<ReviewInfo>, ForgeError> {
-        self.note(format!("reviews {n}"));
-        self.reviews.clone()
-    }
-    async fn pull_commits(&self, _: &AppConfig, _: u64) -> Result<Vec<String>, ForgeError> {
-        unreachable!()
-    }
-    async fn comment_on_issue(&self, _: &AppConfig, _: u64, _: &str) -> Result<(), ForgeError> {
-        unreachable!()
-    }
-    async fn add_label(&self, _: &AppConfig, _: u64, _: &str) -> Result<(), ForgeError> {
-        unreachable!()
-    }
-    async fn log(&self, _: u64) -> Result<Vec<String>, ForgeError> {
-        unreachable!()
-    }
-    fn hooks_settings_url(&self, _: &AppConfig) -> String {
-        unreachable!()
+) -> MemoryForge {
+    MemoryForge {
+        ci: Some(ci),
+        pulls: Some(pulls),
+        reviews: [(12, reviews.clone()), (4, reviews)].into(),
+        ..MemoryForge::default()
     }
 }
 
@@ -491,12 +423,11 @@ fn free() -> Evidence {
 async fn evaluate_runs_the_named_checks_in_order_with_their_links() {
     let mut pr = pull(12, "closed", Some(10), 0);
     pr.body = "## Rollback\nrevert".to_owned();
-    let forge = Canned {
-        ci: Ok(report(&[("build", "failure")])),
-        pulls: Ok(vec![pr.clone(), pull(3, "closed", None, 0)]),
-        reviews: Ok(reviews(&[("alice", "APPROVED", Some(1))])),
-        asked: Mutex::default(),
-    };
+    let forge = canned(
+        Ok(report(&[("build", "failure")])),
+        Ok(vec![pr.clone(), pull(3, "closed", None, 0)]),
+        Ok(reviews(&[("alice", "APPROVED", Some(1))])),
+    );
     let results = evaluate(
         &forge,
         &app(json!({})),
@@ -533,7 +464,7 @@ async fn evaluate_runs_the_named_checks_in_order_with_their_links() {
             ),
         ]
     );
-    let mut asked = forge.asked.lock().unwrap().clone();
+    let mut asked = forge.calls();
     asked.sort();
     // CI is asked about the sha itself, not the ref (which may have moved on).
     assert_eq!(
@@ -548,12 +479,7 @@ async fn evaluate_runs_the_named_checks_in_order_with_their_links() {
 
 #[tokio::test]
 async fn evaluate_asks_only_what_the_checks_need() {
-    let forge = Canned {
-        ci: Ok(report(&[])),
-        pulls: Ok(vec![]),
-        reviews: Ok(vec![]),
-        asked: Mutex::default(),
-    };
+    let forge = canned(Ok(report(&[])), Ok(vec![]), Ok(vec![]));
     let main = GitRef::parse("main").unwrap();
     let results = evaluate(
         &forge,
@@ -575,7 +501,7 @@ async fn evaluate_asks_only_what_the_checks_need() {
             )
         )]
     );
-    assert_eq!(*forge.asked.lock().unwrap(), [format!("pulls {SHA}")]);
+    assert_eq!(forge.calls(), [format!("pulls {SHA}")]);
     assert!(
         evaluate(&forge, &app(json!({})), SHA, &main, &[], free())
             .await
@@ -585,12 +511,11 @@ async fn evaluate_asks_only_what_the_checks_need() {
 
 #[tokio::test]
 async fn evaluate_uses_the_apps_required_contexts() {
-    let forge = Canned {
-        ci: Ok(report(&[("build", "success"), ("flaky", "failure")])),
-        pulls: Ok(vec![]),
-        reviews: Ok(vec![]),
-        asked: Mutex::default(),
-    };
+    let forge = canned(
+        Ok(report(&[("build", "success"), ("flaky", "failure")])),
+        Ok(vec![]),
+        Ok(vec![]),
+    );
     let results = evaluate(
         &forge,
         &app(json!({"required_contexts": ["build"]})),
@@ -606,12 +531,7 @@ async fn evaluate_uses_the_apps_required_contexts() {
 #[tokio::test]
 async fn checks_local_mode_cannot_answer_are_skipped_and_unanswered_ones_fail() {
     let unsupported = || ForgeError::Unsupported("local".to_owned());
-    let local = Canned {
-        ci: Err(unsupported()),
-        pulls: Err(unsupported()),
-        reviews: Err(unsupported()),
-        asked: Mutex::default(),
-    };
+    let local = canned(Err(unsupported()), Err(unsupported()), Err(unsupported()));
     let main = GitRef::parse("main").unwrap();
     let all = kinds(&["ci", "review", "rollback_notes", "not_locked"]);
     let results = evaluate(&local, &app(json!({})), SHA, &main, &all, free()).await;
@@ -621,15 +541,14 @@ async fn checks_local_mode_cannot_answer_are_skipped_and_unanswered_ones_fail() 
     assert_eq!(results[2].1, skipped);
     assert_eq!(results[3].1, free());
 
-    let down = Canned {
-        ci: Err(ForgeError::Unreachable("connection refused".into())),
-        pulls: Ok(vec![pull(4, "open", None, 0)]),
-        reviews: Err(ForgeError::Unexpected {
+    let down = canned(
+        Err(ForgeError::Unreachable("connection refused".into())),
+        Ok(vec![pull(4, "open", None, 0)]),
+        Err(ForgeError::Unexpected {
             status: 502,
             message: "Bad Gateway".into(),
         }),
-        asked: Mutex::default(),
-    };
+    );
     let results = evaluate(&down, &app(json!({})), SHA, &main, &all, free()).await;
     assert_eq!(
         results[0].1,
