@@ -9,6 +9,12 @@
 //! list with an `ETag` and `304 Not Modified` to a matching `If-None-Match`, sends
 //! `X-RateLimit-*` headers on lists, and can be told to rate-limit lists
 //! ([`FakeGithub::rate_limit_next_list`]).
+//!
+//! Pull requests (associated with commits), their reviews and commits, and issue comments and
+//! labels live per repository ([`FakeGithub::add_pull`], [`FakeGithub::add_review`],
+//! [`FakeGithub::issue_comments`], [`FakeGithub::issue_labels`]; see `pulls.rs` for which
+//! shapes are validated how). Any endpoint can be made to answer 500
+//! ([`FakeGithub::fail_next`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
