@@ -20,8 +20,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use tokio::sync::mpsc;
 
 use crate::forge::{
-    CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, Forge, ForgeError, PullInfo,
-    ReviewInfo,
+    CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, DeploymentState, Forge, ForgeError,
+    PullInfo, ReviewInfo,
 };
 use crate::messages;
 use crate::store::StoreHandle;
@@ -439,6 +439,21 @@ impl Forge for LocalForge {
             .await?
             .into_iter()
             .find(|d| d.task == "deploy" && d.state.as_deref() == Some("success")))
+    }
+
+    async fn deployment_state(
+        &self,
+        _app: &AppConfig,
+        id: u64,
+    ) -> Result<Option<DeploymentState>, ForgeError> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT state, log_url FROM statuses WHERE deployment_id = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id as i64)
+        .fetch_optional(&self.store.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(row.map(|(state, log_url)| DeploymentState { state, log_url }))
     }
 
     async fn has_statuses(&self, _app: &AppConfig, id: u64) -> Result<bool, ForgeError> {

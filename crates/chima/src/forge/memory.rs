@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use deploy_core::{AppConfig, EnvName, GitRef, NewDeployment};
 
 use super::{
-    CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, Forge, ForgeError, PullInfo,
-    ReviewInfo,
+    CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, DeploymentState, Forge, ForgeError,
+    PullInfo, ReviewInfo,
 };
 
 /// Canned answers; a call it has no answer for panics.
@@ -82,6 +82,13 @@ impl Forge for MemoryForge {
         _: &AppConfig,
         _: &EnvName,
     ) -> Result<Option<DeploymentInfo>, ForgeError> {
+        unreachable!("not canned")
+    }
+    async fn deployment_state(
+        &self,
+        _: &AppConfig,
+        _: u64,
+    ) -> Result<Option<DeploymentState>, ForgeError> {
         unreachable!("not canned")
     }
     async fn has_statuses(&self, _: &AppConfig, _: u64) -> Result<bool, ForgeError> {
