@@ -1114,8 +1114,8 @@ mod tests {
         assert_eq!(plain.protection(&live), None, "unprotected unless said");
         assert_eq!(plain.tickets(), None);
 
-        let minimal = one(serde_json::json!({"protect": {"live": {"approvers": ["alice"]}}}))
-            .unwrap();
+        let minimal =
+            one(serde_json::json!({"protect": {"live": {"approvers": ["alice"]}}})).unwrap();
         assert_eq!(minimal.protection(&staging), None);
         assert_eq!(
             minimal.protection(&live),
@@ -1160,14 +1160,22 @@ mod tests {
         assert_eq!(p.ttl.as_secs(), 5_400);
         assert!(p.is_approver("U0LEAD001", "lead", &[]));
         assert!(p.is_approver("U0ANY", "carol", &["release-managers".into()]));
-        assert!(!p.is_approver("U0OPS0001", "ops", &[]), "an admin is no approver");
+        assert!(
+            !p.is_approver("U0OPS0001", "ops", &[]),
+            "an admin is no approver"
+        );
         assert!(p.is_admin("U0OPS0001", "ops", &[]));
         assert!(!p.is_admin("U0LEAD001", "lead", &[]));
-        let none = one(serde_json::json!({"protect": {"live": {"approvers": ["a"], "checks": []}}}))
-            .unwrap();
-        assert!(none.protection(&live).unwrap().checks.is_empty(), "[] means no checks");
+        let none =
+            one(serde_json::json!({"protect": {"live": {"approvers": ["a"], "checks": []}}}))
+                .unwrap();
+        assert!(
+            none.protection(&live).unwrap().checks.is_empty(),
+            "[] means no checks"
+        );
         assert_eq!(
-            full.payload_config()["protect"]["live"]["approvals"], 2,
+            full.payload_config()["protect"]["live"]["approvals"],
+            2,
             "protect stays in the payload's config"
         );
     }
@@ -1270,7 +1278,9 @@ mod tests {
         );
         assert_eq!(
             one(serde_json::json!({"tickets": {"jira": {}}})).unwrap_err(),
-            vec!["app.json: demo.tickets.jira.project: is required: the Jira project key, e.g. \"PROJ\" for PROJ-123"]
+            vec![
+                "app.json: demo.tickets.jira.project: is required: the Jira project key, e.g. \"PROJ\" for PROJ-123"
+            ]
         );
         assert_eq!(
             one(serde_json::json!({"tickets": true})).unwrap_err(),

@@ -528,11 +528,22 @@ mod tests {
             ("alice", Approver::Name("alice".into())),
             ("Bob.Smith", Approver::Name("Bob.Smith".into())),
             ("ulrich", Approver::Name("ulrich".into())),
-            (" @release-managers ", Approver::Group("release-managers".into())),
+            (
+                " @release-managers ",
+                Approver::Group("release-managers".into()),
+            ),
         ] {
             assert_eq!(Approver::parse(text).unwrap(), want, "{text:?}");
         }
-        for bad in ["", "@", "Alice Smith", "@release managers", "-x", "a@b", "@@x"] {
+        for bad in [
+            "",
+            "@",
+            "Alice Smith",
+            "@release managers",
+            "-x",
+            "a@b",
+            "@@x",
+        ] {
             assert_eq!(
                 Approver::parse(bad).unwrap_err().to_string(),
                 format!(
@@ -551,7 +562,10 @@ mod tests {
         let groups = vec!["@release-managers".to_owned(), "S0OPS".to_owned()];
         let id = Approver::parse("U0LEAD001").unwrap();
         assert!(id.matches("U0LEAD001", "lead", &[]));
-        assert!(!id.matches("U0LEAD002", "U0LEAD001", &[]), "a name is no id");
+        assert!(
+            !id.matches("U0LEAD002", "U0LEAD001", &[]),
+            "a name is no id"
+        );
         let name = Approver::parse("alice").unwrap();
         assert!(name.matches("U0ALICE", "alice", &[]));
         assert!(name.matches("U0ALICE", "Alice", &[]), "handles ignore case");
@@ -562,7 +576,10 @@ mod tests {
         let group = Approver::parse("@release-managers").unwrap();
         assert!(group.matches("U0X", "x", &groups));
         assert!(group.matches("U0X", "x", &["Release-Managers".to_owned()]));
-        assert!(!group.matches("U0X", "release-managers", &[]), "membership only");
+        assert!(
+            !group.matches("U0X", "release-managers", &[]),
+            "membership only"
+        );
         assert!(!group.matches("U0X", "x", &["release".to_owned()]));
     }
 
@@ -604,14 +621,7 @@ mod tests {
         );
         assert_eq!(jira.keys_in("feature/PROJ-345-retry"), ["PROJ-345"]);
         for none in [
-            "XPROJ-1",
-            "PROJ-",
-            "PROJ-x",
-            "PROJ-01",
-            "PROJ-1a",
-            "proj-1",
-            "OTHER-1",
-            "",
+            "XPROJ-1", "PROJ-", "PROJ-x", "PROJ-01", "PROJ-1a", "proj-1", "OTHER-1", "",
         ] {
             assert!(jira.keys_in(none).is_empty(), "{none:?}");
         }

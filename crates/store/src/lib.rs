@@ -66,10 +66,10 @@ pub use page::{Cursor, Page};
 pub use redis_store::{
     RedisStore, connect as redis_connect, warn_if_not_durable as warn_redis_durability,
 };
-pub(crate) use retention::SWEEP_BATCH;
 pub use requests::{
     Approval, CheckResult, CheckState, NewRequest, ReleaseRequest, RequestState, Requests,
 };
+pub(crate) use retention::SWEEP_BATCH;
 pub use retention::{Retention, StoreSize, Swept, expired};
 pub use retry::retry;
 pub use runs::{RunQuery, RunRecord, RunState, Runs, StartMarker, StoredMarker};

@@ -23,7 +23,9 @@ fn columns(r: &ReleaseRequest) -> anyhow::Result<Columns> {
 
 /// The requests of rows whose first column is the record.
 fn read_all(rows: &[sqlx::sqlite::SqliteRow]) -> anyhow::Result<Vec<ReleaseRequest>> {
-    rows.iter().map(|r| from_json(r.get::<&str, _>(0))).collect()
+    rows.iter()
+        .map(|r| from_json(r.get::<&str, _>(0)))
+        .collect()
 }
 
 #[async_trait]
