@@ -6,6 +6,7 @@
 //! tested by moving a clock, never by sleeping.
 
 pub mod export;
+pub mod releases;
 pub mod tick;
 pub mod ticker;
 

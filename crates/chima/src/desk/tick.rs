@@ -30,6 +30,8 @@ pub struct TickReport {
     pub line_expired: usize,
     /// Requests handed off (deployed) from a line.
     pub handed_off: usize,
+    /// Release requests that ran out, and whose deployment finished.
+    pub releases: super::releases::ReleaseReport,
 }
 
 /// Who the desk's own actions are by, in the audit.
@@ -59,6 +61,7 @@ impl Bot {
             report.line_expired += moved.line_expired;
             report.deployed.extend(moved.deployed);
         }
+        report.releases = self.releases_tick(&desk, poster).await?;
         Ok(report)
     }
 
