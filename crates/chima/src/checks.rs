@@ -8,25 +8,11 @@
 
 use std::collections::HashMap;
 
-use deploy_core::{AppConfig, GitRef};
+use deploy_core::{AppConfig, CheckKind, GitRef};
 use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
 use serde::{Deserialize, Serialize};
 
 use crate::forge::{CiReport, Forge, ForgeError, PullInfo, ReviewInfo};
-
-/// The names of the checks app.json may list under `protect.<env>.checks`.
-pub mod kind {
-    /// The sha's statuses and check runs (or the app's `required_contexts`) are green.
-    pub const CI: &str = "ci";
-    /// The pull request that brought the sha is approved by someone other than its author.
-    pub const REVIEW: &str = "review";
-    /// That pull request has a non-empty section headed "Rollback".
-    pub const ROLLBACK_NOTES: &str = "rollback_notes";
-    /// No lock or freeze covers the environment (decided by the desk, passed to `evaluate`).
-    pub const NOT_LOCKED: &str = "not_locked";
-    /// Every check, in the order they are shown.
-    pub const ALL: [&str; 4] = [CI, REVIEW, ROLLBACK_NOTES, NOT_LOCKED];
-}
 
 /// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -322,7 +308,7 @@ fn unanswered(err: &ForgeError) -> Evidence {
     }
 }
 
-/// Runs the checks named in `kinds` (in that order) for `sha` of `app`, asking the forge for
+/// Runs the checks named in `kinds` ([`CheckKind`] names, in that order) for `sha` of `app`, asking the forge for
 /// CI, the pull request and its reviews; `not_locked` is the desk's own verdict, used as is.
 /// `git_ref` is what the request named, for the texts. An unknown kind fails.
 pub async fn evaluate(
@@ -333,11 +319,11 @@ pub async fn evaluate(
     kinds: &[String],
     not_locked: Evidence,
 ) -> Vec<(String, Evidence)> {
-    let wants = |k: &str| kinds.iter().any(|x| x == k);
-    let needs_pull = wants(kind::REVIEW) || wants(kind::ROLLBACK_NOTES);
+    let wants = |k: CheckKind| kinds.iter().any(|x| CheckKind::parse(x) == Some(k));
+    let needs_pull = wants(CheckKind::Review) || wants(CheckKind::RollbackNotes);
     let commit = GitRef::parse(sha).unwrap_or_else(|_| git_ref.clone());
     let ci_evidence = async {
-        if !wants(kind::CI) {
+        if !wants(CheckKind::Ci) {
             return None;
         }
         Some(match forge.ci_report(app, &commit).await {
@@ -357,7 +343,7 @@ pub async fn evaluate(
             let none = Evidence::new(Verdict::Fail, texts::no_pull_for(sha, git_ref), None);
             return Some((Some(none.clone()), none));
         };
-        let review_evidence = if wants(kind::REVIEW) {
+        let review_evidence = if wants(CheckKind::Review) {
             Some(match forge.pull_reviews(app, pull.number).await {
                 Ok(reviews) => review(Some(pull), &reviews),
                 Err(e) => unanswered(&e),
@@ -371,12 +357,12 @@ pub async fn evaluate(
     kinds
         .iter()
         .map(|k| {
-            let evidence = match k.as_str() {
-                kind::CI => ci_evidence.clone(),
-                kind::REVIEW => pull_evidence.as_ref().and_then(|(r, _)| r.clone()),
-                kind::ROLLBACK_NOTES => pull_evidence.as_ref().map(|(_, n)| n.clone()),
-                kind::NOT_LOCKED => Some(not_locked.clone()),
-                _ => None,
+            let evidence = match CheckKind::parse(k) {
+                Some(CheckKind::Ci) => ci_evidence.clone(),
+                Some(CheckKind::Review) => pull_evidence.as_ref().and_then(|(r, _)| r.clone()),
+                Some(CheckKind::RollbackNotes) => pull_evidence.as_ref().map(|(_, n)| n.clone()),
+                Some(CheckKind::NotLocked) => Some(not_locked.clone()),
+                None => None,
             }
             .unwrap_or_else(|| Evidence::new(Verdict::Fail, texts::unknown_check(k), None));
             (k.clone(), evidence)

@@ -12,7 +12,7 @@ use chima::local::{LocalDeployments, LocalForge};
 use chima::tickets::{
     self, JiraClient, JiraError, JiraPlan, Moved, Outcome, Release, TicketAction, TicketPlan,
 };
-use deploy_core::{AppConfig, GitRef, GithubAuth, GithubClients, Secret};
+use deploy_core::{AppConfig, CheckKind, GitRef, GithubAuth, GithubClients, Secret};
 use e2e::fake_github::{Check, FakeGithub, PullSpec, TOKEN};
 use e2e::fake_jira::{self, FakeJira};
 use serde_json::json;
@@ -38,7 +38,10 @@ async fn github() -> (FakeGithub, GithubForge) {
 }
 
 fn all_checks() -> Vec<String> {
-    checks::kind::ALL.iter().map(|k| (*k).to_owned()).collect()
+    CheckKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect()
 }
 
 fn free() -> Evidence {

@@ -7,7 +7,7 @@
 //! reason that may pass ([`TicketReport::to_retry`]) and later hands them to [`apply`] again,
 //! so a retry never repeats what already worked.
 
-use deploy_core::AppConfig;
+use deploy_core::{AppConfig, EnvName, TicketSettings};
 use serde::{Deserialize, Serialize};
 
 use crate::forge::{Forge, ForgeError, PullInfo};
@@ -33,6 +33,21 @@ pub struct TicketPlan {
     pub label: Option<String>,
     /// Move and comment on Jira issues.
     pub jira: Option<JiraPlan>,
+}
+
+impl TicketPlan {
+    /// The plan for a release to `env` under the app's `tickets` settings (the label's
+    /// `{env}` filled in).
+    pub fn for_release(settings: &TicketSettings, env: &EnvName) -> Self {
+        Self {
+            github_issues: settings.github_issues,
+            label: settings.label_for(env),
+            jira: settings.jira.as_ref().map(|j| JiraPlan {
+                project: j.project.clone(),
+                transition: j.transition.clone(),
+            }),
+        }
+    }
 }
 
 /// Which Jira issues to move, and how.

@@ -1,6 +1,7 @@
 //! Finding tickets in text: GitHub issue references in a pull request's title and description,
 //! Jira keys in titles, branch names and commit messages.
 
+use deploy_core::protect::JiraSettings;
 use pulldown_cmark::{Event, Parser, Tag, TagEnd};
 
 /// The text of `markdown` that people read as prose: without code (spans and blocks), link
@@ -66,39 +67,21 @@ pub fn issue_refs(text: &str) -> Vec<u64> {
     found
 }
 
-/// The Jira keys of `project` (e.g. `PROJ`) in `texts`: `PROJ-123`, not `XPROJ-1` nor
-/// `PROJ-12a` nor another project's; each once, in order. Keys are upper case, as Jira
-/// writes them.
+/// The Jira keys of `project` (e.g. `PROJ`) in `texts`: `PROJ-123`, word-bounded (not
+/// `XPROJ-1`, `PROJ-12a`, `PROJ-1_x`) and only that project's; each once, in order. Keys are
+/// upper case, as Jira writes them. The matching is app.json's own
+/// ([`JiraSettings::keys_in`]).
 pub fn jira_keys<'a>(texts: impl IntoIterator<Item = &'a str>, project: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     if project.is_empty() {
         return found;
     }
-    let prefix = format!("{project}-");
+    let settings = JiraSettings {
+        project: project.to_owned(),
+        transition: String::new(),
+    };
     for text in texts {
-        let mut from = 0;
-        while let Some(pos) = text[from..].find(&prefix) {
-            let start = from + pos;
-            from = start + prefix.len();
-            if text[..start]
-                .chars()
-                .next_back()
-                .is_some_and(|c| c.is_ascii_alphanumeric())
-            {
-                continue;
-            }
-            let digits: String = text[from..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            let after = text[from + digits.len()..].chars().next();
-            if digits.is_empty()
-                || digits.starts_with('0')
-                || after.is_some_and(|c| c.is_ascii_alphanumeric())
-            {
-                continue;
-            }
-            let key = format!("{prefix}{digits}");
+        for key in settings.keys_in(text) {
             if !found.contains(&key) {
                 found.push(key);
             }
@@ -173,7 +156,7 @@ mod tests {
                 &["[PROJ-1] and (PROJ-2), PROJ-3."],
                 &["PROJ-1", "PROJ-2", "PROJ-3"],
             ),
-            (&["PROJ-12_fix"], &["PROJ-12"]),
+            (&["PROJ-12_fix feature/PROJ-13-fix"], &["PROJ-13"]),
             // Not this project's, not word-bounded, not keys.
             (&["OTHER-1 XPROJ-2 PROJ2-3 PROJ-4a PROJ- PROJ-x"], &[]),
             (&["proj-5 Proj-6"], &[]),

@@ -313,3 +313,26 @@ fn actions_round_trip_through_json_for_the_outbox() {
         actions
     );
 }
+
+#[test]
+fn a_plan_follows_the_apps_ticket_settings() {
+    let settings = TicketSettings {
+        github_issues: true,
+        label: Some("released:{env}".to_owned()),
+        jira: Some(deploy_core::JiraSettings {
+            project: "PROJ".to_owned(),
+            transition: "Released".to_owned(),
+        }),
+    };
+    let live = deploy_core::EnvName::parse("live").unwrap();
+    assert_eq!(
+        TicketPlan::for_release(&settings, &live),
+        plan(Some("released:live"), true)
+    );
+    let bare = TicketSettings {
+        github_issues: false,
+        label: None,
+        jira: None,
+    };
+    assert_eq!(TicketPlan::for_release(&bare, &live), TicketPlan::default());
+}
