@@ -22,11 +22,7 @@ pub struct ReleaseReport {
 
 impl Bot {
     /// One pass over the open release requests.
-    pub async fn releases_tick(
-        &self,
-        desk: &Desk,
-        poster: &dyn Poster,
-    ) -> anyhow::Result<ReleaseReport> {
+    pub async fn releases_tick(&self, desk: &Desk, poster: &dyn Poster) -> anyhow::Result<ReleaseReport> {
         let mut report = ReleaseReport::default();
         let now = desk.now();
         for request in desk.store().requests(None, true).await? {
@@ -110,24 +106,15 @@ impl Bot {
             format!("deployment #{id}: {}", state.state),
         )
         .await;
-        self.tell_requester(
-            &done,
-            say::finished(&done, &state.state, state.log_url.as_deref()),
-        )
-        .await;
+        self.tell_requester(&done, say::finished(&done, &state.state, state.log_url.as_deref()))
+            .await;
         if succeeded {
             self.update_tickets(desk, &done, app).await;
         }
         Ok(true)
     }
 
-    async fn record_release(
-        &self,
-        desk: &Desk,
-        r: &ReleaseRequest,
-        action: AuditAction,
-        detail: String,
-    ) {
+    async fn record_release(&self, desk: &Desk, r: &ReleaseRequest, action: AuditAction, detail: String) {
         let detail = if detail.is_empty() {
             format!("request #{}", r.id)
         } else {
@@ -147,10 +134,7 @@ impl Bot {
         let Some(settings) = app.tickets() else {
             return;
         };
-        let _ = (
-            settings,
-            ChatContext::in_thread(&request.chat, &request.requester, &request.requester_name),
-        );
+        let _ = (settings, ChatContext::in_thread(&request.chat, &request.requester, &request.requester_name));
         let _ = desk;
     }
 }
