@@ -66,6 +66,15 @@ pub struct Cli {
         global = true
     )]
     pub desk_tick_secs: u64,
+    /// Jira base URL, for moving tickets after a release (with JIRA_USER and JIRA_TOKEN).
+    #[arg(long, env = "JIRA_URL", global = true)]
+    pub jira_url: Option<String>,
+    /// Jira user (basic auth).
+    #[arg(long, env = "JIRA_USER", global = true)]
+    pub jira_user: Option<String>,
+    /// Jira API token (basic auth); never logged or shown.
+    #[arg(long, env = "JIRA_TOKEN", hide_env_values = true, global = true)]
+    pub jira_token: Option<String>,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -201,6 +210,19 @@ impl Cli {
             .await
             .context("opening the store shared with faseng (FASENG_QUEUE_URL)")?;
         Ok((store, fresh))
+    }
+
+    /// The Jira client from JIRA_URL, JIRA_USER and JIRA_TOKEN (all or none).
+    pub fn jira(&self) -> anyhow::Result<Option<crate::tickets::JiraClient>> {
+        fn set(v: &Option<String>) -> Option<&str> {
+            v.as_deref().filter(|s| !s.trim().is_empty())
+        }
+        crate::tickets::JiraClient::configure(
+            set(&self.jira_url),
+            set(&self.jira_user),
+            set(&self.jira_token).map(Secret::new),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// How often the release desk's clockwork steps (zero: never).

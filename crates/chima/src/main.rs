@@ -93,7 +93,8 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
             let (store, fresh) = cli.shared_store().await?;
             say(Level::INFO, &store_banner(&store, fresh));
             let bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name)
-                .with_store(store);
+                .with_store(store)
+                .with_jira(cli.jira()?);
             serve(Arc::new(bot), args, cli.desk_tick()).await
         }
         Command::Audit(args) => {
@@ -116,7 +117,8 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
             }
             let shown = format!("store {}", store.describe());
             let bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name)
-                .with_store(store);
+                .with_store(store)
+                .with_jira(cli.jira()?);
             say(
                 Level::INFO,
                 &format!(

@@ -193,6 +193,11 @@ pub struct ReleaseRequest {
     /// Whether the trackers have been updated after its release.
     #[serde(default)]
     pub tickets_done: bool,
+    /// Ticket updates that failed for a reason that may pass, kept to be tried again (as
+    /// the tracker code serialises them); empty with `tickets_done` false means the whole
+    /// update is tried again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tickets_pending: Vec<serde_json::Value>,
     /// When it was last written (the caller's clock); retention counts from it once it is over.
     pub updated_at: DateTime<Utc>,
     /// Bumped by every write; [`Requests::update_request`] compares it.
@@ -231,6 +236,7 @@ impl ReleaseRequest {
             rejection: None,
             deployment_id: None,
             tickets_done: false,
+            tickets_pending: Vec::new(),
             updated_at: opened_at,
             version: 1,
         }

@@ -29,6 +29,7 @@ pub struct Bot {
     store: Option<crate::store::StoreHandle>,
     clock: Arc<dyn Clock>,
     poster: OnceLock<Arc<dyn Poster>>,
+    jira: Option<crate::tickets::JiraClient>,
 }
 
 /// What happened to a deploy command, for transports that follow up (buttons, watchdog).
@@ -57,7 +58,19 @@ impl Bot {
             store: None,
             clock: deploy_core::clock::system(),
             poster: OnceLock::new(),
+            jira: None,
         }
+    }
+
+    /// The bot moving Jira tickets after releases through `jira`.
+    pub fn with_jira(mut self, jira: Option<crate::tickets::JiraClient>) -> Self {
+        self.jira = jira;
+        self
+    }
+
+    /// The Jira client, when configured.
+    pub fn jira(&self) -> Option<&crate::tickets::JiraClient> {
+        self.jira.as_ref()
     }
 
     /// The bot telling time by `clock` (tests move it by hand).

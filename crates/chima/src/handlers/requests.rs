@@ -76,7 +76,11 @@ pub fn missing(request: &ReleaseRequest, protection: &Protection) -> Vec<String>
     let have = approvals(request);
     let need = protection.approvals as usize;
     if have < need {
-        missing.push(format!("{} more approval{}", need - have, if need - have == 1 { "" } else { "s" }));
+        missing.push(format!(
+            "{} more approval{}",
+            need - have,
+            if need - have == 1 { "" } else { "s" }
+        ));
     }
     if !checks_clear(request) {
         missing.push("green checks (or `approve!`)".to_owned());
@@ -89,7 +93,11 @@ pub fn missing(request: &ReleaseRequest, protection: &Protection) -> Vec<String>
 
 impl Bot {
     /// The protection of `app` in `env`, when it has one.
-    pub(crate) fn protection<'a>(&self, app: &'a AppConfig, env: &EnvName) -> Option<&'a Protection> {
+    pub(crate) fn protection<'a>(
+        &self,
+        app: &'a AppConfig,
+        env: &EnvName,
+    ) -> Option<&'a Protection> {
         app.protection(env)
     }
 
@@ -108,9 +116,7 @@ impl Bot {
             Ok(results) => results,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "release request command failed");
-                outbox
-                    .post(say_desk::store_failed(&format!("{e:#}")))
-                    .await;
+                outbox.post(say_desk::store_failed(&format!("{e:#}"))).await;
                 Vec::new()
             }
         }
@@ -137,7 +143,9 @@ impl Bot {
                 .store()
                 .requests(app.as_ref().map(AppName::as_str), true)
                 .await?;
-            outbox.post(say::list(app.as_ref(), &open, desk.now())).await;
+            outbox
+                .post(say::list(app.as_ref(), &open, desk.now()))
+                .await;
             return Ok(Vec::new());
         };
         let Some(request) = desk.store().request(id).await? else {
@@ -186,12 +194,16 @@ impl Bot {
                 self.tell_requester(&request, say::claimed_note(&request, &ctx.user_name))
                     .await;
                 outbox.post(say::claimed(&request, protection)).await;
-                Ok(self.release_if_complete(desk, request, app, protection).await)
+                Ok(self
+                    .release_if_complete(desk, request, app, protection)
+                    .await)
             }
             RequestCommand::Deploy { .. } => {
                 let admin = is_one_of(&protection.admins, ctx);
                 if ctx.user_id != request.requester && !admin {
-                    outbox.post(say::not_requester_or_admin(&request, "deploy")).await;
+                    outbox
+                        .post(say::not_requester_or_admin(&request, "deploy"))
+                        .await;
                     return Ok(Vec::new());
                 }
                 let waiting = missing(&request, protection);
@@ -203,7 +215,9 @@ impl Bot {
             }
             RequestCommand::Cancel { .. } => {
                 if ctx.user_id != request.requester && !is_one_of(&protection.admins, ctx) {
-                    outbox.post(say::not_requester_or_admin(&request, "cancel")).await;
+                    outbox
+                        .post(say::not_requester_or_admin(&request, "cancel"))
+                        .await;
                     return Ok(Vec::new());
                 }
                 if request.state == RequestState::Deploying {
@@ -216,8 +230,14 @@ impl Bot {
                 else {
                     return Ok(Vec::new());
                 };
-                self.audit_request(desk, &request, ctx, AuditAction::RequestCancel, String::new())
-                    .await;
+                self.audit_request(
+                    desk,
+                    &request,
+                    ctx,
+                    AuditAction::RequestCancel,
+                    String::new(),
+                )
+                .await;
                 if ctx.user_id != request.requester {
                     self.tell_requester(&request, say::cancelled(&request, &ctx.user_name))
                         .await;
@@ -231,7 +251,9 @@ impl Bot {
                 outbox.post(say::checks(&request, protection)).await;
                 self.tell_requester(&request, say::checks_note(&request))
                     .await;
-                Ok(self.release_if_complete(desk, request, app, protection).await)
+                Ok(self
+                    .release_if_complete(desk, request, app, protection)
+                    .await)
             }
             RequestCommand::List { .. } => Ok(Vec::new()),
         }
@@ -426,7 +448,9 @@ impl Bot {
             return Ok(Vec::new());
         }
         if !is_one_of(&protection.approvers, ctx) {
-            outbox.post(say::not_an_approver(&request, protection)).await;
+            outbox
+                .post(say::not_an_approver(&request, protection))
+                .await;
             return Ok(Vec::new());
         }
         if request.state == RequestState::Deploying {
@@ -485,7 +509,9 @@ impl Bot {
             say::approved_note(&request, &ctx.user_name, overriding.as_deref(), &waiting),
         )
         .await;
-        Ok(self.release_if_complete(desk, request, app, protection).await)
+        Ok(self
+            .release_if_complete(desk, request, app, protection)
+            .await)
     }
 
     async fn reject(
@@ -498,7 +524,9 @@ impl Bot {
         outbox: &mut dyn Outbox,
     ) -> anyhow::Result<()> {
         if !is_one_of(&protection.approvers, ctx) && !is_one_of(&protection.admins, ctx) {
-            outbox.post(say::not_an_approver(&request, protection)).await;
+            outbox
+                .post(say::not_an_approver(&request, protection))
+                .await;
             return Ok(());
         }
         if request.state == RequestState::Deploying {
@@ -578,7 +606,8 @@ impl Bot {
             otp: None,
             when_free: false,
         };
-        let ctx = ChatContext::in_thread(&request.chat, &request.requester, &request.requester_name);
+        let ctx =
+            ChatContext::in_thread(&request.chat, &request.requester, &request.requester_name);
         let mut fallback = crate::chat::RecordingOutbox::default();
         let mut in_thread = self
             .poster()

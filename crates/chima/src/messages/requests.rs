@@ -93,7 +93,10 @@ fn with_approvals(m: Message, r: &ReleaseRequest, p: &Protection) -> Message {
         .quoted(people(&p.approvers))
         .text(" (never the requester)");
     if p.needs_admin {
-        let m = m.text("; a release admin (").quoted(people(&p.admins)).text(") claims it");
+        let m = m
+            .text("; a release admin (")
+            .quoted(people(&p.admins))
+            .text(") claims it");
         match &r.claimed_by {
             Some((_, name)) => m.text(": claimed by ").quoted(name.as_str()),
             None => m,
@@ -150,7 +153,12 @@ pub fn moved(r: &ReleaseRequest, p: &Protection, bot: &str) -> Reply {
         .text(" moved to the ref's new commit ")
         .quoted(short(&r.sha))
         .text(": its approvals were reset.");
-    buttons(Reply::new(with_approvals(with_checks(m, r), r, p)), r, p, bot)
+    buttons(
+        Reply::new(with_approvals(with_checks(m, r), r, p)),
+        r,
+        p,
+        bot,
+    )
 }
 
 /// Told to the requester when their request opened.
@@ -162,8 +170,10 @@ pub fn opened_note(r: &ReleaseRequest, p: &Protection) -> Reply {
 
 /// Asked again for the same commit.
 pub fn already_open(r: &ReleaseRequest, p: &Protection) -> Reply {
-    let m = subject(say(Tone::Info).text("Release request "), r)
-        .text(format!(" is already {} for this commit.", state_word(r.state)));
+    let m = subject(say(Tone::Info).text("Release request "), r).text(format!(
+        " is already {} for this commit.",
+        state_word(r.state)
+    ));
     Reply::new(with_approvals(with_checks(m, r), r, p))
 }
 
@@ -184,10 +194,9 @@ pub fn app_gone(r: &ReleaseRequest) -> Reply {
 
 /// The environment is no longer protected.
 pub fn no_longer_protected(r: &ReleaseRequest) -> Reply {
-    Reply::new(
-        subject(say(Tone::Info).text("Release request "), r)
-            .text(" is for an environment that is no longer protected: deploy it directly. Nothing was done."),
-    )
+    Reply::new(subject(say(Tone::Info).text("Release request "), r).text(
+        " is for an environment that is no longer protected: deploy it directly. Nothing was done.",
+    ))
 }
 
 /// A request that is no longer open (or already deploying).
@@ -209,18 +218,24 @@ pub fn self_approval(r: &ReleaseRequest) -> Reply {
 /// Someone not on the approvers list.
 pub fn not_an_approver(r: &ReleaseRequest, p: &Protection) -> Reply {
     Reply::new(
-        subject(say(Tone::Error).text("Only approvers may decide release request "), r)
-            .text(": ")
-            .quoted(people(&p.approvers))
-            .text(". Nothing was done."),
+        subject(
+            say(Tone::Error).text("Only approvers may decide release request "),
+            r,
+        )
+        .text(": ")
+        .quoted(people(&p.approvers))
+        .text(". Nothing was done."),
     )
 }
 
 /// The same approver again.
 pub fn already_approved(r: &ReleaseRequest) -> Reply {
     Reply::new(
-        subject(say(Tone::Info).text("You already approved release request "), r)
-            .text(". Nothing was done."),
+        subject(
+            say(Tone::Info).text("You already approved release request "),
+            r,
+        )
+        .text(". Nothing was done."),
     )
 }
 
@@ -282,17 +297,24 @@ pub fn rejected(r: &ReleaseRequest, by: &str, reason: &str) -> Reply {
 /// Only an admin may claim.
 pub fn not_admin(r: &ReleaseRequest, p: &Protection) -> Reply {
     Reply::new(
-        subject(say(Tone::Error).text("Only a release admin may claim release request "), r)
-            .text(": ")
-            .quoted(people(&p.admins))
-            .text(". Nothing was done."),
+        subject(
+            say(Tone::Error).text("Only a release admin may claim release request "),
+            r,
+        )
+        .text(": ")
+        .quoted(people(&p.admins))
+        .text(". Nothing was done."),
     )
 }
 
 /// An admin claimed the request.
 pub fn claimed(r: &ReleaseRequest, p: &Protection) -> Reply {
     let (_, by) = r.claimed_by.clone().unwrap_or_default();
-    let m = subject(say(Tone::Info).quoted(by).text(" claimed release request "), r).text(".");
+    let m = subject(
+        say(Tone::Info).quoted(by).text(" claimed release request "),
+        r,
+    )
+    .text(".");
     let waiting = crate::handlers::request_missing(r, p);
     Reply::new(waiting_for(m, &waiting))
 }
@@ -323,11 +345,10 @@ pub fn not_requester_or_admin(r: &ReleaseRequest, what: &str) -> Reply {
 /// `deploy #N` before the request is complete.
 pub fn not_ready(r: &ReleaseRequest, waiting: &[String]) -> Reply {
     Reply::new(
-        subject(say(Tone::Error).text("Release request "), r)
-            .text(format!(
-                " cannot deploy yet: it waits for {}. Nothing was done.",
-                waiting.join(", ")
-            )),
+        subject(say(Tone::Error).text("Release request "), r).text(format!(
+            " cannot deploy yet: it waits for {}. Nothing was done.",
+            waiting.join(", ")
+        )),
     )
 }
 
@@ -343,14 +364,18 @@ pub fn cancelled(r: &ReleaseRequest, by: &str) -> Reply {
 
 /// The checks after `recheck`.
 pub fn checks(r: &ReleaseRequest, p: &Protection) -> Reply {
-    let m = subject(say(Tone::Info).text("Checks of release request "), r).text(" evaluated again.");
+    let m =
+        subject(say(Tone::Info).text("Checks of release request "), r).text(" evaluated again.");
     Reply::new(with_approvals(with_checks(m, r), r, p))
 }
 
 /// The checks, told to the requester.
 pub fn checks_note(r: &ReleaseRequest) -> Reply {
-    let m = subject(say(Tone::Info).text("The checks of your release request "), r)
-        .text(" were evaluated again.");
+    let m = subject(
+        say(Tone::Info).text("The checks of your release request "),
+        r,
+    )
+    .text(" were evaluated again.");
     Reply::new(with_checks(m, r))
 }
 
@@ -399,21 +424,16 @@ pub fn expired(r: &ReleaseRequest) -> Reply {
     )
 }
 
-/// Ticket updates after a release, told in the request's thread.
-pub fn tickets_updated(r: &ReleaseRequest, done: &[String], failed: &[String]) -> Reply {
-    let m = subject(say(Tone::Info).text("Tickets of release request "), r).text(":");
-    let m = if done.is_empty() {
-        m
-    } else {
-        m.text(" updated ").quoted(done.join(", ")).text(".")
-    };
-    Reply::new(if failed.is_empty() {
-        m
-    } else {
-        m.text(" Not reached (tried again later): ")
-            .quoted(failed.join("; "))
-            .text(".")
-    })
+/// Ticket updates after a release, told in the request's thread: one line per ticket.
+pub fn tickets(r: &ReleaseRequest, lines: &[String], done: bool) -> Reply {
+    let mut m = subject(say(Tone::Info).text("Tickets of release request "), r).text(":");
+    for line in lines {
+        m = m.text("\n• ").quoted(line.as_str());
+    }
+    if !done {
+        m = m.text("\nWhat could not be reached is tried again later.");
+    }
+    Reply::new(m)
 }
 
 /// `requests [<app>]`.

@@ -93,6 +93,7 @@ pub async fn requests(store: &dyn Store) {
             rejection: None,
             deployment_id: None,
             tickets_done: false,
+            tickets_pending: Vec::new(),
             updated_at: asked.opened_at,
             version: 1,
         },
