@@ -7,6 +7,7 @@ mod desk;
 mod forge_conformance;
 mod github;
 mod local_mode;
+mod requests;
 mod scenarios;
 mod shell;
 mod slack;

@@ -1,0 +1,324 @@
+//! Release requests as a conversation: a deploy into a protected environment opens a
+//! request, the requester cannot approve it, someone off the list cannot either, red checks
+//! block until an approver waives them with a reason, a new commit resets the approvals, a
+//! release admin claims when the app needs one, requests run out, and after a successful
+//! release the issues its pull request fixes are commented on and labelled. chima's bot in
+//! process against the fake GitHub, the store on both backends, a clock moved by hand.
+
+use chrono::{DateTime, Duration, Utc};
+use deploy_core::{Apps, ManualClock};
+use e2e::backend::{Backend, Queue};
+use e2e::chat::{Chat, person_in};
+use e2e::fake_github::{FakeGithub, PullSpec};
+use faseng::store::{Allowance, AuditAction, AuditQuery, StoreUrl};
+use serde_json::Value;
+
+const REPO: &str = "oursky/trelhub";
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn apps() -> Apps {
+    Apps::from_json(
+        r#"{"trelhub": {"provider": "shell", "repository": "oursky/trelhub",
+             "environments": ["pandawork", "edge", "live"], "default_environment": "pandawork",
+             "protect": {
+               "live": {"approvals": 1, "approvers": ["bob", "U0CAROL"],
+                        "checks": ["ci", "review", "rollback_notes", "not_locked"], "ttl": "4h"},
+               "edge": {"approvers": ["bob"], "admins": ["U0OPS"], "needs_admin": true}},
+             "tickets": {"github_issues": true}}}"#,
+    )
+    .unwrap()
+}
+
+struct Desk {
+    chat: Chat,
+    clock: ManualClock,
+    url: String,
+    _queue: Queue,
+    _dir: tempfile::TempDir,
+}
+
+impl Desk {
+    async fn start(backend: Backend) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::start(backend, dir.path())?;
+        let clock = ManualClock::new(t("2026-12-07T09:00:00Z"));
+        let chat = Chat::with(FakeGithub::start().await, apps())
+            .await
+            .with_desk(&queue.url, clock.clone())
+            .await;
+        Some(Self {
+            chat,
+            clock,
+            url: queue.url.clone(),
+            _queue: queue,
+            _dir: dir,
+        })
+    }
+
+    async fn says(&self, who: &str, line: &str) -> Vec<String> {
+        self.chat
+            .say_in(
+                &person_in("deployment", who, "1765000000.000100"),
+                &format!("chima {line}"),
+            )
+            .await
+            .into_iter()
+            .map(|r| r.text())
+            .collect()
+    }
+
+    async fn say(&self, who: &str, line: &str) -> String {
+        let replies = self.says(who, line).await;
+        assert_eq!(replies.len(), 1, "{who}: {line}: {replies:#?}");
+        replies.into_iter().next().unwrap()
+    }
+
+    fn deployments(&self) -> Vec<Value> {
+        self.chat.deployments(REPO)
+    }
+
+    fn said(&self) -> Vec<(String, String)> {
+        self.chat.poster.said()
+    }
+
+    async fn actions(&self) -> Vec<AuditAction> {
+        let store = StoreUrl::parse(&self.url).unwrap().open().await.unwrap();
+        let page = store
+            .audit(&AuditQuery {
+                app: Some("trelhub".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        page.items
+            .into_iter()
+            .rev()
+            .map(|r| r.entry.action)
+            .collect()
+    }
+
+    /// A branch with a merged pull request that fixes issue 12, has rollback notes and an
+    /// approving review by someone other than its author.
+    fn reviewed_branch(&self, branch: &str) -> String {
+        let gh = &self.chat.gh;
+        let sha = gh.add_branch(REPO, branch);
+        gh.add_pull(
+            REPO,
+            &sha,
+            PullSpec::merged(7, "Fix the login page")
+                .author("joyz")
+                .head(branch)
+                .body("Fixes #12\n\n## Rollback\n\nRevert the pull request; no data changes.\n"),
+        );
+        gh.add_review(REPO, 7, "bob", "APPROVED");
+        gh.add_issue(REPO, 12);
+        sha
+    }
+}
+
+async fn an_approval_by_someone_else_deploys_exactly_the_approved_commit(backend: Backend) {
+    let Some(desk) = Desk::start(backend).await else {
+        return;
+    };
+    let sha = desk.reviewed_branch("feature");
+    let opened = desk.say("joyz", "deploy trelhub/feature to live").await;
+    assert!(
+        opened.starts_with(&format!(
+            "Release request #1 (trelhub feature@{} to live) opened by joyz",
+            &sha[..7]
+        )),
+        "{opened}"
+    );
+    for check in [
+        "• ci ✔ pass",
+        "• review ✔ pass",
+        "• rollback_notes ✔ pass",
+        "• not_locked ✔ pass",
+    ] {
+        assert!(opened.contains(check), "{check} in {opened}");
+    }
+    assert!(desk.deployments().is_empty(), "a request, not a deployment");
+
+    let own = desk.say("joyz", "approve #1").await;
+    assert!(own.contains("someone else must approve it"), "{own}");
+    let stranger = desk.say("dave", "approve #1").await;
+    assert!(
+        stranger.starts_with("Only approvers may decide release request #1"),
+        "{stranger}"
+    );
+    assert!(desk.deployments().is_empty());
+
+    let approved = desk.says("bob", "approve #1").await;
+    assert!(
+        approved[0].starts_with("bob approved release request #1"),
+        "{approved:?}"
+    );
+    let deployed = desk.deployments();
+    assert_eq!(deployed.len(), 1, "{approved:?}");
+    assert_eq!(
+        deployed[0]["ref"],
+        sha.as_str(),
+        "exactly the approved commit"
+    );
+    assert_eq!(deployed[0]["environment"], "live");
+    assert_eq!(deployed[0]["payload"]["request"], 1);
+    assert_eq!(deployed[0]["payload"]["notify"]["user"], "U0JOYZ");
+    let ticket = deployed[0]["payload"]["desk_ticket"].as_str().unwrap();
+    let store = StoreUrl::parse(&desk.url).unwrap().open().await.unwrap();
+    let redeemed = store
+        .redeem_ticket(ticket, "trelhub", "live", &sha, t("2026-12-07T09:00:00Z"))
+        .await
+        .unwrap()
+        .expect("the release's ticket");
+    assert_eq!(redeemed.allowed_by, vec![Allowance::Request(1)]);
+
+    let id = deployed[0]["id"].as_u64().unwrap();
+    desk.chat.gh.add_status(id, "success", "Deployed");
+    assert_eq!(desk.chat.tick().await.releases.finished, 1);
+    let said = desk.said();
+    for step in [
+        "Your release request #1",
+        "was approved by bob",
+        "is complete: deploying exactly",
+        "is deploying as deployment #",
+        "released (deployment #",
+    ] {
+        assert!(
+            said.iter().any(|(_, text)| text.contains(step)),
+            "the requester is told {step:?}: {said:#?}"
+        );
+    }
+    assert!(
+        said.iter().any(|(place, _)| place == "dm:U0JOYZ"),
+        "and directly: {said:#?}"
+    );
+    assert_eq!(
+        desk.chat.gh.issue_comments(REPO, 12),
+        [format!("released to live in deployment #{id} by joyz")]
+    );
+    assert_eq!(desk.chat.gh.issue_labels(REPO, 12), ["released:live"]);
+    let actions = desk.actions().await;
+    for action in [
+        AuditAction::Request,
+        AuditAction::Check,
+        AuditAction::Approve,
+        AuditAction::Release,
+        AuditAction::Result,
+        AuditAction::TicketUpdate,
+    ] {
+        assert!(actions.contains(&action), "{action:?} in {actions:?}");
+    }
+    assert_eq!(
+        desk.say("joyz", "requests").await,
+        "No open release requests."
+    );
+}
+
+async fn red_checks_block_until_waived_and_a_new_commit_resets_approvals(backend: Backend) {
+    let Some(desk) = Desk::start(backend).await else {
+        return;
+    };
+    desk.chat.gh.add_branch(REPO, "feature");
+    let opened = desk.say("joyz", "deploy trelhub/feature to live").await;
+    assert!(opened.contains("• review ✖ fail"), "{opened}");
+    assert!(opened.contains("• rollback_notes ✖ fail"), "{opened}");
+    let approved = desk.say("bob", "approve #1").await;
+    assert!(
+        approved.contains("Still waiting for green checks (or `approve!`)."),
+        "{approved}"
+    );
+    assert!(desk.deployments().is_empty(), "red checks block");
+    let early = desk.say("joyz", "deploy #1").await;
+    assert!(early.contains("cannot deploy yet"), "{early}");
+
+    let moved_to = "feedfacefeedfacefeedfacefeedfacefeedface";
+    desk.chat.gh.set_branch(REPO, "feature", moved_to);
+    let moved = desk.say("joyz", "deploy trelhub/feature to live").await;
+    assert!(
+        moved.starts_with("Release request #1 (trelhub feature@feedfac to live) moved to the ref's new commit feedfac: its approvals were reset."),
+        "{moved}"
+    );
+    assert!(moved.contains("Approvals: 0/1"), "{moved}");
+
+    let list = desk.say("dave", "requests trelhub").await;
+    assert!(
+        list.contains("#1 (trelhub feature@feedfac to live) — open, by joyz, 0 approvals"),
+        "{list}"
+    );
+
+    let waived = desk
+        .says("carol", "approve! #1: the hotfix cannot wait for review")
+        .await;
+    assert!(
+        waived[0].starts_with("carol approved release request #1 (trelhub feature@feedfac to live) and waived its red checks: the hotfix cannot wait for review."),
+        "{waived:?}"
+    );
+    let deployed = desk.deployments();
+    assert_eq!(deployed.len(), 1);
+    assert_eq!(deployed[0]["ref"], moved_to);
+    assert!(desk.actions().await.contains(&AuditAction::Override));
+}
+
+async fn reject_claim_and_expiry(backend: Backend) {
+    let Some(desk) = Desk::start(backend).await else {
+        return;
+    };
+    desk.reviewed_branch("feature");
+    desk.say("joyz", "deploy trelhub/feature to edge").await;
+    let rejected = desk.say("bob", "reject #1: not this week").await;
+    assert_eq!(
+        rejected,
+        format!(
+            "Release request #1 (trelhub feature@{} to edge) was rejected by bob: not this week. Nothing will be deployed.",
+            &desk.chat.gh.branch_sha(REPO, "feature")[..7]
+        )
+    );
+    assert!(
+        desk.say("bob", "approve #1")
+            .await
+            .ends_with("is rejected. Nothing was done.")
+    );
+
+    desk.say("joyz", "deploy trelhub/feature to edge").await;
+    let approved = desk.say("bob", "approve #2").await;
+    assert!(
+        approved.contains("Still waiting for a release admin's claim."),
+        "{approved}"
+    );
+    assert!(desk.deployments().is_empty());
+    let not_admin = desk.say("bob", "claim #2").await;
+    assert!(
+        not_admin.starts_with("Only a release admin may claim"),
+        "{not_admin}"
+    );
+    let claimed = desk.says("ops", "claim #2").await;
+    assert!(
+        claimed[0].starts_with("ops claimed release request #2"),
+        "{claimed:?}"
+    );
+    assert_eq!(
+        desk.deployments().len(),
+        1,
+        "claimed and approved: deployed"
+    );
+
+    desk.say("joyz", "deploy trelhub/feature to live").await;
+    desk.clock.advance(Duration::hours(4));
+    assert_eq!(desk.chat.tick().await.releases.expired, 1);
+    assert!(
+        desk.say("bob", "approve #3")
+            .await
+            .ends_with("is expired. Nothing was done.")
+    );
+    assert!(desk.actions().await.contains(&AuditAction::RequestExpired));
+}
+
+e2e::both_backends!(
+    an_approval_by_someone_else_deploys_exactly_the_approved_commit,
+    red_checks_block_until_waived_and_a_new_commit_resets_approvals,
+    reject_claim_and_expiry,
+);
