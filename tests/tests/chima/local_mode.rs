@@ -371,3 +371,54 @@ async fn a_configured_freeze_refuses_until_unfreeze_in_local_mode() {
         run.stdout
     );
 }
+
+/// Issue #16's "done when", in local mode with the shipped app.json (`demo` protects
+/// `production`): a deploy opens a request, the requester's own approval is refused, bob's
+/// deploys it, the requester is told every step, and `audit demo` lists them.
+#[tokio::test]
+async fn a_release_request_in_local_mode() {
+    let state = tempfile::tempdir().unwrap();
+    let run = desk_shell(
+        state.path(),
+        "alice",
+        None,
+        "chima deploy demo to production\n\
+         chima approve #1\n\
+         as bob\n\
+         chima approve #1\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let b = blocks(&run.stdout);
+    assert!(
+        b[0].starts_with("… Release request #1 (demo main@")
+            && b[0].contains("to production) opened by alice")
+            && b[0].contains("• ci – skipped")
+            && b[0].contains("• not_locked ✔ pass"),
+        "{}",
+        b[0]
+    );
+    assert!(
+        b[1].contains("You asked for release request #1") && b[1].contains("someone else must approve it"),
+        "{}",
+        b[1]
+    );
+    assert!(
+        b[3].starts_with("✔ bob approved release request #1")
+            && b[3].contains("is complete: deploying exactly")
+            && b[3].contains("Deployment #1 of demo "),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("  ↳ #1 demo: success in "), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("(to alice only) ✔ Your release request #1"),
+        "the requester is told directly: {}",
+        run.stdout
+    );
+
+    let audit = desk_shell(state.path(), "carol", None, "chima audit demo\n").await;
+    for step in ["alice request production", "bob approve production", "release production"] {
+        assert!(audit.stdout.contains(step), "{step:?} in {}", audit.stdout);
+    }
+}
