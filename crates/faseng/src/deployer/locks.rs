@@ -47,6 +47,7 @@ impl Deployer {
             expires_at: None,
             thread: None,
             reminded_at: None,
+            branch: None,
         };
         let held = self.store.set_env_lock(job.line.as_str(), &wanted).await?;
         let outcome = if held.user == wanted.user {
