@@ -1,8 +1,10 @@
 //! chima's bot in process against the fake GitHub: say a line in a room, read the replies.
 
 use chima::Bot;
-use chima::chat::{ChatContext, RecordingOutbox, Reply};
-use deploy_core::{Apps, GithubAuth, Secret};
+use std::sync::Arc;
+
+use chima::chat::{ChatContext, RecordingOutbox, RecordingPoster, Reply};
+use deploy_core::{Apps, GithubAuth, ManualClock, Secret};
 use serde_json::Value;
 
 use crate::fake_github::{Check, FakeGithub, TOKEN};
@@ -13,11 +15,24 @@ pub struct Chat {
     pub gh: FakeGithub,
     /// The bot.
     pub bot: Bot,
+    /// What the bot said unprompted (reminders, hand-offs, the old holder told), with the
+    /// release desk ([`Chat::with_desk`]).
+    pub poster: RecordingPoster,
 }
 
 /// The shipped app.json (the examples).
 pub fn example_apps() -> Apps {
     Apps::load(&crate::bins::workspace_root().join("app.json")).expect("the shipped app.json loads")
+}
+
+/// A chat context in room `name` with `user` (a name; its id is `U0` + the name in capitals)
+/// speaking, in a thread of its own message `ts`.
+pub fn person_in(name: &str, user: &str, ts: &str) -> ChatContext {
+    let mut ctx = room(name);
+    ctx.user_id = format!("U0{}", user.to_uppercase());
+    ctx.user_name = user.to_owned();
+    ctx.message_id = Some(ts.to_owned());
+    ctx
 }
 
 /// A chat context in room `name` (`deployment`, `random` or another), joyz speaking.
@@ -61,7 +76,30 @@ impl Chat {
             GithubAuth::Token(Secret::new(token)),
             "chima",
         );
-        Self { gh, bot }
+        Self {
+            gh,
+            bot,
+            poster: RecordingPoster::default(),
+        }
+    }
+
+    /// The bot with the release desk on the store at `store_url` (shared with faseng),
+    /// telling time by `clock`, speaking unprompted into [`Chat::poster`].
+    pub async fn with_desk(mut self, store_url: &str, clock: ManualClock) -> Self {
+        let store = chima::store::StoreHandle::open(store_url)
+            .await
+            .expect("the desk's store opens");
+        self.bot = self.bot.with_store(store).with_clock(Arc::new(clock));
+        self.bot.set_poster(Arc::new(self.poster.clone()));
+        self
+    }
+
+    /// One step of the desk's clockwork (after moving the clock).
+    pub async fn tick(&self) -> chima::desk::tick::TickReport {
+        self.bot
+            .desk_tick(&self.poster)
+            .await
+            .expect("the desk's tick")
     }
 
     /// Says a line in a room; returns the replies as they finally stand.

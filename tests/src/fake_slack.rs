@@ -640,7 +640,10 @@ fn handle(
             let Some(channel) = arg("channel") else {
                 return fail("channel_not_found");
             };
-            if !inner.channels.contains_key(&channel) {
+            // A user's id as the channel posts in the bot's direct messages with them (as
+            // Slack does for chat.postMessage); ephemeral messages need a real channel.
+            let direct = method == "chat.postMessage" && inner.users.contains_key(&channel);
+            if !inner.channels.contains_key(&channel) && !direct {
                 return fail("channel_not_found");
             }
             let text = arg("text").unwrap_or_default();

@@ -57,7 +57,8 @@ impl ProcessEnv {
     }
 
     /// `chima serve` of a scenario in `dir` on `port` with the operator's `apps_json`,
-    /// against the fakes (Slack's signing secret or app token is the caller's to add).
+    /// against the fakes (Slack's signing secret or app token is the caller's to add), with
+    /// a store of its own under `dir` (a caller sharing faseng's sets `FASENG_QUEUE_URL`).
     pub fn chima_serve(
         dir: &Path,
         apps_json: &Path,
@@ -67,6 +68,10 @@ impl ProcessEnv {
     ) -> Self {
         let mut env = Self::base(dir);
         env.set("CHIMA_APPS_JSON", apps_json)
+            .set(
+                "FASENG_QUEUE_URL",
+                format!("sqlite://{}", dir.join("chima-store.db").display()),
+            )
             .set("CHIMA_BIND", format!("127.0.0.1:{port}"))
             .set("GITHUB_TOKEN", fake_github::TOKEN)
             .set("GITHUB_API_URL", gh.url())

@@ -45,6 +45,18 @@ pub struct SlackHarness {
     pub watchdog: mpsc::UnboundedReceiver<WatchdogReport>,
     /// The next message ts handed out.
     pub next_ts: std::sync::atomic::AtomicU64,
+    /// The bot behind the app.
+    pub bot: Arc<chima::Bot>,
+    /// How the bot speaks unprompted (reminders, hand-offs), through the fake Slack.
+    pub poster: Arc<chima::slack::poster::SlackPoster>,
+}
+
+/// The release desk a harness runs with: the store's URL and the clock it tells time by.
+pub struct DeskSetup {
+    /// `FASENG_QUEUE_URL`.
+    pub store_url: String,
+    /// The clock the scenario moves.
+    pub clock: deploy_core::ManualClock,
 }
 
 /// The Slack signature of `body` sent at `timestamp`, with [`SECRET`].
@@ -55,25 +67,44 @@ pub fn sign(timestamp: u64, body: &str) -> String {
 impl SlackHarness {
     /// chima with a watchdog of `watchdog`, started.
     pub async fn start(watchdog: Duration) -> Self {
+        Self::start_with(watchdog, None).await
+    }
+
+    /// chima with a watchdog of `watchdog` and, when given, the release desk, started.
+    pub async fn start_with(watchdog: Duration, desk: Option<DeskSetup>) -> Self {
         let gh = FakeGithub::start().await;
         for repo in ["oursky/project-x", "oursky/modmod-web", "oursky/trelhub"] {
             gh.add_repo(repo, "main");
         }
         let slack = FakeSlack::start().await;
         let apps = Apps::load(&crate::bins::workspace_root().join("app.json")).unwrap();
-        let bot = Arc::new(chima::cli::github_bot(
+        let mut bot = chima::cli::github_bot(
             apps,
             gh.url(),
             GithubAuth::Token(Secret::new(TOKEN)),
             "chima",
-        ));
+        );
+        if let Some(desk) = desk {
+            let store = chima::store::StoreHandle::open(&desk.store_url)
+                .await
+                .expect("the desk's store opens");
+            bot = bot.with_store(store).with_clock(Arc::new(desk.clock));
+        }
+        let bot = Arc::new(bot);
         let web = Arc::new(SlackWeb::new(slack.api_url(), BOT_TOKEN).unwrap());
+        let poster = Arc::new(chima::slack::poster::SlackPoster::new(web.clone()));
+        bot.set_poster(poster.clone());
         let bot_user = web.bot_user_id().await.unwrap();
         assert_eq!(bot_user, BOT_USER);
         let (tx, rx) = mpsc::unbounded_channel();
         let app = Arc::new(
-            SlackApp::new(bot, web.clone(), &bot_user, SlackSettings { watchdog })
-                .with_watchdog_reports(tx),
+            SlackApp::new(
+                bot.clone(),
+                web.clone(),
+                &bot_user,
+                SlackSettings { watchdog },
+            )
+            .with_watchdog_reports(tx),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -88,7 +119,17 @@ impl SlackHarness {
             web,
             watchdog: rx,
             next_ts: 100.into(),
+            bot,
+            poster,
         }
+    }
+
+    /// One step of the release desk's clockwork, as `chima serve`'s ticker takes it.
+    pub async fn tick(&self) -> chima::desk::tick::TickReport {
+        self.bot
+            .desk_tick(self.poster.as_ref())
+            .await
+            .expect("the desk's tick")
     }
 
     /// A new message ts.

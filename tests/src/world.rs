@@ -103,7 +103,8 @@ impl World {
         let port = crate::net::free_port("127.0.0.1");
         let mut env =
             ProcessEnv::chima_serve(self.dir.path(), apps_json, port, &self.gh, &self.slack);
-        env.set("SLACK_SIGNING_SECRET", signing_secret);
+        env.set("SLACK_SIGNING_SECRET", signing_secret)
+            .set("FASENG_QUEUE_URL", &self.queue.url);
         let mut cmd = env.command(crate::bins::binary("chima"));
         cmd.arg("serve");
         let mut proc = Proc::spawn_logged(cmd, &self.dir.path().join("chima.log"));

@@ -103,6 +103,12 @@ pub enum ActionKind {
     ExtendLock,
     /// Release a lock (its reminder).
     Unlock,
+    /// Approve a release request.
+    Approve,
+    /// Reject a release request.
+    Reject,
+    /// Claim a release request (a release admin).
+    Claim,
 }
 
 impl ActionKind {
@@ -114,6 +120,9 @@ impl ActionKind {
             ActionKind::DeployWhenFree => "deploy-when-free",
             ActionKind::ExtendLock => "extend-lock",
             ActionKind::Unlock => "unlock",
+            ActionKind::Approve => "approve-request",
+            ActionKind::Reject => "reject-request",
+            ActionKind::Claim => "claim-request",
         }
     }
 
@@ -125,6 +134,9 @@ impl ActionKind {
             ActionKind::DeployWhenFree => "Deploy when free",
             ActionKind::ExtendLock => "Extend",
             ActionKind::Unlock => "Unlock",
+            ActionKind::Approve => "Approve",
+            ActionKind::Reject => "Reject",
+            ActionKind::Claim => "Claim",
         }
     }
 
@@ -136,6 +148,9 @@ impl ActionKind {
             "deploy-when-free" => Some(ActionKind::DeployWhenFree),
             "extend-lock" => Some(ActionKind::ExtendLock),
             "unlock" => Some(ActionKind::Unlock),
+            "approve-request" => Some(ActionKind::Approve),
+            "reject-request" => Some(ActionKind::Reject),
+            "claim-request" => Some(ActionKind::Claim),
             _ => None,
         }
     }

@@ -52,12 +52,20 @@ pub struct Cli {
     /// errors included; `chima shell`'s conversation on stdout stays text).
     #[arg(long, env = deploy_core::logging::ENV, default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
-    /// faseng's queue and store (`redis://…` or `sqlite://path`), which chima reads locks,
-    /// lines and history from. Local mode: the in-process faseng's
-    /// (default `sqlite://.faseng/faseng.db`). GitHub mode: read only when set (give chima
-    /// the URL faseng has).
+    /// faseng's queue and store (`redis://…` or `sqlite://path`), shared with faseng: chima
+    /// reads and writes locks, lines, freezes, desk tickets and the audit there. The default
+    /// is the same file faseng uses when both run from one directory.
     #[arg(long, env = "FASENG_QUEUE_URL", global = true)]
     pub queue_url: Option<String>,
+    /// Seconds between steps of the release desk's clockwork (locks that ran out,
+    /// reminders, the line moving); 0 turns it off.
+    #[arg(
+        long,
+        env = "CHIMA_DESK_TICK_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub desk_tick_secs: u64,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
@@ -73,6 +81,30 @@ pub enum Command {
     Shell(ShellArgs),
     /// Slack: Events API over HTTP (or Socket Mode when SLACK_APP_TOKEN is set).
     Serve(ServeArgs),
+    /// The release desk's audit (locks, the line, freezes, deploys), newest first, from the
+    /// store shared with faseng: one line per action, or JSON lines for other tools.
+    Audit(AuditArgs),
+}
+
+/// Flags of `chima audit`.
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only this app's actions.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Only this environment's actions.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Only actions this recent (`30m`, `2h`, `7d`).
+    #[arg(long)]
+    pub since: Option<deploy_core::Span>,
+    /// At most this many (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    /// One JSON object per line (`at`, `actor`, `actor_name`, `action`, `app`,
+    /// `environment`, `git_ref`, `sha`, `room`, `adapter`, `detail`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `chima serve`.
@@ -149,16 +181,31 @@ impl ShellArgs {
 }
 
 impl Cli {
-    /// GitHub mode: the store shared with faseng, when `FASENG_QUEUE_URL` is set.
-    pub async fn shared_store(&self) -> anyhow::Result<Option<crate::store::StoreHandle>> {
+    /// GitHub mode: the store shared with faseng (`FASENG_QUEUE_URL`, else the default file),
+    /// and whether it looks unshared (an SQLite file no faseng had made yet).
+    pub async fn shared_store(&self) -> anyhow::Result<(crate::store::StoreHandle, bool)> {
         use anyhow::Context as _;
-        match self.queue_url.as_deref().filter(|u| !u.trim().is_empty()) {
-            None => Ok(None),
-            Some(url) => crate::store::StoreHandle::open(url)
-                .await
-                .context("opening faseng's store (FASENG_QUEUE_URL)")
-                .map(Some),
-        }
+        let url = self
+            .queue_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or(LOCAL_QUEUE_URL);
+        let fresh = deploy_store::StoreUrl::parse(url)
+            .ok()
+            .and_then(|u| match u {
+                deploy_store::StoreUrl::Sqlite(path) => Some(!path.exists()),
+                _ => None,
+            })
+            .unwrap_or(false);
+        let store = crate::store::StoreHandle::open(url)
+            .await
+            .context("opening the store shared with faseng (FASENG_QUEUE_URL)")?;
+        Ok((store, fresh))
+    }
+
+    /// How often the release desk's clockwork steps (zero: never).
+    pub fn desk_tick(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.desk_tick_secs)
     }
 
     /// The GitHub credential from the flags, if any.

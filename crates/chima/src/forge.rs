@@ -180,6 +180,25 @@ pub enum ForgeError {
     Unsupported(String),
 }
 
+/// A deployment's latest status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentState {
+    /// `queued`, `in_progress`, `success`, `failure`, `error`, …
+    pub state: String,
+    /// The log page, when the deployer gave one.
+    pub log_url: Option<String>,
+}
+
+impl DeploymentState {
+    /// Whether the deployment has finished (no status follows this one).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "success" | "failure" | "error" | "inactive"
+        )
+    }
+}
+
 /// Where deployments are created and read.
 #[async_trait]
 pub trait Forge: Send + Sync {
@@ -205,6 +224,12 @@ pub trait Forge: Send + Sync {
         app: &AppConfig,
         environment: &EnvName,
     ) -> Result<Option<DeploymentInfo>, ForgeError>;
+    /// The deployment's latest status: its state and log link, `None` before the first.
+    async fn deployment_state(
+        &self,
+        app: &AppConfig,
+        id: u64,
+    ) -> Result<Option<DeploymentState>, ForgeError>;
     /// True when the deployment has at least one status (a deployer picked it up).
     async fn has_statuses(&self, app: &AppConfig, id: u64) -> Result<bool, ForgeError>;
     /// The commit `git_ref` points at now; `None` when there is no such ref (the deployment

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::forge::{
-    CheckInfo, CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, Forge, ForgeError,
+    CheckInfo, CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, DeploymentState, Forge,
+    ForgeError,
 };
 
 /// How long a repository's default branch is remembered.
@@ -134,6 +135,8 @@ struct Login {
 #[derive(Deserialize)]
 struct StatusJson {
     state: String,
+    #[serde(default)]
+    log_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -370,6 +373,23 @@ impl Forge for GithubForge {
             }
         }
         Ok(None)
+    }
+
+    async fn deployment_state(
+        &self,
+        app: &AppConfig,
+        id: u64,
+    ) -> Result<Option<DeploymentState>, ForgeError> {
+        let gh = self.client(app).await?;
+        let route = format!(
+            "/repos/{}/deployments/{id}/statuses?per_page=1",
+            app.repository
+        );
+        let statuses: Vec<StatusJson> = gh.get(route, None::<&()>).await.map_err(map_error)?;
+        Ok(statuses.into_iter().next().map(|s| DeploymentState {
+            state: s.state,
+            log_url: s.log_url.filter(|u| !u.is_empty()),
+        }))
     }
 
     async fn has_statuses(&self, app: &AppConfig, id: u64) -> Result<bool, ForgeError> {

@@ -19,7 +19,9 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio::sync::mpsc;
 
-use crate::forge::{CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, Forge, ForgeError};
+use crate::forge::{
+    CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, DeploymentState, Forge, ForgeError,
+};
 use crate::messages;
 use crate::store::StoreHandle;
 
@@ -436,6 +438,21 @@ impl Forge for LocalForge {
             .await?
             .into_iter()
             .find(|d| d.task == "deploy" && d.state.as_deref() == Some("success")))
+    }
+
+    async fn deployment_state(
+        &self,
+        _app: &AppConfig,
+        id: u64,
+    ) -> Result<Option<DeploymentState>, ForgeError> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT state, log_url FROM statuses WHERE deployment_id = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id as i64)
+        .fetch_optional(&self.store.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(row.map(|(state, log_url)| DeploymentState { state, log_url }))
     }
 
     async fn has_statuses(&self, _app: &AppConfig, id: u64) -> Result<bool, ForgeError> {

@@ -90,15 +90,19 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
                     "chima serve needs GITHUB_TOKEN (or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY)"
                 );
             };
-            let mut bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name);
-            if let Some(store) = cli.shared_store().await? {
-                tracing::info!(
-                    store = store.describe(),
-                    "reading locks from faseng's store"
-                );
-                bot = bot.with_store(store);
-            }
-            serve(Arc::new(bot), args).await
+            let (store, fresh) = cli.shared_store().await?;
+            say(Level::INFO, &store_banner(&store, fresh));
+            let bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name)
+                .with_store(store);
+            serve(Arc::new(bot), args, cli.desk_tick()).await
+        }
+        Command::Audit(args) => {
+            let (store, _) = cli.shared_store().await?;
+            let mut out = std::io::stdout().lock();
+            chima::desk::export::write(store.store().as_ref(), args, chrono::Utc::now(), &mut out)
+                .await
+                .context("reading the audit")?;
+            Ok(())
         }
         Command::Shell(args) => {
             let ctx = ChatContext::shell(&args.room, &args.user);
@@ -106,19 +110,17 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
             let Some(auth) = auth else {
                 return local_shell(apps, args, &cli, ctx).await;
             };
-            let mut bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name);
-            let store = match cli.shared_store().await? {
-                Some(store) => {
-                    let shown = format!("faseng's store at {}", store.describe());
-                    bot = bot.with_store(store);
-                    shown
-                }
-                None => "no faseng store (FASENG_QUEUE_URL unset: locks are not shown)".to_owned(),
-            };
+            let (store, fresh) = cli.shared_store().await?;
+            if fresh {
+                say(Level::WARN, &store_banner(&store, fresh));
+            }
+            let shown = format!("store {}", store.describe());
+            let bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name)
+                .with_store(store);
             say(
                 Level::INFO,
                 &format!(
-                    "{} ready: GitHub mode ({}, {store}), {} apps from {}, room #{} as {}. Type `{} help`.",
+                    "{} ready: GitHub mode ({}, {shown}), {} apps from {}, room #{} as {}. Type `{} help`.",
                     cli.name,
                     cli.github_api_url,
                     bot.apps().len(),
@@ -128,10 +130,33 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
                     cli.name
                 ),
             );
-            chima::shell::run(&bot, &ctx, stdin, std::io::stdout(), None, Duration::ZERO)
-                .await
-                .context("reading commands from stdin")
+            chima::shell::run(
+                &bot,
+                &ctx,
+                stdin,
+                std::io::stdout(),
+                None,
+                Duration::ZERO,
+                cli.desk_tick(),
+            )
+            .await
+            .context("reading commands from stdin")
         }
+    }
+}
+
+/// Which store the release desk uses, and a warning when no faseng seems to share it.
+fn store_banner(store: &chima::store::StoreHandle, fresh: bool) -> String {
+    if fresh {
+        format!(
+            "the release desk's store {} is new: no faseng has used it yet. Locks, freezes and the line are shared with faseng only when both name the same FASENG_QUEUE_URL.",
+            store.describe()
+        )
+    } else {
+        format!(
+            "release desk: store {} (shared with faseng)",
+            store.describe()
+        )
     }
 }
 
@@ -178,6 +203,7 @@ async fn local_shell(
         std::io::stdout(),
         Some(events),
         Duration::from_secs(longest + 30),
+        cli.desk_tick(),
     )
     .await
     .context("reading commands from stdin");
@@ -188,12 +214,15 @@ async fn local_shell(
     finished
 }
 
-async fn serve(bot: Arc<Bot>, args: &ServeArgs) -> anyhow::Result<()> {
+async fn serve(bot: Arc<Bot>, args: &ServeArgs, desk_tick: Duration) -> anyhow::Result<()> {
     let web = Arc::new(SlackWeb::new(&args.slack_api_url, &args.slack_bot_token)?);
     let bot_user_id = web
         .bot_user_id()
         .await
         .context("asking Slack who the bot is (auth.test); check SLACK_BOT_TOKEN")?;
+    let poster: Arc<dyn chima::chat::Poster> =
+        Arc::new(chima::slack::poster::SlackPoster::new(web.clone()));
+    bot.set_poster(poster.clone());
     let settings = SlackSettings {
         watchdog: Duration::from_secs(args.watchdog_secs),
     };
@@ -216,6 +245,16 @@ async fn serve(bot: Arc<Bot>, args: &ServeArgs) -> anyhow::Result<()> {
     let stop_signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let desk = (!desk_tick.is_zero()).then(|| {
+        let holder = format!("{}:{}", deploy_core::server::hostname(), std::process::id());
+        tokio::spawn(chima::desk::ticker::run(
+            bot.clone(),
+            poster,
+            desk_tick,
+            holder,
+            stop_signal(stopped.clone()),
+        ))
+    });
     match (&args.slack_app_token, &args.slack_signing_secret) {
         (Some(app_token), _) => {
             say(
@@ -238,6 +277,9 @@ async fn serve(bot: Arc<Bot>, args: &ServeArgs) -> anyhow::Result<()> {
             chima::slack::socket::run(app.clone(), &web, app_token, stop_signal(stopped)).await?;
             finish(&app).await;
             let _ = health.await;
+            if let Some(desk) = desk {
+                let _ = desk.await;
+            }
             Ok(())
         }
         (None, Some(secret)) => {
@@ -258,6 +300,9 @@ async fn serve(bot: Arc<Bot>, args: &ServeArgs) -> anyhow::Result<()> {
             )
             .await;
             finish(&app).await;
+            if let Some(desk) = desk {
+                let _ = desk.await;
+            }
             Ok(())
         }
         (None, None) => anyhow::bail!(

@@ -11,9 +11,10 @@ use tokio::sync::mpsc;
 
 use deploy_core::chat::plain;
 
-use crate::chat::{ChatContext, MessageRef, Outbox, Reply};
+use crate::chat::{ChatContext, MessageRef, Outbox, Poster, Reply};
 use crate::handlers::{Bot, DeployResult};
 use crate::local::StatusEvent;
+use deploy_store::ChatThread;
 
 /// Renders a reply for a terminal: the message as plain text (a tone marker, the text, every
 /// quoted value shown as typed), and buttons as commands to type.
@@ -82,12 +83,54 @@ impl<W: Write + Send> Outbox for ShellOutbox<W> {
     }
 }
 
+/// How the bot speaks in the terminal when no command is being answered: into the same
+/// output, a thread shown as the room, a direct message marked with whom it is for.
+pub struct ShellPoster<W: Write + Send> {
+    out: SharedWriter<W>,
+}
+
+impl<W: Write + Send> ShellPoster<W> {
+    /// A poster writing to `out`.
+    pub fn new(out: SharedWriter<W>) -> Self {
+        Self { out }
+    }
+}
+
+#[async_trait]
+impl<W: Write + Send + 'static> Poster for ShellPoster<W> {
+    fn outbox(&self, thread: &ChatThread, _user_id: &str) -> Box<dyn Outbox> {
+        Box::new(ShellOutbox::new(self.out.clone(), &thread.room))
+    }
+
+    async fn direct(&self, user_id: &str, reply: Reply) {
+        self.out
+            .line(&format!("(to {user_id} only) {}", render(&reply)));
+    }
+}
+
+/// `as <user>`: who speaks for the lines after it (a terminal is trusted).
+fn speaker_switch(line: &str) -> Option<&str> {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some(a), Some(user), None) if a.eq_ignore_ascii_case("as") => Some(user),
+        _ => None,
+    }
+}
+
 /// Deployments started from this shell that have not finished yet.
 struct Pending {
     started: HashMap<u64, (String, Instant)>,
 }
 
 impl Pending {
+    fn track(&mut self, results: Vec<DeployResult>) {
+        for result in results {
+            if let DeployResult::Created { id, app, .. } = result {
+                self.started.insert(id, (format!(" {app}"), Instant::now()));
+            }
+        }
+    }
+
     fn line(&mut self, event: &StatusEvent) -> String {
         let (label, at) = self
             .started
@@ -118,6 +161,10 @@ impl Pending {
 /// Reads command lines until end of input and answers each with one reply block. In local
 /// mode `events` carries status changes, printed as they happen; at the end of input the
 /// shell waits (at most `finish_within`) for the deployments it started to finish.
+///
+/// The line `as <user>` makes `<user>` the speaker of the lines after it. Every `tick`, the
+/// release desk's clockwork runs (locks that ran out, reminders, the line); what it says is
+/// printed like any reply, and the deployments it starts are waited for like typed ones.
 pub async fn run<R, W>(
     bot: &Bot,
     ctx: &ChatContext,
@@ -125,17 +172,24 @@ pub async fn run<R, W>(
     output: W,
     mut events: Option<mpsc::UnboundedReceiver<StatusEvent>>,
     finish_within: Duration,
+    tick: Duration,
 ) -> anyhow::Result<()>
 where
     R: AsyncBufRead + Unpin,
-    W: Write + Send,
+    W: Write + Send + 'static,
 {
     let interactive = std::io::stdin().is_terminal();
     let out = SharedWriter::new(output);
+    let poster = std::sync::Arc::new(ShellPoster::new(out.clone()));
+    bot.set_poster(poster.clone());
+    let mut ctx = ctx.clone();
     let mut outbox = ShellOutbox::new(out.clone(), &ctx.room_id);
     let mut pending = Pending {
         started: HashMap::new(),
     };
+    let mut ticker = tokio::time::interval(tick.max(Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
     let mut lines = input.lines();
     loop {
         if interactive {
@@ -148,19 +202,27 @@ where
                 out.line(&pending.line(&event));
                 continue;
             }
+            _ = ticker.tick(), if !tick.is_zero() => {
+                match bot.desk_tick(poster.as_ref()).await {
+                    Ok(report) => pending.track(report.deployed),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "the release desk's tick failed"),
+                }
+                continue;
+            }
         };
         let Some(line) = line else { break };
         if line.trim().is_empty() {
             continue;
         }
-        let results = bot.handle_message(&line, true, ctx, &mut outbox).await;
-        for result in results {
-            if let DeployResult::Created { id, app, .. } = result {
-                pending
-                    .started
-                    .insert(id, (format!(" {app}"), Instant::now()));
-            }
+        if let Some(user) = speaker_switch(&line) {
+            ctx.user_id = user.to_owned();
+            ctx.user_name = user.to_owned();
+            outbox.post(crate::messages::speaking_as(user)).await;
+            out.line("");
+            continue;
         }
+        let results = bot.handle_message(&line, true, &ctx, &mut outbox).await;
+        pending.track(results);
         out.line("");
     }
     if events.is_none() || pending.started.is_empty() {

@@ -177,3 +177,197 @@ async fn apps_without_a_local_repository_are_explained() {
         run.stdout
     );
 }
+
+/// Runs `chima shell` in the project directory as `user`, with local state under `state`
+/// and app.json at `apps` (the shipped one when `None`).
+async fn desk_shell(state: &Path, user: &str, apps: Option<&Path>, input: &str) -> Run {
+    let faseng = state.join(".faseng");
+    let mut command = tokio::process::Command::new(e2e::bins::binary("chima"));
+    command
+        .arg("shell")
+        .current_dir(e2e::bins::workspace_root())
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("GITHUB_APP_ID")
+        .env_remove("GITHUB_APP_PRIVATE_KEY")
+        .env_remove("DEPLOY_CONFIG_DIR")
+        .env("USER", user)
+        .env("FASENG_WORKDIR", faseng.join("work"))
+        .env("CHIMA_LOCAL_DB", faseng.join("local.db"))
+        .env(
+            "FASENG_QUEUE_URL",
+            format!("sqlite://{}", faseng.join("faseng.db").display()),
+        );
+    match apps {
+        Some(apps) => command.env("CHIMA_APPS_JSON", apps),
+        None => command.env_remove("CHIMA_APPS_JSON"),
+    };
+    run_with_input(command, input).await
+}
+
+/// The reply blocks of a shell session (one per line typed; the desk's own words and the
+/// deployment's progress are in the block of the line that set them off).
+fn blocks(stdout: &str) -> Vec<&str> {
+    stdout.trim_end().split("\n\n").collect()
+}
+
+/// Issue #15's first "done when", in local mode: a lock keeps another person out and names
+/// its holder, `when free` waits in line and deploys by itself at `unlock`, and `audit`
+/// shows each step.
+#[tokio::test]
+async fn a_lock_a_line_and_the_audit_in_local_mode() {
+    let state = tempfile::tempdir().unwrap();
+    let run = desk_shell(
+        state.path(),
+        "alice",
+        None,
+        "chima lock demo in staging for 1h: testing\n\
+         as bob\n\
+         chima deploy demo to staging\n\
+         chima deploy demo to staging when free\n\
+         as alice\n\
+         chima unlock demo in staging\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let b = blocks(&run.stdout);
+    assert!(
+        b[0].starts_with("⚿ demo in staging is locked by alice: testing, until "),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(b[1], "Now speaking as bob (for the lines that follow).");
+    assert!(
+        b[2].starts_with("✖ demo in staging is locked by alice: testing, until ")
+            && b[2].contains("Nothing was deployed.")
+            && b[2]
+                .contains("[Deploy when free] type: chima deploy demo/main to staging when free"),
+        "{}",
+        b[2]
+    );
+    assert!(
+        b[3].starts_with("… main is #1 in line for demo in staging"),
+        "{}",
+        b[3]
+    );
+    assert!(
+        b[5].starts_with("⚿ demo in staging is unlocked. The request waiting in line goes first.")
+            && b[5].contains("▶ bob, demo in staging is free: deploying main as you asked.")
+            && b[5].contains("Deployment #1 of demo main@"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("  ↳ #1 demo: success in "),
+        "the handed-off deploy ran to the end: {}",
+        run.stdout
+    );
+
+    let audit = desk_shell(state.path(), "carol", None, "chima audit demo\n").await;
+    let text = audit.stdout.trim_end();
+    let steps: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(steps.len(), 5, "{text}");
+    for (line, step) in steps.iter().rev().zip([
+        "alice lock staging: for 1h: testing",
+        "bob line_join staging main: position 1",
+        "alice unlock staging: testing",
+        "bob hand_off staging main",
+        "bob deploy staging main@",
+    ]) {
+        assert!(line.contains(step), "{step:?} in {line:?}\n{text}");
+    }
+
+    let json = desk_shell_audit_json(state.path()).await;
+    let actions: Vec<String> = json
+        .iter()
+        .map(|v| v["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions,
+        ["deploy", "hand_off", "unlock", "line_join", "lock"]
+    );
+}
+
+async fn desk_shell_audit_json(state: &Path) -> Vec<serde_json::Value> {
+    let faseng = state.join(".faseng");
+    let mut command = tokio::process::Command::new(e2e::bins::binary("chima"));
+    command
+        .args(["audit", "--app", "demo", "--json"])
+        .current_dir(e2e::bins::workspace_root())
+        .env_remove("GITHUB_TOKEN")
+        .env(
+            "FASENG_QUEUE_URL",
+            format!("sqlite://{}", faseng.join("faseng.db").display()),
+        );
+    let run = run_with_input(command, "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    run.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Issue #15's freeze "done when", in local mode: a window in app.json refuses deploys until
+/// the person unfreezes; others stay refused.
+#[tokio::test]
+async fn a_configured_freeze_refuses_until_unfreeze_in_local_mode() {
+    let state = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    let from = (now - chrono::Duration::hours(1)).to_rfc3339();
+    let until = (now + chrono::Duration::hours(2)).to_rfc3339();
+    let root = e2e::bins::workspace_root();
+    let apps = state.path().join("app.json");
+    std::fs::write(
+        &apps,
+        serde_json::json!({"demo": {
+            "provider": "shell", "repository": "oursky/chima", "environments": ["staging"],
+            "default_environment": "staging", "clone_url": root.display().to_string(),
+            "deploy_script": "deploy.sh", "timeout": 120,
+            "freeze": [{"from": from, "until": until, "reason": "release week"}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let run = desk_shell(
+        state.path(),
+        "alice",
+        Some(&apps),
+        "chima deploy demo to staging\n\
+         chima freezes demo\n\
+         chima unfreeze demo in staging for 20m: hotfix\n\
+         chima deploy demo to staging\n\
+         as bob\n\
+         chima deploy demo to staging\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let b = blocks(&run.stdout);
+    assert!(
+        b[0].starts_with("✖ demo in staging is frozen: release week, until ")
+            && b[0].contains("Nothing was deployed."),
+        "{}",
+        b[0]
+    );
+    assert!(
+        b[1].contains("demo in every environment — on now")
+            && b[1].contains("release week (app.json)"),
+        "{}",
+        b[1]
+    );
+    assert!(
+        b[2].starts_with(
+            "⚠ alice lifted the freeze on demo in staging for themselves only, until "
+        ),
+        "{}",
+        b[2]
+    );
+    assert!(b[3].contains("Deployment #1 of demo main@"), "{}", b[3]);
+    assert!(
+        b[5].starts_with("✖ demo in staging is frozen: release week"),
+        "{}",
+        b[5]
+    );
+    assert!(
+        run.stdout.contains("  ↳ #1 demo: success in "),
+        "{}",
+        run.stdout
+    );
+}

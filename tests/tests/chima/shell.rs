@@ -6,8 +6,13 @@ use e2e::procs::{Output, run_with_input};
 /// Runs `chima shell` in the project directory with `args`, no GitHub credentials but those
 /// in `env`, and `input` on stdin.
 async fn chima_shell(args: &[&str], env: &[(&str, &str)], input: &str) -> Output {
+    let store = tempfile::tempdir().unwrap();
     let mut cmd = tokio::process::Command::new(e2e::bins::binary("chima"));
     cmd.arg("shell")
+        .env(
+            "FASENG_QUEUE_URL",
+            format!("sqlite://{}", store.path().join("faseng.db").display()),
+        )
         .args(args)
         .current_dir(e2e::bins::workspace_root())
         .env_remove("GITHUB_TOKEN")

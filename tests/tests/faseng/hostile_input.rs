@@ -69,7 +69,7 @@ fn the_corpus_is_large_and_covers_every_category() {
 
 #[tokio::test]
 async fn chima_refuses_every_hostile_command_clearly_and_github_hears_nothing() {
-    let Chat { gh, bot } = Chat::new().await;
+    let Chat { gh, bot, .. } = Chat::new().await;
     gh.add_repo("oursky/chima", "main");
     let canary_dir = canary_dir();
     let canary = canary_dir.path().join("pwned");

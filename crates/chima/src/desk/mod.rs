@@ -5,7 +5,10 @@
 //! Every time is read from one injectable [`Clock`], so expiry, reminders and windows are
 //! tested by moving a clock, never by sleeping.
 
+pub mod export;
+pub mod releases;
 pub mod tick;
+pub mod ticker;
 
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@ use deploy_core::{AppConfig, AppName, EnvName};
 use deploy_store::{AuditAction, EnvLock, LineRequest, eta_secs};
 
 use crate::chat::{ChatContext, Poster};
-use crate::handlers::Bot;
+use crate::handlers::{Bot, DeployResult};
 use crate::messages::desk::{self as say, QueueRow, WaitingRun};
 
 use super::{Desk, Gate, Record, line_of};
@@ -20,6 +20,8 @@ use super::{Desk, Gate, Record, line_of};
 /// What one tick did (tests and logs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TickReport {
+    /// What the requests handed off from lines became.
+    pub deployed: Vec<DeployResult>,
     /// Locks released because they ran out.
     pub expired: usize,
     /// Holders reminded.
@@ -28,6 +30,8 @@ pub struct TickReport {
     pub line_expired: usize,
     /// Requests handed off (deployed) from a line.
     pub handed_off: usize,
+    /// Release requests that ran out, and whose deployment finished.
+    pub releases: super::releases::ReleaseReport,
 }
 
 /// Who the desk's own actions are by, in the audit.
@@ -55,7 +59,9 @@ impl Bot {
             let moved = self.hand_off(&line, poster).await?;
             report.handed_off += moved.handed_off;
             report.line_expired += moved.line_expired;
+            report.deployed.extend(moved.deployed);
         }
+        report.releases = self.releases_tick(&desk, poster).await?;
         Ok(report)
     }
 
@@ -165,8 +171,10 @@ impl Bot {
                         continue;
                     };
                     report.handed_off += 1;
-                    self.deploy_from_line(&desk, poster, config, env, &taken)
+                    let deployed = self
+                        .deploy_from_line(&desk, poster, config, env, &taken)
                         .await;
+                    report.deployed.extend(deployed);
                     if config.branch_lock() && !self.is_default_branch(config, &taken.git_ref).await
                     {
                         blocked = true;
@@ -198,7 +206,7 @@ impl Bot {
         app: &AppConfig,
         env: &EnvName,
         request: &LineRequest,
-    ) {
+    ) -> Vec<DeployResult> {
         desk.record(
             Record::new(
                 (&request.user, &request.user_name),
@@ -221,7 +229,7 @@ impl Bot {
             ))
             .await;
         let ctx = ChatContext::in_thread(&request.chat, &request.user, &request.user_name);
-        Box::pin(self.handle_line(&request.command, &ctx, outbox.as_mut())).await;
+        Box::pin(self.handle_line(&request.command, &ctx, outbox.as_mut())).await
     }
 
     async fn line_request_expired(&self, desk: &Desk, poster: &dyn Poster, gone: &LineRequest) {

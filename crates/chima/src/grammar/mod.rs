@@ -5,8 +5,10 @@
 //! from what the parser accepts.
 
 mod desk;
+mod requests;
 
 pub use desk::{DeskCommand, FreezeScope, MAX_REASON_CHARS};
+pub use requests::RequestCommand;
 
 use deploy_core::{AppName, EnvName, GitRef, NameError, RefError, SpanError};
 
@@ -144,6 +146,41 @@ pub const COMMANDS: &[CommandSpec] = &[
         examples: &["audit demo", "audit demo in staging since 2d"],
     },
     CommandSpec {
+        name: "approve",
+        aliases: &[],
+        usage: "approve[!] #<request>[: <reason>]",
+        summary: "approve a release request into a protected environment (never your own); `approve!` also waives red checks, with a reason (announced, audited)",
+        examples: &["approve #3", "approve! #3: CI is down; docs-only change"],
+    },
+    CommandSpec {
+        name: "reject",
+        aliases: &[],
+        usage: "reject #<request>: <reason>",
+        summary: "reject a release request (an approver or admin); the requester is told why",
+        examples: &["reject #3: no rollback notes"],
+    },
+    CommandSpec {
+        name: "claim",
+        aliases: &[],
+        usage: "claim #<request>",
+        summary: "a release admin takes a request to do the release (`deploy #<request>` deploys an approved one; `cancel #<request>` withdraws it)",
+        examples: &["claim #3", "deploy #3", "cancel #3"],
+    },
+    CommandSpec {
+        name: "recheck",
+        aliases: &[],
+        usage: "recheck #<request>",
+        summary: "evaluate a request's checks again (CI, review, rollback notes, not locked)",
+        examples: &["recheck #3"],
+    },
+    CommandSpec {
+        name: "requests",
+        aliases: &[],
+        usage: "requests [<app>]",
+        summary: "the open release requests, in order, with their checks and approvals",
+        examples: &["requests", "requests demo"],
+    },
+    CommandSpec {
         name: "help",
         aliases: &[],
         usage: "help [command]",
@@ -234,6 +271,8 @@ pub enum Command {
     },
     /// A release-desk command (locks, the line, freezes, the audit).
     Desk(DeskCommand),
+    /// A release-request command (approve, reject, claim, …).
+    Request(RequestCommand),
 }
 
 /// What exactly was wrong with a command's arguments.
@@ -257,6 +296,10 @@ pub enum Problem {
     MissingId,
     /// A deployment id is not a number.
     BadId(String),
+    /// A request command without its `#<number>`.
+    MissingRequest,
+    /// A request number that does not read (`3` without `#`, `#x`).
+    BadRequest(String),
     /// A command that needs a reason after `:` got none.
     MissingReason,
     /// A reason longer than [`MAX_REASON_CHARS`] (its length).
@@ -364,10 +407,13 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         return Err(ParseError::Empty);
     };
     let lower = first.to_ascii_lowercase();
+    let after_first = line.trim_start()[first.len()..].trim_start();
+    if requests::is_request_command(&lower, rest.first().copied()) {
+        return requests::parse(&lower, after_first).map(Command::Request);
+    }
     if lower.starts_with("deploy") && lower != "deploys" {
         return parse_deploy(first, rest);
     }
-    let after_first = line.trim_start()[first.len()..].trim_start();
     if let Some(desk) = desk::parse(&lower, after_first) {
         return desk.map(Command::Desk);
     }

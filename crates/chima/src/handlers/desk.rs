@@ -11,7 +11,7 @@ use crate::desk::{Desk, Record, line_of, lock_blocked};
 use crate::grammar::{DeskCommand, FreezeScope};
 use crate::messages::{self, desk as say};
 
-use super::Bot;
+use super::{Bot, DeployResult};
 
 /// How far ahead `freezes` looks for coming windows.
 const FREEZES_HORIZON: Span = Span::from_secs(14 * 86_400);
@@ -21,18 +21,19 @@ const FREEZES_PER_WINDOW: usize = 3;
 const AUDIT_SHOWN: usize = 20;
 
 impl Bot {
-    /// Handles a release-desk command.
+    /// Handles a release-desk command; the deployments it set off (a line that moved).
     pub async fn desk_command(
         &self,
         command: DeskCommand,
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
-    ) {
+    ) -> Vec<DeployResult> {
         let Some(desk) = self.desk() else {
             outbox.post(say::no_store()).await;
-            return;
+            return Vec::new();
         };
-        let reply = match self.desk_reply(&desk, command, ctx).await {
+        let mut released = None;
+        let reply = match self.desk_reply(&desk, command, ctx, &mut released).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "release desk command failed");
@@ -40,13 +41,20 @@ impl Bot {
             }
         };
         outbox.post(reply).await;
+        match released {
+            Some(line) => self.after_release(&line).await,
+            None => Vec::new(),
+        }
     }
 
+    /// The answer to a desk command; `released` names the line whose lock or freeze it
+    /// lifted, so the line can move once the answer is out.
     async fn desk_reply(
         &self,
         desk: &Desk,
         command: DeskCommand,
         ctx: &ChatContext,
+        released: &mut Option<String>,
     ) -> anyhow::Result<Reply> {
         match command {
             DeskCommand::Lock {
@@ -55,7 +63,7 @@ impl Bot {
                 span,
                 reason,
             } => self.lock(desk, ctx, &app, &env, span, &reason).await,
-            DeskCommand::Unlock { app, env } => self.unlock(desk, ctx, &app, &env).await,
+            DeskCommand::Unlock { app, env } => self.unlock(desk, ctx, &app, &env, released).await,
             DeskCommand::TakeOver { app, env, reason } => {
                 self.take_over(desk, ctx, &app, &env, reason.as_deref())
                     .await
@@ -77,7 +85,10 @@ impl Bot {
                 env,
                 span,
                 reason,
-            } => self.unfreeze(desk, ctx, &app, &env, span, &reason).await,
+            } => {
+                self.unfreeze(desk, ctx, &app, &env, span, &reason, released)
+                    .await
+            }
             DeskCommand::Freezes { app } => self.freezes(desk, app.as_ref()).await,
             DeskCommand::Audit { app, env, since } => {
                 self.audit(desk, &app, env.as_ref(), since).await
@@ -170,6 +181,7 @@ impl Bot {
         ctx: &ChatContext,
         app: &AppName,
         env: &EnvName,
+        released: &mut Option<String>,
     ) -> anyhow::Result<Reply> {
         let config = match self.desk_target(app, env, ctx) {
             Ok(c) => c,
@@ -183,7 +195,7 @@ impl Bot {
         if held.user != ctx.user_id {
             return Ok(say::not_your_lock(config, env, &held, now, &self.name));
         }
-        let Some(released) = desk
+        let Some(gone) = desk
             .store()
             .release_lock_if(line.as_str(), &held.user, held.at)
             .await?
@@ -199,13 +211,12 @@ impl Bot {
                 Some(&ctx.chat_thread()),
             )
             .env(env.as_str())
-            .detail(released.reason.clone()),
+            .detail(gone.reason.clone()),
         )
         .await;
         let waiting = desk.store().line_requests(line.as_str()).await?.len();
-        let reply = say::unlocked(app, env, waiting);
-        self.after_release(line.as_str()).await;
-        Ok(reply)
+        *released = Some(line.to_string());
+        Ok(say::unlocked(app, env, waiting))
     }
 
     async fn take_over(
@@ -419,6 +430,7 @@ impl Bot {
         Ok(say::frozen_now(&freeze, &ctx.user_name, now, tz))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn unfreeze(
         &self,
         desk: &Desk,
@@ -427,6 +439,7 @@ impl Bot {
         env: &EnvName,
         span: Option<Span>,
         reason: &str,
+        released: &mut Option<String>,
     ) -> anyhow::Result<Reply> {
         let config = match self.desk_target(app, env, ctx) {
             Ok(c) => c,
@@ -463,10 +476,16 @@ impl Bot {
             .detail(format!("for {span}: {reason}")),
         )
         .await;
-        let line = line_of(app, env);
-        let reply = say::unfrozen(config, env, &ctx.user_name, reason, &freeze, until, now);
-        self.after_release(line.as_str()).await;
-        Ok(reply)
+        *released = Some(line_of(app, env).to_string());
+        Ok(say::unfrozen(
+            config,
+            env,
+            &ctx.user_name,
+            reason,
+            &freeze,
+            until,
+            now,
+        ))
     }
 
     async fn freezes(&self, desk: &Desk, app: Option<&AppName>) -> anyhow::Result<Reply> {
@@ -546,13 +565,17 @@ impl Bot {
     }
 
     /// After a lock or freeze stopped standing in a line's way: the line moves at once
-    /// (the ticker would move it too, later).
-    pub(crate) async fn after_release(&self, line: &str) {
+    /// (the ticker would move it too, later); the deployments it set off.
+    pub(crate) async fn after_release(&self, line: &str) -> Vec<DeployResult> {
         let Some(poster) = self.poster() else {
-            return;
+            return Vec::new();
         };
-        if let Err(e) = Box::pin(self.hand_off(line, poster.as_ref())).await {
-            tracing::warn!(error = %format!("{e:#}"), line, "could not move the line");
+        match Box::pin(self.hand_off(line, poster.as_ref())).await {
+            Ok(report) => report.deployed,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), line, "could not move the line");
+                Vec::new()
+            }
         }
     }
 }

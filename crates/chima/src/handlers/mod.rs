@@ -2,6 +2,9 @@
 //! chat transport and of where deployments live.
 
 mod desk;
+mod requests;
+
+pub use requests::missing as request_missing;
 
 use std::sync::{Arc, OnceLock};
 
@@ -15,7 +18,7 @@ use crate::desk::{Desk, Gate, Record};
 use crate::forge::{CreateOutcome, DeploymentFilter, Forge};
 use crate::grammar::{self, Addressing, Command, DeployCommand, ParseError};
 use crate::messages;
-use deploy_store::{AuditAction, NewLineRequest};
+use deploy_store::{Allowance, AuditAction, NewLineRequest};
 
 /// The bot: app.json, the forge, its name, the store it shares with faseng (the release
 /// desk), the clock the desk tells time by, and how it speaks unprompted.
@@ -128,9 +131,7 @@ impl Bot {
         }
         let mut results = Vec::new();
         for line in lines {
-            if let Some(result) = self.handle_line(&line, ctx, outbox).await {
-                results.push(result);
-            }
+            results.extend(self.handle_line(&line, ctx, outbox).await);
         }
         results
     }
@@ -141,7 +142,7 @@ impl Bot {
         line: &str,
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
-    ) -> Option<DeployResult> {
+    ) -> Vec<DeployResult> {
         self.handle(grammar::parse(line), ctx, outbox).await
     }
 
@@ -151,32 +152,30 @@ impl Bot {
         command: Result<Command, ParseError>,
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
-    ) -> Option<DeployResult> {
+    ) -> Vec<DeployResult> {
         let command = match command {
             Ok(c) => c,
             Err(e) => {
                 outbox.post(messages::not_understood(&e, &self.name)).await;
-                return None;
+                return Vec::new();
             }
         };
         match command {
-            Command::Desk(command) => {
-                self.desk_command(command, ctx, outbox).await;
-                None
-            }
-            Command::Deploy(deploy) => Some(self.deploy(&deploy, ctx, outbox).await),
+            Command::Desk(command) => self.desk_command(command, ctx, outbox).await,
+            Command::Request(command) => self.request_command(command, ctx, outbox).await,
+            Command::Deploy(deploy) => vec![self.deploy(&deploy, ctx, outbox).await],
             Command::Deploys { app, git_ref, env } => {
                 let reply = self.deploys(&app, git_ref, env).await;
                 outbox.post(reply).await;
-                None
+                Vec::new()
             }
             Command::WhereCanIDeploy { app } => {
                 outbox.post(self.where_can_i_deploy(&app).await).await;
-                None
+                Vec::new()
             }
             Command::Ci { app, git_ref } => {
                 outbox.post(self.ci(&app, git_ref).await).await;
-                None
+                Vec::new()
             }
             Command::Help { topic } => {
                 let reply = match topic {
@@ -187,7 +186,7 @@ impl Bot {
                     },
                 };
                 outbox.post(reply).await;
-                None
+                Vec::new()
             }
             Command::Log { id } => {
                 let reply = match self.forge.log(id).await {
@@ -198,13 +197,13 @@ impl Bot {
                     Err(e) => messages::log_unreadable(id, &e.to_string()),
                 };
                 outbox.post(reply).await;
-                None
+                Vec::new()
             }
             Command::Version => {
                 outbox
                     .post(messages::version(&self.name, &self.forge.describe()))
                     .await;
-                None
+                Vec::new()
             }
         }
     }
@@ -257,6 +256,29 @@ impl Bot {
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
     ) -> DeployResult {
+        self.deploy_as(command, ctx, outbox, None).await
+    }
+
+    /// Deploys what release request `request` approved (its sha, as its requester).
+    pub(crate) async fn deploy_release(
+        &self,
+        command: &DeployCommand,
+        ctx: &ChatContext,
+        outbox: &mut dyn Outbox,
+        request: u64,
+    ) -> DeployResult {
+        self.deploy_as(command, ctx, outbox, Some(request)).await
+    }
+
+    /// A deploy command, or the deployment of approved release request `release`: into a
+    /// protected environment, a command opens a request instead.
+    async fn deploy_as(
+        &self,
+        command: &DeployCommand,
+        ctx: &ChatContext,
+        outbox: &mut dyn Outbox,
+        release: Option<u64>,
+    ) -> DeployResult {
         let (app, env) = match self.check_deploy(command, ctx) {
             Ok(ok) => ok,
             Err(reply) => {
@@ -276,7 +298,29 @@ impl Bot {
                 }
             },
         };
-        let ticket = match self.pass_desk(app, &env, &git_ref, command, ctx).await {
+        let lock_task = matches!(
+            command.task,
+            deploy_core::Task::Lock | deploy_core::Task::Unlock
+        );
+        if release.is_none()
+            && !lock_task
+            && let Some(protection) = self.protection(app, &env)
+        {
+            if let Err(e) = self
+                .open_request(app, &env, &git_ref, protection, ctx, outbox)
+                .await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "could not open a release request");
+                outbox
+                    .post(messages::desk::store_failed(&format!("{e:#}")))
+                    .await;
+            }
+            return DeployResult::Refused;
+        }
+        let ticket = match self
+            .pass_desk(app, &env, &git_ref, command, ctx, release)
+            .await
+        {
             Ok(ticket) => ticket,
             Err(reply) => {
                 outbox.post(reply).await;
@@ -295,6 +339,11 @@ impl Bot {
             .await;
         let mut request = self.new_deployment(app, &env, &git_ref, command, ctx, live.as_ref());
         request.payload.desk_ticket = ticket;
+        request.payload.request = release;
+        if release.is_some() {
+            // Exactly the approved commit: nothing merged into it on the way.
+            request.auto_merge = false;
+        }
         let outcome = self.forge.create_deployment(app, &request).await;
         let (reply, result) = match outcome {
             Ok(CreateOutcome::Created(info)) => {
@@ -370,6 +419,7 @@ impl Bot {
         git_ref: &GitRef,
         command: &DeployCommand,
         ctx: &ChatContext,
+        release: Option<u64>,
     ) -> Result<Option<String>, Reply> {
         let Some(desk) = self.desk() else {
             return Ok(None);
@@ -378,7 +428,7 @@ impl Bot {
             tracing::warn!(error = %format!("{e:#}"), "release desk unreadable");
             messages::desk::store_failed(&format!("{e:#}"))
         };
-        let allowed = match command.task {
+        let mut allowed = match command.task {
             // Heaven's lock tasks act on the locks themselves; faseng decides them.
             deploy_core::Task::Lock | deploy_core::Task::Unlock => Vec::new(),
             _ => match desk.gate(app, env, &ctx.user_id).await.map_err(failed)? {
@@ -403,6 +453,9 @@ impl Bot {
                 }
             },
         };
+        if let Some(request) = release {
+            allowed.push(Allowance::Request(request));
+        }
         let sha = match self.forge.resolve_sha(app, git_ref).await {
             Ok(Some(sha)) => sha,
             // No such ref: the deployment request gets the forge's own answer for it.

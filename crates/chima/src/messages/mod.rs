@@ -6,6 +6,7 @@
 //! quoted value for the chat it goes to.
 
 pub mod desk;
+pub mod requests;
 
 use chrono::{DateTime, Utc};
 use deploy_core::chat::{Message, Tone};
@@ -60,6 +61,10 @@ fn with_problem(m: Message, problem: &Problem) -> Message {
             .text(" is not a task; use `deploy`, `deploy!` or `deploy:<task>`"),
         Problem::MissingId => m.text("which deployment? Give its number"),
         Problem::MissingReason => m.text("a reason is needed after `:`"),
+        Problem::MissingRequest => m.text("which request? Give its number, like #3"),
+        Problem::BadRequest(word) => m
+            .code(clip(word))
+            .text(" is not a request number; write it like #3"),
         Problem::ReasonTooLong(chars) => m.text(format!(
             "the reason is {chars} characters long; keep it under {}",
             crate::grammar::MAX_REASON_CHARS + 1
@@ -668,6 +673,16 @@ pub fn unsupported(what: &str) -> Reply {
     Reply::new(say(Tone::Info).text(what.to_owned()))
 }
 
+/// `as <user>` in the shell.
+pub fn speaking_as(user: &str) -> Reply {
+    Reply::new(
+        say(Tone::Info)
+            .text("Now speaking as ")
+            .quoted(user)
+            .text(" (for the lines that follow)."),
+    )
+}
+
 /// Local mode has no CI to ask.
 pub fn no_ci_in_local_mode() -> String {
     "There is no CI in local mode: deployments are recorded on this machine, not on GitHub."
@@ -853,7 +868,7 @@ mod tests {
     fn help_for_unknown_topic() {
         assert_eq!(
             help_unknown_topic("dance", BOT).text(),
-            "There is no command `dance`. Commands: `deploy`, `deploys`, `where`, `ci`, `log`, `lock`, `unlock`, `locks`, `cancel`, `queue`, `freeze`, `unfreeze`, `freezes`, `audit`, `help`, `version`. Say `chima help` for the list."
+            "There is no command `dance`. Commands: `deploy`, `deploys`, `where`, `ci`, `log`, `lock`, `unlock`, `locks`, `cancel`, `queue`, `freeze`, `unfreeze`, `freezes`, `audit`, `approve`, `reject`, `claim`, `recheck`, `requests`, `help`, `version`. Say `chima help` for the list."
         );
     }
 

@@ -4,5 +4,6 @@
 pub mod app;
 pub mod events;
 pub mod http;
+pub mod poster;
 pub mod socket;
 pub mod web;

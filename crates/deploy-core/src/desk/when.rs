@@ -33,7 +33,7 @@ fn absolute(at: DateTime<Utc>, now: DateTime<Utc>, tz: Tz) -> String {
 /// left), hours and days rounded to the nearest.
 fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = (at - now).num_seconds();
-    let future = secs >= 0;
+    let future = secs > 0;
     let s = secs.unsigned_abs();
     let amount = if s < MINUTE {
         return if future {
@@ -89,12 +89,7 @@ mod tests {
                 Tz::UTC,
                 "17:10 UTC (in under a minute)",
             ),
-            (
-                "2026-12-05T17:10:00Z",
-                now,
-                Tz::UTC,
-                "17:10 UTC (in under a minute)",
-            ),
+            ("2026-12-05T17:10:00Z", now, Tz::UTC, "17:10 UTC (just now)"),
             ("2026-12-05T17:09:30Z", now, Tz::UTC, "17:09 UTC (just now)"),
             (
                 "2026-12-05T16:11:00Z",

@@ -1,0 +1,698 @@
+//! Release requests (DESIGN.md § "Release requests"): a deploy into a protected environment
+//! opens request `#N` instead of a deployment. Its checks are evaluated with their evidence,
+//! people other than the requester approve it (an approver may waive red checks with a
+//! reason), a release admin claims it when the app needs one, and then chima deploys exactly
+//! the approved sha with a desk ticket that faseng checks. The requester is told every step
+//! in the request's thread and directly; every step is audited.
+//!
+//! A request is changed by compare-and-set on its version, so two chimas (or two quick
+//! approvals) never both deploy it.
+
+use deploy_core::protect::{Approver, Protection};
+use deploy_core::{AppConfig, AppName, EnvName, GitRef};
+use deploy_store::{
+    Approval, AuditAction, CheckResult, CheckState, NewRequest, ReleaseRequest, RequestState,
+};
+
+use crate::chat::{ChatContext, Outbox, Reply};
+use crate::checks::{Evidence, Verdict};
+use crate::desk::{Desk, Gate, Record};
+use crate::grammar::{DeployCommand, RequestCommand};
+use crate::messages::{desk as say_desk, requests as say};
+
+use super::{Bot, DeployResult};
+
+/// Attempts at a compare-and-set before giving up (someone else keeps changing it).
+const CAS_ATTEMPTS: usize = 8;
+
+impl RequestCommand {
+    /// The request the command names (none for `requests`).
+    fn id(&self) -> Option<u64> {
+        match self {
+            RequestCommand::Approve { id, .. }
+            | RequestCommand::Reject { id, .. }
+            | RequestCommand::Claim { id }
+            | RequestCommand::Deploy { id }
+            | RequestCommand::Cancel { id }
+            | RequestCommand::Recheck { id } => Some(*id),
+            RequestCommand::List { .. } => None,
+        }
+    }
+}
+
+/// Whether `ctx`'s speaker is one of `people`.
+fn is_one_of(people: &[Approver], ctx: &ChatContext) -> bool {
+    people
+        .iter()
+        .any(|p| p.matches(&ctx.user_id, &ctx.user_name, &[]))
+}
+
+/// Whether the request's checks let it deploy: every check passed or was skipped, or an
+/// approver waived them (`approve!`).
+fn checks_clear(request: &ReleaseRequest) -> bool {
+    request.approvals.iter().any(|a| a.overriding.is_some())
+        || request
+            .checks
+            .iter()
+            .all(|c| matches!(c.state, CheckState::Pass | CheckState::Skipped))
+}
+
+/// Distinct approvers so far (never the requester).
+fn approvals(request: &ReleaseRequest) -> usize {
+    let mut people: Vec<&str> = request
+        .approvals
+        .iter()
+        .filter(|a| a.user != request.requester)
+        .map(|a| a.user.as_str())
+        .collect();
+    people.sort_unstable();
+    people.dedup();
+    people.len()
+}
+
+/// What a request still waits for; empty when it can deploy.
+pub fn missing(request: &ReleaseRequest, protection: &Protection) -> Vec<String> {
+    let mut missing = Vec::new();
+    let have = approvals(request);
+    let need = protection.approvals as usize;
+    if have < need {
+        missing.push(format!("{} more approval{}", need - have, if need - have == 1 { "" } else { "s" }));
+    }
+    if !checks_clear(request) {
+        missing.push("green checks (or `approve!`)".to_owned());
+    }
+    if protection.needs_admin && request.claimed_by.is_none() {
+        missing.push("a release admin's claim".to_owned());
+    }
+    missing
+}
+
+impl Bot {
+    /// The protection of `app` in `env`, when it has one.
+    pub(crate) fn protection<'a>(&self, app: &'a AppConfig, env: &EnvName) -> Option<&'a Protection> {
+        app.protection(env)
+    }
+
+    /// Handles a release-request command; the deployments it made.
+    pub async fn request_command(
+        &self,
+        command: RequestCommand,
+        ctx: &ChatContext,
+        outbox: &mut dyn Outbox,
+    ) -> Vec<DeployResult> {
+        let Some(desk) = self.desk() else {
+            outbox.post(say_desk::no_store()).await;
+            return Vec::new();
+        };
+        match self.request_reply(&desk, command, ctx, outbox).await {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "release request command failed");
+                outbox
+                    .post(say_desk::store_failed(&format!("{e:#}")))
+                    .await;
+                Vec::new()
+            }
+        }
+    }
+
+    async fn request_reply(
+        &self,
+        desk: &Desk,
+        command: RequestCommand,
+        ctx: &ChatContext,
+        outbox: &mut dyn Outbox,
+    ) -> anyhow::Result<Vec<DeployResult>> {
+        let Some(id) = command.id() else {
+            let RequestCommand::List { app } = command else {
+                return Ok(Vec::new());
+            };
+            if let Some(app) = &app
+                && let Err(reply) = self.app(app)
+            {
+                outbox.post(reply).await;
+                return Ok(Vec::new());
+            }
+            let open = desk
+                .store()
+                .requests(app.as_ref().map(AppName::as_str), true)
+                .await?;
+            outbox.post(say::list(app.as_ref(), &open, desk.now())).await;
+            return Ok(Vec::new());
+        };
+        let Some(request) = desk.store().request(id).await? else {
+            outbox.post(say::not_found(id)).await;
+            return Ok(Vec::new());
+        };
+        let Some((app, env)) = self.app_env(&request) else {
+            outbox.post(say::app_gone(&request)).await;
+            return Ok(Vec::new());
+        };
+        let Some(protection) = self.protection(app, &env) else {
+            outbox.post(say::no_longer_protected(&request)).await;
+            return Ok(Vec::new());
+        };
+        if !request.state.is_open() {
+            outbox.post(say::closed(&request)).await;
+            return Ok(Vec::new());
+        }
+        match command {
+            RequestCommand::Approve { overriding, .. } => {
+                self.approve(desk, request, app, protection, ctx, overriding, outbox)
+                    .await
+            }
+            RequestCommand::Reject { reason, .. } => {
+                self.reject(desk, request, protection, ctx, &reason, outbox)
+                    .await?;
+                Ok(Vec::new())
+            }
+            RequestCommand::Claim { .. } => {
+                if !is_one_of(&protection.admins, ctx) {
+                    outbox.post(say::not_admin(&request, protection)).await;
+                    return Ok(Vec::new());
+                }
+                let by = (ctx.user_id.clone(), ctx.user_name.clone());
+                let Some(request) = self
+                    .change(desk, request.id, |r| {
+                        r.claimed_by = Some(by.clone());
+                    })
+                    .await?
+                else {
+                    outbox.post(say::not_found(id)).await;
+                    return Ok(Vec::new());
+                };
+                self.audit_request(desk, &request, ctx, AuditAction::Claim, String::new())
+                    .await;
+                self.tell_requester(&request, say::claimed_note(&request, &ctx.user_name))
+                    .await;
+                outbox.post(say::claimed(&request, protection)).await;
+                Ok(self.release_if_complete(desk, request, app, protection).await)
+            }
+            RequestCommand::Deploy { .. } => {
+                let admin = is_one_of(&protection.admins, ctx);
+                if ctx.user_id != request.requester && !admin {
+                    outbox.post(say::not_requester_or_admin(&request, "deploy")).await;
+                    return Ok(Vec::new());
+                }
+                let waiting = missing(&request, protection);
+                if !waiting.is_empty() {
+                    outbox.post(say::not_ready(&request, &waiting)).await;
+                    return Ok(Vec::new());
+                }
+                Ok(self.release(desk, request, app).await)
+            }
+            RequestCommand::Cancel { .. } => {
+                if ctx.user_id != request.requester && !is_one_of(&protection.admins, ctx) {
+                    outbox.post(say::not_requester_or_admin(&request, "cancel")).await;
+                    return Ok(Vec::new());
+                }
+                if request.state == RequestState::Deploying {
+                    outbox.post(say::closed(&request)).await;
+                    return Ok(Vec::new());
+                }
+                let Some(request) = self
+                    .change(desk, id, |r| r.state = RequestState::Cancelled)
+                    .await?
+                else {
+                    return Ok(Vec::new());
+                };
+                self.audit_request(desk, &request, ctx, AuditAction::RequestCancel, String::new())
+                    .await;
+                if ctx.user_id != request.requester {
+                    self.tell_requester(&request, say::cancelled(&request, &ctx.user_name))
+                        .await;
+                }
+                outbox.post(say::cancelled(&request, &ctx.user_name)).await;
+                Ok(Vec::new())
+            }
+            RequestCommand::Recheck { .. } => {
+                let request = self.evaluate(desk, request, app, protection).await?;
+                self.audit_checks(desk, &request, ctx).await;
+                outbox.post(say::checks(&request, protection)).await;
+                self.tell_requester(&request, say::checks_note(&request))
+                    .await;
+                Ok(self.release_if_complete(desk, request, app, protection).await)
+            }
+            RequestCommand::List { .. } => Ok(Vec::new()),
+        }
+    }
+
+    fn app_env(&self, request: &ReleaseRequest) -> Option<(&AppConfig, EnvName)> {
+        let app = self.apps.get(&AppName::parse(&request.app).ok()?)?;
+        let env = EnvName::parse(&request.environment).ok()?;
+        Some((app, env))
+    }
+
+    /// A deploy command into a protected environment: opens request `#N` (or moves the open
+    /// one for the same app, environment and ref to the ref's new sha), evaluates its
+    /// checks, and posts it with its buttons.
+    pub(crate) async fn open_request(
+        &self,
+        app: &AppConfig,
+        env: &EnvName,
+        git_ref: &GitRef,
+        protection: &Protection,
+        ctx: &ChatContext,
+        outbox: &mut dyn Outbox,
+    ) -> anyhow::Result<()> {
+        let Some(desk) = self.desk() else {
+            outbox.post(say_desk::no_store()).await;
+            return Ok(());
+        };
+        let sha = match self.forge.resolve_sha(app, git_ref).await {
+            Ok(Some(sha)) => sha,
+            Ok(None) => {
+                outbox
+                    .post(crate::messages::unprocessable(
+                        app,
+                        git_ref.as_str(),
+                        &format!("No ref found for: {git_ref}"),
+                    ))
+                    .await;
+                return Ok(());
+            }
+            Err(e) => {
+                outbox
+                    .post(crate::messages::forge_failed(app, "read the ref", &e))
+                    .await;
+                return Ok(());
+            }
+        };
+        let now = desk.now();
+        let expires_at = now + protection.ttl.as_chrono();
+        let existing = desk
+            .store()
+            .open_request_for(app.name.as_str(), env.as_str(), git_ref.as_str())
+            .await?;
+        let (request, moved) = match existing {
+            Some(open) if open.sha == sha => {
+                outbox.post(say::already_open(&open, protection)).await;
+                return Ok(());
+            }
+            Some(open) if open.state == RequestState::Deploying => {
+                outbox.post(say::closed(&open)).await;
+                return Ok(());
+            }
+            Some(open) => {
+                let sha = sha.clone();
+                let Some(moved) = self
+                    .change(&desk, open.id, |r| {
+                        r.sha = sha.clone();
+                        r.approvals.clear();
+                        r.checks.clear();
+                        r.state = RequestState::Open;
+                        r.expires_at = expires_at;
+                    })
+                    .await?
+                else {
+                    return Ok(());
+                };
+                (moved, true)
+            }
+            None => {
+                let opened = desk
+                    .store()
+                    .open_request(&NewRequest {
+                        app: app.name.to_string(),
+                        environment: env.to_string(),
+                        git_ref: git_ref.to_string(),
+                        sha,
+                        requester: ctx.user_id.clone(),
+                        requester_name: ctx.user_name.clone(),
+                        chat: ctx.chat_thread(),
+                        opened_at: now,
+                        expires_at,
+                    })
+                    .await?;
+                (opened, false)
+            }
+        };
+        let detail = if moved {
+            format!("moved to {}; approvals reset", short(&request.sha))
+        } else {
+            format!("opened for {}", short(&request.sha))
+        };
+        self.audit_request(&desk, &request, ctx, AuditAction::Request, detail)
+            .await;
+        let request = self.evaluate(&desk, request, app, protection).await?;
+        self.audit_checks(&desk, &request, ctx).await;
+        let reply = if moved {
+            say::moved(&request, protection, &self.name)
+        } else {
+            say::opened(&request, protection, &self.name)
+        };
+        outbox.post(reply).await;
+        self.direct(&request.requester, say::opened_note(&request, protection))
+            .await;
+        Ok(())
+    }
+
+    /// Evaluates the request's checks now and stores them.
+    async fn evaluate(
+        &self,
+        desk: &Desk,
+        request: ReleaseRequest,
+        app: &AppConfig,
+        protection: &Protection,
+    ) -> anyhow::Result<ReleaseRequest> {
+        let env = EnvName::parse(&request.environment)?;
+        let not_locked = match desk.gate(app, &env, &request.requester).await? {
+            Gate::Free => Evidence {
+                verdict: Verdict::Pass,
+                summary: "no lock or freeze".to_owned(),
+                url: None,
+            },
+            Gate::Allowed(_) => Evidence {
+                verdict: Verdict::Pass,
+                summary: "the requester holds the lock or an unfreeze".to_owned(),
+                url: None,
+            },
+            Gate::Blocked(blocked) => Evidence {
+                verdict: Verdict::Fail,
+                summary: blocked.plain(&app.name, &env, desk.now(), app.tz()),
+                url: None,
+            },
+        };
+        let kinds: Vec<String> = protection
+            .checks
+            .iter()
+            .map(|k| k.as_str().to_owned())
+            .collect();
+        let git_ref = GitRef::parse(&request.git_ref)?;
+        let results = crate::checks::evaluate(
+            self.forge.as_ref(),
+            app,
+            &request.sha,
+            &git_ref,
+            &kinds,
+            not_locked,
+        )
+        .await;
+        let now = desk.now();
+        let checks: Vec<CheckResult> = results
+            .into_iter()
+            .map(|(kind, e)| CheckResult {
+                kind,
+                state: match e.verdict {
+                    Verdict::Pass => CheckState::Pass,
+                    Verdict::Fail => CheckState::Fail,
+                    Verdict::Pending => CheckState::Pending,
+                    Verdict::Skipped => CheckState::Skipped,
+                },
+                summary: e.summary,
+                url: e.url,
+                at: now,
+            })
+            .collect();
+        Ok(self
+            .change(desk, request.id, |r| r.checks = checks.clone())
+            .await?
+            .unwrap_or(request))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn approve(
+        &self,
+        desk: &Desk,
+        request: ReleaseRequest,
+        app: &AppConfig,
+        protection: &Protection,
+        ctx: &ChatContext,
+        overriding: Option<String>,
+        outbox: &mut dyn Outbox,
+    ) -> anyhow::Result<Vec<DeployResult>> {
+        if ctx.user_id == request.requester {
+            outbox.post(say::self_approval(&request)).await;
+            return Ok(Vec::new());
+        }
+        if !is_one_of(&protection.approvers, ctx) {
+            outbox.post(say::not_an_approver(&request, protection)).await;
+            return Ok(Vec::new());
+        }
+        if request.state == RequestState::Deploying {
+            outbox.post(say::closed(&request)).await;
+            return Ok(Vec::new());
+        }
+        if overriding.is_none() && request.approvals.iter().any(|a| a.user == ctx.user_id) {
+            outbox.post(say::already_approved(&request)).await;
+            return Ok(Vec::new());
+        }
+        let request = self.evaluate(desk, request, app, protection).await?;
+        self.audit_checks(desk, &request, ctx).await;
+        let needed = protection.approvals as usize;
+        let approval = Approval {
+            user: ctx.user_id.clone(),
+            user_name: ctx.user_name.clone(),
+            at: desk.now(),
+            overriding: overriding.clone(),
+        };
+        let Some(request) = self
+            .change(desk, request.id, |r| {
+                r.approvals.retain(|a| a.user != approval.user);
+                r.approvals.push(approval.clone());
+                if approvals(r) >= needed {
+                    r.state = RequestState::Approved;
+                }
+            })
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let action = if overriding.is_some() {
+            AuditAction::Override
+        } else {
+            AuditAction::Approve
+        };
+        self.audit_request(
+            desk,
+            &request,
+            ctx,
+            action,
+            overriding.clone().unwrap_or_default(),
+        )
+        .await;
+        let waiting = missing(&request, protection);
+        outbox
+            .post(say::approved(
+                &request,
+                &ctx.user_name,
+                overriding.as_deref(),
+                &waiting,
+            ))
+            .await;
+        self.tell_requester(
+            &request,
+            say::approved_note(&request, &ctx.user_name, overriding.as_deref(), &waiting),
+        )
+        .await;
+        Ok(self.release_if_complete(desk, request, app, protection).await)
+    }
+
+    async fn reject(
+        &self,
+        desk: &Desk,
+        request: ReleaseRequest,
+        protection: &Protection,
+        ctx: &ChatContext,
+        reason: &str,
+        outbox: &mut dyn Outbox,
+    ) -> anyhow::Result<()> {
+        if !is_one_of(&protection.approvers, ctx) && !is_one_of(&protection.admins, ctx) {
+            outbox.post(say::not_an_approver(&request, protection)).await;
+            return Ok(());
+        }
+        if request.state == RequestState::Deploying {
+            outbox.post(say::closed(&request)).await;
+            return Ok(());
+        }
+        let rejection = (
+            ctx.user_id.clone(),
+            ctx.user_name.clone(),
+            reason.to_owned(),
+        );
+        let Some(request) = self
+            .change(desk, request.id, |r| {
+                r.state = RequestState::Rejected;
+                r.rejection = Some(rejection.clone());
+            })
+            .await?
+        else {
+            return Ok(());
+        };
+        self.audit_request(desk, &request, ctx, AuditAction::Reject, reason.to_owned())
+            .await;
+        outbox
+            .post(say::rejected(&request, &ctx.user_name, reason))
+            .await;
+        self.tell_requester(&request, say::rejected(&request, &ctx.user_name, reason))
+            .await;
+        Ok(())
+    }
+
+    /// Deploys the request when nothing is missing.
+    async fn release_if_complete(
+        &self,
+        desk: &Desk,
+        request: ReleaseRequest,
+        app: &AppConfig,
+        protection: &Protection,
+    ) -> Vec<DeployResult> {
+        if !missing(&request, protection).is_empty() {
+            return Vec::new();
+        }
+        self.release(desk, request, app).await
+    }
+
+    /// Deploys exactly the approved sha, as the requester, in the request's thread; the
+    /// request is marked deploying first (one process wins).
+    async fn release(
+        &self,
+        desk: &Desk,
+        request: ReleaseRequest,
+        app: &AppConfig,
+    ) -> Vec<DeployResult> {
+        let expected = request.version;
+        let mut deploying = request.clone();
+        deploying.state = RequestState::Deploying;
+        let request = match desk.store().update_request(&deploying).await {
+            Ok(Some(r)) if expected + 1 == r.version => r,
+            Ok(_) => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not mark the request deploying");
+                return Vec::new();
+            }
+        };
+        let (Ok(sha), Ok(env)) = (
+            GitRef::parse(&request.sha),
+            EnvName::parse(&request.environment),
+        ) else {
+            return Vec::new();
+        };
+        let command = DeployCommand {
+            task: deploy_core::Task::Deploy,
+            force: false,
+            app: app.name.clone(),
+            git_ref: Some(sha),
+            env: Some(env),
+            hosts: None,
+            otp: None,
+            when_free: false,
+        };
+        let ctx = ChatContext::in_thread(&request.chat, &request.requester, &request.requester_name);
+        let mut fallback = crate::chat::RecordingOutbox::default();
+        let mut in_thread = self
+            .poster()
+            .map(|p| p.outbox(&request.chat, &request.requester));
+        let outbox: &mut dyn Outbox = match in_thread.as_mut() {
+            Some(thread) => thread.as_mut(),
+            None => &mut fallback,
+        };
+        outbox.post(say::releasing(&request)).await;
+        let result = Box::pin(self.deploy_release(&command, &ctx, outbox, request.id)).await;
+        match &result {
+            DeployResult::Created { id, .. } => {
+                let id = *id;
+                let done = self
+                    .change(desk, request.id, |r| r.deployment_id = Some(id))
+                    .await;
+                if let Ok(Some(r)) = done {
+                    self.audit_request(
+                        desk,
+                        &r,
+                        &ctx,
+                        AuditAction::Release,
+                        format!("deployment #{id} of {}", short(&r.sha)),
+                    )
+                    .await;
+                    self.direct(&r.requester, say::deploying_note(&r, id)).await;
+                }
+            }
+            DeployResult::Refused => {
+                // Refused by the desk or GitHub (said in the thread): it stays approved.
+                let _ = self
+                    .change(desk, request.id, |r| r.state = RequestState::Approved)
+                    .await;
+            }
+        }
+        vec![result]
+    }
+
+    /// Reads, changes and writes a request by compare-and-set, again on a conflict; the
+    /// request as written (`None` when it is gone).
+    pub(crate) async fn change(
+        &self,
+        desk: &Desk,
+        id: u64,
+        mut edit: impl FnMut(&mut ReleaseRequest),
+    ) -> anyhow::Result<Option<ReleaseRequest>> {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(mut request) = desk.store().request(id).await? else {
+                return Ok(None);
+            };
+            edit(&mut request);
+            request.updated_at = desk.now();
+            if let Some(written) = desk.store().update_request(&request).await? {
+                return Ok(Some(written));
+            }
+        }
+        anyhow::bail!("request #{id} kept changing under us; try again")
+    }
+
+    async fn audit_request(
+        &self,
+        desk: &Desk,
+        request: &ReleaseRequest,
+        ctx: &ChatContext,
+        action: AuditAction,
+        detail: String,
+    ) {
+        let chat = ctx.chat_thread();
+        desk.record(
+            Record::new(
+                (&ctx.user_id, &ctx.user_name),
+                action,
+                &request.app,
+                Some(&chat),
+            )
+            .env(&request.environment)
+            .git(&request.git_ref, Some(&request.sha))
+            .detail(if detail.is_empty() {
+                format!("request #{}", request.id)
+            } else {
+                format!("request #{}: {detail}", request.id)
+            }),
+        )
+        .await;
+    }
+
+    async fn audit_checks(&self, desk: &Desk, request: &ReleaseRequest, ctx: &ChatContext) {
+        for check in &request.checks {
+            let detail = format!("{} {:?}: {}", check.kind, check.state, check.summary);
+            self.audit_request(desk, request, ctx, AuditAction::Check, detail)
+                .await;
+        }
+    }
+
+    /// Tells the requester, in the request's thread and directly.
+    pub(crate) async fn tell_requester(&self, request: &ReleaseRequest, reply: Reply) {
+        let Some(poster) = self.poster() else {
+            return;
+        };
+        poster
+            .outbox(&request.chat, &request.requester)
+            .post(reply.clone())
+            .await;
+        poster.direct(&request.requester, reply).await;
+    }
+
+    async fn direct(&self, user: &str, reply: Reply) {
+        if let Some(poster) = self.poster() {
+            poster.direct(user, reply).await;
+        }
+    }
+}
+
+/// The first 7 characters of a sha.
+pub fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
