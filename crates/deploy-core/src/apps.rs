@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use crate::desk::{self, FreezeWindow};
 use crate::duration::Span;
 use crate::names::{AppName, EnvName, RepoName, ScriptPath};
+use crate::protect::{self, Protection, TicketSettings};
 
 /// Which tool deploys an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -126,6 +127,8 @@ pub struct AppConfig {
     branch_lock: bool,
     tz: Tz,
     freeze: Vec<FreezeWindow>,
+    protect: BTreeMap<EnvName, Protection>,
+    tickets: Option<TicketSettings>,
 }
 
 impl AppConfig {
@@ -165,6 +168,17 @@ impl AppConfig {
     /// The freeze windows (`freeze`), in the order written.
     pub fn freezes(&self) -> &[FreezeWindow] {
         &self.freeze
+    }
+
+    /// How `env` is protected (`protect.<env>`): deploys to it go through a release
+    /// request. `None`: deployed as asked.
+    pub fn protection(&self, env: &EnvName) -> Option<&Protection> {
+        self.protect.get(env)
+    }
+
+    /// Which trackers are updated after a successful release (`tickets`); `None`: none.
+    pub fn tickets(&self) -> Option<&TicketSettings> {
+        self.tickets.as_ref()
     }
 
     /// True when `env` is one of this app's environments.
@@ -382,22 +396,60 @@ fn duplicate_top_level_keys(text: &str) -> Vec<String> {
     duplicates
 }
 
-struct Checker<'a> {
+/// Reads one object of an app's entry (the entry itself, or one nested in it at `path`),
+/// recording every problem with the app and the field's full path named.
+pub(crate) struct Checker<'a> {
     app: &'a str,
-    entry: &'a Map<String, Value>,
+    /// Where `entry` is in the app's entry (`protect.production`; empty for the entry).
+    path: String,
+    /// The object read.
+    pub(crate) entry: &'a Map<String, Value>,
     problems: &'a mut Vec<ConfigProblem>,
 }
 
 impl Checker<'_> {
-    fn problem(&mut self, field: &str, message: impl Into<String>) {
+    /// The full path of `field` (empty: the object itself).
+    fn field_path(&self, field: &str) -> String {
+        match (self.path.is_empty(), field.is_empty()) {
+            (true, _) => field.to_owned(),
+            (false, true) => self.path.clone(),
+            (false, false) => format!("{}.{field}", self.path),
+        }
+    }
+
+    /// Records a problem with `field` (empty: with the object itself).
+    pub(crate) fn problem(&mut self, field: &str, message: impl Into<String>) {
+        let path = self.field_path(field);
         self.problems.push(ConfigProblem {
             app: Some(self.app.to_owned()),
-            field: Some(field.to_owned()),
+            field: (!path.is_empty()).then_some(path),
             message: message.into(),
         });
     }
 
-    fn string(&mut self, field: &str) -> Option<String> {
+    /// True when a problem with `field` has been recorded.
+    pub(crate) fn has_problem(&self, field: &str) -> bool {
+        let path = self.field_path(field);
+        self.problems
+            .iter()
+            .any(|p| p.app.as_deref() == Some(self.app) && p.field.as_deref() == Some(&path))
+    }
+
+    /// A checker of the object `entry` found at `field` of this one.
+    pub(crate) fn nested<'b>(
+        &'b mut self,
+        field: &str,
+        entry: &'b Map<String, Value>,
+    ) -> Checker<'b> {
+        Checker {
+            app: self.app,
+            path: self.field_path(field),
+            entry,
+            problems: self.problems,
+        }
+    }
+
+    pub(crate) fn string(&mut self, field: &str) -> Option<String> {
         match self.entry.get(field) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
@@ -408,7 +460,7 @@ impl Checker<'_> {
         }
     }
 
-    fn string_list(&mut self, field: &str) -> Option<Vec<String>> {
+    pub(crate) fn string_list(&mut self, field: &str) -> Option<Vec<String>> {
         match self.entry.get(field) {
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) if items.iter().all(Value::is_string) => Some(
@@ -425,7 +477,7 @@ impl Checker<'_> {
     }
 
     /// A duration field: more than 0 and at most `max`, else `default`.
-    fn span(&mut self, field: &str, default: Span, max: Option<Span>) -> Span {
+    pub(crate) fn span(&mut self, field: &str, default: Span, max: Option<Span>) -> Span {
         let text = match self.entry.get(field) {
             None | Some(Value::Null) => return default,
             Some(Value::String(s)) => s,
@@ -450,7 +502,7 @@ impl Checker<'_> {
         default
     }
 
-    fn bool(&mut self, field: &str, default: bool) -> bool {
+    pub(crate) fn bool(&mut self, field: &str, default: bool) -> bool {
         match self.entry.get(field) {
             None | Some(Value::Null) => default,
             Some(Value::Bool(b)) => *b,
@@ -530,6 +582,7 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
     };
     let mut c = Checker {
         app: name,
+        path: String::new(),
         entry,
         problems,
     };
@@ -688,6 +741,8 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
         }),
     };
     let freeze = c.freeze(tz, &environments);
+    let protect = protect::parse_protect(&mut c, &environments);
+    let tickets = protect::parse_tickets(&mut c);
 
     for (key, value) in entry {
         if let Some(env) = key.strip_suffix("_url").filter(|_| key != "clone_url")
@@ -730,12 +785,15 @@ fn check_app(name: &str, value: &Value, problems: &mut Vec<ConfigProblem>) -> Op
         branch_lock,
         tz,
         freeze,
+        protect,
+        tickets,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protect::{Approver, CheckKind, JiraSettings};
 
     const EXAMPLE: &str = r#"{
       "project-x": {
@@ -1049,7 +1107,189 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_example_loads_and_freezes_only_an_example_environment() {
+    fn protect_defaults_and_parses() {
+        let plain = one(serde_json::json!({})).unwrap();
+        let live = EnvName::parse("live").unwrap();
+        let staging = EnvName::parse("staging").unwrap();
+        assert_eq!(plain.protection(&live), None, "unprotected unless said");
+        assert_eq!(plain.tickets(), None);
+
+        let minimal =
+            one(serde_json::json!({"protect": {"live": {"approvers": ["alice"]}}})).unwrap();
+        assert_eq!(minimal.protection(&staging), None);
+        assert_eq!(
+            minimal.protection(&live),
+            Some(&Protection {
+                approvals: 1,
+                approvers: vec![Approver::Name("alice".into())],
+                checks: vec![CheckKind::Ci, CheckKind::NotLocked],
+                admins: vec![],
+                needs_admin: false,
+                ttl: "4h".parse().unwrap(),
+            })
+        );
+
+        let full = one(serde_json::json!({"protect": {"live": {
+            "approvals": 2, "approvers": ["U0LEAD001", "alice", "@release-managers"],
+            "checks": ["rollback_notes", "ci", "review", "not_locked"], "admins": ["U0OPS0001"],
+            "needs_admin": true, "ttl": "1h30m"
+        }}}))
+        .unwrap();
+        let p = full.protection(&live).unwrap();
+        assert_eq!(p.approvals, 2);
+        assert_eq!(
+            p.approvers,
+            [
+                Approver::Id("U0LEAD001".into()),
+                Approver::Name("alice".into()),
+                Approver::Group("release-managers".into())
+            ]
+        );
+        assert_eq!(
+            p.checks,
+            [
+                CheckKind::RollbackNotes,
+                CheckKind::Ci,
+                CheckKind::Review,
+                CheckKind::NotLocked
+            ],
+            "in the order written"
+        );
+        assert_eq!(p.admins, [Approver::Id("U0OPS0001".into())]);
+        assert!(p.needs_admin);
+        assert_eq!(p.ttl.as_secs(), 5_400);
+        assert!(p.is_approver("U0LEAD001", "lead", &[]));
+        assert!(p.is_approver("U0ANY", "carol", &["release-managers".into()]));
+        assert!(
+            !p.is_approver("U0OPS0001", "ops", &[]),
+            "an admin is no approver"
+        );
+        assert!(p.is_admin("U0OPS0001", "ops", &[]));
+        assert!(!p.is_admin("U0LEAD001", "lead", &[]));
+        let none =
+            one(serde_json::json!({"protect": {"live": {"approvers": ["a"], "checks": []}}}))
+                .unwrap();
+        assert!(
+            none.protection(&live).unwrap().checks.is_empty(),
+            "[] means no checks"
+        );
+        assert_eq!(
+            full.payload_config()["protect"]["live"]["approvals"],
+            2,
+            "protect stays in the payload's config"
+        );
+    }
+
+    #[test]
+    fn protect_problems_are_all_reported_with_the_field_named() {
+        let err = one(serde_json::json!({"protect": {
+            "live": {"approvals": 0, "approver": ["alice"], "checks": ["ci", "lint", "ci"],
+                     "needs_admin": true, "ttl": "8d"},
+            "staging": {"approvers": [], "admins": ["Ops Team"], "needs_admin": "yes", "ttl": "0m"},
+            "production": {"approvers": ["alice", "bob", "alice"], "approvals": 3},
+            "Live": {"approvers": ["alice"]},
+            "edge": "alice"
+        }}))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "app.json: demo.protect: \"Live\": environment names are lower-case",
+                "app.json: demo.protect: edge is not one of the app's environments",
+                "app.json: demo.protect.edge: must be an object (approvals, approvers, checks, admins, needs_admin, ttl; approvers required)",
+                "app.json: demo.protect.live: unknown key \"approver\" (known: approvals, approvers, checks, admins, needs_admin, ttl)",
+                "app.json: demo.protect.live.approvals: must be a whole number, at least 1",
+                "app.json: demo.protect.live.approvers: is required: the user ids, chat handles or @groups who may approve",
+                "app.json: demo.protect.live.checks: unknown check \"lint\" (known: ci, review, rollback_notes, not_locked)",
+                "app.json: demo.protect.live.checks: ci is listed more than once",
+                "app.json: demo.protect.live.needs_admin: is true but no admins are listed: name who may claim and deploy in admins",
+                "app.json: demo.protect.live.ttl: 8d is too long: at most 7d",
+                "app.json: demo.protect: production is not one of the app's environments",
+                "app.json: demo.protect.production.approvers: alice is listed more than once",
+                "app.json: demo.protect.production.approvals: 3 approvals needed but only 2 approvers listed",
+                "app.json: demo.protect.staging.approvers: must name at least one approver",
+                "app.json: demo.protect.staging.admins: \"Ops Team\" is not a user id (U0LEAD001), a chat handle (alice) or a user group (@release-managers)",
+                "app.json: demo.protect.staging.needs_admin: must be true or false",
+                "app.json: demo.protect.staging.ttl: must be more than 0",
+            ]
+        );
+        assert_eq!(
+            one(serde_json::json!({"protect": ["live"]})).unwrap_err(),
+            vec![
+                "app.json: demo.protect: must be an object keyed by environment, e.g. {\"production\": {\"approvers\": [\"alice\"]}}"
+            ]
+        );
+        // A group may hold any number of people: no count to check against.
+        assert!(
+            one(serde_json::json!({"protect": {"live": {"approvals": 3, "approvers": ["@ops"]}}}))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn tickets_default_and_parse() {
+        let live = EnvName::parse("live").unwrap();
+        let plain = one(serde_json::json!({"tickets": {}})).unwrap();
+        let t = plain.tickets().unwrap();
+        assert!(t.github_issues);
+        assert_eq!(t.label_for(&live).as_deref(), Some("released:live"));
+        assert_eq!(t.jira, None);
+
+        let set = one(serde_json::json!({"tickets": {
+            "github_issues": false, "label": "shipped-{env}", "jira": {"project": "PROJ"}
+        }}))
+        .unwrap();
+        let t = set.tickets().unwrap();
+        assert!(!t.github_issues);
+        assert_eq!(t.label_for(&live).as_deref(), Some("shipped-live"));
+        assert_eq!(
+            t.jira,
+            Some(JiraSettings {
+                project: "PROJ".into(),
+                transition: "Released".into()
+            })
+        );
+        let moved = one(serde_json::json!({"tickets": {
+            "label": false, "jira": {"project": "OPS_2", "transition": "Done"}
+        }}))
+        .unwrap();
+        let t = moved.tickets().unwrap();
+        assert_eq!(t.label_for(&live), None, "false: no label");
+        assert_eq!(t.jira.as_ref().unwrap().transition, "Done");
+    }
+
+    #[test]
+    fn ticket_problems_name_the_field() {
+        let err = one(serde_json::json!({"tickets": {
+            "github_issue": true, "github_issues": "yes", "label": "",
+            "jira": {"project": "proj", "transition": "", "board": 1}
+        }}))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "app.json: demo.tickets: unknown key \"github_issue\" (known: github_issues, label, jira)",
+                "app.json: demo.tickets.github_issues: must be true or false",
+                "app.json: demo.tickets.label: must be a label name such as \"released:{env}\", or false for none",
+                "app.json: demo.tickets.jira: unknown key \"board\" (known: project, transition)",
+                "app.json: demo.tickets.jira.project: \"proj\" is not a Jira project key (capital letters, digits and '_', starting with a letter, e.g. \"PROJ\")",
+                "app.json: demo.tickets.jira.transition: must be a non-empty string",
+            ]
+        );
+        assert_eq!(
+            one(serde_json::json!({"tickets": {"jira": {}}})).unwrap_err(),
+            vec![
+                "app.json: demo.tickets.jira.project: is required: the Jira project key, e.g. \"PROJ\" for PROJ-123"
+            ]
+        );
+        assert_eq!(
+            one(serde_json::json!({"tickets": true})).unwrap_err(),
+            vec!["app.json: demo.tickets: must be an object (github_issues, label, jira)"]
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_loads_freezes_only_an_example_environment_and_protects_demo() {
         let apps = Apps::from_json(include_str!("../../../app.json")).unwrap();
         let demo = apps.get(&AppName::parse("demo").unwrap()).unwrap();
         assert_eq!(demo.lock_ttl().to_string(), "4h");
@@ -1057,6 +1297,17 @@ mod tests {
             demo.freezes().is_empty(),
             "the quick start must never be frozen"
         );
+        assert_eq!(
+            demo.protection(&EnvName::parse("staging").unwrap()),
+            None,
+            "the quick start deploys to staging at once"
+        );
+        let production = demo.protection(&EnvName::production()).unwrap();
+        assert_eq!(production.approvals, 1);
+        assert!(production.is_approver("bob", "bob", &[]));
+        assert!(production.is_approver("alice", "alice", &[]));
+        assert_eq!(production.checks, CheckKind::ALL, "every check is shown");
+        assert_eq!(production.ttl.to_string(), "4h");
         let modmod = apps.get(&AppName::parse("modmod-web").unwrap()).unwrap();
         assert_eq!(modmod.freezes().len(), 2);
         for window in modmod.freezes() {

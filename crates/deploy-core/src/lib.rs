@@ -1,7 +1,8 @@
 //! Contract types shared by chima (the chat bot) and faseng (the deployer): the app.json
 //! model, validated names and git refs, the neutral chat message and its renderings, the
 //! deployment payload and the webhook events GitHub sends about it, the release desk's
-//! vocabulary (locks, freeze windows, refusals), the GitHub client factory, the HTTP serve
+//! vocabulary (locks, freeze windows, refusals) and release requests' configuration
+//! (protected environments, ticket updates), the GitHub client factory, the HTTP serve
 //! loop with its limits, and process logging (`LOG_FORMAT`).
 
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod logging;
 pub mod names;
 pub mod payload;
+pub mod protect;
 pub mod server;
 pub mod task;
 
@@ -31,4 +33,5 @@ pub use names::{
     ScriptPathError, ShaError, is_invisible,
 };
 pub use payload::{DeploymentPayload, NewDeployment, Notify};
+pub use protect::{Approver, CheckKind, JiraSettings, Protection, TicketSettings};
 pub use task::{Task, TaskError, TaskWord};

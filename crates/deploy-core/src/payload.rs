@@ -52,6 +52,10 @@ pub struct DeploymentPayload {
     /// lock, an unfreeze or an approved request allows; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desk_ticket: Option<String>,
+    /// The release request (`#N`) this deployment carries out, for a protected environment;
+    /// absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
     /// Anything else another creator put there, passed through untouched.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -129,6 +133,24 @@ mod tests {
         let back: DeploymentPayload = serde_json::from_value(v).unwrap();
         assert_eq!(back, payload);
         assert!(!back.extra.contains_key("desk_ticket"));
+    }
+
+    #[test]
+    fn a_request_id_round_trips_and_is_left_out_when_there_is_none() {
+        let mut payload: DeploymentPayload = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(payload.request, None);
+        assert!(
+            serde_json::to_value(&payload)
+                .unwrap()
+                .get("request")
+                .is_none()
+        );
+        payload.request = Some(12);
+        let v = serde_json::to_value(&payload).unwrap();
+        assert_eq!(v["request"], 12);
+        let back: DeploymentPayload = serde_json::from_value(v).unwrap();
+        assert_eq!(back, payload);
+        assert!(!back.extra.contains_key("request"));
     }
 
     #[test]

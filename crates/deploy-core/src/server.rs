@@ -153,6 +153,15 @@ pub fn raise_open_files_limit() -> nix::Result<u64> {
     Ok(hard)
 }
 
+/// This machine's host name (`/proc/sys/kernel/hostname`), or `unknown`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -372,13 +381,4 @@ mod tests {
         let limit = raise_open_files_limit().unwrap();
         assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (limit, limit));
     }
-}
-
-/// This machine's host name (`/proc/sys/kernel/hostname`), or `unknown`.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
 }

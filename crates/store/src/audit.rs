@@ -35,11 +35,33 @@ pub enum AuditAction {
     Freeze,
     /// A freeze was lifted for someone.
     Unfreeze,
+    /// A release request was opened (or moved to a new sha).
+    Request,
+    /// A request's check gave a result.
+    Check,
+    /// A request was approved.
+    Approve,
+    /// A request was approved over red checks (`approve!`).
+    Override,
+    /// A request was rejected.
+    Reject,
+    /// A release admin claimed a request.
+    Claim,
+    /// A request was withdrawn.
+    RequestCancel,
+    /// A request ran out before it deployed.
+    RequestExpired,
+    /// The deployment for a request was made.
+    Release,
+    /// A request's deployment finished (succeeded or failed).
+    Result,
+    /// A tracker was updated after a release (or could not be).
+    TicketUpdate,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 23] = [
         AuditAction::Deploy,
         AuditAction::Lock,
         AuditAction::Unlock,
@@ -52,6 +74,17 @@ impl AuditAction {
         AuditAction::HandOff,
         AuditAction::Freeze,
         AuditAction::Unfreeze,
+        AuditAction::Request,
+        AuditAction::Check,
+        AuditAction::Approve,
+        AuditAction::Override,
+        AuditAction::Reject,
+        AuditAction::Claim,
+        AuditAction::RequestCancel,
+        AuditAction::RequestExpired,
+        AuditAction::Release,
+        AuditAction::Result,
+        AuditAction::TicketUpdate,
     ];
 
     /// The action's name as stored (`lock_expired`, …).
@@ -69,6 +102,17 @@ impl AuditAction {
             AuditAction::HandOff => "hand_off",
             AuditAction::Freeze => "freeze",
             AuditAction::Unfreeze => "unfreeze",
+            AuditAction::Request => "request",
+            AuditAction::Check => "check",
+            AuditAction::Approve => "approve",
+            AuditAction::Override => "override",
+            AuditAction::Reject => "reject",
+            AuditAction::Claim => "claim",
+            AuditAction::RequestCancel => "request_cancel",
+            AuditAction::RequestExpired => "request_expired",
+            AuditAction::Release => "release",
+            AuditAction::Result => "result",
+            AuditAction::TicketUpdate => "ticket_update",
         }
     }
 }
@@ -198,5 +242,7 @@ mod tests {
         assert_eq!(names.len(), AuditAction::ALL.len(), "names are distinct");
         assert_eq!(AuditAction::Extend.as_str(), "extend");
         assert_eq!(AuditAction::LineExpired.as_str(), "line_expired");
+        assert_eq!(AuditAction::RequestExpired.as_str(), "request_expired");
+        assert_eq!(AuditAction::TicketUpdate.as_str(), "ticket_update");
     }
 }

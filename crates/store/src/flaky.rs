@@ -404,3 +404,35 @@ impl Tickets for FlakyStore {
             .await
     }
 }
+
+#[async_trait]
+impl Requests for FlakyStore {
+    async fn open_request(&self, r: &NewRequest) -> anyhow::Result<ReleaseRequest> {
+        self.inner.open_request(r).await
+    }
+
+    async fn request(&self, id: u64) -> anyhow::Result<Option<ReleaseRequest>> {
+        self.inner.request(id).await
+    }
+
+    async fn open_request_for(
+        &self,
+        app: &str,
+        environment: &str,
+        git_ref: &str,
+    ) -> anyhow::Result<Option<ReleaseRequest>> {
+        self.inner.open_request_for(app, environment, git_ref).await
+    }
+
+    async fn requests(
+        &self,
+        app: Option<&str>,
+        open_only: bool,
+    ) -> anyhow::Result<Vec<ReleaseRequest>> {
+        self.inner.requests(app, open_only).await
+    }
+
+    async fn update_request(&self, r: &ReleaseRequest) -> anyhow::Result<Option<ReleaseRequest>> {
+        self.inner.update_request(r).await
+    }
+}

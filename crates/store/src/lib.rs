@@ -14,6 +14,7 @@
 //! * [`DeskLine`]: chat requests waiting for an environment to be free,
 //! * [`Freezes`]: freezes made in chat, and unfreezes granted,
 //! * [`Tickets`]: single-use desk tickets, how faseng learns what chat allowed,
+//! * [`Requests`]: release requests for protected environments (`#N`, compare-and-set),
 //! * [`Meta`]: reachability, queue depth, the key log links are signed with.
 //!
 //! [`Store`] is their sum: every backend is all of them. [`RedisStore`] and [`SqliteStore`]
@@ -40,6 +41,7 @@ mod open;
 pub mod outbox;
 pub mod page;
 mod redis_store;
+pub mod requests;
 pub mod retention;
 mod retry;
 pub mod runs;
@@ -63,6 +65,9 @@ pub use outbox::{
 pub use page::{Cursor, Page};
 pub use redis_store::{
     RedisStore, connect as redis_connect, warn_if_not_durable as warn_redis_durability,
+};
+pub use requests::{
+    Approval, CheckResult, CheckState, NewRequest, ReleaseRequest, RequestState, Requests,
 };
 pub(crate) use retention::SWEEP_BATCH;
 pub use retention::{Retention, StoreSize, Swept, expired};
@@ -103,6 +108,7 @@ pub trait Store:
     + DeskLine
     + Freezes
     + Tickets
+    + Requests
 {
 }
 
@@ -120,6 +126,7 @@ impl<T> Store for T where
         + DeskLine
         + Freezes
         + Tickets
+        + Requests
 {
 }
 
@@ -128,7 +135,8 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         Audit as _, Deliveries as _, DeskLine as _, Duties as _, Freezes as _, Lines as _,
-        Locks as _, Logs as _, Meta as _, Outbox as _, Retention as _, Runs as _, Tickets as _,
+        Locks as _, Logs as _, Meta as _, Outbox as _, Requests as _, Retention as _, Runs as _,
+        Tickets as _,
     };
 }
 

@@ -25,6 +25,8 @@ pub struct Swept {
     pub tickets: u64,
     /// Requests in line that had run out and were never taken.
     pub line_requests: u64,
+    /// Release requests that were over (not open) and last changed before the cutoff.
+    pub requests: u64,
 }
 
 impl Swept {
@@ -60,7 +62,8 @@ pub trait Retention: Send + Sync + 'static {
     /// log, status history), the status history of deployments without a run whose last
     /// event is older than `cutoff`, and the queue library's finished jobs done before it;
     /// and the release desk's freezes and unfreeze grants that ended, and tickets and
-    /// requests in line that ran out, before it. Never a queued or running run.
+    /// requests in line that ran out, before it; and release requests that are over and last
+    /// changed before it. Never a queued or running run, never an open request.
     /// Idempotent, and safe from many processes at once.
     async fn sweep(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Swept>;
 

@@ -41,6 +41,7 @@ fn request(git_ref: &str, environment: &str) -> NewDeployment {
             notify: None,
             config: json!({"provider": "shell"}),
             desk_ticket: None,
+            request: None,
             extra: Default::default(),
         },
     }

@@ -613,6 +613,7 @@ impl Bot {
                 }),
                 config: app.payload_config(),
                 desk_ticket: None,
+                request: None,
                 extra: Default::default(),
             },
         }

@@ -391,8 +391,9 @@ pub async fn tickets(store: &dyn Store) {
     );
 }
 
-/// Retention of the desk's records: what ended or ran out before the cutoff goes, the rest
-/// stays. `cutoff` is later than anything else the store holds ends.
+/// Retention of the desk's records: what ended or ran out (a release request: was over and
+/// last changed) before the cutoff goes, the rest stays. `cutoff` is later than anything
+/// else the store holds ends.
 pub async fn desk_retention(store: &dyn Store, cutoff: DateTime<Utc>) {
     let min = chrono::Duration::minutes(1);
     let (before, after) = (cutoff - min, cutoff + min);
@@ -453,16 +454,25 @@ pub async fn desk_retention(store: &dyn Store, cutoff: DateTime<Utc>) {
         .await
         .unwrap();
 
+    let (kept_requests, old_request) = super::requests::requests_for_retention(store, cutoff).await;
+
     let swept = store.sweep(cutoff).await.unwrap();
     assert_eq!(
         (
             swept.freezes,
             swept.unfreezes,
             swept.tickets,
-            swept.line_requests
+            swept.line_requests,
+            swept.requests
         ),
-        (1, 1, 1, 2),
+        (1, 1, 1, 2, 1),
         "{swept:?}"
+    );
+    assert_eq!(store.request(old_request.id).await.unwrap(), None);
+    assert_eq!(
+        store.requests(Some("sweep"), false).await.unwrap(),
+        kept_requests,
+        "open ones stay however old, and those changed since"
     );
     // Asked about a time before they ended, the deleted ones are not there any more.
     let earlier = cutoff - min * 2;
@@ -493,9 +503,10 @@ pub async fn desk_retention(store: &dyn Store, cutoff: DateTime<Utc>) {
             again.freezes,
             again.unfreezes,
             again.tickets,
-            again.line_requests
+            again.line_requests,
+            again.requests
         ),
-        (0, 0, 0, 0),
+        (0, 0, 0, 0, 0),
         "{again:?}"
     );
     assert_eq!(
@@ -508,7 +519,7 @@ pub async fn desk_retention(store: &dyn Store, cutoff: DateTime<Utc>) {
 }
 
 /// `call` eight times at once, alternately on `a` and `b` (two processes sharing a store).
-async fn race<'s, T, F, Fut>(a: &'s dyn Store, b: &'s dyn Store, call: F) -> Vec<T>
+pub(super) async fn race<'s, T, F, Fut>(a: &'s dyn Store, b: &'s dyn Store, call: F) -> Vec<T>
 where
     F: Fn(&'s dyn Store, usize) -> Fut,
     Fut: std::future::Future<Output = T>,
@@ -520,7 +531,7 @@ where
 }
 
 /// How many of `results` won (are `Some`).
-fn winners<T>(results: Vec<anyhow::Result<Option<T>>>) -> usize {
+pub(super) fn winners<T>(results: Vec<anyhow::Result<Option<T>>>) -> usize {
     results
         .into_iter()
         .map(|r| r.unwrap())

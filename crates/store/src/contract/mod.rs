@@ -5,6 +5,7 @@ mod desk;
 mod history;
 mod locks;
 pub mod outbox;
+mod requests;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ pub use desk::{
 pub use history::history;
 pub use locks::{branch_locks, lock_expiry, lock_fences};
 pub use outbox::outbox;
+pub use requests::{new_request, request_races, requests};
 pub use server::RedisServer;
 
 use std::time::Duration;

@@ -45,7 +45,7 @@ macro_rules! contract_tests {
 
 contract_tests!(
     meta, deliveries, runs, lines, locks, logs, outbox, duties, retention, audit, desk_line,
-    freezes, tickets,
+    freezes, tickets, requests,
 );
 
 /// Two processes on one store: what they race on has one winner.
@@ -59,6 +59,7 @@ mod races {
         };
         let b = RedisStore::new(crate::redis_connect(&server.url()).await.unwrap(), "q");
         crate::contract::desk_races(&a, &b).await;
+        crate::contract::request_races(&a, &b).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,5 +69,6 @@ mod races {
             .await
             .unwrap();
         crate::contract::desk_races(&a, &b).await;
+        crate::contract::request_races(&a, &b).await;
     }
 }

@@ -10,6 +10,7 @@ mod lines;
 mod locks;
 mod logs;
 mod outbox;
+mod requests;
 mod retention;
 mod runs;
 #[cfg(test)]

@@ -159,10 +159,11 @@ impl Retention for RedisStore {
 }
 
 impl RedisStore {
-    /// Deletes the desk's freezes and grants that ended, and tickets and requests in line
-    /// that ran out, before `cutoff`.
+    /// Deletes the desk's freezes and grants that ended, tickets and requests in line that
+    /// ran out, and release requests over and last changed, before `cutoff`.
     async fn sweep_desk(&self, cutoff: DateTime<Utc>, swept: &mut Swept) -> anyhow::Result<()> {
         use super::freezes::{FREEZES, FREEZES_BY_END, UNFREEZES, UNFREEZES_BY_END};
+        use super::requests::{REQUESTS, REQUESTS_DONE};
         use super::tickets::{TICKET_ENDS, TICKETS, TICKETS_BY_END};
         for (index, hashes, count) in [
             (FREEZES_BY_END, &[FREEZES][..], &mut swept.freezes),
@@ -172,6 +173,7 @@ impl RedisStore {
                 &[TICKETS, TICKET_ENDS][..],
                 &mut swept.tickets,
             ),
+            (REQUESTS_DONE, &[REQUESTS][..], &mut swept.requests),
         ] {
             loop {
                 let mut sweep = scripts().sweep_ended.prepare_invoke();

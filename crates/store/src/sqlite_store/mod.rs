@@ -11,6 +11,7 @@ mod lines;
 mod locks;
 mod logs;
 mod outbox;
+mod requests;
 mod retention;
 mod runs;
 #[cfg(test)]
@@ -92,7 +93,8 @@ CREATE TABLE IF NOT EXISTS faseng_audit (id INTEGER PRIMARY KEY AUTOINCREMENT,
 CREATE INDEX IF NOT EXISTS faseng_audit_app ON faseng_audit(app, environment, id);
 ";
 
-/// The release desk: requests in line, freezes made in chat, unfreeze grants, tickets.
+/// The release desk: requests in line, freezes made in chat, unfreeze grants, tickets,
+/// release requests.
 /// Times compared in SQL are kept as [`crate::instant`] text.
 const DESK_SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS faseng_desk_line (id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -110,6 +112,12 @@ CREATE INDEX IF NOT EXISTS faseng_unfreezes_until ON faseng_unfreezes(until_at);
 CREATE TABLE IF NOT EXISTS faseng_tickets (id TEXT PRIMARY KEY, app TEXT NOT NULL,
   environment TEXT NOT NULL, sha TEXT NOT NULL, expires_at TEXT NOT NULL, ticket TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS faseng_tickets_expires ON faseng_tickets(expires_at);
+CREATE TABLE IF NOT EXISTS faseng_requests (id INTEGER PRIMARY KEY AUTOINCREMENT,
+  app TEXT NOT NULL, environment TEXT NOT NULL, git_ref TEXT NOT NULL, open INTEGER NOT NULL,
+  version INTEGER NOT NULL, updated_at TEXT NOT NULL, request TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS faseng_requests_open ON faseng_requests(open, app, environment, git_ref, id);
+CREATE INDEX IF NOT EXISTS faseng_requests_app ON faseng_requests(app, id);
+CREATE INDEX IF NOT EXISTS faseng_requests_done ON faseng_requests(open, updated_at);
 ";
 
 /// The SQLite-backed [`Store`].
