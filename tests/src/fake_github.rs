@@ -9,6 +9,12 @@
 //! list with an `ETag` and `304 Not Modified` to a matching `If-None-Match`, sends
 //! `X-RateLimit-*` headers on lists, and can be told to rate-limit lists
 //! ([`FakeGithub::rate_limit_next_list`]).
+//!
+//! Pull requests (associated with commits), their reviews and commits, and issue comments and
+//! labels live per repository ([`FakeGithub::add_pull`], [`FakeGithub::add_review`],
+//! [`FakeGithub::issue_comments`], [`FakeGithub::issue_labels`]; see `pulls.rs` for which
+//! shapes are validated how). Any endpoint can be made to answer 500
+//! ([`FakeGithub::fail_next`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,6 +33,10 @@ use sha2::Sha256;
 use tokio::sync::watch;
 
 use crate::fixtures;
+
+mod pulls;
+
+pub use pulls::{PullSpec, PullState};
 
 /// The token the fake accepts unless told otherwise.
 pub const TOKEN: &str = "ghp_test_token_0123456789";
@@ -75,6 +85,7 @@ struct Repo {
     conflicting: Vec<String>,
     accept_token: Option<String>,
     forbidden: bool,
+    pulls: pulls::RepoPulls,
 }
 
 #[derive(Debug)]
@@ -114,6 +125,21 @@ struct Inner {
     rate_limits: VecDeque<RateLimit>,
     counters: HashMap<String, Counters>,
     list_answers: Vec<ListAnswer>,
+    failures: Vec<FailRule>,
+}
+
+/// Requests the fake answers 500 (see [`FakeGithub::fail_next`]).
+#[derive(Debug)]
+struct FailRule {
+    method: String,
+    path: String,
+    remaining: u32,
+}
+
+/// True when `path` matches `pattern`, where a `*` segment matches any one segment.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| *a == "*" || a == b)
 }
 
 /// One deployments list the fake answered.
@@ -232,6 +258,22 @@ impl FakeGithub {
                 post(create_status).get(list_statuses),
             )
             .route("/repos/{owner}/{repo}/commits/{*rest}", get(commit_checks))
+            .route(
+                "/repos/{owner}/{repo}/pulls/{number}/reviews",
+                get(pulls::list_reviews),
+            )
+            .route(
+                "/repos/{owner}/{repo}/pulls/{number}/commits",
+                get(pulls::list_pull_commits),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                post(pulls::create_issue_comment),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/labels",
+                post(pulls::add_issue_labels),
+            )
             .route("/repos/{owner}/{repo}/tarball/{*git_ref}", get(tarball))
             .route("/repos/{owner}/{repo}/installation", get(repo_installation))
             .route(
@@ -429,6 +471,17 @@ impl FakeGithub {
     /// way back, as when a proxy times out after GitHub wrote the status).
     pub fn lose_status_answers(&self, n: u32) {
         self.shared.lock().lost_status_answers = n;
+    }
+
+    /// The next `n` requests of `method` to `path` (below the API base, e.g.
+    /// `/repos/o/r/issues/*/labels`, where `*` stands for any one segment) answer 500 without
+    /// reaching their handler; they are still listed by [`FakeGithub::requests`].
+    pub fn fail_next(&self, method: &str, path: &str, n: u32) {
+        self.shared.lock().failures.push(FailRule {
+            method: method.to_ascii_uppercase(),
+            path: path.to_owned(),
+            remaining: n,
+        });
     }
 
     /// The status posts received (recorded or not), oldest first, with when they arrived.
@@ -636,23 +689,39 @@ async fn record(
         .path()
         .strip_prefix(prefix.as_str())
         .unwrap_or(parts.uri.path());
-    shared.lock().requests.push(RecordedRequest {
-        method: parts.method.to_string(),
-        path: path.to_owned(),
-        query: parts.uri.query().map(str::to_owned),
-        authorization: parts
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        if_none_match: parts
-            .headers
-            .get("if-none-match")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        received_at,
-    });
+    let fail = {
+        let mut inner = shared.lock();
+        let fail = inner
+            .failures
+            .iter_mut()
+            .find(|r| {
+                r.remaining > 0 && r.method == parts.method.as_str() && path_matches(&r.path, path)
+            })
+            .map(|r| r.remaining -= 1)
+            .is_some();
+        inner.requests.push(RecordedRequest {
+            method: parts.method.to_string(),
+            path: path.to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            authorization: parts
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            if_none_match: parts
+                .headers
+                .get("if-none-match")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            received_at,
+        });
+        fail
+    };
+    if fail {
+        shared.bump();
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
+    }
     let response = next
         .run(axum::extract::Request::from_parts(
             parts,
@@ -1258,6 +1327,7 @@ fn push_status(inner: &mut Inner, deployment: &Value, body: &Value) -> Value {
 #[derive(serde::Deserialize)]
 struct PageQuery {
     per_page: Option<usize>,
+    page: Option<usize>,
 }
 
 async fn list_statuses(
@@ -1279,8 +1349,12 @@ async fn list_statuses(
 async fn commit_checks(
     State(shared): State<Shared>,
     Path((_, _, rest)): Path<(String, String, String)>,
+    Query(q): Query<PageQuery>,
     RepoAccess(full_name): RepoAccess,
 ) -> Response {
+    if let Some(git_ref) = rest.strip_suffix("/pulls") {
+        return pulls::commit_pulls(&shared, &full_name, git_ref, &q);
+    }
     let (git_ref, kind) = match (
         rest.strip_suffix("/status"),
         rest.strip_suffix("/check-runs"),
@@ -1462,6 +1536,23 @@ mod tests {
             sign("It's a Secret to Everybody", b"Hello, World!"),
             "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
         );
+    }
+
+    #[test]
+    fn failure_patterns_match_one_segment_per_star() {
+        assert!(path_matches(
+            "/repos/o/r/issues/*/labels",
+            "/repos/o/r/issues/12/labels"
+        ));
+        assert!(!path_matches(
+            "/repos/o/r/issues/*/labels",
+            "/repos/o/r/issues/12/comments"
+        ));
+        assert!(!path_matches(
+            "/repos/o/r/issues/*",
+            "/repos/o/r/issues/12/labels"
+        ));
+        assert!(path_matches("/user", "/user"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod direct;
 pub mod dirs;
 pub mod fake_github;
 pub mod fake_heroku;
+pub mod fake_jira;
 pub mod fake_slack;
 pub mod fixtures;
 pub mod git_repo;

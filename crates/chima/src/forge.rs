@@ -149,6 +149,42 @@ impl CiReport {
     }
 }
 
+/// A pull request associated with a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullInfo {
+    /// Its number (also its issue number).
+    pub number: u64,
+    /// Title.
+    pub title: String,
+    /// Description (markdown); empty when it has none.
+    pub body: String,
+    /// The author's login.
+    pub author: String,
+    /// `open` or `closed`.
+    pub state: String,
+    /// True once merged.
+    pub merged: bool,
+    /// When it was merged.
+    pub merged_at: Option<DateTime<Utc>>,
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+    /// A link to it for people.
+    pub html_url: String,
+    /// The branch it was made from.
+    pub head_ref: String,
+}
+
+/// One review of a pull request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewInfo {
+    /// The reviewer's login.
+    pub author: String,
+    /// `APPROVED`, `CHANGES_REQUESTED`, `COMMENTED`, `DISMISSED` or `PENDING`.
+    pub state: String,
+    /// When it was submitted (`None` while pending).
+    pub submitted_at: Option<DateTime<Utc>>,
+}
+
 /// Why a forge call failed; each becomes one clear chat reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForgeError {
@@ -241,11 +277,38 @@ pub trait Forge: Send + Sync {
     ) -> Result<Option<String>, ForgeError>;
     /// CI state of a ref.
     async fn ci_report(&self, app: &AppConfig, git_ref: &GitRef) -> Result<CiReport, ForgeError>;
+    /// The pull requests that brought `sha` (GitHub's "list pull requests associated with a
+    /// commit").
+    async fn pulls_for_commit(
+        &self,
+        app: &AppConfig,
+        sha: &str,
+    ) -> Result<Vec<PullInfo>, ForgeError>;
+    /// Every review of a pull request, oldest first.
+    async fn pull_reviews(
+        &self,
+        app: &AppConfig,
+        number: u64,
+    ) -> Result<Vec<ReviewInfo>, ForgeError>;
+    /// The messages of a pull request's commits, oldest first.
+    async fn pull_commits(&self, app: &AppConfig, number: u64) -> Result<Vec<String>, ForgeError>;
+    /// Comments on an issue (or pull request).
+    async fn comment_on_issue(
+        &self,
+        app: &AppConfig,
+        number: u64,
+        body: &str,
+    ) -> Result<(), ForgeError>;
+    /// Adds a label to an issue (or pull request); GitHub creates a label it does not know.
+    async fn add_label(&self, app: &AppConfig, number: u64, label: &str) -> Result<(), ForgeError>;
     /// The output of a deployment run, line by line.
     async fn log(&self, id: u64) -> Result<Vec<String>, ForgeError>;
     /// Where people can see the repository's webhooks (for "nobody picked it up").
     fn hooks_settings_url(&self, app: &AppConfig) -> String;
 }
+
+#[cfg(test)]
+pub(crate) mod memory;
 
 #[cfg(test)]
 mod tests {

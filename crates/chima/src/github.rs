@@ -10,15 +10,23 @@ use deploy_core::{AppConfig, EnvName, GitRef, GithubClients, NewDeployment};
 use futures::future::join_all;
 use octocrab::Octocrab;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::forge::{
     CheckInfo, CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, DeploymentState, Forge,
-    ForgeError,
+    ForgeError, PullInfo, ReviewInfo,
 };
 
 /// How long a repository's default branch is remembered.
 const DEFAULT_BRANCH_TTL: Duration = Duration::from_secs(600);
+
+/// Items per page of a paged list (GitHub's maximum).
+const PER_PAGE: usize = 100;
+
+/// Pages read of one list at most (GitHub lists at most 250 commits of a pull request; a
+/// thousand reviews is more than any pull request has).
+const MAX_PAGES: usize = 10;
 
 /// Deployments on GitHub (or GitHub Enterprise).
 pub struct GithubForge {
@@ -170,6 +178,83 @@ struct CheckRunJson {
     status: Option<String>,
     conclusion: Option<String>,
     html_url: Option<String>,
+}
+
+/// A pull request as GitHub lists it (`pull-request-simple`).
+#[derive(Deserialize)]
+struct PullJson {
+    number: u64,
+    title: String,
+    body: Option<String>,
+    user: Option<Login>,
+    state: String,
+    merged_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    html_url: String,
+    head: HeadJson,
+}
+
+#[derive(Deserialize)]
+struct HeadJson {
+    #[serde(rename = "ref")]
+    git_ref: String,
+}
+
+/// A pull request review (`pull-request-review`).
+#[derive(Deserialize)]
+struct ReviewJson {
+    user: Option<Login>,
+    state: String,
+    submitted_at: Option<DateTime<Utc>>,
+}
+
+/// A commit of a pull request (`commit`): only its message is read.
+#[derive(Deserialize)]
+struct PullCommitJson {
+    commit: CommitDetailJson,
+}
+
+#[derive(Deserialize)]
+struct CommitDetailJson {
+    message: String,
+}
+
+impl From<PullJson> for PullInfo {
+    fn from(p: PullJson) -> Self {
+        PullInfo {
+            number: p.number,
+            title: p.title,
+            body: p.body.unwrap_or_default(),
+            author: p.user.map(|u| u.login).unwrap_or_default(),
+            state: p.state,
+            merged: p.merged_at.is_some(),
+            merged_at: p.merged_at,
+            created_at: p.created_at,
+            html_url: p.html_url,
+            head_ref: p.head.git_ref,
+        }
+    }
+}
+
+/// Every item of a paged list: pages of [`PER_PAGE`] until a short one, at most
+/// [`MAX_PAGES`].
+async fn get_all<T: DeserializeOwned>(gh: &Octocrab, route: &str) -> Result<Vec<T>, ForgeError> {
+    let mut all = Vec::new();
+    for page in 1..=MAX_PAGES {
+        let batch: Vec<T> = gh
+            .get(
+                format!("{route}?per_page={PER_PAGE}&page={page}"),
+                None::<&()>,
+            )
+            .await
+            .map_err(map_error)?;
+        let full = batch.len() >= PER_PAGE;
+        all.extend(batch);
+        if !full {
+            break;
+        }
+    }
+    Ok(all)
 }
 
 #[derive(Deserialize)]
@@ -455,6 +540,71 @@ impl Forge for GithubForge {
             sha: combined.sha,
             checks,
         })
+    }
+
+    async fn pulls_for_commit(
+        &self,
+        app: &AppConfig,
+        sha: &str,
+    ) -> Result<Vec<PullInfo>, ForgeError> {
+        let gh = self.client(app).await?;
+        let route = format!(
+            "/repos/{}/commits/{}/pulls",
+            app.repository,
+            encode_ref(sha)
+        );
+        let pulls: Vec<PullJson> = get_all(&gh, &route).await?;
+        Ok(pulls.into_iter().map(PullInfo::from).collect())
+    }
+
+    async fn pull_reviews(
+        &self,
+        app: &AppConfig,
+        number: u64,
+    ) -> Result<Vec<ReviewInfo>, ForgeError> {
+        let gh = self.client(app).await?;
+        let route = format!("/repos/{}/pulls/{number}/reviews", app.repository);
+        let reviews: Vec<ReviewJson> = get_all(&gh, &route).await?;
+        Ok(reviews
+            .into_iter()
+            .map(|r| ReviewInfo {
+                author: r.user.map(|u| u.login).unwrap_or_default(),
+                state: r.state,
+                submitted_at: r.submitted_at,
+            })
+            .collect())
+    }
+
+    async fn pull_commits(&self, app: &AppConfig, number: u64) -> Result<Vec<String>, ForgeError> {
+        let gh = self.client(app).await?;
+        let route = format!("/repos/{}/pulls/{number}/commits", app.repository);
+        let commits: Vec<PullCommitJson> = get_all(&gh, &route).await?;
+        Ok(commits.into_iter().map(|c| c.commit.message).collect())
+    }
+
+    async fn comment_on_issue(
+        &self,
+        app: &AppConfig,
+        number: u64,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        let gh = self.client(app).await?;
+        let route = format!("/repos/{}/issues/{number}/comments", app.repository);
+        let _: Value = gh
+            .post(route, Some(&serde_json::json!({ "body": body })))
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn add_label(&self, app: &AppConfig, number: u64, label: &str) -> Result<(), ForgeError> {
+        let gh = self.client(app).await?;
+        let route = format!("/repos/{}/issues/{number}/labels", app.repository);
+        let _: Value = gh
+            .post(route, Some(&serde_json::json!({ "labels": [label] })))
+            .await
+            .map_err(map_error)?;
+        Ok(())
     }
 
     async fn log(&self, _id: u64) -> Result<Vec<String>, ForgeError> {

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod chat;
+pub mod checks;
 pub mod cli;
 pub mod desk;
 pub mod forge;
@@ -18,5 +19,6 @@ pub mod messages;
 pub mod shell;
 pub mod slack;
 pub mod store;
+pub mod tickets;
 
 pub use handlers::Bot;

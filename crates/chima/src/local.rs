@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::forge::{
     CiReport, CreateOutcome, DeploymentFilter, DeploymentInfo, DeploymentState, Forge, ForgeError,
+    PullInfo, ReviewInfo,
 };
 use crate::messages;
 use crate::store::StoreHandle;
@@ -470,6 +471,48 @@ impl Forge for LocalForge {
 
     async fn ci_report(&self, _app: &AppConfig, _git_ref: &GitRef) -> Result<CiReport, ForgeError> {
         Err(ForgeError::Unsupported(messages::no_ci_in_local_mode()))
+    }
+
+    async fn pulls_for_commit(
+        &self,
+        _app: &AppConfig,
+        _sha: &str,
+    ) -> Result<Vec<PullInfo>, ForgeError> {
+        Err(ForgeError::Unsupported(crate::checks::texts::needs_github()))
+    }
+
+    async fn pull_reviews(
+        &self,
+        _app: &AppConfig,
+        _number: u64,
+    ) -> Result<Vec<ReviewInfo>, ForgeError> {
+        Err(ForgeError::Unsupported(crate::checks::texts::needs_github()))
+    }
+
+    async fn pull_commits(
+        &self,
+        _app: &AppConfig,
+        _number: u64,
+    ) -> Result<Vec<String>, ForgeError> {
+        Err(ForgeError::Unsupported(crate::checks::texts::needs_github()))
+    }
+
+    async fn comment_on_issue(
+        &self,
+        _app: &AppConfig,
+        _number: u64,
+        _body: &str,
+    ) -> Result<(), ForgeError> {
+        Err(ForgeError::Unsupported(crate::checks::texts::needs_github()))
+    }
+
+    async fn add_label(
+        &self,
+        _app: &AppConfig,
+        _number: u64,
+        _label: &str,
+    ) -> Result<(), ForgeError> {
+        Err(ForgeError::Unsupported(crate::checks::texts::needs_github()))
     }
 
     async fn log(&self, id: u64) -> Result<Vec<String>, ForgeError> {

@@ -2,6 +2,7 @@
 //! `chima shell` and local mode as real processes, and whole scenarios of chima and faseng
 //! as real processes together.
 
+mod checks;
 mod desk;
 mod forge_conformance;
 mod github;
