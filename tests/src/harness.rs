@@ -2,12 +2,14 @@
 //! queue backend (redis-server or a SQLite file) and faseng's `Application` itself.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_core::{GithubAuth, Secret};
 use faseng::Config;
 use faseng::queue::{QueueTiming, QueueUrl};
 use faseng::reporter::RetryPolicy;
+use faseng::store::{Allowance, DeskTicket, Store};
 use serde_json::{Value, json};
 
 pub use crate::backend::Backend;
@@ -33,6 +35,7 @@ pub struct Env {
     pub apps_json: Value,
     /// The GitHub App key faseng authenticates with, if not the token.
     pub github_app_key: Option<String>,
+    store: tokio::sync::OnceCell<Arc<dyn Store>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -122,6 +125,7 @@ impl Env {
                 }
                 apps
             },
+            store: tokio::sync::OnceCell::new(),
             stop: None,
             task: None,
         };
@@ -210,35 +214,104 @@ impl Env {
         (payload, ts)
     }
 
-    /// Creates a deployment on the fake GitHub (which fires the webhook); returns its id and
-    /// the chat message ts.
+    /// The store faseng runs on (the one chima shares), opened once: what a test sets the
+    /// desk up through (locks, freezes, tickets) and reads it back from.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        self.store
+            .get_or_init(|| async {
+                faseng::queue::open(&self.queue_url, QueueTiming::default())
+                    .await
+                    .expect("the store opens")
+                    .1
+            })
+            .await
+            .clone()
+    }
+
+    /// Issues a desk ticket, as chima does for every deployment it creates: `user` (a test
+    /// user, by [`user_id`]) deploys `sha` of trelhub to `env`, let through by `allowed_by`.
+    /// Returns its id, for `payload.desk_ticket`.
+    pub async fn ticket(
+        &self,
+        env: &str,
+        user: &str,
+        sha: &str,
+        allowed_by: Vec<Allowance>,
+    ) -> String {
+        let now = chrono::Utc::now();
+        let ticket = DeskTicket {
+            id: DeskTicket::new_id().expect("randomness"),
+            app: "trelhub".into(),
+            environment: env.into(),
+            sha: sha.into(),
+            user: user_id(user),
+            user_name: user.into(),
+            allowed_by,
+            at: now,
+            expires_at: now + chrono::Duration::hours(1),
+        };
+        self.store()
+            .await
+            .issue_ticket(&ticket)
+            .await
+            .expect("the store takes the ticket");
+        ticket.id
+    }
+
+    /// The payload chima would send for `user`'s deploy of `git_ref` to `env`, desk ticket
+    /// included; and the chat message ts.
+    pub async fn ticketed_payload(&self, env: &str, user: &str, git_ref: &str) -> (Value, String) {
+        let (mut payload, ts) = self.payload(user);
+        let sha = self.gh.branch_sha(REPO, git_ref);
+        payload["desk_ticket"] = json!(self.ticket(env, user, &sha, Vec::new()).await);
+        (payload, ts)
+    }
+
+    /// Creates a deployment of `main` on the fake GitHub as chima would for `user` (with a
+    /// desk ticket), which fires the webhook; returns its id and the chat message ts.
     pub async fn deploy(&self, env: &str, task: &str, user: &str) -> (u64, String) {
-        let (payload, ts) = self.payload(user);
-        let id = self.deploy_payload(env, task, payload).await;
+        self.deploy_ref(env, task, user, "main").await
+    }
+
+    /// [`Env::deploy`] of `git_ref` (a branch of the fake).
+    pub async fn deploy_ref(
+        &self,
+        env: &str,
+        task: &str,
+        user: &str,
+        git_ref: &str,
+    ) -> (u64, String) {
+        let (payload, ts) = self.ticketed_payload(env, user, git_ref).await;
+        let id = self.create(env, task, git_ref, payload).await;
         (id, ts)
     }
 
-    /// Creates a deployment with `payload` as given (the webhook fires); returns its id.
+    /// Creates a deployment of `main` with `payload` as given (the webhook fires); returns its
+    /// id.
     pub async fn deploy_payload(&self, env: &str, task: &str, payload: Value) -> u64 {
+        self.create(env, task, "main", payload).await
+    }
+
+    async fn create(&self, env: &str, task: &str, git_ref: &str, payload: Value) -> u64 {
         let d = self
             .gh
-            .create_deployment(REPO, json!({"ref": "main", "environment": env, "task": task, "auto_merge": false,
+            .create_deployment(REPO, json!({"ref": git_ref, "environment": env, "task": task, "auto_merge": false,
                                              "required_contexts": [], "description": format!("{task} on {env}"),
                                              "payload": payload}))
             .await;
         d["id"].as_u64().unwrap()
     }
 
-    /// Creates a deployment on the fake without its webhook reaching faseng; returns the
-    /// deployment and the signed webhook to send by hand.
+    /// Creates a deployment on the fake as [`Env::deploy`] does, without its webhook
+    /// reaching faseng; returns the deployment and the signed webhook to send by hand.
     pub async fn deployment_and_webhook(
         &self,
         env: &str,
         task: &str,
         user: &str,
     ) -> (Value, Vec<(String, String)>, Vec<u8>) {
+        let (payload, _) = self.ticketed_payload(env, user, "main").await;
         self.gh.set_webhook("http://127.0.0.1:9/unused", SECRET);
-        let (payload, _) = self.payload(user);
         let d = self
             .gh
             .create_deployment(

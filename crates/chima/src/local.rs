@@ -651,6 +651,7 @@ mod tests {
             expires_at: None,
             thread: None,
             reminded_at: None,
+            branch: None,
         };
         store
             .store()

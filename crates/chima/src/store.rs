@@ -83,6 +83,7 @@ mod tests {
             expires_at: Some(now + chrono::Duration::hours(1)),
             thread: None,
             reminded_at: None,
+            branch: None,
         };
         // Written through another handle, as faseng would.
         let faseng = StoreUrl::parse(url).unwrap().open().await.unwrap();

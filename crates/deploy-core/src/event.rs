@@ -68,6 +68,9 @@ pub struct WebhookRepository {
     /// HTTPS clone URL.
     #[serde(default)]
     pub clone_url: Option<String>,
+    /// The repository's default branch (what a sticky branch lock waits for).
+    #[serde(default)]
+    pub default_branch: Option<String>,
 }
 
 /// A `deployment` webhook body.
@@ -169,6 +172,7 @@ mod tests {
             );
             assert_eq!(event.deployment.environment, environment);
             assert_eq!(event.repository.full_name, "Codertocat/Hello-World");
+            assert_eq!(event.repository.default_branch.as_deref(), Some("master"));
             assert!(event.payload_object().is_object());
             assert_eq!(event.creator(), creator);
 
@@ -237,6 +241,7 @@ mod tests {
             repository: WebhookRepository {
                 full_name: "o/r".into(),
                 clone_url: None,
+                default_branch: None,
             },
             sender: sender.map(|login| WebhookUser {
                 login: login.into(),

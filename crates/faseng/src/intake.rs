@@ -1,18 +1,20 @@
-//! Accepting a deployment: dedup by delivery id (and by deployment), a place in the
-//! waiting line in arrival order, and the durable enqueue — all before the 202. If any
-//! step fails, the earlier ones are undone and the caller answers 503 so GitHub redelivers.
+//! Accepting a deployment: who deploys it (its desk ticket, else its GitHub creator: see
+//! [`crate::desk`]), dedup by delivery id (and by deployment), a place in the waiting line in
+//! arrival order, and the durable enqueue — all before the 202. If any step fails, the
+//! earlier ones are undone (a redeemed ticket is given back) and the caller answers 503 so
+//! GitHub redelivers. A deployment made outside chat is written to the desk's audit.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
 use chrono::Utc;
-use deploy_core::{Apps, RunKey};
+use deploy_core::{Apps, Clock, RunKey};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::job::DeployJob;
 use crate::queue::Queue;
-use crate::store::{AcceptItem, Accepted, RunState, Store};
+use crate::store::{AcceptItem, Accepted, AuditAction, AuditEntry, DeskTicket, RunState, Store};
 use deploy_core::event::DeploymentEvent;
 
 /// A known deployment that has not started this long after arrival is enqueued again when
@@ -46,6 +48,9 @@ type Unconfirmed = Arc<Mutex<HashSet<RunKey>>>;
 struct Pending {
     delivery_id: String,
     job: DeployJob,
+    /// The desk ticket redeemed for it: given back when the delivery is answered with an
+    /// error, so GitHub's redelivery finds it.
+    ticket: Option<DeskTicket>,
     reply: oneshot::Sender<anyhow::Result<IntakeOutcome>>,
 }
 
@@ -60,6 +65,7 @@ pub struct Intake {
     store: Arc<dyn Store>,
     queue: Queue,
     apps: Arc<Apps>,
+    clock: Arc<dyn Clock>,
     batcher: OnceLock<mpsc::UnboundedSender<Pending>>,
 }
 
@@ -80,8 +86,16 @@ impl Intake {
             store,
             queue,
             apps,
+            clock: deploy_core::clock::system(),
             batcher: OnceLock::new(),
         }
+    }
+
+    /// Tells time (tickets' expiry, the audit) by `clock` instead of the system's.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Accepts one deployment webhook. `Err` means the queue or store is unreachable and
@@ -91,7 +105,7 @@ impl Intake {
         delivery_id: &str,
         ev: &DeploymentEvent,
     ) -> anyhow::Result<IntakeOutcome> {
-        let job = match DeployJob::from_event(delivery_id, ev, &self.apps) {
+        let mut job = match DeployJob::from_event(delivery_id, ev, &self.apps) {
             Ok(j) => j,
             Err(why) => {
                 return Ok(IntakeOutcome::Refused(
@@ -99,24 +113,32 @@ impl Intake {
                 ));
             }
         };
+        let ticket =
+            crate::desk::decide_identity(&*self.store, &self.apps, &mut job, self.clock.now())
+                .await
+                .context("redeeming the deployment's desk ticket")?;
         let batcher = self.batcher.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(run_batcher(
                 self.store.clone(),
                 self.queue.clone(),
+                self.clock.clone(),
                 Unconfirmed::default(),
                 rx,
             ));
             tx
         });
         let (reply, answer) = oneshot::channel();
-        batcher
-            .send(Pending {
-                delivery_id: delivery_id.to_owned(),
-                job,
-                reply,
-            })
-            .map_err(|_| anyhow::anyhow!("the intake batcher has stopped"))?;
+        let pending = Pending {
+            delivery_id: delivery_id.to_owned(),
+            job,
+            ticket,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(p)) = batcher.send(pending) {
+            give_back(&*self.store, &p).await;
+            anyhow::bail!("the intake batcher has stopped");
+        }
         answer
             .await
             .context("the intake batcher dropped a delivery")?
@@ -126,29 +148,80 @@ impl Intake {
 async fn run_batcher(
     store: Arc<dyn Store>,
     queue: Queue,
+    clock: Arc<dyn Clock>,
     unconfirmed: Unconfirmed,
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        accept_batch(&*store, &queue, &unconfirmed, std::mem::take(&mut batch)).await;
+        let made_outside_chat =
+            accept_batch(&*store, &queue, &unconfirmed, std::mem::take(&mut batch)).await;
+        audit_deploys(&*store, clock.now(), &made_outside_chat).await;
+    }
+}
+
+/// Gives a redeemed desk ticket back (the delivery it was redeemed for was answered with an
+/// error; its redelivery redeems it again).
+async fn give_back(store: &dyn Store, p: &Pending) {
+    let Some(ticket) = &p.ticket else { return };
+    if let Err(e) = store.issue_ticket(ticket).await {
+        tracing::warn!(key = %p.job.key(), ticket = %crate::desk::ticket_hint(&ticket.id), error = %format!("{e:#}"), "could not give the desk ticket back: a redelivery is attributed to the deployment's GitHub creator");
+    }
+}
+
+/// Appends `deploy` to the desk's audit for each newly accepted deployment made outside
+/// chat (chima audits its own, the ones with a ticket). A store failure is logged: the
+/// deployment is queued either way.
+async fn audit_deploys(store: &dyn Store, now: chrono::DateTime<Utc>, jobs: &[DeployJob]) {
+    let entries: Vec<AuditEntry> = jobs
+        .iter()
+        .map(|job| {
+            let who = job.identity();
+            AuditEntry {
+                at: now,
+                actor: who.user,
+                actor_name: who.user_name,
+                action: AuditAction::Deploy,
+                app: job.app().to_owned(),
+                environment: Some(crate::desk::environment_name(&job.environment)),
+                git_ref: Some(job.git_ref.clone()),
+                sha: Some(job.sha.clone()),
+                room: None,
+                adapter: Some(crate::desk::OUTSIDE_CHAT.to_owned()),
+                detail: crate::messages::audit_deploy(job.deployment_id, &job.task.to_string()),
+            }
+        })
+        .collect();
+    let appends = entries.iter().map(|e| store.audit_append(e));
+    for (result, job) in futures::future::join_all(appends).await.iter().zip(jobs) {
+        if let Err(e) = result {
+            tracing::warn!(key = %job.key(), error = %format!("{e:#}"), "could not write the deployment to the audit");
+        }
     }
 }
 
 /// What happens to one delivery of a batch once the store has answered.
 enum Plan {
     /// Push the job; `created` = its record and line place are new (undo them on failure).
-    Push { created: bool, fresh_delivery: bool },
+    /// `kept`: the job the store kept for a known run (its identity was decided when it
+    /// was first accepted), pushed instead of the one built for this delivery.
+    Push {
+        created: bool,
+        fresh_delivery: bool,
+        kept: Option<Box<DeployJob>>,
+    },
     /// Answer with this now.
     Done(anyhow::Result<IntakeOutcome>),
 }
 
+/// Accepts a batch and answers each delivery; returns the jobs newly accepted that were made
+/// outside chat (to audit).
 async fn accept_batch(
     store: &dyn Store,
     queue: &Queue,
     unconfirmed: &Mutex<HashSet<RunKey>>,
     batch: Vec<Pending>,
-) {
+) -> Vec<DeployJob> {
     let items: Vec<AcceptItem> = batch.iter().map(|p| p.job.accept_item()).collect();
     let accepted = match store.accept_runs(&items).await {
         Ok(a) => a,
@@ -162,9 +235,10 @@ async fn accept_batch(
                 .unwrap()
                 .extend(batch.iter().map(|p| p.job.key()));
             for p in batch {
+                give_back(store, &p).await;
                 let _ = p.reply.send(Err(anyhow::anyhow!("{why}")));
             }
-            return;
+            return Vec::new();
         }
     };
     crate::crash_point!("intake-after-accept");
@@ -175,8 +249,10 @@ async fn accept_batch(
     let to_push: Vec<DeployJob> = batch
         .iter()
         .zip(&plans)
-        .filter(|(_, plan)| matches!(plan, Plan::Push { .. }))
-        .map(|(p, _)| p.job.clone())
+        .filter_map(|(p, plan)| match plan {
+            Plan::Push { kept, .. } => Some(kept.as_deref().unwrap_or(&p.job).clone()),
+            Plan::Done(_) => None,
+        })
         .collect();
     let pushed = if to_push.is_empty() {
         Ok(())
@@ -187,6 +263,7 @@ async fn accept_batch(
         crate::crash_point!("intake-after-push");
     }
     let failure = pushed.as_ref().err().map(|e| format!("{e:#}"));
+    let mut made_outside_chat = Vec::new();
     for (p, plan) in batch.into_iter().zip(plans) {
         let answer = match plan {
             Plan::Done(answer) => answer,
@@ -205,9 +282,16 @@ async fn accept_batch(
                     failure.as_deref().unwrap_or_default()
                 ))
             }
-            Plan::Push { fresh_delivery, .. } => {
+            Plan::Push {
+                fresh_delivery,
+                created,
+                ..
+            } => {
                 let key = p.job.key();
                 unconfirmed.lock().unwrap().remove(&key);
+                if created && !p.job.app().is_empty() && !p.job.identity().ticketed {
+                    made_outside_chat.push(p.job.clone());
+                }
                 if !fresh_delivery {
                     tracing::warn!(%key, delivery_id = %p.delivery_id, "a delivery seen before has no run: an earlier intake died; accepting it now");
                 }
@@ -215,8 +299,12 @@ async fn accept_batch(
                 Ok(IntakeOutcome::Accepted { key })
             }
         };
+        if answer.is_err() {
+            give_back(store, &p).await;
+        }
         let _ = p.reply.send(answer);
     }
+    made_outside_chat
 }
 
 /// Decides what to do with one delivery after the store accepted (or knew) it.
@@ -230,6 +318,7 @@ async fn plan(
         return Plan::Push {
             created: true,
             fresh_delivery: a.fresh_delivery,
+            kept: None,
         };
     }
     // Known deployment. Enqueue again when its last push failed in this process, or when
@@ -255,9 +344,20 @@ async fn plan(
         let _ = store.release_delivery(&p.delivery_id).await;
         return Plan::Done(Err(e));
     }
+    // The job kept when the run was first accepted carries the identity decided then (its
+    // desk ticket is used up by now).
+    let kept = match store.job(key.as_str()).await {
+        Ok(Some(json)) => serde_json::from_str::<DeployJob>(&json).ok().map(Box::new),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(%key, error = %format!("{e:#}"), "could not read the job kept for the run; queueing this delivery's");
+            None
+        }
+    };
     Plan::Push {
         created: false,
         fresh_delivery: a.fresh_delivery,
+        kept,
     }
 }
 
@@ -318,6 +418,7 @@ mod tests {
         Pending {
             delivery_id: delivery_id.into(),
             job,
+            ticket: None,
             reply: oneshot::channel().0,
         }
     }
@@ -354,5 +455,87 @@ mod tests {
             matches!(known, Plan::Push { created: false, .. }),
             "a delivery whose push failed is pushed again"
         );
+    }
+
+    fn alices_ticket(job: &DeployJob) -> DeskTicket {
+        let now = Utc::now();
+        DeskTicket {
+            id: "t-alice".into(),
+            app: "trelhub".into(),
+            environment: "edge".into(),
+            sha: job.sha.clone(),
+            user: "U0ALICE".into(),
+            user_name: "alice".into(),
+            allowed_by: Vec::new(),
+            at: now,
+            expires_at: now + chrono::Duration::hours(1),
+        }
+    }
+
+    /// A delivery answered 503 gives its redeemed desk ticket back, so GitHub's redelivery
+    /// is attributed to the same person.
+    #[tokio::test]
+    async fn a_failed_delivery_gives_its_desk_ticket_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.db");
+        let (queue, _) = queue::open(&QueueUrl::Sqlite(path.clone()), QueueTiming::default())
+            .await
+            .unwrap();
+        let store = FlakyStore::new(
+            SqliteStore::open(&path, crate::job::QUEUE_NAME)
+                .await
+                .unwrap(),
+            FailOnce::AcceptRunsAnswer,
+        );
+        let mut p = pending("d-1");
+        let ticket = alices_ticket(&p.job);
+        store.issue_ticket(&ticket).await.unwrap();
+        let redeemed = store
+            .redeem_ticket("t-alice", "trelhub", "edge", &p.job.sha, Utc::now())
+            .await
+            .unwrap();
+        p.ticket = redeemed;
+        let (reply, answer) = oneshot::channel();
+        p.reply = reply;
+        let unconfirmed = Mutex::new(HashSet::new());
+        accept_batch(&store, &queue, &unconfirmed, vec![p]).await;
+        assert!(answer.await.unwrap().is_err());
+        assert_eq!(
+            store
+                .redeem_ticket("t-alice", "trelhub", "edge", &ticket.sha, Utc::now())
+                .await
+                .unwrap(),
+            Some(ticket),
+            "the ticket is back"
+        );
+    }
+
+    /// A run accepted before but never queued is queued again with the job kept when it
+    /// was first accepted: who deploys it was decided then (its ticket is used up now).
+    #[tokio::test]
+    async fn a_run_queued_again_keeps_the_deployer_decided_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("i.db"), "q")
+            .await
+            .unwrap();
+        let mut first = pending("d-1");
+        first.job.identity = Some(crate::desk::Identity::from_ticket(&alices_ticket(
+            &first.job,
+        )));
+        store.accept_runs(&[first.job.accept_item()]).await.unwrap();
+        let mut redelivered = pending("d-2");
+        redelivered.job.identity = Some(crate::desk::Identity::creator("chima-bot"));
+        let again = store
+            .accept_runs(&[redelivered.job.accept_item()])
+            .await
+            .unwrap()
+            .remove(0);
+        let unconfirmed = Mutex::new(HashSet::from([first.job.key()]));
+        match plan(&store, &unconfirmed, &redelivered, again).await {
+            Plan::Push {
+                kept: Some(job), ..
+            } => assert_eq!(job.identity().user, "U0ALICE"),
+            _ => panic!("the kept job is not queued again"),
+        }
     }
 }

@@ -6,6 +6,7 @@ use deploy_core::{Apps, LineKey, Notify, RepoName, RepoNameError, RunKey, Task};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::desk::Identity;
 use crate::store::{AcceptItem, RunRecord, RunState};
 use deploy_core::event::{DeploymentEvent, clean_user_name};
 
@@ -45,6 +46,14 @@ pub struct DeployJob {
     pub app: String,
     /// When the webhook arrived.
     pub received_at: DateTime<Utc>,
+    /// Who deploys, decided once at intake (see [`crate::desk::decide_identity`]), so a
+    /// retried or recovered run needs no (used) ticket; `None` in a job queued by a faseng
+    /// from before desk tickets: its creator.
+    #[serde(default)]
+    pub identity: Option<Identity>,
+    /// The repository's default branch, as the webhook said (`None`: not said).
+    #[serde(default)]
+    pub default_branch: Option<String>,
 }
 
 fn payload_name(payload: &Value) -> Option<&str> {
@@ -72,6 +81,8 @@ impl DeployJob {
             line: LineKey::new(&app, env),
             app: app.to_string(),
             received_at: Utc::now(),
+            identity: None,
+            default_branch: Some("main".into()),
         }
     }
 
@@ -108,6 +119,8 @@ impl DeployJob {
             payload,
             clone_url: ev.repository.clone_url.clone(),
             received_at: Utc::now(),
+            identity: None,
+            default_branch: ev.repository.default_branch.clone(),
         })
     }
 
@@ -130,6 +143,14 @@ impl DeployJob {
     /// The operator's app it resolved to at intake; empty when none did.
     pub fn app(&self) -> &str {
         &self.app
+    }
+
+    /// Who deploys: as decided at intake, else (a job from before desk tickets) its
+    /// GitHub creator. Never `payload.notify`'s user, which anyone can write.
+    pub fn identity(&self) -> Identity {
+        self.identity
+            .clone()
+            .unwrap_or_else(|| Identity::creator(&self.creator))
     }
 
     /// The chat message to keep up to date, if the payload names one; its `user_name` is

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod checkout;
 pub mod deployer;
+pub mod desk;
 pub mod intake;
 pub mod job;
 pub mod lease;

@@ -168,6 +168,8 @@ impl LocalFaseng {
             repository: WebhookRepository {
                 full_name: deployment.repo.to_string(),
                 clone_url: Some(deployment.clone_url.clone()),
+                // Local mode does not know it: no sticky branch locks there.
+                default_branch: None,
             },
             sender: None,
         };

@@ -104,18 +104,31 @@ pub fn worker_stopped(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
     }
 }
 
-/// `error`: locked by someone else (Heaven's text, plus the reason).
-pub fn locked(app: &str, env: &str, user: &str, reason: &str) -> String {
-    if reason.trim().is_empty() {
-        description(&format!("{app} is locked on {env} by {user}"))
-    } else {
-        description(&format!("{app} is locked on {env} by {user}: {reason}"))
-    }
+/// `success` of `deploy:lock`: Heaven's text, and until when (`18:09 UTC (in 4 h)`, see
+/// [`deploy_core::desk::when`]).
+pub fn lock_taken(app: &str, env: &str, user: &str, until: &str) -> String {
+    description(&format!("{app} locked on {env} by {user} until {until}"))
 }
 
-/// `success` of `deploy:lock`.
-pub fn lock_taken(app: &str, env: &str, user: &str) -> String {
-    description(&format!("{app} locked on {env} by {user}"))
+/// The reason of a `deploy:lock` whose deployment gives none.
+pub fn deploy_lock_reason() -> String {
+    "locked with deploy:lock".to_owned()
+}
+
+/// The reason of a sticky branch lock: `feature/x is on edge`.
+pub fn branch_lock_reason(git_ref: &str, env: &str) -> String {
+    format!("{git_ref} is on {env}")
+}
+
+/// The audit's detail for a deployment: `deployment #42 (deploy)`.
+pub fn audit_deploy(id: u64, task: &str) -> String {
+    format!("deployment #{id} ({task})")
+}
+
+/// The audit's detail for a lock faseng took or released for a deployment: the lock's
+/// reason and where it came from (`testing (deploy:lock, deployment #42)`).
+pub fn audit_lock(reason: &str, how: &str, id: u64) -> String {
+    format!("{reason} ({how}, deployment #{id})")
 }
 
 /// `success` of `deploy:unlock`.
@@ -224,12 +237,7 @@ pub fn run_error(error: &RunError) -> String {
     match error {
         RunError::Refused(refusal) => refusal.description(),
         RunError::InvalidInput { what, value, why } => invalid_input(what, value, why),
-        RunError::Locked {
-            app,
-            env,
-            holder,
-            reason,
-        } => locked(app, env, holder, reason),
+        RunError::Blocked { text, .. } => description(text),
         RunError::UnlockRefused { app, env, holder } => unlock_refused(app, env, holder),
         RunError::UnsupportedProvider(provider) => unsupported_provider(provider),
         RunError::CheckoutFailed(why) => could_not_run(&format!("checkout failed: {why}")),
@@ -321,6 +329,17 @@ pub fn chat_error(s: &ChatSubject<'_>, reason: &str) -> Message {
         .quoted(s.user)
         .text("'s deployment of ");
     s.head(m).text(" has errors: ").quoted(reason)
+}
+
+/// Chat: refused by the release desk (someone else's lock, a freeze), with the desk's own
+/// words (the same chima refuses with).
+pub fn chat_refused(s: &ChatSubject<'_>, why: &Message) -> Message {
+    let m = Message::new(why.tone)
+        .quoted(s.user)
+        .text("'s deployment of ");
+    let mut m = s.head(m).text(" was refused: ");
+    m.parts.extend(why.parts.iter().cloned());
+    m
 }
 
 /// Chat: a lock/unlock result (it names the holder and quotes the reason).
@@ -494,14 +513,19 @@ mod tests {
     #[test]
     fn lock_texts_follow_heaven() {
         assert_eq!(
-            locked("project-x", "production", "alice", "db migration"),
-            "project-x is locked on production by alice: db migration"
+            lock_taken("a", "e", "u", "18:09 UTC (in 4 h)"),
+            "a locked on e by u until 18:09 UTC (in 4 h)"
         );
+        assert_eq!(deploy_lock_reason(), "locked with deploy:lock");
         assert_eq!(
-            locked("project-x", "production", "alice", " "),
-            "project-x is locked on production by alice"
+            branch_lock_reason("feature/x", "edge"),
+            "feature/x is on edge"
         );
-        assert_eq!(lock_taken("a", "e", "u"), "a locked on e by u");
+        assert_eq!(audit_deploy(42, "deploy"), "deployment #42 (deploy)");
+        assert_eq!(
+            audit_lock("testing", "deploy:lock", 42),
+            "testing (deploy:lock, deployment #42)"
+        );
         assert_eq!(
             lock_released("a", "e", Some("u")),
             "a unlocked on e (was locked by u)"
@@ -538,6 +562,31 @@ mod tests {
         assert!(chat_failed(&s, "exit 1", "http://l").contains("failed: exit 1"));
         assert!(chat_error(&s, "bad ref").contains("has errors: bad ref"));
         assert_eq!(chat_lock("a locked"), ":lock: a locked");
+        let now = chrono::Utc::now();
+        let blocked = deploy_core::desk::Blocked::Frozen {
+            reason: "<!channel> weekend".into(),
+            until: now + chrono::Duration::hours(2),
+            by: None,
+        };
+        let (app, env) = (
+            deploy_core::AppName::parse("project-x").unwrap(),
+            deploy_core::EnvName::parse("production").unwrap(),
+        );
+        let why = blocked.message(&app, &env, now, deploy_core::desk::Tz::UTC);
+        let refused = deploy_core::chat::slack::mrkdwn(&super::chat_refused(&s, &why));
+        assert!(
+            refused.starts_with(
+                ":warning: joyz's deployment of project-x/main (0123456) to production (#42) was refused: project-x in production is frozen: &lt;!channel&gt; weekend, until "
+            ),
+            "{refused}"
+        );
+        assert_eq!(
+            run_error(&RunError::Blocked {
+                text: blocked.plain(&app, &env, now, deploy_core::desk::Tz::UTC),
+                message: why,
+            }),
+            description(&blocked.plain(&app, &env, now, deploy_core::desk::Tz::UTC))
+        );
         let tail = chat_log_tail(&["a".into(), "```b".into()]);
         assert_eq!(tail, "Last 2 log lines:\n```\na\n'''b\n```");
     }

@@ -82,16 +82,14 @@ pub enum RunError {
         /// The rule it breaks.
         why: String,
     },
-    /// Someone else holds a `deploy:lock` on the environment.
-    Locked {
-        /// App name.
-        app: String,
-        /// Environment.
-        env: String,
-        /// Who holds it, as shown.
-        holder: String,
-        /// Why they locked it.
-        reason: String,
+    /// The release desk refuses it: someone else's lock, or a freeze (see
+    /// [`deploy_core::desk::Blocked`]), in the words chima refuses with.
+    Blocked {
+        /// [`deploy_core::desk::Blocked::plain`]: the status description (before GitHub's
+        /// length limit).
+        text: String,
+        /// [`deploy_core::desk::Blocked::message`]: what chat shows.
+        message: deploy_core::chat::Message,
     },
     /// `deploy:unlock` by someone other than the holder.
     UnlockRefused {

@@ -28,6 +28,11 @@ pub struct EnvLock {
     /// When its holder was last reminded of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminded_at: Option<DateTime<Utc>>,
+    /// The ref whose deploy took it: a sticky branch lock (app.json `branch_lock`), which
+    /// faseng releases when its holder deploys the default branch there again; `None` for a
+    /// lock taken by hand (`lock`, `deploy:lock`), which only an unlock or expiry ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 impl EnvLock {
@@ -123,12 +128,16 @@ mod tests {
     fn a_lock_stored_before_threads_and_reminders_still_reads() {
         let old = r#"{"user":"U0OLD","user_name":"old","reason":"r","at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T04:00:00Z"}"#;
         let lock: EnvLock = serde_json::from_str(old).unwrap();
-        assert_eq!((lock.thread, lock.reminded_at), (None, None));
+        assert_eq!(
+            (lock.thread, lock.reminded_at, lock.branch),
+            (None, None, None)
+        );
         // And a lock without them is written as before.
         assert_eq!(
             serde_json::to_string(&EnvLock {
                 thread: None,
                 reminded_at: None,
+                branch: None,
                 ..serde_json::from_str(old).unwrap()
             })
             .unwrap(),

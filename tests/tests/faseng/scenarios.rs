@@ -313,19 +313,44 @@ async fn different_environments_run_in_parallel(backend: Backend) {
     expect_success(&env, b).await;
 }
 
+/// Waits for deployment `id`'s final status and asserts its state and that its
+/// description starts with `start`.
+async fn expect_final_starting(env: &Env, id: u64, state: &str, start: &str) -> String {
+    let s = env.wait_final(id).await;
+    let description = s["description"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        s["state"] == state && description.starts_with(start),
+        "#{id}: want {state} {start:?}…, got {s}"
+    );
+    description
+}
+
+/// What alice's `deploy:lock` of edge (reason: its description) says to everyone else.
+const ALICES_LOCK: &str = "⚿ trelhub in edge is locked by alice: deploy:lock on edge, until ";
+
 async fn lock_and_unlock_follow_heaven(backend: Backend) {
     let Some(env) = start_with_script(backend, "echo $DEPLOY_USER >> $SCRATCH/deployed").await
     else {
         return;
     };
     let (lock, _) = env.deploy("edge", "deploy:lock", "alice").await;
-    expect_final(&env, lock, "success", "trelhub locked on edge by alice").await;
+    expect_final_starting(
+        &env,
+        lock,
+        "success",
+        "trelhub locked on edge by alice until ",
+    )
+    .await;
 
     let (blocked, ts) = env.deploy("edge", "deploy", "bob").await;
-    let why = "trelhub is locked on edge by alice: deploy:lock on edge";
-    expect_final(&env, blocked, "error", why).await;
+    expect_final_starting(&env, blocked, "error", ALICES_LOCK).await;
     env.slack
-        .wait_for_text(ROOM, &ts, "is locked on edge by alice", WAIT)
+        .wait_for_text(
+            ROOM,
+            &ts,
+            "was refused: trelhub in edge is locked by alice",
+            WAIT,
+        )
         .await;
 
     let (other_env, _) = env.deploy("staging", "deploy", "bob").await;
@@ -349,32 +374,59 @@ async fn lock_and_unlock_follow_heaven(backend: Backend) {
     );
 }
 
-/// Locks are keyed by the chat user id: another user who shows the same display name is
-/// another user, who can neither deploy through the lock nor free it.
+/// Locks are keyed by the deployer's id, which only a desk ticket or the GitHub creator
+/// gives: a payload that claims the holder in `notify`, or a ticket for another user who
+/// shows the same display name, can neither deploy through the lock nor free it.
 async fn a_lock_is_not_freed_by_a_user_with_the_same_name(backend: Backend) {
     let Some(env) = start_with_script(backend, "echo $DEPLOY_USER >> $SCRATCH/deployed").await
     else {
         return;
     };
     let (lock, _) = env.deploy("edge", "deploy:lock", "alice").await;
-    expect_final(&env, lock, "success", "trelhub locked on edge by alice").await;
-    let impostor = |task: &'static str| {
+    expect_final_starting(&env, lock, "success", "trelhub locked on edge by alice").await;
+    let claims_alice = |task: &'static str| {
         let env = &env;
         async move {
-            let (mut payload, _) = env.payload("alice");
-            payload["notify"]["user"] = json!("U0SOMEONEELSE");
+            // chima's payload for alice, without her ticket (`gh api`, a copied payload).
+            let (payload, _) = env.payload("alice");
             env.deploy_payload("edge", task, payload).await
         }
     };
-    let id = impostor("deploy:unlock").await;
+    let same_name = |task: &'static str| {
+        let env = &env;
+        async move {
+            let now = chrono::Utc::now();
+            let ticket = faseng::store::DeskTicket {
+                id: faseng::store::DeskTicket::new_id().unwrap(),
+                app: "trelhub".into(),
+                environment: "edge".into(),
+                sha: env.sha.clone(),
+                user: "U0SOMEONEELSE".into(),
+                user_name: "alice".into(),
+                allowed_by: Vec::new(),
+                at: now,
+                expires_at: now + chrono::Duration::hours(1),
+            };
+            env.store().await.issue_ticket(&ticket).await.unwrap();
+            let (mut payload, _) = env.payload("alice");
+            payload["notify"]["user"] = json!("U0SOMEONEELSE");
+            payload["desk_ticket"] = json!(ticket.id);
+            env.deploy_payload("edge", task, payload).await
+        }
+    };
     let refused = "trelhub is locked on edge by alice; only they can unlock it";
-    expect_final(&env, id, "error", refused).await;
-    let id = impostor("deploy").await;
-    let why = "trelhub is locked on edge by alice: deploy:lock on edge";
-    expect_final(&env, id, "error", why).await;
+    for id in [
+        claims_alice("deploy:unlock").await,
+        same_name("deploy:unlock").await,
+    ] {
+        expect_final(&env, id, "error", refused).await;
+    }
+    for id in [claims_alice("deploy").await, same_name("deploy").await] {
+        expect_final_starting(&env, id, "error", ALICES_LOCK).await;
+    }
     assert!(
         !scratch(env.dir.path(), "deployed").exists(),
-        "the same-named user deployed through the lock"
+        "someone other than alice deployed through her lock"
     );
     let (unlock, _) = env.deploy("edge", "deploy:unlock", "alice").await;
     let what = "trelhub unlocked on edge (was locked by alice)";

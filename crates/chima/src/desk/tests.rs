@@ -63,6 +63,7 @@ impl World {
             expires_at: Some(now + Duration::hours(hours)),
             thread: None,
             reminded_at: None,
+            branch: None,
         };
         self.desk
             .store()

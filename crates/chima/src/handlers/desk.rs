@@ -141,6 +141,7 @@ impl Bot {
             expires_at: Some(now + span.as_chrono()),
             thread: Some(ctx.chat_thread()),
             reminded_at: renewing.then_some(now),
+            branch: None,
         };
         let holder = desk
             .store()
@@ -249,6 +250,7 @@ impl Bot {
             expires_at: Some(now + config.lock_ttl().as_chrono()),
             thread: Some(ctx.chat_thread()),
             reminded_at: None,
+            branch: None,
         };
         let old = desk
             .store()

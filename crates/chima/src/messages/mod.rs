@@ -1115,6 +1115,7 @@ mod tests {
             expires_at: Some("2026-12-24T18:00:00Z".parse().unwrap()),
             thread: None,
             reminded_at: None,
+            branch: None,
         };
         let locked = Locks::Read(vec![(EnvName::parse("live").unwrap(), lock)]);
         assert_eq!(

@@ -196,11 +196,14 @@ impl Services {
 
     /// A new intake into this process's store and queue.
     pub fn intake(&self) -> Arc<Intake> {
-        Arc::new(Intake::new(
-            self.store.clone(),
-            self.queue.clone(),
-            self.config.apps.clone(),
-        ))
+        Arc::new(
+            Intake::new(
+                self.store.clone(),
+                self.queue.clone(),
+                self.config.apps.clone(),
+            )
+            .with_clock(self.config.clock.clone()),
+        )
     }
 
     /// Starts reconciling with GitHub (see [`crate::reconcile`]) through `intake` until

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::messages;
-use crate::outcome::RunOutcome;
+use crate::outcome::{RunError, RunOutcome};
 use crate::reporter::{Report, Reporter};
 use crate::store::RunState;
 
@@ -77,6 +77,9 @@ impl Deployer {
             }
             (RunOutcome::Failed(_), None) => {
                 messages::chat_failed(&run.subject(), &description, &run.log_url)
+            }
+            (RunOutcome::Error(RunError::Blocked { message, .. }), None) => {
+                messages::chat_refused(&run.subject(), message)
             }
             (RunOutcome::Error(_), None) => messages::chat_error(&run.subject(), &description),
         };

@@ -31,8 +31,7 @@ use crate::reporter::{Report, Reporter};
 use crate::runlog::{Redactor, RunLog};
 use crate::sandbox::Isolation;
 use crate::status::{DeploymentStatusSink, StatusTarget, StatusUpdate};
-use crate::store::{RunRecord, RunState, Store};
-use deploy_core::event::clean_user_name;
+use crate::store::{ChatThread, RunRecord, RunState, Store};
 
 mod finish;
 mod line;
@@ -136,11 +135,13 @@ struct Run<'a> {
     key: RunKey,
     record: RunRecord,
     reporter: Reporter,
-    /// Who asked, by stable id (`notify.user`, else the deployment's creator): what locks and
-    /// records are keyed by.
+    /// Who deploys, by stable id (the desk ticket's user, else the deployment's GitHub
+    /// creator; see [`crate::desk`]): what locks and records are keyed by.
     user_id: String,
-    /// Who asked, as shown (a display name is never used to decide anything).
+    /// Who deploys, as shown (a display name is never used to decide anything).
     user: String,
+    /// The chat thread the payload talks in (an allowed room): where a lock it takes talks.
+    thread: Option<ChatThread>,
     environment_url: Option<String>,
     log_url: String,
     /// The run's lease, once this worker holds it (it started the run, or took it over).
@@ -306,16 +307,8 @@ impl Deployer {
             .chat_ts
             .clone()
             .or_else(|| notify.as_ref().and_then(|n| n.message_ts.clone()));
-        let user_id = notify
-            .as_ref()
-            .map(|n| clean_user_name(&n.user))
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| job.creator.clone());
-        let user = notify
-            .as_ref()
-            .map(|n| n.user_name.clone())
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| user_id.clone());
+        let who = job.identity();
+        let thread = notify.as_ref().map(crate::desk::thread_of);
         let target = StatusTarget {
             repo: job.repo_name(),
             deployment_id: job.deployment_id,
@@ -327,8 +320,9 @@ impl Deployer {
             key,
             record,
             reporter,
-            user_id,
-            user,
+            user_id: who.user,
+            user: who.user_name,
+            thread,
             environment_url: None,
             lease: None,
         };
@@ -348,7 +342,7 @@ impl Deployer {
             Task::Unlock => return self.unlock(run, &valid).await,
             _ => {}
         }
-        if let Some(why) = self.locked_by_other(&job, &run.user_id, &valid).await? {
+        if let Some(why) = self.desk_refusal(&run, &valid).await? {
             return self.finish(run, RunOutcome::Error(why), None).await;
         }
         let Some(provider) = providers::for_kind(valid.app.provider, &self.settings.providers)
@@ -361,7 +355,10 @@ impl Deployer {
             self.close_run(&mut run, "record the wait").await;
             return Ok(());
         }
-        if let Some(why) = self.locked_by_other(&job, &run.user_id, &valid).await? {
+        if let Some(why) = self.desk_refusal(&run, &valid).await? {
+            return self.finish(run, RunOutcome::Error(why), None).await;
+        }
+        if let Some(why) = self.take_branch_lock(&run, &valid).await? {
             return self.finish(run, RunOutcome::Error(why), None).await;
         }
 
@@ -441,6 +438,9 @@ impl Deployer {
         if !keeper.confirm().await {
             self.abandon(run, log, writer, false).await;
             return Ok(());
+        }
+        if outcome == RunOutcome::Success {
+            self.release_branch_lock(&run, &valid).await;
         }
         let tail = log.tail();
         match outcome.description() {

@@ -18,18 +18,37 @@ async fn flaky_world(
         .await
         .unwrap();
     let store = Arc::new(FlakyStore::new(inner, fail));
-    let workdir = dir.join("work");
-    let deployer = Deployer::new(
+    let deployer = deployer_over(
         store.clone(),
+        dir,
+        serde_json::json!({}),
+        deploy_core::clock::system(),
+    );
+    let job = DeployJob::sample("d-1", "o/r", "r/edge");
+    (deployer, store, job)
+}
+
+/// A shared deployer over `store` for the app `r` (a shell deployment of `o/r` to edge with
+/// `extra` merged into its app.json entry, and no clone URL: a run that gets past the desk
+/// ends at once with "could not run"), telling time by `clock`.
+fn deployer_over(
+    store: Arc<dyn Store>,
+    dir: &std::path::Path,
+    extra: serde_json::Value,
+    clock: Arc<dyn Clock>,
+) -> Arc<Deployer> {
+    let workdir = dir.join("work");
+    let mut app =
+        serde_json::json!({"provider": "shell", "repository": "o/r", "environments": ["edge"]});
+    app.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    Deployer::new(
+        store,
         Arc::new(NullStatusSink),
         Arc::new(NoChat),
         Checkouts::new(&workdir),
-        Arc::new(
-            Apps::from_json(
-                r#"{"r": {"provider": "shell", "repository": "o/r", "environments": ["edge"]}}"#,
-            )
-            .unwrap(),
-        ),
+        Arc::new(Apps::from_json(&serde_json::json!({ "r": app }).to_string()).unwrap()),
         Arc::new(Metrics::default()),
         DeployerSettings {
             log_links: crate::links::LogLinks::new(
@@ -54,12 +73,10 @@ async fn flaky_world(
             base_dir: dir.to_owned(),
             identity: Arc::new(WorkerIdentity::detect(Some("test-worker"))),
             leases: LeaseSettings::default(),
-            clock: deploy_core::clock::system(),
+            clock,
         },
     )
-    .into_shared();
-    let job = DeployJob::sample("d-1", "o/r", "r/edge");
-    (deployer, store, job)
+    .into_shared()
 }
 
 #[tokio::test]
@@ -129,4 +146,73 @@ fn eta_is_the_median_of_recent_runs_times_the_runs_ahead() {
     assert_eq!(eta_secs(&[10.0, 30.0, 20.0], 1), Some(20.0));
     assert_eq!(eta_secs(&[10.0, 20.0, 30.0, 1000.0], 2), Some(50.0));
     assert_eq!(eta_secs(&[f64::NAN, 60.0], 3), Some(180.0));
+}
+
+/// The desk on a clock moved by hand: a `deploy:lock` runs for the app's `lock_ttl` from the
+/// clock's now, refuses others until then and nobody after; a freeze window refuses until
+/// its end. A run the desk lets through ends "could not run" (no clone URL), one it refuses
+/// with the desk's words.
+#[tokio::test]
+async fn locks_and_freezes_are_judged_on_the_deployers_clock() {
+    use deploy_core::ManualClock;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("faseng.db"), "test")
+            .await
+            .unwrap(),
+    );
+    let t0: chrono::DateTime<Utc> = "2026-12-04T09:00:00Z".parse().unwrap();
+    let clock = ManualClock::new(t0);
+    let freeze = serde_json::json!({"lock_ttl": "2h", "freeze": [{"from": "2026-12-05T00:00:00Z",
+        "until": "2026-12-05T12:00:00Z", "reason": "release day"}]});
+    let deployer = deployer_over(store.clone(), dir.path(), freeze, Arc::new(clock.clone()));
+    let mut n = 0;
+    let mut run = |task: Task, who: &str| {
+        n += 1;
+        let mut job = DeployJob::sample(&format!("d-{n}"), "o/r", "r/edge");
+        job.deployment_id = n;
+        job.task = task;
+        job.identity = Some(crate::desk::Identity::creator(who));
+        let (deployer, store) = (deployer.clone(), store.clone());
+        async move {
+            deployer.process(job.clone(), None).await.unwrap();
+            store.get_run(job.key().as_str()).await.unwrap().unwrap()
+        }
+    };
+
+    let locked = run(Task::Lock, "alice").await;
+    assert_eq!(locked.state, RunState::Success, "{locked:?}");
+    let lock = store.lock_at("r/edge", t0).await.unwrap().unwrap();
+    assert_eq!(
+        (lock.user.as_str(), lock.at, lock.expires_at),
+        ("alice", t0, Some(t0 + chrono::Duration::hours(2)))
+    );
+    clock.advance(chrono::Duration::minutes(119));
+    let refused = run(Task::Deploy, "bob").await;
+    assert_eq!(
+        (refused.state, refused.description.as_str()),
+        (
+            RunState::Error,
+            "⚿ r in edge is locked by alice: locked with deploy:lock, until 11:00 UTC (in 1 min)."
+        )
+    );
+    let holder = run(Task::Deploy, "alice").await;
+    assert!(holder.description.contains("clone_url"), "{holder:?}");
+    clock.advance(chrono::Duration::minutes(1));
+    let after = run(Task::Deploy, "bob").await;
+    assert!(
+        after.description.contains("clone_url"),
+        "an expired lock refused: {after:?}"
+    );
+
+    clock.set("2026-12-05T11:59:00Z".parse().unwrap());
+    let frozen = run(Task::Deploy, "bob").await;
+    assert_eq!(
+        frozen.description,
+        "⚠ r in edge is frozen: release day, until 12:00 UTC (in 1 min)."
+    );
+    clock.advance(chrono::Duration::minutes(1));
+    let thawed = run(Task::Deploy, "bob").await;
+    assert!(thawed.description.contains("clone_url"), "{thawed:?}");
 }

@@ -624,6 +624,7 @@ pub async fn desk_races(a: &dyn Store, b: &dyn Store) {
         expires_at: Some(at(60)),
         thread: Some(thread("1765015200.000009")),
         reminded_at: None,
+        branch: None,
     };
     a.acquire_lock(line, &lock, at(0)).await.unwrap();
     let released = race(a, b, |s, _| s.release_lock_if(line, "U0ALICE", at(0))).await;

@@ -16,6 +16,7 @@ pub async fn lock_expiry(store: &dyn Store) {
         expires_at: mins.map(|m| at(since + m)),
         thread: None,
         reminded_at: None,
+        branch: None,
     };
     let alice = lock("U0ALICE", "testing", 0, Some(60));
     assert_eq!(
@@ -125,6 +126,7 @@ pub async fn lock_fences(store: &dyn Store) {
         expires_at: Some(at(60)),
         thread: Some(thread.clone()),
         reminded_at: None,
+        branch: None,
     };
     assert_eq!(
         store.acquire_lock(line, &alice, at(0)).await.unwrap(),
@@ -247,4 +249,64 @@ pub async fn lock_fences(store: &dyn Store) {
         "a released lock is not brought back by an update"
     );
     assert_eq!(store.env_lock(line).await.unwrap(), None);
+}
+
+/// A sticky branch lock keeps its mark through the store, an extension and the list, and a
+/// lock taken by hand over it (the holder re-locking) drops the mark.
+pub async fn branch_locks(store: &dyn Store) {
+    let t0: DateTime<Utc> = "2026-12-06T10:00:00Z".parse().unwrap();
+    let at = |mins: i64| t0 + chrono::Duration::minutes(mins);
+    let line = "branchy/edge";
+    let branch = EnvLock {
+        user: "U0ALICE".into(),
+        user_name: "alice".into(),
+        reason: "feature/x is on edge".into(),
+        at: at(0),
+        expires_at: Some(at(240)),
+        thread: None,
+        reminded_at: None,
+        branch: Some("feature/x".into()),
+    };
+    assert_eq!(
+        store.acquire_lock(line, &branch, at(0)).await.unwrap(),
+        branch
+    );
+    assert_eq!(
+        store.lock_at(line, at(1)).await.unwrap().as_ref(),
+        Some(&branch)
+    );
+    let moved = EnvLock {
+        reason: "feature/y is on edge".into(),
+        expires_at: Some(at(300)),
+        branch: Some("feature/y".into()),
+        ..branch.clone()
+    };
+    assert!(
+        store
+            .update_lock_if(line, "U0ALICE", at(0), &moved)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .locks()
+            .await
+            .unwrap()
+            .contains(&(line.to_owned(), moved.clone())),
+        "the list shows the mark"
+    );
+    let by_hand = EnvLock {
+        reason: "testing".into(),
+        branch: None,
+        ..moved.clone()
+    };
+    assert_eq!(
+        store.acquire_lock(line, &by_hand, at(2)).await.unwrap(),
+        by_hand
+    );
+    assert_eq!(store.env_lock(line).await.unwrap().unwrap().branch, None);
+    assert_eq!(
+        store.release_lock_if(line, "U0ALICE", at(0)).await.unwrap(),
+        Some(by_hand)
+    );
 }

@@ -15,7 +15,7 @@ pub use desk::{
     desk_line, desk_races, desk_retention, freezes, line_request, thread, ticket, tickets,
 };
 pub use history::history;
-pub use locks::{lock_expiry, lock_fences};
+pub use locks::{branch_locks, lock_expiry, lock_fences};
 pub use outbox::outbox;
 pub use requests::{new_request, request_races, requests};
 pub use server::RedisServer;
@@ -257,6 +257,7 @@ pub async fn locks(store: &dyn Store) {
         expires_at: None,
         thread: None,
         reminded_at: None,
+        branch: None,
     };
     assert_eq!(store.set_env_lock("app/edge", &alice).await.unwrap(), alice);
     let alice_again = EnvLock {
@@ -298,6 +299,7 @@ pub async fn locks(store: &dyn Store) {
 
     lock_expiry(store).await;
     lock_fences(store).await;
+    branch_locks(store).await;
 }
 
 /// Run logs.

@@ -41,6 +41,7 @@ fn lock(user_name: &str, reason: &str) -> EnvLock {
         expires_at: Some(now() + Duration::minutes(59)),
         thread: None,
         reminded_at: None,
+        branch: None,
     }
 }
 
