@@ -292,6 +292,11 @@ impl Env {
         self.create(env, task, "main", payload).await
     }
 
+    /// Creates a deployment of `git_ref` with `payload` as given; returns its id.
+    pub async fn create_ref(&self, env: &str, task: &str, git_ref: &str, payload: Value) -> u64 {
+        self.create(env, task, git_ref, payload).await
+    }
+
     async fn create(&self, env: &str, task: &str, git_ref: &str, payload: Value) -> u64 {
         let d = self
             .gh

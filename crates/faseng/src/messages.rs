@@ -115,6 +115,25 @@ pub fn deploy_lock_reason() -> String {
     "locked with deploy:lock".to_owned()
 }
 
+/// A deployment into a protected environment without an approved release request for its
+/// commit: the chat message (its plain rendering is the status description).
+pub fn unapproved(app: &str, env: &str, request: Option<u64>) -> Message {
+    let m = Message::new(Tone::Error)
+        .quoted(app)
+        .text(" in ")
+        .quoted(env)
+        .text(" is protected: it is deployed only through an approved release request");
+    match request {
+        Some(n) => m.text(format!(
+            ", and request #{n} is not approved for this commit and environment."
+        )),
+        None => m
+            .text(" (in chat: ")
+            .code(format!("deploy {app} to {env}"))
+            .text(" opens one)."),
+    }
+}
+
 /// The reason of a sticky branch lock: `feature/x is on edge`.
 pub fn branch_lock_reason(git_ref: &str, env: &str) -> String {
     format!("{git_ref} is on {env}")

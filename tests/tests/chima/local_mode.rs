@@ -399,7 +399,8 @@ async fn a_release_request_in_local_mode() {
         b[0]
     );
     assert!(
-        b[1].contains("You asked for release request #1") && b[1].contains("someone else must approve it"),
+        b[1].contains("You asked for release request #1")
+            && b[1].contains("someone else must approve it"),
         "{}",
         b[1]
     );
@@ -410,15 +411,24 @@ async fn a_release_request_in_local_mode() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("  ↳ #1 demo: success in "), "{}", run.stdout);
     assert!(
-        run.stdout.contains("(to alice only) ✔ Your release request #1"),
+        run.stdout.contains("  ↳ #1 demo: success in "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("(to alice only) ✔ Your release request #1"),
         "the requester is told directly: {}",
         run.stdout
     );
 
     let audit = desk_shell(state.path(), "carol", None, "chima audit demo\n").await;
-    for step in ["alice request production", "bob approve production", "release production"] {
+    for step in [
+        "alice request production",
+        "bob approve production",
+        "release production",
+    ] {
         assert!(audit.stdout.contains(step), "{step:?} in {}", audit.stdout);
     }
 }

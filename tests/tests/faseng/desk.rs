@@ -472,7 +472,82 @@ async fn a_deploy_made_outside_chat_is_audited_with_its_creator(backend: Backend
     );
 }
 
+/// Issue #16: into a protected environment, only an approved release request's deployment
+/// of exactly its commit runs; `gh api`, a chat deploy without a request, a request for
+/// another commit or not yet approved are refused.
+async fn a_protected_environment_takes_only_an_approved_requests_commit(backend: Backend) {
+    let protect = json!({"protect": {"edge": {"approvers": ["bob"]}}});
+    let Some(env) = start(backend, protect).await else {
+        return;
+    };
+    let words = "trelhub in edge is protected: it is deployed only through an approved release request (in chat: `deploy trelhub to edge` opens one).";
+    let ci = outside_chat(&env, "edge").await;
+    expect_refused(&env, ci, words).await;
+    let (chat, _) = env.deploy("edge", "deploy", "joyz").await;
+    expect_refused(&env, chat, words).await;
+
+    let sha = env.gh.branch_sha(REPO, "main");
+    let store = env.store().await;
+    let now = Utc::now();
+    let request = store
+        .open_request(&faseng::store::NewRequest {
+            app: "trelhub".into(),
+            environment: "edge".into(),
+            git_ref: "main".into(),
+            sha: sha.clone(),
+            requester: e2e::harness::user_id("joyz"),
+            requester_name: "joyz".into(),
+            chat: Default::default(),
+            opened_at: now,
+            expires_at: now + Duration::hours(4),
+        })
+        .await
+        .unwrap();
+    let with_request = |n: u64| vec![faseng::store::Allowance::Request(n)];
+    let not_yet = format!(
+        "trelhub in edge is protected: it is deployed only through an approved release request, and request #{} is not approved for this commit and environment.",
+        request.id
+    );
+    let (mut payload, _) = env.payload("joyz");
+    payload["desk_ticket"] = json!(
+        env.ticket("edge", "joyz", &sha, with_request(request.id))
+            .await
+    );
+    payload["request"] = json!(request.id);
+    let open = env.deploy_payload("edge", "deploy", payload).await;
+    expect_refused(&env, open, &faseng::messages::description(&not_yet)).await;
+
+    let mut approved = request.clone();
+    approved.state = faseng::store::RequestState::Deploying;
+    store
+        .update_request(&approved)
+        .await
+        .unwrap()
+        .expect("approved");
+    let (mut payload, _) = env.payload("joyz");
+    payload["desk_ticket"] = json!(
+        env.ticket("edge", "joyz", &sha, with_request(request.id))
+            .await
+    );
+    payload["request"] = json!(request.id);
+    let released = env.deploy_payload("edge", "deploy", payload).await;
+    expect_success(&env, released).await;
+    assert_eq!(deployed(&env), ["joyz"]);
+
+    // The approved request does not cover another commit.
+    let other = env.gh.add_branch(REPO, "other");
+    let (mut payload, _) = env.payload("joyz");
+    payload["desk_ticket"] = json!(
+        env.ticket("edge", "joyz", &other, with_request(request.id))
+            .await
+    );
+    let id = env.create_ref("edge", "deploy", "other", payload).await;
+    expect_refused(&env, id, &faseng::messages::description(&not_yet)).await;
+    assert_eq!(deployed(&env), ["joyz"]);
+}
+
 e2e::both_backends!(
+    a_protected_environment_takes_only_an_approved_requests_commit,
     a_deployment_made_outside_chat_into_a_locked_environment_is_refused,
     a_ticket_for_the_holder_lets_the_deployment_through_once,
     freezes_refuse_and_an_unfreeze_lets_its_holder_through,

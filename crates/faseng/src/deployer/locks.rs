@@ -31,12 +31,48 @@ impl Deployer {
         valid: &Valid,
     ) -> anyhow::Result<Option<RunError>> {
         let now = self.now();
-        Ok(
-            match gate(&*self.store, &valid.app, &valid.env, &run.user_id, now).await? {
-                Gate::Blocked(blocked) => Some(refused(valid, &blocked, now)),
-                Gate::Free | Gate::Allowed(_) => None,
-            },
-        )
+        if let Gate::Blocked(blocked) =
+            gate(&*self.store, &valid.app, &valid.env, &run.user_id, now).await?
+        {
+            return Ok(Some(refused(valid, &blocked, now)));
+        }
+        if valid.app.protection(&valid.env).is_some() {
+            return self.release_refusal(run, valid).await;
+        }
+        Ok(None)
+    }
+
+    /// Into a protected environment, only the deployment of an approved release request for
+    /// exactly its commit and environment goes ahead; the request comes from the desk
+    /// ticket chima wrote (never from the payload alone).
+    async fn release_refusal(
+        &self,
+        run: &Run<'_>,
+        valid: &Valid,
+    ) -> anyhow::Result<Option<RunError>> {
+        let identity = run.job.identity();
+        let request = identity.allowed_by.iter().find_map(|a| match a {
+            crate::store::Allowance::Request(n) => Some(*n),
+            _ => None,
+        });
+        if let Some(n) = request
+            && let Some(r) = self.store.request(n).await?
+            && r.app == valid.app.name.as_str()
+            && r.environment == valid.env.as_str()
+            && r.sha.eq_ignore_ascii_case(&run.job.sha)
+            && matches!(
+                r.state,
+                crate::store::RequestState::Approved | crate::store::RequestState::Deploying
+            )
+        {
+            return Ok(None);
+        }
+        let message = messages::unapproved(valid.app.name.as_str(), valid.env.as_str(), request);
+        let text = deploy_core::chat::plain::render(&deploy_core::chat::Message {
+            tone: deploy_core::chat::Tone::Info,
+            ..message.clone()
+        });
+        Ok(Some(RunError::Blocked { text, message }))
     }
 
     /// `deploy:lock`: takes the desk's lock for the deployer (reason: the deployment's
