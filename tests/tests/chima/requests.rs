@@ -322,3 +322,78 @@ e2e::both_backends!(
     red_checks_block_until_waived_and_a_new_commit_resets_approvals,
     reject_claim_and_expiry,
 );
+
+mod slack {
+    //! A release request over Slack: the request is posted with Approve / Reject buttons; the
+    //! requester's press is refused, an approver's press deploys the approved commit.
+
+    use std::time::Duration;
+
+    use e2e::backend::{Backend, Queue};
+    use e2e::fake_github::PullSpec;
+    use e2e::slack_app::{BOB, DEPLOYMENT, DeskSetup, JOYZ, SlackHarness, WAIT};
+
+    const DEMO: &str = "oursky/chima";
+
+    async fn the_approve_button_of_someone_else_deploys_the_request(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(queue) = Queue::start(backend, dir.path()) else {
+            return;
+        };
+        let clock = deploy_core::ManualClock::new(super::t("2026-12-07T09:00:00Z"));
+        let h = SlackHarness::start_with(
+            Duration::from_secs(3600),
+            Some(DeskSetup {
+                store_url: queue.url.clone(),
+                clock,
+            }),
+        )
+        .await;
+        h.slack.add_user(BOB, "bob");
+        h.gh.add_repo(DEMO, "main");
+        let sha = h.gh.branch_sha(DEMO, "main");
+        h.gh.add_pull(
+            DEMO,
+            &sha,
+            PullSpec::merged(3, "Faster deploys")
+                .author("joyz")
+                .body("## Rollback\n\nDeploy the previous tag.\n"),
+        );
+        h.gh.add_review(DEMO, 3, "bob", "APPROVED");
+
+        let ask = h.mention(DEPLOYMENT, JOYZ, "deploy demo to production").await;
+        let request = h
+            .reply_in_thread(DEPLOYMENT, &ask, "Release request #1")
+            .await;
+        assert_eq!(
+            request.blocks[1]["elements"][0]["action_id"],
+            "approve-request"
+        );
+        assert!(h.gh.deployments(DEMO).is_empty());
+
+        assert_eq!(h.press(JOYZ, &request).await, 200);
+        h.reply_in_thread(DEPLOYMENT, &ask, "someone else must approve it")
+            .await;
+        assert!(h.gh.deployments(DEMO).is_empty());
+
+        assert_eq!(h.press(BOB, &request).await, 200);
+        h.reply_in_thread(DEPLOYMENT, &ask, "is complete: deploying exactly")
+            .await;
+        h.reply_in_thread(DEPLOYMENT, &ask, "Deployment #").await;
+        let deployed = h.gh.deployments(DEMO);
+        assert_eq!(deployed.len(), 1);
+        assert_eq!(deployed[0]["ref"], sha.as_str());
+        assert_eq!(deployed[0]["payload"]["request"], 1);
+        let dm = h
+            .slack
+            .wait_until(WAIT, "the requester told directly", |s| {
+                s.messages()
+                    .into_iter()
+                    .find(|m| m.channel == JOYZ && m.text.contains("was approved by bob"))
+            })
+            .await;
+        assert!(dm.text.contains("Your release request #1"), "{}", dm.text);
+    }
+
+    e2e::both_backends!(the_approve_button_of_someone_else_deploys_the_request);
+}

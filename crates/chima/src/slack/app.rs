@@ -242,17 +242,23 @@ impl SlackApp {
             outbox.post(messages::button_not_yours(&owner_name)).await;
             return;
         }
-        let label = kind.label();
-        let pressed = messages::button_pressed(&value.command, &ctx.user_name, label);
-        outbox
-            .edit(
-                &MessageRef {
-                    channel: press.channel.clone(),
-                    id: press.message_ts.clone(),
-                },
-                pressed,
-            )
-            .await;
+        // A button repeats a command once: its message then says who pressed it. A release
+        // request's Approve, Reject and Claim are for several people and stay.
+        if !matches!(
+            kind,
+            ActionKind::Approve | ActionKind::Reject | ActionKind::Claim
+        ) {
+            let pressed = messages::button_pressed(&value.command, &ctx.user_name, kind.label());
+            outbox
+                .edit(
+                    &MessageRef {
+                        channel: press.channel.clone(),
+                        id: press.message_ts.clone(),
+                    },
+                    pressed,
+                )
+                .await;
+        }
         ctx.message_id = Some(press.message_ts.clone());
         ctx.thread_id = thread.clone();
         // The same checks as a typed command: room, app, environment, ref.
