@@ -361,7 +361,9 @@ mod slack {
         );
         h.gh.add_review(DEMO, 3, "bob", "APPROVED");
 
-        let ask = h.mention(DEPLOYMENT, JOYZ, "deploy demo to production").await;
+        let ask = h
+            .mention(DEPLOYMENT, JOYZ, "deploy demo to production")
+            .await;
         let request = h
             .reply_in_thread(DEPLOYMENT, &ask, "Release request #1")
             .await;
