@@ -101,6 +101,8 @@ pub struct Message {
 struct Inner {
     channels: HashMap<String, (String, &'static str)>,
     users: HashMap<String, String>,
+    /// User groups: id, handle, members.
+    groups: Vec<(String, String, Vec<String>)>,
     messages: Vec<Message>,
     calls: Vec<Call>,
     violations: Vec<String>,
@@ -196,6 +198,16 @@ impl FakeSlack {
     }
 
     /// Adds (or renames) a user that `users.info` answers for.
+    /// Adds a user group (`S…` id, `handle` without `@`) with its members.
+    pub fn add_user_group(&self, id: &str, handle: &str, members: &[&str]) {
+        self.shared.lock().groups.push((
+            id.to_owned(),
+            handle.to_owned(),
+            members.iter().map(|m| (*m).to_owned()).collect(),
+        ));
+    }
+
+    /// Adds (or renames) a user.
     pub fn add_user(&self, id: &str, name: &str) {
         self.shared
             .lock()
@@ -636,6 +648,28 @@ fn handle(
                                "is_bot": user == BOT_USER}}))
         }
         "apps.connections.open" => ok(json!({"url": "ws://127.0.0.1:9/socket-mode"})),
+        // Slack's documented usergroups.list answer (https://api.slack.com/methods/usergroups.list);
+        // members only with include_users=true, as Slack does.
+        "usergroups.list" => {
+            let with_users = arg("include_users").as_deref() == Some("true");
+            let groups: Vec<Value> = inner
+                .groups
+                .iter()
+                .map(|(id, handle, members)| {
+                    let mut g = json!({"id": id, "team_id": "T0001", "is_usergroup": true,
+                        "is_subteam": true, "name": handle, "description": "", "handle": handle,
+                        "is_external": false, "date_create": 1446746793, "date_update": 1446746793,
+                        "date_delete": 0, "auto_type": null, "created_by": "U060RNRCZ",
+                        "updated_by": "U060RNRCZ", "deleted_by": null,
+                        "prefs": {"channels": [], "groups": []}, "user_count": members.len()});
+                    if with_users {
+                        g["users"] = json!(members);
+                    }
+                    g
+                })
+                .collect();
+            ok(json!({"usergroups": groups}))
+        }
         "chat.postMessage" | "chat.postEphemeral" => {
             let Some(channel) = arg("channel") else {
                 return fail("channel_not_found");

@@ -247,6 +247,12 @@ pub trait Poster: Send + Sync {
 
     /// Tells `user_id` directly (a DM); said nowhere when the transport has no such thing.
     async fn direct(&self, user_id: &str, reply: Reply);
+
+    /// The user groups `user_id` belongs to (their handles, without `@`); none where the
+    /// chat has no groups.
+    async fn groups_of(&self, _user_id: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A poster that keeps what it was given, for tests: `(where, reply)` in order, where is the

@@ -122,7 +122,8 @@ pub struct ServeArgs {
     /// Address for the Slack endpoints and /healthz.
     #[arg(long, env = "CHIMA_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
-    /// Slack bot token (xoxb-…): chat:write, channels:read, groups:read, im:read, users:read.
+    /// Slack bot token (xoxb-…): chat:write, channels:read, groups:read, im:read, users:read,
+    /// usergroups:read (for `@group` approvers).
     #[arg(long, env = "SLACK_BOT_TOKEN", hide_env_values = true)]
     pub slack_bot_token: String,
     /// Slack signing secret, to verify inbound requests (Events API mode).

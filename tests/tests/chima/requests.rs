@@ -335,11 +335,11 @@ mod slack {
 
     const DEMO: &str = "oursky/chima";
 
-    async fn the_approve_button_of_someone_else_deploys_the_request(backend: Backend) {
+    /// The Slack app with the desk on `backend`, and demo's commit reviewed and with
+    /// rollback notes (so its checks are green); with the queue and its directory.
+    async fn harness(backend: Backend) -> Option<(SlackHarness, String, Queue, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
-        let Some(queue) = Queue::start(backend, dir.path()) else {
-            return;
-        };
+        let queue = Queue::start(backend, dir.path())?;
         let clock = deploy_core::ManualClock::new(super::t("2026-12-07T09:00:00Z"));
         let h = SlackHarness::start_with(
             Duration::from_secs(3600),
@@ -349,7 +349,6 @@ mod slack {
             }),
         )
         .await;
-        h.slack.add_user(BOB, "bob");
         h.gh.add_repo(DEMO, "main");
         let sha = h.gh.branch_sha(DEMO, "main");
         h.gh.add_pull(
@@ -360,7 +359,13 @@ mod slack {
                 .body("## Rollback\n\nDeploy the previous tag.\n"),
         );
         h.gh.add_review(DEMO, 3, "bob", "APPROVED");
+        Some((h, sha, queue, dir))
+    }
 
+    async fn the_approve_button_of_someone_else_deploys_the_request(backend: Backend) {
+        let Some((h, sha, _queue, _dir)) = harness(backend).await else {
+            return;
+        };
         let ask = h
             .mention(DEPLOYMENT, JOYZ, "deploy demo to production")
             .await;
@@ -397,5 +402,34 @@ mod slack {
         assert!(dm.text.contains("Your release request #1"), "{}", dm.text);
     }
 
-    e2e::both_backends!(the_approve_button_of_someone_else_deploys_the_request);
+    /// `@release-managers` in demo's approvers: a member of that Slack user group approves,
+    /// someone outside it cannot.
+    async fn a_member_of_an_approver_group_approves(backend: Backend) {
+        let Some((h, sha, _queue, _dir)) = harness(backend).await else {
+            return;
+        };
+        h.slack.add_user("U0CAROL001", "carol");
+        h.slack.add_user("U0DAVE0001", "dave");
+        h.slack
+            .add_user_group("S0RELEASE1", "release-managers", &["U0CAROL001"]);
+        let ask = h
+            .mention(DEPLOYMENT, JOYZ, "deploy demo to production")
+            .await;
+        let request = h
+            .reply_in_thread(DEPLOYMENT, &ask, "Release request #1")
+            .await;
+        assert_eq!(h.press("U0DAVE0001", &request).await, 200);
+        h.reply_in_thread(DEPLOYMENT, &ask, "Only approvers may decide")
+            .await;
+        assert_eq!(h.press("U0CAROL001", &request).await, 200);
+        h.reply_in_thread(DEPLOYMENT, &ask, "carol approved release request #1")
+            .await;
+        h.reply_in_thread(DEPLOYMENT, &ask, "Deployment #").await;
+        assert_eq!(h.gh.deployments(DEMO)[0]["ref"], sha.as_str());
+    }
+
+    e2e::both_backends!(
+        the_approve_button_of_someone_else_deploys_the_request,
+        a_member_of_an_approver_group_approves,
+    );
 }

@@ -39,4 +39,14 @@ impl Poster for SlackPoster {
             tracing::warn!(error = %e, "could not send a direct message");
         }
     }
+
+    async fn groups_of(&self, user_id: &str) -> Vec<String> {
+        match self.web.user_groups(user_id).await {
+            Ok(groups) => groups,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read Slack's user groups; @group approvers do not match");
+                Vec::new()
+            }
+        }
+    }
 }

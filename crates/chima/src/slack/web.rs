@@ -20,6 +20,9 @@ const ATTEMPTS: u32 = 3;
 /// The longest `Retry-After` chima waits out before giving up on a call.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// A user group's handle and its members' ids.
+type UserGroup = (String, Vec<String>);
+
 /// What chima needs to know about a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelInfo {
@@ -35,6 +38,8 @@ pub struct SlackWeb {
     token: SlackApiToken,
     channels: Mutex<HashMap<String, (ChannelInfo, Instant)>>,
     users: Mutex<HashMap<String, (String, Instant)>>,
+    /// Every user group's handle and members, as of when they were read.
+    groups: Mutex<Option<(Vec<UserGroup>, Instant)>>,
 }
 
 /// The value carried by a button: the command it runs and who may press it.
@@ -165,6 +170,7 @@ impl SlackWeb {
             token: SlackApiToken::new(bot_token.into()),
             channels: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
+            groups: Mutex::new(None),
         })
     }
 
@@ -222,6 +228,45 @@ impl SlackWeb {
             .expect("cache lock")
             .insert(id.to_owned(), (name.clone(), Instant::now()));
         Ok(name)
+    }
+
+    /// The handles of the user groups `user` belongs to (`usergroups.list` with its users,
+    /// cached like names): how `@group` approvers are matched.
+    pub async fn user_groups(&self, user: &str) -> Result<Vec<String>, SlackCallError> {
+        let cached = self
+            .groups
+            .lock()
+            .expect("cache lock")
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < DIRECTORY_TTL)
+            .map(|(groups, _)| groups.clone());
+        let groups = match cached {
+            Some(groups) => groups,
+            None => {
+                let request = SlackApiUserGroupsListRequest::new().with_include_users(true);
+                let r = call_slack!(self, "usergroups.list", |s| s.usergroups_list(&request))?;
+                let groups: Vec<UserGroup> = r
+                    .usergroups
+                    .into_iter()
+                    .map(|g| {
+                        let members = g
+                            .users
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|u| u.to_string())
+                            .collect();
+                        (g.handle, members)
+                    })
+                    .collect();
+                *self.groups.lock().expect("cache lock") = Some((groups.clone(), Instant::now()));
+                groups
+            }
+        };
+        Ok(groups
+            .into_iter()
+            .filter(|(_, members)| members.iter().any(|m| m == user))
+            .map(|(handle, _)| handle)
+            .collect())
     }
 
     /// Posts a message (in a thread when `thread_ts` is set); returns its `ts`.

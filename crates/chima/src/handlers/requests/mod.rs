@@ -40,13 +40,6 @@ impl RequestCommand {
     }
 }
 
-/// Whether `ctx`'s speaker is one of `people`.
-fn is_one_of(people: &[Approver], ctx: &ChatContext) -> bool {
-    people
-        .iter()
-        .any(|p| p.matches(&ctx.user_id, &ctx.user_name, &[]))
-}
-
 /// Whether the request's checks let it deploy: every check passed or was skipped, or an
 /// approver waived them (`approve!`).
 fn checks_clear(request: &ReleaseRequest) -> bool {
@@ -92,6 +85,20 @@ pub fn missing(request: &ReleaseRequest, protection: &Protection) -> Vec<String>
 }
 
 impl Bot {
+    /// Whether `ctx`'s speaker is one of `people`: by id, by chat handle, or by membership of
+    /// a `@group` (asked of the chat only when the list has a group).
+    async fn is_one_of(&self, people: &[Approver], ctx: &ChatContext) -> bool {
+        let groups = match self.poster() {
+            Some(poster) if people.iter().any(|p| matches!(p, Approver::Group(_))) => {
+                poster.groups_of(&ctx.user_id).await
+            }
+            _ => Vec::new(),
+        };
+        people
+            .iter()
+            .any(|p| p.matches(&ctx.user_id, &ctx.user_name, &groups))
+    }
+
     /// The protection of `app` in `env`, when it has one.
     pub(crate) fn protection<'a>(
         &self,
@@ -175,7 +182,7 @@ impl Bot {
                 Ok(Vec::new())
             }
             RequestCommand::Claim { .. } => {
-                if !is_one_of(&protection.admins, ctx) {
+                if !self.is_one_of(&protection.admins, ctx).await {
                     outbox.post(say::not_admin(&request, protection)).await;
                     return Ok(Vec::new());
                 }
@@ -199,7 +206,7 @@ impl Bot {
                     .await)
             }
             RequestCommand::Deploy { .. } => {
-                let admin = is_one_of(&protection.admins, ctx);
+                let admin = self.is_one_of(&protection.admins, ctx).await;
                 if ctx.user_id != request.requester && !admin {
                     outbox
                         .post(say::not_requester_or_admin(&request, "deploy"))
@@ -214,7 +221,9 @@ impl Bot {
                 Ok(self.release(desk, request, app).await)
             }
             RequestCommand::Cancel { .. } => {
-                if ctx.user_id != request.requester && !is_one_of(&protection.admins, ctx) {
+                if ctx.user_id != request.requester
+                    && !self.is_one_of(&protection.admins, ctx).await
+                {
                     outbox
                         .post(say::not_requester_or_admin(&request, "cancel"))
                         .await;
@@ -280,7 +289,7 @@ impl Bot {
             outbox.post(say::self_approval(&request)).await;
             return Ok(Vec::new());
         }
-        if !is_one_of(&protection.approvers, ctx) {
+        if !self.is_one_of(&protection.approvers, ctx).await {
             outbox
                 .post(say::not_an_approver(&request, protection))
                 .await;
@@ -356,7 +365,9 @@ impl Bot {
         reason: &str,
         outbox: &mut dyn Outbox,
     ) -> anyhow::Result<()> {
-        if !is_one_of(&protection.approvers, ctx) && !is_one_of(&protection.admins, ctx) {
+        if !self.is_one_of(&protection.approvers, ctx).await
+            && !self.is_one_of(&protection.admins, ctx).await
+        {
             outbox
                 .post(say::not_an_approver(&request, protection))
                 .await;
