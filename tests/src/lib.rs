@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bench;
 pub mod bins;
 pub mod chat;
+pub mod conversation;
 pub mod deploy_config;
 pub mod direct;
 pub mod dirs;

@@ -4,90 +4,27 @@
 //! scenario moves by hand.
 
 use chrono::{DateTime, Duration, Utc};
-use deploy_core::ManualClock;
-use e2e::backend::{Backend, Queue};
-use e2e::chat::{Chat, person_in};
-use faseng::store::{AuditAction, AuditQuery, StoreUrl};
-use serde_json::Value;
+use e2e::backend::Backend;
+use e2e::chat::example_apps;
+use e2e::conversation::{Conversation, at};
+use faseng::store::{AuditAction, StoreUrl};
 
 const REPO: &str = "oursky/trelhub";
 
 fn t(s: &str) -> DateTime<Utc> {
-    s.parse().unwrap()
+    at(s)
 }
 
-/// A conversation in #deployment: people by name, the bot with the desk on `backend`.
-struct Desk {
-    chat: Chat,
-    clock: ManualClock,
-    url: String,
-    _queue: Queue,
-    _dir: tempfile::TempDir,
-}
-
-impl Desk {
-    async fn start(backend: Backend) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::start(backend, dir.path())?;
-        let clock = ManualClock::new(t("2026-12-07T09:00:00Z"));
-        let chat = Chat::new().await.with_desk(&queue.url, clock.clone()).await;
-        chat.gh.add_branch(REPO, "feature");
-        chat.gh.add_branch(REPO, "hotfix");
-        Some(Self {
-            chat,
-            clock,
-            url: queue.url.clone(),
-            _queue: queue,
-            _dir: dir,
-        })
-    }
-
-    /// `who` says `line` (in a thread of its own); the replies' texts.
-    async fn says(&self, who: &str, line: &str) -> Vec<String> {
-        let ts = format!("1765000000.{:06}", line.len() + who.len());
-        self.chat
-            .say_in(&person_in("deployment", who, &ts), &format!("chima {line}"))
-            .await
-            .into_iter()
-            .map(|r| r.text())
-            .collect()
-    }
-
-    /// `who` says `line`; its one reply.
-    async fn say(&self, who: &str, line: &str) -> String {
-        let replies = self.says(who, line).await;
-        assert_eq!(replies.len(), 1, "{who}: {line}: {replies:#?}");
-        replies.into_iter().next().unwrap()
-    }
-
-    fn deployments(&self) -> Vec<Value> {
-        self.chat.deployments(REPO)
-    }
-
-    /// What the bot said unprompted so far.
-    fn said(&self) -> Vec<(String, String)> {
-        self.chat.poster.said()
-    }
-
-    async fn audit(&self) -> Vec<(AuditAction, String)> {
-        let store = StoreUrl::parse(&self.url).unwrap().open().await.unwrap();
-        let page = store
-            .audit(&AuditQuery {
-                app: Some("trelhub".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        page.items
-            .into_iter()
-            .rev()
-            .map(|r| (r.entry.action, r.entry.actor_name))
-            .collect()
-    }
+/// A conversation about the shipped apps, with branches `feature` and `hotfix` of trelhub.
+async fn start(backend: Backend) -> Option<Conversation> {
+    let desk = Conversation::start(backend, example_apps()).await?;
+    desk.chat.gh.add_branch(REPO, "feature");
+    desk.chat.gh.add_branch(REPO, "hotfix");
+    Some(desk)
 }
 
 async fn a_lock_keeps_everyone_else_out_before_github_is_asked(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
     let locked = desk
@@ -105,10 +42,13 @@ async fn a_lock_keeps_everyone_else_out_before_github_is_asked(backend: Backend)
         refused,
         "trelhub in edge is locked by alice: testing the migration, until 10:00 UTC (in 1 h). Nothing was deployed. To deploy feature by itself as soon as it is free, say `chima deploy trelhub/feature to edge when free`."
     );
-    assert!(desk.deployments().is_empty(), "GitHub was not asked");
+    assert!(desk.deployments(REPO).is_empty(), "GitHub was not asked");
     let forced = desk.say("joyz", "deploy! trelhub/feature to edge").await;
     assert!(forced.contains("is locked by alice"), "{forced}");
-    assert!(desk.deployments().is_empty(), "deploy! never skips a lock");
+    assert!(
+        desk.deployments(REPO).is_empty(),
+        "deploy! never skips a lock"
+    );
     let other_env = desk
         .says("joyz", "deploy trelhub/feature to pandawork")
         .await;
@@ -119,7 +59,7 @@ async fn a_lock_keeps_everyone_else_out_before_github_is_asked(backend: Backend)
         mine[0].starts_with("Deployment #"),
         "the holder deploys: {mine:?}"
     );
-    let deployments = desk.deployments();
+    let deployments = desk.deployments(REPO);
     let hotfix = deployments
         .iter()
         .find(|d| d["ref"] == "hotfix")
@@ -130,7 +70,13 @@ async fn a_lock_keeps_everyone_else_out_before_github_is_asked(backend: Backend)
     let store = StoreUrl::parse(&desk.url).unwrap().open().await.unwrap();
     let sha = hotfix["sha"].as_str().unwrap().to_owned();
     let redeemed = store
-        .redeem_ticket(ticket, "trelhub", "edge", &sha, desk.clock_now())
+        .redeem_ticket(
+            ticket,
+            "trelhub",
+            "edge",
+            &sha,
+            deploy_core::Clock::now(&desk.clock),
+        )
         .await
         .unwrap()
         .expect("the ticket matches the deployment");
@@ -138,15 +84,8 @@ async fn a_lock_keeps_everyone_else_out_before_github_is_asked(backend: Backend)
     assert_eq!(redeemed.allowed_by, vec![faseng::store::Allowance::Lock]);
 }
 
-impl Desk {
-    fn clock_now(&self) -> DateTime<Utc> {
-        use deploy_core::Clock as _;
-        self.clock.now()
-    }
-}
-
 async fn a_request_in_line_deploys_by_itself_when_the_holder_unlocks(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
     desk.say("alice", "lock trelhub in edge: testing").await;
@@ -161,14 +100,14 @@ async fn a_request_in_line_deploys_by_itself_when_the_holder_unlocks(backend: Ba
         .say("bob", "deploy trelhub/hotfix to edge when free")
         .await;
     assert!(second.starts_with("hotfix is #2 in line"), "{second}");
-    assert!(desk.deployments().is_empty());
+    assert!(desk.deployments(REPO).is_empty());
 
     let unlocked = desk.say("alice", "unlock trelhub in edge").await;
     assert_eq!(
         unlocked,
         "trelhub in edge is unlocked. The 2 requests waiting in line go in order."
     );
-    let deployed = desk.deployments();
+    let deployed = desk.deployments(REPO);
     assert_eq!(deployed.len(), 2, "both requests were handed off");
     let refs: Vec<&str> = deployed
         .iter()
@@ -187,7 +126,12 @@ async fn a_request_in_line_deploys_by_itself_when_the_holder_unlocks(backend: Ba
                 == "joyz, trelhub in edge is free: deploying feature as you asked."),
         "{said:#?}"
     );
-    let actions: Vec<AuditAction> = desk.audit().await.into_iter().map(|(a, _)| a).collect();
+    let actions: Vec<AuditAction> = desk
+        .audit("trelhub")
+        .await
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
     assert_eq!(
         actions,
         [
@@ -213,7 +157,7 @@ async fn a_request_in_line_deploys_by_itself_when_the_holder_unlocks(backend: Ba
 }
 
 async fn only_the_holder_unlocks_and_a_takeover_tells_the_holder(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
     desk.say("alice", "lock trelhub in edge: testing").await;
@@ -243,7 +187,7 @@ async fn only_the_holder_unlocks_and_a_takeover_tells_the_holder(backend: Backen
         "and directly: {said:#?}"
     );
     assert!(
-        desk.deployments().is_empty(),
+        desk.deployments(REPO).is_empty(),
         "a takeover does not move the line"
     );
     let refused = desk.say("alice", "deploy trelhub/feature to edge").await;
@@ -251,7 +195,7 @@ async fn only_the_holder_unlocks_and_a_takeover_tells_the_holder(backend: Backen
         refused.contains("is locked by joyz: prod is down"),
         "{refused}"
     );
-    let actions: Vec<(AuditAction, String)> = desk.audit().await;
+    let actions: Vec<(AuditAction, String)> = desk.audit("trelhub").await;
     assert!(
         actions.contains(&(AuditAction::Takeover, "joyz".into())),
         "{actions:?}"
@@ -259,7 +203,7 @@ async fn only_the_holder_unlocks_and_a_takeover_tells_the_holder(backend: Backen
 }
 
 async fn locks_remind_their_holder_and_run_out_on_the_clock(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
     desk.say("alice", "lock trelhub in edge for 3h: testing")
@@ -301,16 +245,21 @@ async fn locks_remind_their_holder_and_run_out_on_the_clock(backend: Backend) {
         "{said:#?}"
     );
     assert_eq!(
-        desk.deployments().len(),
+        desk.deployments(REPO).len(),
         1,
         "the line moved when the lock ran out"
     );
-    let actions: Vec<AuditAction> = desk.audit().await.into_iter().map(|(a, _)| a).collect();
+    let actions: Vec<AuditAction> = desk
+        .audit("trelhub")
+        .await
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
     assert!(actions.contains(&AuditAction::LockExpired), "{actions:?}");
 }
 
 async fn extending_a_lock_keeps_it_and_delays_the_next_reminder(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
     desk.say("alice", "lock trelhub in edge for 3h: testing")
@@ -329,12 +278,17 @@ async fn extending_a_lock_keeps_it_and_delays_the_next_reminder(backend: Backend
     desk.clock.advance(Duration::hours(1));
     let tick = desk.chat.tick().await;
     assert_eq!((tick.expired, tick.reminded), (0, 0), "{tick:?}");
-    let actions: Vec<AuditAction> = desk.audit().await.into_iter().map(|(a, _)| a).collect();
+    let actions: Vec<AuditAction> = desk
+        .audit("trelhub")
+        .await
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
     assert_eq!(actions, [AuditAction::Lock, AuditAction::Extend]);
 }
 
 async fn a_request_leaves_the_line_by_cancel_or_after_lock_ttl(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
     desk.say("alice", "lock trelhub in edge for 7d: long test")
@@ -367,11 +321,11 @@ async fn a_request_leaves_the_line_by_cancel_or_after_lock_ttl(backend: Backend)
         )),
         "{said:#?}"
     );
-    assert!(desk.deployments().is_empty());
+    assert!(desk.deployments(REPO).is_empty());
 }
 
 async fn a_freeze_refuses_deploys_until_the_person_unfreezes(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
     let frozen = desk
@@ -390,7 +344,7 @@ async fn a_freeze_refuses_deploys_until_the_person_unfreezes(backend: Backend) {
         refused.starts_with("trelhub in pandawork is frozen by ops: release train, until 11:00 UTC (in 2 h). Nothing was deployed."),
         "{refused}"
     );
-    assert!(desk.deployments().is_empty());
+    assert!(desk.deployments(REPO).is_empty());
     assert_eq!(
         desk.say("joyz", "unfreeze trelhub in pandawork for 2h: hotfix")
             .await,
@@ -424,7 +378,12 @@ async fn a_freeze_refuses_deploys_until_the_person_unfreezes(backend: Backend) {
         ),
         "{freezes}"
     );
-    let actions: Vec<AuditAction> = desk.audit().await.into_iter().map(|(a, _)| a).collect();
+    let actions: Vec<AuditAction> = desk
+        .audit("trelhub")
+        .await
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
     assert_eq!(
         actions,
         [
@@ -436,7 +395,7 @@ async fn a_freeze_refuses_deploys_until_the_person_unfreezes(backend: Backend) {
 }
 
 async fn an_app_json_window_freezes_on_its_schedule_in_its_zone(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
     // modmod-web (shipped app.json): production frozen from Friday 18:00 for 64h, Hong Kong.
@@ -464,7 +423,7 @@ async fn an_app_json_window_freezes_on_its_schedule_in_its_zone(backend: Backend
 }
 
 async fn locks_lists_every_lock_and_the_desk_checks_names(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
     assert_eq!(desk.say("joyz", "locks").await, "No locks.");

@@ -6,17 +6,16 @@
 //! process against the fake GitHub, the store on both backends, a clock moved by hand.
 
 use chrono::{DateTime, Duration, Utc};
-use deploy_core::{Apps, ManualClock};
-use e2e::backend::{Backend, Queue};
-use e2e::chat::{Chat, person_in};
-use e2e::fake_github::{FakeGithub, PullSpec};
-use faseng::store::{Allowance, AuditAction, AuditQuery, StoreUrl};
-use serde_json::Value;
+use deploy_core::Apps;
+use e2e::backend::Backend;
+use e2e::conversation::Conversation;
+use e2e::fake_github::PullSpec;
+use faseng::store::{Allowance, AuditAction, StoreUrl};
 
 const REPO: &str = "oursky/trelhub";
 
 fn t(s: &str) -> DateTime<Utc> {
-    s.parse().unwrap()
+    e2e::conversation::at(s)
 }
 
 fn apps() -> Apps {
@@ -32,99 +31,43 @@ fn apps() -> Apps {
     .unwrap()
 }
 
-struct Desk {
-    chat: Chat,
-    clock: ManualClock,
-    url: String,
-    _queue: Queue,
-    _dir: tempfile::TempDir,
+/// A conversation about [`apps`].
+async fn start(backend: Backend) -> Option<Conversation> {
+    Conversation::start(backend, apps()).await
 }
 
-impl Desk {
-    async fn start(backend: Backend) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::start(backend, dir.path())?;
-        let clock = ManualClock::new(t("2026-12-07T09:00:00Z"));
-        let chat = Chat::with(FakeGithub::start().await, apps())
-            .await
-            .with_desk(&queue.url, clock.clone())
-            .await;
-        Some(Self {
-            chat,
-            clock,
-            url: queue.url.clone(),
-            _queue: queue,
-            _dir: dir,
-        })
-    }
+/// `desk`'s trelhub audit actions, oldest first.
+async fn actions(desk: &Conversation) -> Vec<AuditAction> {
+    desk.audit("trelhub")
+        .await
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect()
+}
 
-    async fn says(&self, who: &str, line: &str) -> Vec<String> {
-        self.chat
-            .say_in(
-                &person_in("deployment", who, "1765000000.000100"),
-                &format!("chima {line}"),
-            )
-            .await
-            .into_iter()
-            .map(|r| r.text())
-            .collect()
-    }
-
-    async fn say(&self, who: &str, line: &str) -> String {
-        let replies = self.says(who, line).await;
-        assert_eq!(replies.len(), 1, "{who}: {line}: {replies:#?}");
-        replies.into_iter().next().unwrap()
-    }
-
-    fn deployments(&self) -> Vec<Value> {
-        self.chat.deployments(REPO)
-    }
-
-    fn said(&self) -> Vec<(String, String)> {
-        self.chat.poster.said()
-    }
-
-    async fn actions(&self) -> Vec<AuditAction> {
-        let store = StoreUrl::parse(&self.url).unwrap().open().await.unwrap();
-        let page = store
-            .audit(&AuditQuery {
-                app: Some("trelhub".into()),
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        page.items
-            .into_iter()
-            .rev()
-            .map(|r| r.entry.action)
-            .collect()
-    }
-
-    /// A branch with a merged pull request that fixes issue 12, has rollback notes and an
-    /// approving review by someone other than its author.
-    fn reviewed_branch(&self, branch: &str) -> String {
-        let gh = &self.chat.gh;
-        let sha = gh.add_branch(REPO, branch);
-        gh.add_pull(
-            REPO,
-            &sha,
-            PullSpec::merged(7, "Fix the login page")
-                .author("joyz")
-                .head(branch)
-                .body("Fixes #12\n\n## Rollback\n\nRevert the pull request; no data changes.\n"),
-        );
-        gh.add_review(REPO, 7, "bob", "APPROVED");
-        gh.add_issue(REPO, 12);
-        sha
-    }
+/// A branch with a merged pull request that fixes issue 12, has rollback notes and an
+/// approving review by someone other than its author.
+fn reviewed_branch(desk: &Conversation, branch: &str) -> String {
+    let gh = &desk.chat.gh;
+    let sha = gh.add_branch(REPO, branch);
+    gh.add_pull(
+        REPO,
+        &sha,
+        PullSpec::merged(7, "Fix the login page")
+            .author("joyz")
+            .head(branch)
+            .body("Fixes #12\n\n## Rollback\n\nRevert the pull request; no data changes.\n"),
+    );
+    gh.add_review(REPO, 7, "bob", "APPROVED");
+    gh.add_issue(REPO, 12);
+    sha
 }
 
 async fn an_approval_by_someone_else_deploys_exactly_the_approved_commit(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
-    let sha = desk.reviewed_branch("feature");
+    let sha = reviewed_branch(&desk, "feature");
     let opened = desk.say("joyz", "deploy trelhub/feature to live").await;
     assert!(
         opened.starts_with(&format!(
@@ -141,7 +84,10 @@ async fn an_approval_by_someone_else_deploys_exactly_the_approved_commit(backend
     ] {
         assert!(opened.contains(check), "{check} in {opened}");
     }
-    assert!(desk.deployments().is_empty(), "a request, not a deployment");
+    assert!(
+        desk.deployments(REPO).is_empty(),
+        "a request, not a deployment"
+    );
 
     let own = desk.say("joyz", "approve #1").await;
     assert!(own.contains("someone else must approve it"), "{own}");
@@ -150,14 +96,14 @@ async fn an_approval_by_someone_else_deploys_exactly_the_approved_commit(backend
         stranger.starts_with("Only approvers may decide release request #1"),
         "{stranger}"
     );
-    assert!(desk.deployments().is_empty());
+    assert!(desk.deployments(REPO).is_empty());
 
     let approved = desk.says("bob", "approve #1").await;
     assert!(
         approved[0].starts_with("bob approved release request #1"),
         "{approved:?}"
     );
-    let deployed = desk.deployments();
+    let deployed = desk.deployments(REPO);
     assert_eq!(deployed.len(), 1, "{approved:?}");
     assert_eq!(
         deployed[0]["ref"],
@@ -201,7 +147,7 @@ async fn an_approval_by_someone_else_deploys_exactly_the_approved_commit(backend
         [format!("released to live in deployment #{id} by joyz")]
     );
     assert_eq!(desk.chat.gh.issue_labels(REPO, 12), ["released:live"]);
-    let actions = desk.actions().await;
+    let actions = actions(&desk).await;
     for action in [
         AuditAction::Request,
         AuditAction::Check,
@@ -219,7 +165,7 @@ async fn an_approval_by_someone_else_deploys_exactly_the_approved_commit(backend
 }
 
 async fn red_checks_block_until_waived_and_a_new_commit_resets_approvals(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
     desk.chat.gh.add_branch(REPO, "feature");
@@ -231,7 +177,7 @@ async fn red_checks_block_until_waived_and_a_new_commit_resets_approvals(backend
         approved.contains("Still waiting for green checks (or `approve!`)."),
         "{approved}"
     );
-    assert!(desk.deployments().is_empty(), "red checks block");
+    assert!(desk.deployments(REPO).is_empty(), "red checks block");
     let early = desk.say("joyz", "deploy #1").await;
     assert!(early.contains("cannot deploy yet"), "{early}");
 
@@ -257,17 +203,17 @@ async fn red_checks_block_until_waived_and_a_new_commit_resets_approvals(backend
         waived[0].starts_with("carol approved release request #1 (trelhub feature@feedfac to live) and waived its red checks: the hotfix cannot wait for review."),
         "{waived:?}"
     );
-    let deployed = desk.deployments();
+    let deployed = desk.deployments(REPO);
     assert_eq!(deployed.len(), 1);
     assert_eq!(deployed[0]["ref"], moved_to);
-    assert!(desk.actions().await.contains(&AuditAction::Override));
+    assert!(actions(&desk).await.contains(&AuditAction::Override));
 }
 
 async fn reject_claim_and_expiry(backend: Backend) {
-    let Some(desk) = Desk::start(backend).await else {
+    let Some(desk) = start(backend).await else {
         return;
     };
-    desk.reviewed_branch("feature");
+    reviewed_branch(&desk, "feature");
     desk.say("joyz", "deploy trelhub/feature to edge").await;
     let rejected = desk.say("bob", "reject #1: not this week").await;
     assert_eq!(
@@ -289,7 +235,7 @@ async fn reject_claim_and_expiry(backend: Backend) {
         approved.contains("Still waiting for a release admin's claim."),
         "{approved}"
     );
-    assert!(desk.deployments().is_empty());
+    assert!(desk.deployments(REPO).is_empty());
     let not_admin = desk.say("bob", "claim #2").await;
     assert!(
         not_admin.starts_with("Only a release admin may claim"),
@@ -301,7 +247,7 @@ async fn reject_claim_and_expiry(backend: Backend) {
         "{claimed:?}"
     );
     assert_eq!(
-        desk.deployments().len(),
+        desk.deployments(REPO).len(),
         1,
         "claimed and approved: deployed"
     );
@@ -314,7 +260,7 @@ async fn reject_claim_and_expiry(backend: Backend) {
             .await
             .ends_with("is expired. Nothing was done.")
     );
-    assert!(desk.actions().await.contains(&AuditAction::RequestExpired));
+    assert!(actions(&desk).await.contains(&AuditAction::RequestExpired));
 }
 
 e2e::both_backends!(
