@@ -579,18 +579,7 @@ impl FakeGithub {
         what: &str,
         mut check: impl FnMut(&FakeGithub) -> Option<T>,
     ) -> T {
-        let mut changes = self.shared.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            changes.borrow_and_update();
-            if let Some(value) = check(self) {
-                return value;
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => panic!("timed out after {timeout:?} waiting for {what}"),
-            }
-        }
+        crate::wait::on_change(&self.shared.changed, timeout, what, || check(self)).await
     }
 
     /// Waits until a deployment has a status in `state`, returning that status.

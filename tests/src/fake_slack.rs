@@ -338,23 +338,7 @@ impl FakeSlack {
         what: &str,
         mut check: impl FnMut(&FakeSlack) -> Option<T>,
     ) -> T {
-        let mut changes = self.shared.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            changes.borrow_and_update();
-            if let Some(value) = check(self) {
-                return value;
-            }
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
-            {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}; messages: {:#?}",
-                    self.messages()
-                );
-            }
-        }
+        crate::wait::on_change(&self.shared.changed, timeout, what, || check(self)).await
     }
 
     /// Waits until the message at `channel` / `ts` contains `needle`; returns the message.

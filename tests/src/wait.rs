@@ -123,3 +123,25 @@ pub async fn wait_lines(path: &Path, lines: usize, timeout: Duration) -> Vec<Str
     )
     .await
 }
+
+/// Waits until `check` returns something, looking again each time `changes` says a fake's
+/// state changed (no polling), or panics after `timeout` naming `what`.
+pub async fn on_change<T>(
+    changes: &tokio::sync::watch::Sender<u64>,
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let mut changes = changes.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        changes.borrow_and_update();
+        if let Some(value) = check() {
+            return value;
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => panic!("timed out after {timeout:?} waiting for {what}"),
+        }
+    }
+}
