@@ -447,7 +447,37 @@ async fn locks_lists_every_lock_and_the_desk_checks_names(backend: Backend) {
     );
 }
 
+/// The ticket's sha is read from GitHub first; when that read fails, a deploy nothing stands
+/// in the way of still goes ahead (without a ticket), and one that needs the desk's word
+/// (the holder's own lock) says what failed instead.
+async fn a_failing_sha_lookup_blocks_only_what_needs_a_ticket(backend: Backend) {
+    let Some(desk) = start(backend).await else {
+        return;
+    };
+    let gh = &desk.chat.gh;
+    gh.fail_next("GET", "/repos/oursky/trelhub/commits/*/status", 3);
+    let free = desk
+        .says("joyz", "deploy trelhub/feature to pandawork")
+        .await;
+    assert!(free[0].starts_with("Deployment #"), "{free:?}");
+    let deployed = desk.deployments(REPO);
+    assert!(
+        deployed[0]["payload"].get("desk_ticket").is_none(),
+        "{deployed:?}"
+    );
+
+    desk.say("alice", "lock trelhub in edge: testing").await;
+    gh.fail_next("GET", "/repos/oursky/trelhub/commits/*/status", 3);
+    let mine = desk.say("alice", "deploy trelhub/hotfix to edge").await;
+    assert!(
+        mine.starts_with("Unable to read the ref for oursky/trelhub: GitHub answered 500"),
+        "{mine}"
+    );
+    assert_eq!(desk.deployments(REPO).len(), 1, "nothing more was deployed");
+}
+
 e2e::both_backends!(
+    a_failing_sha_lookup_blocks_only_what_needs_a_ticket,
     a_lock_keeps_everyone_else_out_before_github_is_asked,
     a_request_in_line_deploys_by_itself_when_the_holder_unlocks,
     only_the_holder_unlocks_and_a_takeover_tells_the_holder,
