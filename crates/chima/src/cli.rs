@@ -192,14 +192,14 @@ impl ShellArgs {
 
 impl Cli {
     /// GitHub mode: the store shared with faseng (`FASENG_QUEUE_URL`, else the default file),
-    /// and whether it looks unshared (an SQLite file no faseng had made yet).
-    pub async fn shared_store(&self) -> anyhow::Result<(crate::store::StoreHandle, bool)> {
+    /// and whether it looks unshared (an SQLite file no faseng had made yet). A store named
+    /// in `FASENG_QUEUE_URL` that does not open is an error; the default file that cannot be
+    /// made (a read-only directory) leaves chima without the release desk (`Ok(None)`, with
+    /// a warning), as before the desk existed.
+    pub async fn shared_store(&self) -> anyhow::Result<Option<(crate::store::StoreHandle, bool)>> {
         use anyhow::Context as _;
-        let url = self
-            .queue_url
-            .as_deref()
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or(LOCAL_QUEUE_URL);
+        let given = self.queue_url.as_deref().filter(|u| !u.trim().is_empty());
+        let url = given.unwrap_or(LOCAL_QUEUE_URL);
         let fresh = deploy_store::StoreUrl::parse(url)
             .ok()
             .and_then(|u| match u {
@@ -207,10 +207,18 @@ impl Cli {
                 _ => None,
             })
             .unwrap_or(false);
-        let store = crate::store::StoreHandle::open(url)
-            .await
-            .context("opening the store shared with faseng (FASENG_QUEUE_URL)")?;
-        Ok((store, fresh))
+        match crate::store::StoreHandle::open(url).await {
+            Ok(store) => Ok(Some((store, fresh))),
+            Err(e) if given.is_none() => {
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    store = url,
+                    "no store for the release desk (set FASENG_QUEUE_URL to faseng's): locks, the line, freezes and requests are off"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e).context("opening the store shared with faseng (FASENG_QUEUE_URL)"),
+        }
     }
 
     /// The Jira client from JIRA_URL, JIRA_USER and JIRA_TOKEN (all or none).

@@ -90,15 +90,18 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
                     "chima serve needs GITHUB_TOKEN (or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY)"
                 );
             };
-            let (store, fresh) = cli.shared_store().await?;
-            say(Level::INFO, &store_banner(&store, fresh));
-            let bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name)
-                .with_store(store)
+            let mut bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name)
                 .with_jira(cli.jira()?);
+            if let Some((store, fresh)) = cli.shared_store().await? {
+                say(Level::INFO, &store_banner(&store, fresh));
+                bot = bot.with_store(store);
+            }
             serve(Arc::new(bot), args, cli.desk_tick()).await
         }
         Command::Audit(args) => {
-            let (store, _) = cli.shared_store().await?;
+            let Some((store, _)) = cli.shared_store().await? else {
+                anyhow::bail!("no store to read the audit from: set FASENG_QUEUE_URL to faseng's");
+            };
             let mut out = std::io::stdout().lock();
             chima::desk::export::write(store.store().as_ref(), args, chrono::Utc::now(), &mut out)
                 .await
@@ -111,14 +114,19 @@ async fn run(cli: Cli, apps: Apps) -> anyhow::Result<()> {
             let Some(auth) = auth else {
                 return local_shell(apps, args, &cli, ctx).await;
             };
-            let (store, fresh) = cli.shared_store().await?;
-            if fresh {
-                say(Level::WARN, &store_banner(&store, fresh));
-            }
-            let shown = format!("store {}", store.describe());
-            let bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name)
-                .with_store(store)
+            let mut bot = chima::cli::github_bot(apps, &cli.github_api_url, auth, &cli.name)
                 .with_jira(cli.jira()?);
+            let shown = match cli.shared_store().await? {
+                Some((store, fresh)) => {
+                    if fresh {
+                        say(Level::WARN, &store_banner(&store, fresh));
+                    }
+                    let shown = format!("store {}", store.describe());
+                    bot = bot.with_store(store);
+                    shown
+                }
+                None => "no store: the release desk is off".to_owned(),
+            };
             say(
                 Level::INFO,
                 &format!(
