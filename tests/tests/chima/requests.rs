@@ -263,7 +263,52 @@ async fn reject_claim_and_expiry(backend: Backend) {
     assert!(actions(&desk).await.contains(&AuditAction::RequestExpired));
 }
 
+async fn recheck_cancel_and_unknown_requests(backend: Backend) {
+    let Some(desk) = start(backend).await else {
+        return;
+    };
+    desk.chat.gh.add_branch(REPO, "feature");
+    desk.say("joyz", "deploy trelhub/feature to live").await;
+    assert_eq!(
+        desk.say("joyz", "approve #9").await,
+        "There is no release request #9. Say `requests` to see the open ones."
+    );
+    // The review arrives: a recheck turns the check green.
+    let sha = desk.chat.gh.branch_sha(REPO, "feature");
+    desk.chat.gh.add_pull(
+        REPO,
+        &sha,
+        PullSpec::merged(8, "Feature")
+            .author("joyz")
+            .body("## Rollback\n\nRevert.\n"),
+    );
+    desk.chat.gh.add_review(REPO, 8, "bob", "APPROVED");
+    let rechecked = desk.say("dave", "recheck #1").await;
+    assert!(
+        rechecked.starts_with("Checks of release request #1")
+            && rechecked.contains("• review ✔ pass")
+            && rechecked.contains("• rollback_notes ✔ pass"),
+        "{rechecked}"
+    );
+    let refused = desk.say("dave", "cancel #1").await;
+    assert!(
+        refused.starts_with("Only the requester or a release admin may cancel release request #1")
+            && refused.ends_with("Nothing was done."),
+        "{refused}"
+    );
+    let cancelled = desk.say("joyz", "cancel #1").await;
+    assert!(cancelled.ends_with("was cancelled by joyz."), "{cancelled}");
+    assert!(
+        desk.say("bob", "approve #1")
+            .await
+            .ends_with("is cancelled. Nothing was done.")
+    );
+    assert!(desk.deployments(REPO).is_empty());
+    assert!(actions(&desk).await.contains(&AuditAction::RequestCancel));
+}
+
 e2e::both_backends!(
+    recheck_cancel_and_unknown_requests,
     an_approval_by_someone_else_deploys_exactly_the_approved_commit,
     red_checks_block_until_waived_and_a_new_commit_resets_approvals,
     reject_claim_and_expiry,

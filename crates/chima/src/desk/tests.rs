@@ -53,6 +53,23 @@ impl World {
             .unwrap()
     }
 
+    /// alice's unfreeze of demo in production, for 30 minutes from `now`.
+    async fn unfreeze_alice(&self, now: DateTime<Utc>) {
+        self.desk
+            .store()
+            .grant_unfreeze(&UnfreezeGrant {
+                app: "demo".into(),
+                environment: "production".into(),
+                user: "U0ALICE".into(),
+                user_name: "alice".into(),
+                reason: "hotfix".into(),
+                at: now,
+                until: now + Duration::minutes(30),
+            })
+            .await
+            .unwrap();
+    }
+
     async fn lock(&self, env: &str, user: &str, hours: i64) {
         let now = self.desk.now();
         let lock = EnvLock {
@@ -137,19 +154,7 @@ async fn an_unfreeze_lets_only_its_holder_through_and_only_while_it_lasts() {
     let w = world().await;
     let now = t("2026-12-25T09:00:00Z");
     w.clock.set(now);
-    w.desk
-        .store()
-        .grant_unfreeze(&UnfreezeGrant {
-            app: "demo".into(),
-            environment: "production".into(),
-            user: "U0ALICE".into(),
-            user_name: "alice".into(),
-            reason: "hotfix".into(),
-            at: now,
-            until: now + Duration::minutes(30),
-        })
-        .await
-        .unwrap();
+    w.unfreeze_alice(now).await;
     assert_eq!(
         w.gate("production", "U0ALICE").await,
         Gate::Allowed(vec![Allowance::Unfreeze])
@@ -199,19 +204,7 @@ async fn a_lock_and_a_freeze_held_by_the_same_person_are_both_allowances() {
     w.clock.set(t("2026-12-25T09:00:00Z"));
     w.lock("production", "U0ALICE", 1).await;
     let now = w.desk.now();
-    w.desk
-        .store()
-        .grant_unfreeze(&UnfreezeGrant {
-            app: "demo".into(),
-            environment: "production".into(),
-            user: "U0ALICE".into(),
-            user_name: "alice".into(),
-            reason: "hotfix".into(),
-            at: now,
-            until: now + Duration::minutes(30),
-        })
-        .await
-        .unwrap();
+    w.unfreeze_alice(now).await;
     assert_eq!(
         w.gate("production", "U0ALICE").await,
         Gate::Allowed(vec![Allowance::Lock, Allowance::Unfreeze])

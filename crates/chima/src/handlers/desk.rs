@@ -360,7 +360,9 @@ impl Bot {
                 .filter(|e| env.is_none_or(|w| w == *e))
             {
                 let row = crate::desk::tick::queue_row(desk, app, e).await?;
-                if app_is_named(app, env, &row) {
+                // One named environment is always shown; otherwise only what has anything
+                // in it (a lock, a request, a run).
+                if env.is_some() || !row.is_empty() {
                     rows.push(row);
                 }
             }
@@ -578,10 +580,4 @@ impl Bot {
             }
         }
     }
-}
-
-/// Whether a queue row is worth showing: always for one named environment, else when it has
-/// anything in it (a lock, a request, a run).
-fn app_is_named(_app: &AppConfig, env: Option<&EnvName>, row: &say::QueueRow) -> bool {
-    env.is_some() || !row.is_empty()
 }

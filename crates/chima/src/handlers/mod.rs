@@ -318,7 +318,7 @@ impl Bot {
         );
         if release.is_none()
             && !lock_task
-            && let Some(protection) = self.protection(app, &env)
+            && let Some(protection) = app.protection(&env)
         {
             if let Err(e) = self
                 .open_request(app, &env, &git_ref, protection, ctx, outbox)

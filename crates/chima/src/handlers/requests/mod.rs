@@ -99,15 +99,6 @@ impl Bot {
             .any(|p| p.matches(&ctx.user_id, &ctx.user_name, &groups))
     }
 
-    /// The protection of `app` in `env`, when it has one.
-    pub(crate) fn protection<'a>(
-        &self,
-        app: &'a AppConfig,
-        env: &EnvName,
-    ) -> Option<&'a Protection> {
-        app.protection(env)
-    }
-
     /// Handles a release-request command; the deployments it made.
     pub async fn request_command(
         &self,
@@ -163,7 +154,7 @@ impl Bot {
             outbox.post(say::app_gone(&request)).await;
             return Ok(Vec::new());
         };
-        let Some(protection) = self.protection(app, &env) else {
+        let Some(protection) = app.protection(&env) else {
             outbox.post(say::no_longer_protected(&request)).await;
             return Ok(Vec::new());
         };
