@@ -4,6 +4,8 @@
 mod desk;
 mod gate;
 mod requests;
+mod rollback;
+mod stats;
 
 pub use requests::missing as request_missing;
 
@@ -177,6 +179,11 @@ impl Bot {
         match command {
             Command::Desk(command) => self.desk_command(command, ctx, outbox).await,
             Command::Request(command) => self.request_command(command, ctx, outbox).await,
+            Command::Rollback(command) => self.rollback(&command, ctx, outbox).await,
+            Command::Stats(command) => {
+                outbox.post(self.stats(&command).await).await;
+                Vec::new()
+            }
             Command::Deploy(deploy) => vec![self.deploy(&deploy, ctx, outbox).await],
             Command::Deploys { app, git_ref, env } => {
                 let reply = self.deploys(&app, git_ref, env).await;
