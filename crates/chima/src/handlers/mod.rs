@@ -496,6 +496,7 @@ impl Bot {
                 config: app.payload_config(),
                 desk_ticket: None,
                 request: None,
+                rollback: None,
                 extra: Default::default(),
             },
         }
