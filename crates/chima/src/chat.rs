@@ -109,6 +109,8 @@ pub enum ActionKind {
     Reject,
     /// Claim a release request (a release admin).
     Claim,
+    /// Roll back (faseng's button on a finished deploy's message).
+    Rollback,
 }
 
 impl ActionKind {
@@ -123,6 +125,7 @@ impl ActionKind {
             ActionKind::Approve => "approve-request",
             ActionKind::Reject => "reject-request",
             ActionKind::Claim => "claim-request",
+            ActionKind::Rollback => deploy_core::chat::ROLLBACK_ACTION_ID,
         }
     }
 
@@ -137,6 +140,7 @@ impl ActionKind {
             ActionKind::Approve => "Approve",
             ActionKind::Reject => "Reject",
             ActionKind::Claim => "Claim",
+            ActionKind::Rollback => "Roll back",
         }
     }
 
@@ -151,6 +155,7 @@ impl ActionKind {
             "approve-request" => Some(ActionKind::Approve),
             "reject-request" => Some(ActionKind::Reject),
             "claim-request" => Some(ActionKind::Claim),
+            deploy_core::chat::ROLLBACK_ACTION_ID => Some(ActionKind::Rollback),
             _ => None,
         }
     }
