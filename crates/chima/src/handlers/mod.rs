@@ -35,6 +35,16 @@ pub struct Bot {
     jira: Option<crate::tickets::JiraClient>,
 }
 
+/// How a deploy is made beyond what its command says.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeployHow {
+    /// The approved release request it carries out (exactly its commit).
+    pub release: Option<u64>,
+    /// The rollback it is: its mark goes into the payload, the texts say "rollback", and
+    /// the environment is locked for the requester afterwards.
+    pub rollback: Option<crate::messages::rollback::RollbackPlan>,
+}
+
 /// What happened to a deploy command, for transports that follow up (buttons, watchdog).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeployResult {
@@ -256,7 +266,7 @@ impl Bot {
     }
 
     /// Whether `app` may be deployed (locked, frozen) from the command's room.
-    fn check_room(&self, app: &AppConfig, ctx: &ChatContext) -> Result<(), Reply> {
+    pub(crate) fn check_room(&self, app: &AppConfig, ctx: &ChatContext) -> Result<(), Reply> {
         let room_ok = if ctx.direct {
             app.allowed_rooms.is_none()
         } else {
@@ -277,29 +287,22 @@ impl Bot {
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
     ) -> DeployResult {
-        self.deploy_as(command, ctx, outbox, None).await
+        self.deploy_as(command, ctx, outbox, DeployHow::default())
+            .await
     }
 
-    /// Deploys what release request `request` approved (its sha, as its requester).
-    pub(crate) async fn deploy_release(
+    /// A deploy command, or the deployment of an approved release request (`how.release`),
+    /// or a rollback (`how.rollback`): into a protected environment, a command (or a
+    /// rollback) opens a request instead.
+    pub(crate) async fn deploy_as(
         &self,
         command: &DeployCommand,
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
-        request: u64,
+        how: DeployHow,
     ) -> DeployResult {
-        self.deploy_as(command, ctx, outbox, Some(request)).await
-    }
-
-    /// A deploy command, or the deployment of approved release request `release`: into a
-    /// protected environment, a command opens a request instead.
-    async fn deploy_as(
-        &self,
-        command: &DeployCommand,
-        ctx: &ChatContext,
-        outbox: &mut dyn Outbox,
-        release: Option<u64>,
-    ) -> DeployResult {
+        let release = how.release;
+        let rollback = how.rollback;
         let (app, env) = match self.check_deploy(command, ctx) {
             Ok(ok) => ok,
             Err(reply) => {
@@ -328,7 +331,15 @@ impl Bot {
             && let Some(protection) = app.protection(&env)
         {
             if let Err(e) = self
-                .open_request(app, &env, &git_ref, protection, ctx, outbox)
+                .open_request(
+                    app,
+                    &env,
+                    &git_ref,
+                    protection,
+                    ctx,
+                    outbox,
+                    rollback.as_ref(),
+                )
                 .await
             {
                 tracing::warn!(error = %format!("{e:#}"), "could not open a release request");
@@ -339,7 +350,15 @@ impl Bot {
             return DeployResult::Refused;
         }
         let ticket = match self
-            .pass_desk(app, &env, &git_ref, command, ctx, release)
+            .pass_desk(
+                app,
+                &env,
+                &git_ref,
+                command,
+                ctx,
+                release,
+                rollback.is_some(),
+            )
             .await
         {
             Ok(ticket) => ticket,
@@ -349,29 +368,37 @@ impl Bot {
             }
         };
         let task = command.task.to_string();
-        let live = outbox
-            .post(messages::deploy_requested(
-                &ctx.user_name,
-                &app.name,
-                git_ref.as_str(),
-                &env,
-                &task,
-            ))
-            .await;
+        let asked = match &rollback {
+            Some(plan) => messages::rollback::requested(&ctx.user_name, &app.name, &env, plan),
+            None => {
+                messages::deploy_requested(&ctx.user_name, &app.name, git_ref.as_str(), &env, &task)
+            }
+        };
+        let live = outbox.post(asked).await;
         let mut request = self.new_deployment(app, &env, &git_ref, command, ctx, live.as_ref());
         request.payload.desk_ticket = ticket;
         request.payload.request = release;
-        if release.is_some() {
-            // Exactly the approved commit: nothing merged into it on the way.
+        request.payload.rollback = rollback.as_ref().map(|p| p.mark());
+        if release.is_some() || rollback.is_some() {
+            // Exactly the approved (or earlier) commit: nothing merged into it on the way.
             request.auto_merge = false;
         }
         let outcome = self.forge.create_deployment(app, &request).await;
         let (reply, result) = match outcome {
             Ok(CreateOutcome::Created(info)) => {
                 let note = command.otp.as_ref().map(|_| messages::otp_ignored());
-                let mut reply =
-                    messages::deployment_created(&app.name, &info, &ctx.user_name, note.as_deref());
-                if command.git_ref.is_some() && task == "deploy" {
+                let mut reply = match &rollback {
+                    Some(plan) => {
+                        messages::rollback::created(&app.name, &info, &ctx.user_name, plan)
+                    }
+                    None => messages::deployment_created(
+                        &app.name,
+                        &info,
+                        &ctx.user_name,
+                        note.as_deref(),
+                    ),
+                };
+                if command.git_ref.is_some() && task == "deploy" && rollback.is_none() {
                     reply = self
                         .offer_default_branch(reply, app, &env, &info.git_ref)
                         .await;
@@ -426,6 +453,10 @@ impl Bot {
             None => {
                 outbox.post(reply).await;
             }
+        }
+        if let (Some(plan), DeployResult::Created { id, .. }) = (&rollback, &result) {
+            self.lock_after_rollback(app, &env, plan, *id, ctx, outbox)
+                .await;
         }
         result
     }

@@ -7,6 +7,7 @@
 
 pub mod desk;
 pub mod requests;
+pub mod rollback;
 
 use chrono::{DateTime, Utc};
 use deploy_core::chat::{Message, Tone};
