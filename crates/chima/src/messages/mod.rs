@@ -8,6 +8,7 @@
 pub mod desk;
 pub mod requests;
 pub mod rollback;
+pub mod stats;
 
 use chrono::{DateTime, Utc};
 use deploy_core::chat::{Message, Tone};
