@@ -7,6 +7,9 @@ pub use deploy_core::chat::Tone;
 use deploy_core::chat::{Message, plain};
 use deploy_store::ChatThread;
 
+/// The adapter and room of actions from the dashboard.
+pub const DASHBOARD: &str = "dashboard";
+
 /// Who said a command, where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatContext {
@@ -41,6 +44,27 @@ impl ChatContext {
             thread_id: None,
             direct: false,
         }
+    }
+
+    /// A signed-in dashboard user's action (a web action), in the pseudo-room `dashboard`: no
+    /// chat to answer in (the reply is stored with the action), no app's `allowed_rooms` to
+    /// pass (the dashboard checked who may act), no chat message for faseng to edit.
+    pub fn dashboard(user_id: &str, user_name: &str) -> Self {
+        Self {
+            adapter: DASHBOARD.to_owned(),
+            room_id: DASHBOARD.to_owned(),
+            room_name: DASHBOARD.to_owned(),
+            user_id: user_id.to_owned(),
+            user_name: user_name.to_owned(),
+            message_id: None,
+            thread_id: None,
+            direct: false,
+        }
+    }
+
+    /// True for a dashboard user's action ([`ChatContext::dashboard`]).
+    pub fn is_dashboard(&self) -> bool {
+        self.adapter == DASHBOARD
     }
 
     /// Where this command was said, as the store keeps it: the room, and the thread that

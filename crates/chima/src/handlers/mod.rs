@@ -4,7 +4,7 @@
 mod desk;
 mod gate;
 mod requests;
-mod rollback;
+pub(crate) mod rollback;
 mod stats;
 
 pub use requests::missing as request_missing;
@@ -267,7 +267,10 @@ impl Bot {
 
     /// Whether `app` may be deployed (locked, frozen) from the command's room.
     pub(crate) fn check_room(&self, app: &AppConfig, ctx: &ChatContext) -> Result<(), Reply> {
-        let room_ok = if ctx.direct {
+        // The dashboard decided who may act (signed-in members); it is no chat room.
+        let room_ok = if ctx.is_dashboard() {
+            true
+        } else if ctx.direct {
             app.allowed_rooms.is_none()
         } else {
             app.allows_room(&ctx.room_id, &ctx.room_name)
@@ -515,7 +518,8 @@ impl Bot {
                 name: app.name.to_string(),
                 robot_name: self.name.clone(),
                 hosts: command.hosts.clone().unwrap_or_default(),
-                notify: Some(Notify {
+                // From the dashboard there is no chat message to keep up to date.
+                notify: (!ctx.is_dashboard()).then(|| Notify {
                     adapter: ctx.adapter.clone(),
                     room: live.map_or_else(|| ctx.room_id.clone(), |m| m.channel.clone()),
                     room_name: ctx.room_name.clone(),

@@ -309,7 +309,8 @@ impl Bot {
             reason: reason.clone(),
             at: now,
             expires_at: Some(now + app.lock_ttl().as_chrono()),
-            thread: Some(ctx.chat_thread()),
+            // Reminders and the expiry go to the rollback's thread (none from the dashboard).
+            thread: (!ctx.is_dashboard()).then(|| ctx.chat_thread()),
             reminded_at: None,
             branch: None,
         };

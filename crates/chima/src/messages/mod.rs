@@ -138,6 +138,13 @@ pub fn not_understood(error: &ParseError, bot: &str) -> Reply {
     })
 }
 
+/// A web action that did not finish in time (stored as its reply).
+pub fn web_action_too_slow(secs: u64) -> String {
+    format!(
+        "This took longer than {secs} s and was given up; what was done so far is above. Check the deployments and the audit before trying again."
+    )
+}
+
 /// A message with more command lines than chima takes at once.
 pub fn too_many_commands(count: usize) -> Reply {
     Reply::new(say(Tone::Error).text(format!(
@@ -846,6 +853,14 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn a_slow_web_action_says_what_to_check() {
+        assert_eq!(
+            web_action_too_slow(90),
+            "This took longer than 90 s and was given up; what was done so far is above. Check the deployments and the audit before trying again."
+        );
     }
 
     #[test]
