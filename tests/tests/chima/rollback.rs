@@ -555,6 +555,74 @@ async fn a_locked_environment_refuses_someone_elses_rollback(backend: Backend) {
     assert_eq!(w.wait_final(id).await["state"], "success");
 }
 
+async fn a_rollback_into_a_protected_environment_goes_through_a_release_request(backend: Backend) {
+    let protect = json!({"protect": {"production": {"approvals": 1, "approvers": ["alice"]}}});
+    let Some(w) = World::start(backend, protect).await else {
+        return;
+    };
+    let mut released = Vec::new();
+    for git_ref in ["main", "feature"] {
+        let ts = w
+            .say(JOYZ, &format!("deploy trelhub/{git_ref} to production"))
+            .await;
+        let opened = w.reply(&ts, "Release request #").await;
+        let n = number_after(&opened.text, "Release request #");
+        w.say(ALICE, &format!("approve #{n}")).await;
+        let live = w.reply(&ts, "Deployment #").await;
+        let id = number_after(&live.text, "Deployment #");
+        assert_eq!(w.wait_final(id).await["state"], "success");
+        released.push(id);
+    }
+
+    let ts = w.say(JOYZ, "rollback trelhub in production").await;
+    let said = w.reply(&ts, "opens a release request").await;
+    assert!(
+        said.text.contains(&format!(
+            "Rolling back trelhub in production to `{}` (deployment #{}) from `{}`: production is protected",
+            short(&w.main),
+            released[0],
+            short(&w.feature)
+        )),
+        "{}",
+        said.text
+    );
+    let opened = w.reply(&ts, "Release request #").await;
+    let n = number_after(&opened.text, "Release request #");
+    assert_eq!(n, 3, "{}", opened.text);
+    assert_eq!(
+        w.deployments().len(),
+        2,
+        "nothing deployed before the approval"
+    );
+    let request = w.store().await.request(n).await.unwrap().unwrap();
+    assert_eq!(request.sha, w.main);
+    assert_eq!(
+        request.rollback,
+        Some(RollbackMark {
+            from: w.feature.clone(),
+            to: w.main.clone()
+        })
+    );
+
+    w.say(ALICE, &format!("approve #{n}")).await;
+    let live = w.reply(&ts, "Rollback #").await;
+    let id = number_after(&live.text, "Rollback #");
+    let d = w.deployment(id);
+    assert_eq!(d["ref"], w.main.as_str());
+    assert_eq!(d["payload"]["rollback"], mark(&w.feature, &w.main));
+    assert_eq!(d["payload"]["request"], n);
+    assert_eq!(w.wait_final(id).await["state"], "success");
+    w.reply(&ts, "is now locked by joyz").await;
+    let lock = w
+        .store()
+        .await
+        .env_lock("trelhub/production")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lock.user, JOYZ, "locked for the requester");
+}
+
 async fn a_failed_deploy_is_rolled_back_automatically_once_in_its_thread(backend: Backend) {
     let Some(w) = World::start(backend, json!({"rollback_on_failure": ["staging"]})).await else {
         return;
@@ -570,6 +638,9 @@ async fn a_failed_deploy_is_rolled_back_automatically_once_in_its_thread(backend
     w.clock.set(chrono::Utc::now());
     let report = w.bot.desk_tick(w.poster.as_ref()).await.unwrap();
     assert_eq!(report.rolled_back, 1, "{report:?}");
+    // At once again, while the failure is still the environment's newest run: taken already.
+    let again = w.bot.desk_tick(w.poster.as_ref()).await.unwrap();
+    assert_eq!(again.rolled_back, 0, "{again:?}");
     let said = w.reply(&ts, "rolls back on failure").await;
     assert_eq!(
         said.text,
@@ -640,6 +711,22 @@ async fn a_failed_deploy_is_rolled_back_automatically_once_in_its_thread(backend
         assert_eq!(report.rolled_back, 0);
     }
     assert_eq!(w.deployments().len(), count);
+    let taken_up: Vec<String> = w
+        .slack
+        .replies_in_thread(DEPLOYMENT, &ts)
+        .into_iter()
+        .map(|m| m.text)
+        .filter(|t| t.contains("rolls back on failure") || t.contains("already under way"))
+        .collect();
+    assert_eq!(taken_up.len(), 1, "said once: {taken_up:#?}");
+    assert_eq!(
+        w.audit()
+            .await
+            .iter()
+            .filter(|(a, ..)| *a == AuditAction::AutoRollback)
+            .count(),
+        1
+    );
 }
 
 async fn the_slack_button_rolls_back(backend: Backend) {
@@ -842,6 +929,7 @@ e2e::both_backends!(
     a_rollback_to_a_named_deployment_or_ref,
     nothing_to_roll_back_is_said_and_nothing_changes,
     a_locked_environment_refuses_someone_elses_rollback,
+    a_rollback_into_a_protected_environment_goes_through_a_release_request,
     a_failed_deploy_is_rolled_back_automatically_once_in_its_thread,
     the_slack_button_rolls_back,
     stats_in_chat_are_the_stores_figures,
