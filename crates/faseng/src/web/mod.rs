@@ -460,10 +460,10 @@ async fn log_events(
 }
 
 /// How long one live log stream stays open at most.
-const STREAM_MAX: Duration = Duration::from_secs(3600);
+pub(crate) const STREAM_MAX: Duration = Duration::from_secs(3600);
 
 /// How often a live log stream looks for new lines.
-const STREAM_POLL: Duration = Duration::from_millis(300);
+pub(crate) const STREAM_POLL: Duration = Duration::from_millis(300);
 
 /// Where a live log stream is; holds the stream's slot while it is open.
 struct Following {
