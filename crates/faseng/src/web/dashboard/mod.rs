@@ -27,6 +27,8 @@ mod desk;
 mod history;
 mod layout;
 mod overview;
+#[cfg(test)]
+mod tests;
 
 /// The dashboard's routes (pages GET, actions POST); the sign-in layer wraps them.
 pub fn router() -> Router<WebState> {
