@@ -13,9 +13,11 @@ mod outbox;
 mod requests;
 mod retention;
 mod runs;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod tickets;
+mod web_actions;
 
 use std::time::Duration;
 

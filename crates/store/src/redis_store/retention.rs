@@ -198,6 +198,7 @@ impl RedisStore {
             .invoke_async(&mut self.conn())
             .await?;
         swept.line_requests += n;
+        swept.web_actions += self.sweep_web_actions(cutoff).await?;
         Ok(())
     }
 

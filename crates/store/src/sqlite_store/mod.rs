@@ -14,9 +14,11 @@ mod outbox;
 mod requests;
 mod retention;
 mod runs;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod tickets;
+mod web_actions;
 
 use std::path::Path;
 use std::str::FromStr as _;
@@ -194,6 +196,10 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .context("creating the release desk's tables")?;
+        sqlx::raw_sql(web_actions::SCHEMA)
+            .execute(&mut *tx)
+            .await
+            .context("creating the web actions table")?;
         tx.commit().await.context("creating faseng tables")?;
         make_private(path);
         Ok(Self {
