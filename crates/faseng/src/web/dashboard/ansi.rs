@@ -281,26 +281,44 @@ mod tests {
             html("\x1b[92;44mbright\x1b[39m bg\x1b[49m none"),
             r#"<span class="a-f10 a-g4">bright</span><span class="a-g4"> bg</span> none"#
         );
-        assert_eq!(html("\x1b[4munder\x1b[24m"), r#"<span class="a-u">under</span>"#);
+        assert_eq!(
+            html("\x1b[4munder\x1b[24m"),
+            r#"<span class="a-u">under</span>"#
+        );
         assert_eq!(html("\x1b[mreset"), "reset");
     }
 
     #[test]
     fn extended_colours_take_the_nearest_of_the_sixteen() {
-        assert_eq!(html("\x1b[38;5;196mred"), r#"<span class="a-f9">red</span>"#);
-        assert_eq!(html("\x1b[38;5;3mthree"), r#"<span class="a-f3">three</span>"#);
-        assert_eq!(html("\x1b[38:5:21mblue"), r#"<span class="a-f4">blue</span>"#);
+        assert_eq!(
+            html("\x1b[38;5;196mred"),
+            r#"<span class="a-f9">red</span>"#
+        );
+        assert_eq!(
+            html("\x1b[38;5;3mthree"),
+            r#"<span class="a-f3">three</span>"#
+        );
+        assert_eq!(
+            html("\x1b[38:5:21mblue"),
+            r#"<span class="a-f4">blue</span>"#
+        );
         assert_eq!(
             html("\x1b[48;2;0;200;0;1mgreen bold"),
             r#"<span class="a-b a-g2">green bold</span>"#
         );
-        assert_eq!(html("\x1b[38;5;231mwhite"), r#"<span class="a-f15">white</span>"#);
+        assert_eq!(
+            html("\x1b[38;5;231mwhite"),
+            r#"<span class="a-f15">white</span>"#
+        );
     }
 
     #[test]
     fn other_sequences_and_controls_are_dropped() {
         assert_eq!(html("a\x1b[2Kb\x1b]0;title\x07c\x08d"), "abcd");
-        assert_eq!(html("\x1b[31m<\x1b[1A>"), r#"<span class="a-f1">&lt;&gt;</span>"#);
+        assert_eq!(
+            html("\x1b[31m<\x1b[1A>"),
+            r#"<span class="a-f1">&lt;&gt;</span>"#
+        );
         assert_eq!(html("tab\there"), "tab\there");
     }
 
@@ -312,6 +330,9 @@ mod tests {
 
     #[test]
     fn unicode_passes_through() {
-        assert_eq!(html("\x1b[33m✓ déployé\x1b[0m"), r#"<span class="a-f3">✓ déployé</span>"#);
+        assert_eq!(
+            html("\x1b[33m✓ déployé\x1b[0m"),
+            r#"<span class="a-f3">✓ déployé</span>"#
+        );
     }
 }

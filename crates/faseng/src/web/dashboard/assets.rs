@@ -33,8 +33,7 @@ impl Asset {
 }
 
 static STYLESHEET: LazyLock<Asset> = LazyLock::new(|| Asset::new(CSS, "text/css; charset=utf-8"));
-static SCRIPT: LazyLock<Asset> =
-    LazyLock::new(|| Asset::new(JS, "text/javascript; charset=utf-8"));
+static SCRIPT: LazyLock<Asset> = LazyLock::new(|| Asset::new(JS, "text/javascript; charset=utf-8"));
 
 /// Where pages link the stylesheet.
 pub(crate) fn css_path() -> String {

@@ -264,7 +264,11 @@ mod tests {
         format!("{v}")
     }
 
-    fn chart<'a>(id: &'a str, days: &'a [NaiveDate], format: &'a dyn Fn(f64) -> String) -> Chart<'a> {
+    fn chart<'a>(
+        id: &'a str,
+        days: &'a [NaiveDate],
+        format: &'a dyn Fn(f64) -> String,
+    ) -> Chart<'a> {
         Chart {
             id,
             title: "Deploys per day",
@@ -276,7 +280,16 @@ mod tests {
 
     #[test]
     fn round_numbers_top_the_axis() {
-        for (v, want) in [(0.0, 1.0), (1.0, 1.0), (3.0, 5.0), (7.0, 10.0), (11.0, 20.0), (24.0, 25.0), (0.3, 0.5), (130.0, 200.0)] {
+        for (v, want) in [
+            (0.0, 1.0),
+            (1.0, 1.0),
+            (3.0, 5.0),
+            (7.0, 10.0),
+            (11.0, 20.0),
+            (24.0, 25.0),
+            (0.3, 0.5),
+            (130.0, 200.0),
+        ] {
             assert_eq!(round_up(v), want, "{v}");
         }
     }
@@ -297,9 +310,16 @@ mod tests {
         let one = days(1);
         let svg = bar_chart(&chart("deploys", &one, &count), &[4.0]).into_string();
         assert_eq!(svg.matches("<rect").count(), 1, "{svg}");
-        assert!(svg.contains(r#"data-day="2026-03-01" data-value="4""#), "{svg}");
+        assert!(
+            svg.contains(r#"data-day="2026-03-01" data-value="4""#),
+            "{svg}"
+        );
         assert!(svg.contains("<title>1 Mar: 4</title>"), "{svg}");
-        let series = [Series { name: "success rate", class: "s1", values: vec![Some(50.0)] }];
+        let series = [Series {
+            name: "success rate",
+            class: "s1",
+            values: vec![Some(50.0)],
+        }];
         let svg = line_chart(&chart("rate", &one, &count), &series).into_string();
         assert_eq!(svg.matches("<circle").count(), 1, "{svg}");
         assert!(svg.contains(r#"d="M"#), "{svg}");
@@ -313,10 +333,22 @@ mod tests {
         let svg = bar_chart(&chart("deploys", &many, &count), &values).into_string();
         assert_eq!(svg.matches("<rect").count(), 30, "{svg}");
         assert!(svg.contains(r#"data-points="30""#));
-        assert!(svg.contains(r#"role="img""#) && svg.contains(r#"aria-labelledby="deploys-title deploys-desc""#));
-        assert!(svg.contains("<title id=\"deploys-title\">Deploys per day</title>"), "{svg}");
-        assert!(svg.contains(">1 Mar<") && svg.contains(">16 Mar<") && svg.contains(">30 Mar<"), "{svg}");
-        assert!(svg.contains("43 from 1 Mar to 30 Mar; the most in one day: 3."), "{svg}");
+        assert!(
+            svg.contains(r#"role="img""#)
+                && svg.contains(r#"aria-labelledby="deploys-title deploys-desc""#)
+        );
+        assert!(
+            svg.contains("<title id=\"deploys-title\">Deploys per day</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(">1 Mar<") && svg.contains(">16 Mar<") && svg.contains(">30 Mar<"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("43 from 1 Mar to 30 Mar; the most in one day: 3."),
+            "{svg}"
+        );
         // The tallest bar reaches the top of a 5-high axis (3 → 5): 3/5 of the plot height.
         assert!(svg.contains(">5</text>"), "{svg}");
 
@@ -324,24 +356,53 @@ mod tests {
         values[10] = None;
         values[11] = None;
         let series = [
-            Series { name: "p50", class: "s1", values: values.clone() },
-            Series { name: "p90", class: "s2", values: vec![None; 30] },
+            Series {
+                name: "p50",
+                class: "s1",
+                values: values.clone(),
+            },
+            Series {
+                name: "p90",
+                class: "s2",
+                values: vec![None; 30],
+            },
         ];
         let svg = line_chart(&chart("duration", &many, &count), &series).into_string();
         assert_eq!(svg.matches("<circle").count(), 28, "{svg}");
         assert!(svg.contains(r#"data-points="28""#));
         let p50 = svg.split("data-series=\"p50\"").nth(1).unwrap();
         let path = p50.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
-        assert_eq!(path.matches('M').count(), 2, "the gap restarts the line: {path}");
+        assert_eq!(
+            path.matches('M').count(),
+            2,
+            "the gap restarts the line: {path}"
+        );
         assert!(svg.contains("p90: no values."), "{svg}");
-        assert!(svg.contains("p50: 28 day(s) with a value, the last 29."), "{svg}");
+        assert!(
+            svg.contains("p50: 28 day(s) with a value, the last 29."),
+            "{svg}"
+        );
     }
 
     #[test]
     fn names_are_escaped() {
         let one = days(1);
-        let series = [Series { name: "<b>", class: "s1", values: vec![Some(1.0)] }];
-        let svg = line_chart(&Chart { title: "a & b", ..chart("x", &one, &count) }, &series).into_string();
-        assert!(svg.contains("a &amp; b") && svg.contains("&lt;b&gt;") && !svg.contains("<b>"), "{svg}");
+        let series = [Series {
+            name: "<b>",
+            class: "s1",
+            values: vec![Some(1.0)],
+        }];
+        let svg = line_chart(
+            &Chart {
+                title: "a & b",
+                ..chart("x", &one, &count)
+            },
+            &series,
+        )
+        .into_string();
+        assert!(
+            svg.contains("a &amp; b") && svg.contains("&lt;b&gt;") && !svg.contains("<b>"),
+            "{svg}"
+        );
     }
 }

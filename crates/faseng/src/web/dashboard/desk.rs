@@ -13,8 +13,7 @@ use maud::{Markup, html};
 use super::layout::{self, Nav};
 use super::{PageResult, Viewer, run_path, short_sha, time};
 use crate::store::{
-    AuditQuery, AuditRecord, EnvLock, Freeze, LineRequest, ReleaseRequest, RunRecord,
-    UnfreezeGrant,
+    AuditQuery, AuditRecord, EnvLock, Freeze, LineRequest, ReleaseRequest, RunRecord, UnfreezeGrant,
 };
 use crate::web::WebState;
 
@@ -79,9 +78,15 @@ pub(crate) async fn page(
             }
         }
         windows.extend(
-            upcoming(app.freezes(), None, now, FREEZES_HORIZON, FREEZES_PER_WINDOW)
-                .into_iter()
-                .map(|o| (app, o)),
+            upcoming(
+                app.freezes(),
+                None,
+                now,
+                FREEZES_HORIZON,
+                FREEZES_PER_WINDOW,
+            )
+            .into_iter()
+            .map(|o| (app, o)),
         );
     }
     windows.sort_by_key(|(_, o)| o.interval.start);
@@ -121,7 +126,9 @@ fn tz_of(s: &WebState, line: &str) -> Tz {
 fn line_target<'a>(s: &'a WebState, line: &str) -> Option<(&'a AppConfig, EnvName)> {
     let (app, env) = line.split_once('/')?;
     let app = s.apps.get(&AppName::parse(app).ok()?)?;
-    let env = EnvName::parse(env).ok().filter(|e| app.has_environment(e))?;
+    let env = EnvName::parse(env)
+        .ok()
+        .filter(|e| app.has_environment(e))?;
     Some((app, env))
 }
 

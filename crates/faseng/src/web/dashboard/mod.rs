@@ -20,6 +20,7 @@ pub use super::viewer::Viewer;
 use crate::messages::dashboard as say;
 use crate::store::{RunRecord, RunState};
 
+mod actions;
 mod ansi;
 mod assets;
 mod charts;
@@ -27,6 +28,8 @@ mod desk;
 mod history;
 mod layout;
 mod overview;
+mod run;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -35,7 +38,13 @@ pub fn router() -> Router<WebState> {
     Router::new()
         .route("/", get(overview::page))
         .route("/apps/{app}", get(history::page))
+        .route("/apps/{app}/stats", get(stats::page))
+        .route("/runs/{owner}/{repo}/{id}", get(run::page))
+        .route("/runs/{owner}/{repo}/{id}/events", get(run::events))
         .route("/desk", get(desk::page))
+        .route("/actions/rollback", post(actions::rollback))
+        .route("/actions/unlock", post(actions::unlock))
+        .route("/actions/{id}", get(actions::page))
         .route("/static/{file}", get(assets::serve))
 }
 
@@ -113,10 +122,7 @@ pub(crate) fn short_sha(sha: &str) -> &str {
 
 /// Whether a run deployed something (`deploy`, `deploy:<task>`), not a lock or unlock.
 pub(crate) fn deploys(run: &RunRecord) -> bool {
-    matches!(
-        run.task.parse(),
-        Ok(deploy_core::Task::Deploy | deploy_core::Task::DeployWith(_))
-    )
+    crate::store::stats::counted_task(&run.task)
 }
 
 /// `ref@sha` with the sha short, in code.

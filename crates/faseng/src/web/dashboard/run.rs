@@ -22,7 +22,7 @@ use maud::{Markup, html};
 use super::ansi::line_html;
 use super::layout::{self, Nav};
 use super::overview::newest_success;
-use super::{PageError, PageResult, Viewer, deploys, short_sha, state_badge, time, version};
+use super::{PageError, PageResult, Viewer, deploys, short_sha, time, version};
 use crate::messages::{self, dashboard as say};
 use crate::store::{RunRecord, RunState, StageRecord, StageRecordState, Store};
 use crate::stream_slots::{Refused, StreamSlot};
@@ -75,8 +75,14 @@ pub(crate) async fn page(
     let lines = s.store.read_log(key.as_str(), 0).await?;
     let store = s.store.as_ref();
     let previous = if deploys(&run) {
-        newest_success(store, &run.app, &run.environment, Some(run.received_at), Some(&run.sha))
-            .await?
+        newest_success(
+            store,
+            &run.app,
+            &run.environment,
+            Some(run.received_at),
+            Some(&run.sha),
+        )
+        .await?
     } else {
         None
     };
@@ -303,15 +309,19 @@ impl Live {
     /// What has happened since the last look: new lines first, then stage and state
     /// changes; at the end (final state, run gone, or the stream's deadline) also `end`.
     async fn look(&mut self) -> Events {
-        let lines = self.store.read_log(&self.key, self.next).await.unwrap_or_default();
+        let lines = self
+            .store
+            .read_log(&self.key, self.next)
+            .await
+            .unwrap_or_default();
         let mut events: Events = Vec::new();
         if !lines.is_empty() {
             self.next += lines.len();
-            events.extend(
-                lines
-                    .iter()
-                    .map(|l| Ok(Event::default().event("line").data(line_html(l).into_string()))),
-            );
+            events.extend(lines.iter().map(|l| {
+                Ok(Event::default()
+                    .event("line")
+                    .data(line_html(l).into_string()))
+            }));
             return events;
         }
         let run = self.store.get_run(&self.key).await.ok().flatten();
@@ -330,12 +340,17 @@ impl Live {
             || tokio::time::Instant::now() >= self.deadline
         {
             // Lines written just before the final state was: read once more.
-            let late = self.store.read_log(&self.key, self.next).await.unwrap_or_default();
+            let late = self
+                .store
+                .read_log(&self.key, self.next)
+                .await
+                .unwrap_or_default();
             self.next += late.len();
-            events.extend(
-                late.iter()
-                    .map(|l| Ok(Event::default().event("line").data(line_html(l).into_string()))),
-            );
+            events.extend(late.iter().map(|l| {
+                Ok(Event::default()
+                    .event("line")
+                    .data(line_html(l).into_string()))
+            }));
             if run.is_none() {
                 events.push(Ok(Event::default().event("state").data("unknown")));
             }

@@ -113,11 +113,20 @@ async fn hostile_names_and_refs_are_escaped(b: Backend) {
         assert!(!page.contains("<b>mine"), "{path}: {page}");
     }
     let (_, page) = f.get("/apps/demo").await;
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;@aaaaaaa"), "{page}");
-    assert!(page.contains("&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;@aaaaaaa"),
+        "{page}"
+    );
+    assert!(
+        page.contains("&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"),
+        "{page}"
+    );
     let (code, page) = f.get("/apps/%3Cscript%3E").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    assert!(page.contains("There is no app named &lt;script&gt;"), "{page}");
+    assert!(
+        page.contains("There is no app named &lt;script&gt;"),
+        "{page}"
+    );
 }
 
 async fn the_history_filters_and_pages_with_the_store_cursor(b: Backend) {
@@ -126,7 +135,11 @@ async fn the_history_filters_and_pages_with_the_store_cursor(b: Backend) {
     };
     for id in 1..=120u64 {
         let env = if id % 2 == 0 { "staging" } else { "production" };
-        let state = if id % 10 == 0 { RunState::Failure } else { RunState::Success };
+        let state = if id % 10 == 0 {
+            RunState::Failure
+        } else {
+            RunState::Success
+        };
         let mut r = run(id, env, state, 'a', 1000 - id as i64);
         if id % 3 == 0 {
             r.creator = "Bob".into();
@@ -160,7 +173,10 @@ async fn the_history_filters_and_pages_with_the_store_cursor(b: Backend) {
     // Store-side (environment) and page-side (state, who) filters together, paged.
     let (_, failed) = f.get("/apps/demo?env=staging&state=failure&who=bob").await;
     assert_eq!(rows(&failed), vec![120, 90, 60, 30], "{failed}");
-    assert!(failed.contains(r#"<option value="failure" selected>"#), "{failed}");
+    assert!(
+        failed.contains(r#"<option value="failure" selected>"#),
+        "{failed}"
+    );
     let (_, bobs) = f.get("/apps/demo?who=bob&ref=main").await;
     let bob_rows = rows(&bobs);
     assert_eq!(bob_rows.len(), 40, "all 40 of Bob's runs fit one page");
@@ -186,8 +202,13 @@ async fn the_desk_offers_unlock_to_the_holder_and_takeover_to_others(b: Backend)
     f.lock("demo/staging", "github:octocat", "mine").await;
     f.lock("demo/production", "U1", "theirs").await;
     f.join_line("demo/staging", "carol", "topic").await;
-    f.add_run(&run(9, "staging", RunState::Queued, 'f', 1), &[]).await;
-    f.state.store.line_join("demo/staging", "o/r/9").await.unwrap();
+    f.add_run(&run(9, "staging", RunState::Queued, 'f', 1), &[])
+        .await;
+    f.state
+        .store
+        .line_join("demo/staging", "o/r/9")
+        .await
+        .unwrap();
     let (code, page) = f.get("/desk").await;
     assert_eq!(code, StatusCode::OK, "{page}");
     let row = |line: &str| -> String {
@@ -200,16 +221,28 @@ async fn the_desk_offers_unlock_to_the_holder_and_takeover_to_others(b: Backend)
             .to_owned()
     };
     let mine = row("demo/staging");
-    assert!(mine.contains(r#"<form class="inline" method="post" action="/actions/unlock">"#), "{mine}");
-    assert!(mine.contains(r#"<input type="hidden" name="csrf" value="csrf-0123456789">"#), "{mine}");
-    assert!(mine.contains(">Unlock</button>") && !mine.contains("takeover"), "{mine}");
+    assert!(
+        mine.contains(r#"<form class="inline" method="post" action="/actions/unlock">"#),
+        "{mine}"
+    );
+    assert!(
+        mine.contains(r#"<input type="hidden" name="csrf" value="csrf-0123456789">"#),
+        "{mine}"
+    );
+    assert!(
+        mine.contains(">Unlock</button>") && !mine.contains("takeover"),
+        "{mine}"
+    );
     let theirs = row("demo/production");
     assert!(
         theirs.contains(r#"name="takeover" value="1""#) && theirs.contains(">Take over</button>"),
         "{theirs}"
     );
     assert!(page.contains("<code>topic</code>"), "the desk line: {page}");
-    assert!(page.contains(r##"<a href="/runs/o/r/9">#9</a>"##), "faseng's line: {page}");
+    assert!(
+        page.contains(r##"<a href="/runs/o/r/9">#9</a>"##),
+        "faseng's line: {page}"
+    );
     assert!(
         page.contains("release week") && page.contains("app.json"),
         "the freeze window: {page}"
@@ -234,13 +267,25 @@ async fn a_lapsed_lock_and_an_expired_line_request_are_not_shown() {
 #[tokio::test]
 async fn static_files_are_served_with_cache_headers_and_revalidated() {
     let f = Fixture::new(Backend::Sqlite).await.unwrap();
-    for (file, kind) in [("dashboard.css", "text/css"), ("dashboard.js", "text/javascript")] {
+    for (file, kind) in [
+        ("dashboard.css", "text/css"),
+        ("dashboard.js", "text/javascript"),
+    ] {
         let response = f
-            .send(Request::get(format!("/static/{file}")).body(Body::empty()).unwrap())
+            .send(
+                Request::get(format!("/static/{file}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         let headers = response.headers().clone();
-        assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind));
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
         assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=86400");
         let etag = headers[header::ETAG].to_str().unwrap().to_owned();
         assert!(!body(response).await.is_empty());
@@ -272,6 +317,12 @@ pub(super) fn has_event_attribute(html: &str) -> bool {
 #[test]
 fn the_script_and_stylesheet_keep_to_the_csp() {
     use super::super::assets::{CSS, JS};
-    assert!(!JS.contains("eval(") && !JS.contains("new Function"), "no eval");
-    assert!(!CSS.contains("@import") && !CSS.contains("url("), "nothing fetched from elsewhere");
+    assert!(
+        !JS.contains("eval(") && !JS.contains("new Function"),
+        "no eval"
+    );
+    assert!(
+        !CSS.contains("@import") && !CSS.contains("url("),
+        "nothing fetched from elsewhere"
+    );
 }
