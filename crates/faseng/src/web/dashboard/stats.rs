@@ -94,7 +94,19 @@ pub(crate) async fn page(
                 .iter_mut()
                 .find(|(name, _)| name == e.as_str())
                 .map(|(_, points)| std::mem::take(points))
-                .unwrap_or_default();
+                .unwrap_or_else(|| {
+                    // An environment without counted runs: every day, at zero.
+                    q.days_touched()
+                        .into_iter()
+                        .map(|day| DayPoint {
+                            day,
+                            deploys: 0,
+                            successes: 0,
+                            median_secs: None,
+                            p90_secs: None,
+                        })
+                        .collect()
+                });
             EnvPart {
                 env: e.clone(),
                 figures: find(&current).map(|c| figures(&c, find(&previous).as_ref(), &q)),

@@ -22,7 +22,9 @@ use crate::store::{ChatThread, EnvLock, NewLineRequest, RunRecord, RunState};
 use crate::stream_slots::StreamSlots;
 use crate::web::WebState;
 
+mod actions;
 mod pages;
+mod run;
 
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy)]
