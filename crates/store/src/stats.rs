@@ -125,18 +125,21 @@ pub fn counted_task(task: &str) -> bool {
             .is_some_and(|x| x != "lock" && x != "unlock")
 }
 
+/// Whether `run` is a deploy for the statistics: a deploy task ([`counted_task`]), in a
+/// final state, and it started (a run refused before it started is not a deploy).
+pub fn counted_run(run: &RunRecord) -> bool {
+    counted_task(&run.task) && run.state.is_final() && run.started_at.is_some()
+}
+
 /// Whether `run` counts for `q`: its app (and environment, when asked), received in the
-/// period, a deploy task ([`counted_task`]), in a final state, and it started (a run refused
-/// before it started is not a deploy).
+/// period, and [`counted_run`].
 pub fn counted(run: &RunRecord, q: &StatsQuery) -> bool {
     let at = run.received_ms();
     run.app == q.app
         && q.environment.as_ref().is_none_or(|e| *e == run.environment)
         && at >= q.since.timestamp_millis()
         && at < q.until.timestamp_millis()
-        && counted_task(&run.task)
-        && run.state.is_final()
-        && run.started_at.is_some()
+        && counted_run(run)
 }
 
 /// The nearest-rank percentile `num/den` of sorted samples: `sorted[ceil(n·num/den) − 1]`.
@@ -155,7 +158,7 @@ fn secs_between(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<f6
 }
 
 /// The median and 90th percentile of `samples`.
-fn percentiles(mut samples: Vec<f64>) -> (Option<f64>, Option<f64>) {
+pub(crate) fn percentiles(mut samples: Vec<f64>) -> (Option<f64>, Option<f64>) {
     samples.sort_by(f64::total_cmp);
     (nearest_rank(&samples, 1, 2), nearest_rank(&samples, 9, 10))
 }
@@ -407,29 +410,30 @@ pub fn figures(current: &EnvStats, previous: Option<&EnvStats>, q: &StatsQuery) 
     }
 }
 
-/// Every counted run of `q` and, past them, nothing else: what a backend without its own
-/// statistics reads, a page of history at a time.
-pub(crate) async fn read_runs(
-    store: &(impl crate::Runs + ?Sized),
-    q: &StatsQuery,
-) -> anyhow::Result<Vec<RunRecord>> {
-    let mut query = crate::RunQuery {
-        app: Some(q.app.clone()),
-        environment: q.environment.clone(),
-        since: Some(q.since),
-        until: Some(q.until),
-        limit: crate::page::PAGE_MAX,
-        ..crate::RunQuery::default()
-    };
-    let mut runs = Vec::new();
-    loop {
-        let page = store.history(&query).await?;
-        runs.extend(page.items.into_iter().filter(|r| counted(r, q)));
-        match page.next {
-            Some(next) => query.cursor = Some(next),
-            None => return Ok(runs),
-        }
-    }
+/// The UTC day `index` days after 1970-01-01.
+pub(crate) fn day_of_index(index: i64) -> anyhow::Result<NaiveDate> {
+    use anyhow::Context as _;
+    NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(index)))
+        .with_context(|| format!("day {index} is out of range"))
+}
+
+/// `points` (days with runs, in order) with a zero point for every other day `q` touches.
+pub(crate) fn every_day(q: &StatsQuery, points: Vec<DayPoint>) -> Vec<DayPoint> {
+    let mut points = points.into_iter().peekable();
+    q.days_touched()
+        .into_iter()
+        .map(|day| match points.next_if(|p| p.day == day) {
+            Some(point) => point,
+            None => DayPoint {
+                day,
+                deploys: 0,
+                successes: 0,
+                median_secs: None,
+                p90_secs: None,
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]

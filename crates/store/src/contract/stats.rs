@@ -304,4 +304,28 @@ pub async fn stats(store: &dyn Store) {
             );
         }
     }
+
+    // Retention takes swept runs out of the figures.
+    let cutoff = t0 + chrono::Duration::days(20);
+    let swept = store.sweep(cutoff).await.unwrap();
+    let left: Vec<RunRecord> = runs
+        .iter()
+        .filter(|r| !crate::expired(r, cutoff))
+        .cloned()
+        .collect();
+    assert!(swept.runs > 50, "{swept:?}");
+    let q = StatsQuery {
+        app: "gen".into(),
+        environment: None,
+        since: t0,
+        until: end + chrono::Duration::milliseconds(1),
+    };
+    assert_eq!(
+        store.env_stats(&q).await.unwrap(),
+        compute_env_stats(&left, &q)
+    );
+    assert_eq!(
+        store.daily_stats(&q).await.unwrap(),
+        compute_daily(&left, &q)
+    );
 }
