@@ -156,12 +156,35 @@ impl World {
             .await
     }
 
+    /// The live message in thread `ts` once it said `needle` (faseng may have edited it
+    /// since): it, with `text` set to what it said then.
+    async fn live(&self, ts: &str, needle: &str) -> Message {
+        self.slack
+            .wait_until(
+                WAIT,
+                &format!("a live message in {ts} saying {needle:?}"),
+                |s| {
+                    s.replies_in_thread(DEPLOYMENT, ts)
+                        .into_iter()
+                        .filter(|m| m.from_api)
+                        .find_map(|m| {
+                            let said = std::iter::once(&m.text)
+                                .chain(m.history.iter())
+                                .find(|t| t.contains(needle))?
+                                .clone();
+                            Some(Message { text: said, ..m })
+                        })
+                },
+            )
+            .await
+    }
+
     /// `user` deploys `git_ref` to staging and it finishes; its id and live message.
     async fn deploy(&self, user: &str, git_ref: &str) -> (u64, Message) {
         let ts = self
             .say(user, &format!("deploy trelhub/{git_ref} to staging"))
             .await;
-        let live = self.reply(&ts, "Deployment #").await;
+        let live = self.live(&ts, "Deployment #").await;
         let id = number_after(&live.text, "Deployment #");
         self.env.wait_final(id).await;
         let done = self.finished_message(&live).await;
@@ -282,7 +305,7 @@ async fn two_deploys_then_a_rollback_deploys_the_first_commit_locks_and_says_whi
     let (second, _) = w.deploy(JOYZ, "feature").await;
 
     let ts = w.say(JOYZ, "rollback trelhub in staging").await;
-    let live = w.reply(&ts, "Rollback #").await;
+    let live = w.live(&ts, "Rollback #").await;
     let id = number_after(&live.text, "Rollback #");
     assert!(id > second, "{}", live.text);
     assert!(
@@ -395,7 +418,7 @@ async fn a_rollback_to_a_named_deployment_or_ref(backend: Backend) {
     let ts = w
         .say(JOYZ, &format!("rollback trelhub in staging to #{first}"))
         .await;
-    let live = w.reply(&ts, "Rollback #").await;
+    let live = w.live(&ts, "Rollback #").await;
     let to_first = number_after(&live.text, "Rollback #");
     assert_eq!(
         w.deployment(to_first)["payload"]["rollback"],
@@ -417,7 +440,7 @@ async fn a_rollback_to_a_named_deployment_or_ref(backend: Backend) {
     );
 
     let ts = w.say(JOYZ, "rollback trelhub in staging to feature").await;
-    let live = w.reply(&ts, "Rollback #").await;
+    let live = w.live(&ts, "Rollback #").await;
     let to_feature = number_after(&live.text, "Rollback #");
     assert!(
         live.text.contains(&format!(
@@ -550,7 +573,7 @@ async fn a_locked_environment_refuses_someone_elses_rollback(backend: Backend) {
 
     // The holder may roll back.
     let ts = w.say(ALICE, "rollback trelhub in staging").await;
-    let live = w.reply(&ts, "Rollback #").await;
+    let live = w.live(&ts, "Rollback #").await;
     let id = number_after(&live.text, "Rollback #");
     assert_eq!(w.wait_final(id).await["state"], "success");
 }
@@ -568,7 +591,7 @@ async fn a_rollback_into_a_protected_environment_goes_through_a_release_request(
         let opened = w.reply(&ts, "Release request #").await;
         let n = number_after(&opened.text, "Release request #");
         w.say(ALICE, &format!("approve #{n}")).await;
-        let live = w.reply(&ts, "Deployment #").await;
+        let live = w.live(&ts, "Deployment #").await;
         let id = number_after(&live.text, "Deployment #");
         assert_eq!(w.wait_final(id).await["state"], "success");
         released.push(id);
@@ -605,7 +628,7 @@ async fn a_rollback_into_a_protected_environment_goes_through_a_release_request(
     );
 
     w.say(ALICE, &format!("approve #{n}")).await;
-    let live = w.reply(&ts, "Rollback #").await;
+    let live = w.live(&ts, "Rollback #").await;
     let id = number_after(&live.text, "Rollback #");
     let d = w.deployment(id);
     assert_eq!(d["ref"], w.main.as_str());
@@ -629,7 +652,7 @@ async fn a_failed_deploy_is_rolled_back_automatically_once_in_its_thread(backend
     };
     let (good, _) = w.deploy(JOYZ, "main").await;
     let ts = w.say(JOYZ, "deploy trelhub/broken to staging").await;
-    let live = w.reply(&ts, "Deployment #").await;
+    let live = w.live(&ts, "Deployment #").await;
     let failed = number_after(&live.text, "Deployment #");
     assert_eq!(w.wait_final(failed).await["state"], "failure");
     let failure = w.finished_message(&live).await;
@@ -650,7 +673,7 @@ async fn a_failed_deploy_is_rolled_back_automatically_once_in_its_thread(backend
             short(&w.broken)
         )
     );
-    let rollback_live = w.reply(&ts, "Rollback #").await;
+    let rollback_live = w.live(&ts, "Rollback #").await;
     let id = number_after(&rollback_live.text, "Rollback #");
     let d = w.deployment(id);
     assert_eq!(d["payload"]["rollback"], mark(&w.broken, &w.main));
@@ -751,7 +774,7 @@ async fn the_slack_button_rolls_back(backend: Backend) {
 
     w.press(ALICE, &done).await;
     let thread = done.thread_ts.clone().unwrap_or_else(|| done.ts.clone());
-    let live = w.reply(&thread, "Rollback #").await;
+    let live = w.live(&thread, "Rollback #").await;
     let id = number_after(&live.text, "Rollback #");
     assert!(live.text.contains("for alice"), "{}", live.text);
     let d = w.deployment(id);
@@ -793,7 +816,7 @@ async fn stats_in_chat_are_the_stores_figures(backend: Backend) {
     w.deploy(JOYZ, "feature").await;
     w.deploy(JOYZ, "broken").await;
     let ts = w.say(JOYZ, "rollback trelhub in staging").await;
-    let live = w.reply(&ts, "Rollback #").await;
+    let live = w.live(&ts, "Rollback #").await;
     w.wait_final(number_after(&live.text, "Rollback #")).await;
     w.finished_message(&live).await;
 
