@@ -335,8 +335,7 @@ async fn two_deploys_then_a_rollback_deploys_the_first_commit_locks_and_says_whi
     let body =
         w.gh.requests()
             .into_iter()
-            .filter(|r| r.method == "POST" && r.path.ends_with("/deployments"))
-            .last()
+            .rfind(|r| r.method == "POST" && r.path.ends_with("/deployments"))
             .unwrap()
             .body;
     assert_eq!(
