@@ -776,6 +776,15 @@ async fn the_slack_button_rolls_back(backend: Backend) {
     let live = w.live(&thread, "Rollback #").await;
     let id = number_after(&live.text, "Rollback #");
     assert!(live.text.contains("for alice"), "{}", live.text);
+    // Pressed again at once: one rollback is enough.
+    w.press(ALICE, &done).await;
+    let twice = w.reply(&thread, "Nothing was done").await;
+    assert!(
+        twice.text.contains("already under way") || twice.text.contains("already at"),
+        "{}",
+        twice.text
+    );
+    assert_eq!(w.deployments().last().unwrap()["id"], id);
     let d = w.deployment(id);
     assert_eq!(d["payload"]["rollback"], mark(&w.feature, &w.main));
     assert_eq!(
@@ -796,7 +805,15 @@ async fn the_slack_button_rolls_back(backend: Backend) {
     // A second press goes nowhere: the environment is there already.
     let count = w.deployments().len();
     w.press(ALICE, &done).await;
-    let again = w.reply(&thread, "already at").await;
+    let again = w
+        .slack
+        .wait_until(WAIT, "a second refusal", |s| {
+            s.replies_in_thread(DEPLOYMENT, &thread)
+                .into_iter()
+                .filter(|m| m.text.contains("already at"))
+                .nth(usize::from(twice.text.contains("already at")))
+        })
+        .await;
     assert!(again.text.contains(short(&w.main)), "{}", again.text);
     assert_eq!(w.deployments().len(), count);
 }

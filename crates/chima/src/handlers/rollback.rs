@@ -250,7 +250,37 @@ impl Bot {
         if let Err(why) = worth_it(&runs, &from, &to) {
             return refused(why);
         }
+        if let Some(id) = self.made_not_finished(app, env, &to).await {
+            return refused(NoRollback::UnderWay { sha: to, id });
+        }
         Ok(Ok(RollbackPlan { from, to, via }))
+    }
+
+    /// A deployment of `sha` to `env` the forge has that has not finished (faseng may not
+    /// have recorded it yet: a Roll back button pressed twice). A forge that cannot be read
+    /// stops nothing.
+    async fn made_not_finished(&self, app: &AppConfig, env: &EnvName, sha: &str) -> Option<u64> {
+        let filter = crate::forge::DeploymentFilter {
+            git_ref: None,
+            environment: Some(env.clone()),
+            limit: 10,
+        };
+        match self.forge().deployments(app, &filter).await {
+            Ok(recent) => recent
+                .into_iter()
+                .find(|d| {
+                    d.sha.eq_ignore_ascii_case(sha)
+                        && !matches!(
+                            d.state.as_deref(),
+                            Some("success" | "failure" | "error" | "inactive")
+                        )
+                })
+                .map(|d| d.id),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list recent deployments before a rollback");
+                None
+            }
+        }
     }
 
     fn no_rollback(&self, app: &AppConfig, env: &EnvName, why: NoRollback) -> crate::chat::Reply {
