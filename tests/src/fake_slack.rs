@@ -5,6 +5,12 @@
 //! fails the check is answered `invalid_arguments` and recorded, and the fake panics on drop
 //! if any were. It keeps channels, users and messages (with their edits), can simulate rate
 //! limits and an outage, and lets tests wait for a message to reach a state.
+//!
+//! Edits work as Slack's: `chat.update` replaces what it is sent and keeps the rest (an update
+//! without `blocks` keeps the message's blocks, an empty array removes them; the same for
+//! `attachments`). A [`Message`]'s `text` is what a person sees: the blocks' text when the
+//! message has blocks (its `text` argument is then only the notification fallback), else the
+//! `text` argument.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,11 +89,16 @@ pub struct Message {
     pub ts: String,
     /// The thread it was posted in, if any.
     pub thread_ts: Option<String>,
-    /// Current text.
+    /// What a person sees now: the blocks' text when there are blocks, else the `text`
+    /// argument (then each attachment's text on a line of its own).
     pub text: String,
-    /// Current blocks (JSON), if any.
+    /// The `text` argument as last sent (with blocks: the notification fallback only).
+    pub sent_text: String,
+    /// Current blocks (JSON; `Null` when never sent), kept by an update that sends none.
     pub blocks: Value,
-    /// Earlier texts, oldest first (one per `chat.update`).
+    /// Current attachments (JSON; `Null` when never sent), kept like blocks.
+    pub attachments: Value,
+    /// What was seen before each `chat.update`, oldest first.
     pub history: Vec<String>,
     /// True for `chat.postEphemeral` messages.
     pub ephemeral: bool,
@@ -217,28 +228,37 @@ impl FakeSlack {
 
     /// Posts a message as a user would (for seeding threads); returns its `ts`.
     pub fn post_as_user(&self, channel: &str, text: &str) -> String {
-        self.seed(channel, text, false)
+        self.seed(channel, text, Value::Null, false)
     }
 
-    /// Posts a message as the bot (e.g. the live message faseng will edit); returns its `ts`.
+    /// Posts a message as the bot, the way chima posts the live message faseng will edit:
+    /// Block Kit blocks (a section with `text`, as mrkdwn) and `text` as the fallback; returns
+    /// its `ts`. An edit that sends no blocks leaves what this shows.
     pub fn post_as_bot(&self, channel: &str, text: &str) -> String {
-        self.seed(channel, text, true)
+        let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": text}}]);
+        self.seed(channel, text, blocks, true)
     }
 
-    fn seed(&self, channel: &str, text: &str, from_api: bool) -> String {
+    fn seed(&self, channel: &str, text: &str, blocks: Value, from_api: bool) -> String {
         let mut inner = self.shared.lock();
         let ts = next_ts(&mut inner);
-        inner.messages.push(Message {
+        let mut message = Message {
             channel: channel.to_owned(),
             ts: ts.clone(),
             thread_ts: None,
-            text: text.to_owned(),
-            blocks: Value::Null,
+            text: String::new(),
+            sent_text: text.to_owned(),
+            blocks,
+            attachments: Value::Null,
             history: Vec::new(),
             ephemeral: false,
             visible_to: None,
             from_api,
-        });
+        };
+        message.text = seen(&message);
+        inner.messages.push(message);
+        drop(inner);
+        self.shared.changed.send_modify(|n| *n += 1);
         ts
     }
 
@@ -413,8 +433,8 @@ fn parse_args(headers: &HeaderMap, uri: &Uri, body: &Bytes) -> Map<String, Value
         }
     } else if let Ok(text) = std::str::from_utf8(body) {
         for (k, v) in url_pairs(text) {
-            // Slack form bodies carry JSON-valued arguments (blocks) as strings.
-            let value = if k == "blocks" {
+            // Slack form bodies carry JSON-valued arguments (blocks, attachments) as strings.
+            let value = if k == "blocks" || k == "attachments" {
                 serde_json::from_str(&v).unwrap_or(Value::String(v))
             } else {
                 Value::String(v)
@@ -508,7 +528,13 @@ fn check_blocks(method: &str, args: &Map<String, Value>) -> Vec<String> {
         .flatten()
         .map(|e| format!("{method}: blocks: {e}"))
         .collect();
+    if blocks.as_array().is_some_and(|b| b.len() > 50) {
+        problems.push(format!("{method}: more than 50 blocks"));
+    }
     for block in blocks.as_array().into_iter().flatten() {
+        if block["type"] == "section" {
+            problems.extend(check_section(block).map(|e| format!("{method}: {e}: {block}")));
+        }
         if block["type"] != "actions" {
             continue;
         }
@@ -530,6 +556,35 @@ fn check_blocks(method: &str, args: &Map<String, Value>) -> Vec<String> {
         }
     }
     problems
+}
+
+/// What Block Kit takes in a section (Slack answers `invalid_blocks` otherwise): a text, fields
+/// or both; a text object is `mrkdwn` or `plain_text` and not empty; a section's text has at
+/// most 3000 characters; at most 10 fields of at most 2000 characters each.
+fn check_section(section: &Value) -> Option<String> {
+    let text_ok = |t: &Value, max: usize| {
+        matches!(t["type"].as_str(), Some("mrkdwn" | "plain_text"))
+            && t["text"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty() && s.chars().count() <= max)
+    };
+    let text = section.get("text");
+    let fields = section.get("fields");
+    if text.is_none() && fields.is_none() {
+        return Some("a section needs a text or fields".into());
+    }
+    if text.is_some_and(|t| !text_ok(t, 3000)) {
+        return Some("a section's text must be a text object of 1 to 3000 characters".into());
+    }
+    if let Some(fields) = fields {
+        let Some(fields) = fields.as_array() else {
+            return Some("a section's fields must be an array".into());
+        };
+        if fields.is_empty() || fields.len() > 10 || !fields.iter().all(|f| text_ok(f, 2000)) {
+            return Some("a section takes 1 to 10 fields of 1 to 2000 characters".into());
+        }
+    }
+    None
 }
 
 /// Checks that a chat call does not ask Slack to turn plain `@channel`, `@name` or `#room`
@@ -710,23 +765,28 @@ fn handle(
                 return fail("channel_not_found");
             }
             let text = arg("text").unwrap_or_default();
-            let blocks = args.get("blocks").cloned().unwrap_or(Value::Null);
-            if text.is_empty() && blocks.is_null() {
+            let blocks = json_arg(args, "blocks");
+            let attachments = json_arg(args, "attachments");
+            if text.is_empty() && is_empty(&blocks) && is_empty(&attachments) {
                 return fail("no_text");
             }
             let ts = next_ts(&mut inner);
             let ephemeral = method == "chat.postEphemeral";
-            inner.messages.push(Message {
+            let mut message = Message {
                 channel: channel.clone(),
                 ts: ts.clone(),
                 thread_ts: arg("thread_ts"),
-                text: text.clone(),
-                blocks: blocks.clone(),
+                text: String::new(),
+                sent_text: text.clone(),
+                blocks,
+                attachments,
                 history: Vec::new(),
                 ephemeral,
                 visible_to: arg("user"),
                 from_api: true,
-            });
+            };
+            message.text = seen(&message);
+            inner.messages.push(message);
             if ephemeral {
                 return ok(json!({"message_ts": ts}));
             }
@@ -739,7 +799,14 @@ fn handle(
                 return fail("invalid_arguments");
             };
             let text = arg("text").unwrap_or_default();
-            let blocks = args.get("blocks").cloned();
+            // As Slack: what an update does not send, the message keeps.
+            let blocks = args.get("blocks").map(|_| json_arg(args, "blocks"));
+            let attachments = args
+                .get("attachments")
+                .map(|_| json_arg(args, "attachments"));
+            if text.is_empty() && blocks.is_none() && attachments.is_none() {
+                return fail("no_text");
+            }
             let Some(message) = inner
                 .messages
                 .iter_mut()
@@ -747,16 +814,83 @@ fn handle(
             else {
                 return fail("message_not_found");
             };
-            let old = std::mem::replace(&mut message.text, text.clone());
-            message.history.push(old);
+            message.sent_text = text.clone();
             if let Some(b) = blocks {
                 message.blocks = b;
             }
+            if let Some(a) = attachments {
+                message.attachments = a;
+            }
+            let now = seen(message);
+            let old = std::mem::replace(&mut message.text, now);
+            message.history.push(old);
             ok(json!({"channel": channel, "ts": ts, "text": text,
                       "message": {"text": text, "user": BOT_USER}}))
         }
         _ => fail("unknown_method"),
     }
+}
+
+/// A JSON-valued argument (`blocks`, `attachments`) as JSON, whether it came as JSON or as an
+/// encoded string; `Null` when absent.
+fn json_arg(args: &Map<String, Value>, name: &str) -> Value {
+    match args.get(name) {
+        Some(Value::String(encoded)) => {
+            serde_json::from_str(encoded).unwrap_or_else(|_| Value::String(encoded.clone()))
+        }
+        Some(v) => v.clone(),
+        None => Value::Null,
+    }
+}
+
+/// True for an absent or empty `blocks` / `attachments`.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// The texts a block shows, in order: a section's text then its fields, a header's or a
+/// context's texts. Buttons are left out (tests read them from `blocks`).
+fn block_texts(block: &Value, out: &mut Vec<String>) {
+    let text_of = |v: &Value| v["text"].as_str().map(str::to_owned);
+    match block["type"].as_str() {
+        Some("section") => {
+            out.extend(text_of(&block["text"]));
+            for field in block["fields"].as_array().into_iter().flatten() {
+                out.extend(text_of(field));
+            }
+        }
+        Some("header") => out.extend(text_of(&block["text"])),
+        Some("context") => {
+            for element in block["elements"].as_array().into_iter().flatten() {
+                out.extend(text_of(element));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a person sees of `message`: its blocks' text when it has blocks (Slack then shows the
+/// `text` argument only in notifications), else its `text` and then each attachment's text.
+fn seen(message: &Message) -> String {
+    let mut lines = Vec::new();
+    match &message.blocks {
+        Value::Array(blocks) if !blocks.is_empty() => {
+            for block in blocks {
+                block_texts(block, &mut lines);
+            }
+        }
+        _ => lines.push(message.sent_text.clone()),
+    }
+    for attachment in message.attachments.as_array().into_iter().flatten() {
+        if let Some(text) = attachment["text"].as_str() {
+            lines.push(text.to_owned());
+        }
+    }
+    lines.join("\n")
 }
 
 /// The shape samples carry every optional field, including `error`; a success has none.
@@ -829,6 +963,135 @@ mod tests {
                 !check_blocks("chat.postMessage", &args(bad.clone())).is_empty(),
                 "{bad}"
             );
+        }
+    }
+
+    async fn api(slack: &FakeSlack, method: &str, body: Value) -> Value {
+        reqwest::Client::new()
+            .post(format!("{}/{method}", slack.api_url()))
+            .bearer_auth(BOT_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    fn section(text: &str) -> Value {
+        json!([{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
+    }
+
+    #[tokio::test]
+    async fn an_update_without_blocks_keeps_what_the_blocks_show() {
+        let slack = FakeSlack::start().await;
+        let ts = slack.post_as_bot("C024BE91L", "joyz is deploying demo");
+        let shown = |s: &FakeSlack| s.message("C024BE91L", &ts).unwrap();
+        assert_eq!(shown(&slack).text, "joyz is deploying demo");
+
+        let body = json!({"channel": "C024BE91L", "ts": ts, "text": "deployed"});
+        assert_eq!(api(&slack, "chat.update", body).await["ok"], true);
+        let m = shown(&slack);
+        assert_eq!(m.text, "joyz is deploying demo", "Slack keeps the blocks");
+        assert_eq!(m.sent_text, "deployed");
+        assert_eq!(m.history, ["joyz is deploying demo"]);
+
+        let body = json!({"channel": "C024BE91L", "ts": ts, "text": "fallback",
+                          "blocks": section(":white_check_mark: deployed")});
+        api(&slack, "chat.update", body).await;
+        assert_eq!(shown(&slack).text, ":white_check_mark: deployed");
+
+        // Blocks as a form body's encoded string, with fields.
+        let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": "done"},
+                             "fields": [{"type": "mrkdwn", "text": "*Ref:*\nmain"}]}]);
+        let form = serde_urlencoded::to_string([
+            ("channel", "C024BE91L"),
+            ("ts", ts.as_str()),
+            ("blocks", blocks.to_string().as_str()),
+        ])
+        .unwrap();
+        let answer: Value = reqwest::Client::new()
+            .post(format!("{}/chat.update", slack.api_url()))
+            .bearer_auth(BOT_TOKEN)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["ok"], true, "{answer}");
+        assert_eq!(shown(&slack).text, "done\n*Ref:*\nmain");
+
+        // An empty array removes the blocks: the text shows again.
+        let body = json!({"channel": "C024BE91L", "ts": ts, "text": "plain", "blocks": []});
+        api(&slack, "chat.update", body).await;
+        assert_eq!(shown(&slack).text, "plain");
+        let body = json!({"channel": "C024BE91L", "ts": ts,
+                          "attachments": [{"text": "an attachment"}]});
+        api(&slack, "chat.update", body).await;
+        assert_eq!(shown(&slack).text, "\nan attachment");
+        let body = json!({"channel": "C024BE91L", "ts": ts, "text": "again"});
+        api(&slack, "chat.update", body).await;
+        assert_eq!(
+            shown(&slack).text,
+            "again\nan attachment",
+            "attachments are kept too"
+        );
+        let body = json!({"channel": "C024BE91L", "ts": ts, "text": "x", "attachments": []});
+        api(&slack, "chat.update", body).await;
+        assert_eq!(shown(&slack).text, "x");
+        assert_eq!(shown(&slack).history.len(), 7);
+
+        let nothing = json!({"channel": "C024BE91L", "ts": ts});
+        assert_eq!(
+            api(&slack, "chat.update", nothing).await["error"],
+            "no_text"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_posted_message_with_blocks_shows_its_blocks() {
+        let slack = FakeSlack::start().await;
+        let body = json!({"channel": "C024BE91L", "text": "fallback", "blocks": section("shown")});
+        let answer = api(&slack, "chat.postMessage", body).await;
+        let m = slack
+            .message("C024BE91L", answer["ts"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            (m.text.as_str(), m.sent_text.as_str()),
+            ("shown", "fallback")
+        );
+        let body = json!({"channel": "C024BE91L", "text": "only text"});
+        let answer = api(&slack, "chat.postMessage", body).await;
+        let m = slack
+            .message("C024BE91L", answer["ts"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(m.text, "only text");
+        let user = slack.post_as_user("C024BE91L", "hi");
+        assert_eq!(slack.message("C024BE91L", &user).unwrap().text, "hi");
+    }
+
+    #[test]
+    fn sections_are_checked_as_block_kit_takes_them() {
+        let args = |v: Value| v.as_object().unwrap().clone();
+        let field = |t: &str| json!({"type": "mrkdwn", "text": t});
+        let fine = json!({"blocks": [{"type": "section", "fields": [field("a")]}]});
+        assert!(check_blocks("chat.update", &args(fine)).is_empty());
+        for bad in [
+            json!([{"type": "section"}]),
+            json!([{"type": "section", "text": {"type": "mrkdwn", "text": ""}}]),
+            json!([{"type": "section", "text": {"type": "bold", "text": "x"}}]),
+            json!([{"type": "section", "text": {"type": "mrkdwn", "text": "x".repeat(3001)}}]),
+            json!([{"type": "section", "fields": vec![field("a"); 11]}]),
+            json!([{"type": "section", "fields": [field(&"y".repeat(2001))]}]),
+            json!([{"type": "section", "fields": []}]),
+            Value::Array(vec![json!({"type": "divider"}); 51]),
+        ] {
+            let problems = check_blocks("chat.update", &args(json!({"blocks": bad})));
+            assert!(!problems.is_empty(), "{bad}");
         }
     }
 
