@@ -437,9 +437,37 @@ pub fn chat_lock(text: &str) -> Message {
     Message::new(Tone::Lock).quoted(text)
 }
 
-/// Characters of log output quoted into a failure reply at most (before escaping), so the
-/// reply stays well within what Slack takes however long the lines are.
-pub const CHAT_TAIL_MAX_CHARS: usize = 3000;
+/// Characters of log output quoted into a failure reply at most, counted as Slack is sent
+/// them (escaped, one newline each), so that with its first line and the code fences the reply
+/// fits in one Block Kit section ([`SECTION_TEXT_MAX`]) and shows whole, fences closed.
+///
+/// [`SECTION_TEXT_MAX`]: deploy_core::chat::slack::SECTION_TEXT_MAX
+pub const CHAT_TAIL_MAX_CHARS: usize = 2900;
+
+/// Characters `c` takes once escaped for Slack (`&amp;`, `&lt;`, `&gt;`).
+fn escaped_width(c: char) -> usize {
+    match c {
+        '&' => 5,
+        '<' | '>' => 4,
+        _ => 1,
+    }
+}
+
+/// `line`'s start that takes at most `max` characters once escaped, with `…` when cut.
+fn fit_escaped(line: &str, max: usize) -> String {
+    let line = line.trim();
+    let mut out = String::new();
+    let mut used = 0;
+    for c in line.chars() {
+        if used + escaped_width(c) > max.saturating_sub(1) {
+            out.push('…');
+            return out;
+        }
+        used += escaped_width(c);
+        out.push(c);
+    }
+    out
+}
 
 /// Chat thread reply on failure: the last log lines in a code block, the newest ones that
 /// fit in [`CHAT_TAIL_MAX_CHARS`] (the newest one cut when it alone is longer).
@@ -447,13 +475,13 @@ pub fn chat_log_tail(lines: &[String]) -> Message {
     let mut budget = CHAT_TAIL_MAX_CHARS;
     let mut shown: Vec<String> = Vec::new();
     for line in lines.iter().rev() {
-        let len = line.chars().count();
+        let len = line.chars().map(escaped_width).sum::<usize>() + 1;
         if len <= budget {
             budget -= len;
             shown.push(line.clone());
         } else {
             if shown.is_empty() {
-                shown.push(truncate(line, CHAT_TAIL_MAX_CHARS));
+                shown.push(fit_escaped(line, CHAT_TAIL_MAX_CHARS));
             }
             break;
         }
@@ -801,6 +829,30 @@ mod tests {
         assert!(tail.contains('…') && !tail.contains('y'));
         let within: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
         assert!(chat_log_tail(&within).starts_with("Last 20 log lines:"));
+    }
+
+    #[test]
+    fn the_failure_tail_fits_one_block_kit_section_whole() {
+        use deploy_core::chat::slack::{SECTION_TEXT_MAX, blocks};
+        let many: Vec<String> = (0..5000).map(|i| format!("line {i}")).collect();
+        let hostile: Vec<String> = (0..500).map(|_| "<&>".repeat(20)).collect();
+        for lines in [
+            many,
+            hostile,
+            vec!["<".repeat(5000)],
+            vec!["x".repeat(5000)],
+            vec!["a".into(), "&".repeat(CHAT_TAIL_MAX_CHARS)],
+        ] {
+            let message = super::chat_log_tail(&lines);
+            let section = blocks(&message)[0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(section.chars().count() <= SECTION_TEXT_MAX);
+            assert!(section.ends_with("\n```"), "cut: {section}");
+            assert_eq!(section, deploy_core::chat::slack::mrkdwn(&message));
+            assert!(!section.starts_with("Last 0 "));
+        }
     }
 
     #[test]

@@ -100,10 +100,10 @@ pub async fn room_allowed(
     }
 }
 
-/// A Slack message with buttons as the outbox keeps it: its mrkdwn text (the notification
-/// fallback) and its Block Kit blocks, as one JSON object. A message without buttons is kept as
-/// its mrkdwn text alone (as faseng always kept it), so a stored text that is not this object
-/// is sent as text.
+/// A Slack message as the outbox keeps it: its mrkdwn text (the notification and
+/// accessibility fallback) and its Block Kit blocks, as one JSON object. Slack shows the blocks
+/// when a message has some, and `chat.update` keeps a message's blocks unless it is sent new
+/// ones: chima posts the live message with blocks, so every post and edit carries its blocks.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SlackBlocks {
@@ -111,26 +111,49 @@ struct SlackBlocks {
     blocks: serde_json::Value,
 }
 
-/// The content `chat.postMessage` / `chat.update` are sent for a rendered text: its blocks when
-/// it has some (see [`SlackBlocks`]), else the text.
+/// The content `chat.postMessage` / `chat.update` are sent for a rendered text: its text and
+/// blocks (see [`SlackBlocks`]). A stored text that is not that object (what an older faseng
+/// kept: mrkdwn alone) is sent with one section showing it, so it replaces what the message
+/// showed too.
 fn slack_content(rendered: &str) -> SlackMessageContent {
     let rich = rendered
         .starts_with('{')
         .then(|| serde_json::from_str::<SlackBlocks>(rendered).ok())
         .flatten();
-    match rich {
+    let (text, blocks) = match rich {
         Some(SlackBlocks { text, blocks }) => {
-            let content = SlackMessageContent::new().with_text(text);
             match serde_json::from_value::<Vec<SlackBlock>>(blocks) {
-                Ok(blocks) => content.with_blocks(blocks),
+                Ok(blocks) => (text, blocks),
                 Err(e) => {
-                    tracing::warn!(error = %e, "a stored message's blocks do not read; sending its text");
-                    content
+                    tracing::warn!(error = %e, "a stored message's blocks do not read; sending its text in a section");
+                    let blocks = text_section(&text);
+                    (text, blocks)
                 }
             }
         }
-        None => SlackMessageContent::new().with_text(rendered.to_owned()),
+        None => (rendered.to_owned(), text_section(rendered)),
+    };
+    SlackMessageContent::new()
+        .with_text(text)
+        .with_blocks(blocks)
+}
+
+/// One section showing mrkdwn `text` (cut to Slack's limit); none for an empty text.
+fn text_section(text: &str) -> Vec<SlackBlock> {
+    if text.is_empty() {
+        return Vec::new();
     }
+    let mut cut: String = text
+        .chars()
+        .take(deploy_core::chat::slack::SECTION_TEXT_MAX)
+        .collect();
+    if cut.len() < text.len() {
+        cut.pop();
+        cut.push('…');
+    }
+    vec![SlackBlock::Section(SlackSectionBlock::new().with_text(
+        SlackBlockText::MarkDown(SlackBlockMarkDownText::new(cut)),
+    ))]
 }
 
 /// Slack Web API (`chat.update`, `chat.postMessage`, `conversations.info`) with a bot token,
@@ -276,12 +299,8 @@ impl ChatNotifier for SlackNotifier {
     }
 
     fn render(&self, _notify: &Notify, message: &Message) -> String {
-        let text = deploy_core::chat::slack::mrkdwn(message);
-        if message.buttons.is_empty() {
-            return text;
-        }
         let rich = SlackBlocks {
-            text,
+            text: deploy_core::chat::slack::mrkdwn(message),
             blocks: deploy_core::chat::slack::blocks(message),
         };
         serde_json::to_string(&rich).expect("blocks serialise")
@@ -471,23 +490,34 @@ mod tests {
             assert!(!registry.handles(&notify(adapter)), "{adapter}");
         }
         let message = Message::new(deploy_core::chat::Tone::Started).quoted("<!here>");
-        assert_eq!(
-            registry.render(&notify("slack"), &message),
-            ":rocket: &lt;!here&gt;"
-        );
+        let rendered: serde_json::Value =
+            serde_json::from_str(&registry.render(&notify("slack"), &message)).unwrap();
+        assert_eq!(rendered["text"], ":rocket: &lt;!here&gt;");
         assert_eq!(registry.render(&notify("shell"), &message), "▶ <!here>");
         assert!(!Notifiers::new().handles(&notify("slack")));
     }
 
+    /// What `chat.postMessage` / `chat.update` are sent for `rendered`, as JSON.
+    fn sent(rendered: &str) -> serde_json::Value {
+        serde_json::to_value(slack_content(rendered)).unwrap()
+    }
+
     #[test]
-    fn a_message_with_buttons_is_kept_with_its_blocks_and_sent_with_them() {
+    fn every_message_is_sent_with_its_blocks_and_a_text_fallback() {
         let slack = SlackNotifier::new("http://127.0.0.1:9/api", Secret::new("xoxb-t")).unwrap();
-        let plain = Message::new(deploy_core::chat::Tone::Success).quoted("<!here> ok");
-        let rendered = slack.render(&notify("slack"), &plain);
-        assert_eq!(rendered, ":white_check_mark: &lt;!here&gt; ok");
-        let sent = serde_json::to_value(slack_content(&rendered)).unwrap();
-        assert_eq!(sent["text"], rendered);
-        assert!(sent.get("blocks").is_none_or(serde_json::Value::is_null));
+        let plain = Message::new(deploy_core::chat::Tone::Success)
+            .quoted("<!here> ok")
+            .field("Ref", "main");
+        let sent_plain = sent(&slack.render(&notify("slack"), &plain));
+        assert_eq!(
+            sent_plain["text"],
+            ":white_check_mark: &lt;!here&gt; ok\n*Ref:* main"
+        );
+        assert_eq!(
+            sent_plain["blocks"],
+            deploy_core::chat::slack::blocks(&plain),
+            "without buttons too: an edit without blocks would leave what chima posted"
+        );
 
         let value = deploy_core::chat::ButtonValue::new("rollback demo in staging to #3");
         let with_button = plain.button(
@@ -495,24 +525,41 @@ mod tests {
             "Roll back",
             value.to_json(),
         );
-        let rendered = slack.render(&notify("slack"), &with_button);
-        let sent = serde_json::to_value(slack_content(&rendered)).unwrap();
-        assert_eq!(sent["text"], ":white_check_mark: &lt;!here&gt; ok");
-        assert_eq!(sent["blocks"][0]["type"], "section");
-        assert_eq!(
-            sent["blocks"][0]["text"]["text"],
-            ":white_check_mark: &lt;!here&gt; ok"
-        );
+        let sent = sent(&slack.render(&notify("slack"), &with_button));
+        assert_eq!(sent["text"], sent_plain["text"]);
+        assert_eq!(sent["blocks"][0], sent_plain["blocks"][0]);
         let button = &sent["blocks"][1]["elements"][0];
         assert_eq!(button["action_id"], "rollback");
         assert_eq!(button["text"]["text"], "Roll back");
         assert_eq!(button["value"], value.to_json());
+    }
 
-        // What an older faseng stored, and text that merely looks like JSON, go out as text.
-        for stored in ["{\"text\": \"x\"}", "{not json", "plain"] {
-            let sent = serde_json::to_value(slack_content(stored)).unwrap();
+    #[test]
+    fn a_stored_text_from_an_older_faseng_is_shown_in_a_section() {
+        // What an older faseng stored (mrkdwn alone), and text that merely looks like JSON.
+        for stored in [":x: failed", "{\"text\": \"x\"}", "{not json"] {
+            let sent = sent(stored);
             assert_eq!(sent["text"], stored);
+            assert_eq!(
+                sent["blocks"],
+                serde_json::json!([{"type": "section", "text": {"type": "mrkdwn", "text": stored}}])
+            );
         }
+        let long = "é".repeat(deploy_core::chat::slack::SECTION_TEXT_MAX + 1);
+        let sent_long = sent(&long);
+        let shown = sent_long["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert_eq!(
+            shown.chars().count(),
+            deploy_core::chat::slack::SECTION_TEXT_MAX
+        );
+        assert!(shown.ends_with('…'));
+        assert_eq!(sent_long["text"], long, "the fallback is whole");
+        // Nothing to show: no section (Slack refuses an empty one); the edit still replaces
+        // the blocks.
+        assert_eq!(sent("")["blocks"], serde_json::json!([]));
+        // Blocks that do not read: the text is shown instead.
+        let broken = r#"{"text":"t","blocks":{"type":"section"}}"#;
+        assert_eq!(sent(broken)["blocks"][0]["text"]["text"], "t");
     }
 
     #[tokio::test]

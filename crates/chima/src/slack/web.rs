@@ -408,6 +408,21 @@ mod tests {
     }
 
     #[test]
+    fn every_reply_carries_its_blocks_so_an_edit_replaces_what_was_shown() {
+        // chat.update keeps a message's blocks unless it is sent new ones (an empty array
+        // removes them), so a reply without buttons, or with nothing to show, sends them too.
+        for message in [
+            chat::Message::new(chat::Tone::Success)
+                .text("done")
+                .field("Ref", "main"),
+            chat::Message::new(chat::Tone::Info),
+        ] {
+            let v = serde_json::to_value(render(&Reply::new(message.clone()))).unwrap();
+            assert_eq!(v["blocks"], chat::slack::blocks(&message), "{message:?}");
+        }
+    }
+
+    #[test]
     fn replies_render_as_blocks_with_a_plain_fallback() {
         let reply = Reply::new(chat::Message::new(chat::Tone::Error).quoted("no <b>")).with_action(
             Action {
