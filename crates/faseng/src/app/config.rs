@@ -16,6 +16,7 @@ use crate::queue::{QueueTiming, QueueUrl};
 use crate::reconcile::ReconcileSettings;
 use crate::repair::RepairSettings;
 use crate::sandbox::Isolation;
+use crate::web::auth::DashboardAccess;
 
 /// Everything faseng needs to run; built from the command line / environment by `main`,
 /// or directly by tests.
@@ -91,6 +92,9 @@ pub struct Config {
     /// `FASENG_RECONCILE_SECS` and `FASENG_RECONCILE_WINDOW`: how often and how far back
     /// faseng lists GitHub deployments it was never told about.
     pub reconcile: ReconcileSettings,
+    /// Who may see the dashboard: off, GitHub sign-in (`GITHUB_OAUTH_CLIENT_ID`,
+    /// `GITHUB_OAUTH_CLIENT_SECRET`, `GITHUB_WEB_URL`, `FASENG_GITHUB_ORG`) or local mode.
+    pub dashboard: DashboardAccess,
 }
 
 impl Config {
@@ -128,6 +132,7 @@ impl Config {
             leases: LeaseSettings::default(),
             repair: RepairSettings::default(),
             reconcile: ReconcileSettings::default(),
+            dashboard: DashboardAccess::Off,
         }
     }
 

@@ -401,6 +401,7 @@ pub struct Application {
     services: Arc<Services>,
     public_url: String,
     with_worker: bool,
+    gate: Arc<web::auth::Gate>,
 }
 
 impl Application {
@@ -432,11 +433,22 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
+        let c = &services.config;
+        let gate = web::auth::Gate::new(
+            &c.dashboard,
+            &public_url,
+            c.webhook_secret.as_ref(),
+            &c.github_api_url,
+            c.clock.clone(),
+        )
+        .context("setting up the dashboard's sign-in")?;
+        tracing::info!("{}", c.dashboard.describe());
         Ok(Self {
             listener,
             services: Arc::new(services),
             public_url,
             with_worker,
+            gate: Arc::new(gate),
         })
     }
 
@@ -484,6 +496,7 @@ impl Application {
                 stream_slots::DEFAULT_PER_CLIENT,
                 stream_slots::DEFAULT_TOTAL,
             ),
+            gate: self.gate.clone(),
         };
         // A worker sweeps in `run_worker`; without one, this process does.
         let _sweeper = (!self.with_worker).then(|| s.spawn_sweeper(rx.clone()));

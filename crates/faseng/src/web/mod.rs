@@ -1,6 +1,7 @@
-//! HTTP: the webhook endpoint (transport → domain event → intake), health, metrics and the
-//! log pages. `/healthz` and `/metrics` are open; a run's page, plain log and event stream
-//! answer only under the run's signed link (see [`crate::links`]), and 404 otherwise.
+//! HTTP: the webhook endpoint (transport → domain event → intake), health, metrics, the
+//! log pages and the dashboard. `/healthz` and `/metrics` are open; a run's page, plain log
+//! and event stream answer only under the run's signed link (see [`crate::links`]), and 404
+//! otherwise; the dashboard only behind its sign-in gate ([`auth`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +27,10 @@ use crate::store::{RunRecord, Store};
 use crate::stream_slots::{Refused, StreamSlot, StreamSlots};
 use crate::webhook::{self, MAX_BODY_BYTES, WebhookError, WebhookEvent, WebhookHeaders};
 
+pub mod auth;
+mod interim;
+pub mod viewer;
+
 /// What the web handlers share.
 #[derive(Clone)]
 pub struct WebState {
@@ -43,6 +48,8 @@ pub struct WebState {
     pub link_key: LinkKey,
     /// The live log streams open (capped per client and in all).
     pub streams: Arc<StreamSlots>,
+    /// Who may see the dashboard (sign-in, sessions, local mode).
+    pub gate: Arc<auth::Gate>,
 }
 
 /// What `/healthz` and `/metrics` need: all a `faseng worker` serves (`FASENG_WORKER_BIND`).
@@ -93,6 +100,7 @@ pub fn router(state: WebState) -> Router {
             "/deployments/{owner}/{repo}/{id}",
             get(|| async { not_found() }),
         )
+        .merge(auth::routes(interim::router(), &state))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
