@@ -195,6 +195,8 @@ impl DeployJob {
             started_at: None,
             finished_at: None,
             chat_ts: None,
+            rollback: None,
+            stages: Vec::new(),
         }
     }
 }

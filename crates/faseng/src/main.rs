@@ -93,7 +93,7 @@ struct DashboardArgs {
     github_oauth_client_secret_file: Option<PathBuf>,
     /// GitHub's web address, where members sign in (GitHub Enterprise Server: `https://HOST`);
     /// the API calls of signing in go to GITHUB_API_URL.
-    #[arg(long, env = "GITHUB_WEB_URL", default_value = "https://github.com")]
+    #[arg(long, env = "GITHUB_WEB_URL", default_value = faseng::app::DEFAULT_GITHUB_WEB_URL)]
     github_web_url: String,
     /// Who may sign in to the dashboard: active members of this organization (`my-org`) or
     /// of one of its teams (`my-org/team-slug`). Required with GITHUB_OAUTH_CLIENT_ID.
@@ -417,6 +417,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dashboard,
         } => {
             let mut config = common.config()?;
+            config.github_web_url = dashboard.github_web_url.clone();
             config.dashboard = dashboard.access(&mut config.private_files)?;
             let webhook_secret = secret(
                 webhook_secret,

@@ -146,6 +146,8 @@ mod tests {
             started_at: None,
             finished_at: finished.map(at),
             chat_ts: None,
+            rollback: None,
+            stages: Vec::new(),
         };
         let long_ago = "2026-01-01T00:00:00Z";
         let just_before = "2026-12-05T09:59:59.999Z";

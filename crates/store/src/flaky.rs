@@ -436,3 +436,55 @@ impl Requests for FlakyStore {
         self.inner.update_request(r).await
     }
 }
+
+#[async_trait]
+impl Stats for FlakyStore {
+    async fn env_stats(&self, q: &StatsQuery) -> anyhow::Result<Vec<EnvStats>> {
+        self.inner.env_stats(q).await
+    }
+
+    async fn daily_stats(&self, q: &StatsQuery) -> anyhow::Result<Vec<(String, Vec<DayPoint>)>> {
+        self.inner.daily_stats(q).await
+    }
+}
+
+#[async_trait]
+impl WebActions for FlakyStore {
+    async fn submit_web_action(
+        &self,
+        user_id: &str,
+        user_name: &str,
+        command: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<u64> {
+        self.inner
+            .submit_web_action(user_id, user_name, command, at)
+            .await
+    }
+
+    async fn claim_web_action(
+        &self,
+        holder: &str,
+        at: DateTime<Utc>,
+        lease: std::time::Duration,
+    ) -> anyhow::Result<Option<WebAction>> {
+        self.inner.claim_web_action(holder, at, lease).await
+    }
+
+    async fn finish_web_action(
+        &self,
+        id: u64,
+        holder: &str,
+        ok: bool,
+        reply: &str,
+        run_key: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        self.inner
+            .finish_web_action(id, holder, ok, reply, run_key)
+            .await
+    }
+
+    async fn web_action(&self, id: u64) -> anyhow::Result<Option<WebAction>> {
+        self.inner.web_action(id).await
+    }
+}

@@ -15,6 +15,8 @@
 //! * [`Freezes`]: freezes made in chat, and unfreezes granted,
 //! * [`Tickets`]: single-use desk tickets, how faseng learns what chat allowed,
 //! * [`Requests`]: release requests for protected environments (`#N`, compare-and-set),
+//! * [`Stats`]: delivery statistics per app and environment, computed in the store,
+//! * [`WebActions`]: what dashboard users ask chima to do, each claimed once,
 //! * [`Meta`]: reachability, queue depth, the key log links are signed with.
 //!
 //! [`Store`] is their sum: every backend is all of them. [`RedisStore`] and [`SqliteStore`]
@@ -46,7 +48,9 @@ pub mod retention;
 mod retry;
 pub mod runs;
 mod sqlite_store;
+pub mod stats;
 pub mod tickets;
+pub mod web_actions;
 
 pub use audit::{Audit, AuditAction, AuditEntry, AuditQuery, AuditRecord};
 pub use deliveries::{AcceptItem, Accepted, DELIVERY_TTL, Deliveries};
@@ -72,9 +76,16 @@ pub use requests::{
 pub(crate) use retention::SWEEP_BATCH;
 pub use retention::{Retention, StoreSize, Swept, expired};
 pub use retry::retry;
-pub use runs::{RunQuery, RunRecord, RunState, Runs, StartMarker, StoredMarker};
+pub use runs::{
+    RollbackMark, RunQuery, RunRecord, RunState, Runs, StageRecord, StageRecordState, StartMarker,
+    StoredMarker,
+};
 pub use sqlite_store::{SqliteStore, database_files};
+pub use stats::{
+    DayPoint, EnvStats, Figures, Stats, StatsQuery, compute_daily, compute_env_stats, figures,
+};
 pub use tickets::{Allowance, DeskTicket, Tickets};
+pub use web_actions::{WebAction, WebActionState, WebActions};
 
 use async_trait::async_trait;
 
@@ -109,6 +120,8 @@ pub trait Store:
     + Freezes
     + Tickets
     + Requests
+    + Stats
+    + WebActions
 {
 }
 
@@ -127,6 +140,8 @@ impl<T> Store for T where
         + Freezes
         + Tickets
         + Requests
+        + Stats
+        + WebActions
 {
 }
 
@@ -136,7 +151,7 @@ pub mod prelude {
     pub use crate::{
         Audit as _, Deliveries as _, DeskLine as _, Duties as _, Freezes as _, Lines as _,
         Locks as _, Logs as _, Meta as _, Outbox as _, Requests as _, Retention as _, Runs as _,
-        Tickets as _,
+        Stats as _, Tickets as _, WebActions as _,
     };
 }
 

@@ -31,6 +31,10 @@ pub fn redis_durability_unknown(error: &str) -> String {
     )
 }
 
+/// The reply of a web action whose claim lapsed before chima finished it (it is not tried
+/// again: it may have been half done).
+pub const WEB_ACTION_STOPPED: &str = "chima stopped while doing it, so it was not finished and will not be tried again; check the deployment and the desk, then ask again";
+
 #[cfg(test)]
 mod tests {
     use super::*;

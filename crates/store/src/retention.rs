@@ -27,6 +27,8 @@ pub struct Swept {
     pub line_requests: u64,
     /// Release requests that were over (not open) and last changed before the cutoff.
     pub requests: u64,
+    /// Web actions that were finished (done or failed) and submitted before the cutoff.
+    pub web_actions: u64,
 }
 
 impl Swept {
@@ -63,7 +65,8 @@ pub trait Retention: Send + Sync + 'static {
     /// event is older than `cutoff`, and the queue library's finished jobs done before it;
     /// and the release desk's freezes and unfreeze grants that ended, and tickets and
     /// requests in line that ran out, before it; and release requests that are over and last
-    /// changed before it. Never a queued or running run, never an open request.
+    /// changed before it; and web actions finished and submitted before it. Never a queued or
+    /// running run, never an open request, never a pending or running web action.
     /// Idempotent, and safe from many processes at once.
     async fn sweep(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Swept>;
 

@@ -77,6 +77,48 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// The chat message ts, once known (posted by faseng when the payload had none).
     pub chat_ts: Option<String>,
+    /// Set when this deployment is a rollback: the sha it rolled back from and the sha it deploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackMark>,
+    /// The run's stages in order with their state and times (empty until the run starts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageRecord>,
+}
+
+/// What a rollback deployment rolls back: from the sha that was deployed to an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackMark {
+    /// The sha rolled back from (the one that was deployed).
+    pub from: String,
+    /// The sha this deployment deploys.
+    pub to: String,
+}
+
+/// Where one stage of a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageRecordState {
+    /// Not begun.
+    Pending,
+    /// Under way.
+    Running,
+    /// Ended well.
+    Done,
+    /// Ended badly.
+    Failed,
+}
+
+/// One stage of a run (`prepare`, `before`, `deploy`, `after`, later `verify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// The stage's name.
+    pub name: String,
+    /// Where it is.
+    pub state: StageRecordState,
+    /// When it began.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 impl RunRecord {
@@ -322,5 +364,38 @@ pub(crate) fn page_of(mut found: Vec<(i64, RunRecord)>, size: usize) -> Page<Run
     Page {
         items: found.into_iter().map(|(_, run)| run).collect(),
         next,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollback_and_stages_are_left_out_when_empty_and_old_records_read() {
+        let run = crate::contract::run("o/r/1");
+        let json = serde_json::to_value(&run).unwrap();
+        assert!(json.get("rollback").is_none() && json.get("stages").is_none());
+        let old: RunRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(old, run);
+
+        let t: DateTime<Utc> = "2026-12-06T10:00:00Z".parse().unwrap();
+        let marked = RunRecord {
+            rollback: Some(RollbackMark {
+                from: "b".repeat(40),
+                to: "a".repeat(40),
+            }),
+            stages: vec![StageRecord {
+                name: "prepare".into(),
+                state: StageRecordState::Done,
+                started_at: Some(t),
+                finished_at: Some(t),
+            }],
+            ..run
+        };
+        let json = serde_json::to_value(&marked).unwrap();
+        assert_eq!(json["rollback"]["from"], "b".repeat(40));
+        assert_eq!(json["stages"][0]["state"], "done");
+        assert_eq!(serde_json::from_value::<RunRecord>(json).unwrap(), marked);
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 mod config;
 
-pub use config::Config;
+pub use config::{Config, DEFAULT_GITHUB_WEB_URL};
 
 use crate::checkout::Checkouts;
 use crate::deployer::{Deployer, DeployerSettings, LiveRuns};
@@ -400,6 +400,7 @@ pub struct Application {
     listener: TcpListener,
     services: Arc<Services>,
     public_url: String,
+    github_web_url: url::Url,
     with_worker: bool,
     gate: Arc<web::auth::Gate>,
 }
@@ -428,6 +429,8 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", services.config.bind))?;
         let addr = listener.local_addr()?;
+        let github_web_url = url::Url::parse(&services.config.github_web_url)
+            .context("GITHUB_WEB_URL is not a URL")?;
         let public_url = services
             .config
             .public_url
@@ -447,6 +450,7 @@ impl Application {
             listener,
             services: Arc::new(services),
             public_url,
+            github_web_url,
             with_worker,
             gate: Arc::new(gate),
         })
@@ -496,6 +500,9 @@ impl Application {
                 stream_slots::DEFAULT_PER_CLIENT,
                 stream_slots::DEFAULT_TOTAL,
             ),
+            apps: s.config.apps.clone(),
+            clock: s.config.clock.clone(),
+            github_web_url: self.github_web_url.clone(),
             gate: self.gate.clone(),
         };
         // A worker sweeps in `run_worker`; without one, this process does.

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use deploy_core::{RepoName, RunKey, Secret};
+use deploy_core::{Apps, Clock, RepoName, RunKey, Secret};
 use futures::{Stream, StreamExt as _};
 
 use crate::intake::{Intake, IntakeOutcome};
@@ -28,7 +28,7 @@ use crate::stream_slots::{Refused, StreamSlot, StreamSlots};
 use crate::webhook::{self, MAX_BODY_BYTES, WebhookError, WebhookEvent, WebhookHeaders};
 
 pub mod auth;
-mod interim;
+pub mod dashboard;
 pub mod viewer;
 
 /// What the web handlers share.
@@ -50,6 +50,12 @@ pub struct WebState {
     pub streams: Arc<StreamSlots>,
     /// Who may see the dashboard (sign-in, sessions, local mode).
     pub gate: Arc<auth::Gate>,
+    /// The operator's apps: what the dashboard lists.
+    pub apps: Arc<Apps>,
+    /// Where "now" comes from on the dashboard (relative times, periods, actions).
+    pub clock: Arc<dyn Clock>,
+    /// GitHub's web address (`GITHUB_WEB_URL`): the base of commit and compare links.
+    pub github_web_url: url::Url,
 }
 
 /// What `/healthz` and `/metrics` need: all a `faseng worker` serves (`FASENG_WORKER_BIND`).
@@ -100,7 +106,7 @@ pub fn router(state: WebState) -> Router {
             "/deployments/{owner}/{repo}/{id}",
             get(|| async { not_found() }),
         )
-        .merge(auth::routes(interim::router(), &state))
+        .merge(auth::routes(dashboard::router(), &state))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -459,10 +465,10 @@ async fn log_events(
 }
 
 /// How long one live log stream stays open at most.
-const STREAM_MAX: Duration = Duration::from_secs(3600);
+pub(crate) const STREAM_MAX: Duration = Duration::from_secs(3600);
 
 /// How often a live log stream looks for new lines.
-const STREAM_POLL: Duration = Duration::from_millis(300);
+pub(crate) const STREAM_POLL: Duration = Duration::from_millis(300);
 
 /// Where a live log stream is; holds the stream's slot while it is open.
 struct Following {

@@ -7,8 +7,10 @@ mod locks;
 pub mod outbox;
 mod requests;
 mod server;
+pub mod stats;
 #[cfg(test)]
 mod tests;
+mod web_actions;
 
 pub use audit::audit;
 pub use desk::{
@@ -19,6 +21,8 @@ pub use locks::{branch_locks, lock_expiry, lock_fences};
 pub use outbox::outbox;
 pub use requests::{new_request, request_races, requests};
 pub use server::RedisServer;
+pub use stats::stats;
+pub use web_actions::{web_action_races, web_actions};
 
 use std::time::Duration;
 
@@ -44,6 +48,8 @@ pub fn run(key: &str) -> RunRecord {
         started_at: None,
         finished_at: None,
         chat_ts: None,
+        rollback: None,
+        stages: Vec::new(),
     }
 }
 

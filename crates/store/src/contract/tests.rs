@@ -44,8 +44,22 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
-    meta, deliveries, runs, lines, locks, logs, outbox, duties, retention, audit, desk_line,
-    freezes, tickets, requests,
+    meta,
+    deliveries,
+    runs,
+    lines,
+    locks,
+    logs,
+    outbox,
+    duties,
+    retention,
+    audit,
+    desk_line,
+    freezes,
+    tickets,
+    requests,
+    stats,
+    web_actions,
 );
 
 /// Two processes on one store: what they race on has one winner.
@@ -60,6 +74,7 @@ mod races {
         let b = RedisStore::new(crate::redis_connect(&server.url()).await.unwrap(), "q");
         crate::contract::desk_races(&a, &b).await;
         crate::contract::request_races(&a, &b).await;
+        crate::contract::web_action_races(&a, &b).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,5 +85,6 @@ mod races {
             .unwrap();
         crate::contract::desk_races(&a, &b).await;
         crate::contract::request_races(&a, &b).await;
+        crate::contract::web_action_races(&a, &b).await;
     }
 }

@@ -36,13 +36,23 @@ impl Deliveries for RedisStore {
             flags.len(),
             items.len()
         );
-        Ok(flags
+        let accepted: Vec<Accepted> = flags
             .chunks(2)
             .map(|f| Accepted {
                 fresh_delivery: f[0] == 1,
                 created: f[1] == 1,
             })
-            .collect())
+            .collect();
+        let mut created = Vec::new();
+        for (item, a) in items.iter().zip(&accepted) {
+            if a.created && crate::stats::counted_run(&item.run) {
+                created.push((&item.run, serde_json::to_string(&item.run)?));
+            }
+        }
+        if !created.is_empty() {
+            self.index_created(&created).await?;
+        }
+        Ok(accepted)
     }
 
     async fn release_delivery(&self, delivery_id: &str) -> anyhow::Result<()> {

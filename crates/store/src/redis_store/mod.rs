@@ -13,9 +13,11 @@ mod outbox;
 mod requests;
 mod retention;
 mod runs;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod tickets;
+mod web_actions;
 
 use std::time::Duration;
 
@@ -200,7 +202,10 @@ pub(super) fn score(at: DateTime<Utc>) -> f64 {
 }
 
 fn script(body: &str) -> redis::Script {
-    redis::Script::new(&format!("#!lua\n{JOIN_FN}\n{HISTORY_FN}\n{body}"))
+    redis::Script::new(&format!(
+        "#!lua\n{JOIN_FN}\n{HISTORY_FN}\n{}\n{body}",
+        stats::STATS_FN
+    ))
 }
 
 /// The compiled scripts (hashing a script's text on every call is needless work).
@@ -215,6 +220,9 @@ struct Scripts {
     count_log: redis::Script,
     sweep_ended: redis::Script,
     sweep_line_requests: redis::Script,
+    create_run: redis::Script,
+    put_run: redis::Script,
+    delete_run: redis::Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -230,6 +238,9 @@ fn scripts() -> &'static Scripts {
         count_log: script(retention::COUNT_LOG),
         sweep_ended: script(retention::SWEEP_ENDED),
         sweep_line_requests: desk_line::desk_script(retention::SWEEP_LINE_REQUESTS),
+        create_run: script(runs::CREATE_RUN),
+        put_run: script(runs::PUT_RUN),
+        delete_run: script(runs::DELETE_RUN),
     })
 }
 
@@ -291,14 +302,4 @@ fn index_history(pipe: &mut redis::Pipeline, run: &RunRecord) {
         .arg(ms)
         .arg(&run.key)
         .ignore();
-}
-
-/// `ZADD NX` of a run into the runs-by-time index (a run already there keeps its score).
-fn index_run(run: &RunRecord) -> redis::Cmd {
-    let mut cmd = redis::cmd("ZADD");
-    cmd.arg(RUNS_BY_TIME)
-        .arg("NX")
-        .arg(score(run.received_at))
-        .arg(&run.key);
-    cmd
 }

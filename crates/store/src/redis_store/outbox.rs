@@ -38,7 +38,8 @@ fn meta_key(run: &str) -> String {
 /// KEYS: started marker, run meta, status entries, status lane, chat entries, chat lane,
 /// due index, depth counter, run record, runs index. ARGV: fence (`''` = none), now (ms),
 /// meta TTL (s), status member, chat member, run record (`''` = none), its score in the runs
-/// index (retention finds it there), run key, then (lane, state, json) per entry.
+/// index (retention finds it there), run key, the five `stats_args` of the record (`''`
+/// without one), then (lane, state, json) per entry.
 /// Returns 1 when written, 0 when fenced out.
 const PUSH: &str = r"
 local fence = ARGV[1]
@@ -52,10 +53,11 @@ if ARGV[6] ~= '' then
   redis.call('SET', KEYS[9], ARGV[6])
   redis.call('ZADD', KEYS[10], 'NX', ARGV[7], ARGV[8])
   index_history(ARGV[8], ARGV[6], math.floor(tonumber(ARGV[7]) * 1000 + 0.5))
+  index_stats(ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13])
 end
 local finals = {success = true, failure = true, error = true}
 local meta = false
-for i = 9, #ARGV, 3 do
+for i = 14, #ARGV, 3 do
   local lane, state, json = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local keep = true
   if lane == 'status' then
@@ -152,7 +154,11 @@ struct Scripts {
 fn scripts() -> &'static Scripts {
     static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        push: redis::Script::new(&format!("#!lua\n{}\n{PUSH}", super::HISTORY_FN)),
+        push: redis::Script::new(&format!(
+            "#!lua\n{}\n{}\n{PUSH}",
+            super::HISTORY_FN,
+            super::stats::STATS_FN
+        )),
         claim: redis::Script::new(&format!("#!lua\n{CLAIM}")),
         settle: redis::Script::new(&format!("#!lua\n{SETTLE}")),
     })
@@ -193,7 +199,8 @@ pub(super) async fn push(
             None => String::new(),
         })
         .arg(record.map_or(0.0, |r| super::score(r.received_at)))
-        .arg(run);
+        .arg(run)
+        .arg(&record.map(super::stats::stats_args).unwrap_or_default()[..]);
     for e in entries {
         invocation
             .arg(e.item.lane().as_str())

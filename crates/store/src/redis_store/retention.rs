@@ -17,6 +17,7 @@ for i = 0, (#KEYS - 4) / 6 - 1 do
   if not record then
     redis.call('ZREM', KEYS[1], key)
     unindex_history(key, seen)
+    unindex_stats(key)
   elseif record ~= seen then
     changed = changed + 1
   else
@@ -24,6 +25,7 @@ for i = 0, (#KEYS - 4) / 6 - 1 do
     redis.call('DEL', KEYS[6*i+5], KEYS[6*i+6], KEYS[6*i+7], KEYS[6*i+8], KEYS[6*i+9], KEYS[6*i+10])
     redis.call('ZREM', KEYS[1], key)
     unindex_history(key, record)
+    unindex_stats(key)
     redis.call('ZREM', KEYS[2], key)
     redis.call('HDEL', KEYS[3], key)
     if size > 0 then redis.call('DECRBY', KEYS[4], size) end
@@ -198,6 +200,7 @@ impl RedisStore {
             .invoke_async(&mut self.conn())
             .await?;
         swept.line_requests += n;
+        swept.web_actions += self.sweep_web_actions(cutoff).await?;
         Ok(())
     }
 

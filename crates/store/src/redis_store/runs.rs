@@ -19,35 +19,59 @@ return 1";
 
 /// KEYS: the record, the runs-by-time index. ARGV: the run key. Deletes the record and
 /// takes the run out of the indexes.
-const DELETE_RUN: &str = r"
+pub(super) const DELETE_RUN: &str = r"
 local record = redis.call('GET', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 unindex_history(ARGV[1], record)
+unindex_stats(ARGV[1])
 return 1";
+
+/// KEYS: the record, the runs-by-time index. ARGV: the record, the run key, its score in
+/// the runs index (s), its received ms, then the five `stats_args`. Creates the record and
+/// indexes it when there is none; returns 1 then, else 0.
+pub(super) const CREATE_RUN: &str = r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[2])
+index_history(ARGV[2], ARGV[1], ARGV[4])
+index_stats(ARGV[2], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+return 1";
+
+/// As [`CREATE_RUN`], overwriting the record (a run keeps its place in the time indexes).
+pub(super) const PUT_RUN: &str = r"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[2])
+index_history(ARGV[2], ARGV[1], ARGV[4])
+index_stats(ARGV[2], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+return 1";
+
+/// Writes `run` with `script` ([`CREATE_RUN`] or [`PUT_RUN`]).
+async fn write_run(
+    store: &RedisStore,
+    script: &redis::Script,
+    run: &RunRecord,
+) -> anyhow::Result<bool> {
+    let written: i64 = script
+        .key(k("run", &run.key))
+        .key(RUNS_BY_TIME)
+        .arg(serde_json::to_string(run)?)
+        .arg(&run.key)
+        .arg(score(run.received_at))
+        .arg(run.received_ms())
+        .arg(&super::stats::stats_args(run)[..])
+        .invoke_async(&mut store.conn())
+        .await?;
+    Ok(written == 1)
+}
 
 #[async_trait]
 impl Runs for RedisStore {
     async fn create_run(&self, run: &RunRecord) -> anyhow::Result<bool> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .set_nx(k("run", &run.key), serde_json::to_string(run)?)
-            .add_command(index_run(run))
-            .ignore();
-        index_history(&mut pipe, run);
-        let (set,): (bool,) = pipe.query_async(&mut self.conn()).await?;
-        Ok(set)
+        write_run(self, &scripts().create_run, run).await
     }
 
     async fn put_run(&self, run: &RunRecord) -> anyhow::Result<()> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .set(k("run", &run.key), serde_json::to_string(run)?)
-            .ignore()
-            .add_command(index_run(run))
-            .ignore();
-        index_history(&mut pipe, run);
-        let _: () = pipe.query_async(&mut self.conn()).await?;
+        write_run(self, &scripts().put_run, run).await?;
         Ok(())
     }
 
@@ -57,7 +81,8 @@ impl Runs for RedisStore {
     }
 
     async fn delete_run(&self, key: &str) -> anyhow::Result<()> {
-        let _: i64 = redis::Script::new(&format!("#!lua\n{HISTORY_FN}\n{DELETE_RUN}"))
+        let _: i64 = scripts()
+            .delete_run
             .key(k("run", key))
             .key(RUNS_BY_TIME)
             .arg(key)

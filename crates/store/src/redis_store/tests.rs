@@ -199,3 +199,63 @@ async fn retention_details(store: &RedisStore, mut conn: ConnectionManager) {
     assert_eq!(store.size().await.unwrap(), before);
     assert_eq!(store.sweep(now + day).await.unwrap().status_histories, 1);
 }
+
+/// Runs written before the statistics' sets existed (by an older faseng) are put into them
+/// on the first statistics query; a rewrite then replaces a run's member.
+#[tokio::test]
+async fn runs_written_before_the_statistics_are_counted() {
+    use crate::{RunState, Stats as _, StatsQuery, compute_env_stats};
+    let Some(server) = crate::contract::RedisServer::start() else {
+        return;
+    };
+    let mut conn = connect(&server.url()).await.unwrap();
+    let store = RedisStore::new(conn.clone(), "q");
+    let t0: DateTime<Utc> = "2026-12-06T10:00:00Z".parse().unwrap();
+    let old = |id: u64, state: RunState| {
+        let at = t0 + chrono::Duration::minutes(id as i64);
+        RunRecord {
+            app: "legacy".into(),
+            deployment_id: id,
+            state,
+            received_at: at,
+            started_at: Some(at),
+            finished_at: Some(at + chrono::Duration::seconds(id as i64 * 10)),
+            ..crate::contract::run(&RunRecord::key_for("o/r", id))
+        }
+    };
+    let runs = vec![old(1, RunState::Success), old(2, RunState::Failure)];
+    let mut pipe = redis::pipe();
+    for r in &runs {
+        pipe.set(k("run", &r.key), serde_json::to_string(r).unwrap())
+            .ignore();
+    }
+    let _: () = pipe.query_async(&mut conn).await.unwrap();
+    let q = StatsQuery {
+        app: "legacy".into(),
+        environment: None,
+        since: t0,
+        until: t0 + chrono::Duration::days(1),
+    };
+    let stats = store.env_stats(&q).await.unwrap();
+    assert_eq!(stats, compute_env_stats(&runs, &q));
+    assert_eq!(stats[0].deploys, 2);
+    let indexed: bool = conn.exists(stats::STATS_INDEXED).await.unwrap();
+    assert!(indexed);
+    // A rewrite replaces the run's member rather than adding one.
+    let fixed = RunRecord {
+        state: RunState::Success,
+        ..runs[1].clone()
+    };
+    store.put_run(&fixed).await.unwrap();
+    let stats = store.env_stats(&q).await.unwrap();
+    assert_eq!((stats[0].deploys, stats[0].successes), (2, 2));
+    // A run that no longer counts (a record rewritten as queued) leaves the set.
+    let requeued = RunRecord {
+        state: RunState::Queued,
+        ..fixed
+    };
+    store.put_run(&requeued).await.unwrap();
+    assert_eq!(store.env_stats(&q).await.unwrap()[0].deploys, 1);
+    let members: u64 = conn.zcard("faseng:stats:6:legacy:edge").await.unwrap();
+    assert_eq!(members, 1);
+}

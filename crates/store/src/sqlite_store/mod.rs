@@ -14,9 +14,11 @@ mod outbox;
 mod requests;
 mod retention;
 mod runs;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod tickets;
+mod web_actions;
 
 use std::path::Path;
 use std::str::FromStr as _;
@@ -59,35 +61,105 @@ CREATE TRIGGER IF NOT EXISTS faseng_runs_uncounted AFTER DELETE ON faseng_runs
   BEGIN UPDATE faseng_counters SET value = value - 1 WHERE name = 'runs'; END;
 ";
 
-/// The history of runs: one row per run record with what history queries select by, kept
-/// by triggers whoever writes the record; filled from the records there are when created.
-/// And the audit (append-only).
-const HISTORY_SCHEMA: &str = r"
-CREATE TABLE IF NOT EXISTS faseng_run_history (key TEXT PRIMARY KEY, app TEXT NOT NULL,
-  environment TEXT NOT NULL, git_ref TEXT NOT NULL, at_ms INTEGER NOT NULL);
+/// Milliseconds since the epoch of a time as run records hold it (RFC 3339 in UTC with a
+/// `Z` and up to nine fractional digits), truncated as `DateTime::timestamp_millis` does;
+/// `NULL` for `NULL`.
+macro_rules! ms_of {
+    ($t:literal) => {
+        concat!(
+            "(unixepoch(substr(",
+            $t,
+            ", 1, 19)) * 1000 + CASE WHEN substr(",
+            $t,
+            ", 20, 1) = '.' THEN CAST(substr(rtrim(substr(",
+            $t,
+            ", 21), 'Z') || '00', 1, 3) AS INTEGER) ELSE 0 END)"
+        )
+    };
+}
+
+/// The history row of each `(key, record)` of `$source`: what history queries select by,
+/// and what the statistics need (`counted` as [`crate::stats::counted`] has it, times in ms).
+macro_rules! history_rows {
+    ($source:literal) => {
+        concat!(
+            "SELECT key, app, environment, git_ref, ", ms_of!("received"), ", task, state, sha, ",
+            ms_of!("started"), ", ", ms_of!("finished"), ", rollback_from, ",
+            "IFNULL((task = 'deploy' OR (substr(task, 1, 7) = 'deploy:' \
+               AND task NOT IN ('deploy:lock', 'deploy:unlock'))) \
+             AND state IN ('success', 'failure', 'error') AND started IS NOT NULL, 0) \
+             FROM (SELECT key, json_extract(record, '$.app') AS app, \
+               json_extract(record, '$.environment') AS environment, \
+               json_extract(record, '$.git_ref') AS git_ref, \
+               json_extract(record, '$.received_at') AS received, \
+               json_extract(record, '$.task') AS task, json_extract(record, '$.state') AS state, \
+               json_extract(record, '$.sha') AS sha, \
+               json_extract(record, '$.started_at') AS started, \
+               json_extract(record, '$.finished_at') AS finished, \
+               json_extract(record, '$.rollback.from') AS rollback_from FROM ", $source, ")"
+        )
+    };
+}
+
+/// The columns [`history_rows`] fills, in its order.
+macro_rules! history_columns {
+    () => {
+        "faseng_run_history (key, app, environment, git_ref, at_ms, task, state, sha, \
+         started_ms, finished_ms, rollback_from, counted)"
+    };
+}
+
+/// The history of runs: one row per run record with what history queries and the
+/// statistics select by, kept by triggers whoever writes the record. And the audit
+/// (append-only).
+const HISTORY_SCHEMA: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS faseng_run_history (key TEXT PRIMARY KEY, app TEXT NOT NULL,
+  environment TEXT NOT NULL, git_ref TEXT NOT NULL, at_ms INTEGER NOT NULL, task TEXT,
+  state TEXT, sha TEXT, started_ms INTEGER, finished_ms INTEGER, rollback_from TEXT,
+  counted INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS faseng_run_history_at ON faseng_run_history(at_ms, key);
 CREATE INDEX IF NOT EXISTS faseng_run_history_app ON faseng_run_history(app, at_ms, key);
-INSERT OR IGNORE INTO faseng_run_history (key, app, environment, git_ref, at_ms)
-  SELECT key, json_extract(record, '$.app'), json_extract(record, '$.environment'),
-    json_extract(record, '$.git_ref'),
-    CAST(round(unixepoch(json_extract(record, '$.received_at'), 'subsec') * 1000) AS INTEGER)
-  FROM faseng_runs;
+CREATE INDEX IF NOT EXISTS faseng_run_history_stats ON faseng_run_history(app, at_ms)
+  WHERE counted = 1;
 CREATE TRIGGER IF NOT EXISTS faseng_runs_history_insert AFTER INSERT ON faseng_runs
   BEGIN DELETE FROM faseng_run_history WHERE key = new.key;
-  INSERT INTO faseng_run_history (key, app, environment, git_ref, at_ms) VALUES
-    (new.key, json_extract(new.record, '$.app'), json_extract(new.record, '$.environment'),
-     json_extract(new.record, '$.git_ref'),
-     CAST(round(unixepoch(json_extract(new.record, '$.received_at'), 'subsec') * 1000) AS INTEGER));
+  INSERT INTO ",
+    history_columns!(),
+    " ",
+    history_rows!("(SELECT new.key AS key, new.record AS record)"),
+    ";
   END;
 CREATE TRIGGER IF NOT EXISTS faseng_runs_history_update AFTER UPDATE ON faseng_runs
   BEGIN DELETE FROM faseng_run_history WHERE key = new.key;
-  INSERT INTO faseng_run_history (key, app, environment, git_ref, at_ms) VALUES
-    (new.key, json_extract(new.record, '$.app'), json_extract(new.record, '$.environment'),
-     json_extract(new.record, '$.git_ref'),
-     CAST(round(unixepoch(json_extract(new.record, '$.received_at'), 'subsec') * 1000) AS INTEGER));
+  INSERT INTO ",
+    history_columns!(),
+    " ",
+    history_rows!("(SELECT new.key AS key, new.record AS record)"),
+    ";
   END;
 CREATE TRIGGER IF NOT EXISTS faseng_runs_history_delete AFTER DELETE ON faseng_runs
   BEGIN DELETE FROM faseng_run_history WHERE key = old.key; END;
+"
+);
+
+/// Fills a history table just made from the run records there are.
+const HISTORY_FILL: &str = concat!(
+    "INSERT OR IGNORE INTO ",
+    history_columns!(),
+    " ",
+    history_rows!("faseng_runs"),
+    ";"
+);
+
+/// Takes away a history table of an older shape (without what the statistics need) and its
+/// triggers: [`HISTORY_SCHEMA`] makes it anew, and [`HISTORY_FILL`] fills it.
+const HISTORY_DROP_OLD: &str = "DROP TRIGGER IF EXISTS faseng_runs_history_insert;
+DROP TRIGGER IF EXISTS faseng_runs_history_update;
+DROP TRIGGER IF EXISTS faseng_runs_history_delete;
+DROP TABLE IF EXISTS faseng_run_history;";
+
+/// The audit (append-only).
+const AUDIT_SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS faseng_audit (id INTEGER PRIMARY KEY AUTOINCREMENT,
   app TEXT NOT NULL, environment TEXT, at_ms INTEGER NOT NULL, entry TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS faseng_audit_app ON faseng_audit(app, environment, id);
@@ -186,14 +258,40 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .context("creating the outbox tables")?;
+        // The history: made (and filled) when missing or of an older shape.
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('faseng_run_history')")
+                .fetch_all(&mut *tx)
+                .await?;
+        let current = columns.iter().any(|c| c == "counted");
+        if !columns.is_empty() && !current {
+            sqlx::raw_sql(HISTORY_DROP_OLD)
+                .execute(&mut *tx)
+                .await
+                .context("taking away the history's older shape")?;
+        }
         sqlx::raw_sql(HISTORY_SCHEMA)
             .execute(&mut *tx)
             .await
-            .context("creating the history and audit tables")?;
+            .context("creating the history table")?;
+        if !current {
+            sqlx::raw_sql(HISTORY_FILL)
+                .execute(&mut *tx)
+                .await
+                .context("filling the history table")?;
+        }
+        sqlx::raw_sql(AUDIT_SCHEMA)
+            .execute(&mut *tx)
+            .await
+            .context("creating the audit table")?;
         sqlx::raw_sql(DESK_SCHEMA)
             .execute(&mut *tx)
             .await
             .context("creating the release desk's tables")?;
+        sqlx::raw_sql(web_actions::SCHEMA)
+            .execute(&mut *tx)
+            .await
+            .context("creating the web actions table")?;
         tx.commit().await.context("creating faseng tables")?;
         make_private(path);
         Ok(Self {

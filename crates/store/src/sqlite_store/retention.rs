@@ -107,12 +107,13 @@ impl Retention for SqliteStore {
 }
 
 /// What ran out or ended before a cutoff (?) on the desk, and where `Swept` counts it.
-const DESK_SWEEPS: [&str; 5] = [
+const DESK_SWEEPS: [&str; 6] = [
     "DELETE FROM faseng_freezes WHERE until_at < ?",
     "DELETE FROM faseng_unfreezes WHERE until_at < ?",
     "DELETE FROM faseng_tickets WHERE expires_at < ?",
     "DELETE FROM faseng_desk_line WHERE expires_at < ?",
     "DELETE FROM faseng_requests WHERE open = 0 AND updated_at < ?",
+    "DELETE FROM faseng_web_actions WHERE state IN ('done', 'failed') AND submitted_at < ?",
 ];
 
 /// How many log bytes one sweep transaction deletes at most (it holds the write lock).
@@ -120,7 +121,8 @@ const SWEEP_TX_BYTES: u64 = 16 << 20;
 
 impl SqliteStore {
     /// Deletes the desk's freezes and grants that ended, tickets and requests in line that
-    /// ran out, and release requests over and last changed, before `cutoff`.
+    /// ran out, release requests over and last changed, and web actions finished and
+    /// submitted, before `cutoff`.
     async fn sweep_desk(&self, cutoff: DateTime<Utc>, swept: &mut Swept) -> anyhow::Result<()> {
         let cutoff = instant(cutoff);
         let mut counts = [0u64; DESK_SWEEPS.len()];
@@ -131,12 +133,20 @@ impl SqliteStore {
                 .await?
                 .rows_affected();
         }
-        let [freezes, unfreezes, tickets, line_requests, requests] = counts;
+        let [
+            freezes,
+            unfreezes,
+            tickets,
+            line_requests,
+            requests,
+            web_actions,
+        ] = counts;
         swept.freezes += freezes;
         swept.unfreezes += unfreezes;
         swept.tickets += tickets;
         swept.line_requests += line_requests;
         swept.requests += requests;
+        swept.web_actions += web_actions;
         Ok(())
     }
 

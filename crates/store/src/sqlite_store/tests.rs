@@ -111,3 +111,117 @@ async fn written_before_history(path: &std::path::Path) {
     };
     assert_eq!(store.history(&legacy).await.unwrap().items, [old]);
 }
+
+/// A stats-ready run: deploy `id` of `demo` in staging, received `mins` minutes after 10:00,
+/// ended in `state` after 30 seconds.
+fn counted_run(id: u64, mins: i64, state: crate::RunState) -> RunRecord {
+    let at: DateTime<Utc> = "2026-12-06T10:00:00.123456789Z".parse().unwrap();
+    let received = at + chrono::Duration::minutes(mins);
+    RunRecord {
+        app: "demo".into(),
+        deployment_id: id,
+        state,
+        received_at: received,
+        started_at: Some(received),
+        finished_at: Some(received + chrono::Duration::milliseconds(30_500)),
+        ..crate::contract::run(&RunRecord::key_for("o/r", id))
+    }
+}
+
+/// A database whose history table has the shape from before the statistics (written by
+/// the older triggers) is migrated at open: the table made anew and filled from the
+/// records, the statistics read from it, the new triggers keeping it.
+#[tokio::test]
+async fn a_history_of_the_older_shape_is_migrated() {
+    use crate::{RunState, Stats as _, StatsQuery, compute_env_stats};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let store = SqliteStore::open(&path, "q").await.unwrap();
+    let first = counted_run(1, 0, RunState::Success);
+    assert!(store.create_run(&first).await.unwrap());
+    // Back to the older shape and its triggers, as the last release made them.
+    sqlx::raw_sql(
+        "DROP TRIGGER faseng_runs_history_insert; DROP TRIGGER faseng_runs_history_update;
+         DROP TRIGGER faseng_runs_history_delete; DROP TABLE faseng_run_history;
+         CREATE TABLE faseng_run_history (key TEXT PRIMARY KEY, app TEXT NOT NULL,
+           environment TEXT NOT NULL, git_ref TEXT NOT NULL, at_ms INTEGER NOT NULL);
+         CREATE INDEX faseng_run_history_at ON faseng_run_history(at_ms, key);
+         CREATE INDEX faseng_run_history_app ON faseng_run_history(app, at_ms, key);
+         INSERT INTO faseng_run_history (key, app, environment, git_ref, at_ms)
+           SELECT key, json_extract(record, '$.app'), json_extract(record, '$.environment'),
+             json_extract(record, '$.git_ref'),
+             CAST(round(unixepoch(json_extract(record, '$.received_at'), 'subsec') * 1000) AS INTEGER)
+           FROM faseng_runs;
+         CREATE TRIGGER faseng_runs_history_insert AFTER INSERT ON faseng_runs
+           BEGIN DELETE FROM faseng_run_history WHERE key = new.key;
+           INSERT INTO faseng_run_history (key, app, environment, git_ref, at_ms) VALUES
+             (new.key, json_extract(new.record, '$.app'), json_extract(new.record, '$.environment'),
+              json_extract(new.record, '$.git_ref'),
+              CAST(round(unixepoch(json_extract(new.record, '$.received_at'), 'subsec') * 1000) AS INTEGER));
+           END;",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let second = counted_run(2, 5, RunState::Failure);
+    assert!(store.create_run(&second).await.unwrap());
+    drop(store);
+
+    let store = SqliteStore::open(&path, "q").await.unwrap();
+    let q = StatsQuery {
+        app: "demo".into(),
+        environment: None,
+        since: "2026-12-06T00:00:00Z".parse().unwrap(),
+        until: "2026-12-07T00:00:00Z".parse().unwrap(),
+    };
+    let runs = vec![first, second];
+    let stats = store.env_stats(&q).await.unwrap();
+    assert_eq!(stats, compute_env_stats(&runs, &q));
+    assert_eq!((stats[0].deploys, stats[0].failures), (2, 1));
+    assert_eq!(stats[0].median_secs, Some(30.5), "to the millisecond");
+    let mut third = counted_run(3, 10, RunState::Success);
+    third.rollback = Some(crate::RollbackMark {
+        from: third.sha.clone(),
+        to: "b".repeat(40),
+    });
+    store.put_run(&third).await.unwrap();
+    let runs = [runs, vec![third]].concat();
+    assert_eq!(
+        store.env_stats(&q).await.unwrap(),
+        compute_env_stats(&runs, &q)
+    );
+    assert_eq!(
+        store
+            .history(&RunQuery::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+    // Opening again keeps the table as it is.
+    drop(store);
+    let store = SqliteStore::open(&path, "q").await.unwrap();
+    assert_eq!(store.env_stats(&q).await.unwrap()[0].deploys, 3);
+
+    // The statistics read the counted rows of one app through their index.
+    let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN QUERY PLAN {}",
+        super::stats::ENV_STATS
+    )))
+    .bind("demo")
+    .bind(None::<String>)
+    .bind(0)
+    .bind(i64::MAX)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>(3))
+    .collect();
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("faseng_run_history_stats")),
+        "{plan:?}"
+    );
+}

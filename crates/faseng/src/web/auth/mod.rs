@@ -46,6 +46,9 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
                        img-src 'self' data:; connect-src 'self'; form-action 'self'; \
                        frame-ancestors 'none'; base-uri 'none'";
 
+/// Where the dashboard's stylesheet and script are served.
+const STATIC_PREFIX: &str = "/static/";
+
 /// The largest form body an action may send.
 const FORM_MAX_BYTES: usize = 64 * 1024;
 
@@ -304,6 +307,10 @@ async fn guard(State(s): State<WebState>, request: Request, next: Next) -> Respo
     let gate = &s.gate;
     let viewer = match gate.viewer(&request) {
         Ok(v) => v,
+        // The stylesheet and script hold no data: the sign-in page uses them too.
+        Err(Refusal::SignIn { .. }) if request.uri().path().starts_with(STATIC_PREFIX) => {
+            return next.run(request).await;
+        }
         Err(refusal) => return refusal.into_response(),
     };
     let mut request = if is_safe(request.method()) {

@@ -1,4 +1,4 @@
-//! The gate in each mode, over the interim pages and a stub of GitHub's OAuth endpoints on
+//! The gate in each mode, over the dashboard's pages and a stub of GitHub's OAuth endpoints on
 //! loopback (the end-to-end tests sign in through a fuller fake, in a browser).
 
 use std::sync::Mutex;
@@ -96,6 +96,12 @@ async fn setup(access: impl FnOnce(&str) -> DashboardAccess) -> Setup {
     .unwrap();
     let state = WebState {
         gate: Arc::new(gate),
+        apps: Arc::new(
+            deploy_core::Apps::from_json(
+                r#"{"demo": {"provider": "shell", "repository": "o/r", "environments": ["staging"]}}"#,
+            )
+            .unwrap(),
+        ),
         ..super::super::tests::state(dir.path()).await
     };
     Setup {
@@ -137,7 +143,18 @@ fn cookies_of(response: &Response) -> String {
         .join("; ")
 }
 
+/// The unlock form of the dashboard, without its `csrf` field.
+const UNLOCK: &str = "app=demo&env=staging";
+
 impl Setup {
+    /// Asserts that no web action was submitted.
+    async fn assert_no_action(&self) {
+        assert!(
+            self.state.store.web_action(1).await.unwrap().is_none(),
+            "an action was submitted"
+        );
+    }
+
     /// A session cookie for `login`, as a sign-in would have set it now.
     fn session_cookie(&self, login: &str, csrf: &str) -> String {
         let cookies = Cookies::new(
@@ -241,15 +258,22 @@ async fn without_a_session_a_page_is_the_sign_in_page_and_an_action_is_refused()
         "{body}"
     );
     assert!(body.contains("members of oursky"), "{body}");
-    assert!(!body.contains("Signed in as"), "{body}");
+    assert!(
+        !body.contains("Signed in as") && !body.contains("demo"),
+        "{body}"
+    );
     assert_security_headers(&headers);
     assert_eq!(headers[header::CACHE_CONTROL], "no-store");
 
-    let (status, headers, body) = s.post("/actions/echo", None, Some(PUBLIC), "csrf=x").await;
+    let (status, headers, body) = s.post("/actions/unlock", None, Some(PUBLIC), UNLOCK).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body.contains("sign in first"), "{body}");
-    assert!(!body.contains("done for"));
     assert_security_headers(&headers);
+    s.assert_no_action().await;
+    // The stylesheet holds no data; the sign-in page uses it.
+    let (status, _, css) = s.get("/static/dashboard.css", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!css.is_empty());
 }
 
 #[tokio::test]
@@ -258,7 +282,10 @@ async fn a_member_with_a_session_sees_the_page_as_themselves() {
     let cookie = s.session_cookie("octocat", "tok3n");
     let (status, headers, body) = s.get("/", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body.contains("Signed in as octocat"), "{body}");
+    assert!(
+        body.contains("Signed in as <strong>octocat</strong>"),
+        "{body}"
+    );
     assert!(body.contains(r#"name="csrf" value="tok3n""#), "{body}");
     assert_security_headers(&headers);
 }
@@ -281,46 +308,57 @@ async fn an_action_needs_this_sessions_csrf_token_and_the_sites_own_origin() {
     let s = github("oursky").await;
     let cookie = s.session_cookie("octocat", "tok3n");
     let c = Some(cookie.as_str());
-    let done = |r: &(StatusCode, HeaderMap, String)| {
-        r.0 == StatusCode::OK && r.2.contains("done for github:octocat")
-    };
-    assert!(done(
-        &s.post("/actions/echo", c, Some(PUBLIC), "csrf=tok3n").await
-    ));
-    // The Host it was sent to also names the site (a proxy's other name).
-    assert!(done(
-        &s.post(
-            "/actions/echo",
-            c,
-            Some("http://faseng.test:8081"),
-            "a=1&csrf=tok3n"
-        )
-        .await
-    ));
     for (origin, form, says) in [
-        (Some(PUBLIC), "", "out of date"),
-        (Some(PUBLIC), "csrf=", "out of date"),
-        (Some(PUBLIC), "csrf=tok3N", "out of date"),
-        (Some(PUBLIC), "csrf=tok3n0", "out of date"),
+        (Some(PUBLIC), UNLOCK.to_owned(), "out of date"),
+        (Some(PUBLIC), format!("{UNLOCK}&csrf="), "out of date"),
+        (Some(PUBLIC), format!("{UNLOCK}&csrf=tok3N"), "out of date"),
+        (Some(PUBLIC), format!("{UNLOCK}&csrf=tok3n0"), "out of date"),
         (
             Some("https://evil.example"),
-            "csrf=tok3n",
+            format!("{UNLOCK}&csrf=tok3n"),
             "did not come from",
         ),
-        (Some("null"), "csrf=tok3n", "did not come from"),
-        (None, "csrf=tok3n", "did not come from"),
+        (
+            Some("null"),
+            format!("{UNLOCK}&csrf=tok3n"),
+            "did not come from",
+        ),
+        (None, format!("{UNLOCK}&csrf=tok3n"), "did not come from"),
     ] {
-        let r = s.post("/actions/echo", c, origin, form).await;
+        let r = s.post("/actions/unlock", c, origin, &form).await;
         assert_eq!(r.0, StatusCode::FORBIDDEN, "{origin:?} {form}: {}", r.2);
         assert!(r.2.contains(says), "{says:?} not in {}", r.2);
         assert_security_headers(&r.1);
     }
+    s.assert_no_action().await;
+    let done = |r: &(StatusCode, HeaderMap, String)| {
+        r.0 == StatusCode::SEE_OTHER
+            && r.1[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .starts_with("/actions/")
+    };
+    let form = format!("{UNLOCK}&csrf=tok3n");
+    assert!(done(
+        &s.post("/actions/unlock", c, Some(PUBLIC), &form).await
+    ));
+    let action = s.state.store.web_action(1).await.unwrap().unwrap();
+    assert_eq!(
+        (action.user_id.as_str(), action.command.as_str()),
+        ("github:octocat", "unlock demo in staging")
+    );
+    // The Host it was sent to also names the site (a proxy's other name).
+    assert!(done(
+        &s.post("/actions/unlock", c, Some("http://faseng.test:8081"), &form)
+            .await
+    ));
     // Sec-Fetch-Site decides when sent.
     let request = |site: &str| {
-        Request::post("/actions/echo")
+        Request::post("/actions/unlock")
             .header(header::COOKIE, cookie.as_str())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header("sec-fetch-site", site)
-            .body(Body::from("csrf=tok3n"))
+            .body(Body::from(format!("{UNLOCK}&csrf=tok3n")))
             .unwrap()
     };
     assert!(done(&s.send(request("same-origin"), "192.0.2.7:1").await));
@@ -331,9 +369,10 @@ async fn an_action_needs_this_sessions_csrf_token_and_the_sites_own_origin() {
     // Another member's token is not this session's.
     let other = s.session_cookie("hubot", "other");
     let r = s
-        .post("/actions/echo", Some(&other), Some(PUBLIC), "csrf=tok3n")
+        .post("/actions/unlock", Some(&other), Some(PUBLIC), &form)
         .await;
     assert_eq!(r.0, StatusCode::FORBIDDEN);
+    assert!(s.state.store.web_action(4).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -352,7 +391,10 @@ async fn local_mode_serves_loopback_peers_as_the_local_user_and_nobody_else() {
     for peer in ["127.0.0.1:4000", "[::1]:4000", "[::ffff:127.0.0.1]:4000"] {
         let (status, headers, body) = page(peer).await;
         assert_eq!(status, StatusCode::OK, "{peer}");
-        assert!(body.contains("Signed in as joyz"), "{body}");
+        assert!(
+            body.contains("Signed in as <strong>joyz</strong>"),
+            "{body}"
+        );
         assert_security_headers(&headers);
     }
     for peer in ["192.0.2.7:4000", "[2001:db8::1]:4000"] {
@@ -361,43 +403,32 @@ async fn local_mode_serves_loopback_peers_as_the_local_user_and_nobody_else() {
         assert!(body.contains("only on this machine"), "{body}");
     }
     // Its forms still carry the process's token and must come from its pages.
-    let (_, _, body) = page("127.0.0.1:4000").await;
-    let csrf = body
-        .split(r#"name="csrf" value=""#)
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let Mode::Local { csrf, .. } = &s.state.gate.mode else {
+        panic!("not local mode");
+    };
+    let csrf = csrf.clone();
+    assert_eq!(csrf.len(), 64);
     let post = |form: String, origin: &'static str| {
-        Request::post("/actions/echo")
+        Request::post("/actions/unlock")
             .header(header::HOST, "127.0.0.1:4000")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ORIGIN, origin)
             .body(Body::from(form))
             .unwrap()
     };
-    let r = s
-        .send(
-            post(format!("csrf={csrf}"), "http://127.0.0.1:4000"),
-            "127.0.0.1:1",
-        )
-        .await;
-    assert!(r.2.contains("done for local:joyz"), "{}", r.2);
-    let r = s
-        .send(
-            post("csrf=guess".into(), "http://127.0.0.1:4000"),
-            "127.0.0.1:1",
-        )
-        .await;
+    let send = |form: String, origin: &'static str| s.send(post(form, origin), "127.0.0.1:1");
+    let r = send(format!("{UNLOCK}&csrf=guess"), "http://127.0.0.1:4000").await;
     assert_eq!(r.0, StatusCode::FORBIDDEN);
-    let r = s
-        .send(
-            post(format!("csrf={csrf}"), "http://evil.example"),
-            "127.0.0.1:1",
-        )
-        .await;
+    let r = send(format!("{UNLOCK}&csrf={csrf}"), "http://evil.example").await;
     assert_eq!(r.0, StatusCode::FORBIDDEN);
+    s.assert_no_action().await;
+    let r = send(format!("{UNLOCK}&csrf={csrf}"), "http://127.0.0.1:4000").await;
+    assert_eq!(r.0, StatusCode::SEE_OTHER, "{}", r.2);
+    let action = s.state.store.web_action(1).await.unwrap().unwrap();
+    assert_eq!(
+        (action.user_id.as_str(), action.user_name.as_str()),
+        ("local:joyz", "joyz")
+    );
 }
 
 /// Follows `/auth/login?next=…` to GitHub's authorize URL; returns the cookie set and the
@@ -484,7 +515,7 @@ async fn a_member_signs_in_lands_on_the_page_asked_for_and_the_token_is_not_kept
     );
     let (status, _, body) = s.get("/", Some(&session)).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body.contains("Signed in as octocat"));
+    assert!(body.contains("Signed in as <strong>octocat</strong>"));
     // The state was for one sign-in only.
     let (status, _, _) = s
         .get(
