@@ -689,3 +689,54 @@ async fn the_pages_follow_a_deploy_live_and_draw_the_statistics() {
     }
     browser.close().await;
 }
+
+/// Rolling back from a deployment's page: the form submits a web action, `chima serve` on the
+/// same store carries it out as the signed-in member, and the action's page leads to the new
+/// deployment, which faseng runs as a rollback of the newer commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_from_the_page_deploys_the_earlier_version_again() {
+    let Some(dash) = Dash::start(Backend::Sqlite, ORG, &script()).await else {
+        return;
+    };
+    let first = dash.deploy("edge").await;
+    dash.repo.write("CHANGES", "a second commit\n");
+    let second = dash.repo.commit("a second commit");
+    dash.gh.set_branch(REPO, "main", &second);
+    dash.deploy("edge").await;
+    let (_chima, _) = dash
+        .chima_serve(&dash.apps_json(), "8f742231b10e8888abcd99yyyzzz85a5")
+        .await;
+    let Some(browser) = Browser::start("rollback").await else {
+        return;
+    };
+    dash.gh.sign_in_as(MEMBER.0, MEMBER.1);
+    dash.sign_in(&browser, &format!("/runs/{REPO}/{first}"), false)
+        .await;
+    browser.screenshot("run-with-rollback-form").await;
+    browser.click("#rollback-form button[type=submit]").await;
+    let made = dash.gh.wait_for_deployments(REPO, 3, WAIT).await;
+    let id = made[2]["id"].as_u64().unwrap();
+    assert_eq!(made[2]["sha"], dash.sha.as_str(), "{}", made[2]);
+    assert_eq!(
+        made[2]["payload"]["rollback"],
+        serde_json::json!({"from": second, "to": dash.sha}),
+        "{}",
+        made[2]
+    );
+    let status = dash.wait_final_or(id, WAIT, || dash.procs.logs()).await;
+    assert_eq!(status["state"], "success", "{status}");
+    browser.find("#action-state[data-state=done]").await;
+    browser.screenshot("action-done").await;
+    browser.click("#new-run").await;
+    browser.wait_for_path(&format!("/runs/{REPO}/{id}")).await;
+    browser.find("#rollback").await;
+    browser.find("#run-state[data-state=success]").await;
+    browser.screenshot("rollback-run").await;
+    let action = dash.store().await.web_action(1).await.unwrap().unwrap();
+    assert_eq!(action.user_id, "github:octocat");
+    assert_eq!(
+        action.run_key.as_deref(),
+        Some(format!("{REPO}/{id}").as_str())
+    );
+    browser.close().await;
+}
