@@ -288,18 +288,40 @@ pub struct ChatSubject<'a> {
     pub user: &'a str,
     /// Deployment id.
     pub id: u64,
+    /// For a rollback, the commit it rolls back from (the run's own sha is the one it goes to).
+    pub rollback_from: Option<&'a str>,
+}
+
+fn short(sha: &str) -> String {
+    sha.chars().take(7).collect()
 }
 
 impl ChatSubject<'_> {
+    /// `message` followed by `Rolling back app in env to sha (from sha) for user (#id)` (`verb`
+    /// is "Rolling back" or "Rolled back").
+    fn rollback_head(&self, message: Message, verb: &str, from: &str) -> Message {
+        message
+            .text(format!("{verb} "))
+            .quoted(self.app)
+            .text(" in ")
+            .quoted(self.env)
+            .text(" to ")
+            .quoted(short(self.sha))
+            .text(" (from ")
+            .quoted(short(from))
+            .text(") for ")
+            .quoted(self.user)
+            .text(format!(" (#{})", self.id))
+    }
+
     /// `message` followed by `app/ref (sha) to env (#id)`.
     fn head(&self, message: Message) -> Message {
-        let short: String = self.sha.chars().take(7).collect();
         message
             .quoted(self.app)
             .text("/")
             .quoted(self.git_ref)
             .text(" (")
-            .quoted(short)
+            .quoted(short(self.sha))
             .text(") to ")
             .quoted(self.env)
             .text(format!(" (#{})", self.id))
@@ -308,6 +330,12 @@ impl ChatSubject<'_> {
 
 /// Chat: queued, with the waiting-line position when not first.
 pub fn chat_queued(s: &ChatSubject<'_>, waiting_text: Option<&str>) -> Message {
+    if let Some(from) = s.rollback_from {
+        return s
+            .rollback_head(Message::new(Tone::Waiting), "Rolling back", from)
+            .text(": ")
+            .text(waiting_text.unwrap_or("queued"));
+    }
     let m = Message::new(Tone::Waiting)
         .quoted(s.user)
         .text(" wants to deploy ");
@@ -316,6 +344,12 @@ pub fn chat_queued(s: &ChatSubject<'_>, waiting_text: Option<&str>) -> Message {
 
 /// Chat: running, with the log link.
 pub fn chat_running(s: &ChatSubject<'_>, log_url: &str) -> Message {
+    if let Some(from) = s.rollback_from {
+        return s
+            .rollback_head(Message::new(Tone::Started), "Rolling back", from)
+            .text(" — ")
+            .link(log_url, "log");
+    }
     let m = Message::new(Tone::Started)
         .quoted(s.user)
         .text(" is deploying ");
@@ -324,6 +358,12 @@ pub fn chat_running(s: &ChatSubject<'_>, log_url: &str) -> Message {
 
 /// Chat: success, with the duration.
 pub fn chat_succeeded(s: &ChatSubject<'_>, secs: f64, log_url: &str) -> Message {
+    if let Some(from) = s.rollback_from {
+        return s
+            .rollback_head(Message::new(Tone::Success), "Rolled back", from)
+            .text(format!(" in {} — ", duration(secs)))
+            .link(log_url, "log");
+    }
     let m = Message::new(Tone::Success)
         .quoted(s.user)
         .text("'s deployment of ");
@@ -334,6 +374,14 @@ pub fn chat_succeeded(s: &ChatSubject<'_>, secs: f64, log_url: &str) -> Message 
 
 /// Chat: failure, with the reason (it may quote the provider's output).
 pub fn chat_failed(s: &ChatSubject<'_>, reason: &str, log_url: &str) -> Message {
+    if let Some(from) = s.rollback_from {
+        return s
+            .rollback_head(Message::new(Tone::Failure), "Rolling back", from)
+            .text(" failed: ")
+            .quoted(reason)
+            .text(" — ")
+            .link(log_url, "log");
+    }
     let m = Message::new(Tone::Failure)
         .quoted(s.user)
         .text("'s deployment of ");
@@ -346,6 +394,12 @@ pub fn chat_failed(s: &ChatSubject<'_>, reason: &str, log_url: &str) -> Message 
 
 /// Chat: error (could not run), with the reason (it may quote the bad input).
 pub fn chat_error(s: &ChatSubject<'_>, reason: &str) -> Message {
+    if let Some(from) = s.rollback_from {
+        return s
+            .rollback_head(Message::new(Tone::Warning), "Rolling back", from)
+            .text(" has errors: ")
+            .quoted(reason);
+    }
     let m = Message::new(Tone::Warning)
         .quoted(s.user)
         .text("'s deployment of ");
@@ -355,12 +409,27 @@ pub fn chat_error(s: &ChatSubject<'_>, reason: &str) -> Message {
 /// Chat: refused by the release desk (someone else's lock, a freeze), with the desk's own
 /// words (the same chima refuses with).
 pub fn chat_refused(s: &ChatSubject<'_>, why: &Message) -> Message {
-    let m = Message::new(why.tone)
-        .quoted(s.user)
-        .text("'s deployment of ");
-    let mut m = s.head(m).text(" was refused: ");
+    let mut m = match s.rollback_from {
+        Some(from) => s
+            .rollback_head(Message::new(why.tone), "Rolling back", from)
+            .text(" was refused: "),
+        None => {
+            let m = Message::new(why.tone)
+                .quoted(s.user)
+                .text("'s deployment of ");
+            s.head(m).text(" was refused: ")
+        }
+    };
     m.parts.extend(why.parts.iter().cloned());
     m
+}
+
+/// The label of the button under a finished deploy's message that rolls its environment back.
+pub const ROLLBACK_BUTTON: &str = "Roll back";
+
+/// The command the "Roll back" button runs: back to deployment `id` (chima's grammar).
+pub fn rollback_command(app: &str, env: &str, id: u64) -> String {
+    format!("rollback {app} in {env} to #{id}")
 }
 
 /// Chat: a lock/unlock result (it names the holder and quotes the reason).
@@ -571,7 +640,54 @@ mod tests {
             env: "production",
             user: "joyz",
             id: 42,
+            rollback_from: None,
         }
+    }
+
+    #[test]
+    fn a_rollback_says_so_in_every_text() {
+        use deploy_core::chat::plain::render;
+        let s = ChatSubject {
+            git_ref: "abc1234def",
+            sha: "abc1234def",
+            env: "staging",
+            app: "demo",
+            rollback_from: Some("def5678abc"),
+            ..subject()
+        };
+        let why = Message::new(Tone::Lock).text("demo in staging is locked by alice");
+        for (text, want) in [
+            (
+                render(&super::chat_queued(&s, None)),
+                "… Rolling back demo in staging to abc1234 (from def5678) for joyz (#42): queued",
+            ),
+            (
+                render(&super::chat_running(&s, "http://l")),
+                "▶ Rolling back demo in staging to abc1234 (from def5678) for joyz (#42) — log (http://l)",
+            ),
+            (
+                render(&super::chat_succeeded(&s, 5.0, "http://l")),
+                "✔ Rolled back demo in staging to abc1234 (from def5678) for joyz (#42) in 5s — log (http://l)",
+            ),
+            (
+                render(&super::chat_failed(&s, "exit 1", "http://l")),
+                "✖ Rolling back demo in staging to abc1234 (from def5678) for joyz (#42) failed: exit 1 — log (http://l)",
+            ),
+            (
+                render(&super::chat_error(&s, "no checkout")),
+                "⚠ Rolling back demo in staging to abc1234 (from def5678) for joyz (#42) has errors: no checkout",
+            ),
+            (
+                render(&super::chat_refused(&s, &why)),
+                "⚿ Rolling back demo in staging to abc1234 (from def5678) for joyz (#42) was refused: demo in staging is locked by alice",
+            ),
+        ] {
+            assert_eq!(text, want);
+        }
+        assert_eq!(
+            rollback_command("demo", "staging", 12),
+            "rollback demo in staging to #12"
+        );
     }
 
     #[test]
@@ -727,8 +843,18 @@ mod tests {
                 env: value,
                 user: value,
                 id: 42,
+                rollback_from: None,
             };
             assert_quoted_safely(&chat_queued(&s, None), value);
+            let rollback = ChatSubject {
+                rollback_from: Some(value),
+                ..s.clone()
+            };
+            assert_quoted_safely(&chat_queued(&rollback, None), value);
+            assert_quoted_safely(
+                &without_log_link(&chat_failed(&rollback, value, log_url), log_url),
+                value,
+            );
             assert_quoted_safely(&chat_queued(&s, Some(value)), value);
             for text in [
                 chat_running(&s, log_url),
