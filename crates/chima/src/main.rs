@@ -192,7 +192,7 @@ async fn local_shell(
     say(
         Level::INFO,
         &format!(
-            "{} ready: local mode (no GITHUB_TOKEN): deployments recorded in {}, run by an in-process faseng worker, logs at {}. {} apps from {}, room #{} as {}. Try `{} deploy demo to staging`.",
+            "{} ready: local mode (no GITHUB_TOKEN): deployments recorded in {}, run by an in-process faseng worker; the dashboard and logs at {}/ (this machine only). {} apps from {}, room #{} as {}. Try `{} deploy demo to staging`.",
             cli.name,
             args.local_db.display(),
             local.public_url,

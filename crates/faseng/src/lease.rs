@@ -246,6 +246,11 @@ impl LeaseKeeper {
         self.state.renew().await
     }
 
+    /// A handle that renews and checks the lease from a task of its own.
+    pub fn watch(&self) -> LeaseWatch {
+        LeaseWatch(self.state.clone())
+    }
+
     /// Records the provider's process group in the marker (for whoever takes the run over).
     pub async fn set_pgid(&self, pgid: i32) {
         self.pgid_recorder().record(pgid).await;
@@ -264,6 +269,17 @@ impl LeaseKeeper {
     /// Stops renewing (the run's result is written; the lease may lapse).
     pub fn stop(self) {
         self.renewer.abort();
+    }
+}
+
+/// Renews and checks a run's lease from a task of its own (see [`LeaseKeeper::watch`]).
+#[derive(Debug, Clone)]
+pub struct LeaseWatch(Arc<KeeperState>);
+
+impl LeaseWatch {
+    /// Renews the lease now and says whether it is still held (what may write for the run).
+    pub async fn confirm(&self) -> bool {
+        self.0.renew().await
     }
 }
 

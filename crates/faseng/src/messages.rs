@@ -3,6 +3,8 @@
 //! text cut to GitHub's 140 characters; chat texts are neutral [`Message`]s in which every
 //! value a user or repository controls is quoted (each platform's renderer escapes it).
 
+pub mod dashboard;
+
 use std::fmt::Write as _;
 
 use deploy_core::chat::{Message, Tone};

@@ -88,6 +88,12 @@ async fn piping_one_deploy_into_the_shell_deploys_demo_and_reports_success() {
         run.stderr
     );
     assert!(run.stderr.contains("ready: local mode"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the dashboard and logs at http://127.0.0.1:"),
+        "the banner names the dashboard's loopback address: {}",
+        run.stderr
+    );
     let sha = head_of_main();
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(

@@ -11,6 +11,7 @@ use e2e::direct::{Direct, Job, Ran, deploy_through_webhook};
 use e2e::git_repo::GitRepo;
 use e2e::harness::{Backend, Env, Options, scratch};
 use faseng::providers::ProviderConfig;
+use faseng::store::StageRecordState;
 use serde_json::json;
 
 fn script(dir: &Path, name: &str, body: &str) {
@@ -18,6 +19,36 @@ fn script(dir: &Path, name: &str, body: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The stages the run record of deployment `id` holds: (name, state), each begun and ended
+/// in order when it ran.
+async fn recorded_stages(env: &Env, id: u64) -> Vec<(String, &'static str)> {
+    let key = format!("{}/{id}", e2e::world::REPO);
+    let run = env.store().await.get_run(&key).await.unwrap().unwrap();
+    let mut last_end = None;
+    for stage in run.stages.iter().filter(|s| s.started_at.is_some()) {
+        let (start, end) = (stage.started_at.unwrap(), stage.finished_at.unwrap());
+        assert!(start <= end, "{stage:?}");
+        assert!(
+            last_end.is_none_or(|e| e <= start),
+            "in order: {:?}",
+            run.stages
+        );
+        last_end = Some(end);
+    }
+    run.stages
+        .iter()
+        .map(|s| {
+            let state = match s.state {
+                StageRecordState::Pending => "pending",
+                StageRecordState::Running => "running",
+                StageRecordState::Done => "done",
+                StageRecordState::Failed => "failed",
+            };
+            (s.name.clone(), state)
+        })
+        .collect()
 }
 
 fn stages_config() -> serde_json::Value {
@@ -96,6 +127,17 @@ async fn before_and_after_run_around_the_provider_as_named_stages_in_log_and_cha
         "no stage progress shown: {:?}",
         msg.history
     );
+    // The run record keeps every stage with its times (the dashboard's stage flow).
+    let done = |name: &str| (name.to_owned(), "done");
+    assert_eq!(
+        recorded_stages(&env, run.id).await,
+        [
+            done("prepare"),
+            done("before"),
+            done("deploy"),
+            done("after")
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -118,6 +160,16 @@ async fn a_failing_before_stage_stops_the_run_with_a_failure_naming_it() {
         "prepare ✓ → before ✗ → deploy → after",
     )
     .await;
+    let stage = |name: &str, state| (name.to_owned(), state);
+    assert_eq!(
+        recorded_stages(&env, run.id).await,
+        [
+            stage("prepare", "done"),
+            stage("before", "failed"),
+            stage("deploy", "pending"),
+            stage("after", "pending")
+        ]
+    );
 }
 
 fn shell_app(before: &[&str], after: &[&str]) -> serde_json::Value {

@@ -17,6 +17,9 @@ use crate::reconcile::ReconcileSettings;
 use crate::repair::RepairSettings;
 use crate::sandbox::Isolation;
 
+/// GitHub's web address unless `GITHUB_WEB_URL` names another (GitHub Enterprise Server).
+pub const DEFAULT_GITHUB_WEB_URL: &str = "https://github.com";
+
 /// Everything faseng needs to run; built from the command line / environment by `main`,
 /// or directly by tests.
 #[derive(Debug, Clone)]
@@ -41,6 +44,8 @@ pub struct Config {
     pub deployment_timeout: Duration,
     /// `GITHUB_API_URL`.
     pub github_api_url: String,
+    /// `GITHUB_WEB_URL`: GitHub's web address (the dashboard's commit and compare links).
+    pub github_web_url: String,
     /// `GITHUB_TOKEN` or a GitHub App.
     pub github_auth: Option<GithubAuth>,
     /// `SLACK_BOT_TOKEN`.
@@ -107,6 +112,7 @@ impl Config {
             deploy_config_dir: PathBuf::from("deploy-config"),
             deployment_timeout: Duration::from_secs(900),
             github_api_url: deploy_core::github::DEFAULT_API_URL.to_owned(),
+            github_web_url: DEFAULT_GITHUB_WEB_URL.to_owned(),
             github_auth: None,
             slack_token: None,
             slack_api_url: "https://slack.com/api".to_owned(),

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 mod config;
 
-pub use config::Config;
+pub use config::{Config, DEFAULT_GITHUB_WEB_URL};
 
 use crate::checkout::Checkouts;
 use crate::deployer::{Deployer, DeployerSettings, LiveRuns};
@@ -400,6 +400,7 @@ pub struct Application {
     listener: TcpListener,
     services: Arc<Services>,
     public_url: String,
+    github_web_url: url::Url,
     with_worker: bool,
 }
 
@@ -427,6 +428,8 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", services.config.bind))?;
         let addr = listener.local_addr()?;
+        let github_web_url = url::Url::parse(&services.config.github_web_url)
+            .context("GITHUB_WEB_URL is not a URL")?;
         let public_url = services
             .config
             .public_url
@@ -436,6 +439,7 @@ impl Application {
             listener,
             services: Arc::new(services),
             public_url,
+            github_web_url,
             with_worker,
         })
     }
@@ -484,6 +488,9 @@ impl Application {
                 stream_slots::DEFAULT_PER_CLIENT,
                 stream_slots::DEFAULT_TOTAL,
             ),
+            apps: s.config.apps.clone(),
+            clock: s.config.clock.clone(),
+            github_web_url: self.github_web_url.clone(),
         };
         // A worker sweeps in `run_worker`; without one, this process does.
         let _sweeper = (!self.with_worker).then(|| s.spawn_sweeper(rx.clone()));

@@ -61,6 +61,9 @@ impl Deployer {
         };
         run.record.state = state;
         run.record.description = description.clone();
+        if state != RunState::Success {
+            super::stages::end_running(&mut run.record.stages, now);
+        }
         let secs = run.record.duration_secs();
         if state == RunState::Success
             && lock_text.is_none()

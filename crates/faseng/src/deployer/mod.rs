@@ -39,6 +39,7 @@ mod live;
 mod locks;
 mod recovery;
 mod resolution;
+mod stages;
 #[cfg(test)]
 mod tests;
 
@@ -424,10 +425,17 @@ impl Deployer {
             deadline,
         };
         let keeper = run.lease.as_ref().expect("held since the start marker");
+        let stage_recorder = stages::StageRecorder::new(
+            self.store.clone(),
+            self.settings.clock.clone(),
+            run.record.clone(),
+            Some(keeper.watch()),
+        );
         let outcome = tokio::select! {
-            outcome = self.execute(&job, &valid, provider.as_ref(), &log, &run, access) => Some(outcome),
+            outcome = self.execute(&job, &valid, provider.as_ref(), &log, &run, access, &stage_recorder) => Some(outcome),
             () = keeper.lost() => None,
         };
+        run.record.stages = stage_recorder.close().await;
         // A worker that was stopped past its lease may wake to a provider that ended
         // meanwhile: before it says anything, the store (not this process's last renewal)
         // decides whether the run is still its own.
@@ -460,6 +468,7 @@ impl Deployer {
         log: &RunLog,
         run: &Run<'_>,
         access: RunAccess<'_>,
+        stage_recorder: &stages::StageRecorder,
     ) -> RunOutcome {
         // The operator's clone_url may be relative to faseng's directory; the webhook's is
         // GitHub's (a URL, or a path in tests).
@@ -548,9 +557,11 @@ impl Deployer {
                 tokio::spawn(async move { lease.record(pgid).await }.in_current_span());
             }
         };
-        // prepare → before → deploy → after, each stage shown in the chat message.
+        // prepare → before → deploy → after, each stage shown in the chat message and
+        // recorded in the run record (the dashboard's stage flow).
         let running = messages::chat_running(&run.subject(), &run.log_url);
         let on_progress = |progress: &providers::stages::Progress| {
+            drop(stage_recorder.update(progress));
             run.reporter.send(Report {
                 status: None,
                 chat: Some(providers::stages::chat_running_with_stages(

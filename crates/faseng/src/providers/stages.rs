@@ -79,7 +79,8 @@ impl Progress {
         }
     }
 
-    fn set(&mut self, stage: Stage, state: StageState) {
+    /// Sets where a stage is (a stage the run does not have is left out).
+    pub fn set(&mut self, stage: Stage, state: StageState) {
         if let Some(entry) = self.stages.iter_mut().find(|(s, _)| *s == stage) {
             entry.1 = state;
         }
@@ -88,6 +89,11 @@ impl Progress {
     /// The state of a stage (`None` when the run does not have it).
     pub fn state(&self, stage: Stage) -> Option<StageState> {
         self.stages.iter().find(|(s, _)| *s == stage).map(|e| e.1)
+    }
+
+    /// The stages in order, with where each is.
+    pub fn stages(&self) -> impl Iterator<Item = (Stage, StageState)> + '_ {
+        self.stages.iter().copied()
     }
 
     /// One line for chat: `prepare ✓ → before ✓ → *deploy …* → after`.

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use deploy_core::{RepoName, RunKey, Secret};
+use deploy_core::{Apps, Clock, RepoName, RunKey, Secret};
 use futures::{Stream, StreamExt as _};
 
 use crate::intake::{Intake, IntakeOutcome};
@@ -25,6 +25,9 @@ use crate::metrics::Metrics;
 use crate::store::{RunRecord, Store};
 use crate::stream_slots::{Refused, StreamSlot, StreamSlots};
 use crate::webhook::{self, MAX_BODY_BYTES, WebhookError, WebhookEvent, WebhookHeaders};
+
+pub mod dashboard;
+pub mod viewer;
 
 /// What the web handlers share.
 #[derive(Clone)]
@@ -43,6 +46,12 @@ pub struct WebState {
     pub link_key: LinkKey,
     /// The live log streams open (capped per client and in all).
     pub streams: Arc<StreamSlots>,
+    /// The operator's apps: what the dashboard lists.
+    pub apps: Arc<Apps>,
+    /// Where "now" comes from on the dashboard (relative times, periods, actions).
+    pub clock: Arc<dyn Clock>,
+    /// GitHub's web address (`GITHUB_WEB_URL`): the base of commit and compare links.
+    pub github_web_url: url::Url,
 }
 
 /// What `/healthz` and `/metrics` need: all a `faseng worker` serves (`FASENG_WORKER_BIND`).
@@ -451,10 +460,10 @@ async fn log_events(
 }
 
 /// How long one live log stream stays open at most.
-const STREAM_MAX: Duration = Duration::from_secs(3600);
+pub(crate) const STREAM_MAX: Duration = Duration::from_secs(3600);
 
 /// How often a live log stream looks for new lines.
-const STREAM_POLL: Duration = Duration::from_millis(300);
+pub(crate) const STREAM_POLL: Duration = Duration::from_millis(300);
 
 /// Where a live log stream is; holds the stream's slot while it is open.
 struct Following {

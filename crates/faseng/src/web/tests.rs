@@ -38,6 +38,9 @@ async fn state(dir: &std::path::Path) -> WebState {
         isolation: "providers share faseng's user (a unit test)".into(),
         link_key: LinkKey::new(&"link key ".repeat(4)).unwrap(),
         streams: StreamSlots::new(2, 3),
+        apps: Default::default(),
+        clock: deploy_core::clock::system(),
+        github_web_url: url::Url::parse("https://github.com").unwrap(),
     }
 }
 
