@@ -488,6 +488,50 @@ fn check_against_spec(
     problems
 }
 
+/// Checks a chat call's `blocks` against the Web API description's `blocks` definition, and
+/// each button in them against what Block Kit takes (a plain-text label, an action id, a value
+/// of at most 2000 characters).
+fn check_blocks(method: &str, args: &Map<String, Value>) -> Vec<String> {
+    let Some(blocks) = args.get("blocks") else {
+        return Vec::new();
+    };
+    let blocks = match blocks {
+        Value::String(encoded) => match serde_json::from_str(encoded) {
+            Ok(v) => v,
+            Err(e) => return vec![format!("{method}: blocks are not JSON: {e}")],
+        },
+        v => v.clone(),
+    };
+    let mut problems: Vec<String> = fixtures::check_slack_definition("blocks", &blocks)
+        .err()
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{method}: blocks: {e}"))
+        .collect();
+    for block in blocks.as_array().into_iter().flatten() {
+        if block["type"] != "actions" {
+            continue;
+        }
+        for button in block["elements"].as_array().into_iter().flatten() {
+            let ok = button["type"] == "button"
+                && button["text"]["type"] == "plain_text"
+                && button["text"]["text"]
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty() && t.chars().count() <= 75)
+                && button["action_id"]
+                    .as_str()
+                    .is_some_and(|a| !a.is_empty() && a.len() <= 255)
+                && button["value"]
+                    .as_str()
+                    .is_none_or(|v| v.chars().count() <= 2000);
+            if !ok {
+                problems.push(format!("{method}: not a Block Kit button: {button}"));
+            }
+        }
+    }
+    problems
+}
+
 /// Checks that a chat call does not ask Slack to turn plain `@channel`, `@name` or `#room`
 /// into mentions (`link_names`, `parse=full`): faseng and chima escape what they quote, and
 /// either option would undo that.
@@ -568,6 +612,7 @@ fn handle(
     }
     let mut problems = check_against_spec(method, args, authorization);
     problems.extend(check_no_mention_parsing(method, args));
+    problems.extend(check_blocks(method, args));
     if !problems.is_empty() {
         inner.violations.extend(problems);
         return fail("invalid_arguments");
@@ -761,6 +806,29 @@ mod tests {
             json!({}),
         ] {
             assert!(check_no_mention_parsing("chat.update", &args(fine)).is_empty());
+        }
+    }
+
+    #[test]
+    fn blocks_are_checked_against_the_spec() {
+        let args = |v: Value| v.as_object().unwrap().clone();
+        let button = json!({"type": "button", "text": {"type": "plain_text", "text": "Roll back"},
+                            "action_id": "rollback", "value": "{\"c\":\"x\"}"});
+        let good = json!({"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}},
+                                     {"type": "actions", "elements": [button]}]});
+        assert!(check_blocks("chat.update", &args(good.clone())).is_empty());
+        let encoded = json!({"blocks": good["blocks"].to_string()});
+        assert!(check_blocks("chat.update", &args(encoded)).is_empty());
+        for bad in [
+            json!({"blocks": [{"text": "no type"}]}),
+            json!({"blocks": {"type": "section"}}),
+            json!({"blocks": [{"type": "actions", "elements": [{"type": "button", "text": "plain"}]}]}),
+            json!({"blocks": "[not json"}),
+        ] {
+            assert!(
+                !check_blocks("chat.postMessage", &args(bad.clone())).is_empty(),
+                "{bad}"
+            );
         }
     }
 

@@ -128,6 +128,25 @@ fn check(schema: &Value, instance: &Value) -> Result<(), Vec<String>> {
     }
 }
 
+/// Validates `instance` against a definition of Slack's Web API description, e.g. `blocks`
+/// (what `chat.postMessage` and `chat.update` take).
+pub fn check_slack_definition(name: &str, instance: &Value) -> Result<(), Vec<String>> {
+    let schema = slack_web_api()
+        .pointer(&format!("/definitions/{name}"))
+        .unwrap_or_else(|| panic!("no definition {name} in the Slack Web API description"));
+    let compiled = inline_refs(slack_web_api(), schema, 0);
+    let validator = jsonschema::validator_for(&compiled).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 /// Validates a request body against the operation's `requestBody` schema, e.g.
 /// `("POST", "/repos/{owner}/{repo}/deployments")`.
 pub fn check_github_request(method: &str, path: &str, body: &Value) -> Result<(), Vec<String>> {

@@ -7,6 +7,9 @@ pub use deploy_core::chat::Tone;
 use deploy_core::chat::{Message, plain};
 use deploy_store::ChatThread;
 
+/// The adapter and room of actions from the dashboard.
+pub const DASHBOARD: &str = "dashboard";
+
 /// Who said a command, where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatContext {
@@ -41,6 +44,27 @@ impl ChatContext {
             thread_id: None,
             direct: false,
         }
+    }
+
+    /// A signed-in dashboard user's action (a web action), in the pseudo-room `dashboard`: no
+    /// chat to answer in (the reply is stored with the action), no app's `allowed_rooms` to
+    /// pass (the dashboard checked who may act), no chat message for faseng to edit.
+    pub fn dashboard(user_id: &str, user_name: &str) -> Self {
+        Self {
+            adapter: DASHBOARD.to_owned(),
+            room_id: DASHBOARD.to_owned(),
+            room_name: DASHBOARD.to_owned(),
+            user_id: user_id.to_owned(),
+            user_name: user_name.to_owned(),
+            message_id: None,
+            thread_id: None,
+            direct: false,
+        }
+    }
+
+    /// True for a dashboard user's action ([`ChatContext::dashboard`]).
+    pub fn is_dashboard(&self) -> bool {
+        self.adapter == DASHBOARD
     }
 
     /// Where this command was said, as the store keeps it: the room, and the thread that
@@ -109,6 +133,8 @@ pub enum ActionKind {
     Reject,
     /// Claim a release request (a release admin).
     Claim,
+    /// Roll back (faseng's button on a finished deploy's message).
+    Rollback,
 }
 
 impl ActionKind {
@@ -123,6 +149,7 @@ impl ActionKind {
             ActionKind::Approve => "approve-request",
             ActionKind::Reject => "reject-request",
             ActionKind::Claim => "claim-request",
+            ActionKind::Rollback => deploy_core::chat::ROLLBACK_ACTION_ID,
         }
     }
 
@@ -137,6 +164,7 @@ impl ActionKind {
             ActionKind::Approve => "Approve",
             ActionKind::Reject => "Reject",
             ActionKind::Claim => "Claim",
+            ActionKind::Rollback => "Roll back",
         }
     }
 
@@ -151,6 +179,7 @@ impl ActionKind {
             "approve-request" => Some(ActionKind::Approve),
             "reject-request" => Some(ActionKind::Reject),
             "claim-request" => Some(ActionKind::Claim),
+            deploy_core::chat::ROLLBACK_ACTION_ID => Some(ActionKind::Rollback),
             _ => None,
         }
     }

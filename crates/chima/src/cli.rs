@@ -58,7 +58,8 @@ pub struct Cli {
     #[arg(long, env = "FASENG_QUEUE_URL", global = true)]
     pub queue_url: Option<String>,
     /// Seconds between steps of the release desk's clockwork (locks that ran out,
-    /// reminders, the line moving); 0 turns it off.
+    /// reminders, the line moving, automatic rollbacks); 0 turns it off (the dashboard's web
+    /// actions are still carried out, about once a second).
     #[arg(
         long,
         env = "CHIMA_DESK_TICK_SECS",

@@ -20,5 +20,6 @@ pub mod shell;
 pub mod slack;
 pub mod store;
 pub mod tickets;
+pub mod web_actions;
 
 pub use handlers::Bot;

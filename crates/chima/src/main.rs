@@ -255,7 +255,8 @@ async fn serve(bot: Arc<Bot>, args: &ServeArgs, desk_tick: Duration) -> anyhow::
     let stop_signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let desk = (!desk_tick.is_zero()).then(|| {
+    // The desk's clockwork (off with CHIMA_DESK_TICK_SECS=0) and the dashboard's web actions.
+    let desk = bot.desk().is_some().then(|| {
         let holder = format!("{}:{}", deploy_core::server::hostname(), std::process::id());
         tokio::spawn(chima::desk::ticker::run(
             bot.clone(),

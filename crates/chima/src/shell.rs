@@ -163,8 +163,10 @@ impl Pending {
 /// shell waits (at most `finish_within`) for the deployments it started to finish.
 ///
 /// The line `as <user>` makes `<user>` the speaker of the lines after it. Every `tick`, the
-/// release desk's clockwork runs (locks that ran out, reminders, the line); what it says is
-/// printed like any reply, and the deployments it starts are waited for like typed ones.
+/// release desk's clockwork runs (locks that ran out, reminders, the line, automatic
+/// rollbacks); what it says is printed like any reply, and the deployments it starts are
+/// waited for like typed ones. About once a second, the dashboard's web actions are carried
+/// out (their replies are stored for the dashboard, not printed).
 pub async fn run<R, W>(
     bot: &Bot,
     ctx: &ChatContext,
@@ -190,26 +192,44 @@ where
     let mut ticker = tokio::time::interval(tick.max(Duration::from_secs(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    let mut web = tokio::time::interval(crate::web_actions::EVERY);
+    web.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let holder = format!("{}-shell:{}", bot.name(), std::process::id());
     let mut lines = input.lines();
+    // The prompt is shown again only after something was said (not after a quiet tick).
+    let mut prompt = true;
     loop {
-        if interactive {
+        if interactive && prompt {
             print!("{}> ", bot.name());
             let _ = std::io::stdout().flush();
+            prompt = false;
         }
         let line = tokio::select! {
             line = lines.next_line() => line?,
             Some(event) = next_event(&mut events) => {
                 out.line(&pending.line(&event));
+                prompt = true;
                 continue;
             }
             _ = ticker.tick(), if !tick.is_zero() => {
                 match bot.desk_tick(poster.as_ref()).await {
-                    Ok(report) => pending.track(report.deployed),
+                    Ok(report) => {
+                        prompt = report != Default::default();
+                        pending.track(report.deployed);
+                    }
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "the release desk's tick failed"),
                 }
                 continue;
             }
+            _ = web.tick(), if bot.desk().is_some() => {
+                match bot.web_actions_step(&holder).await {
+                    Ok(report) => pending.track(report.deployed),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "web actions could not be read"),
+                }
+                continue;
+            }
         };
+        prompt = true;
         let Some(line) = line else { break };
         if line.trim().is_empty() {
             continue;

@@ -18,7 +18,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(3_000))]
 
     #[test]
-    fn no_line_panics_and_every_refusal_is_answered(line in "\\PC{0,200}|(deploy|deploys|ci|where|help|lock|unlock!?|locks|cancel|queue|freeze|unfreeze|freezes|audit)[!:a-z ]{0,5} \\PC{0,60}") {
+    fn no_line_panics_and_every_refusal_is_answered(line in "\\PC{0,200}|(deploy|deploys|ci|where|help|lock|unlock!?|locks|cancel|queue|freeze|unfreeze|freezes|audit|rollback|stats)[!:a-z ]{0,5} \\PC{0,60}") {
         match grammar::parse(&line) {
             Ok(_) => {}
             Err(e) => prop_assert!(!messages::not_understood(&e, "chima").text().is_empty()),

@@ -32,6 +32,6 @@ pub use names::{
     AppName, CommitSha, EnvName, GitRef, NameError, RefError, RepoName, RepoNameError, ScriptPath,
     ScriptPathError, ShaError, is_invisible,
 };
-pub use payload::{DeploymentPayload, NewDeployment, Notify};
+pub use payload::{DeploymentPayload, NewDeployment, Notify, Rollback};
 pub use protect::{Approver, CheckKind, JiraSettings, Protection, TicketSettings};
 pub use task::{Task, TaskError, TaskWord};

@@ -31,6 +31,25 @@ pub struct Notify {
     pub thread_ts: Option<String>,
 }
 
+/// Marks a deployment as a rollback: the commit the environment is rolled back from and the
+/// commit it deploys (full shas). Chat and the dashboard say "rollback"; nothing about how it
+/// is deployed changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    /// The commit the environment had (its newest deployment's).
+    pub from: String,
+    /// The commit deployed (the deployment's own sha).
+    pub to: String,
+}
+
+impl Rollback {
+    /// Whether both are commit ids (7 to 40 hex digits): a mark that is not is ignored.
+    pub fn is_well_formed(&self) -> bool {
+        let sha = |s: &str| (7..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+        sha(&self.from) && sha(&self.to)
+    }
+}
+
 /// The `payload` of a GitHub deployment created by chima (hubot-deploy compatible).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentPayload {
@@ -56,6 +75,9 @@ pub struct DeploymentPayload {
     /// absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<u64>,
+    /// Set when the deployment rolls the environment back; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
     /// Anything else another creator put there, passed through untouched.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -151,6 +173,43 @@ mod tests {
         let back: DeploymentPayload = serde_json::from_value(v).unwrap();
         assert_eq!(back, payload);
         assert!(!back.extra.contains_key("request"));
+    }
+
+    #[test]
+    fn a_rollback_mark_round_trips_and_is_left_out_when_there_is_none() {
+        let mut payload: DeploymentPayload = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(payload.rollback, None);
+        assert!(
+            serde_json::to_value(&payload)
+                .unwrap()
+                .get("rollback")
+                .is_none()
+        );
+        payload.rollback = Some(Rollback {
+            from: "d".repeat(40),
+            to: "a".repeat(40),
+        });
+        let v = serde_json::to_value(&payload).unwrap();
+        assert_eq!(
+            v["rollback"],
+            serde_json::json!({"from": "d".repeat(40), "to": "a".repeat(40)})
+        );
+        let back: DeploymentPayload = serde_json::from_value(v).unwrap();
+        assert_eq!(back, payload);
+        assert!(!back.extra.contains_key("rollback"));
+    }
+
+    #[test]
+    fn rollback_marks_name_commits() {
+        let mark = |from: &str, to: &str| Rollback {
+            from: from.into(),
+            to: to.into(),
+        };
+        assert!(mark(&"a".repeat(40), "abc1234").is_well_formed());
+        assert!(!mark("main", &"a".repeat(40)).is_well_formed());
+        assert!(!mark(&"a".repeat(41), &"a".repeat(40)).is_well_formed());
+        assert!(!mark("", "").is_well_formed());
+        assert!(!mark("<!here>", &"a".repeat(40)).is_well_formed());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::desk::Identity;
-use crate::store::{AcceptItem, RunRecord, RunState};
+use crate::store::{AcceptItem, RollbackMark, RunRecord, RunState};
 use deploy_core::event::{DeploymentEvent, clean_user_name};
 
 /// Name of the apalis queue (the same for producers and consumers).
@@ -166,6 +166,18 @@ impl DeployJob {
             })
     }
 
+    /// The payload's rollback mark (`payload.rollback`), when it names commits and the commit it
+    /// deploys is this deployment's own: a mark saying anything else is ignored (it only
+    /// changes how the run is described, never how it is deployed).
+    pub fn rollback_mark(&self) -> Option<RollbackMark> {
+        let mark: deploy_core::Rollback =
+            serde_json::from_value(self.payload.get("rollback")?.clone()).ok()?;
+        (mark.is_well_formed() && mark.to.eq_ignore_ascii_case(&self.sha)).then(|| RollbackMark {
+            from: mark.from.to_ascii_lowercase(),
+            to: mark.to.to_ascii_lowercase(),
+        })
+    }
+
     /// What the store keeps when the job is accepted: its delivery, its record, its line and
     /// the job itself (so a run whose job was lost can be queued again).
     pub fn accept_item(&self) -> AcceptItem {
@@ -195,7 +207,7 @@ impl DeployJob {
             started_at: None,
             finished_at: None,
             chat_ts: None,
-            rollback: None,
+            rollback: self.rollback_mark(),
             stages: Vec::new(),
         }
     }
@@ -227,6 +239,30 @@ mod tests {
         let job =
             DeployJob::from_event("d", &event("mallory/x", "trelhub", "edge"), &apps).unwrap();
         assert_eq!((job.app(), job.line.as_str()), ("", "?mallory/x/edge"));
+    }
+
+    #[test]
+    fn the_payloads_rollback_mark_is_kept_when_it_names_this_deployments_commit() {
+        let mut job = DeployJob::sample("d", "o/r", "r/edge");
+        assert_eq!(job.initial_record().rollback, None);
+        let to = job.sha.clone();
+        job.payload = serde_json::json!({"rollback": {"from": "B".repeat(40), "to": to}});
+        assert_eq!(
+            job.initial_record().rollback,
+            Some(RollbackMark {
+                from: "b".repeat(40),
+                to: job.sha.clone()
+            })
+        );
+        for lie in [
+            serde_json::json!({"rollback": {"from": "b".repeat(40), "to": "c".repeat(40)}}),
+            serde_json::json!({"rollback": {"from": "<!here>", "to": job.sha}}),
+            serde_json::json!({"rollback": {"from": "b".repeat(40)}}),
+            serde_json::json!({"rollback": "yes"}),
+        ] {
+            job.payload = lie.clone();
+            assert_eq!(job.initial_record().rollback, None, "{lie}");
+        }
     }
 
     #[test]

@@ -288,18 +288,40 @@ pub struct ChatSubject<'a> {
     pub user: &'a str,
     /// Deployment id.
     pub id: u64,
+    /// For a rollback, the commit it rolls back from (the run's own sha is the one it goes to).
+    pub rollback_from: Option<&'a str>,
+}
+
+fn short(sha: &str) -> String {
+    sha.chars().take(7).collect()
 }
 
 impl ChatSubject<'_> {
+    /// `message` followed by `Rolling back app in env to sha (from sha) for user (#id)` (`verb`
+    /// is "Rolling back" or "Rolled back").
+    fn rollback_head(&self, message: Message, verb: &str, from: &str) -> Message {
+        message
+            .text(format!("{verb} "))
+            .quoted(self.app)
+            .text(" in ")
+            .quoted(self.env)
+            .text(" to ")
+            .quoted(short(self.sha))
+            .text(" (from ")
+            .quoted(short(from))
+            .text(") for ")
+            .quoted(self.user)
+            .text(format!(" (#{})", self.id))
+    }
+
     /// `message` followed by `app/ref (sha) to env (#id)`.
     fn head(&self, message: Message) -> Message {
-        let short: String = self.sha.chars().take(7).collect();
         message
             .quoted(self.app)
             .text("/")
             .quoted(self.git_ref)
             .text(" (")
-            .quoted(short)
+            .quoted(short(self.sha))
             .text(") to ")
             .quoted(self.env)
             .text(format!(" (#{})", self.id))
@@ -308,6 +330,12 @@ impl ChatSubject<'_> {
 
 /// Chat: queued, with the waiting-line position when not first.
 pub fn chat_queued(s: &ChatSubject<'_>, waiting_text: Option<&str>) -> Message {
+    if let Some(from) = s.rollback_from {
+        return s
+            .rollback_head(Message::new(Tone::Waiting), "Rolling back", from)
+            .text(": ")
+            .text(waiting_text.unwrap_or("queued"));
+    }
     let m = Message::new(Tone::Waiting)
         .quoted(s.user)
         .text(" wants to deploy ");
@@ -316,6 +344,12 @@ pub fn chat_queued(s: &ChatSubject<'_>, waiting_text: Option<&str>) -> Message {
 
 /// Chat: running, with the log link.
 pub fn chat_running(s: &ChatSubject<'_>, log_url: &str) -> Message {
+    if let Some(from) = s.rollback_from {
+        return s
+            .rollback_head(Message::new(Tone::Started), "Rolling back", from)
+            .text(" — ")
+            .link(log_url, "log");
+    }
     let m = Message::new(Tone::Started)
         .quoted(s.user)
         .text(" is deploying ");
@@ -324,6 +358,12 @@ pub fn chat_running(s: &ChatSubject<'_>, log_url: &str) -> Message {
 
 /// Chat: success, with the duration.
 pub fn chat_succeeded(s: &ChatSubject<'_>, secs: f64, log_url: &str) -> Message {
+    if let Some(from) = s.rollback_from {
+        return s
+            .rollback_head(Message::new(Tone::Success), "Rolled back", from)
+            .text(format!(" in {} — ", duration(secs)))
+            .link(log_url, "log");
+    }
     let m = Message::new(Tone::Success)
         .quoted(s.user)
         .text("'s deployment of ");
@@ -334,6 +374,14 @@ pub fn chat_succeeded(s: &ChatSubject<'_>, secs: f64, log_url: &str) -> Message 
 
 /// Chat: failure, with the reason (it may quote the provider's output).
 pub fn chat_failed(s: &ChatSubject<'_>, reason: &str, log_url: &str) -> Message {
+    if let Some(from) = s.rollback_from {
+        return s
+            .rollback_head(Message::new(Tone::Failure), "Rolling back", from)
+            .text(" failed: ")
+            .quoted(reason)
+            .text(" — ")
+            .link(log_url, "log");
+    }
     let m = Message::new(Tone::Failure)
         .quoted(s.user)
         .text("'s deployment of ");
@@ -346,6 +394,12 @@ pub fn chat_failed(s: &ChatSubject<'_>, reason: &str, log_url: &str) -> Message 
 
 /// Chat: error (could not run), with the reason (it may quote the bad input).
 pub fn chat_error(s: &ChatSubject<'_>, reason: &str) -> Message {
+    if let Some(from) = s.rollback_from {
+        return s
+            .rollback_head(Message::new(Tone::Warning), "Rolling back", from)
+            .text(" has errors: ")
+            .quoted(reason);
+    }
     let m = Message::new(Tone::Warning)
         .quoted(s.user)
         .text("'s deployment of ");
@@ -355,12 +409,27 @@ pub fn chat_error(s: &ChatSubject<'_>, reason: &str) -> Message {
 /// Chat: refused by the release desk (someone else's lock, a freeze), with the desk's own
 /// words (the same chima refuses with).
 pub fn chat_refused(s: &ChatSubject<'_>, why: &Message) -> Message {
-    let m = Message::new(why.tone)
-        .quoted(s.user)
-        .text("'s deployment of ");
-    let mut m = s.head(m).text(" was refused: ");
+    let mut m = match s.rollback_from {
+        Some(from) => s
+            .rollback_head(Message::new(why.tone), "Rolling back", from)
+            .text(" was refused: "),
+        None => {
+            let m = Message::new(why.tone)
+                .quoted(s.user)
+                .text("'s deployment of ");
+            s.head(m).text(" was refused: ")
+        }
+    };
     m.parts.extend(why.parts.iter().cloned());
     m
+}
+
+/// The label of the button under a finished deploy's message that rolls its environment back.
+pub const ROLLBACK_BUTTON: &str = "Roll back";
+
+/// The command the "Roll back" button runs: back to deployment `id` (chima's grammar).
+pub fn rollback_command(app: &str, env: &str, id: u64) -> String {
+    format!("rollback {app} in {env} to #{id}")
 }
 
 /// Chat: a lock/unlock result (it names the holder and quotes the reason).
@@ -409,6 +478,97 @@ pub fn too_many_streams_from_client(limit: usize) -> String {
 /// Web: faseng already serves `limit` live log streams.
 pub fn too_many_streams(limit: usize) -> String {
     format!("too many live logs open on this server (at most {limit}); retry in a minute")
+}
+
+/// Dashboard: its routes and the start banner when no OAuth app is configured.
+pub fn dashboard_off() -> &'static str {
+    "the dashboard is off: set GITHUB_OAUTH_CLIENT_ID, GITHUB_OAUTH_CLIENT_SECRET and \
+     FASENG_GITHUB_ORG to turn it on (GitHub sign-in; see the README)"
+}
+
+/// Dashboard, local mode: a request from another machine.
+pub fn dashboard_local_only() -> &'static str {
+    "the dashboard of local mode answers only on this machine (loopback)"
+}
+
+/// Dashboard: a page asked for without signing in (the sign-in page says it, nothing else).
+pub fn sign_in_needed(members: &str) -> String {
+    format!("This dashboard is for members of {members} on GitHub. Sign in to see it.")
+}
+
+/// Dashboard: an action (POST) without a session.
+pub fn action_needs_session() -> &'static str {
+    "sign in first: only a signed-in member may do this (nothing was done)"
+}
+
+/// Dashboard: a form whose `csrf` field is missing or not this session's.
+pub fn form_out_of_date() -> &'static str {
+    "this form is out of date (its security token does not match your session): reload the \
+     page and try again (nothing was done)"
+}
+
+/// Dashboard: a POST whose `Origin` / `Sec-Fetch-Site` is not this site.
+pub fn cross_site_refused() -> &'static str {
+    "refused: this request did not come from the dashboard's own pages (nothing was done)"
+}
+
+/// Sign-in: the callback without a matching sign-in under way.
+pub fn sign_in_expired() -> &'static str {
+    "This sign-in was not started here, or took longer than 10 minutes. Sign in again."
+}
+
+/// Sign-in: the user declined (or GitHub sent them back with an error).
+pub fn sign_in_declined(error: &str, description: Option<&str>) -> String {
+    match description {
+        Some(d) => format!("GitHub did not sign you in ({error}: {d})."),
+        None => format!("GitHub did not sign you in ({error})."),
+    }
+}
+
+/// Sign-in: GitHub would not exchange the code for a token.
+pub fn code_refused(error: &str, description: Option<&str>) -> String {
+    match description {
+        Some(d) => format!("GitHub did not accept this sign-in ({error}: {d}). Sign in again."),
+        None => format!("GitHub did not accept this sign-in ({error}). Sign in again."),
+    }
+}
+
+/// Sign-in: `GET /user` refused the new token.
+pub fn github_refused_user(status: u16) -> String {
+    format!("GitHub would not say who you are (HTTP {status}). Sign in again.")
+}
+
+/// Sign-in: the organization hides its memberships from the OAuth app.
+pub fn membership_hidden(members: &str) -> String {
+    format!(
+        "GitHub would not tell faseng whether you are a member of {members} (HTTP 403): the \
+         organization may restrict OAuth apps, and an owner can approve this one in its settings."
+    )
+}
+
+/// Sign-in: a GitHub user who is not an active member.
+pub fn not_a_member(login: &str, members: &str) -> String {
+    format!(
+        "{login} is not an active member of {members} on GitHub, and this dashboard is for its \
+         members only. Ask an owner to add you, or sign in as someone else."
+    )
+}
+
+/// Sign-in: GitHub answered with a server error.
+pub fn github_failed(status: u16) -> String {
+    format!("GitHub answered HTTP {status} while signing you in. Try again in a minute.")
+}
+
+/// Sign-in: GitHub's answer was not what its API documents.
+pub fn github_answer_unreadable(status: u16) -> String {
+    format!(
+        "GitHub's answer (HTTP {status}) could not be read while signing you in. Try again in a minute."
+    )
+}
+
+/// Sign-in: GitHub could not be reached.
+pub fn github_unreachable() -> &'static str {
+    "GitHub could not be reached while signing you in. Try again in a minute."
 }
 
 #[cfg(test)]
@@ -480,7 +640,54 @@ mod tests {
             env: "production",
             user: "joyz",
             id: 42,
+            rollback_from: None,
         }
+    }
+
+    #[test]
+    fn a_rollback_says_so_in_every_text() {
+        use deploy_core::chat::plain::render;
+        let s = ChatSubject {
+            git_ref: "abc1234def",
+            sha: "abc1234def",
+            env: "staging",
+            app: "demo",
+            rollback_from: Some("def5678abc"),
+            ..subject()
+        };
+        let why = Message::new(Tone::Lock).text("demo in staging is locked by alice");
+        for (text, want) in [
+            (
+                render(&super::chat_queued(&s, None)),
+                "… Rolling back demo in staging to abc1234 (from def5678) for joyz (#42): queued",
+            ),
+            (
+                render(&super::chat_running(&s, "http://l")),
+                "▶ Rolling back demo in staging to abc1234 (from def5678) for joyz (#42) — log (http://l)",
+            ),
+            (
+                render(&super::chat_succeeded(&s, 5.0, "http://l")),
+                "✔ Rolled back demo in staging to abc1234 (from def5678) for joyz (#42) in 5s — log (http://l)",
+            ),
+            (
+                render(&super::chat_failed(&s, "exit 1", "http://l")),
+                "✖ Rolling back demo in staging to abc1234 (from def5678) for joyz (#42) failed: exit 1 — log (http://l)",
+            ),
+            (
+                render(&super::chat_error(&s, "no checkout")),
+                "⚠ Rolling back demo in staging to abc1234 (from def5678) for joyz (#42) has errors: no checkout",
+            ),
+            (
+                render(&super::chat_refused(&s, &why)),
+                "⚿ Rolling back demo in staging to abc1234 (from def5678) for joyz (#42) was refused: demo in staging is locked by alice",
+            ),
+        ] {
+            assert_eq!(text, want);
+        }
+        assert_eq!(
+            rollback_command("demo", "staging", 12),
+            "rollback demo in staging to #12"
+        );
     }
 
     #[test]
@@ -636,8 +843,18 @@ mod tests {
                 env: value,
                 user: value,
                 id: 42,
+                rollback_from: None,
             };
             assert_quoted_safely(&chat_queued(&s, None), value);
+            let rollback = ChatSubject {
+                rollback_from: Some(value),
+                ..s.clone()
+            };
+            assert_quoted_safely(&chat_queued(&rollback, None), value);
+            assert_quoted_safely(
+                &without_log_link(&chat_failed(&rollback, value, log_url), log_url),
+                value,
+            );
             assert_quoted_safely(&chat_queued(&s, Some(value)), value);
             for text in [
                 chat_running(&s, log_url),

@@ -100,6 +100,39 @@ pub async fn room_allowed(
     }
 }
 
+/// A Slack message with buttons as the outbox keeps it: its mrkdwn text (the notification
+/// fallback) and its Block Kit blocks, as one JSON object. A message without buttons is kept as
+/// its mrkdwn text alone (as faseng always kept it), so a stored text that is not this object
+/// is sent as text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlackBlocks {
+    text: String,
+    blocks: serde_json::Value,
+}
+
+/// The content `chat.postMessage` / `chat.update` are sent for a rendered text: its blocks when
+/// it has some (see [`SlackBlocks`]), else the text.
+fn slack_content(rendered: &str) -> SlackMessageContent {
+    let rich = rendered
+        .starts_with('{')
+        .then(|| serde_json::from_str::<SlackBlocks>(rendered).ok())
+        .flatten();
+    match rich {
+        Some(SlackBlocks { text, blocks }) => {
+            let content = SlackMessageContent::new().with_text(text);
+            match serde_json::from_value::<Vec<SlackBlock>>(blocks) {
+                Ok(blocks) => content.with_blocks(blocks),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a stored message's blocks do not read; sending its text");
+                    content
+                }
+            }
+        }
+        None => SlackMessageContent::new().with_text(rendered.to_owned()),
+    }
+}
+
 /// Slack Web API (`chat.update`, `chat.postMessage`, `conversations.info`) with a bot token,
 /// through slack-morphism.
 #[derive(Clone)]
@@ -243,7 +276,15 @@ impl ChatNotifier for SlackNotifier {
     }
 
     fn render(&self, _notify: &Notify, message: &Message) -> String {
-        deploy_core::chat::slack::mrkdwn(message)
+        let text = deploy_core::chat::slack::mrkdwn(message);
+        if message.buttons.is_empty() {
+            return text;
+        }
+        let rich = SlackBlocks {
+            text,
+            blocks: deploy_core::chat::slack::blocks(message),
+        };
+        serde_json::to_string(&rich).expect("blocks serialise")
     }
 
     async fn upsert(
@@ -252,7 +293,7 @@ impl ChatNotifier for SlackNotifier {
         ts: Option<&str>,
         text: &str,
     ) -> anyhow::Result<String> {
-        let content = SlackMessageContent::new().with_text(text.to_owned());
+        let content = slack_content(text);
         let channel: SlackChannelId = notify.room.clone().into();
         match ts {
             Some(ts) => {
@@ -280,7 +321,7 @@ impl ChatNotifier for SlackNotifier {
     }
 
     async fn reply(&self, notify: &Notify, ts: &str, text: &str) -> anyhow::Result<()> {
-        let content = SlackMessageContent::new().with_text(text.to_owned());
+        let content = slack_content(text);
         let mut request = SlackApiChatPostMessageRequest::new(notify.room.clone().into(), content);
         request.thread_ts = Some(ts.to_owned().into());
         self.call("chat.postMessage", {
@@ -436,6 +477,42 @@ mod tests {
         );
         assert_eq!(registry.render(&notify("shell"), &message), "▶ <!here>");
         assert!(!Notifiers::new().handles(&notify("slack")));
+    }
+
+    #[test]
+    fn a_message_with_buttons_is_kept_with_its_blocks_and_sent_with_them() {
+        let slack = SlackNotifier::new("http://127.0.0.1:9/api", Secret::new("xoxb-t")).unwrap();
+        let plain = Message::new(deploy_core::chat::Tone::Success).quoted("<!here> ok");
+        let rendered = slack.render(&notify("slack"), &plain);
+        assert_eq!(rendered, ":white_check_mark: &lt;!here&gt; ok");
+        let sent = serde_json::to_value(slack_content(&rendered)).unwrap();
+        assert_eq!(sent["text"], rendered);
+        assert!(sent.get("blocks").is_none_or(serde_json::Value::is_null));
+
+        let value = deploy_core::chat::ButtonValue::new("rollback demo in staging to #3");
+        let with_button = plain.button(
+            deploy_core::chat::ROLLBACK_ACTION_ID,
+            "Roll back",
+            value.to_json(),
+        );
+        let rendered = slack.render(&notify("slack"), &with_button);
+        let sent = serde_json::to_value(slack_content(&rendered)).unwrap();
+        assert_eq!(sent["text"], ":white_check_mark: &lt;!here&gt; ok");
+        assert_eq!(sent["blocks"][0]["type"], "section");
+        assert_eq!(
+            sent["blocks"][0]["text"]["text"],
+            ":white_check_mark: &lt;!here&gt; ok"
+        );
+        let button = &sent["blocks"][1]["elements"][0];
+        assert_eq!(button["action_id"], "rollback");
+        assert_eq!(button["text"]["text"], "Roll back");
+        assert_eq!(button["value"], value.to_json());
+
+        // What an older faseng stored, and text that merely looks like JSON, go out as text.
+        for stored in ["{\"text\": \"x\"}", "{not json", "plain"] {
+            let sent = serde_json::to_value(slack_content(stored)).unwrap();
+            assert_eq!(sent["text"], stored);
+        }
     }
 
     #[tokio::test]

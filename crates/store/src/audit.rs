@@ -57,11 +57,16 @@ pub enum AuditAction {
     Result,
     /// A tracker was updated after a release (or could not be).
     TicketUpdate,
+    /// A rollback deployment was requested (`rollback`, its button, or automatically).
+    Rollback,
+    /// chima took up a failed deployment in an environment with `rollback_on_failure` (once per
+    /// deployment; its detail names the deployment, `deployment #<id> …`).
+    AutoRollback,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 23] = [
+    pub const ALL: [AuditAction; 25] = [
         AuditAction::Deploy,
         AuditAction::Lock,
         AuditAction::Unlock,
@@ -85,6 +90,8 @@ impl AuditAction {
         AuditAction::Release,
         AuditAction::Result,
         AuditAction::TicketUpdate,
+        AuditAction::Rollback,
+        AuditAction::AutoRollback,
     ];
 
     /// The action's name as stored (`lock_expired`, …).
@@ -113,6 +120,8 @@ impl AuditAction {
             AuditAction::Release => "release",
             AuditAction::Result => "result",
             AuditAction::TicketUpdate => "ticket_update",
+            AuditAction::Rollback => "rollback",
+            AuditAction::AutoRollback => "auto_rollback",
         }
     }
 }

@@ -198,6 +198,10 @@ pub struct ReleaseRequest {
     /// update is tried again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tickets_pending: Vec<serde_json::Value>,
+    /// Set when the request is for a rollback (`rollback … in <protected env>`): its deployment
+    /// is marked as one, and the environment is locked for the requester after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::RollbackMark>,
     /// When it was last written (the caller's clock); retention counts from it once it is over.
     pub updated_at: DateTime<Utc>,
     /// Bumped by every write; [`Requests::update_request`] compares it.
@@ -237,6 +241,7 @@ impl ReleaseRequest {
             deployment_id: None,
             tickets_done: false,
             tickets_pending: Vec::new(),
+            rollback: None,
             updated_at: opened_at,
             version: 1,
         }

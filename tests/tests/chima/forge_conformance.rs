@@ -42,6 +42,7 @@ fn request(git_ref: &str, environment: &str) -> NewDeployment {
             config: json!({"provider": "shell"}),
             desk_ticket: None,
             request: None,
+            rollback: None,
             extra: Default::default(),
         },
     }

@@ -438,3 +438,115 @@ async fn a_release_request_in_local_mode() {
         assert!(audit.stdout.contains(step), "{step:?} in {}", audit.stdout);
     }
 }
+
+/// Issue #17's "done when", in local mode: after two deploys, `rollback demo in staging`
+/// through a real `chima shell` deploys the first commit again, marked as a rollback, says
+/// which, and locks staging for whoever rolled back.
+#[tokio::test]
+async fn a_rollback_in_local_mode() {
+    let state = tempfile::tempdir().unwrap();
+    let repo = e2e::git_repo::GitRepo::new();
+    repo.write_executable(
+        "deploy.sh",
+        "#!/bin/sh\necho \"deployed $DEPLOY_SHA to $DEPLOY_ENV\"\n",
+    );
+    let first = repo.commit("first");
+    repo.branch("feature");
+    repo.write("feature.txt", "new\n");
+    let second = repo.commit("feature");
+    repo.branch("main");
+    repo.git(&["reset", "--quiet", "--hard", &first]);
+    let apps = state.path().join("app.json");
+    std::fs::write(
+        &apps,
+        serde_json::json!({"demo": {
+            "provider": "shell", "repository": "oursky/chima", "environments": ["staging"],
+            "default_environment": "staging", "clone_url": repo.path().display().to_string(),
+            "deploy_script": "deploy.sh", "timeout": 120}})
+        .to_string(),
+    )
+    .unwrap();
+    let run = desk_shell(
+        state.path(),
+        "alice",
+        Some(&apps),
+        "chima deploy demo to staging\nchima deploy demo/feature to staging\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("  ↳ #1 demo: success in ")
+            && run.stdout.contains("  ↳ #2 demo: success in "),
+        "{}",
+        run.stdout
+    );
+
+    let run = desk_shell(
+        state.path(),
+        "alice",
+        Some(&apps),
+        "chima rollback demo in staging\n",
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(&format!(
+            "Rollback #3 of demo in staging to `{}` (deployment #1) from `{}` for alice: created",
+            &first[..7],
+            &second[..7]
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "⚿ demo in staging is now locked by alice: rolled back from {}: fix before deploying again, until ",
+            &second[..7]
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("  ↳ #3 demo: success in "),
+        "{}",
+        run.stdout
+    );
+    let url = format!(
+        "sqlite://{}",
+        state.path().join(".faseng/faseng.db").display()
+    );
+    let store = faseng::store::StoreUrl::parse(&url)
+        .unwrap()
+        .open()
+        .await
+        .unwrap();
+    let record = store.get_run("oursky/chima/3").await.unwrap().unwrap();
+    assert_eq!(record.sha, first);
+    assert_eq!(
+        record.rollback,
+        Some(faseng::store::RollbackMark {
+            from: second.clone(),
+            to: first.clone()
+        })
+    );
+
+    let run = desk_shell(
+        state.path(),
+        "bob",
+        Some(&apps),
+        "chima deploy demo/feature to staging\nchima stats demo\n",
+    )
+    .await;
+    let b = blocks(&run.stdout);
+    assert!(
+        b[0].contains("demo in staging is locked by alice: rolled back from"),
+        "the rollback's lock keeps bob out: {}",
+        run.stdout
+    );
+    assert!(
+        b[1].starts_with("Deliveries of demo over the last 30d")
+            && b[1].contains("• staging — 3 deploys (new), success rate 100% (new)"),
+        "{}",
+        run.stdout
+    );
+}

@@ -8,6 +8,7 @@ mod forge_conformance;
 mod github;
 mod local_mode;
 mod requests;
+mod rollback;
 mod scenarios;
 mod shell;
 mod slack;

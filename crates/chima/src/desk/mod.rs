@@ -5,6 +5,7 @@
 //! Every time is read from one injectable [`Clock`], so expiry, reminders and windows are
 //! tested by moving a clock, never by sleeping.
 
+pub mod auto_rollback;
 pub mod export;
 pub mod releases;
 pub mod tick;

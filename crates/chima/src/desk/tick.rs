@@ -1,8 +1,9 @@
 //! The desk's clockwork, one step at a time ([`Bot::desk_tick`]): locks that ran out are
 //! released (said in their thread), holders are reminded every `lock_reminder` (with Extend
 //! and Unlock buttons), requests in line that ran out leave it, and each line whose
-//! environment became free for its first requests hands them off, in arrival order. Also
-//! the rows of `queue`.
+//! environment became free for its first requests hands them off, in arrival order; release
+//! requests are followed, and failed deploys rolled back where the app asks for it
+//! ([`super::auto_rollback`]). Also the rows of `queue`.
 //!
 //! Every process sharing the store may tick: each release, reminder and hand-off is taken
 //! with a fenced store call, so one process does it and the others skip it.
@@ -32,6 +33,8 @@ pub struct TickReport {
     pub handed_off: usize,
     /// Release requests that ran out, and whose deployment finished.
     pub releases: super::releases::ReleaseReport,
+    /// Failed deploys rolled back automatically (`rollback_on_failure`).
+    pub rolled_back: usize,
 }
 
 /// Who the desk's own actions are by, in the audit.
@@ -62,6 +65,9 @@ impl Bot {
             report.deployed.extend(moved.deployed);
         }
         report.releases = self.releases_tick(&desk, poster).await?;
+        let rollbacks = self.auto_rollback_tick(&desk, poster).await?;
+        report.rolled_back = rollbacks.len();
+        report.deployed.extend(rollbacks);
         Ok(report)
     }
 

@@ -60,6 +60,24 @@ pub const COMMANDS: &[CommandSpec] = &[
         examples: &["log 3"],
     },
     CommandSpec {
+        name: "rollback",
+        aliases: &[],
+        usage: "rollback <app> in <env> [to <ref>|#<deployment>]",
+        summary: "deploy an earlier commit again: by default the newest earlier successful deployment there with another commit, or the commit of a ref or of a successful deployment (`#12`); an ordinary deploy (locks, freezes and approvals apply), after which the environment is locked for you until you unlock it (unless the app sets `lock_after_rollback: false`)",
+        examples: &[
+            "rollback demo in staging",
+            "rollback demo in production to #12",
+            "rollback demo on staging to v1.2.0",
+        ],
+    },
+    CommandSpec {
+        name: "stats",
+        aliases: &[],
+        usage: "stats <app> [in <env>] [for <period>]",
+        summary: "delivery statistics per environment over a period (default 30d, at most 365d): deploys, success rate, median and p90 duration, deploys per day, change-failure rate, time to restore, and the change against the period before",
+        examples: &["stats demo", "stats demo in production for 90d"],
+    },
+    CommandSpec {
         name: "lock",
         aliases: &[],
         usage: "lock <app> in <env> [for <duration>]: <reason>",

@@ -137,22 +137,27 @@ fn reason(spec: &'static CommandSpec, reason: Option<&str>) -> Result<String, Pa
 }
 
 /// Words read left to right, with the command they belong to for its problems.
-struct Words<'a> {
-    spec: &'static CommandSpec,
+pub(super) struct Words<'a> {
+    pub(super) spec: &'static CommandSpec,
     words: Vec<&'a str>,
-    at: usize,
+    pub(super) at: usize,
 }
 
 impl<'a> Words<'a> {
-    fn new(spec: &'static CommandSpec, words: Vec<&'a str>) -> Self {
+    pub(super) fn new(spec: &'static CommandSpec, words: Vec<&'a str>) -> Self {
         Self { spec, words, at: 0 }
     }
 
-    fn peek(&self) -> Option<&'a str> {
+    pub(super) fn peek(&self) -> Option<&'a str> {
         self.words.get(self.at).copied()
     }
 
-    fn app(&mut self) -> Result<AppName, ParseError> {
+    /// The word `offset` words after the next one.
+    pub(super) fn peek_after(&self, offset: usize) -> Option<&'a str> {
+        self.words.get(self.at + offset).copied()
+    }
+
+    pub(super) fn app(&mut self) -> Result<AppName, ParseError> {
         let word = self.words.get(self.at);
         let (app, git_ref) = parse_app_and_ref(self.spec, word)?;
         if let Some(r) = git_ref {
@@ -168,7 +173,7 @@ impl<'a> Words<'a> {
         Ok(app)
     }
 
-    fn optional_app(&mut self) -> Result<Option<AppName>, ParseError> {
+    pub(super) fn optional_app(&mut self) -> Result<Option<AppName>, ParseError> {
         match self.peek() {
             None => Ok(None),
             Some(_) => self.app().map(Some),
@@ -176,15 +181,20 @@ impl<'a> Words<'a> {
     }
 
     /// `in|on|to <env>`, required.
-    fn env(&mut self) -> Result<EnvName, ParseError> {
-        match self.optional_env()? {
+    pub(super) fn env(&mut self) -> Result<EnvName, ParseError> {
+        self.env_after(ENV_KEYWORDS)
+    }
+
+    /// `<keyword> <env>` for one of `keywords`, required.
+    pub(super) fn env_after(&mut self, keywords: &[&'static str]) -> Result<EnvName, ParseError> {
+        match self.optional_env_after(keywords)? {
             Some(env) => Ok(env),
             None => Err(match self.peek() {
                 Some(word) => bad(
                     self.spec,
                     Problem::Unexpected {
                         word: word.to_owned(),
-                        suggestion: closest_keyword(word, ENV_KEYWORDS).or(Some("in")),
+                        suggestion: closest_keyword(word, keywords).or(Some("in")),
                     },
                 ),
                 None => bad(self.spec, Problem::MissingEnv("in".to_owned())),
@@ -193,11 +203,19 @@ impl<'a> Words<'a> {
     }
 
     /// `in|on|to <env>`, when the next word is one of those keywords.
-    fn optional_env(&mut self) -> Result<Option<EnvName>, ParseError> {
+    pub(super) fn optional_env(&mut self) -> Result<Option<EnvName>, ParseError> {
+        self.optional_env_after(ENV_KEYWORDS)
+    }
+
+    /// `<keyword> <env>`, when the next word is one of `keywords`.
+    pub(super) fn optional_env_after(
+        &mut self,
+        keywords: &[&'static str],
+    ) -> Result<Option<EnvName>, ParseError> {
         let Some(keyword) = self.peek() else {
             return Ok(None);
         };
-        if !ENV_KEYWORDS.contains(&keyword.to_ascii_lowercase().as_str()) {
+        if !keywords.contains(&keyword.to_ascii_lowercase().as_str()) {
             return Ok(None);
         }
         let Some(word) = self.words.get(self.at + 1) else {
@@ -211,7 +229,10 @@ impl<'a> Words<'a> {
     }
 
     /// `<keyword> <duration>`, when the next word is `keyword`.
-    fn optional_span(&mut self, keyword: &'static str) -> Result<Option<Span>, ParseError> {
+    pub(super) fn optional_span(
+        &mut self,
+        keyword: &'static str,
+    ) -> Result<Option<Span>, ParseError> {
         match self.peek() {
             Some(word) if word.eq_ignore_ascii_case(keyword) => {}
             _ => return Ok(None),
@@ -236,7 +257,7 @@ impl<'a> Words<'a> {
     }
 
     /// Nothing may follow; a word that resembles one of `keywords` is suggested.
-    fn end(&self, keywords: &[&'static str]) -> Result<(), ParseError> {
+    pub(super) fn end(&self, keywords: &[&'static str]) -> Result<(), ParseError> {
         match self.peek() {
             None => Ok(()),
             Some(word) => Err(bad(

@@ -7,11 +7,15 @@
 mod commands;
 mod desk;
 mod requests;
+mod rollback;
 
 pub use commands::{COMMANDS, CommandSpec};
 
 pub use desk::{DeskCommand, FreezeScope, MAX_REASON_CHARS};
 pub use requests::RequestCommand;
+pub use rollback::{
+    DEFAULT_STATS_PERIOD, MAX_STATS_PERIOD, RollbackCommand, RollbackTarget, StatsCommand,
+};
 
 use deploy_core::{AppName, EnvName, GitRef, NameError, RefError, SpanError};
 
@@ -99,6 +103,10 @@ pub enum Command {
     Desk(DeskCommand),
     /// A release-request command (approve, reject, claim, …).
     Request(RequestCommand),
+    /// Deploy an earlier commit again.
+    Rollback(RollbackCommand),
+    /// Delivery statistics.
+    Stats(StatsCommand),
 }
 
 /// What exactly was wrong with a command's arguments.
@@ -134,6 +142,10 @@ pub enum Problem {
     MissingDuration(&'static str),
     /// A duration that does not read.
     BadDuration(String, SpanError),
+    /// A period longer than [`MAX_STATS_PERIOD`] (as typed).
+    PeriodTooLong(String),
+    /// `to` without a ref or `#<deployment>` after it.
+    MissingTarget(String),
     /// A word that does not belong, with a close keyword when there is one.
     Unexpected {
         /// The word.
@@ -244,6 +256,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         return desk.map(Command::Desk);
     }
     match spec(&lower).map(|s| s.name) {
+        Some("rollback") => rollback::parse_rollback(after_first).map(Command::Rollback),
+        Some("stats") => rollback::parse_stats(after_first).map(Command::Stats),
         Some("deploys") => parse_deploys(rest),
         Some("where") => parse_where(rest),
         Some("ci") => parse_ci(rest),

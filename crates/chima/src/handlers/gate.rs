@@ -16,6 +16,7 @@ impl Bot {
     /// The release desk's word on a deploy: refused (a lock, a freeze: the reply), joined
     /// to the line (`when free`: the reply says where), or let through with the id of the
     /// desk ticket that tells faseng who asked and what allowed it (`None` without a store).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn pass_desk(
         &self,
         app: &AppConfig,
@@ -24,6 +25,7 @@ impl Bot {
         command: &DeployCommand,
         ctx: &ChatContext,
         release: Option<u64>,
+        rollback: bool,
     ) -> Result<Option<String>, Reply> {
         let Some(desk) = self.desk() else {
             return Ok(None);
@@ -43,6 +45,9 @@ impl Bot {
                         .join_line(&desk, app, env, git_ref, command, ctx, &blocked)
                         .await
                         .unwrap_or_else(failed));
+                }
+                Gate::Blocked(blocked) if rollback => {
+                    return Err(messages::rollback::refused(app, env, &blocked, desk.now()));
                 }
                 Gate::Blocked(blocked) => {
                     return Err(messages::desk::deploy_refused(

@@ -4,6 +4,8 @@
 mod desk;
 mod gate;
 mod requests;
+pub(crate) mod rollback;
+mod stats;
 
 pub use requests::missing as request_missing;
 
@@ -31,6 +33,16 @@ pub struct Bot {
     clock: Arc<dyn Clock>,
     poster: OnceLock<Arc<dyn Poster>>,
     jira: Option<crate::tickets::JiraClient>,
+}
+
+/// How a deploy is made beyond what its command says.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeployHow {
+    /// The approved release request it carries out (exactly its commit).
+    pub release: Option<u64>,
+    /// The rollback it is: its mark goes into the payload, the texts say "rollback", and
+    /// the environment is locked for the requester afterwards.
+    pub rollback: Option<crate::messages::rollback::RollbackPlan>,
 }
 
 /// What happened to a deploy command, for transports that follow up (buttons, watchdog).
@@ -177,6 +189,11 @@ impl Bot {
         match command {
             Command::Desk(command) => self.desk_command(command, ctx, outbox).await,
             Command::Request(command) => self.request_command(command, ctx, outbox).await,
+            Command::Rollback(command) => self.rollback(&command, ctx, outbox).await,
+            Command::Stats(command) => {
+                outbox.post(self.stats(&command).await).await;
+                Vec::new()
+            }
             Command::Deploy(deploy) => vec![self.deploy(&deploy, ctx, outbox).await],
             Command::Deploys { app, git_ref, env } => {
                 let reply = self.deploys(&app, git_ref, env).await;
@@ -249,8 +266,11 @@ impl Bot {
     }
 
     /// Whether `app` may be deployed (locked, frozen) from the command's room.
-    fn check_room(&self, app: &AppConfig, ctx: &ChatContext) -> Result<(), Reply> {
-        let room_ok = if ctx.direct {
+    pub(crate) fn check_room(&self, app: &AppConfig, ctx: &ChatContext) -> Result<(), Reply> {
+        // The dashboard decided who may act (signed-in members); it is no chat room.
+        let room_ok = if ctx.is_dashboard() {
+            true
+        } else if ctx.direct {
             app.allowed_rooms.is_none()
         } else {
             app.allows_room(&ctx.room_id, &ctx.room_name)
@@ -270,29 +290,22 @@ impl Bot {
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
     ) -> DeployResult {
-        self.deploy_as(command, ctx, outbox, None).await
+        self.deploy_as(command, ctx, outbox, DeployHow::default())
+            .await
     }
 
-    /// Deploys what release request `request` approved (its sha, as its requester).
-    pub(crate) async fn deploy_release(
+    /// A deploy command, or the deployment of an approved release request (`how.release`),
+    /// or a rollback (`how.rollback`): into a protected environment, a command (or a
+    /// rollback) opens a request instead.
+    pub(crate) async fn deploy_as(
         &self,
         command: &DeployCommand,
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
-        request: u64,
+        how: DeployHow,
     ) -> DeployResult {
-        self.deploy_as(command, ctx, outbox, Some(request)).await
-    }
-
-    /// A deploy command, or the deployment of approved release request `release`: into a
-    /// protected environment, a command opens a request instead.
-    async fn deploy_as(
-        &self,
-        command: &DeployCommand,
-        ctx: &ChatContext,
-        outbox: &mut dyn Outbox,
-        release: Option<u64>,
-    ) -> DeployResult {
+        let release = how.release;
+        let rollback = how.rollback;
         let (app, env) = match self.check_deploy(command, ctx) {
             Ok(ok) => ok,
             Err(reply) => {
@@ -321,7 +334,15 @@ impl Bot {
             && let Some(protection) = app.protection(&env)
         {
             if let Err(e) = self
-                .open_request(app, &env, &git_ref, protection, ctx, outbox)
+                .open_request(
+                    app,
+                    &env,
+                    &git_ref,
+                    protection,
+                    ctx,
+                    outbox,
+                    rollback.as_ref(),
+                )
                 .await
             {
                 tracing::warn!(error = %format!("{e:#}"), "could not open a release request");
@@ -332,7 +353,15 @@ impl Bot {
             return DeployResult::Refused;
         }
         let ticket = match self
-            .pass_desk(app, &env, &git_ref, command, ctx, release)
+            .pass_desk(
+                app,
+                &env,
+                &git_ref,
+                command,
+                ctx,
+                release,
+                rollback.is_some(),
+            )
             .await
         {
             Ok(ticket) => ticket,
@@ -342,29 +371,37 @@ impl Bot {
             }
         };
         let task = command.task.to_string();
-        let live = outbox
-            .post(messages::deploy_requested(
-                &ctx.user_name,
-                &app.name,
-                git_ref.as_str(),
-                &env,
-                &task,
-            ))
-            .await;
+        let asked = match &rollback {
+            Some(plan) => messages::rollback::requested(&ctx.user_name, &app.name, &env, plan),
+            None => {
+                messages::deploy_requested(&ctx.user_name, &app.name, git_ref.as_str(), &env, &task)
+            }
+        };
+        let live = outbox.post(asked).await;
         let mut request = self.new_deployment(app, &env, &git_ref, command, ctx, live.as_ref());
         request.payload.desk_ticket = ticket;
         request.payload.request = release;
-        if release.is_some() {
-            // Exactly the approved commit: nothing merged into it on the way.
+        request.payload.rollback = rollback.as_ref().map(|p| p.mark());
+        if release.is_some() || rollback.is_some() {
+            // Exactly the approved (or earlier) commit: nothing merged into it on the way.
             request.auto_merge = false;
         }
         let outcome = self.forge.create_deployment(app, &request).await;
         let (reply, result) = match outcome {
             Ok(CreateOutcome::Created(info)) => {
                 let note = command.otp.as_ref().map(|_| messages::otp_ignored());
-                let mut reply =
-                    messages::deployment_created(&app.name, &info, &ctx.user_name, note.as_deref());
-                if command.git_ref.is_some() && task == "deploy" {
+                let mut reply = match &rollback {
+                    Some(plan) => {
+                        messages::rollback::created(&app.name, &info, &ctx.user_name, plan)
+                    }
+                    None => messages::deployment_created(
+                        &app.name,
+                        &info,
+                        &ctx.user_name,
+                        note.as_deref(),
+                    ),
+                };
+                if command.git_ref.is_some() && task == "deploy" && rollback.is_none() {
                     reply = self
                         .offer_default_branch(reply, app, &env, &info.git_ref)
                         .await;
@@ -419,6 +456,10 @@ impl Bot {
             None => {
                 outbox.post(reply).await;
             }
+        }
+        if let (Some(plan), DeployResult::Created { id, .. }) = (&rollback, &result) {
+            self.lock_after_rollback(app, &env, plan, *id, ctx, outbox)
+                .await;
         }
         result
     }
@@ -477,7 +518,8 @@ impl Bot {
                 name: app.name.to_string(),
                 robot_name: self.name.clone(),
                 hosts: command.hosts.clone().unwrap_or_default(),
-                notify: Some(Notify {
+                // From the dashboard there is no chat message to keep up to date.
+                notify: (!ctx.is_dashboard()).then(|| Notify {
                     adapter: ctx.adapter.clone(),
                     room: live.map_or_else(|| ctx.room_id.clone(), |m| m.channel.clone()),
                     room_name: ctx.room_name.clone(),
@@ -489,6 +531,7 @@ impl Bot {
                 config: app.payload_config(),
                 desk_ticket: None,
                 request: None,
+                rollback: None,
                 extra: Default::default(),
             },
         }

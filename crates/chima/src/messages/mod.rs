@@ -7,6 +7,8 @@
 
 pub mod desk;
 pub mod requests;
+pub mod rollback;
+pub mod stats;
 
 use chrono::{DateTime, Utc};
 use deploy_core::chat::{Message, Tone};
@@ -76,6 +78,13 @@ fn with_problem(m: Message, problem: &Problem) -> Message {
             .code(clip(word))
             .text(" is not a duration: write it like 90s, 30m, 4h, 1d or 1h30m"),
         Problem::BadId(id) => m.code(clip(id)).text(" is not a deployment number"),
+        Problem::PeriodTooLong(period) => m.code(clip(period)).text(format!(
+            " is too long: statistics cover at most {}",
+            crate::grammar::MAX_STATS_PERIOD
+        )),
+        Problem::MissingTarget(keyword) => m
+            .code(clip(keyword))
+            .text(" needs a ref or a deployment after it, like `v1.2.0` or `#12`"),
         Problem::Unexpected {
             word,
             suggestion: Some(s),
@@ -127,6 +136,13 @@ pub fn not_understood(error: &ParseError, bot: &str) -> Reply {
             with_usage(with_problem(m, problem).text(". "), spec, bot)
         }
     })
+}
+
+/// A web action that did not finish in time (stored as its reply).
+pub fn web_action_too_slow(secs: u64) -> String {
+    format!(
+        "This took longer than {secs} s and was given up; what was done so far is above. Check the deployments and the audit before trying again."
+    )
 }
 
 /// A message with more command lines than chima takes at once.
@@ -840,6 +856,34 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_web_action_says_what_to_check() {
+        assert_eq!(
+            web_action_too_slow(90),
+            "This took longer than 90 s and was given up; what was done so far is above. Check the deployments and the audit before trying again."
+        );
+    }
+
+    #[test]
+    fn rollback_and_stats_problems_are_explained() {
+        assert_eq!(
+            not_understood_text("rollback demo in staging to"),
+            "I couldn't read that `rollback` command: `to` needs a ref or a deployment after it, like `v1.2.0` or `#12`. Usage: `chima rollback <app> in <env> [to <ref>|#<deployment>]`"
+        );
+        assert_eq!(
+            not_understood_text("rollback demo in staging to #x"),
+            "I couldn't read that `rollback` command: `#x` is not a deployment number. Usage: `chima rollback <app> in <env> [to <ref>|#<deployment>]`"
+        );
+        assert_eq!(
+            not_understood_text("stats demo for 400d"),
+            "I couldn't read that `stats` command: `400d` is too long: statistics cover at most 365d. Usage: `chima stats <app> [in <env>] [for <period>]`"
+        );
+        assert_eq!(
+            not_understood_text("stats demo for ever"),
+            "I couldn't read that `stats` command: `ever` is not a duration: write it like 90s, 30m, 4h, 1d or 1h30m. Usage: `chima stats <app> [in <env>] [for <period>]`"
+        );
+    }
+
+    #[test]
     fn help_lists_every_command_from_the_table() {
         let reply = help(BOT);
         assert_eq!(reply.visibility, crate::chat::Visibility::OnlyAsker);
@@ -868,7 +912,7 @@ mod tests {
     fn help_for_unknown_topic() {
         assert_eq!(
             help_unknown_topic("dance", BOT).text(),
-            "There is no command `dance`. Commands: `deploy`, `deploys`, `where`, `ci`, `log`, `lock`, `unlock`, `locks`, `cancel`, `queue`, `freeze`, `unfreeze`, `freezes`, `audit`, `approve`, `reject`, `claim`, `recheck`, `requests`, `help`, `version`. Say `chima help` for the list."
+            "There is no command `dance`. Commands: `deploy`, `deploys`, `where`, `ci`, `log`, `rollback`, `stats`, `lock`, `unlock`, `locks`, `cancel`, `queue`, `freeze`, `unfreeze`, `freezes`, `audit`, `approve`, `reject`, `claim`, `recheck`, `requests`, `help`, `version`. Say `chima help` for the list."
         );
     }
 

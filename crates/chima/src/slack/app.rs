@@ -243,10 +243,12 @@ impl SlackApp {
             return;
         }
         // A button repeats a command once: its message then says who pressed it. A release
-        // request's Approve, Reject and Claim are for several people and stay.
+        // request's Approve, Reject and Claim are for several people and stay; "Roll back" sits
+        // on faseng's message of a finished deploy, which keeps saying how that deploy went
+        // (the rollback answers in its thread, and refuses a second rollback to the same commit).
         if !matches!(
             kind,
-            ActionKind::Approve | ActionKind::Reject | ActionKind::Claim
+            ActionKind::Approve | ActionKind::Reject | ActionKind::Claim | ActionKind::Rollback
         ) {
             let pressed = messages::button_pressed(&value.command, &ctx.user_name, kind.label());
             outbox

@@ -42,16 +42,7 @@ pub struct SlackWeb {
     groups: Mutex<Option<(Vec<UserGroup>, Instant)>>,
 }
 
-/// The value carried by a button: the command it runs and who may press it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ButtonValue {
-    /// Command line to run.
-    #[serde(rename = "c")]
-    pub command: String,
-    /// Only this user may press, when set.
-    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
-    pub only_user: Option<String>,
-}
+pub use deploy_core::chat::ButtonValue;
 
 /// Renders a reply as Block Kit (deploy-core's Slack rendering of its message: every quoted
 /// value escaped, nothing in it pings, mentions or links) with the section's text as the
@@ -81,7 +72,7 @@ pub fn render(reply: &Reply) -> SlackMessageContent {
                 SlackActionBlockElement::Button(
                     SlackBlockButtonElement::new(SlackBlockPlainTextOnly::from(a.label.as_str()))
                         .with_action_id(a.kind.id().into())
-                        .with_value(serde_json::to_string(&value).unwrap_or_default()),
+                        .with_value(value.to_json()),
                 )
             })
             .collect();

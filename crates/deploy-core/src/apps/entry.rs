@@ -203,6 +203,8 @@ pub(super) fn check_app(
     };
     let freeze = c.freeze(tz, &environments);
     let protect = protect::parse_protect(&mut c, &environments);
+    let lock_after_rollback = c.bool("lock_after_rollback", true);
+    let rollback_on_failure = rollback_on_failure(&mut c, &environments);
     let tickets = protect::parse_tickets(&mut c);
 
     for (key, value) in entry {
@@ -248,5 +250,40 @@ pub(super) fn check_app(
         freeze,
         protect,
         tickets,
+        lock_after_rollback,
+        rollback_on_failure,
     })
+}
+
+/// `rollback_on_failure`: `true` (every environment), `false`, or a list of the app's
+/// environments.
+fn rollback_on_failure(c: &mut Checker<'_>, environments: &[EnvName]) -> Vec<EnvName> {
+    const FIELD: &str = "rollback_on_failure";
+    let items = match c.entry.get(FIELD) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Vec::new(),
+        Some(Value::Bool(true)) => return environments.to_vec(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            c.problem(FIELD, "must be true, false or a list of environment names");
+            return Vec::new();
+        }
+    };
+    let mut envs: Vec<EnvName> = Vec::new();
+    for item in items {
+        match item.as_str().map(EnvName::parse) {
+            Some(Ok(env)) if envs.contains(&env) => {
+                c.problem(FIELD, format!("{env} is listed more than once"));
+            }
+            Some(Ok(env)) if !environments.is_empty() && !environments.contains(&env) => {
+                c.problem(FIELD, format!("{env} is not one of the app's environments"));
+            }
+            Some(Ok(env)) => envs.push(env),
+            Some(Err(e)) => c.problem(
+                FIELD,
+                format!("{item} is not a valid environment name: {e}"),
+            ),
+            None => c.problem(FIELD, "must be true, false or a list of environment names"),
+        }
+    }
+    envs
 }

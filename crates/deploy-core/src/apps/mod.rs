@@ -135,6 +135,8 @@ pub struct AppConfig {
     freeze: Vec<FreezeWindow>,
     protect: BTreeMap<EnvName, Protection>,
     tickets: Option<TicketSettings>,
+    lock_after_rollback: bool,
+    rollback_on_failure: Vec<EnvName>,
 }
 
 impl AppConfig {
@@ -185,6 +187,18 @@ impl AppConfig {
     /// Which trackers are updated after a successful release (`tickets`); `None`: none.
     pub fn tickets(&self) -> Option<&TicketSettings> {
         self.tickets.as_ref()
+    }
+
+    /// Whether a rollback locks the environment for its requester afterwards
+    /// (`lock_after_rollback`, default true).
+    pub fn lock_after_rollback(&self) -> bool {
+        self.lock_after_rollback
+    }
+
+    /// Whether a deploy to `env` that ends in `failure` is rolled back automatically
+    /// (`rollback_on_failure`: `true` for every environment, or a list of them).
+    pub fn rolls_back_on_failure(&self, env: &EnvName) -> bool {
+        self.rollback_on_failure.contains(env)
     }
 
     /// True when `env` is one of this app's environments.
@@ -637,6 +651,57 @@ mod tests {
             "desk fields stay in the payload's config"
         );
         assert_eq!(config["freeze"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn rollback_fields_default_and_parse() {
+        let staging = EnvName::parse("staging").unwrap();
+        let live = EnvName::parse("live").unwrap();
+        let plain = one(serde_json::json!({})).unwrap();
+        assert!(plain.lock_after_rollback());
+        assert!(!plain.rolls_back_on_failure(&staging));
+        let every = one(serde_json::json!({"rollback_on_failure": true,
+                                          "lock_after_rollback": false}))
+        .unwrap();
+        assert!(!every.lock_after_rollback());
+        assert!(every.rolls_back_on_failure(&staging) && every.rolls_back_on_failure(&live));
+        let listed = one(serde_json::json!({"rollback_on_failure": ["live"]})).unwrap();
+        assert!(listed.rolls_back_on_failure(&live));
+        assert!(!listed.rolls_back_on_failure(&staging));
+        let off = one(serde_json::json!({"rollback_on_failure": false})).unwrap();
+        assert!(!off.rolls_back_on_failure(&live));
+        assert_eq!(
+            listed.payload_config()["rollback_on_failure"],
+            serde_json::json!(["live"]),
+            "rollback fields stay in the payload's config"
+        );
+    }
+
+    #[test]
+    fn rollback_field_problems_name_the_field() {
+        for (extra, want) in [
+            (
+                serde_json::json!({"lock_after_rollback": "no"}),
+                vec!["app.json: demo.lock_after_rollback: must be true or false"],
+            ),
+            (
+                serde_json::json!({"rollback_on_failure": "live"}),
+                vec![
+                    "app.json: demo.rollback_on_failure: must be true, false or a list of environment names",
+                ],
+            ),
+            (
+                serde_json::json!({"rollback_on_failure": ["production", "live", "live", 3, "Bad Env"]}),
+                vec![
+                    "app.json: demo.rollback_on_failure: production is not one of the app's environments",
+                    "app.json: demo.rollback_on_failure: live is listed more than once",
+                    "app.json: demo.rollback_on_failure: must be true, false or a list of environment names",
+                    "app.json: demo.rollback_on_failure: \"Bad Env\" is not a valid environment name: may only contain a-z, 0-9, '-', '_' and '.', and must start with a letter or digit",
+                ],
+            ),
+        ] {
+            assert_eq!(one(extra.clone()).unwrap_err(), want, "{extra}");
+        }
     }
 
     #[test]

@@ -74,6 +74,37 @@ pub struct Button {
     pub value: String,
 }
 
+/// What a button carries back to chima when pressed (its `value`, as JSON): the command line
+/// it runs, as if typed by whoever pressed it, and who may press it. chima's own buttons and
+/// the ones faseng puts on a deploy's message ("Roll back") use this one shape.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ButtonValue {
+    /// Command line to run.
+    #[serde(rename = "c")]
+    pub command: String,
+    /// Only this user may press, when set.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub only_user: Option<String>,
+}
+
+impl ButtonValue {
+    /// A button anyone may press that runs `command`.
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            only_user: None,
+        }
+    }
+
+    /// The value as a button carries it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a button value serialises")
+    }
+}
+
+/// The action id of the "Roll back" button faseng puts on a finished deploy's message.
+pub const ROLLBACK_ACTION_ID: &str = "rollback";
+
 /// One chat message, independent of the platform it is shown on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -232,6 +263,25 @@ mod tests {
             let escaped = escape_mrkdwn(value);
             assert!(!escaped.contains(['<', '>']), "{value} → {escaped}");
         }
+    }
+
+    #[test]
+    fn button_values_are_short_json() {
+        let value = ButtonValue::new("rollback demo in staging to #12");
+        assert_eq!(
+            value.to_json(),
+            r#"{"c":"rollback demo in staging to #12"}"#
+        );
+        let back: ButtonValue = serde_json::from_str(&value.to_json()).unwrap();
+        assert_eq!(back, value);
+        let only = ButtonValue {
+            only_user: Some("U1".into()),
+            ..value
+        };
+        assert_eq!(
+            only.to_json(),
+            r#"{"c":"rollback demo in staging to #12","u":"U1"}"#
+        );
     }
 
     #[test]

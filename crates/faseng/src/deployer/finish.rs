@@ -8,7 +8,9 @@ use chrono::Utc;
 use crate::messages;
 use crate::outcome::{RunError, RunOutcome};
 use crate::reporter::{Report, Reporter};
-use crate::store::RunState;
+use crate::store::page::PAGE_MAX;
+use crate::store::stats::counted_task;
+use crate::store::{RunQuery, RunRecord, RunState};
 
 use super::{Deployer, Run, STORE_RETRY_FOR};
 use crate::store::retry as retry_store;
@@ -86,6 +88,24 @@ impl Deployer {
             }
             (RunOutcome::Error(_), None) => messages::chat_error(&run.subject(), &description),
         };
+        let chat = match (&outcome, &lock_text) {
+            (RunOutcome::Success | RunOutcome::Failed(_), None) => {
+                match self.rollback_target(&run.record).await {
+                    Some(id) => chat.button(
+                        deploy_core::chat::ROLLBACK_ACTION_ID,
+                        messages::ROLLBACK_BUTTON,
+                        deploy_core::chat::ButtonValue::new(messages::rollback_command(
+                            &run.record.app,
+                            &run.record.environment,
+                            id,
+                        ))
+                        .to_json(),
+                    ),
+                    None => chat,
+                }
+            }
+            _ => chat,
+        };
         let reply = match (&outcome, tail) {
             (RunOutcome::Failed(_), Some(t)) if !t.is_empty() => Some(messages::chat_log_tail(&t)),
             _ => None,
@@ -120,6 +140,48 @@ impl Deployer {
         let store = &self.store;
         let record = &run.record;
         let _ = retry_store(what, STORE_RETRY_FOR, || store.put_run(record)).await;
+    }
+}
+
+/// How many runs back the "Roll back" button's target is looked for.
+const ROLLBACK_LOOKBACK: usize = 1000;
+
+impl Deployer {
+    /// What a finished deploy's "Roll back" button goes back to: the newest deployment of its
+    /// app in its environment received before it that succeeded, with another commit (none:
+    /// no button). A store that cannot be read leaves the button off.
+    async fn rollback_target(&self, record: &RunRecord) -> Option<u64> {
+        if record.app.is_empty() || !counted_task(&record.task) {
+            return None;
+        }
+        let mut query = RunQuery {
+            app: Some(record.app.clone()),
+            environment: Some(record.environment.clone()),
+            until: Some(record.received_at),
+            limit: PAGE_MAX,
+            ..RunQuery::default()
+        };
+        let mut seen = 0;
+        while seen < ROLLBACK_LOOKBACK {
+            let page = match self.store.history(&query).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "could not read the history for the Roll back button");
+                    return None;
+                }
+            };
+            seen += page.items.len();
+            if let Some(found) = page.items.iter().find(|r| {
+                r.key != record.key
+                    && r.state == RunState::Success
+                    && counted_task(&r.task)
+                    && !r.sha.eq_ignore_ascii_case(&record.sha)
+            }) {
+                return Some(found.deployment_id);
+            }
+            query.cursor = Some(page.next?);
+        }
+        None
     }
 }
 

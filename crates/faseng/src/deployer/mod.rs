@@ -158,6 +158,7 @@ impl Run<'_> {
             env: &self.job.environment,
             user: &self.user,
             id: self.job.deployment_id,
+            rollback_from: self.record.rollback.as_ref().map(|r| r.from.as_str()),
         }
     }
 

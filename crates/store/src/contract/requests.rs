@@ -94,6 +94,7 @@ pub async fn requests(store: &dyn Store) {
             deployment_id: None,
             tickets_done: false,
             tickets_pending: Vec::new(),
+            rollback: None,
             updated_at: asked.opened_at,
             version: 1,
         },
@@ -163,6 +164,10 @@ pub async fn requests(store: &dyn Store) {
         // Beyond what a double holds exactly: the store must not round it.
         deployment_id: Some(9_007_199_254_740_993),
         tickets_done: true,
+        rollback: Some(crate::RollbackMark {
+            from: "e".repeat(40),
+            to: "d".repeat(40),
+        }),
         updated_at: at(4),
         ..first.clone()
     };

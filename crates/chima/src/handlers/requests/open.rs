@@ -4,12 +4,13 @@
 use deploy_core::protect::Protection;
 use deploy_core::{AppConfig, EnvName, GitRef};
 use deploy_store::{
-    AuditAction, CheckResult, CheckState, NewRequest, ReleaseRequest, RequestState,
+    AuditAction, CheckResult, CheckState, NewRequest, ReleaseRequest, RequestState, RollbackMark,
 };
 
 use crate::chat::{ChatContext, Outbox};
 use crate::checks::{Evidence, Verdict};
 use crate::desk::{Desk, Gate};
+use crate::messages::rollback::RollbackPlan;
 use crate::messages::{desk as say_desk, requests as say};
 
 use super::super::Bot;
@@ -19,6 +20,7 @@ impl Bot {
     /// A deploy command into a protected environment: opens request `#N` (or moves the open
     /// one for the same app, environment and ref to the ref's new sha), evaluates its
     /// checks, and posts it with its buttons.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn open_request(
         &self,
         app: &AppConfig,
@@ -27,6 +29,7 @@ impl Bot {
         protection: &Protection,
         ctx: &ChatContext,
         outbox: &mut dyn Outbox,
+        rollback: Option<&RollbackPlan>,
     ) -> anyhow::Result<()> {
         let Some(desk) = self.desk() else {
             outbox.post(say_desk::no_store()).await;
@@ -99,6 +102,17 @@ impl Bot {
                     .await?;
                 (opened, false)
             }
+        };
+        let mark = rollback.map(|p| RollbackMark {
+            from: p.from.clone(),
+            to: p.to.clone(),
+        });
+        let request = if request.rollback != mark {
+            self.change(&desk, request.id, |r| r.rollback = mark.clone())
+                .await?
+                .unwrap_or(request)
+        } else {
+            request
         };
         let detail = if moved {
             format!("moved to {}; approvals reset", short(&request.sha))

@@ -10,8 +10,9 @@ use crate::desk::{Desk, Record};
 use crate::grammar::DeployCommand;
 use crate::messages::requests as say;
 
-use super::super::{Bot, DeployResult};
+use super::super::{Bot, DeployHow, DeployResult};
 use super::{CAS_ATTEMPTS, missing, short};
+use crate::messages::rollback::{RollbackPlan, Via};
 
 impl Bot {
     /// Deploys the request when nothing is missing.
@@ -74,7 +75,15 @@ impl Bot {
             None => &mut fallback,
         };
         outbox.post(say::releasing(&request)).await;
-        let result = Box::pin(self.deploy_release(&command, &ctx, outbox, request.id)).await;
+        let how = DeployHow {
+            release: Some(request.id),
+            rollback: request.rollback.as_ref().map(|mark| RollbackPlan {
+                from: mark.from.clone(),
+                to: mark.to.clone(),
+                via: Via::Commit,
+            }),
+        };
+        let result = Box::pin(self.deploy_as(&command, &ctx, outbox, how)).await;
         match &result {
             DeployResult::Created { id, .. } => {
                 let id = *id;
