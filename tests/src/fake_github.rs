@@ -14,7 +14,8 @@
 //! labels live per repository ([`FakeGithub::add_pull`], [`FakeGithub::add_review`],
 //! [`FakeGithub::issue_comments`], [`FakeGithub::issue_labels`]; see `pulls.rs` for which
 //! shapes are validated how). Any endpoint can be made to answer 500
-//! ([`FakeGithub::fail_next`]).
+//! ([`FakeGithub::fail_next`]). GitHub's OAuth web flow and the membership endpoints the
+//! dashboard's sign-in uses are in `oauth.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -34,8 +35,10 @@ use tokio::sync::watch;
 
 use crate::fixtures;
 
+mod oauth;
 mod pulls;
 
+pub use oauth::Exchange;
 pub use pulls::{PullSpec, PullState};
 
 /// The token the fake accepts unless told otherwise.
@@ -126,6 +129,7 @@ struct Inner {
     counters: HashMap<String, Counters>,
     list_answers: Vec<ListAnswer>,
     failures: Vec<FailRule>,
+    oauth: oauth::OauthState,
 }
 
 /// Requests the fake answers 500 (see [`FakeGithub::fail_next`]).
@@ -280,12 +284,14 @@ impl FakeGithub {
                 "/app/installations/{id}/access_tokens",
                 post(installation_access_token),
             )
+            .merge(oauth::api_routes())
             .fallback(not_found);
         let app = if prefix.is_empty() {
             api
         } else {
             Router::new().nest(prefix, api)
         }
+        .merge(oauth::web_routes())
         .layer(axum::middleware::from_fn_with_state(shared.clone(), record))
         .with_state(shared.clone());
         let server = tokio::spawn(async move {
@@ -788,7 +794,10 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     )
 }
 
-async fn get_user(State(_s): State<Shared>, headers: HeaderMap) -> Response {
+async fn get_user(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some((login, id, _)) = oauth::token_user(&s, &headers) {
+        return axum::Json(oauth::user_json(&s, &login, id)).into_response();
+    }
     if bearer(&headers).as_deref() != Some(TOKEN) {
         return message(StatusCode::UNAUTHORIZED, "Bad credentials");
     }

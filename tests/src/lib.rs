@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod bench;
 pub mod bins;
+pub mod browser;
 pub mod chat;
 pub mod conversation;
 pub mod deploy_config;

@@ -16,6 +16,7 @@ pub use crate::status::{DeploymentStatusSink, PostError, StatusTarget, StatusUpd
 use crate::intake::{Intake, IntakeOutcome};
 use crate::links::LogLinks;
 use crate::store::Store;
+use crate::web::auth::DashboardAccess;
 use deploy_core::event::{DeploymentEvent, WebhookDeployment, WebhookRepository, WebhookUser};
 
 /// Where and how the in-process faseng works.
@@ -146,6 +147,8 @@ impl LocalFaseng {
         // Webhooks never reach the in-process faseng (deployments are handed over here),
         // but its HTTP side insists on a secret: give it one nobody knows.
         config.webhook_secret = Some(Secret::new(random_hex()?));
+        // The dashboard without sign-in, for the person at this machine only.
+        config.dashboard = DashboardAccess::Local { user: local_user() };
         crate::Services::connect(config).await
     }
 
@@ -211,6 +214,11 @@ impl LocalFaseng {
         &self.public_url
     }
 
+    /// The dashboard's address (loopback; no sign-in, for this machine's user only).
+    pub fn dashboard_url(&self) -> String {
+        format!("{}/", self.public_url.trim_end_matches('/'))
+    }
+
     /// Its store (the one chima reads locks, lines and history from).
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
@@ -230,6 +238,20 @@ impl LocalFaseng {
         let _ = stop.send(());
         task.await?
     }
+}
+
+/// Who the dashboard of local mode shows as the viewer: `$USER`, else the account's name.
+fn local_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| "local".to_owned())
 }
 
 fn random_hex() -> std::io::Result<String> {

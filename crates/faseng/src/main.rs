@@ -11,6 +11,7 @@ use deploy_core::{Apps, GithubAuth, Secret, Span};
 use faseng::links::LinkKey;
 use faseng::providers::{ProviderConfig, SshKeySource};
 use faseng::queue::{QueueTiming, QueueUrl};
+use faseng::web::auth::{AccessSettings, DashboardAccess};
 use faseng::{Application, Config, Services};
 use tracing::Level;
 
@@ -58,6 +59,8 @@ enum Command {
         /// 10 s to send a request's headers and 30 s more until its response begins (408).
         #[arg(long, env = "FASENG_MAX_CONNECTIONS", default_value_t = deploy_core::server::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        #[command(flatten)]
+        dashboard: DashboardArgs,
     },
     /// Run a worker only (scale out by running several against one Redis).
     Worker {
@@ -68,6 +71,50 @@ enum Command {
         #[arg(long, env = "FASENG_WORKER_BIND")]
         worker_bind: Option<SocketAddr>,
     },
+}
+
+/// The dashboard's sign-in (off unless an OAuth app is given).
+#[derive(Debug, Args)]
+struct DashboardArgs {
+    /// Client id of the GitHub OAuth app members sign in to the dashboard with (its callback
+    /// URL: FASENG_PUBLIC_URL/auth/callback). Unset: the dashboard is off.
+    #[arg(long, env = "GITHUB_OAUTH_CLIENT_ID")]
+    github_oauth_client_id: Option<String>,
+    /// The OAuth app's client secret (it also keys the dashboard's session cookies, with the
+    /// webhook secret).
+    #[arg(long, env = "GITHUB_OAUTH_CLIENT_SECRET", hide_env_values = true)]
+    github_oauth_client_secret: Option<String>,
+    /// The OAuth app's client secret as a file.
+    #[arg(
+        long,
+        env = "GITHUB_OAUTH_CLIENT_SECRET_FILE",
+        conflicts_with = "github_oauth_client_secret"
+    )]
+    github_oauth_client_secret_file: Option<PathBuf>,
+    /// GitHub's web address, where members sign in (GitHub Enterprise Server: `https://HOST`);
+    /// the API calls of signing in go to GITHUB_API_URL.
+    #[arg(long, env = "GITHUB_WEB_URL", default_value = faseng::app::DEFAULT_GITHUB_WEB_URL)]
+    github_web_url: String,
+    /// Who may sign in to the dashboard: active members of this organization (`my-org`) or
+    /// of one of its teams (`my-org/team-slug`). Required with GITHUB_OAUTH_CLIENT_ID.
+    #[arg(long, env = "FASENG_GITHUB_ORG")]
+    github_org: Option<String>,
+}
+
+impl DashboardArgs {
+    fn access(self, private_files: &mut Vec<PathBuf>) -> anyhow::Result<DashboardAccess> {
+        let client_secret = secret(
+            self.github_oauth_client_secret,
+            self.github_oauth_client_secret_file,
+            private_files,
+        )?;
+        DashboardAccess::from_settings(AccessSettings {
+            client_id: non_empty(self.github_oauth_client_id),
+            client_secret: client_secret.map(Secret::new),
+            web_url: self.github_web_url,
+            org: non_empty(self.github_org),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -367,8 +414,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             webhook_secret_file,
             bind,
             max_connections,
+            dashboard,
         } => {
             let mut config = common.config()?;
+            config.github_web_url = dashboard.github_web_url.clone();
+            config.dashboard = dashboard.access(&mut config.private_files)?;
             let webhook_secret = secret(
                 webhook_secret,
                 webhook_secret_file,

@@ -508,6 +508,97 @@ pub fn too_many_streams(limit: usize) -> String {
     format!("too many live logs open on this server (at most {limit}); retry in a minute")
 }
 
+/// Dashboard: its routes and the start banner when no OAuth app is configured.
+pub fn dashboard_off() -> &'static str {
+    "the dashboard is off: set GITHUB_OAUTH_CLIENT_ID, GITHUB_OAUTH_CLIENT_SECRET and \
+     FASENG_GITHUB_ORG to turn it on (GitHub sign-in; see the README)"
+}
+
+/// Dashboard, local mode: a request from another machine.
+pub fn dashboard_local_only() -> &'static str {
+    "the dashboard of local mode answers only on this machine (loopback)"
+}
+
+/// Dashboard: a page asked for without signing in (the sign-in page says it, nothing else).
+pub fn sign_in_needed(members: &str) -> String {
+    format!("This dashboard is for members of {members} on GitHub. Sign in to see it.")
+}
+
+/// Dashboard: an action (POST) without a session.
+pub fn action_needs_session() -> &'static str {
+    "sign in first: only a signed-in member may do this (nothing was done)"
+}
+
+/// Dashboard: a form whose `csrf` field is missing or not this session's.
+pub fn form_out_of_date() -> &'static str {
+    "this form is out of date (its security token does not match your session): reload the \
+     page and try again (nothing was done)"
+}
+
+/// Dashboard: a POST whose `Origin` / `Sec-Fetch-Site` is not this site.
+pub fn cross_site_refused() -> &'static str {
+    "refused: this request did not come from the dashboard's own pages (nothing was done)"
+}
+
+/// Sign-in: the callback without a matching sign-in under way.
+pub fn sign_in_expired() -> &'static str {
+    "This sign-in was not started here, or took longer than 10 minutes. Sign in again."
+}
+
+/// Sign-in: the user declined (or GitHub sent them back with an error).
+pub fn sign_in_declined(error: &str, description: Option<&str>) -> String {
+    match description {
+        Some(d) => format!("GitHub did not sign you in ({error}: {d})."),
+        None => format!("GitHub did not sign you in ({error})."),
+    }
+}
+
+/// Sign-in: GitHub would not exchange the code for a token.
+pub fn code_refused(error: &str, description: Option<&str>) -> String {
+    match description {
+        Some(d) => format!("GitHub did not accept this sign-in ({error}: {d}). Sign in again."),
+        None => format!("GitHub did not accept this sign-in ({error}). Sign in again."),
+    }
+}
+
+/// Sign-in: `GET /user` refused the new token.
+pub fn github_refused_user(status: u16) -> String {
+    format!("GitHub would not say who you are (HTTP {status}). Sign in again.")
+}
+
+/// Sign-in: the organization hides its memberships from the OAuth app.
+pub fn membership_hidden(members: &str) -> String {
+    format!(
+        "GitHub would not tell faseng whether you are a member of {members} (HTTP 403): the \
+         organization may restrict OAuth apps, and an owner can approve this one in its settings."
+    )
+}
+
+/// Sign-in: a GitHub user who is not an active member.
+pub fn not_a_member(login: &str, members: &str) -> String {
+    format!(
+        "{login} is not an active member of {members} on GitHub, and this dashboard is for its \
+         members only. Ask an owner to add you, or sign in as someone else."
+    )
+}
+
+/// Sign-in: GitHub answered with a server error.
+pub fn github_failed(status: u16) -> String {
+    format!("GitHub answered HTTP {status} while signing you in. Try again in a minute.")
+}
+
+/// Sign-in: GitHub's answer was not what its API documents.
+pub fn github_answer_unreadable(status: u16) -> String {
+    format!(
+        "GitHub's answer (HTTP {status}) could not be read while signing you in. Try again in a minute."
+    )
+}
+
+/// Sign-in: GitHub could not be reached.
+pub fn github_unreachable() -> &'static str {
+    "GitHub could not be reached while signing you in. Try again in a minute."
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -330,6 +330,16 @@ pub fn duration_text(secs: f64) -> String {
     }
 }
 
+/// Deploys per day: `"1.4"`, and two decimals below one (`"0.03"`), so that one deploy in a
+/// month does not read as none.
+pub fn per_day_text(per_day: f64) -> String {
+    if per_day > 0.0 && per_day < 1.0 {
+        format!("{per_day:.2}")
+    } else {
+        format!("{per_day:.1}")
+    }
+}
+
 /// A rate as a whole percentage: `"92%"`.
 pub fn percent_text(rate: f64) -> String {
     format!("{}%", (rate * 100.0).round() as i64)
@@ -399,7 +409,7 @@ pub fn figures(current: &EnvStats, previous: Option<&EnvStats>, q: &StatsQuery) 
         success_rate: or_none(current.success_rate(), percent_text),
         median: or_none(current.median_secs, duration_text),
         p90: or_none(current.p90_secs, duration_text),
-        per_day: format!("{:.1}", current.per_day(q)),
+        per_day: per_day_text(current.per_day(q)),
         change_failure_rate: or_none(current.change_failure_rate(), percent_text),
         time_to_restore: or_none(current.restore_median_secs, duration_text),
         change: FIGURE_NAMES

@@ -3,6 +3,7 @@
 //! as real processes together.
 
 mod checks;
+mod dashboard_local;
 mod desk;
 mod forge_conformance;
 mod github;

@@ -16,6 +16,7 @@ use crate::queue::{QueueTiming, QueueUrl};
 use crate::reconcile::ReconcileSettings;
 use crate::repair::RepairSettings;
 use crate::sandbox::Isolation;
+use crate::web::auth::DashboardAccess;
 
 /// GitHub's web address unless `GITHUB_WEB_URL` names another (GitHub Enterprise Server).
 pub const DEFAULT_GITHUB_WEB_URL: &str = "https://github.com";
@@ -96,6 +97,9 @@ pub struct Config {
     /// `FASENG_RECONCILE_SECS` and `FASENG_RECONCILE_WINDOW`: how often and how far back
     /// faseng lists GitHub deployments it was never told about.
     pub reconcile: ReconcileSettings,
+    /// Who may see the dashboard: off, GitHub sign-in (`GITHUB_OAUTH_CLIENT_ID`,
+    /// `GITHUB_OAUTH_CLIENT_SECRET`, `GITHUB_WEB_URL`, `FASENG_GITHUB_ORG`) or local mode.
+    pub dashboard: DashboardAccess,
 }
 
 impl Config {
@@ -134,6 +138,7 @@ impl Config {
             leases: LeaseSettings::default(),
             repair: RepairSettings::default(),
             reconcile: ReconcileSettings::default(),
+            dashboard: DashboardAccess::Off,
         }
     }
 

@@ -402,6 +402,7 @@ pub struct Application {
     public_url: String,
     github_web_url: url::Url,
     with_worker: bool,
+    gate: Arc<web::auth::Gate>,
 }
 
 impl Application {
@@ -435,12 +436,23 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
+        let c = &services.config;
+        let gate = web::auth::Gate::new(
+            &c.dashboard,
+            &public_url,
+            c.webhook_secret.as_ref(),
+            &c.github_api_url,
+            c.clock.clone(),
+        )
+        .context("setting up the dashboard's sign-in")?;
+        tracing::info!("{}", c.dashboard.describe());
         Ok(Self {
             listener,
             services: Arc::new(services),
             public_url,
             github_web_url,
             with_worker,
+            gate: Arc::new(gate),
         })
     }
 
@@ -491,6 +503,7 @@ impl Application {
             apps: s.config.apps.clone(),
             clock: s.config.clock.clone(),
             github_web_url: self.github_web_url.clone(),
+            gate: self.gate.clone(),
         };
         // A worker sweeps in `run_worker`; without one, this process does.
         let _sweeper = (!self.with_worker).then(|| s.spawn_sweeper(rx.clone()));

@@ -1,6 +1,7 @@
-//! HTTP: the webhook endpoint (transport → domain event → intake), health, metrics and the
-//! log pages. `/healthz` and `/metrics` are open; a run's page, plain log and event stream
-//! answer only under the run's signed link (see [`crate::links`]), and 404 otherwise.
+//! HTTP: the webhook endpoint (transport → domain event → intake), health, metrics, the
+//! log pages and the dashboard. `/healthz` and `/metrics` are open; a run's page, plain log
+//! and event stream answer only under the run's signed link (see [`crate::links`]), and 404
+//! otherwise; the dashboard only behind its sign-in gate ([`auth`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::store::{RunRecord, Store};
 use crate::stream_slots::{Refused, StreamSlot, StreamSlots};
 use crate::webhook::{self, MAX_BODY_BYTES, WebhookError, WebhookEvent, WebhookHeaders};
 
+pub mod auth;
 pub mod dashboard;
 pub mod viewer;
 
@@ -46,6 +48,8 @@ pub struct WebState {
     pub link_key: LinkKey,
     /// The live log streams open (capped per client and in all).
     pub streams: Arc<StreamSlots>,
+    /// Who may see the dashboard (sign-in, sessions, local mode).
+    pub gate: Arc<auth::Gate>,
     /// The operator's apps: what the dashboard lists.
     pub apps: Arc<Apps>,
     /// Where "now" comes from on the dashboard (relative times, periods, actions).
@@ -102,6 +106,7 @@ pub fn router(state: WebState) -> Router {
             "/deployments/{owner}/{repo}/{id}",
             get(|| async { not_found() }),
         )
+        .merge(auth::routes(dashboard::router(), &state))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -10,7 +10,7 @@ use crate::store::RunState;
 
 /// Web state over a fresh SQLite store holding finished runs `o/r/1` and `o/r/2` and the
 /// unfinished run `o/r/3`, each with a two-line log.
-async fn state(dir: &std::path::Path) -> WebState {
+pub(super) async fn state(dir: &std::path::Path) -> WebState {
     let (queue, store) = queue::open(&QueueUrl::Sqlite(dir.join("faseng.db")), Default::default())
         .await
         .unwrap();
@@ -41,6 +41,7 @@ async fn state(dir: &std::path::Path) -> WebState {
         apps: Default::default(),
         clock: deploy_core::clock::system(),
         github_web_url: url::Url::parse("https://github.com").unwrap(),
+        gate: Arc::new(auth::Gate::off()),
     }
 }
 

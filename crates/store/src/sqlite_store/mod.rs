@@ -119,8 +119,9 @@ const HISTORY_SCHEMA: &str = concat!(
   counted INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS faseng_run_history_at ON faseng_run_history(at_ms, key);
 CREATE INDEX IF NOT EXISTS faseng_run_history_app ON faseng_run_history(app, at_ms, key);
-CREATE INDEX IF NOT EXISTS faseng_run_history_stats ON faseng_run_history(app, at_ms)
-  WHERE counted = 1;
+DROP INDEX IF EXISTS faseng_run_history_stats;
+CREATE INDEX IF NOT EXISTS faseng_run_history_counted ON faseng_run_history(app, environment,
+  at_ms, key, state, started_ms, finished_ms, sha, rollback_from, counted) WHERE counted = 1;
 CREATE TRIGGER IF NOT EXISTS faseng_runs_history_insert AFTER INSERT ON faseng_runs
   BEGIN DELETE FROM faseng_run_history WHERE key = new.key;
   INSERT INTO ",

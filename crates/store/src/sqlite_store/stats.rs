@@ -1,75 +1,89 @@
 //! Statistics on SQLite: SQL over the history table's counted rows (`faseng_run_history`,
-//! kept by triggers; see `HISTORY_SCHEMA`), with window functions for the order within an
-//! environment and the nearest-rank percentiles.
+//! kept by triggers; see `HISTORY_SCHEMA`), through its covering index of counted runs.
 
 use super::*;
 use crate::stats::{DayPoint, EnvStats, Stats, StatsQuery};
 
 /// Per environment: deploys, successes, failures, median and p90 duration (ms), change
-/// failures, restores, median time to restore (ms). `runs` are the counted runs of app ?1
-/// (environment ?2 when not NULL) received in [?3, ?4) ms, in order per environment;
-/// `ok_so_far` counts the successes up to each, so the next success after a run is the one
-/// whose `ok_so_far` is one more.
+/// failures, restores, median time to restore (ms).
+///
+/// `runs` are the counted runs of app ?1 (environment ?2 when not NULL) received in
+/// [?3, ?4) ms, read from the covering index `faseng_run_history_counted` (named: the planner
+/// would rather take the history's index by time, and fetch every row from the table). A rollback's
+/// predecessor (the counted run just before it in its environment, within the period) and a
+/// change failure's next success (the first after it, within the period) are each one seek
+/// in that index, ordered as the definition orders runs (received ms, then key). The
+/// percentiles are nearest rank over a window ranking.
 pub(super) const ENV_STATS: &str = "WITH
 runs AS (
-  SELECT environment AS env, at_ms, state, sha, finished_ms, finished_ms - started_ms AS dur,
-    LEAD(rollback_from) OVER w AS next_from,
-    SUM(state = 'success') OVER w AS ok_so_far
-  FROM faseng_run_history
-  WHERE counted = 1 AND app = ?1 AND (?2 IS NULL OR environment = ?2) AND at_ms >= ?3 AND at_ms < ?4
-  WINDOW w AS (PARTITION BY environment ORDER BY at_ms, key ROWS UNBOUNDED PRECEDING)),
-successes AS (SELECT env, ok_so_far AS nth, finished_ms FROM runs WHERE state = 'success'),
+  SELECT environment AS env, at_ms, key, state, sha, finished_ms,
+    finished_ms - started_ms AS dur, rollback_from
+  FROM faseng_run_history INDEXED BY faseng_run_history_counted
+  WHERE counted = 1 AND app = ?1 AND (?2 IS NULL OR environment = ?2)
+    AND at_ms >= ?3 AND at_ms < ?4),
+rolled_back AS (
+  SELECT (SELECT p.key FROM faseng_run_history p
+      WHERE p.counted = 1 AND p.app = ?1 AND p.environment = r.env AND p.at_ms >= ?3
+        AND (p.at_ms, p.key) < (r.at_ms, r.key)
+      ORDER BY p.at_ms DESC, p.key DESC LIMIT 1) AS key,
+    r.rollback_from AS sha
+  FROM runs r WHERE r.rollback_from IS NOT NULL),
 change_failures AS (
-  SELECT f.env, s.nth IS NOT NULL AS restored, MAX(0, s.finished_ms - f.finished_ms) AS ttr
-  FROM runs f LEFT JOIN successes s ON s.env = f.env AND s.nth = f.ok_so_far + 1
-  WHERE f.state IN ('failure', 'error') OR f.next_from = f.sha),
-durations AS (
-  SELECT env, dur, ROW_NUMBER() OVER (PARTITION BY env ORDER BY dur) AS rank,
-    COUNT(*) OVER (PARTITION BY env) AS n
-  FROM runs WHERE dur IS NOT NULL),
-restore_times AS (
-  SELECT env, ttr, ROW_NUMBER() OVER (PARTITION BY env ORDER BY ttr) AS rank,
-    COUNT(*) OVER (PARTITION BY env) AS n
-  FROM change_failures WHERE ttr IS NOT NULL),
+  SELECT f.env, f.finished_ms,
+    (SELECT IFNULL(s.finished_ms, 'none') FROM faseng_run_history s
+      WHERE s.counted = 1 AND s.app = ?1 AND s.environment = f.env AND s.at_ms < ?4
+        AND (s.at_ms, s.key) > (f.at_ms, f.key) AND s.state = 'success'
+      ORDER BY s.at_ms, s.key LIMIT 1) AS fixed
+  FROM runs f
+  WHERE f.state IN ('failure', 'error') OR (f.key, f.sha) IN (SELECT key, sha FROM rolled_back)),
+restores AS (
+  SELECT env, fixed IS NOT NULL AS restored,
+    CASE WHEN typeof(fixed) = 'integer' THEN MAX(0, fixed - finished_ms) END AS ttr
+  FROM change_failures),
 counts AS (
   SELECT env, COUNT(*) AS deploys, SUM(state = 'success') AS ok,
-    SUM(state IN ('failure', 'error')) AS failed
+    SUM(state IN ('failure', 'error')) AS failed, COUNT(dur) AS timed
   FROM runs GROUP BY env),
+durations AS (
+  SELECT env, dur, ROW_NUMBER() OVER (PARTITION BY env ORDER BY dur) AS rank
+  FROM runs WHERE dur IS NOT NULL),
 duration_ranks AS (
-  SELECT env, MAX(CASE WHEN rank = (n + 1) / 2 THEN dur END) AS median,
-    MAX(CASE WHEN rank = (9 * n + 9) / 10 THEN dur END) AS p90
-  FROM durations GROUP BY env),
+  SELECT env, MAX(CASE WHEN rank = (c.timed + 1) / 2 THEN dur END) AS median,
+    MAX(CASE WHEN rank = (9 * c.timed + 9) / 10 THEN dur END) AS p90
+  FROM durations JOIN counts c USING (env) GROUP BY env),
 failure_counts AS (
-  SELECT env, COUNT(*) AS change_failures, SUM(restored) AS restores
-  FROM change_failures GROUP BY env),
+  SELECT env, COUNT(*) AS change_failures, SUM(restored) AS restored, COUNT(ttr) AS timed
+  FROM restores GROUP BY env),
+restore_times AS (
+  SELECT env, ttr, ROW_NUMBER() OVER (PARTITION BY env ORDER BY ttr) AS rank
+  FROM restores WHERE ttr IS NOT NULL),
 restore_ranks AS (
-  SELECT env, MAX(CASE WHEN rank = (n + 1) / 2 THEN ttr END) AS median
-  FROM restore_times GROUP BY env)
+  SELECT env, MAX(CASE WHEN rank = (f.timed + 1) / 2 THEN ttr END) AS median
+  FROM restore_times JOIN failure_counts f USING (env) GROUP BY env)
 SELECT c.env, c.deploys, c.ok, c.failed, d.median, d.p90,
-  IFNULL(f.change_failures, 0), IFNULL(f.restores, 0), r.median
-FROM counts c LEFT JOIN duration_ranks d USING (env) LEFT JOIN failure_counts f USING (env)
+  IFNULL(f.change_failures, 0), IFNULL(f.restored, 0), r.median
+FROM counts c LEFT JOIN failure_counts f USING (env) LEFT JOIN duration_ranks d USING (env)
   LEFT JOIN restore_ranks r USING (env)
 ORDER BY c.env";
 
 /// Per environment and UTC day (days since the epoch) with counted runs: deploys,
-/// successes, median and p90 duration (ms).
+/// successes, median and p90 duration (ms). One window ranks each day's durations (runs
+/// without one last) and counts them.
 const DAILY_STATS: &str = "WITH
 runs AS (
   SELECT environment AS env, at_ms / 86400000 AS day, state, finished_ms - started_ms AS dur
-  FROM faseng_run_history
-  WHERE counted = 1 AND app = ?1 AND (?2 IS NULL OR environment = ?2) AND at_ms >= ?3 AND at_ms < ?4),
-durations AS (
-  SELECT env, day, dur, ROW_NUMBER() OVER (PARTITION BY env, day ORDER BY dur) AS rank,
-    COUNT(*) OVER (PARTITION BY env, day) AS n
-  FROM runs WHERE dur IS NOT NULL),
-duration_ranks AS (
-  SELECT env, day, MAX(CASE WHEN rank = (n + 1) / 2 THEN dur END) AS median,
-    MAX(CASE WHEN rank = (9 * n + 9) / 10 THEN dur END) AS p90
-  FROM durations GROUP BY env, day)
-SELECT r.env, r.day, COUNT(*), SUM(r.state = 'success'), d.median, d.p90
-FROM runs r LEFT JOIN duration_ranks d ON d.env = r.env AND d.day = r.day
-GROUP BY r.env, r.day
-ORDER BY r.env, r.day";
+  FROM faseng_run_history INDEXED BY faseng_run_history_counted
+  WHERE counted = 1 AND app = ?1 AND (?2 IS NULL OR environment = ?2)
+    AND at_ms >= ?3 AND at_ms < ?4),
+ranked AS (
+  SELECT env, day, state, dur, ROW_NUMBER() OVER w AS rank, COUNT(dur) OVER w AS timed
+  FROM runs
+  WINDOW w AS (PARTITION BY env, day ORDER BY dur IS NULL, dur
+    ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING))
+SELECT env, day, COUNT(*), SUM(state = 'success'),
+  MAX(CASE WHEN dur IS NOT NULL AND rank = (timed + 1) / 2 THEN dur END),
+  MAX(CASE WHEN dur IS NOT NULL AND rank = (9 * timed + 9) / 10 THEN dur END)
+FROM ranked GROUP BY env, day ORDER BY env, day";
 
 /// Milliseconds as seconds.
 fn secs(ms: Option<i64>) -> Option<f64> {

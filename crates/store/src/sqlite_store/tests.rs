@@ -221,7 +221,7 @@ async fn a_history_of_the_older_shape_is_migrated() {
     .collect();
     assert!(
         plan.iter()
-            .any(|step| step.contains("faseng_run_history_stats")),
+            .any(|step| step.contains("COVERING INDEX faseng_run_history_counted")),
         "{plan:?}"
     );
 }

@@ -528,6 +528,14 @@ fn env(
 }
 
 #[test]
+fn deploys_per_day_keep_two_decimals_below_one() {
+    assert_eq!(
+        [0.0, 1.0 / 30.0, 0.25, 1.0, 1.44, 12.0].map(per_day_text),
+        ["0.0", "0.03", "0.25", "1.0", "1.4", "12.0"].map(String::from)
+    );
+}
+
+#[test]
 fn figures_and_their_change_against_the_previous_period() {
     let q = query(None, at(1, "00:00:00"), at(11, "00:00:00"));
     let current = env(14, 13, Some(72.0), 1, Some(600.0));

@@ -1,4 +1,4 @@
-//! The benchmark program: `cargo run --release -p e2e --bin bench -- <chima|slack|intake|drain|all>`.
+//! The benchmark program: `cargo run --release -p e2e --bin bench -- <chima|slack|intake|drain|stats|all>`.
 //! Prints a markdown table per benchmark and writes `target/bench/<what>.json`.
 //! Everything runs on loopback against the fake GitHub / Slack servers of the test harness.
 
@@ -20,6 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 mod drain;
 mod intake;
+mod stats;
 
 const COMMANDS_FOR_RSS: usize = 10_000;
 
@@ -38,7 +39,7 @@ async fn fake_github() -> FakeGithub {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".to_owned());
-    let known = ["chima", "slack", "intake", "drain"];
+    let known = ["chima", "slack", "intake", "drain", "stats"];
     let selected: Vec<&str> = match what.as_str() {
         "all" => known.to_vec(),
         w if known.contains(&w) => vec![w],
@@ -55,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
             "slack" => bench_slack().await?,
             "intake" => intake::bench_intake().await?,
             "drain" => drain::bench_drain().await?,
+            "stats" => stats::bench_stats().await?,
             _ => unreachable!(),
         };
         let path = write_report(name, &report)?;

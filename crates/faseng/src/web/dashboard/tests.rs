@@ -86,6 +86,7 @@ impl Fixture {
             apps,
             clock: clock.clone(),
             github_web_url: url::Url::parse("https://ghe.example.com/").unwrap(),
+            gate: Arc::new(crate::web::auth::Gate::off()),
         };
         Some(Self {
             state,
