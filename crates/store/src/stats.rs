@@ -106,6 +106,19 @@ pub struct DayPoint {
     pub p90_secs: Option<f64>,
 }
 
+impl DayPoint {
+    /// A day without counted runs.
+    pub fn empty(day: NaiveDate) -> Self {
+        Self {
+            day,
+            deploys: 0,
+            successes: 0,
+            median_secs: None,
+            p90_secs: None,
+        }
+    }
+}
+
 /// Statistics computed in the store.
 #[async_trait]
 pub trait Stats: Send + Sync + 'static {
@@ -435,13 +448,7 @@ pub(crate) fn every_day(q: &StatsQuery, points: Vec<DayPoint>) -> Vec<DayPoint> 
         .into_iter()
         .map(|day| match points.next_if(|p| p.day == day) {
             Some(point) => point,
-            None => DayPoint {
-                day,
-                deploys: 0,
-                successes: 0,
-                median_secs: None,
-                p90_secs: None,
-            },
+            None => DayPoint::empty(day),
         })
         .collect()
 }

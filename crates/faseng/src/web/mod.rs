@@ -443,13 +443,7 @@ async fn log_events(
     }
     let slot = match s.streams.take(client.ip()) {
         Ok(slot) => slot,
-        Err(refused) => {
-            let text = match refused {
-                Refused::PerClient(n) => messages::too_many_streams_from_client(n),
-                Refused::Total(n) => messages::too_many_streams(n),
-            };
-            return (StatusCode::TOO_MANY_REQUESTS, text).into_response();
-        }
+        Err(refused) => return stream_refused(refused),
     };
     let following = Following {
         store: s.store.clone(),
@@ -462,6 +456,15 @@ async fn log_events(
     Sse::new(log_stream(following))
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The 429 that says why a live stream got no slot.
+pub(crate) fn stream_refused(refused: Refused) -> Response {
+    let text = match refused {
+        Refused::PerClient(n) => messages::too_many_streams_from_client(n),
+        Refused::Total(n) => messages::too_many_streams(n),
+    };
+    (StatusCode::TOO_MANY_REQUESTS, text).into_response()
 }
 
 /// How long one live log stream stays open at most.

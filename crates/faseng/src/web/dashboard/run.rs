@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -25,7 +24,7 @@ use super::overview::newest_success;
 use super::{PageError, PageResult, Viewer, deploys, short_sha, time, version};
 use crate::messages::{self, dashboard as say};
 use crate::store::{RunRecord, RunState, StageRecord, StageRecordState, Store};
-use crate::stream_slots::{Refused, StreamSlot};
+use crate::stream_slots::StreamSlot;
 use crate::web::{STREAM_MAX, STREAM_POLL, WebState};
 
 /// The run a path names (`owner`, `repo`, `id`), when it names one at all.
@@ -266,13 +265,7 @@ pub(crate) async fn events(
     }
     let slot = match s.streams.take(client.ip()) {
         Ok(slot) => slot,
-        Err(refused) => {
-            let text = match refused {
-                Refused::PerClient(n) => messages::too_many_streams_from_client(n),
-                Refused::Total(n) => messages::too_many_streams(n),
-            };
-            return (StatusCode::TOO_MANY_REQUESTS, text).into_response();
-        }
+        Err(refused) => return crate::web::stream_refused(refused),
     };
     let live = Live {
         store: s.store.clone(),

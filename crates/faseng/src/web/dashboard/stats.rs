@@ -96,16 +96,7 @@ pub(crate) async fn page(
                 .map(|(_, points)| std::mem::take(points))
                 .unwrap_or_else(|| {
                     // An environment without counted runs: every day, at zero.
-                    q.days_touched()
-                        .into_iter()
-                        .map(|day| DayPoint {
-                            day,
-                            deploys: 0,
-                            successes: 0,
-                            median_secs: None,
-                            p90_secs: None,
-                        })
-                        .collect()
+                    q.days_touched().into_iter().map(DayPoint::empty).collect()
                 });
             EnvPart {
                 env: e.clone(),
