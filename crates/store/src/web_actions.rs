@@ -20,6 +20,11 @@ pub enum WebActionState {
 }
 
 impl WebActionState {
+    /// How an action chima carried out ended: `Done` when it went well, else `Failed`.
+    pub fn ended(ok: bool) -> Self {
+        if ok { Self::Done } else { Self::Failed }
+    }
+
     /// The state's name (`pending`, `running`, `done`, `failed`).
     pub fn as_str(self) -> &'static str {
         match self {

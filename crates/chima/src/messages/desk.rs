@@ -64,6 +64,18 @@ pub fn lock_refused(
     )
 }
 
+/// When `lock` ends, in the app's zone and relative to `now`, or `open_end` for a lock
+/// without expiry.
+pub(crate) fn lock_until(
+    lock: &EnvLock,
+    now: DateTime<Utc>,
+    app: &AppConfig,
+    open_end: &str,
+) -> String {
+    lock.expires_at
+        .map_or_else(|| open_end.to_owned(), |end| when(end, now, app.tz()))
+}
+
 /// The speaker now holds the lock (or renewed it).
 pub fn locked(
     app: &AppConfig,
@@ -73,10 +85,7 @@ pub fn locked(
     now: DateTime<Utc>,
     bot: &str,
 ) -> Reply {
-    let until = lock
-        .expires_at
-        .map(|end| when(end, now, app.tz()))
-        .unwrap_or_else(|| "you unlock it".to_owned());
+    let until = lock_until(lock, now, app, "you unlock it");
     let m = place(say(Tone::Lock), app.name.as_str(), env.as_str())
         .text(if renewed {
             " stays locked by "
@@ -615,10 +624,7 @@ pub fn lock_reminder(
     now: DateTime<Utc>,
     bot: &str,
 ) -> Reply {
-    let until = lock
-        .expires_at
-        .map(|e| when(e, now, app.tz()))
-        .unwrap_or_else(|| "you unlock it".to_owned());
+    let until = lock_until(lock, now, app, "you unlock it");
     let extend = format!(
         "{bot} lock {} in {env} for {}: {}",
         app.name,

@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, Utc};
 use deploy_core::chat::{Message, Tone};
-use deploy_core::desk::when;
 use deploy_core::{AppConfig, AppName, EnvName};
 use deploy_store::EnvLock;
 
@@ -118,10 +117,7 @@ pub fn locked(
     now: DateTime<Utc>,
     bot: &str,
 ) -> Reply {
-    let until = lock
-        .expires_at
-        .map(|end| when(end, now, app.tz()))
-        .unwrap_or_else(|| "they unlock it".to_owned());
+    let until = super::desk::lock_until(lock, now, app, "they unlock it");
     let m = place(say(Tone::Lock), app.name.as_str(), env.as_str())
         .text(" is now locked by ")
         .quoted(lock.shown_name())

@@ -164,11 +164,7 @@ impl WebActions for RedisStore {
         reply: &str,
         run_key: Option<&str>,
     ) -> anyhow::Result<bool> {
-        let state = if ok {
-            WebActionState::Done
-        } else {
-            WebActionState::Failed
-        };
+        let state = WebActionState::ended(ok);
         let done: i64 = scripts()
             .finish
             .key(ACTIONS)

@@ -99,11 +99,7 @@ impl WebActions for SqliteStore {
         reply: &str,
         run_key: Option<&str>,
     ) -> anyhow::Result<bool> {
-        let state = if ok {
-            WebActionState::Done
-        } else {
-            WebActionState::Failed
-        };
+        let state = WebActionState::ended(ok);
         let r = sqlx::query(
             "UPDATE faseng_web_actions SET state = ?, reply = ?, run_key = ? \
              WHERE id = ? AND state = 'running' AND claimed_by = ?",
